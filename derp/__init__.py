@@ -1,0 +1,1 @@
+"""DERP relay and STUN server, embeddable in pyheadscale or run standalone."""
