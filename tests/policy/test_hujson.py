@@ -41,7 +41,7 @@ def test_surrogate_pair_escape() -> None:
         ("", 1, 1, "empty document"),
         ("[1] 2", 1, 5, "after the top-level value"),
         ('["\\q"]', 1, 3, "invalid escape"),
-        ('{,}', 1, 2, "expected a string object key"),
+        ("{,}", 1, 2, "expected a string object key"),
     ],
 )
 def test_errors_have_exact_positions(text: str, line: int, column: int, fragment: str) -> None:

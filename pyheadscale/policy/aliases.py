@@ -1,0 +1,250 @@
+"""Aliases (the names used in ``src``, ``dst``, ``target``...) and their resolution to addresses.
+
+An alias is parsed once from policy text into an :class:`Alias`; a
+:class:`Tailnet` (users and nodes) turns it into the set of addresses it
+stands for. Address aliases (IPs, CIDRs, hosts) stand for exactly their
+prefix; identity aliases (users, groups, tags, autogroups) stand for the
+addresses of the nodes they match.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pyheadscale.policy.netset import EMPTY, EVERYTHING, INTERNET, TAILNET_ADDRESSES, AddrSet, IPNetwork
+from pyheadscale.policy.types import PolicyNode, PolicyUser
+
+
+class AliasKind(enum.Enum):
+    WILDCARD = "wildcard"
+    PREFIX = "prefix"
+    USER = "user"
+    USER_DOMAIN = "user-domain"
+    GROUP = "group"
+    TAG = "tag"
+    AUTOGROUP = "autogroup"
+    HOST = "host"
+
+
+class Autogroup(enum.StrEnum):
+    INTERNET = "autogroup:internet"
+    MEMBER = "autogroup:member"
+    TAGGED = "autogroup:tagged"
+    SELF = "autogroup:self"
+    NONROOT = "autogroup:nonroot"
+    DANGER_ALL = "autogroup:danger-all"
+    ADMIN = "autogroup:admin"
+    OWNER = "autogroup:owner"
+
+
+KNOWN_AUTOGROUPS = frozenset(a.value for a in Autogroup)
+
+
+class AliasSyntaxError(ValueError):
+    """The text is not any kind of alias."""
+
+
+@dataclass(frozen=True)
+class Alias:
+    """One parsed alias. ``network`` is set for :attr:`AliasKind.PREFIX` only."""
+
+    kind: AliasKind
+    text: str
+    network: IPNetwork | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+    def is_autogroup(self, group: Autogroup) -> bool:
+        return self.kind is AliasKind.AUTOGROUP and self.text == group.value
+
+
+def parse_ip_or_prefix(text: str) -> IPNetwork | None:
+    """Parse an IP address or CIDR the way Go's netip does (no zone, host bits allowed)."""
+    if "%" in text or not text or text != text.strip():
+        return None
+    try:
+        if "/" in text:
+            address, _, bits = text.partition("/")
+            if not bits.isdigit() or (len(bits) > 1 and bits[0] == "0"):
+                return None
+            ipaddress.ip_address(address)
+            return ipaddress.ip_network(text, strict=False)
+        return ipaddress.ip_network(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def parse_alias(text: str) -> Alias:
+    """Classify alias text; raises :class:`AliasSyntaxError` when it is none of them."""
+    network = parse_ip_or_prefix(text)
+    if network is not None:
+        return Alias(AliasKind.PREFIX, text, network)
+    if text == "*":
+        return Alias(AliasKind.WILDCARD, text)
+    if text.startswith("user:") and "@" in text:
+        local = text[len("user:") :].rpartition("@")[0]
+        if local == "*":
+            return Alias(AliasKind.USER_DOMAIN, text)
+        return Alias(AliasKind.USER, text[len("user:") :])
+    if "@" in text:
+        return Alias(AliasKind.USER, text)
+    if text.startswith("group:"):
+        return Alias(AliasKind.GROUP, text)
+    if text.startswith("tag:"):
+        return Alias(AliasKind.TAG, text)
+    if text.startswith("autogroup:"):
+        if text not in KNOWN_AUTOGROUPS:
+            raise AliasSyntaxError(f"unknown autogroup {text!r}")
+        return Alias(AliasKind.AUTOGROUP, text)
+    if ":" not in text and text:
+        return Alias(AliasKind.HOST, text)
+    raise AliasSyntaxError(f"{text!r}: invalid address")
+
+
+def user_domain_of(alias: Alias) -> str:
+    """The domain of a ``user:*@domain`` alias."""
+    return alias.text.rpartition("@")[2]
+
+
+class Tailnet:
+    """Users and nodes, indexed for alias resolution.
+
+    ``owner_id`` and ``admin_ids`` back ``autogroup:owner`` and
+    ``autogroup:admin``; the engine's inputs do not carry roles, so callers
+    decide (the compatibility corpus treats every user as admin and the
+    first user as owner).
+    """
+
+    def __init__(
+        self,
+        users: Iterable[PolicyUser],
+        nodes: Iterable[PolicyNode],
+        *,
+        owner_id: int | None = None,
+        admin_ids: Iterable[int] | None = None,
+    ) -> None:
+        self.users = list(users)
+        self.nodes: dict[int, PolicyNode] = {n.id: n for n in nodes}
+        self.owner_id = owner_id if owner_id is not None else (self.users[0].id if self.users else None)
+        self.admin_ids = (
+            frozenset(admin_ids) if admin_ids is not None else frozenset(u.id for u in self.users)
+        )
+
+    def find_users(self, token: str) -> list[PolicyUser]:
+        """Users a ``user@domain`` / ``name@`` token names (by email, else by name)."""
+        trimmed = token.removesuffix("@")
+        return [u for u in self.users if trimmed in (u.email, u.name)]
+
+    def user_ids_for(self, token: str) -> set[int]:
+        return {u.id for u in self.find_users(token)}
+
+    def user_ids_in_domain(self, domain: str) -> set[int]:
+        return {u.id for u in self.users if u.email.rpartition("@")[2].lower() == domain.lower()}
+
+    def node_user_id(self, node: PolicyNode) -> int | None:
+        """The owning user's id, resolving by name when the caller gave none."""
+        if node.is_tagged:
+            return None
+        if node.user_id is not None:
+            return node.user_id
+        for user in self.users:
+            if user.name == node.user:
+                return user.id
+        return None
+
+    def nodes_of_users(self, user_ids: set[int]) -> list[PolicyNode]:
+        return [n for n in self.nodes.values() if not n.is_tagged and self.node_user_id(n) in user_ids]
+
+    def approved_subnet_routes(self) -> list[IPNetwork]:
+        """Every approved non-exit route in the tailnet, without duplicates, in node order."""
+        seen: dict[IPNetwork, None] = {}
+        for node in self.nodes.values():
+            for route in node.subnet_routes:
+                seen.setdefault(route, None)
+        return list(seen)
+
+
+def _addresses_of(nodes: Iterable[PolicyNode]) -> AddrSet:
+    return AddrSet.union_of(n.addr_set for n in nodes)
+
+
+class Resolver:
+    """Resolves aliases of one policy against one tailnet, caching per alias."""
+
+    def __init__(self, groups: dict[str, list[str]], hosts: dict[str, IPNetwork], tailnet: Tailnet) -> None:
+        self.groups = groups
+        self.hosts = hosts
+        self.tailnet = tailnet
+        self._cache: dict[Alias, AddrSet] = {}
+
+    def resolve(self, alias: Alias) -> AddrSet:
+        """Addresses ``alias`` stands for; ``autogroup:self`` resolves empty (it is per node)."""
+        cached = self._cache.get(alias)
+        if cached is None:
+            cached = self._cache[alias] = self._resolve(alias)
+        return cached
+
+    def cached_aliases(self) -> list[Alias]:
+        return list(self._cache)
+
+    def forget(self, aliases: Iterable[Alias]) -> None:
+        """Drop cached resolutions, e.g. after a node they may name changed."""
+        for alias in aliases:
+            self._cache.pop(alias, None)
+
+    def resolve_all(self, aliases: Iterable[Alias]) -> AddrSet:
+        return AddrSet.union_of(self.resolve(a) for a in aliases)
+
+    def group_user_ids(self, group: str) -> set[int]:
+        ids: set[int] = set()
+        for member in self.groups.get(group, []):
+            ids |= self.tailnet.user_ids_for(member)
+        return ids
+
+    def user_ids_of(self, alias: Alias) -> set[int] | None:
+        """User ids an identity alias names, or ``None`` for aliases that are not about users."""
+        tailnet = self.tailnet
+        if alias.kind is AliasKind.USER:
+            return tailnet.user_ids_for(alias.text)
+        if alias.kind is AliasKind.USER_DOMAIN:
+            return tailnet.user_ids_in_domain(user_domain_of(alias))
+        if alias.kind is AliasKind.GROUP:
+            return self.group_user_ids(alias.text)
+        if alias.is_autogroup(Autogroup.ADMIN):
+            return set(tailnet.admin_ids)
+        if alias.is_autogroup(Autogroup.OWNER):
+            return {tailnet.owner_id} if tailnet.owner_id is not None else set()
+        return None
+
+    def _resolve(self, alias: Alias) -> AddrSet:
+        tailnet = self.tailnet
+        kind = alias.kind
+        if kind is AliasKind.WILDCARD:
+            return TAILNET_ADDRESSES
+        if kind is AliasKind.PREFIX:
+            assert alias.network is not None
+            return AddrSet.of([alias.network])
+        if kind is AliasKind.HOST:
+            network = self.hosts.get(alias.text)
+            return AddrSet.of([network]) if network is not None else EMPTY
+        if kind is AliasKind.TAG:
+            return _addresses_of(n for n in tailnet.nodes.values() if alias.text in n.tags)
+        user_ids = self.user_ids_of(alias)
+        if user_ids is not None:
+            return _addresses_of(tailnet.nodes_of_users(user_ids))
+        if alias.is_autogroup(Autogroup.MEMBER):
+            return _addresses_of(n for n in tailnet.nodes.values() if not n.is_tagged)
+        if alias.is_autogroup(Autogroup.TAGGED):
+            return _addresses_of(n for n in tailnet.nodes.values() if n.is_tagged)
+        if alias.is_autogroup(Autogroup.INTERNET):
+            return INTERNET
+        if alias.is_autogroup(Autogroup.DANGER_ALL):
+            return EVERYTHING
+        return EMPTY
+
+    def matches_node(self, alias: Alias, node: PolicyNode) -> bool:
+        return node.has_ip_in(self.resolve(alias))

@@ -1,0 +1,296 @@
+"""The policy engine: one policy, one tailnet, per-node answers, incremental updates.
+
+Aliases are resolved once per policy and tailnet and cached; grants are
+compiled from those resolutions. Per-node results (filter, SSH policy, peers,
+capabilities) are computed on demand and cached. When a node joins, changes
+or leaves, only the aliases that can name it are re-resolved, only grants
+using those aliases are recompiled, and only the nodes those grants (old or
+new) touch lose their cached results; :meth:`PolicyEngine.add_or_update_node`
+returns those node ids so the server can push map deltas to them alone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Any
+
+from pyheadscale.policy.aliases import Alias, AliasKind, Autogroup, Resolver, Tailnet
+from pyheadscale.policy.filter import (
+    ALLOW_ALL_RULES,
+    CompiledGrant,
+    Rule,
+    compile_grant,
+    reduce_for_node,
+    rules_for_node,
+)
+from pyheadscale.policy.filter import acl_grants as grants_of
+from pyheadscale.policy.model import Grant, Policy, parse_policy
+from pyheadscale.policy.netset import EVERYTHING, AddrSet
+from pyheadscale.policy.nodeattrs import cap_map_for
+from pyheadscale.policy.peers import (
+    Matcher,
+    are_peers,
+    matchers_of,
+    peer_view,
+    primary_routers,
+    routes_for_peer,
+    via_steering,
+)
+from pyheadscale.policy.policytests import run_policy_tests, run_ssh_tests
+from pyheadscale.policy.ssh import SSHCompiler
+from pyheadscale.policy.types import EXIT_ROUTES, PeerView, PolicyError, PolicyNode, PolicyUser
+from pyheadscale.policy.validate import validate_policy
+
+DEFAULT_SERVER_URL = "https://unused"
+
+
+def _aliases_of(grant: Grant) -> list[Alias]:
+    return [*grant.sources, *grant.destinations]
+
+
+class PolicyEngine:
+    """Compiles one policy for one tailnet.
+
+    ``policy_text`` of ``None`` means no policy: every node may reach every
+    node. Construction parses and validates the policy against ``users`` and
+    ``nodes`` (including its ``tests`` and ``sshTests``) and raises
+    :class:`PolicyError` when Tailscale would reject it.
+    """
+
+    def __init__(
+        self,
+        policy_text: str | None,
+        users: Iterable[PolicyUser] = (),
+        nodes: Iterable[PolicyNode] = (),
+        *,
+        server_url: str = DEFAULT_SERVER_URL,
+        owner_id: int | None = None,
+        admin_ids: Iterable[int] | None = None,
+    ) -> None:
+        self.policy: Policy | None = parse_policy(policy_text) if policy_text is not None else None
+        self.server_url = server_url
+        self._owner_id = owner_id
+        self._admin_ids = list(admin_ids) if admin_ids is not None else None
+        self._grants: list[Grant] = grants_of(self.policy) if self.policy is not None else []
+        self._set_tailnet(list(users), list(nodes))
+        if self.policy is not None:
+            validate_policy(self.policy, self.tailnet)
+            run_policy_tests(self.policy, self.resolver, self._global_rules())
+            run_ssh_tests(self.policy, self.resolver, self.ssh_policy_for_node)
+
+    # -- tailnet changes ---------------------------------------------------
+
+    def _set_tailnet(self, users: list[PolicyUser], nodes: list[PolicyNode]) -> None:
+        self.tailnet = Tailnet(users, nodes, owner_id=self._owner_id, admin_ids=self._admin_ids)
+        policy = self.policy
+        self.resolver = Resolver(
+            policy.groups if policy else {}, policy.hosts if policy else {}, self.tailnet
+        )
+        self._compiled: list[CompiledGrant] = [compile_grant(g, self.resolver) for g in self._grants]
+        self._primaries = primary_routers(self.tailnet.nodes.values())
+        self._ssh = SSHCompiler(policy, self.resolver, self.server_url) if policy else None
+        self._node_cache: dict[int, dict[str, Any]] = {}
+
+    def set_nodes(self, users: Iterable[PolicyUser], nodes: Iterable[PolicyNode]) -> None:
+        """Replace the whole tailnet (a full recompile)."""
+        self._set_tailnet(list(users), list(nodes))
+
+    def add_or_update_node(self, node: PolicyNode) -> set[int]:
+        """Add ``node`` or replace the node with its id; returns the ids of nodes whose results changed."""
+        old = self.tailnet.nodes.get(node.id)
+        self.tailnet.nodes[node.id] = node
+        return self._node_changed(old, node)
+
+    def remove_node(self, node_id: int) -> set[int]:
+        """Remove a node; returns the ids of the remaining nodes whose results changed."""
+        old = self.tailnet.nodes.pop(node_id, None)
+        if old is None:
+            return set()
+        affected = self._node_changed(old, None)
+        affected.discard(node_id)
+        return affected
+
+    def _alias_can_name(self, alias: Alias, node: PolicyNode) -> bool:
+        """Whether ``node`` joining or leaving can change what ``alias`` resolves to."""
+        kind = alias.kind
+        if kind is AliasKind.TAG:
+            return alias.text in node.tags
+        if kind is AliasKind.AUTOGROUP:
+            return alias.text in (
+                Autogroup.MEMBER.value,
+                Autogroup.TAGGED.value,
+                Autogroup.ADMIN.value,
+                Autogroup.OWNER.value,
+            )
+        if kind in (AliasKind.USER, AliasKind.USER_DOMAIN, AliasKind.GROUP):
+            owner = self.tailnet.node_user_id(node)
+            user_ids = self.resolver.user_ids_of(alias)
+            return owner is not None and user_ids is not None and owner in user_ids
+        return False
+
+    def _node_changed(self, old: PolicyNode | None, new: PolicyNode | None) -> set[int]:
+        changed = [n for n in (old, new) if n is not None]
+        routes_changed = (old.subnet_routes if old else ()) != (new.subnet_routes if new else ())
+        self._primaries = primary_routers(self.tailnet.nodes.values()) if routes_changed else self._primaries
+        stale_aliases = {
+            alias
+            for alias in self.resolver.cached_aliases()
+            if any(self._alias_can_name(alias, n) for n in changed)
+        }
+        self.resolver.forget(stale_aliases)
+        touched = AddrSet.union_of(n.addr_set for n in changed)
+        for index, grant in enumerate(self._grants):
+            uses_stale = any(a in stale_aliases for a in _aliases_of(grant))
+            uses_routes = routes_changed and any(a.kind is AliasKind.WILDCARD for a in grant.sources)
+            if not (uses_stale or uses_routes or grant.via or self._compiled[index].self_part):
+                continue
+            before = self._compiled[index]
+            after = compile_grant(grant, self.resolver)
+            self._compiled[index] = after
+            touched = touched | self._reach_of(before) | self._reach_of(after)
+        if routes_changed:
+            for n in changed:
+                touched = touched | AddrSet.of(n.subnet_routes)
+        affected = {
+            n.id for n in self.tailnet.nodes.values() if n.has_ip_in(touched) or self._routes_in(n, touched)
+        }
+        affected.update(n.id for n in changed)
+        if routes_changed or any(g.via for g in self._grants):
+            affected.update(self.tailnet.nodes)
+        for node_id in affected:
+            self._node_cache.pop(node_id, None)
+        return {i for i in affected if i in self.tailnet.nodes}
+
+    @staticmethod
+    def _routes_in(node: PolicyNode, addresses: AddrSet) -> bool:
+        return any(addresses.overlaps_network(r) for r in node.subnet_routes)
+
+    def _reach_of(self, compiled: CompiledGrant) -> AddrSet:
+        """All addresses a compiled grant's rules mention; ``*`` destinations count as everyone."""
+        parts: list[AddrSet] = []
+        for rule in compiled.rules:
+            parts.append(rule.sources)
+            parts.append(rule.destinations())
+        if compiled.self_part is not None:
+            parts.append(compiled.self_part.sources)
+        if compiled.via_part is not None:
+            parts.append(compiled.via_part.sources)
+        reach = AddrSet.union_of(parts)
+        return EVERYTHING if reach == EVERYTHING else reach
+
+    # -- per-node results ----------------------------------------------------
+
+    def _node(self, node_id: int) -> PolicyNode:
+        try:
+            return self.tailnet.nodes[node_id]
+        except KeyError:
+            raise KeyError(f"unknown node id {node_id}") from None
+
+    def _cached(self, node_id: int, key: str) -> Any:
+        return self._node_cache.get(node_id, {}).get(key)
+
+    def _store(self, node_id: int, key: str, value: Any) -> Any:
+        self._node_cache.setdefault(node_id, {})[key] = value
+        return value
+
+    def _global_rules(self) -> list[Rule]:
+        return [rule for compiled in self._compiled for rule in compiled.rules]
+
+    def _unreduced_rules(self, node: PolicyNode) -> list[Rule]:
+        cached = self._cached(node.id, "unreduced")
+        if cached is None:
+            cached = self._store(node.id, "unreduced", rules_for_node(self._compiled, node, self.resolver))
+        return list(cached)
+
+    def _matchers(self, node: PolicyNode) -> list[Matcher]:
+        cached = self._cached(node.id, "matchers")
+        if cached is None:
+            cached = self._store(node.id, "matchers", matchers_of(self._unreduced_rules(node)))
+        return list(cached)
+
+    def filter_rules(self, node_id: int) -> list[dict[str, Any]]:
+        """The node's packet filter (``[]tailcfg.FilterRule``)."""
+        node = self._node(node_id)
+        if self.policy is None or not self.policy.has_filter_rules:
+            return [dict(rule) for rule in ALLOW_ALL_RULES]
+        cached = self._cached(node_id, "filter")
+        if cached is None:
+            reduced = reduce_for_node(self._unreduced_rules(node), node)
+            cached = self._store(node_id, "filter", [rule.to_wire() for rule in reduced])
+        return list(cached)
+
+    def ssh_policy_for_node(self, node: PolicyNode) -> dict[str, Any] | None:
+        return self._ssh.policy_for(node) if self._ssh is not None else None
+
+    def ssh_policy(self, node_id: int) -> dict[str, Any] | None:
+        """The node's ``tailcfg.SSHPolicy`` or ``None`` when the policy has no ``ssh`` section."""
+        return self.ssh_policy_for_node(self._node(node_id))
+
+    def cap_map(self, node_id: int) -> dict[str, Any]:
+        """Capabilities the policy grants the node itself (``nodeAttrs``, ``randomizeClientPort``)."""
+        if self.policy is None:
+            return {}
+        return cap_map_for(self.policy, self.resolver, self._node(node_id))
+
+    def peers(self, node_id: int) -> dict[int, PeerView]:
+        """The nodes ``node_id`` may see, with the addresses and routes it should use for each."""
+        viewer = self._node(node_id)
+        cached = self._cached(node_id, "peers")
+        if cached is not None:
+            return dict(cached)
+        allow_all = self.policy is None or not self.policy.has_filter_rules
+        viewer_matchers = [] if allow_all else self._matchers(viewer)
+        result: dict[int, PeerView] = {}
+        for peer in self.tailnet.nodes.values():
+            if peer.id == viewer.id:
+                continue
+            if not allow_all:
+                matchers = viewer_matchers
+                if self._has_per_node_rules():
+                    matchers = matchers + self._matchers(peer)
+                if not are_peers(viewer, peer, matchers):
+                    continue
+            if allow_all:
+                routes = [r for r, owner in self._primaries.items() if owner == peer.id] + list(
+                    peer.exit_routes
+                )
+            else:
+                steering = via_steering(viewer, peer, self._grants, self.resolver)
+                routes = routes_for_peer(viewer, peer, viewer_matchers, self._primaries, steering)
+            result[peer.id] = peer_view(peer, routes)
+        return dict(self._store(node_id, "peers", result))
+
+    def _has_per_node_rules(self) -> bool:
+        return any(c.self_part is not None or c.via_part is not None for c in self._compiled)
+
+    def auto_approved_routes(self, node: PolicyNode) -> list[str]:
+        """The node's advertised routes that ``autoApprovers`` approve for it."""
+        if self.policy is None:
+            return []
+        approved: list[str] = []
+        for text in node.routable_ips:
+            route = ipaddress.ip_network(text, strict=False)
+            if route in EXIT_ROUTES:
+                approvers = self.policy.exit_node_approvers
+            else:
+                approvers = [
+                    a
+                    for prefix, names in self.policy.route_approvers.items()
+                    if prefix.version == route.version and route.subnet_of(prefix)  # type: ignore[arg-type]
+                    for a in names
+                ]
+            if any(self._approver_matches(a, node) for a in approvers):
+                approved.append(text)
+        return approved
+
+    def _approver_matches(self, approver: Alias, node: PolicyNode) -> bool:
+        if approver.kind is AliasKind.TAG:
+            return approver.text in node.tags
+        if node.is_tagged:
+            return False
+        user_ids = self.resolver.user_ids_of(approver)
+        return user_ids is not None and self.tailnet.node_user_id(node) in user_ids
+
+
+__all__ = ["DEFAULT_SERVER_URL", "PolicyEngine", "PolicyError"]

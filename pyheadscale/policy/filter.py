@@ -1,0 +1,302 @@
+"""Packet filter compilation: ACLs and grants to ``tailcfg.FilterRule``s.
+
+Compilation happens in two stages. :func:`compile_grants` resolves every
+grant (ACLs are grants with an ``ip`` list) once per policy and tailnet into
+:class:`CompiledGrant`s: global rules plus the inputs of the per-node parts
+(``autogroup:self`` and ``via``). :func:`rules_for_node` then builds one
+node's unreduced rules and :func:`reduce_for_node` keeps the parts of them
+whose destination is that node (its addresses, its approved subnet routes,
+or the internet when it is an exit node).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyheadscale.policy.aliases import Alias, AliasKind, Autogroup, Resolver
+from pyheadscale.policy.model import Grant, Policy, ProtocolPorts
+from pyheadscale.policy.netset import EVERYTHING, INTERNET, AddrSet, parse_addr_set
+from pyheadscale.policy.ports import PortRange, protocol_numbers
+from pyheadscale.policy.types import PolicyNode
+
+#: The filter of a tailnet without ACLs or grants: everything may talk to everything.
+ALLOW_ALL_RULES: list[dict[str, Any]] = [
+    {"SrcIPs": ["*"], "DstPorts": [{"IP": "*", "Ports": {"First": 0, "Last": 65535}}]}
+]
+
+#: Capabilities that imply a reverse companion capability for the other side.
+_COMPANION_CAPS = (
+    ("tailscale.com/cap/drive", "tailscale.com/cap/drive-sharer"),
+    ("tailscale.com/cap/relay", "tailscale.com/cap/relay-target"),
+)
+
+
+@dataclass(frozen=True)
+class DstPort:
+    """One ``NetPortRange``: an address expression, the addresses it means, and a port range."""
+
+    ip: str
+    addresses: AddrSet
+    ports: PortRange
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"IP": self.ip, "Ports": self.ports.to_wire()}
+
+
+@dataclass(frozen=True)
+class CapGrant:
+    destinations: AddrSet
+    cap_map: dict[str, Any]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"Dsts": self.destinations.prefix_strings(), "CapMap": self.cap_map}
+
+
+@dataclass
+class Rule:
+    """A filter rule with its sources kept as an address set for matching."""
+
+    sources: AddrSet
+    dst_ports: list[DstPort] = field(default_factory=list)
+    protocols: tuple[int, ...] = ()
+    cap_grants: list[CapGrant] = field(default_factory=list)
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"SrcIPs": ["*"] if self.sources == EVERYTHING else self.sources.to_strings()}
+        if self.dst_ports:
+            out["DstPorts"] = [d.to_wire() for d in self.dst_ports]
+        if self.protocols:
+            out["IPProto"] = list(self.protocols)
+        if self.cap_grants:
+            out["CapGrant"] = [c.to_wire() for c in self.cap_grants]
+        return out
+
+    def destinations(self) -> AddrSet:
+        """Every address this rule lets traffic (or capabilities) reach."""
+        return AddrSet.union_of(
+            [*(d.addresses for d in self.dst_ports), *(c.destinations for c in self.cap_grants)]
+        )
+
+
+@dataclass
+class SelfPart:
+    """The ``autogroup:self`` half of a grant: resolved per destination node's owner."""
+
+    sources: AddrSet
+    ip: list[ProtocolPorts]
+    app: dict[str, list[Any]] | None
+
+
+@dataclass
+class ViaPart:
+    """A ``via`` grant: only routers carrying one of ``tags`` receive its rules."""
+
+    tags: list[str]
+    destinations: list[AddrSet]
+    internet: bool
+    ip: list[ProtocolPorts]
+    sources: AddrSet
+
+
+@dataclass
+class CompiledGrant:
+    grant: Grant
+    rules: list[Rule] = field(default_factory=list)
+    self_part: SelfPart | None = None
+    via_part: ViaPart | None = None
+
+
+def acl_grants(policy: Policy) -> list[Grant]:
+    """All grants of a policy, with each ACL destination turned into its own grant."""
+    grants = list(policy.grants or [])
+    for acl in policy.acls or []:
+        for i, destination in enumerate(acl.destinations):
+            grants.append(
+                Grant(
+                    path=(*acl.path, "dst", i),
+                    sources=acl.sources,
+                    destinations=[destination.alias],
+                    ip=[ProtocolPorts(acl.proto, destination.ports)],
+                    app=None,
+                    via=[],
+                )
+            )
+    return grants
+
+
+def source_addresses(sources: Iterable[Alias], resolver: Resolver) -> AddrSet:
+    """A rule's source set: ``*`` adds approved subnet routes, ``autogroup:danger-all`` is everything."""
+    sources = list(sources)
+    if any(s.is_autogroup(Autogroup.DANGER_ALL) for s in sources):
+        return EVERYTHING
+    resolved = resolver.resolve_all(s for s in sources if not s.is_autogroup(Autogroup.SELF))
+    if any(s.kind is AliasKind.WILDCARD for s in sources):
+        resolved = resolved | AddrSet.of(resolver.tailnet.approved_subnet_routes())
+    return resolved
+
+
+def _dst_ports(destination: Alias, addresses: AddrSet, ports: Iterable[PortRange]) -> list[DstPort]:
+    if destination.kind is AliasKind.WILDCARD:
+        return [DstPort("*", EVERYTHING, p) for p in ports]
+    out: list[DstPort] = []
+    for network in addresses.networks():
+        single = network.num_addresses == 1
+        text = str(network.network_address) if single else str(network)
+        part = AddrSet.of([network])
+        out.extend(DstPort(text, part, p) for p in ports)
+    return out
+
+
+def companion_rules(cap_map: dict[str, Any], granted_to: AddrSet, granted_on: AddrSet) -> list[Rule]:
+    """Reverse rules for capabilities that come in pairs (drive/drive-sharer, relay/relay-target)."""
+    return [
+        Rule(sources=granted_on, cap_grants=[CapGrant(granted_to, {companion: None})])
+        for original, companion in _COMPANION_CAPS
+        if original in cap_map
+    ]
+
+
+def compile_grant(grant: Grant, resolver: Resolver) -> CompiledGrant:
+    compiled = CompiledGrant(grant)
+    if not grant.sources or not grant.destinations:
+        return compiled
+    sources = source_addresses(grant.sources, resolver)
+    if grant.via:
+        if grant.ip and sources:
+            via_destinations = [
+                resolver.resolve(d) for d in grant.destinations if not d.is_autogroup(Autogroup.INTERNET)
+            ]
+            compiled.via_part = ViaPart(
+                tags=grant.via,
+                destinations=via_destinations,
+                internet=any(d.is_autogroup(Autogroup.INTERNET) for d in grant.destinations),
+                ip=grant.ip,
+                sources=sources,
+            )
+        return compiled
+    other = [d for d in grant.destinations if not d.is_autogroup(Autogroup.SELF)]
+    if len(other) != len(grant.destinations):
+        compiled.self_part = SelfPart(sources=sources, ip=grant.ip, app=grant.app)
+    if not other or not sources:
+        return compiled
+    for entry in grant.ip:
+        dst_ports: list[DstPort] = []
+        for destination in other:
+            if destination.is_autogroup(Autogroup.INTERNET):
+                continue
+            dst_ports.extend(_dst_ports(destination, resolver.resolve(destination), entry.ports))
+        if dst_ports:
+            compiled.rules.append(Rule(sources, dst_ports, protocol_numbers(entry.protocol)))
+    if grant.app:
+        cap_grants = [CapGrant(resolver.resolve(d), grant.app) for d in other]
+        cap_grants = [c for c in cap_grants if c.destinations]
+        if cap_grants:
+            compiled.rules.append(Rule(sources, cap_grants=cap_grants))
+            granted_on = AddrSet.union_of(c.destinations for c in cap_grants)
+            if any(d.kind is AliasKind.WILDCARD for d in other):
+                granted_on = granted_on | AddrSet.of(resolver.tailnet.approved_subnet_routes())
+            compiled.rules.extend(companion_rules(grant.app, sources, granted_on))
+    return compiled
+
+
+def compile_grants(policy: Policy, resolver: Resolver) -> list[CompiledGrant]:
+    return [compile_grant(grant, resolver) for grant in acl_grants(policy)]
+
+
+def self_rules(part: SelfPart, node: PolicyNode, resolver: Resolver) -> list[Rule]:
+    """``autogroup:self`` rules for ``node``: between the devices of its owner only."""
+    if node.is_tagged:
+        return []
+    tailnet = resolver.tailnet
+    owner = tailnet.node_user_id(node)
+    if owner is None:
+        return []
+    same_user = tailnet.nodes_of_users({owner})
+    sources = AddrSet.union_of(n.addr_set for n in same_user if n.has_ip_in(part.sources))
+    if not sources:
+        return []
+    destinations = AddrSet.union_of(n.addr_set for n in same_user)
+    rules: list[Rule] = []
+    for entry in part.ip:
+        dst_ports = [
+            DstPort(text, parse_addr_set(text), p) for text in destinations.to_strings() for p in entry.ports
+        ]
+        rules.append(Rule(sources, dst_ports, protocol_numbers(entry.protocol)))
+    if part.app:
+        cap_grants = [CapGrant(n.addr_set, part.app) for n in same_user]
+        rules.append(Rule(sources, cap_grants=cap_grants))
+        rules.extend(companion_rules(part.app, sources, destinations))
+    return rules
+
+
+def via_rules(part: ViaPart, node: PolicyNode) -> list[Rule]:
+    """Rules a ``via`` router needs for the destinations its approved routes serve."""
+    if not any(tag in node.tags for tag in part.tags):
+        return []
+    served: list[AddrSet] = [
+        d for d in part.destinations if any(d.overlaps_network(r) for r in node.subnet_routes)
+    ]
+    if part.internet and node.is_exit_node:
+        served.append(INTERNET)
+    if not served:
+        return []
+    rules: list[Rule] = []
+    for entry in part.ip:
+        dst_ports = [
+            DstPort(text, parse_addr_set(text), p)
+            for s in served
+            for text in s.to_strings()
+            for p in entry.ports
+        ]
+        rules.append(Rule(part.sources, dst_ports, protocol_numbers(entry.protocol)))
+    return rules
+
+
+def rules_for_node(grants: Iterable[CompiledGrant], node: PolicyNode, resolver: Resolver) -> list[Rule]:
+    """A node's unreduced rules: the global ones plus its ``autogroup:self`` and ``via`` rules."""
+    rules: list[Rule] = []
+    for compiled in grants:
+        rules.extend(compiled.rules)
+        if compiled.self_part is not None:
+            rules.extend(self_rules(compiled.self_part, node, resolver))
+        if compiled.via_part is not None:
+            rules.extend(via_rules(compiled.via_part, node))
+    return rules
+
+
+def _dst_targets_node(dst: AddrSet, node: PolicyNode) -> bool:
+    if node.has_ip_in(dst):
+        return True
+    if any(dst.overlaps_network(route) for route in node.subnet_routes):
+        return True
+    return node.is_exit_node and dst.issubset(INTERNET)
+
+
+def reduce_for_node(rules: Iterable[Rule], node: PolicyNode) -> list[Rule]:
+    """Keep the destinations of ``rules`` that are ``node`` itself, or that it routes to."""
+    reduced: list[Rule] = []
+    for rule in rules:
+        if rule.cap_grants:
+            cap_grants = []
+            for grant in rule.cap_grants:
+                mine = AddrSet.union_of(
+                    AddrSet.of([ip]) for ip in node.ips if grant.destinations.contains_ip(ip)
+                )
+                if node.subnet_routes:
+                    # A router keeps the whole destination prefix it serves, not just its own address.
+                    mine = mine | AddrSet.of(
+                        n
+                        for n in grant.destinations.networks()
+                        if any(n.overlaps(r) for r in node.subnet_routes)
+                    )
+                if mine:
+                    cap_grants.append(CapGrant(mine, grant.cap_map))
+            if cap_grants:
+                reduced.append(Rule(rule.sources, protocols=rule.protocols, cap_grants=cap_grants))
+            continue
+        dst_ports = [d for d in rule.dst_ports if _dst_targets_node(d.addresses, node)]
+        if dst_ports:
+            reduced.append(Rule(rule.sources, dst_ports, rule.protocols))
+    return reduced

@@ -1,0 +1,239 @@
+"""Immutable sets of IP addresses, kept as sorted, merged integer ranges per family.
+
+Policy evaluation constantly asks "is this address in that set" and "do these
+two sets overlap"; ``ipaddress`` networks are too slow for that at ten
+thousand nodes, so addresses are plain integers and a set is two tuples of
+inclusive ``(first, last)`` ranges, one per IP family.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+from collections.abc import Iterable
+
+Range = tuple[int, int]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_V4_MAX = (1 << 32) - 1
+_V6_MAX = (1 << 128) - 1
+
+
+def _merge(ranges: Iterable[Range]) -> tuple[Range, ...]:
+    merged: list[list[int]] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1:
+            if last > merged[-1][1]:
+                merged[-1][1] = last
+        else:
+            merged.append([first, last])
+    return tuple((first, last) for first, last in merged)
+
+
+def _contains(ranges: tuple[Range, ...], starts: list[int], value: int) -> bool:
+    index = bisect.bisect_right(starts, value) - 1
+    return index >= 0 and ranges[index][1] >= value
+
+
+def _overlaps(ranges: tuple[Range, ...], starts: list[int], first: int, last: int) -> bool:
+    index = bisect.bisect_right(starts, last) - 1
+    return index >= 0 and ranges[index][1] >= first
+
+
+def _covers(ranges: tuple[Range, ...], starts: list[int], first: int, last: int) -> bool:
+    index = bisect.bisect_right(starts, first) - 1
+    return index >= 0 and ranges[index][1] >= last
+
+
+def _subtract(ranges: tuple[Range, ...], removed: tuple[Range, ...]) -> list[Range]:
+    result: list[Range] = []
+    for first, last in ranges:
+        current = first
+        for r_first, r_last in removed:
+            if r_last < current or r_first > last:
+                continue
+            if r_first > current:
+                result.append((current, r_first - 1))
+            current = max(current, r_last + 1)
+            if current > last:
+                break
+        if current <= last:
+            result.append((current, last))
+    return result
+
+
+def _intersect(left: tuple[Range, ...], right: tuple[Range, ...]) -> list[Range]:
+    result: list[Range] = []
+    i = j = 0
+    while i < len(left) and j < len(right):
+        first = max(left[i][0], right[j][0])
+        last = min(left[i][1], right[j][1])
+        if first <= last:
+            result.append((first, last))
+        if left[i][1] < right[j][1]:
+            i += 1
+        else:
+            j += 1
+    return result
+
+
+class AddrSet:
+    """An immutable set of IPv4 and IPv6 addresses."""
+
+    __slots__ = ("_v4_starts", "_v6_starts", "v4", "v6")
+
+    def __init__(self, v4: Iterable[Range] = (), v6: Iterable[Range] = ()) -> None:
+        self.v4 = _merge(v4)
+        self.v6 = _merge(v6)
+        self._v4_starts = [r[0] for r in self.v4]
+        self._v6_starts = [r[0] for r in self.v6]
+
+    @classmethod
+    def of(cls, networks: Iterable[IPNetwork | IPAddress]) -> AddrSet:
+        v4: list[Range] = []
+        v6: list[Range] = []
+        for net in networks:
+            if isinstance(net, ipaddress.IPv4Address | ipaddress.IPv6Address):
+                net = ipaddress.ip_network(net)
+            bucket = v4 if net.version == 4 else v6
+            bucket.append((int(net.network_address), int(net.broadcast_address)))
+        return cls(v4, v6)
+
+    @classmethod
+    def union_of(cls, sets: Iterable[AddrSet]) -> AddrSet:
+        v4: list[Range] = []
+        v6: list[Range] = []
+        for s in sets:
+            v4.extend(s.v4)
+            v6.extend(s.v6)
+        return cls(v4, v6)
+
+    def __bool__(self) -> bool:
+        return bool(self.v4 or self.v6)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AddrSet) and self.v4 == other.v4 and self.v6 == other.v6
+
+    def __hash__(self) -> int:
+        return hash((self.v4, self.v6))
+
+    def __repr__(self) -> str:
+        return f"AddrSet({self.to_strings()!r})"
+
+    def __or__(self, other: AddrSet) -> AddrSet:
+        return AddrSet(self.v4 + other.v4, self.v6 + other.v6)
+
+    def __sub__(self, other: AddrSet) -> AddrSet:
+        return AddrSet(_subtract(self.v4, other.v4), _subtract(self.v6, other.v6))
+
+    def __and__(self, other: AddrSet) -> AddrSet:
+        return AddrSet(_intersect(self.v4, other.v4), _intersect(self.v6, other.v6))
+
+    def contains_ip(self, ip: IPAddress) -> bool:
+        if ip.version == 4:
+            return _contains(self.v4, self._v4_starts, int(ip))
+        return _contains(self.v6, self._v6_starts, int(ip))
+
+    def overlaps_network(self, net: IPNetwork) -> bool:
+        first, last = int(net.network_address), int(net.broadcast_address)
+        if net.version == 4:
+            return _overlaps(self.v4, self._v4_starts, first, last)
+        return _overlaps(self.v6, self._v6_starts, first, last)
+
+    def covers_network(self, net: IPNetwork) -> bool:
+        first, last = int(net.network_address), int(net.broadcast_address)
+        if net.version == 4:
+            return _covers(self.v4, self._v4_starts, first, last)
+        return _covers(self.v6, self._v6_starts, first, last)
+
+    def overlaps(self, other: AddrSet) -> bool:
+        return any(_overlaps(self.v4, self._v4_starts, f, la) for f, la in other.v4) or any(
+            _overlaps(self.v6, self._v6_starts, f, la) for f, la in other.v6
+        )
+
+    def issubset(self, other: AddrSet) -> bool:
+        return all(_covers(other.v4, other._v4_starts, f, la) for f, la in self.v4) and all(
+            _covers(other.v6, other._v6_starts, f, la) for f, la in self.v6
+        )
+
+    def is_single_address(self) -> bool:
+        ranges = self.v4 + self.v6
+        return len(ranges) == 1 and ranges[0][0] == ranges[0][1]
+
+    def networks(self) -> list[IPNetwork]:
+        """The smallest list of CIDR prefixes that together make up this set."""
+        result: list[IPNetwork] = []
+        for version, ranges in ((4, self.v4), (6, self.v6)):
+            address_type = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+            for first, last in ranges:
+                result.extend(ipaddress.summarize_address_range(address_type(first), address_type(last)))
+        return result
+
+    def to_strings(self) -> list[str]:
+        """Render as Tailscale writes address sets: single IPs, CIDRs, or ``first-last`` ranges."""
+        out: list[str] = []
+        for version, ranges in ((4, self.v4), (6, self.v6)):
+            for first, last in ranges:
+                out.append(_range_string(version, first, last))
+        return out
+
+    def prefix_strings(self) -> list[str]:
+        """Render as CIDR prefixes, single addresses with their full length (as CapGrant Dsts want)."""
+        return [str(net) for net in self.networks()]
+
+
+def _range_string(version: int, first: int, last: int) -> str:
+    address_type = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    if first == last:
+        return str(address_type(first))
+    size = last - first + 1
+    if size & (size - 1) == 0 and first % size == 0:
+        bits = (32 if version == 4 else 128) - size.bit_length() + 1
+        return f"{address_type(first)}/{bits}"
+    return f"{address_type(first)}-{address_type(last)}"
+
+
+def parse_addr_set(text: str) -> AddrSet:
+    """Parse one Tailscale address expression: ``*``, an IP, a CIDR or ``first-last``."""
+    text = text.strip()
+    if text == "*":
+        return EVERYTHING
+    if "-" in text and "/" not in text:
+        first_text, _, last_text = text.partition("-")
+        first = ipaddress.ip_address(first_text)
+        last = ipaddress.ip_address(last_text)
+        if first.version != last.version:
+            raise ValueError(f"mixed address families in range {text!r}")
+        if first.version == 4:
+            return AddrSet(v4=[(int(first), int(last))])
+        return AddrSet(v6=[(int(first), int(last))])
+    return AddrSet.of([ipaddress.ip_network(text, strict=False)])
+
+
+EMPTY = AddrSet()
+EVERYTHING = AddrSet(v4=[(0, _V4_MAX)], v6=[(0, _V6_MAX)])
+CGNAT = ipaddress.ip_network("100.64.0.0/10")
+TAILSCALE_ULA = ipaddress.ip_network("fd7a:115c:a1e0::/48")
+CHROMEOS_VM_RANGE = ipaddress.ip_network("100.115.92.0/23")
+#: What the ``*`` alias means as a source: every address Tailscale can assign.
+TAILNET_ADDRESSES = AddrSet.of([CGNAT, TAILSCALE_ULA]) - AddrSet.of([CHROMEOS_VM_RANGE])
+#: ``autogroup:internet``: every public address, i.e. all addresses minus private,
+#: link-local, CGNAT, multicast and other special-purpose ranges.
+_NOT_INTERNET_V4 = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "224.0.0.0/3",
+]
+_INTERNET_V6 = ["2000::/3"]
+_NOT_INTERNET_V6 = ["fc00::/7"]
+INTERNET = (AddrSet.of(ipaddress.ip_network(n) for n in ["0.0.0.0/0", *_INTERNET_V6])) - AddrSet.of(
+    ipaddress.ip_network(n) for n in _NOT_INTERNET_V4 + _NOT_INTERNET_V6
+)
+ALL_V4 = ipaddress.ip_network("0.0.0.0/0")
+ALL_V6 = ipaddress.ip_network("::/0")

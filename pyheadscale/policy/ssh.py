@@ -1,0 +1,141 @@
+"""Tailscale SSH: compiling ``ssh`` rules into one node's ``tailcfg.SSHPolicy``.
+
+A destination node gets a rule for every ``ssh`` entry whose ``dst`` covers
+it. Principals are the source nodes' addresses. ``localpart:*@domain`` users
+map each source user to the local part of their e-mail, which needs one rule
+per source user. Rules with the ``check`` action come first, as Tailscale
+orders them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyheadscale.policy.aliases import Autogroup, Resolver
+from pyheadscale.policy.model import Policy, SSHRule
+from pyheadscale.policy.netset import AddrSet
+from pyheadscale.policy.types import PolicyNode
+
+#: Where clients are sent to re-authenticate for ``check`` rules.
+CHECK_PATH = "/machine/ssh/action/$SRC_NODE_ID/to/$DST_NODE_ID?local_user=$LOCAL_USER"
+
+_ACCEPT_ACTION = {
+    "accept": True,
+    "allowAgentForwarding": True,
+    "allowLocalPortForwarding": True,
+    "allowRemotePortForwarding": True,
+}
+
+
+def localpart_domain(user: str) -> str | None:
+    """The domain of a well-formed ``localpart:*@domain`` entry, else ``None``."""
+    if not user.startswith("localpart:"):
+        return None
+    local, at, domain = user[len("localpart:") :].rpartition("@")
+    return domain if at and local == "*" and domain else None
+
+
+def _ssh_users(users: list[str]) -> dict[str, str]:
+    """The ``sshUsers`` map: root only when named, ``*`` -> ``=`` for ``autogroup:nonroot``."""
+    mapping: dict[str, str] = {}
+    if Autogroup.NONROOT.value in users:
+        mapping["*"] = "="
+    mapping["root"] = "root" if "root" in users else ""
+    for user in users:
+        if user not in ("root", Autogroup.NONROOT.value) and localpart_domain(user) is None:
+            mapping[user] = user
+    return mapping
+
+
+def _principals(addresses: AddrSet) -> list[dict[str, str]]:
+    return [{"nodeIP": text} for text in addresses.to_strings()]
+
+
+class SSHCompiler:
+    """Compiles SSH policies for nodes of one tailnet; ``server_url`` prefixes check URLs."""
+
+    def __init__(self, policy: Policy, resolver: Resolver, server_url: str) -> None:
+        self.policy = policy
+        self.resolver = resolver
+        self.check_action: dict[str, Any] = {"holdAndDelegate": server_url.rstrip("/") + CHECK_PATH}
+
+    def policy_for(self, node: PolicyNode) -> dict[str, Any] | None:
+        if not self.policy.ssh:
+            return None
+        rules: list[dict[str, Any]] = []
+        for rule in self.policy.ssh:
+            rules.extend(self._rules_for(rule, node))
+        checks = [r for r in rules if "holdAndDelegate" in r["action"]]
+        return {"rules": checks + [r for r in rules if "holdAndDelegate" not in r["action"]]}
+
+    def _localparts(self, rule: SSHRule) -> dict[int, str]:
+        """Source user id -> login name, for users whose e-mail domain a localpart entry names."""
+        by_user: dict[int, str] = {}
+        for entry in rule.users:
+            domain = localpart_domain(entry)
+            if domain is None:
+                continue
+            for user in self.resolver.tailnet.users:
+                local, at, user_domain = user.email.rpartition("@")
+                if at and user_domain.lower() == domain.lower():
+                    by_user[user.id] = local
+        return by_user
+
+    def _rules_for(self, rule: SSHRule, node: PolicyNode) -> list[dict[str, Any]]:
+        resolver = self.resolver
+        sources = resolver.resolve_all(rule.sources)
+        if not sources:
+            return []
+        action = dict(_ACCEPT_ACTION) if rule.action == "accept" else dict(self.check_action)
+        users = _ssh_users(rule.users)
+        localparts = self._localparts(rule)
+        has_localpart = any(localpart_domain(u) is not None for u in rule.users)
+
+        tailnet = resolver.tailnet
+        by_user: dict[int, AddrSet] = {}
+        tagged: list[dict[str, str]] = []
+        for source in tailnet.nodes.values():
+            if not source.has_ip_in(sources):
+                continue
+            if source.is_tagged:
+                tagged.extend({"nodeIP": str(ip)} for _ in source.tags for ip in source.ips)
+                continue
+            owner = tailnet.node_user_id(source)
+            if owner is not None:
+                by_user[owner] = by_user.get(owner, AddrSet()) | source.addr_set
+        principals_by_user = {uid: _principals(addrs) for uid, addrs in sorted(by_user.items())}
+
+        out: list[dict[str, Any]] = []
+
+        def emit(principals: list[dict[str, str]], user_id: int | None) -> None:
+            base: dict[str, Any] = {"principals": principals, "sshUsers": users, "action": action}
+            if rule.accept_env:
+                base["acceptEnv"] = rule.accept_env
+            out.append(base)
+            if user_id is not None and user_id in localparts:
+                login = localparts[user_id]
+                out.append({**base, "sshUsers": {login: login}})
+
+        to_self = any(d.is_autogroup(Autogroup.SELF) for d in rule.destinations)
+        others = [d for d in rule.destinations if not d.is_autogroup(Autogroup.SELF)]
+        owner = tailnet.node_user_id(node)
+        if to_self and owner is not None and principals_by_user.get(owner):
+            emit(principals_by_user[owner], owner)
+        if not others:
+            return out
+        if node.has_ip_in(resolver.resolve_all(others)):
+            if has_localpart:
+                for uid, principals in principals_by_user.items():
+                    emit(principals, uid)
+                if tagged:
+                    emit(tagged, None)
+            else:
+                everyone = [p for principals in principals_by_user.values() for p in principals] + tagged
+                if everyone:
+                    emit(everyone, None)
+        elif has_localpart and node.has_ip_in(sources):
+            if node.is_tagged:
+                emit(_principals(node.addr_set), None)
+            elif owner is not None and principals_by_user.get(owner):
+                emit(principals_by_user[owner], owner)
+        return out

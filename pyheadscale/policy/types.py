@@ -1,0 +1,108 @@
+"""Engine-level input and output types shared by the policy engine and the server.
+
+The server's own database models stay out of the policy engine: it hands the
+engine these small value types and receives plain dicts in Tailscale's wire
+shapes (``tailcfg.FilterRule``, ``tailcfg.SSHPolicy``, ``tailcfg.NodeCapMap``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from pyheadscale.policy.hujson import Position
+from pyheadscale.policy.netset import AddrSet, IPAddress, IPNetwork
+
+EXIT_ROUTES = frozenset({ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")})
+
+
+class PolicyError(ValueError):
+    """The policy is malformed or was rejected; ``str()`` names the entry and its position."""
+
+    def __init__(self, message: str, entry: str | None = None, position: Position | None = None) -> None:
+        where = " ".join(part for part in (entry, f"(line {position})" if position else None) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.message = message
+        self.entry = entry
+        self.position = position
+
+
+@dataclass(frozen=True)
+class PolicyUser:
+    """A tailnet user as the policy sees it."""
+
+    id: int
+    name: str
+    email: str = ""
+
+
+@dataclass(frozen=True)
+class PolicyNode:
+    """A node as the policy sees it.
+
+    ``user`` is the owning user's name and ``None`` for tagged nodes (tags
+    replace user ownership). ``routable_ips`` are the routes the node
+    advertises, ``approved_routes`` the ones the server has approved.
+    """
+
+    id: int
+    hostname: str
+    user: str | None
+    user_id: int | None
+    tags: tuple[str, ...] = ()
+    ipv4: str | None = None
+    ipv6: str | None = None
+    routable_ips: tuple[str, ...] = ()
+    approved_routes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Accept lists from callers but store tuples so nodes stay hashable.
+        object.__setattr__(self, "tags", tuple(self.tags))
+        object.__setattr__(self, "routable_ips", tuple(self.routable_ips))
+        object.__setattr__(self, "approved_routes", tuple(self.approved_routes))
+
+    @property
+    def is_tagged(self) -> bool:
+        return bool(self.tags)
+
+    @cached_property
+    def ips(self) -> tuple[IPAddress, ...]:
+        return tuple(ipaddress.ip_address(a) for a in (self.ipv4, self.ipv6) if a)
+
+    @cached_property
+    def addr_set(self) -> AddrSet:
+        return AddrSet.of(self.ips)
+
+    @cached_property
+    def prefixes(self) -> tuple[IPNetwork, ...]:
+        return tuple(ipaddress.ip_network(ip) for ip in self.ips)
+
+    @cached_property
+    def subnet_routes(self) -> tuple[IPNetwork, ...]:
+        """Approved routes that are advertised and are not exit routes."""
+        advertised = {ipaddress.ip_network(r, strict=False) for r in self.routable_ips}
+        approved = [ipaddress.ip_network(r, strict=False) for r in self.approved_routes]
+        return tuple(r for r in approved if r in advertised and r not in EXIT_ROUTES)
+
+    @cached_property
+    def exit_routes(self) -> tuple[IPNetwork, ...]:
+        """Approved and advertised exit routes (``0.0.0.0/0``, ``::/0``)."""
+        advertised = {ipaddress.ip_network(r, strict=False) for r in self.routable_ips}
+        approved = [ipaddress.ip_network(r, strict=False) for r in self.approved_routes]
+        return tuple(r for r in approved if r in advertised and r in EXIT_ROUTES)
+
+    @property
+    def is_exit_node(self) -> bool:
+        return bool(self.exit_routes)
+
+    def has_ip_in(self, addresses: AddrSet) -> bool:
+        return any(addresses.contains_ip(ip) for ip in self.ips)
+
+
+@dataclass(frozen=True)
+class PeerView:
+    """What a node learns about one peer: the addresses to route to it."""
+
+    allowed_ips: list[str] = field(default_factory=list)
+    primary_routes: list[str] = field(default_factory=list)
