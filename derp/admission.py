@@ -1,0 +1,61 @@
+"""Admission control: asking an HTTP endpoint whether a node key may use this relay.
+
+This is the protocol of derper's ``--verify-client-url``: POST a JSON body
+``{"NodePublic": "nodekey:<hex>", "Source": "<client ip>"}`` and expect HTTP
+200 with ``{"Allow": true}``.  A control server (such as pyheadscale) answers
+from its node table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import aiohttp
+
+from derp.keys import format_node_public, short_key
+
+log = logging.getLogger(__name__)
+
+MAX_RESPONSE_BYTES = 4 << 10
+
+
+class AdmissionController:
+    """Calls an admission URL for each connecting client."""
+
+    def __init__(self, url: str, *, fail_open: bool = False, timeout: float = 5.0) -> None:
+        self.url = url
+        self.fail_open = fail_open
+        """Admit clients when the URL cannot be reached (derper's default); refuse otherwise."""
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def allows(self, node_key: bytes, source_ip: str) -> bool:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        body = {"NodePublic": format_node_public(node_key), "Source": source_ip}
+        try:
+            async with self._session.post(self.url, json=body) as response:
+                if response.status != 200:
+                    log.info("admission %s for %s: HTTP %d", self.url, short_key(node_key), response.status)
+                    return False
+                raw = await response.content.read(MAX_RESPONSE_BYTES)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.warning("admission URL %s unreachable: %s", self.url, exc)
+            return self.fail_open
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            log.warning("admission URL %s returned invalid JSON", self.url)
+            return False
+        if not isinstance(doc, dict):
+            return False
+        # Go decodes JSON field names case-insensitively; match that.
+        return any(k.lower() == "allow" and v is True for k, v in doc.items())
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            # Let the connector's transports finish closing before the loop may end.
+            await asyncio.sleep(0)

@@ -1,0 +1,168 @@
+"""Byte-stream connections that DERP frames travel over.
+
+DERP runs over three kinds of stream: a plain (or TLS) TCP socket dialled by
+our client, an HTTP connection taken over from aiohttp after ``Upgrade: DERP``,
+and a WebSocket whose binary messages carry the DERP byte stream.  The server
+and client only need the small :class:`Conn` interface, so each transport
+lives behind it.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from typing import Any, cast
+
+from aiohttp import WSMsgType, web
+from aiohttp.client_ws import ClientWebSocketResponse
+
+from derp.frames import FRAME_HEADER_LEN, ProtocolError, decode_header
+
+READ_BUFFER_LIMIT = 256 << 10
+"""Bytes buffered from a peer before we stop reading its socket (TCP backpressure)."""
+
+
+class Conn(abc.ABC):
+    """A bidirectional byte stream carrying DERP frames."""
+
+    remote_addr: tuple[str, int] | None = None
+    """The peer's IP and port, when the transport knows them."""
+
+    @property
+    def remote_ip(self) -> str:
+        return self.remote_addr[0] if self.remote_addr else ""
+
+    @abc.abstractmethod
+    async def read_exactly(self, n: int) -> bytes:
+        """Read exactly ``n`` bytes; raise ConnectionError (or IncompleteReadError) at EOF."""
+
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None:
+        """Write ``data`` and wait until the transport can take more (backpressure)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the connection; pending and future reads fail."""
+
+
+def _address_pair(peername: object) -> tuple[str, int] | None:
+    """Reduce a socket peername (2- or 4-tuple for IPv6) to (ip, port)."""
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        return str(peername[0]), int(peername[1])
+    return None
+
+
+async def read_frame(conn: Conn, max_payload: int) -> tuple[int, bytes]:
+    """Read one frame, refusing (without reading it) a payload longer than ``max_payload``."""
+    frame_type, length = decode_header(await conn.read_exactly(FRAME_HEADER_LEN))
+    if length > max_payload:
+        raise ProtocolError(f"frame of {length} bytes exceeds the limit of {max_payload}")
+    payload = await conn.read_exactly(length) if length else b""
+    return frame_type, payload
+
+
+class StreamConn(Conn):
+    """An asyncio stream pair, as returned by ``asyncio.open_connection``."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.remote_addr = _address_pair(writer.get_extra_info("peername"))
+
+    async def read_exactly(self, n: int) -> bytes:
+        return await self._reader.readexactly(n)
+
+    async def write(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class _UpgradedStreamFeeder:
+    """Receives the raw bytes aiohttp's protocol hands over once it stops parsing HTTP."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self._reader.feed_data(data)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self._reader.feed_eof()
+
+
+class HijackedHTTPConn(Conn):
+    """The TCP connection under an aiohttp request after we answered 101 Switching Protocols.
+
+    aiohttp only switches protocols itself for WebSocket, so we install a
+    payload parser on the request's protocol (the hook aiohttp's own WebSocket
+    support uses) to receive the raw stream, and write through the prepared
+    response, which applies aiohttp's write flow control.
+    """
+
+    def __init__(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("client went away before the upgrade")
+        self._transport = transport
+        self._response = response
+        self._reader = asyncio.StreamReader(limit=READ_BUFFER_LIMIT)
+        self._reader.set_transport(transport)
+        protocol = cast(Any, request.protocol)
+        protocol.set_parser(_UpgradedStreamFeeder(self._reader))
+        self.remote_addr = _address_pair(transport.get_extra_info("peername"))
+
+    async def read_exactly(self, n: int) -> bytes:
+        return await self._reader.readexactly(n)
+
+    async def write(self, data: bytes) -> None:
+        if self._transport.is_closing():
+            raise ConnectionResetError("connection closed")
+        await self._response.write(data)
+
+    def close(self) -> None:
+        self._transport.close()
+        self._reader.feed_eof()
+
+
+class WebSocketConn(Conn):
+    """A WebSocket (server or client side) whose binary messages form the DERP byte stream."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse | ClientWebSocketResponse,
+        remote_addr: tuple[str, int] | None = None,
+    ) -> None:
+        self._ws = ws
+        self._buffer = bytearray()
+        self._closing_task: asyncio.Task[Any] | None = None
+        self.remote_addr = remote_addr
+
+    async def read_exactly(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            message = await self._ws.receive()
+            if message.type == WSMsgType.BINARY:
+                self._buffer += message.data
+            elif message.type == WSMsgType.TEXT:
+                raise ProtocolError("DERP over WebSocket requires binary messages")
+            else:
+                raise asyncio.IncompleteReadError(bytes(self._buffer), n)
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
+
+    async def write(self, data: bytes) -> None:
+        if self._ws.closed:
+            raise ConnectionResetError("websocket closed")
+        await self._ws.send_bytes(data)
+
+    def close(self) -> None:
+        if self._closing_task is None and not self._ws.closed:
+            self._closing_task = asyncio.get_running_loop().create_task(self._ws.close())
+
+    async def wait_closed(self) -> None:
+        if self._closing_task is not None:
+            await self._closing_task

@@ -1,0 +1,150 @@
+"""Meshing: one server's link to another server in the same region.
+
+Each server dials every other with the shared mesh key and subscribes to its
+connection list (WatchConns).  PeerPresent/PeerGone updates tell us which
+node keys are reachable through that peer, and packets for those keys are
+handed to the peer in ForwardPacket frames.  Links are one-way: a peer
+forwards to us over its own link to us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import TYPE_CHECKING, Any
+
+from derp import frames
+from derp.client import DerpClient
+from derp.frames import ProtocolError
+
+if TYPE_CHECKING:
+    from derp.server import DerpServer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETRY_INTERVAL = 5.0
+FORWARD_QUEUE_DEPTH = 1024
+"""Packets awaiting the mesh socket; beyond this the oldest is dropped, as for clients."""
+MAX_FORWARD_BATCH = 256 << 10
+
+
+class MeshLink:
+    """Our link to one mesh peer: learns its clients and forwards packets to them."""
+
+    def __init__(
+        self,
+        server: DerpServer,
+        url: str,
+        *,
+        ssl: Any = None,
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
+    ) -> None:
+        self.server = server
+        self.url = url
+        self._ssl = ssl
+        self._retry_interval = retry_interval
+        self._client: DerpClient | None = None
+        self._present: set[bytes] = set()
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.connected = asyncio.Event()
+        """Set while the link is up and subscribed; for callers that must wait for the mesh."""
+        self.self_connect = False
+        """True once we found that ``url`` is this very server."""
+
+    def __repr__(self) -> str:
+        return f"<MeshLink {self.url}>"
+
+    @property
+    def remote_clients(self) -> frozenset[bytes]:
+        return frozenset(self._present)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"derp-mesh-{self.url}")
+
+    def forward_packet(self, source: bytes, destination: bytes, data: bytes) -> None:
+        if self._client is None:
+            self.server.counters.drops.forward_queue_full += 1
+            return
+        if len(self._queue) >= FORWARD_QUEUE_DEPTH:
+            self._queue.popleft()
+            self.server.counters.drops.forward_queue_full += 1
+        self._queue.append(frames.encode_forward_packet(source, destination, data))
+        self._wake.set()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while not self._closed:
+            try:
+                client = await DerpClient.connect(
+                    self.url,
+                    self.server.private_key,
+                    mesh_key=self.server.mesh_key,
+                    ssl=self._ssl,
+                    app_name="pyheadscale-derp-mesh",
+                )
+            except (OSError, ProtocolError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                log.info("mesh %s: connect failed: %s", self.url, exc)
+                await asyncio.sleep(self._retry_interval)
+                continue
+            if client.server_public_key == self.server.public_key:
+                log.info("mesh %s: that is this server; not meshing with myself", self.url)
+                self.self_connect = True
+                await client.close()
+                return
+            await self._serve(client)
+            if not self._closed:
+                await asyncio.sleep(self._retry_interval)
+
+    async def _serve(self, client: DerpClient) -> None:
+        writer: asyncio.Task[None] | None = None
+        try:
+            await client.watch_conns()
+            self._client = client
+            writer = asyncio.get_running_loop().create_task(self._write_loop(client))
+            self.connected.set()
+            log.info("mesh %s: connected", self.url)
+            while True:
+                message = await client.recv()
+                if isinstance(message, frames.PeerPresent):
+                    if message.peer != self.server.public_key:
+                        self._present.add(message.peer)
+                        self.server.add_packet_forwarder(message.peer, self)
+                elif isinstance(message, frames.PeerGone):
+                    self._present.discard(message.peer)
+                    self.server.remove_packet_forwarder(message.peer, self)
+        except (OSError, ProtocolError, asyncio.IncompleteReadError, RuntimeError) as exc:
+            log.info("mesh %s: link lost: %s", self.url, exc)
+        finally:
+            self.connected.clear()
+            self._client = None
+            self._queue.clear()
+            for key in self._present:
+                self.server.remove_packet_forwarder(key, self)
+            self._present.clear()
+            if writer is not None:
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+            await client.close()
+
+    async def _write_loop(self, client: DerpClient) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                parts: list[bytes] = []
+                size = 0
+                while self._queue and size < MAX_FORWARD_BATCH:
+                    frame = self._queue.popleft()
+                    parts.append(frame)
+                    size += len(frame)
+                await client.write_raw(b"".join(parts))
