@@ -1,0 +1,183 @@
+"""Assembling and running the server: keys, database, store, maps, DERP, and the HTTP listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from pyheadscale import keys
+from pyheadscale.config import Config
+from pyheadscale.control.poll import KEEPALIVE_SECONDS, MapHandler
+from pyheadscale.control.register import RegisterHandler
+from pyheadscale.control.ts2021 import ControlServer
+from pyheadscale.db.database import Database
+from pyheadscale.derpmap import DERPMapSource
+from pyheadscale.mapper.builder import MapBuilder, MapContext
+from pyheadscale.mapper.distributor import Distributor
+from pyheadscale.mapper.policy_view import OpenTailnet
+from pyheadscale.state.changes import Change, ChangeKind
+from pyheadscale.state.ipalloc import IPAllocator
+from pyheadscale.state.store import Store
+
+log = logging.getLogger(__name__)
+
+EXPIRY_CHECK_SECONDS = 5.0
+
+
+def _read_or_create_key(path: Path) -> keys.PrivateKey:
+    """Load a `privkey:` key file, creating it (mode 0600) on first start."""
+    if path.exists():
+        return keys.PrivateKey.from_text(path.read_text())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = keys.PrivateKey.generate()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.to_text() + "\n")
+    return key
+
+
+class Server:
+    """One pyheadscale server. `start()` brings every listener up; `stop()` takes them down."""
+
+    def __init__(self, config: Config, *, keepalive: float = KEEPALIVE_SECONDS) -> None:
+        self.config = config
+        self.keepalive = keepalive
+        self.db: Database | None = None
+        self.store: Store | None = None
+        self._runners: list[web.AppRunner] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._closers: list[Any] = []
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        config = self.config
+        Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+        noise_key = await asyncio.to_thread(_read_or_create_key, config.path(config.noise.private_key_path))
+
+        self.db = await Database.open(config)
+        ips = IPAllocator(config.prefixes.v4, config.prefixes.v6, config.prefixes.allocation)
+        store = self.store = Store(self.db, ips)
+        store.ephemeral_timeout = config.ephemeral_inactivity_timeout
+        await store.load()
+
+        derp_source = DERPMapSource(config)
+        await derp_source.start()
+        ctx = MapContext(config, store, OpenTailnet(store.nodes), derp_source.current)
+        builder = MapBuilder(ctx)
+        distributor = Distributor(builder)
+        store.subscribe(distributor.on_change)
+
+        def derp_changed() -> None:
+            ctx.derp_map = derp_source.current
+            distributor.on_change(Change(ChangeKind.DERP))
+
+        derp_source.on_change = derp_changed
+        self._closers.append(derp_source.close)
+
+        register = RegisterHandler(store, config)
+        maps = MapHandler(store, builder, distributor, keepalive=self.keepalive)
+        control = ControlServer(noise_key, {
+            ("POST", "/machine/register"): register.handle,
+            ("POST", "/machine/map"): maps.handle,
+        })
+
+        app = web.Application(client_max_size=1 << 20)
+        control.add_routes(app)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/derpmap/default", lambda _r: web.json_response(ctx.derp_map))
+        await self._start_derp(app, config)
+
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        self._runners.append(runner)
+        host, port = config.listen
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        log.info("pyheadscale listening on %s (server_url %s)", config.listen_addr, config.server_url)
+
+        self._tasks.append(asyncio.get_running_loop().create_task(self._expiry_watch()))
+        self.ready.set()
+
+    async def _start_derp(self, app: web.Application, config: Config) -> None:
+        server_cfg = config.derp.server
+        if not server_cfg.enabled:
+            return
+        from derp.http import add_derp_routes
+        from derp.server import DerpServer
+        from derp.stun import start_stun_server
+
+        derp_key = await asyncio.to_thread(_read_or_create_key, config.path(server_cfg.private_key_path))
+        store = self.store
+        assert store is not None
+
+        async def known_node(node_public: bytes) -> bool:
+            return store.node_by_node_key(keys.node_public_text(node_public)) is not None
+
+        derp = DerpServer(derp_key.raw, verify_client=known_node if server_cfg.verify_clients else None)
+        add_derp_routes(app, derp)
+        host, _, port = server_cfg.stun_listen_addr.rpartition(":")
+        stun = await start_stun_server(host.strip("[]") or "0.0.0.0", int(port))
+        self._closers.append(derp.close)
+        self._closers.append(_async_close(stun))
+
+    async def _health(self, _request: web.Request) -> web.Response:
+        if not self.ready.is_set() or self.db is None:
+            return web.json_response({"status": "starting"}, status=503)
+        return web.json_response({"status": "pass"})
+
+    async def _expiry_watch(self) -> None:
+        """Tell peers when a node's key expires: the Expired flag and MachineAuthorized change at that moment."""
+        store = self.store
+        assert store is not None
+        expired: set[int] = {n.id for n in store.nodes.values() if store.is_expired(n)}
+        while True:
+            await asyncio.sleep(EXPIRY_CHECK_SECONDS)
+            now_expired = {n.id for n in store.nodes.values() if store.is_expired(n)}
+            for node_id in now_expired - expired:
+                log.info("node %d key expired", node_id)
+                store.key_expired(node_id)
+            expired = now_expired
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for runner in self._runners:
+            await runner.cleanup()
+        for close in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+        if self.store is not None:
+            self.store.close()
+        if self.db is not None:
+            await self.db.close()
+
+
+def _async_close(handle: Any) -> Any:
+    async def close() -> None:
+        result = handle.close()
+        if asyncio.iscoroutine(result):
+            await result
+
+    return close
+
+
+async def serve_forever(config: Config) -> None:
+    server = Server(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()

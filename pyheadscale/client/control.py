@@ -1,0 +1,261 @@
+"""A TS2021 client of our own: the client side of /key, the upgrade, Noise, HTTP/2, register and map polls.
+
+Tests use it to drive the server byte-exactly as a Tailscale client does, and load benchmarks use it to simulate
+thousands of nodes from one process (each node is one TCP connection and a few coroutines).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import h2.config
+import h2.connection
+import h2.events
+import zstandard
+
+from pyheadscale import keys
+from pyheadscale.control import noise
+from pyheadscale.control.noise_stream import NoiseStream
+from pyheadscale.control.ts2021 import EARLY_PAYLOAD_MAGIC, HANDSHAKE_HEADER, UPGRADE_PROTOCOL
+
+DEFAULT_CAPVER = 130
+
+
+class ControlClientError(Exception):
+    pass
+
+
+@dataclass
+class _Stream:
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    data: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    headers_ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def fetch_server_key(base_url: str, capver: int = DEFAULT_CAPVER) -> bytes:
+    """`GET /key?v=N` over plain HTTP/1.1, returning the server's Noise public key."""
+    parts = urlsplit(base_url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+    try:
+        writer.write(f"GET /key?v={capver} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode())
+        raw = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if b" 200 " not in head.split(b"\r\n", 1)[0]:
+        raise ControlClientError(f"/key answered {head[:40]!r}")
+    return keys.parse_key(json.loads(body)["publicKey"], keys.MACHINE_PUBLIC_PREFIX)
+
+
+class ControlClient:
+    """One Noise + HTTP/2 connection to the control server, as one machine."""
+
+    def __init__(self, base_url: str, machine_key: keys.PrivateKey, *, capver: int = DEFAULT_CAPVER) -> None:
+        self.base_url = base_url
+        self.machine_key = machine_key
+        self.capver = capver
+        self.early_payload: dict[str, Any] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._stream: NoiseStream | None = None
+        self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self._streams: dict[int, _Stream] = {}
+        self._reader_task: asyncio.Task[None] | None = None
+        self._window = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._pending_h2 = b""
+
+    async def connect(self, server_public: bytes | None = None) -> None:
+        if server_public is None:
+            server_public = await fetch_server_key(self.base_url, self.capver)
+        parts = urlsplit(self.base_url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+        self._writer = writer
+        initiator = noise.Initiator(self.machine_key, server_public, self.capver)
+        init = base64.b64encode(initiator.initiation()).decode()
+        writer.write(
+            f"POST /ts2021 HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: {UPGRADE_PROTOCOL}\r\n"
+            f"Connection: upgrade\r\n{HANDSHAKE_HEADER}: {init}\r\nContent-Length: 0\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            rest = await reader.read(4096)
+            raise ControlClientError(f"upgrade refused: {(head + rest)[:200]!r}")
+        response = await reader.readexactly(noise.HEADER_LEN)
+        length = struct.unpack(">H", response[1:3])[0]
+        session = initiator.finish(response + await reader.readexactly(length))
+
+        async def write(data: bytes) -> None:
+            writer.write(data)
+            await writer.drain()
+
+        self._stream = NoiseStream(session, reader, write)
+        await self._read_early_payload()
+        self._h2.initiate_connection()
+        await self._flush()
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    async def _read_early_payload(self) -> None:
+        assert self._stream is not None
+        data = await self._stream.read()
+        if not data.startswith(EARLY_PAYLOAD_MAGIC):
+            raise ControlClientError("server sent no early payload")
+        (length,) = struct.unpack(">I", data[5:9])
+        body = data[9:]
+        while len(body) < length:
+            body += await self._stream.read()
+        self.early_payload = json.loads(body[:length])
+        if len(body) > length:
+            self._pending_h2 = body[length:]
+
+    async def _read_loop(self) -> None:
+        assert self._stream is not None
+        try:
+            pending, self._pending_h2 = self._pending_h2, b""
+            while True:
+                data = pending or await self._stream.read()
+                pending = b""
+                if not data:
+                    break
+                for event in self._h2.receive_data(data):
+                    self._on_event(event)
+                await self._flush()
+        except (noise.NoiseError, ConnectionError, h2.exceptions.ProtocolError):
+            pass
+        finally:
+            self._closed.set()
+            self._window.set()
+            for stream in self._streams.values():
+                stream.headers_ready.set()
+                stream.data.put_nowait(None)
+
+    def _on_event(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.ResponseReceived):
+            stream = self._streams[event.stream_id]
+            headers = dict(event.headers or [])
+            stream.status = int(headers.pop(":status", "0"))
+            stream.headers = {str(k): str(v) for k, v in headers.items()}
+            stream.headers_ready.set()
+        elif isinstance(event, h2.events.DataReceived):
+            self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            self._streams[event.stream_id].data.put_nowait(event.data or b"")
+        elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream.headers_ready.set()
+                stream.data.put_nowait(None)
+        elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+            self._window.set()
+
+    async def _flush(self) -> None:
+        assert self._stream is not None
+        data = self._h2.data_to_send()
+        if data:
+            await self._stream.write(data)
+
+    async def _open(self, method: str, path: str, body: bytes) -> tuple[int, _Stream]:
+        stream_id = self._h2.get_next_available_stream_id()
+        stream = _Stream()
+        self._streams[stream_id] = stream
+        parts = urlsplit(self.base_url)
+        self._h2.send_headers(stream_id, [
+            (":method", method), (":path", path), (":scheme", "http"), (":authority", parts.netloc),
+            ("content-type", "application/json"), ("content-length", str(len(body))),
+        ])
+        view = memoryview(body)
+        while view:
+            window = min(self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size)
+            if window <= 0:
+                self._window.clear()
+                await self._flush()
+                await self._window.wait()
+                continue
+            self._h2.send_data(stream_id, bytes(view[:window]))
+            view = view[window:]
+        self._h2.end_stream(stream_id)
+        await self._flush()
+        await stream.headers_ready.wait()
+        return stream_id, stream
+
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        """One request; returns (status, whole body)."""
+        payload = body if isinstance(body, bytes) else json.dumps(body or {}).encode()
+        stream_id, stream = await self._open(method, path, payload)
+        chunks = []
+        while (chunk := await stream.data.get()) is not None:
+            chunks.append(chunk)
+        self._streams.pop(stream_id, None)
+        return stream.status, b"".join(chunks)
+
+    async def register(self, node_key: keys.PrivateKey, *, auth_key: str = "", hostname: str = "pytest",
+                       old_node_key: str = "", expiry: str | None = None, hostinfo: dict[str, Any] | None = None,
+                       ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "Version": self.capver,
+            "NodeKey": keys.node_public_text(node_key.public()),
+            "Hostinfo": hostinfo or {"Hostname": hostname, "OS": "linux", "GoArch": "amd64"},
+        }
+        if auth_key:
+            body["Auth"] = {"AuthKey": auth_key}
+        if old_node_key:
+            body["OldNodeKey"] = old_node_key
+        if expiry:
+            body["Expiry"] = expiry
+        status, data = await self.request("POST", "/machine/register", body)
+        if status != 200:
+            raise ControlClientError(f"register answered {status}: {data[:200]!r}")
+        return dict(json.loads(data))
+
+    async def map_stream(self, node_key: keys.PrivateKey, *, hostname: str = "pytest",
+                         endpoints: list[str] | None = None, compress: bool = True,
+                         extra: dict[str, Any] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """A streaming map poll: yields each MapResponse as it arrives."""
+        body = {
+            "Version": self.capver, "NodeKey": keys.node_public_text(node_key.public()),
+            "DiscoKey": "discokey:" + "11" * 32, "Stream": True, "Compress": "zstd" if compress else "",
+            "Hostinfo": {"Hostname": hostname, "OS": "linux"}, "Endpoints": endpoints or [],
+        } | (extra or {})
+        stream_id, stream = await self._open("POST", "/machine/map", json.dumps(body).encode())
+        if stream.status != 200:
+            data = b""
+            while (chunk := await stream.data.get()) is not None:
+                data += chunk
+            raise ControlClientError(f"map answered {stream.status}: {data[:200]!r}")
+        decompressor = zstandard.ZstdDecompressor()
+        buffer = b""
+        try:
+            while True:
+                while len(buffer) >= 4 and len(buffer) >= 4 + struct.unpack("<I", buffer[:4])[0]:
+                    (size,) = struct.unpack("<I", buffer[:4])
+                    message, buffer = buffer[4:4 + size], buffer[4 + size:]
+                    if compress:
+                        message = decompressor.decompress(message)
+                    yield json.loads(message)
+                chunk = await stream.data.get()
+                if chunk is None:
+                    return
+                buffer += chunk
+        finally:
+            self._streams.pop(stream_id, None)
+            if not self._closed.is_set():
+                with contextlib.suppress(Exception):
+                    self._h2.reset_stream(stream_id)
+                    await self._flush()
+
+    async def close(self) -> None:
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader_task
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()

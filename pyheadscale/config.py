@@ -1,0 +1,343 @@
+"""Configuration: Headscale's config.yaml keys, validated, with embedded defaults for a one-command start.
+
+A missing file is not an error: `pyheadscale serve` with no config runs on the defaults below, keeping its database,
+keys and socket in one data directory. A present file is validated strictly, and every error names the dotted key
+and what was wrong with it (e.g. `prefixes.v4: '100.64.0.0/33' is not a valid IPv4 prefix`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+log = logging.getLogger(__name__)
+
+CONFIG_SEARCH_PATHS = ("/etc/headscale/config.yaml", "~/.headscale/config.yaml", "./config.yaml")
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists each offending key."""
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse a Go-style duration ("30m", "1h30m", "90s", "0") or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=float(value))
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a duration (use e.g. '30m', '3h', '90s')")
+    text = value.strip()
+    if text in ("0", ""):
+        return timedelta(0)
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos != len(text):
+        raise ValueError(f"{value!r} is not a duration (use e.g. '30m', '3h', '90s')")
+    return timedelta(seconds=total)
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class NoiseConfig(_Section):
+    private_key_path: str = "noise_private.key"
+
+
+class PrefixesConfig(_Section):
+    v4: str | None = "100.64.0.0/10"
+    v6: str | None = "fd7a:115c:a1e0::/48"
+    allocation: Literal["sequential", "random"] = "sequential"
+
+    @field_validator("v4")
+    @classmethod
+    def _v4(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                ipaddress.IPv4Network(value)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not a valid IPv4 prefix ({exc})") from None
+        return value or None
+
+    @field_validator("v6")
+    @classmethod
+    def _v6(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                ipaddress.IPv6Network(value)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not a valid IPv6 prefix ({exc})") from None
+        return value or None
+
+    @model_validator(mode="after")
+    def _one_family(self) -> PrefixesConfig:
+        if not self.v4 and not self.v6:
+            raise ValueError("at least one of prefixes.v4 and prefixes.v6 must be set")
+        return self
+
+
+class DerpServerConfig(_Section):
+    enabled: bool = False
+    region_id: int = 999
+    region_code: str = "headscale"
+    region_name: str = "Headscale Embedded DERP"
+    verify_clients: bool = True
+    stun_listen_addr: str = "0.0.0.0:3478"
+    private_key_path: str = "derp_server_private.key"
+    automatically_add_embedded_derp_region: bool = True
+    ipv4: str | None = None
+    ipv6: str | None = None
+
+    @field_validator("stun_listen_addr")
+    @classmethod
+    def _stun(cls, value: str) -> str:
+        _host_port(value)
+        return value
+
+    @field_validator("region_id")
+    @classmethod
+    def _region(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError(f"{value} is not a DERP region id (1-65535)")
+        return value
+
+
+class DerpConfig(_Section):
+    server: DerpServerConfig = DerpServerConfig()
+    urls: list[str] = Field(default_factory=list)
+    paths: list[str] = Field(default_factory=list)
+    auto_update_enabled: bool = True
+    update_frequency: timedelta = timedelta(hours=3)
+
+    @field_validator("update_frequency", mode="before")
+    @classmethod
+    def _freq(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return value
+
+
+class SqliteConfig(_Section):
+    path: str = "db.sqlite"
+    write_ahead_log: bool = True
+
+
+class PostgresConfig(_Section):
+    host: str = "localhost"
+    port: int = 5432
+    name: str = "headscale"
+    user: str = "headscale"
+    password: str = ""
+    ssl: bool | str = False
+
+
+class DatabaseConfig(_Section):
+    type: Literal["sqlite", "sqlite3", "postgres"] = "sqlite"
+    sqlite: SqliteConfig = SqliteConfig()
+    postgres: PostgresConfig = PostgresConfig()
+
+
+class NameserversConfig(_Section):
+    global_: list[str] = Field(default_factory=list, alias="global")
+    split: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class DNSConfig(_Section):
+    magic_dns: bool = True
+    base_domain: str = "tailnet.internal"
+    override_local_dns: bool = True
+    nameservers: NameserversConfig = NameserversConfig()
+    search_domains: list[str] = Field(default_factory=list)
+    extra_records: list[dict[str, str]] = Field(default_factory=list)
+
+    @field_validator("base_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*", value):
+            raise ValueError(f"{value!r} is not a valid domain name")
+        return value.lower()
+
+
+class PolicyConfig(_Section):
+    mode: Literal["file", "database"] = "file"
+    path: str = ""
+
+
+class LogConfig(_Section):
+    level: Literal["trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class EphemeralConfig(_Section):
+    inactivity_timeout: timedelta = timedelta(minutes=30)
+
+    @field_validator("inactivity_timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+
+class NodeConfig(_Section):
+    expiry: timedelta = timedelta(0)
+    ephemeral: EphemeralConfig = EphemeralConfig()
+
+    @field_validator("expiry", mode="before")
+    @classmethod
+    def _expiry(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+
+class Config(_Section):
+    """The whole configuration. Relative paths are resolved against `data_dir` by `resolve_paths`."""
+
+    server_url: str = "http://127.0.0.1:8080"
+    listen_addr: str = "127.0.0.1:8080"
+    metrics_listen_addr: str = "127.0.0.1:9090"
+    unix_socket: str = "pyheadscale.sock"
+    unix_socket_permission: str = "0770"
+    data_dir: str = ""
+    noise: NoiseConfig = NoiseConfig()
+    prefixes: PrefixesConfig = PrefixesConfig()
+    derp: DerpConfig = DerpConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    dns: DNSConfig = DNSConfig()
+    policy: PolicyConfig = PolicyConfig()
+    log: LogConfig = LogConfig()
+    node: NodeConfig = NodeConfig()
+    ephemeral_node_inactivity_timeout: timedelta | None = None
+    tls_cert_path: str = ""
+    tls_key_path: str = ""
+
+    @field_validator("server_url")
+    @classmethod
+    def _server_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL with a host")
+        return value.rstrip("/")
+
+    @field_validator("listen_addr", "metrics_listen_addr")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value:
+            _host_port(value)
+        return value
+
+    @field_validator("ephemeral_node_inactivity_timeout", mode="before")
+    @classmethod
+    def _ephemeral(cls, value: Any) -> timedelta | None:
+        return None if value is None else parse_duration(value)
+
+    @property
+    def ephemeral_inactivity_timeout(self) -> timedelta:
+        """The legacy top-level key wins when set, as Headscale reads it."""
+        return self.ephemeral_node_inactivity_timeout or self.node.ephemeral.inactivity_timeout
+
+    @property
+    def listen(self) -> tuple[str, int]:
+        return _host_port(self.listen_addr)
+
+    @property
+    def metrics_listen(self) -> tuple[str, int] | None:
+        return _host_port(self.metrics_listen_addr) if self.metrics_listen_addr else None
+
+    @property
+    def base_domain(self) -> str:
+        return self.dns.base_domain
+
+    def path(self, value: str) -> Path:
+        """Resolve a configured path: absolute as given, relative to the data directory otherwise."""
+        candidate = Path(value).expanduser()
+        return candidate if candidate.is_absolute() else Path(self.data_dir) / candidate
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("PYHEADSCALE_DATA_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or "~/.local/share"
+    return Path(base).expanduser() / "pyheadscale"
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"] if p != "global_") or "(top level)"
+        key = key.replace("global_", "global")
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "literal_error":
+            message = f"{err.get('input')!r} is not allowed: {message.lower()}"
+        lines.append(f"{key}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def build_config(raw: dict[str, Any], *, data_dir: Path | None = None, embedded: bool = False) -> Config:
+    """Validate a parsed config mapping. `embedded` switches on the one-command defaults (DERP relay on)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("invalid configuration: the file must hold a YAML mapping of keys")
+    merged = dict(raw)
+    if embedded:
+        merged.setdefault("derp", {"server": {"enabled": True, "stun_listen_addr": "127.0.0.1:3478"}})
+    merged["data_dir"] = str(data_dir or raw.get("data_dir") or default_data_dir())
+    known = set(Config.model_fields) | {"grpc_listen_addr", "grpc_allow_insecure", "disable_check_updates",
+                                        "trusted_proxies", "acme_url", "acme_email", "logtail", "taildrop",
+                                        "auto_update", "oidc", "randomize_client_port"}
+    for key in raw:
+        if key not in known:
+            log.warning("config: unknown key %r is ignored", key)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> tuple[Config, Path | None]:
+    """Load the configuration file (searching Headscale's locations when none is given).
+
+    Returns the validated config and the file it came from (None when running on embedded defaults).
+    """
+    candidates = [Path(path)] if path else [Path(p).expanduser() for p in CONFIG_SEARCH_PATHS]
+    env = os.environ.get("HEADSCALE_CONFIG") or os.environ.get("PYHEADSCALE_CONFIG")
+    if not path and env:
+        candidates = [Path(env)]
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                raw = yaml.safe_load(candidate.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{candidate}: not valid YAML: {exc}") from None
+            data_dir = Path(raw.get("data_dir")) if isinstance(raw, dict) and raw.get("data_dir") else None
+            return build_config(raw, data_dir=data_dir or candidate.resolve().parent), candidate
+        if path:
+            raise ConfigError(f"config file {candidate} does not exist")
+    return build_config({}, embedded=True), None

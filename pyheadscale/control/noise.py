@@ -1,0 +1,198 @@
+"""The TS2021 Noise layer: handshake messages, transport records and their framing.
+
+Tailscale runs `Noise_IK_25519_ChaChaPoly_BLAKE2s` with the prologue "Tailscale Control Protocol v<N>". The
+handshake is standard Noise and is done by the `noiseprotocol` library. The transport is not: Tailscale encodes the
+ChaCha20-Poly1305 nonce as a *big-endian* 64-bit counter (standard Noise uses little-endian), so transport records
+are sealed here with the session keys the handshake produced.
+
+Frames on the wire:
+  initiation  version(2, BE) | type=1 | length(2, BE) | e(32) | enc(s)(48) | tag(16)
+  response    type=2 | length(2, BE) | e(32) | tag(16)
+  error       type=3 | length(2, BE) | plaintext hint
+  record      type=4 | length(2, BE) | ciphertext (at most 4093 bytes)
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from noise.connection import Keypair, NoiseConnection
+from noise.exceptions import NoiseInvalidMessage, NoiseValueError
+
+from pyheadscale.keys import PrivateKey
+
+PROTOCOL_NAME = b"Noise_IK_25519_ChaChaPoly_BLAKE2s"
+PROLOGUE_PREFIX = b"Tailscale Control Protocol v"
+
+MSG_INITIATION = 1
+MSG_RESPONSE = 2
+MSG_ERROR = 3
+MSG_RECORD = 4
+
+HEADER_LEN = 3
+INITIATION_HEADER_LEN = 5
+INITIATION_PAYLOAD_LEN = 32 + 48 + 16
+INITIATION_LEN = INITIATION_HEADER_LEN + INITIATION_PAYLOAD_LEN
+RESPONSE_PAYLOAD_LEN = 32 + 16
+MAX_MESSAGE_SIZE = 4096
+MAX_CIPHERTEXT_SIZE = MAX_MESSAGE_SIZE - HEADER_LEN
+TAG_SIZE = 16
+MAX_PLAINTEXT_SIZE = MAX_CIPHERTEXT_SIZE - TAG_SIZE
+_MAX_NONCE = (1 << 64) - 1
+
+
+class NoiseError(Exception):
+    """The peer broke the Noise protocol; the session must end."""
+
+
+def prologue(version: int) -> bytes:
+    return PROLOGUE_PREFIX + str(version).encode()
+
+
+class TransportCipher:
+    """One direction of a Noise transport: a ChaCha20-Poly1305 key and a big-endian nonce counter.
+
+    A record that fails to open (tampered, replayed, reordered) poisons the cipher: the counter is out of step with
+    the peer from then on, so every later record would fail too and the session has to end.
+    """
+
+    __slots__ = ("_aead", "_broken", "_nonce")
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = ChaCha20Poly1305(key)
+        self._nonce = 0
+        self._broken = False
+
+    def _next_nonce(self) -> bytes:
+        if self._broken or self._nonce >= _MAX_NONCE:
+            raise NoiseError("cipher exhausted or broken")
+        nonce = b"\x00\x00\x00\x00" + self._nonce.to_bytes(8, "big")
+        self._nonce += 1
+        return nonce
+
+    def seal_records(self, plaintext: bytes) -> bytes:
+        """Encrypt `plaintext` into as many record frames as it needs."""
+        out = bytearray()
+        view = memoryview(plaintext)
+        while True:
+            chunk = view[:MAX_PLAINTEXT_SIZE]
+            view = view[MAX_PLAINTEXT_SIZE:]
+            sealed = self._aead.encrypt(self._next_nonce(), bytes(chunk), None)
+            out += struct.pack(">BH", MSG_RECORD, len(sealed))
+            out += sealed
+            if not view:
+                return bytes(out)
+
+    def open(self, ciphertext: bytes) -> bytes:
+        nonce = self._next_nonce()
+        try:
+            return self._aead.decrypt(nonce, ciphertext, None)
+        except InvalidTag as exc:
+            self._broken = True
+            raise NoiseError("record failed authentication (tampered, replayed or out of order)") from exc
+
+
+@dataclass(slots=True)
+class Session:
+    """The outcome of a completed handshake."""
+
+    version: int
+    peer_static: bytes
+    send: TransportCipher
+    recv: TransportCipher
+    handshake_hash: bytes
+
+
+def error_frame(message: str) -> bytes:
+    """An unauthenticated plaintext hint, sent when the server refuses a handshake."""
+    data = message.encode()[:0xFFFF]
+    return struct.pack(">BH", MSG_ERROR, len(data)) + data
+
+
+def parse_initiation(init: bytes) -> int:
+    """Validate an initiation frame's header and return the protocol version it announces."""
+    if len(init) != INITIATION_LEN:
+        raise NoiseError("wrong handshake initiation size")
+    version, msg_type, length = struct.unpack(">HBH", init[:INITIATION_HEADER_LEN])
+    if msg_type != MSG_INITIATION:
+        raise NoiseError("unexpected handshake message type")
+    if length != INITIATION_PAYLOAD_LEN:
+        raise NoiseError("wrong handshake initiation length")
+    return int(version)
+
+
+def _session_from(conn: NoiseConnection, version: int, peer_static: bytes) -> Session:
+    proto = conn.noise_protocol
+    return Session(
+        version=version,
+        peer_static=peer_static,
+        send=TransportCipher(proto.cipher_state_encrypt.k),
+        recv=TransportCipher(proto.cipher_state_decrypt.k),
+        handshake_hash=bytes(proto.handshake_hash),
+    )
+
+
+def respond(server_key: PrivateKey, init: bytes) -> tuple[bytes, Session]:
+    """Server side: consume a client's initiation frame and return (response frame, session)."""
+    version = parse_initiation(init)
+    conn = NoiseConnection.from_name(PROTOCOL_NAME)
+    conn.set_as_responder()
+    conn.set_prologue(prologue(version))
+    conn.set_keypair_from_private_bytes(Keypair.STATIC, server_key.raw)
+    conn.start_handshake()
+    try:
+        conn.read_message(init[INITIATION_HEADER_LEN:])
+    except (NoiseInvalidMessage, NoiseValueError, InvalidTag, ValueError) as exc:
+        raise NoiseError("handshake initiation did not decrypt (wrong server key or corrupt message)") from exc
+    peer_static = conn.noise_protocol.handshake_state.rs.public_bytes
+    payload = conn.write_message(b"")
+    frame = struct.pack(">BH", MSG_RESPONSE, len(payload)) + payload
+    return frame, _session_from(conn, version, peer_static)
+
+
+class Initiator:
+    """Client side of the handshake, used by our own TS2021 client."""
+
+    def __init__(self, machine_key: PrivateKey, server_public: bytes, version: int) -> None:
+        self._version = version
+        self._server_public = server_public
+        self._conn = NoiseConnection.from_name(PROTOCOL_NAME)
+        self._conn.set_as_initiator()
+        self._conn.set_prologue(prologue(version))
+        self._conn.set_keypair_from_private_bytes(Keypair.STATIC, machine_key.raw)
+        self._conn.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, server_public)
+        self._conn.start_handshake()
+
+    def initiation(self) -> bytes:
+        payload = self._conn.write_message(b"")
+        return struct.pack(">HBH", self._version, MSG_INITIATION, len(payload)) + payload
+
+    def finish(self, response: bytes) -> Session:
+        """Consume the server's response frame (header included)."""
+        if len(response) < HEADER_LEN:
+            raise NoiseError("short handshake response")
+        msg_type, length = struct.unpack(">BH", response[:HEADER_LEN])
+        if msg_type == MSG_ERROR:
+            raise NoiseError("server refused handshake: " + response[HEADER_LEN:].decode(errors="replace"))
+        if msg_type != MSG_RESPONSE or length != RESPONSE_PAYLOAD_LEN or len(response) != HEADER_LEN + length:
+            raise NoiseError("malformed handshake response")
+        try:
+            self._conn.read_message(response[HEADER_LEN:])
+        except (NoiseInvalidMessage, NoiseValueError, InvalidTag, ValueError) as exc:
+            raise NoiseError("handshake response did not decrypt") from exc
+        return _session_from(self._conn, self._version, self._server_public)
+
+
+def parse_record_header(header: bytes) -> int:
+    """Return the ciphertext length of a record frame, rejecting other frame types and oversized records."""
+    msg_type, length = struct.unpack(">BH", header)
+    if msg_type != MSG_RECORD:
+        raise NoiseError(f"unexpected frame type {msg_type} after handshake")
+    if length > MAX_CIPHERTEXT_SIZE:
+        raise NoiseError(f"record of {length} bytes exceeds the {MAX_CIPHERTEXT_SIZE}-byte limit")
+    if length < TAG_SIZE:
+        raise NoiseError("record shorter than its authentication tag")
+    return int(length)

@@ -1,0 +1,53 @@
+"""An established Noise session over a byte stream: plaintext in, record frames out, and back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from pyheadscale.control.noise import HEADER_LEN, NoiseError, Session, parse_record_header
+
+Write = Callable[[bytes], Awaitable[None]]
+
+
+class NoiseStream:
+    """Reads and writes plaintext through a Noise session.
+
+    `read()` returns the plaintext of the next record, or b"" at a clean end of stream. Any protocol violation
+    (bad frame type, oversized or truncated record, failed authentication) raises NoiseError.
+    """
+
+    def __init__(self, session: Session, reader: asyncio.StreamReader, write: Write) -> None:
+        self.session = session
+        self._reader = reader
+        self._write = write
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def version(self) -> int:
+        return self.session.version
+
+    @property
+    def peer_static(self) -> bytes:
+        return self.session.peer_static
+
+    async def read(self) -> bytes:
+        try:
+            header = await self._reader.readexactly(HEADER_LEN)
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                raise NoiseError("truncated record header") from exc
+            return b""
+        length = parse_record_header(header)
+        try:
+            ciphertext = await self._reader.readexactly(length)
+        except asyncio.IncompleteReadError as exc:
+            raise NoiseError("truncated record") from exc
+        return self.session.recv.open(ciphertext)
+
+    async def write(self, plaintext: bytes) -> None:
+        if not plaintext:
+            return
+        # Sealing assigns nonces, so sealing and writing must happen in one order.
+        async with self._write_lock:
+            await self._write(self.session.send.seal_records(plaintext))

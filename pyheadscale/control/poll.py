@@ -1,0 +1,100 @@
+"""`POST /machine/map`: endpoint updates, one-shot maps and the streaming long poll.
+
+Each message is a 4-byte little-endian length and a JSON MapResponse, zstd-compressed when the request asks.
+The stream opens with a full map; after that, the session's pending deltas are written as they arrive, and a
+keep-alive goes out when the stream has been idle for the keep-alive interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import struct
+from typing import Any
+
+import zstandard
+
+from pyheadscale.control.h2server import InnerRequest
+from pyheadscale.mapper import tailcfg
+from pyheadscale.mapper.builder import MapBuilder
+from pyheadscale.mapper.distributor import Distributor, MapSession
+from pyheadscale.state.store import Store
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_SECONDS = 50.0
+_ZSTD = zstandard.ZstdCompressor(level=1)
+
+
+def encode_message(response: dict[str, Any], compress: bool) -> bytes:
+    body = json.dumps(response, separators=(",", ":")).encode()
+    if compress:
+        body = _ZSTD.compress(body)
+    return struct.pack("<I", len(body)) + body
+
+
+class MapHandler:
+    def __init__(self, store: Store, builder: MapBuilder, distributor: Distributor, *,
+                 keepalive: float = KEEPALIVE_SECONDS) -> None:
+        self.store = store
+        self.builder = builder
+        self.distributor = distributor
+        self.keepalive = keepalive
+
+    async def handle(self, request: InnerRequest, machine_key: str) -> None:
+        try:
+            req = tailcfg.parse_request(tailcfg.MapRequest, request.body)
+        except tailcfg.BadRequest as exc:
+            await request.response.respond(400, str(exc).encode(), "text/plain")
+            return
+        if req.Version and req.Version < tailcfg.MIN_CAPVER:
+            message = f"client capability version {req.Version} is too old (minimum {tailcfg.MIN_CAPVER})"
+            await request.response.respond(400, message.encode(), "text/plain")
+            return
+        node = self.store.node_by_node_key(req.NodeKey)
+        if node is None:
+            await request.response.respond(404, b"node not found", "text/plain")
+            return
+        if node.machine_key != machine_key:
+            await request.response.respond(401, b"node key does not belong to this machine", "text/plain")
+            return
+        if not req.ReadOnly:
+            node = await self.store.update_from_map_request(
+                node, disco_key=req.DiscoKey or None, endpoints=req.Endpoints, hostinfo=req.Hostinfo
+            )
+        compress = req.Compress == "zstd"
+        if not req.Stream:
+            if req.OmitPeers:
+                # A "lite" update: the client only checks the status.
+                await request.response.respond(200, b"", "application/json")
+                return
+            full, _ = self.builder.full(node, req.Version)
+            await request.response.respond(200, encode_message(full, compress), "application/json")
+            return
+        await self._stream(request, node.id, req.Version, compress)
+
+    async def _stream(self, request: InnerRequest, node_id: int, capver: int, compress: bool) -> None:
+        session = MapSession(node_id, capver)
+        session.want_full()
+        self.distributor.add(session)
+        self.store.connected(node_id)
+        response = request.response
+        interval = self.keepalive + random.uniform(0, self.keepalive / 10)
+        try:
+            await response.start(200, {"content-type": "application/json"})
+            while not session.closed:
+                try:
+                    await asyncio.wait_for(session.wake.wait(), timeout=interval)
+                except TimeoutError:
+                    await response.send(encode_message({"KeepAlive": True}, compress))
+                    continue
+                if session.closed:
+                    break
+                message = session.take_pending(self.builder)
+                if message is not None:
+                    await response.send(encode_message(message, compress))
+        finally:
+            self.distributor.remove(session)
+            await self.store.disconnected(node_id)

@@ -1,0 +1,105 @@
+"""`POST /machine/register`: preauth-key registration, re-registration, node-key rotation and logout.
+
+Every outcome is a RegisterResponse with HTTP 200 (clients read `Error` for refusals), except a body that does not
+parse, which is a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from pyheadscale.config import Config
+from pyheadscale.control.h2server import InnerRequest
+from pyheadscale.mapper import tailcfg
+from pyheadscale.state.models import Node
+from pyheadscale.state.store import AuthFailed, StateError, Store, now
+
+log = logging.getLogger(__name__)
+
+
+class RegisterHandler:
+    def __init__(self, store: Store, config: Config) -> None:
+        self.store = store
+        self.config = config
+
+    async def handle(self, request: InnerRequest, machine_key: str) -> None:
+        try:
+            req = tailcfg.parse_request(tailcfg.RegisterRequest, request.body)
+        except tailcfg.BadRequest as exc:
+            await request.response.respond(400, str(exc).encode(), "text/plain")
+            return
+        if req.Version and req.Version < tailcfg.MIN_CAPVER:
+            message = f"client capability version {req.Version} is too old (minimum {tailcfg.MIN_CAPVER})"
+            await request.response.respond(400, message.encode(), "text/plain")
+            return
+        try:
+            response = await self._register(req, machine_key)
+        except AuthFailed as exc:
+            log.warning("registration refused for machine %s: %s", machine_key[:13], exc)
+            response = tailcfg.register_response(error=str(exc))
+        except StateError as exc:
+            response = tailcfg.register_response(error=str(exc))
+        body = json.dumps(response).encode()
+        await request.response.respond(200, body, "application/json; charset=utf-8")
+
+    def _response_for(self, node: Node) -> dict[str, Any]:
+        user = self.store.users.get(node.user_id) if node.user_id is not None and not node.tags else None
+        if user is None:
+            uid, login_name, display = tailcfg.TAGGED_DEVICES_USER_ID, "tagged-devices", "Tagged Devices"
+            provider = ""
+        else:
+            uid, login_name, display = user.id, user.email or user.name, user.display_name or user.email or user.name
+            provider = user.provider
+        return tailcfg.register_response(
+            user={"ID": uid, "DisplayName": display, "ProfilePicURL": ""},
+            login={"ID": uid, "Provider": provider, "LoginName": login_name, "DisplayName": display},
+            authorized=True,
+            expired=self.store.is_expired(node),
+        )
+
+    def _default_expiry(self) -> datetime | None:
+        lifetime = self.config.node.expiry
+        return now() + lifetime if lifetime.total_seconds() > 0 else None
+
+    async def _register(self, req: tailcfg.RegisterRequest, machine_key: str) -> dict[str, Any]:
+        expiry = req.expiry
+        existing = self.store.node_by_node_key(req.NodeKey)
+        if existing is not None and existing.machine_key != machine_key:
+            raise AuthFailed("node key belongs to another machine")
+
+        # A past expiry is a logout, whatever else the request carries.
+        if expiry is not None and expiry <= now():
+            if existing is None:
+                return tailcfg.register_response(expired=True)
+            remaining = await self.store.logout(existing)
+            if remaining is None:
+                return tailcfg.register_response(expired=True)
+            return self._response_for(remaining)
+
+        # Node-key rotation: the machine proves it owns the old key by its machine key.
+        if req.OldNodeKey and req.OldNodeKey != req.NodeKey:
+            old = self.store.node_by_node_key(req.OldNodeKey)
+            if old is not None and old.machine_key == machine_key and not self.store.is_expired(old):
+                node = await self.store.rotate_node_key(old, req.NodeKey, req.Hostinfo or {})
+                return self._response_for(node)
+
+        auth_key = req.Auth.AuthKey if req.Auth else ""
+        if auth_key:
+            key = self.store.find_preauth_key(auth_key)
+            node = await self.store.register_with_key(
+                key, machine_key=machine_key, node_key=req.NodeKey, hostinfo=req.Hostinfo or {},
+                expiry=self._default_expiry(),
+            )
+            log.info("registered node %d (%s) with preauth key %d", node.id, node.given_name, key.id)
+            return self._response_for(node)
+
+        if existing is not None:
+            # A restarting client re-checks its registration; an expired node must log in again.
+            if self.store.is_expired(existing):
+                return tailcfg.register_response(expired=True)
+            return self._response_for(existing)
+
+        raise AuthFailed("interactive login is not enabled; register with a preauth key (--authkey)")

@@ -1,0 +1,112 @@
+"""The TS2021 control endpoint: `GET /key`, the `/ts2021` upgrade and the requests inside the Noise channel.
+
+After the 101, the server writes the Noise response frame and then, inside the Noise stream and before any HTTP/2
+bytes, the early payload: `\\xff\\xff\\xffTS`, a 4-byte big-endian length and JSON `{"nodeKeyChallenge": ...}`. The
+three go out in one write, as Tailscale's server corks them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import struct
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from pyheadscale import keys
+from pyheadscale.control import noise
+from pyheadscale.control.h2server import H2Server, InnerRequest
+from pyheadscale.control.hijack import take_over
+from pyheadscale.control.noise_stream import NoiseStream
+
+log = logging.getLogger(__name__)
+
+UPGRADE_PROTOCOL = "tailscale-control-protocol"
+HANDSHAKE_HEADER = "X-Tailscale-Handshake"
+EARLY_PAYLOAD_MAGIC = b"\xff\xff\xffTS"
+HANDSHAKE_TIMEOUT = 30.0
+
+InnerHandler = Callable[[InnerRequest, str], Awaitable[None]]
+
+
+def early_payload(challenge_public: bytes) -> bytes:
+    body = json.dumps({"nodeKeyChallenge": keys.format_key(challenge_public, keys.CHALLENGE_PUBLIC_PREFIX)}).encode()
+    return EARLY_PAYLOAD_MAGIC + struct.pack(">I", len(body)) + body
+
+
+class ControlServer:
+    """Serves TS2021 with the server's Noise key; `routes` maps inner paths to handlers."""
+
+    def __init__(self, server_key: keys.PrivateKey, routes: dict[tuple[str, str], InnerHandler]) -> None:
+        self.server_key = server_key
+        self.public_text = keys.machine_public_text(server_key.public())
+        self.routes = routes
+        self.connections: set[asyncio.Task[None]] = set()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/key", self.handle_key)
+        app.router.add_route("*", "/ts2021", self.handle_upgrade)
+
+    async def handle_key(self, request: web.Request) -> web.Response:
+        return web.json_response({"legacyPublicKey": "mkey:" + "0" * 64, "publicKey": self.public_text})
+
+    async def handle_upgrade(self, request: web.Request) -> web.StreamResponse:
+        upgrade = request.headers.get("Upgrade", "").lower()
+        if not upgrade:
+            return web.Response(status=400, text="missing Upgrade header (is a proxy stripping it?)\n")
+        if upgrade != UPGRADE_PROTOCOL:
+            return web.Response(status=400, text=f"unsupported upgrade protocol {upgrade!r}\n")
+        encoded = request.headers.get(HANDSHAKE_HEADER, "")
+        if not encoded:
+            return web.Response(status=400, text=f"missing {HANDSHAKE_HEADER} header\n")
+        try:
+            init = base64.b64decode(encoded, validate=True)
+            noise.parse_initiation(init)
+        except (binascii.Error, ValueError, noise.NoiseError) as exc:
+            return web.Response(status=400, text=f"invalid {HANDSHAKE_HEADER}: {exc}\n")
+        try:
+            response_frame, session = noise.respond(self.server_key, init)
+        except noise.NoiseError as exc:
+            log.info("refused TS2021 handshake from %s: %s", request.remote, exc)
+            return web.Response(status=400, text="noise handshake failed\n")
+
+        conn = await take_over(request, {"Upgrade": UPGRADE_PROTOCOL, "Connection": "upgrade"})
+        stream = NoiseStream(session, conn.reader, conn.write)
+        challenge = keys.PrivateKey.generate()
+        conn.write_nowait(response_frame + session.send.seal_records(early_payload(challenge.public())))
+        machine_key = keys.machine_public_text(session.peer_static)
+        log.debug("TS2021 session from %s machine %s v%d", request.remote, machine_key[:13], session.version)
+
+        async def dispatch(inner: InnerRequest) -> None:
+            handler = self.routes.get((inner.method, inner.path))
+            if handler is None:
+                handler = self._fallback(inner)
+            await handler(inner, machine_key)
+
+        task = asyncio.current_task()
+        if task is not None:
+            self.connections.add(task)
+        try:
+            await H2Server(stream, dispatch).serve()
+        finally:
+            if task is not None:
+                self.connections.discard(task)
+            conn.close()
+        return conn.response
+
+    def _fallback(self, inner: InnerRequest) -> InnerHandler:
+        known_paths = {path for _, path in self.routes}
+
+        async def not_found(req: InnerRequest, _machine_key: str) -> None:
+            if req.path in known_paths:
+                await req.response.respond(405, f"method {req.method} not allowed\n".encode(), "text/plain")
+            elif req.path.startswith("/machine/"):
+                await req.response.respond(501, b"not implemented\n", "text/plain")
+            else:
+                await req.response.respond(404, b"not found\n", "text/plain")
+
+        return not_found

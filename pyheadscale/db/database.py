@@ -1,0 +1,209 @@
+"""Async persistence for the store's records (SQLite by default, PostgreSQL by configuration).
+
+The database is written through, never read on the hot path: at start the store loads everything once, and from
+then on every state change is written here before it is acknowledged to a client. A crash (even SIGKILL) therefore
+loses nothing a client was told had happened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Connection, delete, event, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from pyheadscale.config import Config
+from pyheadscale.db import schema
+from pyheadscale.state.models import Node, PreAuthKey, User
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def database_url(config: Config) -> str:
+    db = config.database
+    if db.type == "postgres":
+        pg = db.postgres
+        return f"postgresql+asyncpg://{pg.user}:{pg.password}@{pg.host}:{pg.port}/{pg.name}"
+    path = config.path(db.sqlite.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def _run_migrations(connection: Connection) -> None:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, "head")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _to_row(record: Any) -> dict[str, Any]:
+    row = dataclasses.asdict(record)
+    for key in ("ipv4", "ipv6"):
+        if key in row and row[key] is not None:
+            row[key] = str(row[key])
+    return row
+
+
+def _user(row: Any) -> User:
+    m = row._mapping
+    return User(
+        id=m["id"], name=m["name"], display_name=m["display_name"], email=m["email"], provider=m["provider"],
+        provider_id=m["provider_id"] or "", profile_pic_url=m["profile_pic_url"], created_at=_utc(m["created_at"]),
+    )
+
+
+def _preauth_key(row: Any) -> PreAuthKey:
+    m = row._mapping
+    return PreAuthKey(
+        id=m["id"], prefix=m["prefix"], secret_hash=m["secret_hash"], user_id=m["user_id"], reusable=m["reusable"],
+        ephemeral=m["ephemeral"], used=m["used"], tags=list(m["tags"] or []), created_at=_utc(m["created_at"]),
+        expiration=_utc(m["expiration"]),
+    )
+
+
+def _node(row: Any) -> Node:
+    m = row._mapping
+    return Node(
+        id=m["id"], machine_key=m["machine_key"], node_key=m["node_key"], disco_key=m["disco_key"],
+        hostname=m["hostname"], given_name=m["given_name"], user_id=m["user_id"], tags=list(m["tags"] or []),
+        ipv4=ipaddress.IPv4Address(m["ipv4"]) if m["ipv4"] else None,
+        ipv6=ipaddress.IPv6Address(m["ipv6"]) if m["ipv6"] else None,
+        endpoints=list(m["endpoints"] or []), hostinfo=dict(m["hostinfo"] or {}),
+        register_method=m["register_method"], auth_key_id=m["auth_key_id"], ephemeral=m["ephemeral"],
+        expiry=_utc(m["expiry"]), last_seen=_utc(m["last_seen"]), approved_routes=list(m["approved_routes"] or []),
+        created_at=_utc(m["created_at"]), updated_at=_utc(m["updated_at"]),
+    )
+
+
+@dataclasses.dataclass(slots=True)
+class Snapshot:
+    """Everything the store needs at start."""
+
+    users: list[User]
+    preauth_keys: list[PreAuthKey]
+    nodes: list[Node]
+
+
+class Database:
+    """Write-through persistence. Every method runs in its own transaction."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    async def open(cls, config: Config) -> Database:
+        return await cls.open_url(database_url(config))
+
+    @classmethod
+    async def open_url(cls, url: str) -> Database:
+        """Open a database by URL (tests use in-memory or temporary SQLite files)."""
+        engine = create_async_engine(url)
+        if url.startswith("sqlite"):
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        async with engine.begin() as conn:
+            await conn.run_sync(_run_migrations)
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def load(self) -> Snapshot:
+        async with self.engine.connect() as conn:
+            users = [_user(r) for r in await conn.execute(select(schema.users).order_by(schema.users.c.id))]
+            keys = [
+                _preauth_key(r)
+                for r in await conn.execute(select(schema.pre_auth_keys).order_by(schema.pre_auth_keys.c.id))
+            ]
+            nodes = [_node(r) for r in await conn.execute(select(schema.nodes).order_by(schema.nodes.c.id))]
+        return Snapshot(users, keys, nodes)
+
+    async def insert_user(self, user: User) -> int:
+        return await self._insert(schema.users, _to_row(user) | {"provider_id": user.provider_id or None})
+
+    async def update_user(self, user: User) -> None:
+        await self._update(schema.users, user.id, _to_row(user) | {"provider_id": user.provider_id or None})
+
+    async def delete_user(self, user_id: int) -> None:
+        await self._delete(schema.users, user_id)
+
+    async def insert_preauth_key(self, key: PreAuthKey) -> int:
+        return await self._insert(schema.pre_auth_keys, _to_row(key))
+
+    async def update_preauth_key(self, key: PreAuthKey) -> None:
+        await self._update(schema.pre_auth_keys, key.id, _to_row(key))
+
+    async def delete_preauth_key(self, key_id: int) -> None:
+        await self._delete(schema.pre_auth_keys, key_id)
+
+    async def insert_node(self, node: Node) -> int:
+        return await self._insert(schema.nodes, _to_row(node))
+
+    async def update_node(self, node: Node) -> None:
+        await self._update(schema.nodes, node.id, _to_row(node))
+
+    async def update_node_fields(self, node_id: int, **values: Any) -> None:
+        await self._update(schema.nodes, node_id, values)
+
+    async def delete_node(self, node_id: int) -> None:
+        await self._delete(schema.nodes, node_id)
+
+    async def register_node(self, node: Node, used_key: PreAuthKey | None) -> int:
+        """Insert a new node and mark its single-use key used, in one transaction."""
+        row = _to_row(node)
+        row.pop("id")
+        async with self.engine.begin() as conn:
+            result = await conn.execute(insert(schema.nodes).values(**row))
+            if used_key is not None:
+                await conn.execute(
+                    update(schema.pre_auth_keys).where(schema.pre_auth_keys.c.id == used_key.id).values(used=True)
+                )
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    async def _insert(self, table: Any, row: dict[str, Any]) -> int:
+        row = dict(row)
+        if row.get("id") in (0, None):
+            row.pop("id", None)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(insert(table).values(**row))
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    async def _update(self, table: Any, row_id: int, values: dict[str, Any]) -> None:
+        values = {k: v for k, v in values.items() if k != "id"}
+        async with self.engine.begin() as conn:
+            await conn.execute(update(table).where(table.c.id == row_id).values(**values))
+
+    async def _delete(self, table: Any, row_id: int) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(table).where(table.c.id == row_id))
+
+    async def latest_policy(self) -> str | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(select(schema.policies.c.data).order_by(schema.policies.c.id.desc()).limit(1))
+            ).first()
+        return None if row is None else str(row[0])
+
+    async def save_policy(self, data: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(schema.policies).values(data=data, created_at=datetime.now(UTC)))

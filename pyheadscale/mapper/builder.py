@@ -1,0 +1,179 @@
+"""Building MapResponses for one node: the full map and the deltas that follow it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pyheadscale.config import Config
+from pyheadscale.mapper import tailcfg
+from pyheadscale.mapper.policy_view import NetworkPolicy, Peer
+from pyheadscale.state.models import Node
+from pyheadscale.state.store import Store
+
+BASELINE_CAPS = ("https://tailscale.com/cap/is-admin", "https://tailscale.com/cap/ssh")
+
+
+@dataclass(slots=True)
+class MapContext:
+    """Everything a map is made from, besides the node itself."""
+
+    config: Config
+    store: Store
+    policy: NetworkPolicy
+    derp_map: dict[str, Any]
+
+
+def _dns_config(config: Config) -> dict[str, Any]:
+    dns = config.dns
+    resolvers = [{"Addr": a} for a in dns.nameservers.global_]
+    out: dict[str, Any] = {"Proxied": dns.magic_dns}
+    if dns.override_local_dns:
+        out["Resolvers"] = resolvers
+    elif resolvers:
+        out["FallbackResolvers"] = resolvers
+    if dns.nameservers.split:
+        out["Routes"] = {d: [{"Addr": a} for a in addrs] for d, addrs in dns.nameservers.split.items()}
+    domains = ([dns.base_domain] if dns.base_domain else []) + list(dns.search_domains)
+    if domains:
+        out["Domains"] = domains
+    if dns.extra_records:
+        out["ExtraRecords"] = dns.extra_records
+    return out
+
+
+class MapBuilder:
+    def __init__(self, ctx: MapContext) -> None:
+        self.ctx = ctx
+        self._dns = _dns_config(ctx.config)
+
+    def fqdn(self, node: Node) -> str:
+        base = self.ctx.config.base_domain
+        return f"{node.given_name}.{base}." if base else f"{node.given_name}."
+
+    def user_profile(self, node: Node) -> dict[str, Any]:
+        if node.tags or node.user_id is None:
+            return tailcfg.user_profile(tailcfg.TAGGED_DEVICES_USER_ID, "tagged-devices", "Tagged Devices")
+        user = self.ctx.store.users.get(node.user_id)
+        if user is None:
+            return tailcfg.user_profile(node.user_id, str(node.user_id), str(node.user_id))
+        login = user.email or user.name
+        return tailcfg.user_profile(user.id, login, user.display_name or login, user.profile_pic_url)
+
+    def tail_node(self, node: Node, peer: Peer | None, capver: int, *, self_view: bool = False) -> dict[str, Any]:
+        """A node as tailcfg.Node, as seen by a peer (`peer` gives its routes) or by itself."""
+        store = self.ctx.store
+        expired = store.is_expired(node)
+        online = store.is_online(node.id)
+        addresses = node.addresses()
+        if self_view:
+            allowed = addresses
+            primary: list[str] = []
+        else:
+            assert peer is not None
+            allowed, primary = peer.allowed_ips, peer.primary_routes
+        cap_map: dict[str, Any] = {cap: [] for cap in BASELINE_CAPS} if self_view else {}
+        if self_view:
+            cap_map.update(self.ctx.policy.cap_map(node.id))
+        out: dict[str, Any] = {
+            "ID": node.id,
+            "StableID": str(node.id),
+            "Name": self.fqdn(node),
+            "User": self.user_profile(node)["ID"],
+            "Key": node.node_key,
+            "KeyExpiry": tailcfg.go_time(node.expiry),
+            "Machine": node.machine_key,
+            "DiscoKey": node.disco_key or "discokey:" + "0" * 64,
+            "Addresses": addresses,
+            "AllowedIPs": allowed,
+            "Endpoints": node.endpoints,
+            "HomeDERP": node.home_derp,
+            "Hostinfo": node.hostinfo,
+            "Created": tailcfg.go_time(node.created_at),
+            "Cap": capver,
+            "Tags": node.tags,
+            "PrimaryRoutes": primary,
+            "Online": online,
+            "MachineAuthorized": not expired,
+            "Expired": expired,
+            "CapMap": cap_map,
+        }
+        if capver < tailcfg.CAPVER_HOME_DERP and node.home_derp:
+            out["DERP"] = f"127.3.3.40:{node.home_derp}"
+        if not online and node.last_seen is not None and not self_view:
+            out["LastSeen"] = tailcfg.go_time(node.last_seen)
+        return out
+
+    def _filter_fields(self, node: Node, capver: int) -> dict[str, Any]:
+        rules = self.ctx.policy.filter_rules(node.id)
+        if capver >= tailcfg.CAPVER_PACKET_FILTERS:
+            return {"PacketFilters": {"base": rules}}
+        return {"PacketFilter": rules}
+
+    def full(self, node: Node, capver: int) -> tuple[dict[str, Any], set[int]]:
+        """The full map for `node`, and the peer ids it contains."""
+        store = self.ctx.store
+        peers = self.ctx.policy.peers(node.id)
+        peer_nodes = [
+            self.tail_node(store.nodes[pid], view, capver) for pid, view in sorted(peers.items()) if pid in store.nodes
+        ]
+        profiles = {self.user_profile(node)["ID"]: self.user_profile(node)}
+        for pid in peers:
+            if pid in store.nodes:
+                profile = self.user_profile(store.nodes[pid])
+                profiles.setdefault(profile["ID"], profile)
+        response: dict[str, Any] = {
+            "KeepAlive": False,
+            "Node": self.tail_node(node, None, capver, self_view=True),
+            "DERPMap": self.ctx.derp_map,
+            "Peers": peer_nodes,
+            "DNSConfig": self._dns,
+            "Domain": self.domain,
+            "CollectServices": "false",
+            "UserProfiles": [profiles[k] for k in sorted(profiles)],
+            "SSHPolicy": self.ctx.policy.ssh_policy(node.id) or {"rules": []},
+            "ControlTime": tailcfg.go_time(datetime.now(UTC)),
+            "Debug": {"DisableLogTail": True},
+        }
+        response.update(self._filter_fields(node, capver))
+        return response, set(peers)
+
+    @property
+    def domain(self) -> str:
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.ctx.config.server_url).hostname or self.ctx.config.base_domain
+
+    def peers_changed(self, node: Node, peer_ids: Iterable[int], capver: int) -> dict[str, Any]:
+        store = self.ctx.store
+        views = self.ctx.policy.peers(node.id)
+        changed = [
+            self.tail_node(store.nodes[pid], views[pid], capver)
+            for pid in sorted(peer_ids) if pid in store.nodes and pid in views
+        ]
+        profiles = {}
+        for pid in peer_ids:
+            if pid in store.nodes:
+                profile = self.user_profile(store.nodes[pid])
+                profiles[profile["ID"]] = profile
+        return {"PeersChanged": changed, "UserProfiles": list(profiles.values())}
+
+    def peer_patch(self, peer: Node) -> dict[str, Any]:
+        """Cheap changes of a peer: endpoints, home DERP, disco key, presence."""
+        online = self.ctx.store.is_online(peer.id)
+        patch: dict[str, Any] = {
+            "NodeID": peer.id,
+            "DERPRegion": peer.home_derp,
+            "Endpoints": peer.endpoints,
+            "Online": online,
+        }
+        if peer.disco_key:
+            patch["DiscoKey"] = peer.disco_key
+        if not online and peer.last_seen is not None:
+            patch["LastSeen"] = tailcfg.go_time(peer.last_seen)
+        return patch
+
+    def self_update(self, node: Node, capver: int) -> dict[str, Any]:
+        return {"Node": self.tail_node(node, None, capver, self_view=True)}

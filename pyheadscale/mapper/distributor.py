@@ -1,0 +1,153 @@
+"""Turning change events into per-node map deltas for the connected map sessions.
+
+Each connected map stream is a MapSession. A change touches only the sessions of nodes that can see the changed
+node (asked of the policy), or that were told about it before; those sessions note what is pending and wake. Each
+session then builds one MapResponse from everything pending, so a burst of changes coalesces into one message, and
+the pending state is a few sets of node ids: memory per session stays bounded however fast changes arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+from pyheadscale.mapper.builder import MapBuilder
+from pyheadscale.state.changes import Change, ChangeKind
+
+
+class MapSession:
+    """The delta state of one connected map stream."""
+
+    def __init__(self, node_id: int, capver: int) -> None:
+        self.node_id = node_id
+        self.capver = capver
+        self.known_peers: set[int] = set()
+        self.wake = asyncio.Event()
+        self.closed = False
+        self._full = False
+        self._self = False
+        self._changed: set[int] = set()
+        self._removed: set[int] = set()
+        self._patched: set[int] = set()
+
+    def want_full(self) -> None:
+        self._full = True
+        self.wake.set()
+
+    def want_self(self) -> None:
+        self._self = True
+        self.wake.set()
+
+    def peer_changed(self, peer_id: int) -> None:
+        self._removed.discard(peer_id)
+        self._changed.add(peer_id)
+        self.wake.set()
+
+    def peer_removed(self, peer_id: int) -> None:
+        self._changed.discard(peer_id)
+        self._patched.discard(peer_id)
+        self._removed.add(peer_id)
+        self.wake.set()
+
+    def peer_patched(self, peer_id: int) -> None:
+        self._patched.add(peer_id)
+        self.wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()
+
+    def take_pending(self, builder: MapBuilder) -> dict[str, Any] | None:
+        """Build one MapResponse from everything pending and clear it; None when nothing is."""
+        self.wake.clear()
+        store = builder.ctx.store
+        node = store.nodes.get(self.node_id)
+        if node is None:
+            return None
+        if self._full:
+            self._full = self._self = False
+            self._changed.clear(), self._removed.clear(), self._patched.clear()
+            response, peers = builder.full(node, self.capver)
+            removed = self.known_peers - peers
+            self.known_peers = peers
+            if removed:
+                response["PeersRemoved"] = sorted(removed)
+            return response
+        response: dict[str, Any] = {}
+        if self._self:
+            self._self = False
+            response.update(builder.self_update(node, self.capver))
+        if self._changed:
+            changed, self._changed = self._changed, set()
+            delta = builder.peers_changed(node, changed, self.capver)
+            visible = {n["ID"] for n in delta["PeersChanged"]}
+            self._removed |= (changed - visible) & self.known_peers
+            self.known_peers |= visible
+            if delta["PeersChanged"]:
+                response.update(delta)
+        if self._removed:
+            removed, self._removed = self._removed & self.known_peers, set()
+            self.known_peers -= removed
+            if removed:
+                response["PeersRemoved"] = sorted(removed)
+        if self._patched:
+            patched, self._patched = self._patched & self.known_peers, set()
+            patches = [builder.peer_patch(store.nodes[p]) for p in sorted(patched) if p in store.nodes]
+            if patches:
+                response["PeersChangedPatch"] = patches
+        return response or None
+
+
+class Distributor:
+    """Routes store changes to the map sessions they affect."""
+
+    def __init__(self, builder: MapBuilder) -> None:
+        self.builder = builder
+        self.sessions: dict[int, set[MapSession]] = defaultdict(set)
+
+    def add(self, session: MapSession) -> None:
+        self.sessions[session.node_id].add(session)
+
+    def remove(self, session: MapSession) -> None:
+        group = self.sessions.get(session.node_id)
+        if group is not None:
+            group.discard(session)
+            if not group:
+                del self.sessions[session.node_id]
+
+    def _sessions_of(self, node_ids: Any) -> list[MapSession]:
+        return [s for nid in node_ids for s in self.sessions.get(nid, ())]
+
+    def _knowing(self, node_id: int) -> list[MapSession]:
+        return [s for group in self.sessions.values() for s in group if node_id in s.known_peers]
+
+    def on_change(self, change: Change) -> None:
+        kind, node_id = change.kind, change.node_id
+        if kind in (ChangeKind.POLICY, ChangeKind.USERS, ChangeKind.DERP):
+            for group in self.sessions.values():
+                for session in group:
+                    session.want_full()
+            return
+        assert node_id is not None
+        if kind is ChangeKind.NODE_REMOVED:
+            for session in self._knowing(node_id):
+                session.peer_removed(node_id)
+            for session in self.sessions.get(node_id, ()):
+                session.close()
+            return
+        if kind in (ChangeKind.NODE_PATCH, ChangeKind.NODE_ONLINE):
+            for session in self._knowing(node_id):
+                session.peer_patched(node_id)
+            return
+        # NODE_ADDED / NODE_UPDATED: whoever sees the node now gets it in full; whoever saw it and no longer does
+        # gets it removed; the node itself gets a fresh full map, since its own view may have changed too.
+        viewers = set(self.builder.ctx.policy.peers(node_id))
+        for session in self._sessions_of(viewers):
+            session.peer_changed(node_id)
+        for session in self._knowing(node_id):
+            if session.node_id not in viewers:
+                session.peer_removed(node_id)
+        if kind is ChangeKind.NODE_UPDATED:
+            for session in self.sessions.get(node_id, ()):
+                session.want_full()

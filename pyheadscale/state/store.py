@@ -1,0 +1,452 @@
+"""The in-memory store: the one owner of users, preauth keys and nodes.
+
+Handlers ask the store to change state; the store validates, writes through to the database, updates its indexes,
+and then tells its subscribers what changed. Reads are plain dictionary lookups. Everything runs on the event loop,
+so a mutation is atomic with respect to other handlers unless it awaits the database, and each mutation awaits the
+database *before* touching memory, so a failed write leaves memory as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pyheadscale.auth import preauth
+from pyheadscale.db.database import Database
+from pyheadscale.state.changes import Change, ChangeKind
+from pyheadscale.state.ipalloc import IPAllocator
+from pyheadscale.state.models import Node, PreAuthKey, User
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[Change], None]
+
+_USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,62}$")
+_TAG = re.compile(r"^tag:[A-Za-z0-9][A-Za-z0-9-]*$")
+
+
+class StateError(ValueError):
+    """A requested change is invalid; the message says why, for the API or CLI to show."""
+
+
+class NotFound(StateError):
+    pass
+
+
+class Conflict(StateError):
+    pass
+
+
+class AuthFailed(StateError):
+    """A preauth key was refused; the message is safe to send to the client (it never echoes the secret)."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def dns_label(hostname: str) -> str:
+    """A hostname made into a DNS label: lowercase, [a-z0-9-], at most 63 characters, never empty."""
+    label = re.sub(r"[^a-z0-9-]+", "-", hostname.lower()).strip("-")[:63].strip("-")
+    return label or "node"
+
+
+def validate_tags(tags: Iterable[str]) -> list[str]:
+    out = []
+    for tag in tags:
+        if not _TAG.match(tag):
+            raise StateError(f"invalid tag {tag!r}: tags look like 'tag:name'")
+        if tag not in out:
+            out.append(tag)
+    return sorted(out)
+
+
+class Store:
+    def __init__(self, db: Database, ips: IPAllocator) -> None:
+        self.db = db
+        self.ips = ips
+        self.users: dict[int, User] = {}
+        self.preauth_keys: dict[int, PreAuthKey] = {}
+        self.nodes: dict[int, Node] = {}
+        self._by_node_key: dict[str, int] = {}
+        self._by_machine_key: dict[str, int] = {}
+        self._given_names: set[str] = set()
+        self._sessions: dict[int, int] = {}
+        self._subscribers: list[Subscriber] = []
+        self._ephemeral_timers: dict[int, asyncio.TimerHandle] = {}
+        self.ephemeral_timeout = timedelta(minutes=30)
+
+    async def load(self) -> None:
+        snapshot = await self.db.load()
+        self.users = {u.id: u for u in snapshot.users}
+        self.preauth_keys = {k.id: k for k in snapshot.preauth_keys}
+        for node in snapshot.nodes:
+            self._index(node)
+            self.ips.hold([node.ipv4, node.ipv6])
+            if node.ephemeral:
+                # It was offline when we went down, or it will reconnect before the timer fires.
+                self._schedule_ephemeral_cleanup(node.id)
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def _emit(self, change: Change) -> None:
+        for subscriber in self._subscribers:
+            try:
+                subscriber(change)
+            except Exception:
+                log.exception("change subscriber failed on %s", change)
+
+    # ---- users ----
+
+    def user_by_name(self, name: str) -> User | None:
+        return next((u for u in self.users.values() if u.name == name), None)
+
+    def get_user(self, user_id: int) -> User:
+        user = self.users.get(user_id)
+        if user is None:
+            raise NotFound(f"user {user_id} not found")
+        return user
+
+    def resolve_user(self, ref: str | int) -> User:
+        """A user by numeric id or by name, as the CLI accepts either."""
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            user = self.users.get(int(ref))
+            if user is not None:
+                return user
+        user = self.user_by_name(str(ref))
+        if user is None:
+            raise NotFound(f"user {ref!r} not found")
+        return user
+
+    async def create_user(self, name: str, display_name: str = "", email: str = "", *, provider: str = "",
+                          provider_id: str = "", profile_pic_url: str = "") -> User:
+        if not _USERNAME.match(name or ""):
+            raise StateError(f"invalid user name {name!r}: use letters, digits and . _ @ + - (at most 63)")
+        if self.user_by_name(name) is not None and not provider_id:
+            raise Conflict(f"user {name!r} already exists")
+        user = User(0, name, display_name, email, provider, provider_id, profile_pic_url, now())
+        user.id = await self.db.insert_user(user)
+        self.users[user.id] = user
+        self._emit(Change(ChangeKind.USERS))
+        return user
+
+    async def rename_user(self, user_id: int, new_name: str) -> User:
+        user = self.get_user(user_id)
+        if not _USERNAME.match(new_name or ""):
+            raise StateError(f"invalid user name {new_name!r}")
+        if self.user_by_name(new_name) not in (None, user):
+            raise Conflict(f"user {new_name!r} already exists")
+        updated = User(**{**_fields(user), "name": new_name})
+        await self.db.update_user(updated)
+        self.users[user_id] = updated
+        self._emit(Change(ChangeKind.USERS))
+        return updated
+
+    async def delete_user(self, user_id: int) -> None:
+        self.get_user(user_id)
+        if any(n.user_id == user_id for n in self.nodes.values()):
+            raise Conflict(f"user {user_id} still has nodes; delete or move them first")
+        await self.db.delete_user(user_id)
+        del self.users[user_id]
+        for key in self.preauth_keys.values():
+            if key.user_id == user_id:
+                key.user_id = None
+        self._emit(Change(ChangeKind.USERS))
+
+    # ---- preauth keys ----
+
+    async def create_preauth_key(self, user_id: int | None, *, reusable: bool = False, ephemeral: bool = False,
+                                 tags: Iterable[str] = (), expiration: datetime | None = None) -> tuple[PreAuthKey, str]:
+        """Create a key; returns the record and the full key text, which is never stored and shown only once."""
+        if user_id is not None:
+            self.get_user(user_id)
+        tag_list = validate_tags(tags)
+        if user_id is None and not tag_list:
+            raise StateError("a preauth key needs a user or at least one tag")
+        text, prefix, secret_hash = preauth.new_key_material()
+        key = PreAuthKey(0, prefix, secret_hash, user_id, reusable, ephemeral, False, tag_list, now(),
+                         expiration or now() + timedelta(hours=1))
+        key.id = await self.db.insert_preauth_key(key)
+        self.preauth_keys[key.id] = key
+        return key, text
+
+    async def expire_preauth_key(self, key_id: int) -> PreAuthKey:
+        key = self.preauth_keys.get(key_id)
+        if key is None:
+            raise NotFound(f"preauth key {key_id} not found")
+        updated = PreAuthKey(**{**_fields(key), "expiration": now()})
+        await self.db.update_preauth_key(updated)
+        self.preauth_keys[key_id] = updated
+        return updated
+
+    async def delete_preauth_key(self, key_id: int) -> None:
+        if key_id not in self.preauth_keys:
+            raise NotFound(f"preauth key {key_id} not found")
+        await self.db.delete_preauth_key(key_id)
+        del self.preauth_keys[key_id]
+
+    def find_preauth_key(self, text: str) -> PreAuthKey:
+        """The usable key matching `text`, or AuthFailed with a reason safe to show the client."""
+        parts = preauth.split_key(text)
+        if parts is None:
+            raise AuthFailed("invalid authkey format")
+        prefix, secret = parts
+        key = next((k for k in self.preauth_keys.values() if k.prefix == prefix), None)
+        if key is None or not preauth.secret_matches(secret, key.secret_hash):
+            raise AuthFailed("invalid authkey")
+        if key.expiration is not None and key.expiration <= now():
+            raise AuthFailed("authkey expired")
+        if key.used and not key.reusable:
+            raise AuthFailed("authkey already used")
+        return key
+
+    # ---- nodes: lookups ----
+
+    def node_by_node_key(self, node_key: str) -> Node | None:
+        node_id = self._by_node_key.get(node_key)
+        return None if node_id is None else self.nodes.get(node_id)
+
+    def node_by_machine_key(self, machine_key: str) -> Node | None:
+        node_id = self._by_machine_key.get(machine_key)
+        return None if node_id is None else self.nodes.get(node_id)
+
+    def get_node(self, node_id: int) -> Node:
+        node = self.nodes.get(node_id)
+        if node is None:
+            raise NotFound(f"node {node_id} not found")
+        return node
+
+    def is_online(self, node_id: int) -> bool:
+        return self._sessions.get(node_id, 0) > 0
+
+    @staticmethod
+    def is_expired(node: Node) -> bool:
+        return node.expiry is not None and node.expiry <= now()
+
+    def _index(self, node: Node) -> None:
+        self.nodes[node.id] = node
+        self._by_node_key[node.node_key] = node.id
+        self._by_machine_key[node.machine_key] = node.id
+        self._given_names.add(node.given_name)
+
+    def _unindex(self, node: Node) -> None:
+        self.nodes.pop(node.id, None)
+        if self._by_node_key.get(node.node_key) == node.id:
+            del self._by_node_key[node.node_key]
+        if self._by_machine_key.get(node.machine_key) == node.id:
+            del self._by_machine_key[node.machine_key]
+        self._given_names.discard(node.given_name)
+
+    def _unique_given_name(self, hostname: str, exclude: Node | None = None) -> str:
+        base = dns_label(hostname)
+        taken = self._given_names - ({exclude.given_name} if exclude else set())
+        if base not in taken:
+            return base
+        n = 1
+        while f"{base[:58]}-{n}" in taken:
+            n += 1
+        return f"{base[:58]}-{n}"
+
+    async def _replace(self, node: Node, **changes: Any) -> Node:
+        """Write a node's changed fields through to the database, then swap the record in memory."""
+        changes["updated_at"] = now()
+        updated = Node(**{**_fields(node), **changes})
+        await self.db.update_node(updated)
+        self._unindex(node)
+        self._index(updated)
+        return updated
+
+    # ---- nodes: registration ----
+
+    async def register_with_key(self, key: PreAuthKey, *, machine_key: str, node_key: str, hostinfo: dict[str, Any],
+                                expiry: datetime | None) -> Node:
+        """Register (or re-register) the machine under a validated preauth key."""
+        hostname = str(hostinfo.get("Hostname") or "node")[:255]
+        existing = self.node_by_machine_key(machine_key)
+        tags = list(key.tags)
+        user_id = None if tags else key.user_id
+        if existing is not None:
+            # Same machine logging in again (new node key, new key, or after logout): keep its identity and addresses.
+            updated = await self._replace(
+                existing, node_key=node_key, hostinfo=hostinfo, hostname=hostname, user_id=user_id, tags=tags,
+                auth_key_id=key.id, ephemeral=key.ephemeral, expiry=expiry, register_method="authkey",
+            )
+            await self._mark_key_used(key)
+            self._emit(Change(ChangeKind.NODE_UPDATED, updated.id))
+            return updated
+        if self.node_by_node_key(node_key) is not None:
+            raise Conflict("node key already registered to another machine")
+        ipv4, ipv6 = self.ips.allocate()
+        stamp = now()
+        node = Node(
+            id=0, machine_key=machine_key, node_key=node_key, hostname=hostname,
+            given_name=self._unique_given_name(hostname), user_id=user_id, tags=tags, ipv4=ipv4, ipv6=ipv6,
+            hostinfo=hostinfo, register_method="authkey", auth_key_id=key.id, ephemeral=key.ephemeral,
+            expiry=expiry, created_at=stamp, updated_at=stamp, last_seen=stamp,
+        )
+        try:
+            node.id = await self.db.register_node(node, key if not key.reusable else None)
+        except Exception:
+            self.ips.release([ipv4, ipv6])
+            raise
+        if not key.reusable:
+            self.preauth_keys[key.id] = PreAuthKey(**{**_fields(key), "used": True})
+        self._index(node)
+        self._emit(Change(ChangeKind.NODE_ADDED, node.id))
+        return node
+
+    async def _mark_key_used(self, key: PreAuthKey) -> None:
+        if not key.reusable and not key.used:
+            updated = PreAuthKey(**{**_fields(key), "used": True})
+            await self.db.update_preauth_key(updated)
+            self.preauth_keys[key.id] = updated
+
+    async def rotate_node_key(self, node: Node, new_node_key: str, hostinfo: dict[str, Any]) -> Node:
+        """OldNodeKey rotation: the machine replaces its node key and keeps everything else."""
+        if self.node_by_node_key(new_node_key) not in (None, node):
+            raise Conflict("node key already registered to another machine")
+        updated = await self._replace(node, node_key=new_node_key, hostinfo=hostinfo or node.hostinfo)
+        self._emit(Change(ChangeKind.NODE_UPDATED, updated.id))
+        return updated
+
+    async def logout(self, node: Node) -> Node | None:
+        """A client logging out: ephemeral nodes are deleted, others expire now. Returns the node if it remains."""
+        if node.ephemeral:
+            await self.delete_node(node.id)
+            return None
+        return await self.set_expiry(node.id, now())
+
+    # ---- nodes: updates ----
+
+    async def set_expiry(self, node_id: int, expiry: datetime | None) -> Node:
+        updated = await self._replace(self.get_node(node_id), expiry=expiry)
+        self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
+        return updated
+
+    async def rename_node(self, node_id: int, new_name: str) -> Node:
+        node = self.get_node(node_id)
+        label = dns_label(new_name)
+        if label != new_name.lower():
+            raise StateError(f"invalid node name {new_name!r}: use letters, digits and '-' (at most 63)")
+        if label in self._given_names and label != node.given_name:
+            raise Conflict(f"node name {label!r} is already in use")
+        updated = await self._replace(node, given_name=label)
+        self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
+        return updated
+
+    async def set_tags(self, node_id: int, tags: Iterable[str]) -> Node:
+        updated = await self._replace(self.get_node(node_id), tags=validate_tags(tags))
+        self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
+        return updated
+
+    async def move_node(self, node_id: int, user_id: int) -> Node:
+        node = self.get_node(node_id)
+        self.get_user(user_id)
+        if node.tags:
+            raise StateError("tagged nodes are owned by their tags and cannot be moved to a user")
+        updated = await self._replace(node, user_id=user_id)
+        self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
+        return updated
+
+    async def set_approved_routes(self, node_id: int, routes: list[str]) -> Node:
+        updated = await self._replace(self.get_node(node_id), approved_routes=sorted(set(routes)))
+        self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
+        return updated
+
+    async def update_from_map_request(self, node: Node, *, disco_key: str | None, endpoints: list[str] | None,
+                                      hostinfo: dict[str, Any] | None) -> Node:
+        """Apply what a MapRequest reports. Endpoint, DERP and disco changes are patches; Hostinfo is a full update."""
+        changes: dict[str, Any] = {}
+        if disco_key and disco_key != node.disco_key:
+            changes["disco_key"] = disco_key
+        if endpoints is not None and endpoints != node.endpoints:
+            changes["endpoints"] = endpoints
+        full = False
+        if hostinfo and hostinfo != node.hostinfo:
+            changes["hostinfo"] = hostinfo
+            # A change confined to NetInfo (home DERP, latencies) is a patch; anything else peers see in full.
+            full = _without_netinfo(hostinfo) != _without_netinfo(node.hostinfo)
+            hostname = str(hostinfo.get("Hostname") or node.hostname)[:255]
+            if hostname != node.hostname:
+                changes["hostname"] = hostname
+        if not changes:
+            return node
+        updated = await self._replace(node, **changes)
+        self._emit(Change(ChangeKind.NODE_UPDATED if full else ChangeKind.NODE_PATCH, node.id))
+        return updated
+
+    async def delete_node(self, node_id: int) -> None:
+        node = self.get_node(node_id)
+        await self.db.delete_node(node_id)
+        self._unindex(node)
+        self.ips.release([node.ipv4, node.ipv6])
+        self._sessions.pop(node_id, None)
+        timer = self._ephemeral_timers.pop(node_id, None)
+        if timer is not None:
+            timer.cancel()
+        self._emit(Change(ChangeKind.NODE_REMOVED, node_id))
+
+    def key_expired(self, node_id: int) -> None:
+        """The clock passed a node's expiry: nothing is written, but every viewer must learn it is expired now."""
+        if node_id in self.nodes:
+            self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
+
+    # ---- presence ----
+
+    def connected(self, node_id: int) -> None:
+        """A map stream for the node opened."""
+        count = self._sessions.get(node_id, 0) + 1
+        self._sessions[node_id] = count
+        timer = self._ephemeral_timers.pop(node_id, None)
+        if timer is not None:
+            timer.cancel()
+        if count == 1:
+            self._emit(Change(ChangeKind.NODE_ONLINE, node_id, online=True))
+
+    async def disconnected(self, node_id: int) -> None:
+        """A map stream for the node closed; the last one closing takes the node offline."""
+        count = self._sessions.get(node_id, 0) - 1
+        if count > 0:
+            self._sessions[node_id] = count
+            return
+        self._sessions.pop(node_id, None)
+        node = self.nodes.get(node_id)
+        if node is None:
+            return
+        stamp = now()
+        await self.db.update_node_fields(node_id, last_seen=stamp)
+        node.last_seen = stamp
+        self._emit(Change(ChangeKind.NODE_ONLINE, node_id, online=False))
+        if node.ephemeral:
+            self._schedule_ephemeral_cleanup(node_id)
+
+    def _schedule_ephemeral_cleanup(self, node_id: int) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self.ephemeral_timeout.total_seconds()
+        self._ephemeral_timers[node_id] = loop.call_later(
+            delay, lambda: loop.create_task(self._ephemeral_expired(node_id))
+        )
+
+    async def _ephemeral_expired(self, node_id: int) -> None:
+        self._ephemeral_timers.pop(node_id, None)
+        if node_id in self.nodes and not self.is_online(node_id):
+            log.info("deleting ephemeral node %d after %s offline", node_id, self.ephemeral_timeout)
+            await self.delete_node(node_id)
+
+    def close(self) -> None:
+        for timer in self._ephemeral_timers.values():
+            timer.cancel()
+        self._ephemeral_timers.clear()
+
+
+def _fields(record: Any) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in record.__slots__}
+
+
+def _without_netinfo(hostinfo: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in hostinfo.items() if k != "NetInfo"}
