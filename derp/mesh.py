@@ -51,7 +51,8 @@ class MeshLink:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.connected = asyncio.Event()
-        """Set while the link is up and subscribed; for callers that must wait for the mesh."""
+        """Set while the link is subscribed: the peer answered WatchConns with its client list."""
+        self.last_error: str | None = None
         self.self_connect = False
         """True once we found that ``url`` is this very server."""
 
@@ -93,7 +94,8 @@ class MeshLink:
                     app_name="pyheadscale-derp-mesh",
                 )
             except (OSError, ProtocolError, TimeoutError, asyncio.IncompleteReadError) as exc:
-                log.info("mesh %s: connect failed: %s", self.url, exc)
+                self.last_error = f"connect failed: {exc}"
+                log.info("mesh %s: %s", self.url, self.last_error)
                 await asyncio.sleep(self._retry_interval)
                 continue
             if client.server_public_key == self.server.public_key:
@@ -111,10 +113,12 @@ class MeshLink:
             await client.watch_conns()
             self._client = client
             writer = asyncio.get_running_loop().create_task(self._write_loop(client))
-            self.connected.set()
-            log.info("mesh %s: connected", self.url)
             while True:
                 message = await client.recv()
+                if not self.connected.is_set():
+                    # The peer's first reply lists its clients, which always include us.
+                    self.connected.set()
+                    log.info("mesh %s: connected", self.url)
                 if isinstance(message, frames.PeerPresent):
                     if message.peer != self.server.public_key:
                         self._present.add(message.peer)
@@ -123,7 +127,8 @@ class MeshLink:
                     self._present.discard(message.peer)
                     self.server.remove_packet_forwarder(message.peer, self)
         except (OSError, ProtocolError, asyncio.IncompleteReadError, RuntimeError) as exc:
-            log.info("mesh %s: link lost: %s", self.url, exc)
+            self.last_error = f"link lost: {exc}"
+            log.info("mesh %s: %s", self.url, self.last_error)
         finally:
             self.connected.clear()
             self._client = None

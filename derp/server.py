@@ -132,6 +132,10 @@ class DerpServer:
     def client_keys(self) -> set[bytes]:
         return set(self._clients)
 
+    def remote_client_keys(self) -> set[bytes]:
+        """Keys reachable through mesh peers."""
+        return set(self._forwarders)
+
     def queued_packets(self, key: bytes) -> int:
         """Packets waiting to be written to ``key``'s connections (bounded by the queue depth)."""
         client_set = self._clients.get(key)
