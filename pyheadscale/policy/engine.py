@@ -20,6 +20,7 @@ from pyheadscale.policy.filter import (
     ALLOW_ALL_RULES,
     CompiledGrant,
     Rule,
+    allow_all_grant,
     compile_grant,
     reduce_for_node,
     rules_for_node,
@@ -27,7 +28,7 @@ from pyheadscale.policy.filter import (
 from pyheadscale.policy.filter import acl_grants as grants_of
 from pyheadscale.policy.model import Grant, Policy, parse_policy
 from pyheadscale.policy.netset import EVERYTHING, AddrSet
-from pyheadscale.policy.nodeattrs import cap_map_for
+from pyheadscale.policy.nodeattrs import DISABLE_IPV4, cap_map_for
 from pyheadscale.policy.peers import (
     Matcher,
     are_peers,
@@ -35,6 +36,7 @@ from pyheadscale.policy.peers import (
     peer_view,
     primary_routers,
     routes_for_peer,
+    via_matchers,
     via_steering,
 )
 from pyheadscale.policy.policytests import run_policy_tests, run_ssh_tests
@@ -72,7 +74,9 @@ class PolicyEngine:
         self.server_url = server_url
         self._owner_id = owner_id
         self._admin_ids = list(admin_ids) if admin_ids is not None else None
-        self._grants: list[Grant] = grants_of(self.policy) if self.policy is not None else []
+        self._grants: list[Grant] = []
+        if self.policy is not None:
+            self._grants = grants_of(self.policy) if self.policy.has_filter_rules else [allow_all_grant()]
         self._set_tailnet(list(users), list(nodes))
         if self.policy is not None:
             validate_policy(self.policy, self.tailnet)
@@ -206,13 +210,14 @@ class PolicyEngine:
     def _matchers(self, node: PolicyNode) -> list[Matcher]:
         cached = self._cached(node.id, "matchers")
         if cached is None:
-            cached = self._store(node.id, "matchers", matchers_of(self._unreduced_rules(node)))
+            matchers = matchers_of(self._unreduced_rules(node)) + via_matchers(self._compiled, node)
+            cached = self._store(node.id, "matchers", matchers)
         return list(cached)
 
     def filter_rules(self, node_id: int) -> list[dict[str, Any]]:
         """The node's packet filter (``[]tailcfg.FilterRule``)."""
         node = self._node(node_id)
-        if self.policy is None or not self.policy.has_filter_rules:
+        if self.policy is None:
             return [dict(rule) for rule in ALLOW_ALL_RULES]
         cached = self._cached(node_id, "filter")
         if cached is None:
@@ -239,9 +244,11 @@ class PolicyEngine:
         cached = self._cached(node_id, "peers")
         if cached is not None:
             return dict(cached)
-        allow_all = self.policy is None or not self.policy.has_filter_rules
+        allow_all = self.policy is None
         viewer_matchers = [] if allow_all else self._matchers(viewer)
         result: dict[int, PeerView] = {}
+        # disable-ipv4 on either end means the pair talks over IPv6 only.
+        viewer_v4_disabled = DISABLE_IPV4 in self.cap_map(node_id)
         for peer in self.tailnet.nodes.values():
             if peer.id == viewer.id:
                 continue
@@ -258,7 +265,8 @@ class PolicyEngine:
             else:
                 steering = via_steering(viewer, peer, self._grants, self.resolver)
                 routes = routes_for_peer(viewer, peer, viewer_matchers, self._primaries, steering)
-            result[peer.id] = peer_view(peer, routes)
+            ipv4_disabled = viewer_v4_disabled or DISABLE_IPV4 in self.cap_map(peer.id)
+            result[peer.id] = peer_view(peer, routes, ipv4_disabled=ipv4_disabled)
         return dict(self._store(node_id, "peers", result))
 
     def _has_per_node_rules(self) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 from pyheadscale.policy.aliases import Alias, AliasKind, Autogroup, Resolver
 from pyheadscale.policy.model import Grant, Policy, ProtocolPorts
 from pyheadscale.policy.netset import EVERYTHING, INTERNET, AddrSet, parse_addr_set
-from pyheadscale.policy.ports import PortRange, protocol_numbers
+from pyheadscale.policy.ports import ALL_PORTS, PortRange, protocol_numbers
 from pyheadscale.policy.types import PolicyNode
 
 #: The filter of a tailnet without ACLs or grants: everything may talk to everything.
@@ -126,6 +126,19 @@ def acl_grants(policy: Policy) -> list[Grant]:
     return grants
 
 
+def allow_all_grant() -> Grant:
+    """What a policy without ``acls`` and ``grants`` means: every tailnet address may reach everything."""
+    wildcard = Alias(AliasKind.WILDCARD, "*")
+    return Grant(
+        path=(),
+        sources=[wildcard],
+        destinations=[wildcard],
+        ip=[ProtocolPorts("", (ALL_PORTS,))],
+        app=None,
+        via=[],
+    )
+
+
 def source_addresses(sources: Iterable[Alias], resolver: Resolver) -> AddrSet:
     """A rule's source set: ``*`` adds approved subnet routes, ``autogroup:danger-all`` is everything."""
     sources = list(sources)
@@ -164,7 +177,7 @@ def compile_grant(grant: Grant, resolver: Resolver) -> CompiledGrant:
         return compiled
     sources = source_addresses(grant.sources, resolver)
     if grant.via:
-        if grant.ip and sources:
+        if (grant.ip or grant.app) and sources:
             via_destinations = [
                 resolver.resolve(d) for d in grant.destinations if not d.is_autogroup(Autogroup.INTERNET)
             ]
@@ -197,7 +210,9 @@ def compile_grant(grant: Grant, resolver: Resolver) -> CompiledGrant:
             granted_on = AddrSet.union_of(c.destinations for c in cap_grants)
             if any(d.kind is AliasKind.WILDCARD for d in other):
                 granted_on = granted_on | AddrSet.of(resolver.tailnet.approved_subnet_routes())
-            compiled.rules.extend(companion_rules(grant.app, sources, granted_on))
+            # The reverse grant goes to the source nodes themselves, not to the subnets ``*`` adds.
+            granted_to = resolver.resolve_all(s for s in grant.sources if not s.is_autogroup(Autogroup.SELF))
+            compiled.rules.extend(companion_rules(grant.app, granted_to, granted_on))
     return compiled
 
 
@@ -231,8 +246,8 @@ def self_rules(part: SelfPart, node: PolicyNode, resolver: Resolver) -> list[Rul
     return rules
 
 
-def via_rules(part: ViaPart, node: PolicyNode) -> list[Rule]:
-    """Rules a ``via`` router needs for the destinations its approved routes serve."""
+def via_served(part: ViaPart, node: PolicyNode) -> list[AddrSet]:
+    """The destinations of a ``via`` grant that ``node`` routes for (none unless it has a via tag)."""
     if not any(tag in node.tags for tag in part.tags):
         return []
     served: list[AddrSet] = [
@@ -240,8 +255,12 @@ def via_rules(part: ViaPart, node: PolicyNode) -> list[Rule]:
     ]
     if part.internet and node.is_exit_node:
         served.append(INTERNET)
-    if not served:
-        return []
+    return served
+
+
+def via_rules(part: ViaPart, node: PolicyNode) -> list[Rule]:
+    """Rules a ``via`` router needs for the destinations its approved routes serve."""
+    served = via_served(part, node)
     rules: list[Rule] = []
     for entry in part.ip:
         dst_ports = [

@@ -440,7 +440,7 @@ def _parse_ssh(reader: _Reader, value: Any, path: Path) -> SSHRule:
             raise reader.fail(f"invalid dst {alias.text!r}", (*fields["dst"][1], i))
     check_period: timedelta | None = None
     always = False
-    if "checkPeriod" in fields:
+    if "checkPeriod" in fields and fields["checkPeriod"][0] is not None:
         text = reader.string(*fields["checkPeriod"])
         if text == "always":
             always = True

@@ -9,6 +9,8 @@ from pyheadscale.policy.model import Policy
 from pyheadscale.policy.types import PolicyNode
 
 RANDOMIZE_CLIENT_PORT = "randomize-client-port"
+#: Peers of a node with this attribute reach it over IPv6 only.
+DISABLE_IPV4 = "disable-ipv4"
 FUNNEL = "funnel"
 #: Granting ``funnel`` also tells the client which ports it may expose.
 FUNNEL_PORTS = "https://tailscale.com/cap/funnel-ports?ports=443,8443,10000"

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pyheadscale.policy.aliases import Autogroup, Resolver
-from pyheadscale.policy.filter import Rule
+from pyheadscale.policy.filter import CompiledGrant, Rule, via_served
 from pyheadscale.policy.model import Grant
 from pyheadscale.policy.netset import ALL_V4, ALL_V6, INTERNET, AddrSet, IPNetwork
 from pyheadscale.policy.types import PeerView, PolicyNode
@@ -37,6 +37,16 @@ class Matcher:
 
 def matchers_of(rules: Iterable[Rule]) -> list[Matcher]:
     return [Matcher.of(rule) for rule in rules]
+
+
+def via_matchers(grants: Iterable[CompiledGrant], node: PolicyNode) -> list[Matcher]:
+    """Reachability through ``via`` routers, which app-only via grants give without any filter rule."""
+    return [
+        Matcher(g.via_part.sources, served)
+        for g in grants
+        if g.via_part is not None
+        for served in via_served(g.via_part, node)
+    ]
 
 
 def _acts_as_source(node: PolicyNode, matcher: Matcher) -> bool:
@@ -171,9 +181,11 @@ def routes_for_peer(
     return routes
 
 
-def peer_view(peer: PolicyNode, routes: Sequence[IPNetwork]) -> PeerView:
+def peer_view(peer: PolicyNode, routes: Sequence[IPNetwork], ipv4_disabled: bool = False) -> PeerView:
+    """The peer's AllowedIPs and PrimaryRoutes; with ``ipv4_disabled`` its IPv4 address is left out."""
     exit_like = (ALL_V4, ALL_V6)
+    addresses = [p for p in peer.prefixes if not (ipv4_disabled and p.version == 4)]
     return PeerView(
-        allowed_ips=[str(p) for p in peer.prefixes] + [str(r) for r in routes],
+        allowed_ips=[str(p) for p in addresses] + [str(r) for r in routes],
         primary_routes=[str(r) for r in routes if r not in exit_like],
     )

@@ -159,6 +159,9 @@ def _check_ssh_test(
         alias = parse_alias(text)
         if alias.is_autogroup(Autogroup.SELF):
             matched = tailnet.nodes_of_users(source_users or set())
+        elif alias.network is not None and alias.network.version == 6:
+            # Tailscale looks sshTests destinations up by IPv4 address: a bare IPv6 address names no node.
+            matched = []
         else:
             addresses = resolver.resolve(alias)
             matched = [n for n in tailnet.nodes.values() if n.has_ip_in(addresses)]

@@ -89,10 +89,11 @@ class _Checker:
 
     def check_associated_domain(self, domain: str, path: Path) -> None:
         """``user:*@domain`` and ``localpart:*@domain`` need a domain the tailnet owns."""
+        # The tailnet's domain is its owner's e-mail domain; Tailscale compares it case-sensitively.
         owner_domains = {
-            u.email.rpartition("@")[2].lower() for u in self.tailnet.users if u.id == self.tailnet.owner_id
+            u.email.rpartition("@")[2] for u in self.tailnet.users if u.id == self.tailnet.owner_id
         }
-        if domain.lower() not in owner_domains:
+        if domain not in owner_domains:
             self.fail(
                 f"{domain} is not associated with this Tailnet and cannot be used in "
                 "user:*@<domain> expressions",
