@@ -8,6 +8,7 @@ shapes (``tailcfg.FilterRule``, ``tailcfg.SSHPolicy``, ``tailcfg.NodeCapMap``).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -50,11 +51,11 @@ class PolicyNode:
     hostname: str
     user: str | None
     user_id: int | None
-    tags: tuple[str, ...] = ()
+    tags: Sequence[str] = ()
     ipv4: str | None = None
     ipv6: str | None = None
-    routable_ips: tuple[str, ...] = ()
-    approved_routes: tuple[str, ...] = ()
+    routable_ips: Sequence[str] = ()
+    approved_routes: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         # Accept lists from callers but store tuples so nodes stay hashable.

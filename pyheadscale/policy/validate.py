@@ -89,6 +89,8 @@ class _Checker:
 
     def check_associated_domain(self, domain: str, path: Path) -> None:
         """``user:*@domain`` and ``localpart:*@domain`` need a domain the tailnet owns."""
+        if not self.tailnet.users:
+            return  # Checking a policy file on its own: there is no tailnet to own a domain yet.
         # The tailnet's domain is its owner's e-mail domain; Tailscale compares it case-sensitively.
         owner_domains = {
             u.email.rpartition("@")[2] for u in self.tailnet.users if u.id == self.tailnet.owner_id
