@@ -26,8 +26,9 @@ every node and the filter is ``[{"SrcIPs": ["*"], "DstPorts": [{"IP": "*",
 "Ports": {"First": 0, "Last": 65535}}]}]``. ``owner_id``/``admin_ids`` back
 ``autogroup:owner``/``autogroup:admin`` (default: first user / all users).
 
-Tailnet changes (return the ids of nodes whose results changed, so the server
-pushes map updates to those only)::
+Tailnet changes (return the ids of nodes whose results may have changed, so
+the server pushes map updates to those only; the set never misses a changed
+node but may include a few whose results turn out equal)::
 
     engine.set_nodes(users, nodes) -> None          # full recompile
     engine.add_or_update_node(node) -> set[int]

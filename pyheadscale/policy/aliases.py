@@ -9,6 +9,7 @@ addresses of the nodes they match.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import ipaddress
 from collections.abc import Iterable
@@ -111,12 +112,13 @@ def user_domain_of(alias: Alias) -> str:
 
 
 class Tailnet:
-    """Users and nodes, indexed for alias resolution.
+    """Users and nodes, indexed for alias resolution and address lookups.
 
     ``owner_id`` and ``admin_ids`` back ``autogroup:owner`` and
     ``autogroup:admin``; the engine's inputs do not carry roles, so callers
     decide (the compatibility corpus treats every user as admin and the
-    first user as owner).
+    first user as owner). ``nodes`` keeps registration order; change it only
+    through :meth:`add_node` and :meth:`remove_node` so the indexes follow.
     """
 
     def __init__(
@@ -128,11 +130,67 @@ class Tailnet:
         admin_ids: Iterable[int] | None = None,
     ) -> None:
         self.users = list(users)
-        self.nodes: dict[int, PolicyNode] = {n.id: n for n in nodes}
         self.owner_id = owner_id if owner_id is not None else (self.users[0].id if self.users else None)
         self.admin_ids = (
             frozenset(admin_ids) if admin_ids is not None else frozenset(u.id for u in self.users)
         )
+        self._user_ids_by_name = {u.name: u.id for u in self.users}
+        self.nodes: dict[int, PolicyNode] = {}
+        self._by_user: dict[int, dict[int, PolicyNode]] = {}
+        self._by_tag: dict[str, dict[int, PolicyNode]] = {}
+        self._by_address: dict[tuple[int, int], int] = {}
+        self._sorted_addresses: dict[int, list[int]] = {4: [], 6: []}
+        self._registered: dict[int, int] = {}
+        self._subnet_routes: list[IPNetwork] | None = None
+        self._routers: dict[int, PolicyNode] = {}
+        for node in nodes:
+            self.add_node(node)
+
+    def add_node(self, node: PolicyNode) -> PolicyNode | None:
+        """Add a node, or replace the one with its id in place (keeping its registration order)."""
+        old = self.nodes.get(node.id)
+        if old is not None:
+            self._unindex(old)
+        self._registered.setdefault(node.id, len(self._registered))
+        self.nodes[node.id] = node
+        self._index(node)
+        return old
+
+    def remove_node(self, node_id: int) -> PolicyNode | None:
+        node = self.nodes.pop(node_id, None)
+        if node is not None:
+            self._unindex(node)
+        return node
+
+    def _index(self, node: PolicyNode) -> None:
+        self._subnet_routes = None
+        if node.subnet_routes or node.exit_routes:
+            self._routers[node.id] = node
+        owner = self.node_user_id(node)
+        if owner is not None:
+            self._by_user.setdefault(owner, {})[node.id] = node
+        for tag in node.tags:
+            self._by_tag.setdefault(tag, {})[node.id] = node
+        for ip in node.ips:
+            self._by_address[(ip.version, int(ip))] = node.id
+            bisect.insort(self._sorted_addresses[ip.version], int(ip))
+
+    def _unindex(self, node: PolicyNode) -> None:
+        self._subnet_routes = None
+        self._routers.pop(node.id, None)
+        owner = self.node_user_id(node)
+        if owner is not None:
+            self._by_user.get(owner, {}).pop(node.id, None)
+        for tag in node.tags:
+            self._by_tag.get(tag, {}).pop(node.id, None)
+        for ip in node.ips:
+            key = (ip.version, int(ip))
+            if self._by_address.get(key) == node.id:
+                del self._by_address[key]
+                addresses = self._sorted_addresses[ip.version]
+                index = bisect.bisect_left(addresses, int(ip))
+                if index < len(addresses) and addresses[index] == int(ip):
+                    del addresses[index]
 
     def find_users(self, token: str) -> list[PolicyUser]:
         """Users a ``user@domain`` / ``name@`` token names (by email, else by name)."""
@@ -151,21 +209,44 @@ class Tailnet:
             return None
         if node.user_id is not None:
             return node.user_id
-        for user in self.users:
-            if user.name == node.user:
-                return user.id
-        return None
+        return self._user_ids_by_name.get(node.user) if node.user is not None else None
 
-    def nodes_of_users(self, user_ids: set[int]) -> list[PolicyNode]:
-        return [n for n in self.nodes.values() if not n.is_tagged and self.node_user_id(n) in user_ids]
+    def nodes_of_users(self, user_ids: Iterable[int]) -> list[PolicyNode]:
+        """User-owned (untagged) nodes of these users, in registration order."""
+        found = [n for uid in user_ids for n in self._by_user.get(uid, {}).values()]
+        return sorted(found, key=self.registration_rank) if len(found) > 1 else found
+
+    def routers(self) -> list[PolicyNode]:
+        """Nodes with approved subnet or exit routes."""
+        return list(self._routers.values())
+
+    def nodes_with_tag(self, tag: str) -> list[PolicyNode]:
+        return list(self._by_tag.get(tag, {}).values())
+
+    def nodes_in(self, addresses: AddrSet) -> list[PolicyNode]:
+        """Nodes with an address in ``addresses``, found by range lookups rather than a scan."""
+        ids: dict[int, None] = {}
+        for version, ranges in ((4, addresses.v4), (6, addresses.v6)):
+            sorted_addresses = self._sorted_addresses[version]
+            for first, last in ranges:
+                start = bisect.bisect_left(sorted_addresses, first)
+                stop = bisect.bisect_right(sorted_addresses, last)
+                for value in sorted_addresses[start:stop]:
+                    ids.setdefault(self._by_address[(version, value)], None)
+        return sorted((self.nodes[i] for i in ids), key=self.registration_rank)
+
+    def registration_rank(self, node: PolicyNode) -> int:
+        return self._registered[node.id]
 
     def approved_subnet_routes(self) -> list[IPNetwork]:
         """Every approved non-exit route in the tailnet, without duplicates, in node order."""
-        seen: dict[IPNetwork, None] = {}
-        for node in self.nodes.values():
-            for route in node.subnet_routes:
-                seen.setdefault(route, None)
-        return list(seen)
+        if self._subnet_routes is None:
+            seen: dict[IPNetwork, None] = {}
+            for node in self.nodes.values():
+                for route in node.subnet_routes:
+                    seen.setdefault(route, None)
+            self._subnet_routes = list(seen)
+        return list(self._subnet_routes)
 
 
 def _addresses_of(nodes: Iterable[PolicyNode]) -> AddrSet:
@@ -232,7 +313,7 @@ class Resolver:
             network = self.hosts.get(alias.text)
             return AddrSet.of([network]) if network is not None else EMPTY
         if kind is AliasKind.TAG:
-            return _addresses_of(n for n in tailnet.nodes.values() if alias.text in n.tags)
+            return _addresses_of(tailnet.nodes_with_tag(alias.text))
         user_ids = self.user_ids_of(alias)
         if user_ids is not None:
             return _addresses_of(tailnet.nodes_of_users(user_ids))

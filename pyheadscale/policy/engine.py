@@ -11,11 +11,11 @@ returns those node ids so the server can push map deltas to them alone.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
 from pyheadscale.policy.aliases import Alias, AliasKind, Autogroup, Resolver, Tailnet
+from pyheadscale.policy.autoapprove import approved_routes
 from pyheadscale.policy.filter import (
     ALLOW_ALL_RULES,
     CompiledGrant,
@@ -27,7 +27,7 @@ from pyheadscale.policy.filter import (
 )
 from pyheadscale.policy.filter import acl_grants as grants_of
 from pyheadscale.policy.model import Grant, Policy, parse_policy
-from pyheadscale.policy.netset import EVERYTHING, AddrSet
+from pyheadscale.policy.netset import AddrSet
 from pyheadscale.policy.nodeattrs import DISABLE_IPV4, cap_map_for
 from pyheadscale.policy.peers import (
     Matcher,
@@ -35,20 +35,43 @@ from pyheadscale.policy.peers import (
     matchers_of,
     peer_view,
     primary_routers,
+    reach_of,
     routes_for_peer,
     via_matchers,
     via_steering,
 )
 from pyheadscale.policy.policytests import run_policy_tests, run_ssh_tests
 from pyheadscale.policy.ssh import SSHCompiler
-from pyheadscale.policy.types import EXIT_ROUTES, PeerView, PolicyError, PolicyNode, PolicyUser
+from pyheadscale.policy.types import PeerView, PolicyNode, PolicyUser
 from pyheadscale.policy.validate import validate_policy
 
 DEFAULT_SERVER_URL = "https://unused"
 
 
+#: Autogroups whose members change as nodes come and go.
+_NODE_DEPENDENT_AUTOGROUPS = frozenset(
+    g.value for g in (Autogroup.MEMBER, Autogroup.TAGGED, Autogroup.ADMIN, Autogroup.OWNER)
+)
+
+
 def _aliases_of(grant: Grant) -> list[Alias]:
     return [*grant.sources, *grant.destinations]
+
+
+def _routes_of(node: PolicyNode | None) -> tuple[object, ...]:
+    return (node.subnet_routes, node.exit_routes) if node is not None else ((), ())
+
+
+def _reach_of(compiled: CompiledGrant) -> AddrSet:
+    """Every address a compiled grant's rules mention, as sources or destinations."""
+    parts: list[AddrSet] = []
+    for rule in compiled.rules:
+        parts += [rule.sources, rule.destinations()]
+    if compiled.self_part is not None:
+        parts.append(compiled.self_part.sources)
+    if compiled.via_part is not None:
+        parts += [compiled.via_part.sources, *compiled.via_part.destinations]
+    return AddrSet.union_of(parts)
 
 
 class PolicyEngine:
@@ -103,17 +126,18 @@ class PolicyEngine:
     def add_or_update_node(self, node: PolicyNode) -> set[int]:
         """Add ``node`` or replace the node with its id; returns the ids of nodes whose results changed."""
         old = self.tailnet.nodes.get(node.id)
-        self.tailnet.nodes[node.id] = node
-        return self._node_changed(old, node)
+        old_peers = set(self.peers(old.id)) if old is not None else set()
+        self.tailnet.add_node(node)
+        return self._node_changed(old, node, old_peers)
 
     def remove_node(self, node_id: int) -> set[int]:
         """Remove a node; returns the ids of the remaining nodes whose results changed."""
-        old = self.tailnet.nodes.pop(node_id, None)
-        if old is None:
+        if node_id not in self.tailnet.nodes:
             return set()
-        affected = self._node_changed(old, None)
-        affected.discard(node_id)
-        return affected
+        old_peers = set(self.peers(node_id))
+        old = self.tailnet.remove_node(node_id)
+        self._node_cache.pop(node_id, None)
+        return self._node_changed(old, None, old_peers)
 
     def _alias_can_name(self, alias: Alias, node: PolicyNode) -> bool:
         """Whether ``node`` joining or leaving can change what ``alias`` resolves to."""
@@ -121,67 +145,56 @@ class PolicyEngine:
         if kind is AliasKind.TAG:
             return alias.text in node.tags
         if kind is AliasKind.AUTOGROUP:
-            return alias.text in (
-                Autogroup.MEMBER.value,
-                Autogroup.TAGGED.value,
-                Autogroup.ADMIN.value,
-                Autogroup.OWNER.value,
-            )
+            return alias.text in _NODE_DEPENDENT_AUTOGROUPS
         if kind in (AliasKind.USER, AliasKind.USER_DOMAIN, AliasKind.GROUP):
             owner = self.tailnet.node_user_id(node)
             user_ids = self.resolver.user_ids_of(alias)
             return owner is not None and user_ids is not None and owner in user_ids
         return False
 
-    def _node_changed(self, old: PolicyNode | None, new: PolicyNode | None) -> set[int]:
+    def _node_changed(self, old: PolicyNode | None, new: PolicyNode | None, old_peers: set[int]) -> set[int]:
+        """Bring compiled state up to date after a node change; returns the affected node ids."""
         changed = [n for n in (old, new) if n is not None]
-        routes_changed = (old.subnet_routes if old else ()) != (new.subnet_routes if new else ())
-        self._primaries = primary_routers(self.tailnet.nodes.values()) if routes_changed else self._primaries
-        stale_aliases = {
-            alias
-            for alias in self.resolver.cached_aliases()
-            if any(self._alias_can_name(alias, n) for n in changed)
-        }
-        self.resolver.forget(stale_aliases)
-        touched = AddrSet.union_of(n.addr_set for n in changed)
-        for index, grant in enumerate(self._grants):
-            uses_stale = any(a in stale_aliases for a in _aliases_of(grant))
-            uses_routes = routes_changed and any(a.kind is AliasKind.WILDCARD for a in grant.sources)
-            if not (uses_stale or uses_routes or grant.via or self._compiled[index].self_part):
-                continue
-            before = self._compiled[index]
-            after = compile_grant(grant, self.resolver)
-            self._compiled[index] = after
-            touched = touched | self._reach_of(before) | self._reach_of(after)
+        routes_changed = _routes_of(old) != _routes_of(new)
         if routes_changed:
-            for n in changed:
-                touched = touched | AddrSet.of(n.subnet_routes)
-        affected = {
-            n.id for n in self.tailnet.nodes.values() if n.has_ip_in(touched) or self._routes_in(n, touched)
+            self._primaries = primary_routers(self.tailnet.nodes.values())
+        stale = {
+            a for a in self.resolver.cached_aliases() if any(self._alias_can_name(a, n) for n in changed)
         }
-        affected.update(n.id for n in changed)
-        if routes_changed or any(g.via for g in self._grants):
+        self.resolver.forget(stale)
+
+        touched = [n.addr_set for n in changed]
+        for index, grant in enumerate(self._grants):
+            uses_routes = routes_changed and any(a.kind is AliasKind.WILDCARD for a in grant.sources)
+            if uses_routes or any(a in stale for a in _aliases_of(grant)):
+                before, after = self._compiled[index], compile_grant(grant, self.resolver)
+                self._compiled[index] = after
+                touched += [_reach_of(before), _reach_of(after)]
+        for rule in self.policy.ssh if self.policy else []:
+            if any(a in stale for a in rule.sources):
+                touched.append(self.resolver.resolve_all(rule.destinations))
+
+        affected = {n.id for n in self.tailnet.nodes_in(AddrSet.union_of(touched))}
+        reach = AddrSet.union_of(touched)
+        affected.update(
+            n.id for n in self.tailnet.routers() if any(reach.overlaps_network(r) for r in n.subnet_routes)
+        )
+        affected.update(old_peers)
+        owners = {self.tailnet.node_user_id(n) for n in changed} - {None}
+        if owners and any(c.self_part is not None for c in self._compiled):
+            affected.update(n.id for n in self.tailnet.nodes_of_users(owners))  # type: ignore[arg-type]
+        via_tags = {t for g in self._grants for t in g.via}
+        if routes_changed or any(t in via_tags for n in changed for t in n.tags):
             affected.update(self.tailnet.nodes)
         for node_id in affected:
             self._node_cache.pop(node_id, None)
+        if new is not None:
+            self._node_cache.pop(new.id, None)
+            new_peers = set(self.peers(new.id))
+            for node_id in new_peers - affected:
+                self._node_cache.pop(node_id, None)
+            affected |= new_peers | {new.id}
         return {i for i in affected if i in self.tailnet.nodes}
-
-    @staticmethod
-    def _routes_in(node: PolicyNode, addresses: AddrSet) -> bool:
-        return any(addresses.overlaps_network(r) for r in node.subnet_routes)
-
-    def _reach_of(self, compiled: CompiledGrant) -> AddrSet:
-        """All addresses a compiled grant's rules mention; ``*`` destinations count as everyone."""
-        parts: list[AddrSet] = []
-        for rule in compiled.rules:
-            parts.append(rule.sources)
-            parts.append(rule.destinations())
-        if compiled.self_part is not None:
-            parts.append(compiled.self_part.sources)
-        if compiled.via_part is not None:
-            parts.append(compiled.via_part.sources)
-        reach = AddrSet.union_of(parts)
-        return EVERYTHING if reach == EVERYTHING else reach
 
     # -- per-node results ----------------------------------------------------
 
@@ -244,30 +257,43 @@ class PolicyEngine:
         cached = self._cached(node_id, "peers")
         if cached is not None:
             return dict(cached)
-        allow_all = self.policy is None
-        viewer_matchers = [] if allow_all else self._matchers(viewer)
         result: dict[int, PeerView] = {}
         # disable-ipv4 on either end means the pair talks over IPv6 only.
         viewer_v4_disabled = DISABLE_IPV4 in self.cap_map(node_id)
-        for peer in self.tailnet.nodes.values():
-            if peer.id == viewer.id:
-                continue
-            if not allow_all:
-                matchers = viewer_matchers
-                if self._has_per_node_rules():
-                    matchers = matchers + self._matchers(peer)
-                if not are_peers(viewer, peer, matchers):
-                    continue
-            if allow_all:
+        for peer in self._peer_candidates(viewer):
+            if self.policy is None:
                 routes = [r for r, owner in self._primaries.items() if owner == peer.id] + list(
                     peer.exit_routes
                 )
             else:
+                matchers = self._matchers(viewer)
+                if self._has_per_node_rules():
+                    matchers = matchers + self._matchers(peer)
+                if not are_peers(viewer, peer, matchers):
+                    continue
                 steering = via_steering(viewer, peer, self._grants, self.resolver)
-                routes = routes_for_peer(viewer, peer, viewer_matchers, self._primaries, steering)
+                routes = routes_for_peer(viewer, peer, self._matchers(viewer), self._primaries, steering)
             ipv4_disabled = viewer_v4_disabled or DISABLE_IPV4 in self.cap_map(peer.id)
             result[peer.id] = peer_view(peer, routes, ipv4_disabled=ipv4_disabled)
         return dict(self._store(node_id, "peers", result))
+
+    def _peer_candidates(self, viewer: PolicyNode) -> list[PolicyNode]:
+        """Nodes that might be peers, found through address indexes instead of checking every pair."""
+        tailnet = self.tailnet
+        if self.policy is None:
+            return [n for n in tailnet.nodes.values() if n.id != viewer.id]
+        candidates = {n.id: n for n in tailnet.nodes_in(reach_of(viewer, self._matchers(viewer)))}
+        # Routers are reached through their routes, and per-node rules (autogroup:self, via) live on
+        # the other node: those few are always checked.
+        candidates.update((n.id, n) for n in tailnet.routers())
+        if self._has_per_node_rules():
+            owner = tailnet.node_user_id(viewer)
+            if owner is not None:
+                candidates.update((n.id, n) for n in tailnet.nodes_of_users([owner]))
+            for tag in {t for g in self._grants for t in g.via}:
+                candidates.update((n.id, n) for n in tailnet.nodes_with_tag(tag))
+        candidates.pop(viewer.id, None)
+        return sorted(candidates.values(), key=lambda n: tailnet.registration_rank(n))
 
     def _has_per_node_rules(self) -> bool:
         return any(c.self_part is not None or c.via_part is not None for c in self._compiled)
@@ -276,29 +302,4 @@ class PolicyEngine:
         """The node's advertised routes that ``autoApprovers`` approve for it."""
         if self.policy is None:
             return []
-        approved: list[str] = []
-        for text in node.routable_ips:
-            route = ipaddress.ip_network(text, strict=False)
-            if route in EXIT_ROUTES:
-                approvers = self.policy.exit_node_approvers
-            else:
-                approvers = [
-                    a
-                    for prefix, names in self.policy.route_approvers.items()
-                    if prefix.version == route.version and route.subnet_of(prefix)  # type: ignore[arg-type]
-                    for a in names
-                ]
-            if any(self._approver_matches(a, node) for a in approvers):
-                approved.append(text)
-        return approved
-
-    def _approver_matches(self, approver: Alias, node: PolicyNode) -> bool:
-        if approver.kind is AliasKind.TAG:
-            return approver.text in node.tags
-        if node.is_tagged:
-            return False
-        user_ids = self.resolver.user_ids_of(approver)
-        return user_ids is not None and self.tailnet.node_user_id(node) in user_ids
-
-
-__all__ = ["DEFAULT_SERVER_URL", "PolicyEngine", "PolicyError"]
+        return approved_routes(self.policy, self.resolver, node)

@@ -49,13 +49,13 @@ def via_matchers(grants: Iterable[CompiledGrant], node: PolicyNode) -> list[Matc
     ]
 
 
-def _acts_as_source(node: PolicyNode, matcher: Matcher) -> bool:
+def acts_as_source(node: PolicyNode, matcher: Matcher) -> bool:
     return node.has_ip_in(matcher.sources) or any(
         matcher.sources.overlaps_network(r) for r in node.subnet_routes
     )
 
 
-def _is_reached(node: PolicyNode, matcher: Matcher) -> bool:
+def is_reached(node: PolicyNode, matcher: Matcher) -> bool:
     dst = matcher.destinations
     if node.has_ip_in(dst) or any(dst.overlaps_network(r) for r in node.subnet_routes):
         return True
@@ -63,11 +63,22 @@ def _is_reached(node: PolicyNode, matcher: Matcher) -> bool:
 
 
 def can_access(source: PolicyNode, destination: PolicyNode, matchers: Iterable[Matcher]) -> bool:
-    return any(_acts_as_source(source, m) and _is_reached(destination, m) for m in matchers)
+    return any(acts_as_source(source, m) and is_reached(destination, m) for m in matchers)
 
 
 def are_peers(a: PolicyNode, b: PolicyNode, matchers: Sequence[Matcher]) -> bool:
     return can_access(a, b, matchers) or can_access(b, a, matchers)
+
+
+def reach_of(viewer: PolicyNode, matchers: Iterable[Matcher]) -> AddrSet:
+    """Addresses on the other end of any rule ``viewer`` is part of: where candidate peers live."""
+    parts: list[AddrSet] = []
+    for m in matchers:
+        if acts_as_source(viewer, m):
+            parts.append(m.destinations)
+        if is_reached(viewer, m):
+            parts.append(m.sources)
+    return AddrSet.union_of(parts)
 
 
 def can_use_route(viewer: PolicyNode, route: IPNetwork, matchers: Iterable[Matcher]) -> bool:
