@@ -96,6 +96,9 @@ class ClientConn:
         self._control: collections.deque[bytes] = collections.deque()
         self._pending_pongs = 0
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        """Set while nothing is queued or being written."""
+        self._idle.set()
         self._closed = False
         self._keepalive_interval = keepalive_interval
         self._keepalive_timer: asyncio.TimerHandle | None = None
@@ -133,6 +136,7 @@ class ClientConn:
             queue.popleft()
             self._counters.drops.queue_head += 1
         queue.append((source, data))
+        self._idle.clear()
         self._wake.set()
 
     def enqueue_frame(self, frame: bytes) -> None:
@@ -140,6 +144,7 @@ class ClientConn:
         if self._closed:
             return
         self._control.append(frame)
+        self._idle.clear()
         self._wake.set()
 
     def enqueue_pong(self, data: bytes) -> None:
@@ -173,6 +178,7 @@ class ClientConn:
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
         self._wake.set()
+        self._idle.set()
         self.conn.close()
 
     def _arm_keepalive(self) -> None:
@@ -218,12 +224,19 @@ class ClientConn:
                 while not self._closed:
                     batch = self._take_batch()
                     if not batch:
+                        self._idle.set()
                         break
                     async with asyncio.timeout(self._write_timeout):
                         await self.conn.write(batch)
         except TimeoutError:
             log.info("derp client %s: write timed out; closing", self.label)
-        except (ConnectionError, RuntimeError) as exc:
+        except ConnectionError as exc:
             log.debug("derp client %s: write failed: %s", self.label, exc)
+        except Exception:
+            log.exception("derp client %s: writer crashed", self.label)
         finally:
             self.close()
+
+    async def flushed(self) -> None:
+        """Wait until everything queued so far has been handed to the transport (or we closed)."""
+        await self._idle.wait()

@@ -19,6 +19,9 @@ IDEAL_NODE_HEADER = "Ideal-Node"
 _CHALLENGE_RE = re.compile(r"[A-Za-z0-9._:-]{0,64}")
 """Challenges echoed back are limited to a harmless alphabet and length."""
 
+MAX_WEBSOCKET_MESSAGE = 1 << 20
+"""A message may carry several DERP frames, but never needs more than this."""
+
 _server_key = web.AppKey("derp_server", DerpServer)
 
 
@@ -74,7 +77,7 @@ async def handle_derp(request: web.Request) -> web.StreamResponse:
 
 async def _serve_websocket(request: web.Request, server: DerpServer) -> web.StreamResponse:
     # No compression: WireGuard packets don't compress.
-    ws = web.WebSocketResponse(protocols=("derp",), compress=False, max_msg_size=0)
+    ws = web.WebSocketResponse(protocols=("derp",), compress=False, max_msg_size=MAX_WEBSOCKET_MESSAGE)
     await ws.prepare(request)
     if ws.ws_protocol != "derp":
         await ws.close(message=b"client must speak the derp subprotocol")

@@ -103,7 +103,11 @@ class MeshLink:
                 self.self_connect = True
                 await client.close()
                 return
-            await self._serve(client)
+            try:
+                await self._serve(client)
+            except Exception:
+                # A bug here must not silently end meshing; log it and reconnect.
+                log.exception("mesh %s: link failed", self.url)
             if not self._closed:
                 await asyncio.sleep(self._retry_interval)
 
@@ -126,7 +130,7 @@ class MeshLink:
                 elif isinstance(message, frames.PeerGone):
                     self._present.discard(message.peer)
                     self.server.remove_packet_forwarder(message.peer, self)
-        except (OSError, ProtocolError, asyncio.IncompleteReadError, RuntimeError) as exc:
+        except (OSError, ProtocolError, asyncio.IncompleteReadError) as exc:
             self.last_error = f"link lost: {exc}"
             log.info("mesh %s: %s", self.url, self.last_error)
         finally:

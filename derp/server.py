@@ -47,7 +47,6 @@ _SESSION_ERRORS = (
     ConnectionError,
     asyncio.IncompleteReadError,
     TimeoutError,
-    RuntimeError,
 )
 
 
@@ -440,8 +439,12 @@ class DerpServer:
             notice = frames.encode_restarting(*restart_notice)
             for conn in connections:
                 conn.enqueue_frame(notice)
-            # Let writers put the notice on the wire before we hang up.
-            await asyncio.sleep(0.05)
+            # Give writers a bounded chance to put the notice on the wire before we hang up.
+            flushes = [asyncio.ensure_future(conn.flushed()) for conn in connections]
+            if flushes:
+                _, unflushed = await asyncio.wait(flushes, timeout=min(grace, 1.0))
+                for waiter in unflushed:
+                    waiter.cancel()
         for conn in connections:
             conn.close()
         for pending in list(self._logging_in):
