@@ -275,3 +275,19 @@ async def test_http_endpoints(url: str) -> None:
             assert "X-Tailscale-Response" not in r.headers
         async with session.get(base + "/generate_204", headers={"X-Tailscale-Challenge": "a" * 65}) as r:
             assert "X-Tailscale-Response" not in r.headers
+
+
+async def test_app_shutdown_disconnects_connected_clients() -> None:
+    server = DerpServer(os.urandom(32))
+    async with asyncio.timeout(15):
+        async with serving(server) as url:
+            client = await DerpClient.connect(url)
+            await eventually(lambda: server.connection_count() == 1)
+        # Leaving serving() ran the app's shutdown, whose hook closes the DERP server.
+        assert server.closed
+        assert server.connection_count() == 0
+        try:
+            with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+                await within(client.recv())
+        finally:
+            await client.close()
