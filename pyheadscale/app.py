@@ -123,8 +123,7 @@ class Server:
         add_derp_routes(app, derp)
         host, _, port = server_cfg.stun_listen_addr.rpartition(":")
         stun = await start_stun_server(host.strip("[]") or "0.0.0.0", int(port))
-        self._closers.append(derp.close)
-        self._closers.append(_async_close(stun))
+        self._closers.append(stun.close)
 
     async def _health(self, _request: web.Request) -> web.Response:
         if not self.ready.is_set() or self.db is None:
@@ -159,15 +158,6 @@ class Server:
             self.store.close()
         if self.db is not None:
             await self.db.close()
-
-
-def _async_close(handle: Any) -> Any:
-    async def close() -> None:
-        result = handle.close()
-        if asyncio.iscoroutine(result):
-            await result
-
-    return close
 
 
 async def serve_forever(config: Config) -> None:

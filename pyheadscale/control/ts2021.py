@@ -22,6 +22,7 @@ from pyheadscale.control import noise
 from pyheadscale.control.h2server import H2Server, InnerRequest
 from pyheadscale.control.hijack import take_over
 from pyheadscale.control.noise_stream import NoiseStream
+from pyheadscale.control.recorder import record, recorder_dir
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,16 @@ class ControlServer:
         machine_key = keys.machine_public_text(session.peer_static)
         log.debug("TS2021 session from %s machine %s v%d", request.remote, machine_key[:13], session.version)
 
+        record_dir = recorder_dir()
+
         async def dispatch(inner: InnerRequest) -> None:
             handler = self.routes.get((inner.method, inner.path))
             if handler is None:
                 handler = self._fallback(inner)
+            if record_dir is not None:
+                entry = {"method": inner.method, "path": inner.path, "headers": inner.headers,
+                         "body": inner.body.decode(errors="replace"), "capver": session.version}
+                await asyncio.to_thread(record, record_dir, machine_key, entry)
             await handler(inner, machine_key)
 
         task = asyncio.current_task()

@@ -131,7 +131,7 @@ class MapBuilder:
             "Peers": peer_nodes,
             "DNSConfig": self._dns,
             "Domain": self.domain,
-            "CollectServices": "false",
+            "CollectServices": False,
             "UserProfiles": [profiles[k] for k in sorted(profiles)],
             "SSHPolicy": self.ctx.policy.ssh_policy(node.id) or {"rules": []},
             "ControlTime": tailcfg.go_time(datetime.now(UTC)),

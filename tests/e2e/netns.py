@@ -1,0 +1,67 @@
+"""Running a scenario inside a private, loopback-only network namespace.
+
+Real Tailscale clients left to their defaults reach for Tailscale's public servers and the gateway. Every scenario
+with a real client therefore runs as one driver process under `unshare -n`: the driver, the server it starts and the
+clients it spawns share a namespace whose only interface is `lo` (with a documentation address, so tsnet believes
+the network is up). Nothing inside can send a packet anywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# What every real client gets in its environment (see DEVELOPERS.md / shared/DESIGN.md section 2).
+CLIENT_ENV = {
+    "TS_NO_LOGS_NO_SUPPORT": "true",
+    "TS_DISABLE_PORTMAPPER": "1",
+    "TS_ASSUME_NETWORK_UP_FOR_TEST": "1",
+    "TS_DEBUG_USE_DERP_HTTP": "1",
+    "TS_VERBOSE": "1",
+}
+
+
+def unshare_available() -> str | None:
+    """None when private namespaces work here, else the reason they do not."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return "unshare or ip (util-linux, iproute2) is not installed"
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"unshare -n is not permitted here: {probe.stderr.strip()}"
+    return None
+
+
+def setup_loopback_only() -> None:
+    """Called first thing inside the namespace by a driver."""
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    subprocess.run(["ip", "addr", "add", "192.0.2.1/32", "dev", "lo"], check=True)
+
+
+def run_driver(driver: Path, args: list[str], *, timeout: float) -> dict[str, Any]:
+    """Run `driver` under `unshare -n` and return the JSON object it prints last on stdout."""
+    reason = unshare_available()
+    if reason is not None:
+        pytest.skip(f"real-client test needs a private network namespace: {reason}")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        ["unshare", "-n", sys.executable, str(driver), *args],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise AssertionError(
+            f"driver printed no result (exit {proc.returncode})\nstdout:\n{proc.stdout[-4000:]}\n"
+            f"stderr:\n{proc.stderr[-8000:]}"
+        )
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["_stderr"] = proc.stderr[-8000:]
+    return result
