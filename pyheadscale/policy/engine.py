@@ -19,11 +19,12 @@ from pyheadscale.policy.autoapprove import approved_routes
 from pyheadscale.policy.filter import (
     ALLOW_ALL_RULES,
     CompiledGrant,
+    DestinationIndex,
     Rule,
     allow_all_grant,
     compile_grant,
+    node_specific_rules,
     reduce_for_node,
-    rules_for_node,
 )
 from pyheadscale.policy.filter import acl_grants as grants_of
 from pyheadscale.policy.model import Grant, Policy, parse_policy
@@ -67,8 +68,7 @@ def _reach_of(compiled: CompiledGrant) -> AddrSet:
     parts: list[AddrSet] = []
     for rule in compiled.rules:
         parts += [rule.sources, rule.destinations()]
-    if compiled.self_part is not None:
-        parts.append(compiled.self_part.sources)
+    # autogroup:self parts only ever concern the changed node's owner; the caller adds those nodes.
     if compiled.via_part is not None:
         parts += [compiled.via_part.sources, *compiled.via_part.destinations]
     return AddrSet.union_of(parts)
@@ -118,6 +118,8 @@ class PolicyEngine:
         self._primaries = primary_routers(self.tailnet.nodes.values())
         self._ssh = SSHCompiler(policy, self.resolver, self.server_url) if policy else None
         self._node_cache: dict[int, dict[str, Any]] = {}
+        self._global_matcher_cache: list[Matcher] | None = None
+        self._destination_index: DestinationIndex | None = None
 
     def set_nodes(self, users: Iterable[PolicyUser], nodes: Iterable[PolicyNode]) -> None:
         """Replace the whole tailnet (a full recompile)."""
@@ -169,6 +171,8 @@ class PolicyEngine:
             if uses_routes or any(a in stale for a in _aliases_of(grant)):
                 before, after = self._compiled[index], compile_grant(grant, self.resolver)
                 self._compiled[index] = after
+                self._global_matcher_cache = None
+                self._destination_index = None
                 touched += [_reach_of(before), _reach_of(after)]
         for rule in self.policy.ssh if self.policy else []:
             if any(a in stale for a in rule.sources):
@@ -188,6 +192,8 @@ class PolicyEngine:
             affected.update(self.tailnet.nodes)
         for node_id in affected:
             self._node_cache.pop(node_id, None)
+        if self._ssh is not None:
+            self._ssh.forget()
         if new is not None:
             self._node_cache.pop(new.id, None)
             new_peers = set(self.peers(new.id))
@@ -214,18 +220,29 @@ class PolicyEngine:
     def _global_rules(self) -> list[Rule]:
         return [rule for compiled in self._compiled for rule in compiled.rules]
 
-    def _unreduced_rules(self, node: PolicyNode) -> list[Rule]:
-        cached = self._cached(node.id, "unreduced")
+    def _global_matchers(self) -> list[Matcher]:
+        if self._global_matcher_cache is None:
+            self._global_matcher_cache = matchers_of(self._global_rules())
+        return self._global_matcher_cache
+
+    def _own_rules(self, node: PolicyNode) -> list[Rule]:
+        """The node's ``autogroup:self`` and ``via`` rules."""
+        per_node = (c for c in self._compiled if c.self_part is not None or c.via_part is not None)
+        return [r for c in per_node for r in node_specific_rules(c, node, self.resolver)]
+
+    def _own_matchers(self, node: PolicyNode) -> list[Matcher]:
+        """Matchers of the node's per-node rules (``autogroup:self``, ``via``) only."""
+        cached = self._cached(node.id, "own_matchers")
         if cached is None:
-            cached = self._store(node.id, "unreduced", rules_for_node(self._compiled, node, self.resolver))
+            own = self._own_rules(node)
+            cached = self._store(
+                node.id, "own_matchers", matchers_of(own) + via_matchers(self._compiled, node)
+            )
         return list(cached)
 
     def _matchers(self, node: PolicyNode) -> list[Matcher]:
-        cached = self._cached(node.id, "matchers")
-        if cached is None:
-            matchers = matchers_of(self._unreduced_rules(node)) + via_matchers(self._compiled, node)
-            cached = self._store(node.id, "matchers", matchers)
-        return list(cached)
+        """Matchers of every rule in the node's unreduced filter."""
+        return self._global_matchers() + self._own_matchers(node)
 
     def filter_rules(self, node_id: int) -> list[dict[str, Any]]:
         """The node's packet filter (``[]tailcfg.FilterRule``)."""
@@ -234,7 +251,10 @@ class PolicyEngine:
             return [dict(rule) for rule in ALLOW_ALL_RULES]
         cached = self._cached(node_id, "filter")
         if cached is None:
-            reduced = reduce_for_node(self._unreduced_rules(node), node)
+            if self._destination_index is None:
+                self._destination_index = DestinationIndex(self._global_rules())
+            own = self._own_rules(node)
+            reduced = self._destination_index.reduce_for(node) + reduce_for_node(own, node)
             cached = self._store(node_id, "filter", [rule.to_wire() for rule in reduced])
         return list(cached)
 
@@ -260,40 +280,44 @@ class PolicyEngine:
         result: dict[int, PeerView] = {}
         # disable-ipv4 on either end means the pair talks over IPv6 only.
         viewer_v4_disabled = DISABLE_IPV4 in self.cap_map(node_id)
-        for peer in self._peer_candidates(viewer):
+        for peer in self._peers_of(viewer):
             if self.policy is None:
                 routes = [r for r, owner in self._primaries.items() if owner == peer.id] + list(
                     peer.exit_routes
                 )
             else:
-                matchers = self._matchers(viewer)
-                if self._has_per_node_rules():
-                    matchers = matchers + self._matchers(peer)
-                if not are_peers(viewer, peer, matchers):
-                    continue
                 steering = via_steering(viewer, peer, self._grants, self.resolver)
                 routes = routes_for_peer(viewer, peer, self._matchers(viewer), self._primaries, steering)
             ipv4_disabled = viewer_v4_disabled or DISABLE_IPV4 in self.cap_map(peer.id)
             result[peer.id] = peer_view(peer, routes, ipv4_disabled=ipv4_disabled)
         return dict(self._store(node_id, "peers", result))
 
-    def _peer_candidates(self, viewer: PolicyNode) -> list[PolicyNode]:
-        """Nodes that might be peers, found through address indexes instead of checking every pair."""
+    def _peers_of(self, viewer: PolicyNode) -> list[PolicyNode]:
+        """The viewer's peers, in registration order, found through the address index.
+
+        The viewer's own rules give its :class:`Reach`; nodes addressed by it
+        are peers outright, routers are peers when the reach covers their
+        routes. Per-node rules living on the other node (``autogroup:self``,
+        ``via``) are checked pair-wise for the few nodes that can have them.
+        """
         tailnet = self.tailnet
         if self.policy is None:
             return [n for n in tailnet.nodes.values() if n.id != viewer.id]
-        candidates = {n.id: n for n in tailnet.nodes_in(reach_of(viewer, self._matchers(viewer)))}
-        # Routers are reached through their routes, and per-node rules (autogroup:self, via) live on
-        # the other node: those few are always checked.
-        candidates.update((n.id, n) for n in tailnet.routers())
+        reach = reach_of(viewer, self._matchers(viewer))
+        found = {n.id: n for n in tailnet.nodes_in(AddrSet.union_of([reach.outbound, reach.inbound]))}
+        found.update((n.id, n) for n in tailnet.routers() if n.id not in found and reach.connects(n))
         if self._has_per_node_rules():
+            others: dict[int, PolicyNode] = {}
             owner = tailnet.node_user_id(viewer)
             if owner is not None:
-                candidates.update((n.id, n) for n in tailnet.nodes_of_users([owner]))
+                others.update((n.id, n) for n in tailnet.nodes_of_users([owner]))
             for tag in {t for g in self._grants for t in g.via}:
-                candidates.update((n.id, n) for n in tailnet.nodes_with_tag(tag))
-        candidates.pop(viewer.id, None)
-        return sorted(candidates.values(), key=lambda n: tailnet.registration_rank(n))
+                others.update((n.id, n) for n in tailnet.nodes_with_tag(tag))
+            for other in others.values():
+                if other.id not in found and are_peers(viewer, other, self._own_matchers(other)):
+                    found[other.id] = other
+        found.pop(viewer.id, None)
+        return sorted(found.values(), key=tailnet.registration_rank)
 
     def _has_per_node_rules(self) -> bool:
         return any(c.self_part is not None or c.via_part is not None for c in self._compiled)

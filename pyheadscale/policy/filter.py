@@ -11,6 +11,7 @@ or the internet when it is an exit node).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -234,10 +235,9 @@ def self_rules(part: SelfPart, node: PolicyNode, resolver: Resolver) -> list[Rul
         return []
     destinations = AddrSet.union_of(n.addr_set for n in same_user)
     rules: list[Rule] = []
+    addresses = [(str(ip), AddrSet.of([ip])) for n in same_user for ip in n.ips]
     for entry in part.ip:
-        dst_ports = [
-            DstPort(text, parse_addr_set(text), p) for text in destinations.to_strings() for p in entry.ports
-        ]
+        dst_ports = [DstPort(text, single, p) for text, single in addresses for p in entry.ports]
         rules.append(Rule(sources, dst_ports, protocol_numbers(entry.protocol)))
     if part.app:
         cap_grants = [CapGrant(n.addr_set, part.app) for n in same_user]
@@ -273,15 +273,22 @@ def via_rules(part: ViaPart, node: PolicyNode) -> list[Rule]:
     return rules
 
 
+def node_specific_rules(compiled: CompiledGrant, node: PolicyNode, resolver: Resolver) -> list[Rule]:
+    """The ``autogroup:self`` and ``via`` rules a grant gives this one node."""
+    rules: list[Rule] = []
+    if compiled.self_part is not None:
+        rules.extend(self_rules(compiled.self_part, node, resolver))
+    if compiled.via_part is not None:
+        rules.extend(via_rules(compiled.via_part, node))
+    return rules
+
+
 def rules_for_node(grants: Iterable[CompiledGrant], node: PolicyNode, resolver: Resolver) -> list[Rule]:
     """A node's unreduced rules: the global ones plus its ``autogroup:self`` and ``via`` rules."""
     rules: list[Rule] = []
     for compiled in grants:
         rules.extend(compiled.rules)
-        if compiled.self_part is not None:
-            rules.extend(self_rules(compiled.self_part, node, resolver))
-        if compiled.via_part is not None:
-            rules.extend(via_rules(compiled.via_part, node))
+        rules.extend(node_specific_rules(compiled, node, resolver))
     return rules
 
 
@@ -319,3 +326,64 @@ def reduce_for_node(rules: Iterable[Rule], node: PolicyNode) -> list[Rule]:
         if dst_ports:
             reduced.append(Rule(rule.sources, dst_ports, rule.protocols))
     return reduced
+
+
+class DestinationIndex:
+    """The global rules, indexed by destination address, so a node's filter skips unrelated rules.
+
+    Most destinations are single node addresses; they go into a dict and a
+    sorted list per family (for the networks a router serves). Wider ones
+    (prefixes, ``*``) and capability grants are few and are checked one by one.
+    """
+
+    def __init__(self, rules: list[Rule]) -> None:
+        self.rules = rules
+        self._by_address: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        self._wide: list[tuple[int, int]] = []
+        self._capability_rules: list[Rule] = []
+        for i, rule in enumerate(rules):
+            if rule.cap_grants:
+                self._capability_rules.append(rule)
+                continue
+            for j, dst in enumerate(rule.dst_ports):
+                addresses = dst.addresses
+                if addresses.is_single_address():
+                    key = (4, addresses.v4[0][0]) if addresses.v4 else (6, addresses.v6[0][0])
+                    self._by_address.setdefault(key, []).append((i, j))
+                else:
+                    self._wide.append((i, j))
+        self._sorted = {v: sorted(a for version, a in self._by_address if version == v) for v in (4, 6)}
+
+    def _singles_within(self, version: int, first: int, last: int) -> list[tuple[int, int]]:
+        addresses = self._sorted[version]
+        start, stop = bisect.bisect_left(addresses, first), bisect.bisect_right(addresses, last)
+        return [hit for value in addresses[start:stop] for hit in self._by_address[(version, value)]]
+
+    def reduce_for(self, node: PolicyNode) -> list[Rule]:
+        """Same result as ``reduce_for_node(self.rules, node)``."""
+        found: list[tuple[int, int]] = []
+        for ip in node.ips:
+            found.extend(self._by_address.get((ip.version, int(ip)), ()))
+        for route in node.subnet_routes:
+            found.extend(
+                self._singles_within(route.version, int(route.network_address), int(route.broadcast_address))
+            )
+        if node.is_exit_node:
+            for version, ranges in ((4, INTERNET.v4), (6, INTERNET.v6)):
+                for first, last in ranges:
+                    found.extend(self._singles_within(version, first, last))
+        found.extend(
+            (i, j) for i, j in self._wide if _dst_targets_node(self.rules[i].dst_ports[j].addresses, node)
+        )
+        hits: dict[int, set[int]] = {}
+        for i, j in found:
+            hits.setdefault(i, set()).add(j)
+        reduced = [
+            Rule(
+                self.rules[i].sources,
+                [self.rules[i].dst_ports[j] for j in sorted(js)],
+                self.rules[i].protocols,
+            )
+            for i, js in sorted(hits.items())
+        ]
+        return reduced + reduce_for_node(self._capability_rules, node)

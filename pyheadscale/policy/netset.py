@@ -81,13 +81,14 @@ def _intersect(left: tuple[Range, ...], right: tuple[Range, ...]) -> list[Range]
 class AddrSet:
     """An immutable set of IPv4 and IPv6 addresses."""
 
-    __slots__ = ("_v4_starts", "_v6_starts", "v4", "v6")
+    __slots__ = ("_strings", "_v4_starts", "_v6_starts", "v4", "v6")
 
     def __init__(self, v4: Iterable[Range] = (), v6: Iterable[Range] = ()) -> None:
         self.v4 = _merge(v4)
         self.v6 = _merge(v6)
         self._v4_starts = [r[0] for r in self.v4]
         self._v6_starts = [r[0] for r in self.v6]
+        self._strings: list[str] | None = None
 
     @classmethod
     def of(cls, networks: Iterable[IPNetwork | IPAddress]) -> AddrSet:
@@ -172,11 +173,13 @@ class AddrSet:
 
     def to_strings(self) -> list[str]:
         """Render as Tailscale writes address sets: single IPs, CIDRs, or ``first-last`` ranges."""
-        out: list[str] = []
-        for version, ranges in ((4, self.v4), (6, self.v6)):
-            for first, last in ranges:
-                out.append(_range_string(version, first, last))
-        return out
+        if self._strings is None:
+            self._strings = [
+                _range_string(version, first, last)
+                for version, ranges in ((4, self.v4), (6, self.v6))
+                for first, last in ranges
+            ]
+        return list(self._strings)
 
     def prefix_strings(self) -> list[str]:
         """Render as CIDR prefixes, single addresses with their full length (as CapGrant Dsts want)."""

@@ -9,6 +9,7 @@ orders them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pyheadscale.policy.aliases import Autogroup, Resolver
@@ -47,6 +48,13 @@ def _ssh_users(users: list[str]) -> dict[str, str]:
     return mapping
 
 
+@dataclass
+class _SSHSources:
+    addresses: AddrSet
+    by_user: dict[int, list[dict[str, str]]]
+    tagged: list[dict[str, str]]
+
+
 def _principals(addresses: AddrSet) -> list[dict[str, str]]:
     return [{"nodeIP": text} for text in addresses.to_strings()]
 
@@ -58,13 +66,14 @@ class SSHCompiler:
         self.policy = policy
         self.resolver = resolver
         self.check_action: dict[str, Any] = {"holdAndDelegate": server_url.rstrip("/") + CHECK_PATH}
+        self._sources_by_rule: dict[int, _SSHSources] = {}
 
     def policy_for(self, node: PolicyNode) -> dict[str, Any] | None:
         if not self.policy.ssh:
             return None
         rules: list[dict[str, Any]] = []
-        for rule in self.policy.ssh:
-            rules.extend(self._rules_for(rule, node))
+        for index, rule in enumerate(self.policy.ssh):
+            rules.extend(self._rules_for(index, rule, node))
         checks = [r for r in rules if "holdAndDelegate" in r["action"]]
         return {"rules": checks + [r for r in rules if "holdAndDelegate" not in r["action"]]}
 
@@ -81,30 +90,49 @@ class SSHCompiler:
                     by_user[user.id] = local
         return by_user
 
-    def _rules_for(self, rule: SSHRule, node: PolicyNode) -> list[dict[str, Any]]:
-        resolver = self.resolver
-        sources = resolver.resolve_all(rule.sources)
-        if not sources:
-            return []
-        action = dict(_ACCEPT_ACTION) if rule.action == "accept" else dict(self.check_action)
-        users = _ssh_users(rule.users)
-        localparts = self._localparts(rule)
-        has_localpart = any(localpart_domain(u) is not None for u in rule.users)
+    def forget(self) -> None:
+        """Drop per-rule caches after the tailnet changed."""
+        self._sources_by_rule.clear()
 
-        tailnet = resolver.tailnet
+    def _sources_of(self, index: int, rule: SSHRule) -> _SSHSources:
+        """A rule's source nodes grouped by owner; the same for every destination, so cached."""
+        cached = self._sources_by_rule.get(index)
+        if cached is not None:
+            return cached
+        tailnet = self.resolver.tailnet
+        addresses = self.resolver.resolve_all(rule.sources)
         by_user: dict[int, AddrSet] = {}
         tagged: list[dict[str, str]] = []
-        for source in tailnet.nodes.values():
-            if not source.has_ip_in(sources):
-                continue
+        for source in tailnet.nodes_in(addresses):
             if source.is_tagged:
+                # One principal per tag and address, as Tailscale lists them.
                 tagged.extend({"nodeIP": str(ip)} for _ in source.tags for ip in source.ips)
                 continue
             owner = tailnet.node_user_id(source)
             if owner is not None:
                 by_user[owner] = by_user.get(owner, AddrSet()) | source.addr_set
-        principals_by_user = {uid: _principals(addrs) for uid, addrs in sorted(by_user.items())}
+        grouped = _SSHSources(
+            addresses=addresses,
+            by_user={uid: _principals(addrs) for uid, addrs in sorted(by_user.items())},
+            tagged=tagged,
+        )
+        self._sources_by_rule[index] = grouped
+        return grouped
 
+    def _rules_for(self, index: int, rule: SSHRule, node: PolicyNode) -> list[dict[str, Any]]:
+        resolver = self.resolver
+        to_self = any(d.is_autogroup(Autogroup.SELF) for d in rule.destinations)
+        others = [d for d in rule.destinations if not d.is_autogroup(Autogroup.SELF)]
+        has_localpart = any(localpart_domain(u) is not None for u in rule.users)
+        is_destination = bool(others) and node.has_ip_in(resolver.resolve_all(others))
+        if not (to_self or is_destination or has_localpart):
+            return []
+        sources = self._sources_of(index, rule)
+        if not sources.addresses:
+            return []
+        action = dict(_ACCEPT_ACTION) if rule.action == "accept" else dict(self.check_action)
+        users = _ssh_users(rule.users)
+        localparts = self._localparts(rule)
         out: list[dict[str, Any]] = []
 
         def emit(principals: list[dict[str, str]], user_id: int | None) -> None:
@@ -116,26 +144,23 @@ class SSHCompiler:
                 login = localparts[user_id]
                 out.append({**base, "sshUsers": {login: login}})
 
-        to_self = any(d.is_autogroup(Autogroup.SELF) for d in rule.destinations)
-        others = [d for d in rule.destinations if not d.is_autogroup(Autogroup.SELF)]
-        owner = tailnet.node_user_id(node)
-        if to_self and owner is not None and principals_by_user.get(owner):
-            emit(principals_by_user[owner], owner)
-        if not others:
-            return out
-        if node.has_ip_in(resolver.resolve_all(others)):
+        owner = resolver.tailnet.node_user_id(node)
+        if to_self and owner is not None and sources.by_user.get(owner):
+            emit(sources.by_user[owner], owner)
+        if is_destination:
             if has_localpart:
-                for uid, principals in principals_by_user.items():
+                for uid, principals in sources.by_user.items():
                     emit(principals, uid)
-                if tagged:
-                    emit(tagged, None)
+                if sources.tagged:
+                    emit(sources.tagged, None)
             else:
-                everyone = [p for principals in principals_by_user.values() for p in principals] + tagged
+                everyone = [p for principals in sources.by_user.values() for p in principals] + sources.tagged
                 if everyone:
                     emit(everyone, None)
-        elif has_localpart and node.has_ip_in(sources):
+        elif others and has_localpart and node.has_ip_in(sources.addresses):
+            # With localpart users, a source node also gets the rule for its own user's devices.
             if node.is_tagged:
                 emit(_principals(node.addr_set), None)
-            elif owner is not None and principals_by_user.get(owner):
-                emit(principals_by_user[owner], owner)
+            elif owner is not None and sources.by_user.get(owner):
+                emit(sources.by_user[owner], owner)
         return out
