@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from pyheadscale import keys
+from pyheadscale.api.app import api_application
 from pyheadscale.config import Config
 from pyheadscale.control.poll import KEEPALIVE_SECONDS, MapHandler
 from pyheadscale.control.register import RegisterHandler
@@ -93,6 +94,7 @@ class Server:
         app.router.add_get("/health", self._health)
         app.router.add_get("/derpmap/default", lambda _r: web.json_response(ctx.derp_map))
         await self._start_derp(app, config)
+        app.add_subapp("/api/v1", api_application(self, trusted=False))
 
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
@@ -100,6 +102,7 @@ class Server:
         host, port = config.listen
         await web.TCPSite(runner, host, port, reuse_address=True).start()
         log.info("pyheadscale listening on %s (server_url %s)", config.listen_addr, config.server_url)
+        await self._start_unix_socket()
 
         self._tasks.append(asyncio.get_running_loop().create_task(self._expiry_watch()))
         self.ready.set()
@@ -124,6 +127,21 @@ class Server:
         host, _, port = server_cfg.stun_listen_addr.rpartition(":")
         stun = await start_stun_server(host.strip("[]") or "0.0.0.0", int(port))
         self._closers.append(stun.close)
+
+    async def _start_unix_socket(self) -> None:
+        """The local API for the CLI: trusted by the socket's file permissions, so no API key is needed."""
+        if not self.config.unix_socket:
+            return
+        path = self.config.path(self.config.unix_socket)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        local = web.Application()
+        local.add_subapp("/api/v1", api_application(self, trusted=True))
+        runner = web.AppRunner(local, access_log=None)
+        await runner.setup()
+        self._runners.append(runner)
+        await web.UnixSite(runner, str(path)).start()
+        os.chmod(path, int(self.config.unix_socket_permission, 8))
 
     async def _health(self, _request: web.Request) -> web.Response:
         if not self.ready.is_set() or self.db is None:

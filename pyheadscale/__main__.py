@@ -1,0 +1,5 @@
+import sys
+
+from pyheadscale.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,94 @@
+"""`pyheadscale`: the server and its operator CLI, with Headscale's verbs and flags.
+
+Server-side verbs (`serve`, `configtest`, `generate`, `version`, `policy check|simulate`) work on their own. The
+management verbs talk to a running server through its REST API: over the unix socket locally, or with `--address`
+and an API key remotely.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from pyheadscale import __version__
+from pyheadscale.config import ConfigError, load_config
+from pyheadscale.keys import PrivateKey
+from pyheadscale.policy.cli import register_policy_commands
+
+LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+              "warning": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL, "panic": logging.CRITICAL}
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pyheadscale.app import serve_forever
+
+    try:
+        config, source = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=LOG_LEVELS[config.log.level], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if source is None:
+        logging.getLogger("pyheadscale").info("no config file found; running on embedded defaults in %s",
+                                              config.data_dir)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        asyncio.run(serve_forever(config))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _configtest(args: argparse.Namespace) -> int:
+    try:
+        config, source = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"configuration OK ({source or 'embedded defaults'}; data in {config.data_dir})")
+    return 0
+
+
+def _generate_private_key(_args: argparse.Namespace) -> int:
+    print(PrivateKey.generate().to_text())
+    return 0
+
+
+def _version(_args: argparse.Namespace) -> int:
+    print(__version__)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyheadscale", description="Tailscale-compatible coordination server")
+    parser.add_argument("-c", "--config", help="path to config.yaml (default: Headscale's search paths)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    sub.add_parser("serve", help="run the server").set_defaults(func=_serve)
+    sub.add_parser("configtest", help="validate the configuration").set_defaults(func=_configtest)
+    sub.add_parser("version", help="print the version").set_defaults(func=_version)
+    generate = sub.add_parser("generate", help="generate keys").add_subparsers(dest="what", metavar="WHAT")
+    generate.required = True
+    generate.add_parser("private-key", help="a new privkey: for noise.private_key_path").set_defaults(
+        func=_generate_private_key)
+    register_policy_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
