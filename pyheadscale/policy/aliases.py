@@ -326,6 +326,3 @@ class Resolver:
         if alias.is_autogroup(Autogroup.DANGER_ALL):
             return EVERYTHING
         return EMPTY
-
-    def matches_node(self, alias: Alias, node: PolicyNode) -> bool:
-        return node.has_ip_in(self.resolve(alias))

@@ -11,9 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-from pyheadscale.policy.engine import PolicyEngine
+from pyheadscale.policy.aliases import Tailnet
+from pyheadscale.policy.model import parse_policy
 from pyheadscale.policy.simulate import simulate_file
 from pyheadscale.policy.types import PolicyError
+from pyheadscale.policy.validate import validate_policy
 
 
 def check_command(args: argparse.Namespace) -> int:
@@ -25,7 +27,8 @@ def check_command(args: argparse.Namespace) -> int:
         print(f"{path}: {exc.strerror}", file=sys.stderr)
         return 2
     try:
-        PolicyEngine(text)
+        # No tailnet here: validate the file itself; its tests blocks need nodes to run against.
+        validate_policy(parse_policy(text), Tailnet([], []))
     except PolicyError as exc:
         print(f"{path}: {exc}", file=sys.stderr)
         return 1

@@ -24,9 +24,9 @@ from pyheadscale.policy.filter import (
     allow_all_grant,
     compile_grant,
     node_specific_rules,
+    policy_grants,
     reduce_for_node,
 )
-from pyheadscale.policy.filter import acl_grants as grants_of
 from pyheadscale.policy.model import Grant, Policy, parse_policy
 from pyheadscale.policy.netset import AddrSet
 from pyheadscale.policy.nodeattrs import DISABLE_IPV4, cap_map_for
@@ -99,7 +99,7 @@ class PolicyEngine:
         self._admin_ids = list(admin_ids) if admin_ids is not None else None
         self._grants: list[Grant] = []
         if self.policy is not None:
-            self._grants = grants_of(self.policy) if self.policy.has_filter_rules else [allow_all_grant()]
+            self._grants = policy_grants(self.policy) if self.policy.has_filter_rules else [allow_all_grant()]
         self._set_tailnet(list(users), list(nodes))
         if self.policy is not None:
             validate_policy(self.policy, self.tailnet)

@@ -1,10 +1,11 @@
 """Packet filter compilation: ACLs and grants to ``tailcfg.FilterRule``s.
 
-Compilation happens in two stages. :func:`compile_grants` resolves every
-grant (ACLs are grants with an ``ip`` list) once per policy and tailnet into
+Compilation happens in two stages. :func:`compile_grant` resolves every
+grant (:func:`policy_grants` turns ACLs into grants) once per policy and tailnet into
 :class:`CompiledGrant`s: global rules plus the inputs of the per-node parts
-(``autogroup:self`` and ``via``). :func:`rules_for_node` then builds one
-node's unreduced rules and :func:`reduce_for_node` keeps the parts of them
+(``autogroup:self`` and ``via``). :func:`node_specific_rules` adds one
+node's own rules and :func:`reduce_for_node` (or, for the global rules, the
+:class:`DestinationIndex`) keeps the parts of them
 whose destination is that node (its addresses, its approved subnet routes,
 or the internet when it is an exit node).
 """
@@ -109,7 +110,7 @@ class CompiledGrant:
     via_part: ViaPart | None = None
 
 
-def acl_grants(policy: Policy) -> list[Grant]:
+def policy_grants(policy: Policy) -> list[Grant]:
     """All grants of a policy, with each ACL destination turned into its own grant."""
     grants = list(policy.grants or [])
     for acl in policy.acls or []:
@@ -217,10 +218,6 @@ def compile_grant(grant: Grant, resolver: Resolver) -> CompiledGrant:
     return compiled
 
 
-def compile_grants(policy: Policy, resolver: Resolver) -> list[CompiledGrant]:
-    return [compile_grant(grant, resolver) for grant in acl_grants(policy)]
-
-
 def self_rules(part: SelfPart, node: PolicyNode, resolver: Resolver) -> list[Rule]:
     """``autogroup:self`` rules for ``node``: between the devices of its owner only."""
     if node.is_tagged:
@@ -280,15 +277,6 @@ def node_specific_rules(compiled: CompiledGrant, node: PolicyNode, resolver: Res
         rules.extend(self_rules(compiled.self_part, node, resolver))
     if compiled.via_part is not None:
         rules.extend(via_rules(compiled.via_part, node))
-    return rules
-
-
-def rules_for_node(grants: Iterable[CompiledGrant], node: PolicyNode, resolver: Resolver) -> list[Rule]:
-    """A node's unreduced rules: the global ones plus its ``autogroup:self`` and ``via`` rules."""
-    rules: list[Rule] = []
-    for compiled in grants:
-        rules.extend(compiled.rules)
-        rules.extend(node_specific_rules(compiled, node, resolver))
     return rules
 
 

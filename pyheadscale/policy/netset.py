@@ -63,21 +63,6 @@ def _subtract(ranges: tuple[Range, ...], removed: tuple[Range, ...]) -> list[Ran
     return result
 
 
-def _intersect(left: tuple[Range, ...], right: tuple[Range, ...]) -> list[Range]:
-    result: list[Range] = []
-    i = j = 0
-    while i < len(left) and j < len(right):
-        first = max(left[i][0], right[j][0])
-        last = min(left[i][1], right[j][1])
-        if first <= last:
-            result.append((first, last))
-        if left[i][1] < right[j][1]:
-            i += 1
-        else:
-            j += 1
-    return result
-
-
 class AddrSet:
     """An immutable set of IPv4 and IPv6 addresses."""
 
@@ -127,9 +112,6 @@ class AddrSet:
 
     def __sub__(self, other: AddrSet) -> AddrSet:
         return AddrSet(_subtract(self.v4, other.v4), _subtract(self.v6, other.v6))
-
-    def __and__(self, other: AddrSet) -> AddrSet:
-        return AddrSet(_intersect(self.v4, other.v4), _intersect(self.v6, other.v6))
 
     def contains_ip(self, ip: IPAddress) -> bool:
         if ip.version == 4:
