@@ -22,9 +22,9 @@ from pyheadscale.db.database import Database
 from pyheadscale.derpmap import DERPMapSource
 from pyheadscale.mapper.builder import MapBuilder, MapContext
 from pyheadscale.mapper.distributor import Distributor
-from pyheadscale.mapper.policy_view import OpenTailnet
 from pyheadscale.state.changes import Change, ChangeKind
 from pyheadscale.state.ipalloc import IPAllocator
+from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class Server:
         self.keepalive = keepalive
         self.db: Database | None = None
         self.store: Store | None = None
+        self.policy: PolicyManager | None = None
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._closers: list[Any] = []
@@ -68,11 +69,16 @@ class Server:
         store.ephemeral_timeout = config.ephemeral_inactivity_timeout
         await store.load()
 
+        policy = self.policy = PolicyManager(config, store)
+        await policy.start()
+        self._closers.append(policy.close)
         derp_source = DERPMapSource(config)
         await derp_source.start()
-        ctx = MapContext(config, store, OpenTailnet(store.nodes), derp_source.current)
+        ctx = MapContext(config, store, policy, derp_source.current)
         builder = MapBuilder(ctx)
         distributor = Distributor(builder)
+        # The policy engine must see a change before the distributor builds deltas from it.
+        store.subscribe(policy.on_change)
         store.subscribe(distributor.on_change)
 
         def derp_changed() -> None:
@@ -185,6 +191,9 @@ async def serve_forever(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if server.policy is not None:
+        policy = server.policy
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(policy.reload()))
     try:
         await stop.wait()
     finally:

@@ -6,10 +6,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from pyheadscale.config import Config
 from pyheadscale.mapper import tailcfg
-from pyheadscale.mapper.policy_view import NetworkPolicy, Peer
+from pyheadscale.mapper.policy_view import NetworkPolicy
+from pyheadscale.policy.types import PeerView
 from pyheadscale.state.models import Node
 from pyheadscale.state.store import Store
 
@@ -62,7 +64,7 @@ class MapBuilder:
         login = user.email or user.name
         return tailcfg.user_profile(user.id, login, user.display_name or login, user.profile_pic_url)
 
-    def tail_node(self, node: Node, peer: Peer | None, capver: int, *, self_view: bool = False) -> dict[str, Any]:
+    def tail_node(self, node: Node, peer: PeerView | None, capver: int, *, self_view: bool = False) -> dict[str, Any]:
         """A node as tailcfg.Node, as seen by a peer (`peer` gives its routes) or by itself."""
         store = self.ctx.store
         expired = store.is_expired(node)
@@ -142,8 +144,6 @@ class MapBuilder:
 
     @property
     def domain(self) -> str:
-        from urllib.parse import urlsplit
-
         return urlsplit(self.ctx.config.server_url).hostname or self.ctx.config.base_domain
 
     def peers_changed(self, node: Node, peer_ids: Iterable[int], capver: int) -> dict[str, Any]:

@@ -94,6 +94,10 @@ class Store:
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
 
+    def notify(self, change: Change) -> None:
+        """Tell subscribers about a change that happened outside the store's records (policy, DERP map)."""
+        self._emit(change)
+
     def _emit(self, change: Change) -> None:
         for subscriber in self._subscribers:
             try:

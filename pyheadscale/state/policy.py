@@ -1,0 +1,181 @@
+"""The policy in force: keeps the policy engine in step with the store and swaps policies safely.
+
+The store's change events reach this first (it subscribes before the map distributor), so by the time a delta is
+built the engine already knows about the node that changed. A new policy is compiled against the current tailnet
+before it replaces the old one: a policy that does not compile is refused with the engine's message and the old
+one stays in force.
+
+In `file` mode the file is watched (modification time and size) and re-read on SIGHUP; in `database` mode the
+newest stored policy is in force and `set_policy` stores a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from pyheadscale.config import Config
+from pyheadscale.policy import PolicyEngine, PolicyError, PolicyNode, PolicyUser
+from pyheadscale.policy.types import PeerView
+from pyheadscale.state.changes import Change, ChangeKind
+from pyheadscale.state.models import Node
+from pyheadscale.state.store import Store
+
+log = logging.getLogger(__name__)
+
+FILE_POLL_SECONDS = 2.0
+
+
+def policy_node(store: Store, node: Node) -> PolicyNode:
+    user = store.users.get(node.user_id) if node.user_id is not None and not node.tags else None
+    return PolicyNode(
+        id=node.id,
+        hostname=node.hostname,
+        user=user.name if user else None,
+        user_id=user.id if user else None,
+        tags=node.tags,
+        ipv4=str(node.ipv4) if node.ipv4 else None,
+        ipv6=str(node.ipv6) if node.ipv6 else None,
+        routable_ips=node.announced_routes,
+        approved_routes=node.approved_routes,
+    )
+
+
+class PolicyManager:
+    """Owns the PolicyEngine; answers the mapper's per-node questions."""
+
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.text: str | None = None
+        self.engine = self._compile(None)
+        self._file_stamp: tuple[float, int] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._approvals: set[asyncio.Task[Any]] = set()
+
+    # ---- what the mapper asks ----
+
+    def peers(self, node_id: int) -> dict[int, PeerView]:
+        return self.engine.peers(node_id) if node_id in self.store.nodes else {}
+
+    def filter_rules(self, node_id: int) -> list[dict[str, Any]]:
+        return self.engine.filter_rules(node_id)
+
+    def ssh_policy(self, node_id: int) -> dict[str, Any] | None:
+        return self.engine.ssh_policy(node_id)
+
+    def cap_map(self, node_id: int) -> dict[str, Any]:
+        return self.engine.cap_map(node_id)
+
+    # ---- loading and swapping ----
+
+    def _users(self) -> list[PolicyUser]:
+        return [PolicyUser(u.id, u.name, u.email) for u in self.store.users.values()]
+
+    def _nodes(self) -> list[PolicyNode]:
+        return [policy_node(self.store, n) for n in sorted(self.store.nodes.values(), key=lambda n: n.id)]
+
+    def _compile(self, text: str | None) -> PolicyEngine:
+        return PolicyEngine(text, self._users(), self._nodes(), server_url=self.config.server_url)
+
+    def check(self, text: str) -> None:
+        """Raise PolicyError if `text` would not be accepted against the current tailnet."""
+        self._compile(text)
+
+    def apply(self, text: str | None) -> None:
+        """Compile and put `text` in force, or raise PolicyError and leave the old policy in force."""
+        engine = self._compile(text)
+        self.engine, self.text = engine, text
+        log.info("policy in force: %s", "none (allow all)" if text is None else f"{len(text)} bytes")
+        self.store.notify(Change(ChangeKind.POLICY))
+
+    async def start(self) -> None:
+        if self.config.policy.mode == "database":
+            text = await self.store.db.latest_policy()
+            self._apply_initial(text, "database")
+        elif self.config.policy.path:
+            path = self.config.path(self.config.policy.path)
+            text = await asyncio.to_thread(path.read_text)
+            self._file_stamp = await asyncio.to_thread(_stamp, path)
+            self._apply_initial(text, str(path))
+            self._task = asyncio.get_running_loop().create_task(self._watch_file(path))
+
+    def _apply_initial(self, text: str | None, source: str) -> None:
+        try:
+            self.engine = self._compile(text)
+            self.text = text
+        except PolicyError as exc:
+            raise PolicyError(f"policy from {source} is invalid: {exc}") from None
+
+    async def set_policy(self, text: str) -> None:
+        """Database mode: validate, store, then put in force."""
+        if self.config.policy.mode != "database":
+            raise PolicyError("policy.mode is 'file': edit the policy file instead of setting it through the API")
+        self.check(text)
+        await self.store.db.save_policy(text)
+        self.apply(text)
+
+    async def reload(self) -> bool:
+        """Re-read the policy file (file mode). Returns whether a new policy is in force."""
+        if self.config.policy.mode != "file" or not self.config.policy.path:
+            return False
+        path = self.config.path(self.config.policy.path)
+        try:
+            text = await asyncio.to_thread(path.read_text)
+        except OSError as exc:
+            log.error("policy reload: cannot read %s (%s); the previous policy stays in force", path, exc)
+            return False
+        if text == self.text:
+            return False
+        try:
+            self.apply(text)
+        except PolicyError as exc:
+            log.error("policy reload: %s is invalid, the previous policy stays in force: %s", path, exc)
+            return False
+        return True
+
+    async def _watch_file(self, path: Path) -> None:
+        while True:
+            await asyncio.sleep(FILE_POLL_SECONDS)
+            stamp = await asyncio.to_thread(_stamp, path)
+            if stamp != self._file_stamp:
+                self._file_stamp = stamp
+                await self.reload()
+
+    # ---- following the tailnet ----
+
+    def on_change(self, change: Change) -> None:
+        """Keep the engine's view of nodes and users current (runs before the map distributor)."""
+        kind, node_id = change.kind, change.node_id
+        if kind is ChangeKind.USERS:
+            self.engine.set_nodes(self._users(), self._nodes())
+        elif kind in (ChangeKind.NODE_ADDED, ChangeKind.NODE_UPDATED) and node_id in self.store.nodes:
+            node = self.store.nodes[node_id]
+            self.engine.add_or_update_node(policy_node(self.store, node))
+            self._auto_approve(node)
+        elif kind is ChangeKind.NODE_REMOVED and node_id is not None:
+            self.engine.remove_node(node_id)
+
+    def _auto_approve(self, node: Node) -> None:
+        """Approve the advertised routes the policy's autoApprovers cover (a store change of its own)."""
+        approved = set(self.engine.auto_approved_routes(policy_node(self.store, node)))
+        if not approved <= set(node.approved_routes):
+            routes = sorted(approved | set(node.approved_routes))
+            task = asyncio.get_running_loop().create_task(self.store.set_approved_routes(node.id, routes))
+            self._approvals.add(task)
+            task.add_done_callback(self._approvals.discard)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _stamp(path: Path) -> tuple[float, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime, stat.st_size
