@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from pyheadscale.config import Config
 from pyheadscale.db import schema
-from pyheadscale.state.models import Node, PreAuthKey, User
+from pyheadscale.state.models import ApiKey, Node, PreAuthKey, User
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -155,6 +155,24 @@ class Database:
 
     async def delete_preauth_key(self, key_id: int) -> None:
         await self._delete(schema.pre_auth_keys, key_id)
+
+    async def load_api_keys(self) -> list[ApiKey]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(schema.api_keys).order_by(schema.api_keys.c.id))).all()
+        return [
+            ApiKey(id=r.id, prefix=r.prefix, secret_hash=r.secret_hash, created_at=_utc(r.created_at),
+                   expiration=_utc(r.expiration), last_seen=_utc(r.last_seen))
+            for r in rows
+        ]
+
+    async def insert_api_key(self, key: ApiKey) -> int:
+        return await self._insert(schema.api_keys, _to_row(key))
+
+    async def update_api_key(self, key: ApiKey) -> None:
+        await self._update(schema.api_keys, key.id, _to_row(key))
+
+    async def delete_api_key(self, key_id: int) -> None:
+        await self._delete(schema.api_keys, key_id)
 
     async def insert_node(self, node: Node) -> int:
         return await self._insert(schema.nodes, _to_row(node))

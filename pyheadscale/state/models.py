@@ -46,6 +46,18 @@ class PreAuthKey:
 
 
 @dataclass(slots=True)
+class ApiKey:
+    """An API key for the REST API. Like preauth keys, only the prefix and a hash of the secret are kept."""
+
+    id: int
+    prefix: str
+    secret_hash: bytes
+    created_at: datetime | None = None
+    expiration: datetime | None = None
+    last_seen: datetime | None = None
+
+
+@dataclass(slots=True)
 class Node:
     """A registered node. Keys are kept in their text forms (`mkey:…`, `nodekey:…`, `discokey:…`)."""
 

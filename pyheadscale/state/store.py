@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from pyheadscale.auth import preauth
 from pyheadscale.db.database import Database
 from pyheadscale.state.changes import Change, ChangeKind
 from pyheadscale.state.ipalloc import IPAllocator
-from pyheadscale.state.models import Node, PreAuthKey, User
+from pyheadscale.state.models import ApiKey, Node, PreAuthKey, User
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ Subscriber = Callable[[Change], None]
 
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,62}$")
 _TAG = re.compile(r"^tag:[A-Za-z0-9][A-Za-z0-9-]*$")
+API_KEY_PREFIX = "hskey-api-"
+_API_KEY = re.compile(r"^hskey-api-([0-9a-f]{12})-([0-9a-f]{64})$")
 
 
 class StateError(ValueError):
@@ -72,6 +75,7 @@ class Store:
         self.users: dict[int, User] = {}
         self.preauth_keys: dict[int, PreAuthKey] = {}
         self.nodes: dict[int, Node] = {}
+        self.api_keys: dict[int, ApiKey] = {}
         self._by_node_key: dict[str, int] = {}
         self._by_machine_key: dict[str, int] = {}
         self._given_names: set[str] = set()
@@ -84,6 +88,7 @@ class Store:
         snapshot = await self.db.load()
         self.users = {u.id: u for u in snapshot.users}
         self.preauth_keys = {k.id: k for k in snapshot.preauth_keys}
+        self.api_keys = {k.id: k for k in await self.db.load_api_keys()}
         for node in snapshot.nodes:
             self._index(node)
             self.ips.hold([node.ipv4, node.ipv6])
@@ -208,6 +213,54 @@ class Store:
         if key.used and not key.reusable:
             raise AuthFailed("authkey already used")
         return key
+
+    # ---- API keys ----
+
+    async def create_api_key(self, expiration: datetime | None) -> tuple[ApiKey, str]:
+        """Create an API key; returns the record and the full key text, which is never stored and shown once.
+
+        The secret is 256 random bits, so SHA-256 (shared with preauth keys) is as safe as a slow hash.
+        """
+        prefix, secret = secrets.token_hex(6), secrets.token_hex(32)
+        key = ApiKey(0, prefix, preauth.hash_secret(secret), now(), expiration)
+        key.id = await self.db.insert_api_key(key)
+        self.api_keys[key.id] = key
+        return key, f"{API_KEY_PREFIX}{prefix}-{secret}"
+
+    def get_api_key(self, key_id: int) -> ApiKey:
+        key = self.api_keys.get(key_id)
+        if key is None:
+            raise NotFound(f"API key {key_id} not found")
+        return key
+
+    def api_key_by_prefix(self, prefix: str) -> ApiKey:
+        """Accepts the bare 12-hex prefix or the masked form listings show (`hskey-api-<prefix>-***`)."""
+        bare = prefix.removeprefix(API_KEY_PREFIX).removesuffix("-***")
+        key = next((k for k in self.api_keys.values() if k.prefix == bare), None)
+        if key is None:
+            raise NotFound(f"API key with prefix {prefix!r} not found")
+        return key
+
+    def valid_api_key(self, text: str) -> bool:
+        """Whether `text` is a known, unexpired API key (constant-time on the secret)."""
+        match = _API_KEY.match(text.strip())
+        if match is None:
+            return False
+        key = next((k for k in self.api_keys.values() if k.prefix == match.group(1)), None)
+        if key is None or not preauth.secret_matches(match.group(2), key.secret_hash):
+            return False
+        return key.expiration is None or key.expiration > now()
+
+    async def expire_api_key(self, key_id: int) -> ApiKey:
+        updated = ApiKey(**{**_fields(self.get_api_key(key_id)), "expiration": now()})
+        await self.db.update_api_key(updated)
+        self.api_keys[key_id] = updated
+        return updated
+
+    async def delete_api_key(self, key_id: int) -> None:
+        self.get_api_key(key_id)
+        await self.db.delete_api_key(key_id)
+        del self.api_keys[key_id]
 
     # ---- nodes: lookups ----
 
