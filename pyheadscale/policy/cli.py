@@ -42,8 +42,8 @@ def simulate_command(args: argparse.Namespace) -> int:
     for name in args.cases:
         try:
             result = simulate_file(Path(name))
-        except (OSError, ValueError, KeyError) as exc:
-            print(f"{name}: cannot simulate: {exc}", file=sys.stderr)
+        except Exception as exc:  # one broken case must not hide the answers to the others
+            print(f"{name}: cannot simulate: {type(exc).__name__}: {exc}", file=sys.stderr)
             status = 1
             continue
         print(json.dumps(result, separators=(",", ":")), flush=True)

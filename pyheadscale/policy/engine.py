@@ -42,7 +42,7 @@ from pyheadscale.policy.peers import (
     via_steering,
 )
 from pyheadscale.policy.policytests import run_policy_tests, run_ssh_tests
-from pyheadscale.policy.ssh import SSHCompiler
+from pyheadscale.policy.ssh import SSHCompiler, localpart_domain
 from pyheadscale.policy.types import PeerView, PolicyNode, PolicyUser
 from pyheadscale.policy.validate import validate_policy
 
@@ -177,6 +177,9 @@ class PolicyEngine:
         for rule in self.policy.ssh if self.policy else []:
             if any(a in stale for a in rule.sources):
                 touched.append(self.resolver.resolve_all(rule.destinations))
+                if any(localpart_domain(u) is not None for u in rule.users):
+                    # localpart rules also land on the source devices themselves.
+                    touched.append(self.resolver.resolve_all(rule.sources))
 
         affected = {n.id for n in self.tailnet.nodes_in(AddrSet.union_of(touched))}
         reach = AddrSet.union_of(touched)
@@ -185,7 +188,7 @@ class PolicyEngine:
         )
         affected.update(old_peers)
         owners = {self.tailnet.node_user_id(n) for n in changed} - {None}
-        if owners and any(c.self_part is not None for c in self._compiled):
+        if owners and self._has_self_rules():
             affected.update(n.id for n in self.tailnet.nodes_of_users(owners))  # type: ignore[arg-type]
         via_tags = {t for g in self._grants for t in g.via}
         if routes_changed or any(t in via_tags for n in changed for t in n.tags):
@@ -318,6 +321,13 @@ class PolicyEngine:
                     found[other.id] = other
         found.pop(viewer.id, None)
         return sorted(found.values(), key=tailnet.registration_rank)
+
+    def _has_self_rules(self) -> bool:
+        """Whether any grant or SSH rule targets ``autogroup:self`` (results shared by a user's devices)."""
+        ssh = self.policy.ssh if self.policy else []
+        return any(c.self_part is not None for c in self._compiled) or any(
+            d.is_autogroup(Autogroup.SELF) for rule in ssh for d in rule.destinations
+        )
 
     def _has_per_node_rules(self) -> bool:
         return any(c.self_part is not None or c.via_part is not None for c in self._compiled)
