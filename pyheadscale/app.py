@@ -98,7 +98,11 @@ class Server:
         app = web.Application(client_max_size=1 << 20)
         control.add_routes(app)
         app.router.add_get("/health", self._health)
-        app.router.add_get("/derpmap/default", lambda _r: web.json_response(ctx.derp_map))
+
+        async def derp_map(_request: web.Request) -> web.Response:
+            return web.json_response(ctx.derp_map)
+
+        app.router.add_get("/derpmap/default", derp_map)
         await self._start_derp(app, config)
         app.add_subapp("/api/v1", api_application(self, trusted=False))
 

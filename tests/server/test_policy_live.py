@@ -1,0 +1,98 @@
+"""The policy in force on a running server: maps carry it, changes reach connected nodes, bad policies are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyheadscale.client.control import ControlClient
+from pyheadscale.keys import PrivateKey
+from pyheadscale.policy import PolicyError
+from tests.server.conftest import StartServer
+
+ALLOW_SSH = {"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:22"]}]}
+ALLOW_WEB = {"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:80"]}]}
+
+
+def dst_ports(rules: list[dict[str, Any]]) -> set[tuple[int, int]]:
+    return {(p["Ports"]["First"], p["Ports"]["Last"]) for rule in rules for p in rule.get("DstPorts", [])}
+
+
+async def join(server: Any, user: str) -> tuple[ControlClient, PrivateKey, Any]:
+    store = server.store
+    owner = store.user_by_name(user) or await store.create_user(user)
+    _, key = await store.create_preauth_key(owner.id)
+    client = ControlClient(server.config.server_url, PrivateKey.generate())
+    await client.connect()
+    node_key = PrivateKey.generate()
+    answer = await client.register(node_key, auth_key=key, hostname=f"{user}-laptop")
+    assert answer["MachineAuthorized"], answer
+    stream = client.map_stream(node_key, hostname=f"{user}-laptop")
+    return client, node_key, stream
+
+
+async def next_with(stream: Any, field: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The next map message that carries `field` (keep-alives and other deltas are passed over)."""
+    async def find() -> dict[str, Any]:
+        async for message in stream:
+            if field in message:
+                return dict(message)
+        raise AssertionError("map stream ended")
+
+    return await asyncio.wait_for(find(), timeout)
+
+
+async def test_policy_file_drives_filters_and_reload_reaches_connected_nodes(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    policy_file = tmp_path / "policy.hujson"
+    policy_file.write_text("// alice may ssh to bob\n" + json.dumps(ALLOW_SSH) + "\n")
+    server = await start_server(policy={"mode": "file", "path": str(policy_file)})
+    alice, _, alice_stream = await join(server, "alice")
+    bob, _, bob_stream = await join(server, "bob")
+    try:
+        first_alice = await next_with(alice_stream, "Node")
+        first_bob = await next_with(bob_stream, "Node")
+        assert dst_ports(first_bob["PacketFilters"]["base"]) == {(22, 22)}
+        assert first_alice["PacketFilters"]["base"] == [], "nothing may reach alice"
+
+        policy_file.write_text(json.dumps(ALLOW_WEB))
+        assert await server.policy.reload()
+        update = await next_with(bob_stream, "PacketFilters")
+        assert dst_ports(update["PacketFilters"]["base"]) == {(80, 80)}
+
+        # A broken policy is refused and the one in force stays.
+        policy_file.write_text('{"acls": [{"action": "accept", "src": ["nobody-group"], "dst": ["*:*"]},]}')
+        assert not await server.policy.reload()
+        assert server.policy.text == json.dumps(ALLOW_WEB)
+        bob_node = next(n for n in server.store.nodes.values() if n.hostname == "bob-laptop")
+        assert dst_ports(server.policy.filter_rules(bob_node.id)) == {(80, 80)}
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_invalid_policy_file_at_start_is_a_clear_error(start_server: StartServer, tmp_path: Path) -> None:
+    policy_file = tmp_path / "policy.hujson"
+    policy_file.write_text('{"acls": [{"action": "allow-ish"}]}')
+    with pytest.raises(PolicyError, match=str(policy_file)):
+        await start_server(policy={"mode": "file", "path": str(policy_file)})
+
+
+async def test_database_mode_validates_stores_and_survives_restart(start_server: StartServer) -> None:
+    server = await start_server(policy={"mode": "database"})
+    await server.store.create_user("alice")
+    await server.store.create_user("bob")
+    with pytest.raises(PolicyError):
+        await server.policy.set_policy('{"acls": [{"action": "accept", "src": ["group:nope"], "dst": ["*:*"]}]}')
+    assert server.policy.text is None
+    await server.policy.set_policy(json.dumps(ALLOW_SSH))
+    assert server.policy.text == json.dumps(ALLOW_SSH)
+    await server.stop()
+
+    again = await start_server(policy={"mode": "database"})
+    assert again.policy.text == json.dumps(ALLOW_SSH)
