@@ -97,7 +97,7 @@ class ControlClient:
             writer.write(data)
             await writer.drain()
 
-        self._stream = NoiseStream(session, reader, write)
+        self._stream = NoiseStream(session, reader.readexactly, write)
         await self._read_early_payload()
         self._h2.initiate_connection()
         await self._flush()

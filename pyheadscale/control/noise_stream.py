@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from pyheadscale.control.noise import HEADER_LEN, NoiseError, Session, parse_record_header
 
+ReadExactly = Callable[[int], Awaitable[bytes]]
 Write = Callable[[bytes], Awaitable[None]]
 
 
@@ -17,9 +18,9 @@ class NoiseStream:
     (bad frame type, oversized or truncated record, failed authentication) raises NoiseError.
     """
 
-    def __init__(self, session: Session, reader: asyncio.StreamReader, write: Write) -> None:
+    def __init__(self, session: Session, read_exactly: ReadExactly, write: Write) -> None:
         self.session = session
-        self._reader = reader
+        self._read_exactly = read_exactly
         self._write = write
         self._write_lock = asyncio.Lock()
 
@@ -33,14 +34,14 @@ class NoiseStream:
 
     async def read(self) -> bytes:
         try:
-            header = await self._reader.readexactly(HEADER_LEN)
+            header = await self._read_exactly(HEADER_LEN)
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
                 raise NoiseError("truncated record header") from exc
             return b""
         length = parse_record_header(header)
         try:
-            ciphertext = await self._reader.readexactly(length)
+            ciphertext = await self._read_exactly(length)
         except asyncio.IncompleteReadError as exc:
             raise NoiseError("truncated record") from exc
         return self.session.recv.open(ciphertext)

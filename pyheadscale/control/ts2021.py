@@ -17,10 +17,11 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from derp.conn import HijackedHTTPConn
+
 from pyheadscale import keys
 from pyheadscale.control import noise
 from pyheadscale.control.h2server import H2Server, InnerRequest
-from pyheadscale.control.hijack import take_over
 from pyheadscale.control.noise_stream import NoiseStream
 from pyheadscale.control.recorder import record, recorder_dir
 
@@ -75,10 +76,14 @@ class ControlServer:
             log.info("refused TS2021 handshake from %s: %s", request.remote, exc)
             return web.Response(status=400, text="noise handshake failed\n")
 
-        conn = await take_over(request, {"Upgrade": UPGRADE_PROTOCOL, "Connection": "upgrade"})
-        stream = NoiseStream(session, conn.reader, conn.write)
+        response = web.StreamResponse(status=101, headers={"Upgrade": UPGRADE_PROTOCOL, "Connection": "upgrade"})
+        response.force_close()
+        await response.prepare(request)
+        conn = HijackedHTTPConn(request, response)
+        stream = NoiseStream(session, conn.read_exactly, conn.write)
         challenge = keys.PrivateKey.generate()
-        conn.write_nowait(response_frame + session.send.seal_records(early_payload(challenge.public())))
+        # Handshake response and early payload go out together, before any HTTP/2 byte.
+        await conn.write(response_frame + session.send.seal_records(early_payload(challenge.public())))
         machine_key = keys.machine_public_text(session.peer_static)
         log.debug("TS2021 session from %s machine %s v%d", request.remote, machine_key[:13], session.version)
 
@@ -103,7 +108,7 @@ class ControlServer:
             if task is not None:
                 self.connections.discard(task)
             conn.close()
-        return conn.response
+        return response
 
     def _fallback(self, inner: InnerRequest) -> InnerHandler:
         known_paths = {path for _, path in self.routes}
