@@ -47,7 +47,7 @@ def parse_go_time(text: str | None) -> datetime | None:
     # Go writes up to nanoseconds; Python's parser takes microseconds.
     if "." in cleaned:
         head, _, rest = cleaned.partition(".")
-        digits = "".join(ch for ch in rest if ch.isdigit())
+        digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]
         zone = rest[len(digits):]
         cleaned = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
     return datetime.fromisoformat(cleaned).astimezone(UTC)
