@@ -1,0 +1,109 @@
+"""Replaying recorded tsnet v1.90.9 traffic (fixtures/tsnet-1.90.9) against a live server.
+
+Each fixture line is one decrypted inner request of a real client. We send the same bodies in the same order through
+our own TS2021 client, with a fresh node key and a real preauth key substituted, and check each answer is what the
+real client needs to proceed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyheadscale import keys
+from tests.control.conftest import Harness, MapReader
+
+FIXTURES = sorted((Path(__file__).resolve().parents[2] / "fixtures" / "tsnet-1.90.9").glob("*.jsonl"))
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_fixtures_present() -> None:
+    assert len(FIXTURES) >= 2, "recorded tsnet fixtures are missing"
+
+
+def substitute(entry: dict[str, Any], node_key: str, auth_key: str) -> dict[str, Any]:
+    body = json.loads(entry["body"])
+    body["NodeKey"] = node_key
+    if isinstance(body.get("Auth"), dict) and "AuthKey" in body["Auth"]:
+        body["Auth"]["AuthKey"] = auth_key
+    return dict(body)
+
+
+async def replay(harness: Harness, path: Path, auth_key: str, readers: list[MapReader]) -> dict[str, Any]:
+    machine_key = keys.PrivateKey.generate()
+    node_key = keys.PrivateKey.generate()
+    node_key_text = keys.node_public_text(node_key.public())
+    client = await harness.client(machine_key)
+    assert client.early_payload is not None
+    assert client.early_payload["nodeKeyChallenge"].startswith("chalpub:")
+    first_map: dict[str, Any] = {}
+    for entry in load(path):
+        assert (entry["method"], entry["path"]) in {("POST", "/machine/register"), ("POST", "/machine/map")}
+        body = substitute(entry, node_key_text, auth_key)
+        if entry["path"] == "/machine/register":
+            status, data = await client.request("POST", "/machine/register", body)
+            assert status == 200, data
+            answer = json.loads(data)
+            assert answer["MachineAuthorized"] is True and answer["Error"] == "" and answer["NodeKeyExpired"] is False
+            assert answer["User"]["ID"] > 0 and answer["Login"]["LoginName"]
+        elif body.get("Stream"):
+            reader = MapReader(client.map_stream(node_key, compress=body.get("Compress") == "zstd", extra=body))
+            readers.append(reader)
+            first_map = await reader.next()
+            for field in ("Node", "DERPMap", "Peers", "PacketFilters", "DNSConfig", "UserProfiles"):
+                assert field in first_map, field
+            assert first_map["Node"]["Key"] == node_key_text
+            assert first_map["Node"]["MachineAuthorized"] is True
+            assert first_map["Node"]["Addresses"]
+            assert first_map["Node"]["DiscoKey"] == body["DiscoKey"]
+        else:
+            assert body.get("OmitPeers") and not body.get("Stream")
+            status, data = await client.request("POST", "/machine/map", body)
+            assert status == 200, data
+            if body.get("Endpoints"):
+                node = harness.store.node_by_node_key(node_key_text)
+                assert node.endpoints == body["Endpoints"]
+    assert first_map, "fixture had no streaming map request"
+    return first_map
+
+
+async def test_replay_all_fixtures(harness: Harness) -> None:
+    auth_key = await harness.preauth_key()
+    readers: list[MapReader] = []
+    maps = []
+    try:
+        for path in FIXTURES:
+            maps.append(await replay(harness, path, auth_key, readers))
+        # the first node saw the later ones join, the last one got them all in its first map
+        first_ids = {maps[0]["Node"]["ID"]}
+        later = {m["Node"]["ID"] for m in maps[1:]}
+        assert {p["ID"] for p in maps[-1]["Peers"]} == {m["Node"]["ID"] for m in maps[:-1]}
+        seen: set[int] = set()
+
+        def saw_all(message: dict[str, Any]) -> bool:
+            seen.update(p["ID"] for p in message.get("PeersChanged", []))
+            return later <= seen
+
+        await readers[0].wait_for(saw_all)
+        assert first_ids.isdisjoint(later)
+    finally:
+        for reader in readers:
+            await reader.close()
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+async def test_replay_each_fixture_alone(harness: Harness, path: Path) -> None:
+    readers: list[MapReader] = []
+    try:
+        first = await replay(harness, path, await harness.preauth_key(), readers)
+        assert first["Peers"] == []
+        assert first["CollectServices"] is False
+    finally:
+        for reader in readers:
+            await reader.close()
