@@ -295,18 +295,13 @@ def reduce_for_node(rules: Iterable[Rule], node: PolicyNode) -> list[Rule]:
         if rule.cap_grants:
             cap_grants = []
             for grant in rule.cap_grants:
-                mine = AddrSet.union_of(
-                    AddrSet.of([ip]) for ip in node.ips if grant.destinations.contains_ip(ip)
-                )
-                if node.subnet_routes:
-                    # A router keeps the whole destination prefix it serves, not just its own address.
-                    mine = mine | AddrSet.of(
-                        n
-                        for n in grant.destinations.networks()
-                        if any(n.overlaps(r) for r in node.subnet_routes)
-                    )
-                if mine:
-                    cap_grants.append(CapGrant(mine, grant.cap_map))
+                own_ips = [ip for ip in node.ips if grant.destinations.contains_ip(ip)]
+                routes = [r for r in node.subnet_routes if grant.destinations.overlaps_network(r)]
+                if not own_ips and not routes:
+                    continue
+                # A router keeps the whole destination prefix it serves, not just its own address.
+                served = [n for n in grant.destinations.networks() if any(n.overlaps(r) for r in routes)]
+                cap_grants.append(CapGrant(AddrSet.of([*own_ips, *served]), grant.cap_map))
             if cap_grants:
                 reduced.append(Rule(rule.sources, protocols=rule.protocols, cap_grants=cap_grants))
             continue
