@@ -9,16 +9,30 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from pyheadscale.api.apikeys import ApiKeys
+from pyheadscale.api.auth import bearer_auth
+from pyheadscale.api.errors import error_middleware
+from pyheadscale.api.health import Health
+from pyheadscale.api.nodes import Nodes
+from pyheadscale.api.openapi import serve_document
+from pyheadscale.api.preauthkeys import PreAuthKeys
+from pyheadscale.api.users import Users
 
 if TYPE_CHECKING:
     from pyheadscale.app import Server
 
+MAX_BODY = 1 << 20
+
 
 def api_application(server: Server, *, trusted: bool) -> web.Application:
-    api = web.Application()
-
-    async def health(_request: web.Request) -> web.Response:
-        return web.json_response({"databaseConnectivity": server.db is not None})
-
-    api.router.add_get("/health", health)
+    """The /api/v1 sub-application; `trusted` (the unix socket) skips API-key checks."""
+    middlewares: list[Middleware] = [error_middleware]
+    if not trusted:
+        middlewares.append(bearer_auth(lambda: server.store))
+    api = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
+    for resource in (Health(server), Users(server), Nodes(server), PreAuthKeys(server), ApiKeys(server)):
+        api.router.add_routes(resource.routes())
+    api.router.add_get("/openapi.json", serve_document, name="openapi")
     return api

@@ -156,6 +156,15 @@ class Database:
     async def delete_preauth_key(self, key_id: int) -> None:
         await self._delete(schema.pre_auth_keys, key_id)
 
+    async def ping(self) -> bool:
+        """Whether the database answers a trivial query (the API's health check)."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(select(1))
+        except Exception:
+            return False
+        return True
+
     async def load_api_keys(self) -> list[ApiKey]:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(schema.api_keys).order_by(schema.api_keys.c.id))).all()
