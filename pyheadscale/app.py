@@ -14,6 +14,7 @@ from aiohttp import web
 
 from pyheadscale import keys
 from pyheadscale.api.app import api_application
+from pyheadscale.audit import AuditLog
 from pyheadscale.config import Config
 from pyheadscale.control.poll import KEEPALIVE_SECONDS, MapHandler
 from pyheadscale.control.register import RegisterHandler
@@ -22,6 +23,7 @@ from pyheadscale.db.database import Database
 from pyheadscale.derpmap import DERPMapSource
 from pyheadscale.mapper.builder import MapBuilder, MapContext
 from pyheadscale.mapper.distributor import Distributor
+from pyheadscale.metrics import Metrics
 from pyheadscale.state.changes import Change, ChangeKind
 from pyheadscale.state.ipalloc import IPAllocator
 from pyheadscale.state.policy import PolicyManager
@@ -57,8 +59,19 @@ class Server:
         self._tasks: list[asyncio.Task[Any]] = []
         self._closers: list[Any] = []
         self.ready = asyncio.Event()
+        self.metrics = Metrics()
+        self.audit = AuditLog(None)
+        self._control: ControlServer | None = None
 
     async def start(self) -> None:
+        """Bring the server up; on any failure, take down whatever had started and re-raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         config = self.config
         Path(config.data_dir).mkdir(parents=True, exist_ok=True)
         noise_key = await asyncio.to_thread(_read_or_create_key, config.path(config.noise.private_key_path))
@@ -67,6 +80,9 @@ class Server:
         ips = IPAllocator(config.prefixes.v4, config.prefixes.v6, config.prefixes.allocation)
         store = self.store = Store(self.db, ips)
         store.ephemeral_timeout = config.ephemeral_inactivity_timeout
+        store.audit = self.audit = AuditLog(config.path(config.audit_log) if config.audit_log else None)
+        await self.audit.start()
+        self._closers.append(self.audit.close)
         await store.load()
 
         policy = self.policy = PolicyManager(config, store)
@@ -88,15 +104,17 @@ class Server:
         derp_source.on_change = derp_changed
         self._closers.append(derp_source.close)
 
-        register = RegisterHandler(store, config)
-        maps = MapHandler(store, builder, distributor, keepalive=self.keepalive)
+        register = RegisterHandler(store, config, self.metrics)
+        maps = MapHandler(store, builder, distributor, self.metrics, keepalive=self.keepalive)
+        self.metrics.bind_store(store, lambda: maps.streams)
         control = ControlServer(noise_key, {
             ("POST", "/machine/register"): register.handle,
             ("POST", "/machine/map"): maps.handle,
         })
 
-        app = web.Application(client_max_size=1 << 20)
+        app = web.Application(client_max_size=1 << 20, middlewares=[self.metrics.middleware])
         control.add_routes(app)
+        self._control = control
         app.router.add_get("/health", self._health)
 
         async def derp_map(_request: web.Request) -> web.Response:
@@ -113,6 +131,7 @@ class Server:
         await web.TCPSite(runner, host, port, reuse_address=True).start()
         log.info("pyheadscale listening on %s (server_url %s)", config.listen_addr, config.server_url)
         await self._start_unix_socket()
+        await self._start_metrics()
 
         self._tasks.append(asyncio.get_running_loop().create_task(self._expiry_watch()))
         self.ready.set()
@@ -153,6 +172,17 @@ class Server:
         await web.UnixSite(runner, str(path)).start()
         os.chmod(path, int(self.config.unix_socket_permission, 8))
 
+    async def _start_metrics(self) -> None:
+        listen = self.config.metrics_listen
+        if listen is None:
+            return
+        metrics_app = web.Application()
+        metrics_app.router.add_get("/metrics", self.metrics.handle)
+        runner = web.AppRunner(metrics_app, access_log=None)
+        await runner.setup()
+        self._runners.append(runner)
+        await web.TCPSite(runner, listen[0], listen[1], reuse_address=True).start()
+
     async def _health(self, _request: web.Request) -> web.Response:
         if not self.ready.is_set() or self.db is None:
             return web.json_response({"status": "starting"}, status=503)
@@ -175,6 +205,8 @@ class Server:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._control is not None:
+            await self._control.close()
         for runner in self._runners:
             await runner.cleanup()
         for close in reversed(self._closers):

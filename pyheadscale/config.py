@@ -236,6 +236,8 @@ class Config(_Section):
     node: NodeConfig = NodeConfig()
     ephemeral_node_inactivity_timeout: timedelta | None = None
     tls_cert_path: str = ""
+    # pyheadscale's own: where the audit log's JSON lines go (relative to the data directory); "" keeps it in memory.
+    audit_log: str = "audit.log"
     tls_key_path: str = ""
 
     @field_validator("server_url")

@@ -20,6 +20,7 @@ from pyheadscale.control.h2server import InnerRequest
 from pyheadscale.mapper import tailcfg
 from pyheadscale.mapper.builder import MapBuilder
 from pyheadscale.mapper.distributor import Distributor, MapSession
+from pyheadscale.metrics import Metrics
 from pyheadscale.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,10 @@ def encode_message(response: dict[str, Any], compress: bool) -> bytes:
 
 
 class MapHandler:
-    def __init__(self, store: Store, builder: MapBuilder, distributor: Distributor, *,
+    def __init__(self, store: Store, builder: MapBuilder, distributor: Distributor, metrics: Metrics, *,
                  keepalive: float = KEEPALIVE_SECONDS) -> None:
+        self.metrics = metrics
+        self.streams = 0
         self.store = store
         self.builder = builder
         self.distributor = distributor
@@ -71,14 +74,21 @@ class MapHandler:
                 await request.response.respond(200, b"", "application/json")
                 return
             full, _ = self.builder.full(node, req.Version)
-            await request.response.respond(200, encode_message(full, compress), "application/json")
+            await request.response.respond(200, self._encode(full, "full", compress), "application/json")
             return
         await self._stream(request, node.id, req.Version, compress)
+
+    def _encode(self, message: dict[str, Any], kind: str, compress: bool) -> bytes:
+        data = encode_message(message, compress)
+        self.metrics.map_messages.labels(kind).inc()
+        self.metrics.map_bytes.inc(len(data))
+        return data
 
     async def _stream(self, request: InnerRequest, node_id: int, capver: int, compress: bool) -> None:
         session = MapSession(node_id, capver)
         session.want_full()
         self.distributor.add(session)
+        self.streams += 1
         self.store.connected(node_id)
         response = request.response
         interval = self.keepalive + random.uniform(0, self.keepalive / 10)
@@ -88,13 +98,15 @@ class MapHandler:
                 try:
                     await asyncio.wait_for(session.wake.wait(), timeout=interval)
                 except TimeoutError:
-                    await response.send(encode_message({"KeepAlive": True}, compress))
+                    await response.send(self._encode({"KeepAlive": True}, "keepalive", compress))
                     continue
                 if session.closed:
                     break
                 message = session.take_pending(self.builder)
                 if message is not None:
-                    await response.send(encode_message(message, compress))
+                    kind = "full" if "Node" in message and "Peers" in message else "delta"
+                    await response.send(self._encode(message, kind, compress))
         finally:
+            self.streams -= 1
             self.distributor.remove(session)
             await self.store.disconnected(node_id)

@@ -11,9 +11,11 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from pyheadscale import audit
 from pyheadscale.config import Config
 from pyheadscale.control.h2server import InnerRequest
 from pyheadscale.mapper import tailcfg
+from pyheadscale.metrics import Metrics
 from pyheadscale.state.models import Node
 from pyheadscale.state.store import AuthFailed, StateError, Store, now
 
@@ -21,9 +23,10 @@ log = logging.getLogger(__name__)
 
 
 class RegisterHandler:
-    def __init__(self, store: Store, config: Config) -> None:
+    def __init__(self, store: Store, config: Config, metrics: Metrics) -> None:
         self.store = store
         self.config = config
+        self.metrics = metrics
 
     async def handle(self, request: InnerRequest, machine_key: str) -> None:
         try:
@@ -35,12 +38,19 @@ class RegisterHandler:
             message = f"client capability version {req.Version} is too old (minimum {tailcfg.MIN_CAPVER})"
             await request.response.respond(400, message.encode(), "text/plain")
             return
+        audit.actor.set(f"machine:{machine_key[5:17]}")
         try:
             response = await self._register(req, machine_key)
+            self.metrics.registrations.labels("ok").inc()
         except AuthFailed as exc:
             log.warning("registration refused for machine %s: %s", machine_key[:13], exc)
+            self.metrics.registrations.labels("refused").inc()
+            self.metrics.auth_failures.labels("authkey").inc()
+            self.store.audit.record("node.register", f"machine:{machine_key[5:17]}", "denied", reason=str(exc),
+                                    hostname=(req.Hostinfo or {}).get("Hostname"))
             response = tailcfg.register_response(error=str(exc))
         except StateError as exc:
+            self.metrics.registrations.labels("error").inc()
             response = tailcfg.register_response(error=str(exc))
         body = json.dumps(response).encode()
         await request.response.respond(200, body, "application/json; charset=utf-8")

@@ -110,6 +110,13 @@ class ControlServer:
             conn.close()
         return response
 
+    async def close(self) -> None:
+        """End every TS2021 connection and wait for their handlers (and the state changes they make) to finish."""
+        tasks = list(self.connections)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _fallback(self, inner: InnerRequest) -> InnerHandler:
         known_paths = {path for _, path in self.routes}
 

@@ -86,8 +86,13 @@ class PolicyManager:
 
     def apply(self, text: str | None) -> None:
         """Compile and put `text` in force, or raise PolicyError and leave the old policy in force."""
-        engine = self._compile(text)
+        try:
+            engine = self._compile(text)
+        except PolicyError as exc:
+            self.store.audit.record("policy.update", "policy", "refused", reason=str(exc))
+            raise
         self.engine, self.text = engine, text
+        self.store.audit.record("policy.update", "policy", size=len(text) if text else 0)
         log.info("policy in force: %s", "none (allow all)" if text is None else f"{len(text)} bytes")
         self.store.notify(Change(ChangeKind.POLICY))
 

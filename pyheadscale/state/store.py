@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pyheadscale import audit
+from pyheadscale.audit import AuditLog
 from pyheadscale.auth import preauth
 from pyheadscale.db.database import Database
 from pyheadscale.state.changes import Change, ChangeKind
@@ -83,6 +85,7 @@ class Store:
         self._subscribers: list[Subscriber] = []
         self._ephemeral_timers: dict[int, asyncio.TimerHandle] = {}
         self.ephemeral_timeout = timedelta(minutes=30)
+        self.audit = AuditLog(None)
 
     async def load(self) -> None:
         snapshot = await self.db.load()
@@ -141,6 +144,7 @@ class Store:
         user = User(0, name, display_name, email, provider, provider_id, profile_pic_url, now())
         user.id = await self.db.insert_user(user)
         self.users[user.id] = user
+        self.audit.record("user.create", f"user:{user.id}", name=name)
         self._emit(Change(ChangeKind.USERS))
         return user
 
@@ -153,6 +157,7 @@ class Store:
         updated = User(**{**_fields(user), "name": new_name})
         await self.db.update_user(updated)
         self.users[user_id] = updated
+        self.audit.record("user.rename", f"user:{user_id}", old=user.name, new=new_name)
         self._emit(Change(ChangeKind.USERS))
         return updated
 
@@ -162,6 +167,7 @@ class Store:
             raise Conflict(f"user {user_id} still has nodes; delete or move them first")
         await self.db.delete_user(user_id)
         del self.users[user_id]
+        self.audit.record("user.delete", f"user:{user_id}")
         for key in self.preauth_keys.values():
             if key.user_id == user_id:
                 key.user_id = None
@@ -182,6 +188,8 @@ class Store:
                          expiration or now() + timedelta(hours=1))
         key.id = await self.db.insert_preauth_key(key)
         self.preauth_keys[key.id] = key
+        self.audit.record("preauthkey.create", f"preauthkey:{key.id}", prefix=prefix, user_id=user_id,
+                          reusable=reusable, ephemeral=ephemeral, tags=tag_list)
         return key, text
 
     async def expire_preauth_key(self, key_id: int) -> PreAuthKey:
@@ -191,6 +199,7 @@ class Store:
         updated = PreAuthKey(**{**_fields(key), "expiration": now()})
         await self.db.update_preauth_key(updated)
         self.preauth_keys[key_id] = updated
+        self.audit.record("preauthkey.expire", f"preauthkey:{key_id}", prefix=key.prefix)
         return updated
 
     async def delete_preauth_key(self, key_id: int) -> None:
@@ -198,6 +207,7 @@ class Store:
             raise NotFound(f"preauth key {key_id} not found")
         await self.db.delete_preauth_key(key_id)
         del self.preauth_keys[key_id]
+        self.audit.record("preauthkey.delete", f"preauthkey:{key_id}")
 
     def find_preauth_key(self, text: str) -> PreAuthKey:
         """The usable key matching `text`, or AuthFailed with a reason safe to show the client."""
@@ -334,6 +344,8 @@ class Store:
                 auth_key_id=key.id, ephemeral=key.ephemeral, expiry=expiry, register_method="authkey",
             )
             await self._mark_key_used(key)
+            self.audit.record("node.register", f"node:{updated.id}", method="authkey", preauthkey_id=key.id,
+                              hostname=hostname, reregistration=True)
             self._emit(Change(ChangeKind.NODE_UPDATED, updated.id))
             return updated
         if self.node_by_node_key(node_key) is not None:
@@ -354,6 +366,8 @@ class Store:
         if not key.reusable:
             self.preauth_keys[key.id] = PreAuthKey(**{**_fields(key), "used": True})
         self._index(node)
+        self.audit.record("node.register", f"node:{node.id}", method="authkey", preauthkey_id=key.id,
+                          hostname=hostname, ipv4=str(ipv4) if ipv4 else None, ipv6=str(ipv6) if ipv6 else None)
         self._emit(Change(ChangeKind.NODE_ADDED, node.id))
         return node
 
@@ -368,6 +382,7 @@ class Store:
         if self.node_by_node_key(new_node_key) not in (None, node):
             raise Conflict("node key already registered to another machine")
         updated = await self._replace(node, node_key=new_node_key, hostinfo=hostinfo or node.hostinfo)
+        self.audit.record("node.rotate_key", f"node:{node.id}")
         self._emit(Change(ChangeKind.NODE_UPDATED, updated.id))
         return updated
 
@@ -382,6 +397,7 @@ class Store:
 
     async def set_expiry(self, node_id: int, expiry: datetime | None) -> Node:
         updated = await self._replace(self.get_node(node_id), expiry=expiry)
+        self.audit.record("node.expire", f"node:{node_id}", expiry=expiry.isoformat() if expiry else None)
         self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
         return updated
 
@@ -393,11 +409,13 @@ class Store:
         if label in self._given_names and label != node.given_name:
             raise Conflict(f"node name {label!r} is already in use")
         updated = await self._replace(node, given_name=label)
+        self.audit.record("node.rename", f"node:{node_id}", old=node.given_name, new=label)
         self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
         return updated
 
     async def set_tags(self, node_id: int, tags: Iterable[str]) -> Node:
         updated = await self._replace(self.get_node(node_id), tags=validate_tags(tags))
+        self.audit.record("node.tag", f"node:{node_id}", tags=updated.tags)
         self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
         return updated
 
@@ -407,11 +425,13 @@ class Store:
         if node.tags:
             raise StateError("tagged nodes are owned by their tags and cannot be moved to a user")
         updated = await self._replace(node, user_id=user_id)
+        self.audit.record("node.move", f"node:{node_id}", from_user=node.user_id, to_user=user_id)
         self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
         return updated
 
     async def set_approved_routes(self, node_id: int, routes: list[str]) -> Node:
         updated = await self._replace(self.get_node(node_id), approved_routes=sorted(set(routes)))
+        self.audit.record("node.approve_routes", f"node:{node_id}", routes=updated.approved_routes)
         self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
         return updated
 
@@ -441,6 +461,7 @@ class Store:
         node = self.get_node(node_id)
         await self.db.delete_node(node_id)
         self._unindex(node)
+        self.audit.record("node.delete", f"node:{node_id}", hostname=node.hostname)
         self.ips.release([node.ipv4, node.ipv6])
         self._sessions.pop(node_id, None)
         timer = self._ephemeral_timers.pop(node_id, None)
@@ -490,6 +511,7 @@ class Store:
         )
 
     async def _ephemeral_expired(self, node_id: int) -> None:
+        audit.actor.set("system")
         self._ephemeral_timers.pop(node_id, None)
         if node_id in self.nodes and not self.is_online(node_id):
             log.info("deleting ephemeral node %d after %s offline", node_id, self.ephemeral_timeout)
