@@ -18,13 +18,16 @@ The engine::
     engine = PolicyEngine(policy_text: str | None, users=(), nodes=(), *,
                           server_url="https://unused", owner_id=None, admin_ids=None)
 
-parses and validates the policy (including its ``tests`` and ``sshTests``)
-against the tailnet and raises :class:`PolicyError` (a ``ValueError``) when
-Tailscale would reject it; ``str(error)`` names the entry (``acls[2].dst[0]``)
-and its ``line:column``. ``policy_text=None`` means no policy: every node sees
-every node and the filter is ``[{"SrcIPs": ["*"], "DstPorts": [{"IP": "*",
-"Ports": {"First": 0, "Last": 65535}}]}]``. ``owner_id``/``admin_ids`` back
-``autogroup:owner``/``autogroup:admin`` (default: first user / all users).
+parses and validates the policy against the tailnet and raises
+:class:`PolicyError` (a ``ValueError``) when Tailscale would reject it;
+``str(error)`` names the entry (``acls[2].dst[0]``) and its ``line:column``.
+Pass the current users and nodes here when a policy is submitted: the
+policy's ``tests``/``sshTests`` run against the nodes given (skipped when
+there are none), as Tailscale runs them when a policy is saved.
+``policy_text=None`` means no policy: every node sees every node and the
+filter is ``[{"SrcIPs": ["*"], "DstPorts": [{"IP": "*", "Ports": {"First": 0,
+"Last": 65535}}]}]``. ``owner_id``/``admin_ids`` back ``autogroup:owner`` and
+``autogroup:admin`` (default: first user / all users).
 
 Tailnet changes (return the ids of nodes whose results may have changed, so
 the server pushes map updates to those only; the set never misses a changed

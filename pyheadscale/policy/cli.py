@@ -11,11 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from pyheadscale.policy.aliases import Tailnet
-from pyheadscale.policy.model import parse_policy
+from pyheadscale.policy.engine import PolicyEngine
 from pyheadscale.policy.simulate import simulate_file
 from pyheadscale.policy.types import PolicyError
-from pyheadscale.policy.validate import validate_policy
 
 
 def check_command(args: argparse.Namespace) -> int:
@@ -27,8 +25,8 @@ def check_command(args: argparse.Namespace) -> int:
         print(f"{path}: {exc.strerror}", file=sys.stderr)
         return 2
     try:
-        # No tailnet here: validate the file itself; its tests blocks need nodes to run against.
-        validate_policy(parse_policy(text), Tailnet([], []))
+        # No tailnet here: the file is validated on its own (tests blocks need nodes to run against).
+        PolicyEngine(text)
     except PolicyError as exc:
         print(f"{path}: {exc}", file=sys.stderr)
         return 1

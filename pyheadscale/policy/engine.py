@@ -79,8 +79,10 @@ class PolicyEngine:
 
     ``policy_text`` of ``None`` means no policy: every node may reach every
     node. Construction parses and validates the policy against ``users`` and
-    ``nodes`` (including its ``tests`` and ``sshTests``) and raises
-    :class:`PolicyError` when Tailscale would reject it.
+    ``nodes`` and raises :class:`PolicyError` when Tailscale would reject it.
+    The policy's ``tests`` and ``sshTests`` need nodes to run against, so they
+    are evaluated only when ``nodes`` is not empty; checks that need users
+    (e-mail domains, ambiguous user names) only when ``users`` is not empty.
     """
 
     def __init__(
@@ -103,8 +105,9 @@ class PolicyEngine:
         self._set_tailnet(list(users), list(nodes))
         if self.policy is not None:
             validate_policy(self.policy, self.tailnet)
-            run_policy_tests(self.policy, self.resolver, self._global_rules())
-            run_ssh_tests(self.policy, self.resolver, self.ssh_policy_for_node)
+            if self.tailnet.nodes:
+                run_policy_tests(self.policy, self.resolver, self._global_rules())
+                run_ssh_tests(self.policy, self.resolver, self.ssh_policy_for_node)
 
     # -- tailnet changes ---------------------------------------------------
 

@@ -229,3 +229,26 @@ def test_incremental_update_matches_full_compile(path: Path) -> None:
             assert same(after, snapshot(full, n.id)), n.hostname
             if not same(after, before[n.id]):
                 assert n.id in affected, n.hostname
+
+
+def test_engine_built_before_nodes_are_known_then_filled() -> None:
+    policy = """{
+      "hosts": {"web": "100.64.0.2"},
+      "acls": [{"action": "accept", "src": ["odin@example.com"], "dst": ["web:80"]}],
+      "tests": [{"src": "odin@example.com", "accept": ["web:80"]}],
+    }"""
+    engine = PolicyEngine(policy)  # tests need nodes; they are not run against an empty tailnet
+    engine.set_nodes(USERS, [node(1, "odin"), node(2, "thor")])
+    assert set(engine.peers(1)) == {2}
+    assert (
+        filters_equivalent(
+            engine.filter_rules(2),
+            [
+                {
+                    "SrcIPs": ["100.64.0.1", "fd7a:115c:a1e0::1"],
+                    "DstPorts": [{"IP": "100.64.0.2", "Ports": {"First": 80, "Last": 80}}],
+                }
+            ],
+        )
+        is None
+    )
