@@ -61,7 +61,7 @@ def run_driver(driver: Path, args: list[str], *, timeout: float) -> dict[str, An
     """Run `driver` under `unshare -n` and return the JSON object it prints last on stdout.
 
     Skips the test when private namespaces are unavailable: without one a real client could reach the
-    internet. The driver's environment carries CLIENT_ENV, so nothing it spawns phones home even if it forgets.
+    internet. The driver's environment carries CLIENT_ENV, so nothing it spawns phones home if it forgets.
     """
     reason = unshare_available()
     if reason is not None:
