@@ -10,6 +10,7 @@ from pyheadscale.api import serialize
 from pyheadscale.api.errors import ApiError, GrpcCode, invalid
 from pyheadscale.api.params import (
     bool_field,
+    check_tags,
     field,
     json_body,
     optional_time_field,
@@ -114,7 +115,7 @@ class Nodes(Resource):
 
     async def set_tags(self, request: web.Request) -> web.Response:
         node = self._node(request)
-        tags = str_list_field(await json_body(request), "tags")
+        tags = check_tags(str_list_field(await json_body(request), "tags"), "tags")
         if not tags:
             raise invalid("tags must not be empty: a tagged node keeps at least one tag")
         return self._reply(await self.store.set_tags(node.id, tags))

@@ -103,6 +103,18 @@ def optional_time_field(body: dict[str, Any], name: str) -> datetime | None:
     return None if value in (None, "") else parse_time(value, name)
 
 
+def check_tags(tags: list[str], what: str) -> list[str]:
+    """Headscale's tag rules, checked before the store's: a `tag:` prefix, lowercase, no spaces."""
+    for tag in tags:
+        if not tag.startswith("tag:"):
+            raise invalid(f"{what}: {tag[:60]!r} must start with 'tag:'")
+        if tag != tag.lower():
+            raise invalid(f"{what}: {tag[:60]!r} must be lowercase")
+        if any(ch.isspace() for ch in tag):
+            raise invalid(f"{what}: {tag[:60]!r} must not contain spaces")
+    return tags
+
+
 def optional_id(value: Any, what: str) -> int | None:
     """An optional id: absent, empty or "0" (protobuf's zero value) mean none."""
     if value in (None, "", 0, "0"):

@@ -17,6 +17,7 @@ from pyheadscale.api import serialize
 from pyheadscale.api.errors import invalid, not_found
 from pyheadscale.api.params import (
     bool_field,
+    check_tags,
     field,
     json_body,
     optional_id,
@@ -89,7 +90,7 @@ class PreAuthKeys(Resource):
             user_id,
             reusable=bool_field(body, "reusable"),
             ephemeral=bool_field(body, "ephemeral"),
-            tags=str_list_field(body, "acl_tags"),
+            tags=check_tags(str_list_field(body, "acl_tags"), "acl_tags"),
             expiration=expiration or now() + DEFAULT_LIFETIME,
         )
         return reply({"pre_auth_key": serialize.preauth_key(self.store, key, text)})

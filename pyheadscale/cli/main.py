@@ -1,8 +1,8 @@
 """`pyheadscale`: the server and its operator CLI, with Headscale's verbs and flags.
 
-Server-side verbs (`serve`, `configtest`, `generate`, `version`, `policy check|simulate`) work on their own. The
-management verbs talk to a running server through its REST API: over the unix socket locally, or with `--address`
-and an API key remotely.
+Server-side verbs (`serve`, `configtest`, `generate`, `version`, `policy check|simulate`) work on their own.
+The management verbs (`users`, `nodes`, `preauthkeys`, `apikeys`, `health`) talk to a running server through
+its REST API: over the unix socket locally, or with `--address` and an API key remotely.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import sys
 from collections.abc import Sequence
 
 from pyheadscale import __version__
+from pyheadscale.cli import apikeys, health, nodes, preauthkeys, users
 from pyheadscale.config import ConfigError, load_config
 from pyheadscale.keys import PrivateKey
 from pyheadscale.policy.cli import register_policy_commands
 
 LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-              "warning": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL, "panic": logging.CRITICAL}
+              "warning": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL,
+              "panic": logging.CRITICAL}
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -30,7 +32,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    logging.basicConfig(level=LOG_LEVELS[config.log.level], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=LOG_LEVELS[config.log.level],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if source is None:
         logging.getLogger("pyheadscale").info("no config file found; running on embedded defaults in %s",
                                               config.data_dir)
@@ -68,8 +71,15 @@ def _version(_args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyheadscale", description="Tailscale-compatible coordination server")
+    parser = argparse.ArgumentParser(prog="pyheadscale",
+                                     description="Tailscale-compatible coordination server")
     parser.add_argument("-c", "--config", help="path to config.yaml (default: Headscale's search paths)")
+    parser.add_argument("-o", "--output", choices=("", "json", "json-line", "yaml"), default="",
+                        help="output format of management verbs: empty for a table, or json, json-line, yaml")
+    parser.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    parser.add_argument("--address", help="remote server URL for management verbs "
+                                          "(env HEADSCALE_CLI_ADDRESS; default: the local unix socket)")
+    parser.add_argument("--api-key", help="API key for --address (env HEADSCALE_CLI_API_KEY)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -81,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_parser("private-key", help="a new privkey: for noise.private_key_path").set_defaults(
         func=_generate_private_key)
     register_policy_commands(sub)
+    for module in (users, nodes, preauthkeys, apikeys, health):
+        module.add_commands(sub)
     return parser
 
 

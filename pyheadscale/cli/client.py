@@ -1,0 +1,133 @@
+"""How the management verbs reach the server: its REST API over the unix socket, or over HTTP with an API key.
+
+Local use needs no key: the socket's file permissions are the access control. `--address`/`--api-key` (or
+HEADSCALE_CLI_ADDRESS/HEADSCALE_CLI_API_KEY, as Headscale's CLI reads them) select a remote server instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from pyheadscale.cli.output import emit_error
+from pyheadscale.config import ConfigError, load_config
+
+API_PREFIX = "/api/v1"
+TIMEOUT_SECONDS = 30.0
+
+
+class CliError(Exception):
+    """A failure to report on stderr as one line, without a traceback."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the API is: a unix socket path, or a base URL with an API key."""
+
+    base_url: str
+    socket_path: str | None = None
+    api_key: str | None = None
+
+    def describe(self) -> str:
+        return f"unix socket {self.socket_path}" if self.socket_path else self.base_url
+
+
+def resolve_target(args: argparse.Namespace) -> Target:
+    """Flags win over the environment; with neither, the unix socket named by the configuration."""
+    address = getattr(args, "address", None) or os.environ.get("HEADSCALE_CLI_ADDRESS", "")
+    if address:
+        api_key = getattr(args, "api_key", None) or os.environ.get("HEADSCALE_CLI_API_KEY", "")
+        if not api_key:
+            raise CliError("a remote --address needs an API key: pass --api-key or set HEADSCALE_CLI_API_KEY")
+        base = address if "://" in address else f"https://{address}"
+        return Target(base.rstrip("/"), api_key=api_key)
+    try:
+        config, _source = load_config(args.config)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    if not config.unix_socket:
+        raise CliError("unix_socket is not configured: use --address and --api-key to reach the server")
+    return Target("http://localhost", socket_path=str(config.path(config.unix_socket)))
+
+
+def _error_message(status: int, body: Any) -> str:
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    return f"server answered HTTP {status}"
+
+
+class ApiClient:
+    """One session against the API; `call` returns the decoded JSON object or raises CliError."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        connector = aiohttp.UnixConnector(path=target.socket_path) if target.socket_path else None
+        headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
+        self.session = aiohttp.ClientSession(
+            connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def call(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        url = f"{self.target.base_url}{API_PREFIX}{path}"
+        try:
+            async with self.session.request(method, url, json=json, params=params) as resp:
+                try:
+                    body = await resp.json(content_type=None)
+                except ValueError:
+                    body = None
+                if resp.status != 200:
+                    raise CliError(_error_message(resp.status, body))
+        except aiohttp.ClientError as exc:
+            raise CliError(
+                f"cannot reach pyheadscale at {self.target.describe()}: is it running? ({exc})"
+            ) from None
+        except TimeoutError:
+            raise CliError(
+                f"no answer from pyheadscale at {self.target.describe()} within {TIMEOUT_SECONDS:g}s"
+            ) from None
+        if not isinstance(body, dict):
+            raise CliError("the server's answer was not a JSON object")
+        return body
+
+    async def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        return await self.call("GET", path, params=params)
+
+    async def post(self, path: str, json: Any = None, params: dict[str, str] | None = None) -> dict[str, Any]:
+        return await self.call("POST", path, json=json if json is not None else {}, params=params)
+
+    async def delete(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        return await self.call("DELETE", path, params=params)
+
+
+Command = Callable[[ApiClient, argparse.Namespace], Awaitable[int | None]]
+
+
+def api_command(command: Command) -> Callable[[argparse.Namespace], int]:
+    """Adapt an async API verb to argparse: connect, run, and turn any CliError into a message and exit 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        async def session() -> int | None:
+            client = ApiClient(resolve_target(args))
+            try:
+                return await command(client, args)
+            finally:
+                await client.close()
+
+        try:
+            return int(asyncio.run(session()) or 0)
+        except CliError as exc:
+            emit_error(args, str(exc))
+            return 1
+
+    return run
