@@ -15,16 +15,31 @@ from tests.api.harness import LiveServer
 class Api:
     """A thin JSON client: every call returns (HTTP status, decoded JSON body)."""
 
-    def __init__(self, session: aiohttp.ClientSession, base: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, base: str, headers: dict[str, str] | None = None
+    ) -> None:
         self.session = session
         self.base = base
         self.headers = headers or {}
 
-    async def call(self, method: str, path: str, *, json: Any = None, data: str | None = None,
-                   params: dict[str, str] | None = None,
-                   headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-        async with self.session.request(method, self.base + path, json=json, data=data, params=params,
-                                        headers={**self.headers, **(headers or {})}) as resp:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: str | None = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        async with self.session.request(
+            method,
+            self.base + path,
+            json=json,
+            data=data,
+            params=params,
+            headers={**self.headers, **(headers or {})},
+        ) as resp:
             return resp.status, await resp.json(content_type=None)
 
     async def get(self, path: str, **kw: Any) -> tuple[int, dict[str, Any]]:

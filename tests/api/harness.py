@@ -68,14 +68,23 @@ class LiveServer:
         await self.server.stop()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
-    async def add_node(self, hostname: str, *, user_id: int | None = None, tags: Iterable[str] = (),
-                       routes: Iterable[str] = ()) -> Node:
+    async def add_node(
+        self,
+        hostname: str,
+        *,
+        user_id: int | None = None,
+        tags: Iterable[str] = (),
+        routes: Iterable[str] = (),
+    ) -> Node:
         """Register a node the way a client with a preauth key would, announcing `routes`."""
         key, _text = await self.store.create_preauth_key(user_id, tags=tags)
         machine = keys.PrivateKey.generate()
         node_key = keys.PrivateKey.generate()
         hostinfo = {"Hostname": hostname, "RoutableIPs": list(routes)}
         return await self.store.register_with_key(
-            key, machine_key=keys.machine_public_text(machine.public()), node_key=keys.node_public_text(node_key.public()),
-            hostinfo=hostinfo, expiry=None,
+            key,
+            machine_key=keys.machine_public_text(machine.public()),
+            node_key=keys.node_public_text(node_key.public()),
+            hostinfo=hostinfo,
+            expiry=None,
         )
