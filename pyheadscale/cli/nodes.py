@@ -88,7 +88,7 @@ async def _list_routes(client: ApiClient, args: argparse.Namespace) -> None:
 
 async def _delete(client: ApiClient, args: argparse.Namespace) -> None:
     node = (await client.get(_node_path(args)))["node"]
-    if not confirm(args, f"Do you want to delete the node {node['given_name']!r} (id {node['id']})?"):
+    if not await confirm(args, f"Do you want to delete the node {node['given_name']!r} (id {node['id']})?"):
         raise CliError("not confirmed; nothing deleted (pass --force to skip the question)")
     result = await client.delete(_node_path(args))
     emit(args, result, lambda: f"Node {node['given_name']} deleted")

@@ -7,6 +7,7 @@ CLI output keep working.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -104,12 +105,15 @@ def split_list(values: Sequence[str] | None) -> list[str]:
     return out
 
 
-def confirm(args: argparse.Namespace, prompt: str) -> bool:
-    """Ask before destroying something, unless --force; no terminal to answer counts as no."""
+async def confirm(args: argparse.Namespace, prompt: str) -> bool:
+    """Ask before destroying something, unless --force; no one to answer counts as no.
+
+    The prompt waits in a thread so the event loop is never blocked on the terminal.
+    """
     if getattr(args, "force", False):
         return True
     try:
-        answer = input(f"{prompt} [y/N] ")
+        answer = await asyncio.to_thread(input, f"{prompt} [y/N] ")
     except EOFError:
         return False
     return answer.strip().lower() in ("y", "yes")

@@ -64,7 +64,7 @@ async def _rename(client: ApiClient, args: argparse.Namespace) -> None:
 
 async def _destroy(client: ApiClient, args: argparse.Namespace) -> None:
     user = await find_user(client, _identified_user(args))
-    if not confirm(
+    if not await confirm(
         args, f"Do you want to remove the user {user['name']!r} (id {user['id']}) and all its keys?"
     ):
         raise CliError("not confirmed; nothing removed (pass --force to skip the question)")
