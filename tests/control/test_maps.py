@@ -1,0 +1,187 @@
+"""Map semantics through our own TS2021 client: the full map, and the deltas peers receive as the tailnet changes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.control.conftest import Harness, MapReader, open_map
+
+JOIN_DEADLINE = 1.0
+
+
+def changed_ids(message: dict[str, Any]) -> set[int]:
+    return {p["ID"] for p in message.get("PeersChanged", [])}
+
+
+def patch_for(node_id: int, **fields: Any):  # type: ignore[no-untyped-def]
+    def match(message: dict[str, Any]) -> bool:
+        return any(p["NodeID"] == node_id and all(p.get(k) == v for k, v in fields.items())
+                   for p in message.get("PeersChangedPatch", []))
+    return match
+
+
+async def test_full_map_contents(make_harness: Any) -> None:
+    harness: Harness = await make_harness(dns={"base_domain": "example.ts.net", "nameservers": {"global": ["1.1.1.1"]}})
+    a = await harness.node("alpha")
+    b = await harness.node("beta", auth_key=await harness.preauth_key("bob"))
+    reader = open_map(a, compress=False)
+    try:
+        full = await reader.next()
+    finally:
+        await reader.close()
+    store = harness.store
+    node_a = store.node_by_node_key(a.node_key_text)
+    node_b = store.node_by_node_key(b.node_key_text)
+    me = full["Node"]
+    assert me["ID"] == node_a.id and me["Key"] == a.node_key_text and me["Machine"] == a.machine_key_text
+    assert me["Addresses"] == [f"{node_a.ipv4}/32", f"{node_a.ipv6}/128"]
+    assert me["Name"] == "alpha.example.ts.net."
+    assert me["Online"] is True and me["MachineAuthorized"] is True and me["Expired"] is False
+    assert [p["ID"] for p in full["Peers"]] == [node_b.id]
+    peer = full["Peers"][0]
+    assert peer["Key"] == b.node_key_text and peer["Addresses"] == [f"{node_b.ipv4}/32", f"{node_b.ipv6}/128"]
+    assert set(peer["Addresses"]) <= set(peer["AllowedIPs"])
+    profiles = {p["ID"]: p for p in full["UserProfiles"]}
+    assert {profiles[me["User"]]["LoginName"], profiles[peer["User"]]["LoginName"]} == {"alice", "bob"}
+    assert full["DNSConfig"]["Resolvers"] == [{"Addr": "1.1.1.1"}]
+    assert "example.ts.net" in full["DNSConfig"]["Domains"]
+    assert full["Domain"] == "127.0.0.1"
+    assert full["CollectServices"] is False
+    assert full["Debug"] == {"DisableLogTail": True}
+    assert full["PacketFilters"]["base"]
+    assert isinstance(full["DERPMap"], dict)
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["zstd", "plain"])
+async def test_join_reaches_every_stream(harness: Harness, compress: bool) -> None:
+    a = await harness.node("a")
+    b = await harness.node("b")
+    ra, rb = open_map(a, compress=compress), open_map(b, compress=compress)
+    try:
+        await ra.next(), await rb.next()
+        c = await harness.node("c")
+        c_id = harness.store.node_by_node_key(c.node_key_text).id
+        got_a = await ra.wait_for(lambda m: c_id in changed_ids(m), JOIN_DEADLINE)
+        got_b = await rb.wait_for(lambda m: c_id in changed_ids(m), JOIN_DEADLINE)
+        for got in (got_a, got_b):
+            new = next(p for p in got["PeersChanged"] if p["ID"] == c_id)
+            assert new["Key"] == c.node_key_text
+            assert any(p["ID"] == new["User"] for p in got["UserProfiles"])
+    finally:
+        await ra.close(), await rb.close()
+
+
+async def test_endpoint_change_is_a_patch(harness: Harness) -> None:
+    a = await harness.node("a")
+    b = await harness.node("b")
+    ra, rb = open_map(a), open_map(b, endpoints=["10.0.0.1:41641"])
+    try:
+        await ra.next(), await rb.next()
+        b_id = harness.store.node_by_node_key(b.node_key_text).id
+        status, _ = await b.client.request("POST", "/machine/map", {
+            "Version": 130, "NodeKey": b.node_key_text, "Endpoints": ["192.0.2.7:41641"], "OmitPeers": True,
+            "Stream": False, "Hostinfo": {"Hostname": "pytest", "OS": "linux"},
+        })
+        assert status == 200
+        got = await ra.wait_for(patch_for(b_id, Endpoints=["192.0.2.7:41641"]))
+        assert "PeersChanged" not in got or b_id not in changed_ids(got)
+    finally:
+        await ra.close(), await rb.close()
+
+
+async def test_disconnect_sends_offline_patch(harness: Harness) -> None:
+    a = await harness.node("a")
+    b = await harness.node("b")
+    ra, rb = open_map(a), open_map(b)
+    try:
+        await ra.next(), await rb.next()
+        b_id = harness.store.node_by_node_key(b.node_key_text).id
+        await ra.wait_for(patch_for(b_id, Online=True))
+        await rb.close()
+        got = await ra.wait_for(patch_for(b_id, Online=False))
+        patch = next(p for p in got["PeersChangedPatch"] if p["NodeID"] == b_id)
+        assert patch["LastSeen"].endswith("Z")
+        assert not harness.store.is_online(b_id)
+    finally:
+        await ra.close()
+
+
+async def test_closing_the_connection_takes_node_offline(harness: Harness) -> None:
+    a = await harness.node("a")
+    b = await harness.node("b")
+    ra, rb = open_map(a), open_map(b)
+    try:
+        await ra.next(), await rb.next()
+        b_id = harness.store.node_by_node_key(b.node_key_text).id
+        await b.client.close()  # the TCP connection goes away without a stream reset
+        await ra.wait_for(patch_for(b_id, Online=False))
+    finally:
+        await ra.close()
+
+
+async def test_deleted_node_is_removed_from_peers(harness: Harness) -> None:
+    a = await harness.node("a")
+    b = await harness.node("b")
+    ra, rb = open_map(a), open_map(b)
+    try:
+        await ra.next(), await rb.next()
+        b_id = harness.store.node_by_node_key(b.node_key_text).id
+        await harness.store.delete_node(b_id)
+        got = await ra.wait_for(lambda m: b_id in m.get("PeersRemoved", []))
+        assert b_id not in changed_ids(got)
+        assert await rb.ended()  # the deleted node's own stream ends
+        # a fresh map for a agrees
+        status, data = await a.client.request("POST", "/machine/map", {
+            "Version": 130, "NodeKey": a.node_key_text, "Stream": False, "ReadOnly": True})
+        assert status == 200
+        assert [p["ID"] for p in json.loads(data[4:])["Peers"]] == []
+    finally:
+        await ra.close(), await rb.close()
+
+
+async def test_keepalive_on_idle_stream(make_harness: Any) -> None:
+    harness: Harness = await make_harness(keepalive=0.5)
+    a = await harness.node("a")
+    reader = open_map(a)
+    try:
+        await reader.next()
+        for _ in range(2):
+            assert await reader.wait_for(lambda m: m.get("KeepAlive") is True, 5.0) == {"KeepAlive": True}
+    finally:
+        await reader.close()
+
+
+async def test_hostinfo_change_is_a_full_peer_update(harness: Harness) -> None:
+    a = await harness.node("a")
+    b = await harness.node("b")
+    ra, rb = open_map(a), open_map(b)
+    try:
+        await ra.next(), await rb.next()
+        b_id = harness.store.node_by_node_key(b.node_key_text).id
+        status, _ = await b.client.request("POST", "/machine/map", {
+            "Version": 130, "NodeKey": b.node_key_text, "OmitPeers": True,
+            "Hostinfo": {"Hostname": "pytest", "OS": "linux", "OSVersion": "6.1"},
+        })
+        assert status == 200
+        got = await ra.wait_for(lambda m: any(
+            p["ID"] == b_id and p["Hostinfo"].get("OSVersion") == "6.1" for p in m.get("PeersChanged", [])))
+        assert got["PeersChanged"]
+    finally:
+        await ra.close(), await rb.close()
+
+
+async def test_one_shot_map_and_lite_update(harness: Harness) -> None:
+    a = await harness.node("a")
+    await harness.node("b")
+    status, data = await a.client.request("POST", "/machine/map", {
+        "Version": 130, "NodeKey": a.node_key_text, "Stream": False, "Compress": ""})
+    assert status == 200
+    (size,) = __import__("struct").unpack("<I", data[:4])
+    full = json.loads(data[4:4 + size])
+    assert len(full["Peers"]) == 1 and full["Node"]["Key"] == a.node_key_text
+    status, data = await a.client.request("POST", "/machine/map", {
+        "Version": 130, "NodeKey": a.node_key_text, "Stream": False, "OmitPeers": True})
+    assert status == 200
