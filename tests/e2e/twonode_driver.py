@@ -47,7 +47,7 @@ from derp.server import DerpServer
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
 from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import setup_loopback_only
+from tests.e2e.netns import free_port, setup_loopback_only
 from tests.e2e.relays import StandaloneRelay, derp_map
 
 PAYLOAD_SIZE = 128 * 1024
@@ -56,12 +56,6 @@ MESH_HOSTS = ("127.0.0.2", "127.0.0.3")
 """Each meshed relay gets its own loopback address, so both can take port 3340, the port
 TS_DEBUG_USE_DERP_ADDR implies; STUN keeps its default port 3478 for the same reason."""
 PINNED_DERP_PORT, DEFAULT_STUN_PORT = 3340, 3478
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def http_get(port: int, path: str) -> tuple[int, bytes]:
