@@ -124,7 +124,7 @@ class Server:
         await self._start_derp(app, config)
         app.add_subapp("/api/v1", api_application(self, trusted=False))
 
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._runners.append(runner)
         host, port = config.listen
@@ -215,7 +215,7 @@ class Server:
                 if asyncio.iscoroutine(result):
                     await result
         if self.store is not None:
-            self.store.close()
+            await self.store.close()
         if self.db is not None:
             await self.db.close()
 

@@ -43,7 +43,7 @@ class AuditLog:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.entries: deque[dict[str, Any]] = deque(maxlen=MEMORY_ENTRIES)
-        self._queue: asyncio.Queue[str] | None = None
+        self._queue: asyncio.Queue[str | None] | None = None
         self._writer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -51,7 +51,7 @@ class AuditLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._queue = asyncio.Queue()
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop(self._queue, self.path))
 
     def record(self, action: str, target: str, outcome: str = "success", **details: Any) -> None:
         entry = {
@@ -73,27 +73,31 @@ class AuditLog:
         ]
         return out[-limit:]
 
-    async def _write_loop(self) -> None:
-        assert self._queue is not None and self.path is not None
-        while True:
-            lines = [await self._queue.get()]
-            while not self._queue.empty():
-                lines.append(self._queue.get_nowait())
+    @staticmethod
+    async def _write_loop(queue: asyncio.Queue[str | None], path: Path) -> None:
+        """Write queued lines in batches until the closing sentinel (None) arrives."""
+        closing = False
+        while not closing:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            closing = None in batch
+            lines = [line for line in batch if line is not None]
+            if not lines:
+                continue
             try:
-                await asyncio.to_thread(_append, self.path, lines)
+                await asyncio.to_thread(_append, path, lines)
             except OSError as exc:
-                log.error("audit log: cannot write %s: %s", self.path, exc)
+                log.error("audit log: cannot write %s: %s", path, exc)
 
     async def close(self) -> None:
-        if self._writer is None or self._queue is None or self.path is None:
+        """Flush every recorded line to the file, then stop the writer (never cancelled mid-write)."""
+        writer, queue = self._writer, self._queue
+        if writer is None or queue is None:
             return
-        self._writer.cancel()
-        await asyncio.gather(self._writer, return_exceptions=True)
-        rest = []
-        while not self._queue.empty():
-            rest.append(self._queue.get_nowait())
-        if rest:
-            await asyncio.to_thread(_append, self.path, rest)
+        self._writer = self._queue = None
+        queue.put_nowait(None)
+        await writer
 
 
 def _append(path: Path, lines: list[str]) -> None:

@@ -9,12 +9,13 @@ database *before* touching memory, so a failed write leaves memory as it was.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from pyheadscale import audit
 from pyheadscale.audit import AuditLog
@@ -32,6 +33,29 @@ _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,62}$")
 _TAG = re.compile(r"^tag:[A-Za-z0-9][A-Za-z0-9-]*$")
 API_KEY_PREFIX = "hskey-api-"
 _API_KEY = re.compile(r"^hskey-api-([0-9a-f]{12})-([0-9a-f]{64})$")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def atomic(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Run a mutation to completion even if its caller is cancelled (a client hanging up mid-request).
+
+    A mutation writes the database and then memory; cancelled between the two, the database would hold a row the
+    store does not know. Running it as its own shielded task makes the pair all-or-nothing, and `Store.close`
+    waits for mutations still in flight.
+    """
+
+    @functools.wraps(method)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        store = args[0]
+        task: asyncio.Future[R] = asyncio.ensure_future(method(*args, **kwargs))
+        store._inflight.add(task)  # type: ignore[attr-defined]
+        task.add_done_callback(store._inflight.discard)  # type: ignore[attr-defined]
+        return await asyncio.shield(task)
+
+    return run
 
 
 class StateError(ValueError):
@@ -86,6 +110,7 @@ class Store:
         self._ephemeral_timers: dict[int, asyncio.TimerHandle] = {}
         self.ephemeral_timeout = timedelta(minutes=30)
         self.audit = AuditLog(None)
+        self._inflight: set[asyncio.Future[Any]] = set()
 
     async def load(self) -> None:
         snapshot = await self.db.load()
@@ -135,6 +160,7 @@ class Store:
             raise NotFound(f"user {ref!r} not found")
         return user
 
+    @atomic
     async def create_user(self, name: str, display_name: str = "", email: str = "", *, provider: str = "",
                           provider_id: str = "", profile_pic_url: str = "") -> User:
         if not _USERNAME.match(name or ""):
@@ -148,6 +174,7 @@ class Store:
         self._emit(Change(ChangeKind.USERS))
         return user
 
+    @atomic
     async def rename_user(self, user_id: int, new_name: str) -> User:
         user = self.get_user(user_id)
         if not _USERNAME.match(new_name or ""):
@@ -161,6 +188,7 @@ class Store:
         self._emit(Change(ChangeKind.USERS))
         return updated
 
+    @atomic
     async def delete_user(self, user_id: int) -> None:
         self.get_user(user_id)
         if any(n.user_id == user_id for n in self.nodes.values()):
@@ -175,6 +203,7 @@ class Store:
 
     # ---- preauth keys ----
 
+    @atomic
     async def create_preauth_key(self, user_id: int | None, *, reusable: bool = False, ephemeral: bool = False,
                                  tags: Iterable[str] = (), expiration: datetime | None = None) -> tuple[PreAuthKey, str]:
         """Create a key; returns the record and the full key text, which is never stored and shown only once."""
@@ -192,6 +221,7 @@ class Store:
                           reusable=reusable, ephemeral=ephemeral, tags=tag_list)
         return key, text
 
+    @atomic
     async def expire_preauth_key(self, key_id: int) -> PreAuthKey:
         key = self.preauth_keys.get(key_id)
         if key is None:
@@ -202,6 +232,7 @@ class Store:
         self.audit.record("preauthkey.expire", f"preauthkey:{key_id}", prefix=key.prefix)
         return updated
 
+    @atomic
     async def delete_preauth_key(self, key_id: int) -> None:
         if key_id not in self.preauth_keys:
             raise NotFound(f"preauth key {key_id} not found")
@@ -226,6 +257,7 @@ class Store:
 
     # ---- API keys ----
 
+    @atomic
     async def create_api_key(self, expiration: datetime | None) -> tuple[ApiKey, str]:
         """Create an API key; returns the record and the full key text, which is never stored and shown once.
 
@@ -261,12 +293,14 @@ class Store:
             return False
         return key.expiration is None or key.expiration > now()
 
+    @atomic
     async def expire_api_key(self, key_id: int) -> ApiKey:
         updated = ApiKey(**{**_fields(self.get_api_key(key_id)), "expiration": now()})
         await self.db.update_api_key(updated)
         self.api_keys[key_id] = updated
         return updated
 
+    @atomic
     async def delete_api_key(self, key_id: int) -> None:
         self.get_api_key(key_id)
         await self.db.delete_api_key(key_id)
@@ -330,6 +364,7 @@ class Store:
 
     # ---- nodes: registration ----
 
+    @atomic
     async def register_with_key(self, key: PreAuthKey, *, machine_key: str, node_key: str, hostinfo: dict[str, Any],
                                 expiry: datetime | None) -> Node:
         """Register (or re-register) the machine under a validated preauth key."""
@@ -377,6 +412,7 @@ class Store:
             await self.db.update_preauth_key(updated)
             self.preauth_keys[key.id] = updated
 
+    @atomic
     async def rotate_node_key(self, node: Node, new_node_key: str, hostinfo: dict[str, Any]) -> Node:
         """OldNodeKey rotation: the machine replaces its node key and keeps everything else."""
         if self.node_by_node_key(new_node_key) not in (None, node):
@@ -386,6 +422,7 @@ class Store:
         self._emit(Change(ChangeKind.NODE_UPDATED, updated.id))
         return updated
 
+    @atomic
     async def logout(self, node: Node) -> Node | None:
         """A client logging out: ephemeral nodes are deleted, others expire now. Returns the node if it remains."""
         if node.ephemeral:
@@ -395,12 +432,14 @@ class Store:
 
     # ---- nodes: updates ----
 
+    @atomic
     async def set_expiry(self, node_id: int, expiry: datetime | None) -> Node:
         updated = await self._replace(self.get_node(node_id), expiry=expiry)
         self.audit.record("node.expire", f"node:{node_id}", expiry=expiry.isoformat() if expiry else None)
         self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
         return updated
 
+    @atomic
     async def rename_node(self, node_id: int, new_name: str) -> Node:
         node = self.get_node(node_id)
         label = dns_label(new_name)
@@ -413,12 +452,14 @@ class Store:
         self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
         return updated
 
+    @atomic
     async def set_tags(self, node_id: int, tags: Iterable[str]) -> Node:
         updated = await self._replace(self.get_node(node_id), tags=validate_tags(tags))
         self.audit.record("node.tag", f"node:{node_id}", tags=updated.tags)
         self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
         return updated
 
+    @atomic
     async def move_node(self, node_id: int, user_id: int) -> Node:
         node = self.get_node(node_id)
         self.get_user(user_id)
@@ -429,12 +470,14 @@ class Store:
         self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
         return updated
 
+    @atomic
     async def set_approved_routes(self, node_id: int, routes: list[str]) -> Node:
         updated = await self._replace(self.get_node(node_id), approved_routes=sorted(set(routes)))
         self.audit.record("node.approve_routes", f"node:{node_id}", routes=updated.approved_routes)
         self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
         return updated
 
+    @atomic
     async def update_from_map_request(self, node: Node, *, disco_key: str | None, endpoints: list[str] | None,
                                       hostinfo: dict[str, Any] | None) -> Node:
         """Apply what a MapRequest reports. Endpoint, DERP and disco changes are patches; Hostinfo is a full update."""
@@ -457,6 +500,7 @@ class Store:
         self._emit(Change(ChangeKind.NODE_UPDATED if full else ChangeKind.NODE_PATCH, node.id))
         return updated
 
+    @atomic
     async def delete_node(self, node_id: int) -> None:
         node = self.get_node(node_id)
         await self.db.delete_node(node_id)
@@ -486,6 +530,7 @@ class Store:
         if count == 1:
             self._emit(Change(ChangeKind.NODE_ONLINE, node_id, online=True))
 
+    @atomic
     async def disconnected(self, node_id: int) -> None:
         """A map stream for the node closed; the last one closing takes the node offline."""
         count = self._sessions.get(node_id, 0) - 1
@@ -517,10 +562,13 @@ class Store:
             log.info("deleting ephemeral node %d after %s offline", node_id, self.ephemeral_timeout)
             await self.delete_node(node_id)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Stop timers and wait for mutations still in flight, so nothing is half-written at shutdown."""
         for timer in self._ephemeral_timers.values():
             timer.cancel()
         self._ephemeral_timers.clear()
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
 
 def _fields(record: Any) -> dict[str, Any]:
