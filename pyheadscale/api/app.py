@@ -12,7 +12,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from pyheadscale.api.apikeys import ApiKeys
-from pyheadscale.api.auth import bearer_auth
+from pyheadscale.api.audit import Audit
+from pyheadscale.api.auth import bearer_auth, local_actor
 from pyheadscale.api.errors import error_middleware
 from pyheadscale.api.health import Health
 from pyheadscale.api.nodes import Nodes
@@ -28,11 +29,11 @@ MAX_BODY = 1 << 20
 
 def api_application(server: Server, *, trusted: bool) -> web.Application:
     """The /api/v1 sub-application; `trusted` (the unix socket) skips API-key checks."""
-    middlewares: list[Middleware] = [error_middleware]
-    if not trusted:
-        middlewares.append(bearer_auth(lambda: server.store))
+    edge = local_actor if trusted else bearer_auth(lambda: server.store)
+    middlewares: list[Middleware] = [error_middleware, edge]
     api = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
-    for resource in (Health(server), Users(server), Nodes(server), PreAuthKeys(server), ApiKeys(server)):
+    resources = (Health, Users, Nodes, PreAuthKeys, ApiKeys, Audit)
+    for resource in (cls(server) for cls in resources):
         api.router.add_routes(resource.routes())
     api.router.add_get("/openapi.json", serve_document, name="openapi")
     return api

@@ -11,10 +11,19 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from pyheadscale import audit
 from pyheadscale.api.errors import Handler, unauthenticated
 from pyheadscale.state.store import Store
 
 PUBLIC_ROUTES = frozenset({"openapi"})
+LOCAL_ACTOR = "cli:unix-socket"
+
+
+@web.middleware
+async def local_actor(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """On the trusted socket there is no key to name; the audit log records the local CLI as the actor."""
+    audit.actor.set(LOCAL_ACTOR)
+    return await handler(request)
 
 
 def bearer_auth(store: Callable[[], Store | None]) -> Middleware:
@@ -28,8 +37,10 @@ def bearer_auth(store: Callable[[], Store | None]) -> Middleware:
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthenticated("missing API key: send 'Authorization: Bearer <api key>'")
         current = store()
-        if current is None or not current.valid_api_key(token):
+        key = current.authenticate_api_key(token) if current is not None else None
+        if key is None:
             raise unauthenticated("invalid or expired API key")
+        audit.actor.set(f"apikey:{key.prefix}")
         return await handler(request)
 
     return middleware

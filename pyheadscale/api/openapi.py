@@ -303,6 +303,12 @@ _PATHS: dict[str, dict[str, Schema]] = {
             params=[_param("prefix", "path", "key prefix (bare or masked)")],
         )
     },
+    "/audit": {"get": _op(
+        "listAuditEntries", "Recent audit log entries, oldest first", "Audit",
+        _object(entries={"type": "array", "items": {"type": "object"}}),
+        params=[_param("action", "query", "only this action, e.g. node.delete"),
+                _param("target", "query", "only targets starting with this, e.g. node:3"),
+                _param("limit", "query", "at most this many (newest), 1-10000; default 1000")])},
     "/openapi.json": {
         "get": {
             "operationId": "openapi",

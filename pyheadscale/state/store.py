@@ -267,6 +267,7 @@ class Store:
         key = ApiKey(0, prefix, preauth.hash_secret(secret), now(), expiration)
         key.id = await self.db.insert_api_key(key)
         self.api_keys[key.id] = key
+        self.audit.record("apikey.create", f"apikey:{key.id}", prefix=prefix)
         return key, f"{API_KEY_PREFIX}{prefix}-{secret}"
 
     def get_api_key(self, key_id: int) -> ApiKey:
@@ -285,26 +286,32 @@ class Store:
 
     def valid_api_key(self, text: str) -> bool:
         """Whether `text` is a known, unexpired API key (constant-time on the secret)."""
+        return self.authenticate_api_key(text) is not None
+
+    def authenticate_api_key(self, text: str) -> ApiKey | None:
+        """The known, unexpired API key `text` names, else None (constant-time on the secret)."""
         match = _API_KEY.match(text.strip())
         if match is None:
-            return False
+            return None
         key = next((k for k in self.api_keys.values() if k.prefix == match.group(1)), None)
         if key is None or not preauth.secret_matches(match.group(2), key.secret_hash):
-            return False
-        return key.expiration is None or key.expiration > now()
+            return None
+        return key if key.expiration is None or key.expiration > now() else None
 
     @atomic
     async def expire_api_key(self, key_id: int) -> ApiKey:
         updated = ApiKey(**{**_fields(self.get_api_key(key_id)), "expiration": now()})
         await self.db.update_api_key(updated)
         self.api_keys[key_id] = updated
+        self.audit.record("apikey.expire", f"apikey:{key_id}", prefix=updated.prefix)
         return updated
 
     @atomic
     async def delete_api_key(self, key_id: int) -> None:
-        self.get_api_key(key_id)
+        key = self.get_api_key(key_id)
         await self.db.delete_api_key(key_id)
         del self.api_keys[key_id]
+        self.audit.record("apikey.delete", f"apikey:{key_id}", prefix=key.prefix)
 
     # ---- nodes: lookups ----
 

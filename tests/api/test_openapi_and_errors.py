@@ -66,3 +66,21 @@ async def test_bodies_that_are_not_json_objects(api: Api) -> None:
 async def test_oversized_body_is_refused(api: Api) -> None:
     status, body = await api.post("/user", data="x" * (2 << 20))
     assert status == 400 and "too large" in body["message"]
+
+
+async def test_audit_names_the_actor_at_the_edge(api: Api, tcp: Api, live: LiveServer) -> None:
+    await api.post("/user", json={"name": "local"})
+    status, body = await api.post("/apikey", json={})
+    key = body["api_key"]
+    prefix = key.split("-")[2]
+    await tcp.post("/user", json={"name": "remote"}, headers={"Authorization": f"Bearer {key}"})
+    status, body = await api.get("/audit", params={"action": "user.create"})
+    assert status == 200
+    assert [(e["actor"], e["target"]) for e in body["entries"]] == [
+        ("cli:unix-socket", "user:1"),
+        (f"apikey:{prefix}", "user:2"),
+    ]
+    entries = (await api.get("/audit", params={"action": "apikey.create"}))[1]["entries"]
+    assert entries[0]["prefix"] == prefix and key.split("-")[3] not in str(entries)
+    status, body = await api.get("/audit", params={"limit": "0"})
+    assert status == 400 and "limit" in body["message"]
