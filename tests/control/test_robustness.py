@@ -1,0 +1,347 @@
+"""Garbage on every listener gets a clean close or error, and the server keeps serving everyone else."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import struct
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from pyheadscale import keys
+from pyheadscale.client.control import fetch_server_key
+from pyheadscale.control import noise
+from tests.control.conftest import Harness, open_map
+
+
+async def still_serving(harness: Harness) -> None:
+    """A fresh client registers and gets its map, and the server's other streams are unaffected."""
+    node = await harness.node("bystander")
+    reader = open_map(node)
+    try:
+        full = await reader.next()
+        assert full["Node"]["Key"] == node.node_key_text
+    finally:
+        await reader.close()
+
+
+async def http_exchange(harness: Harness, request: bytes) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(65536), 5)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def upgrade_request(harness: Harness, header: str | None, upgrade: str | None = "tailscale-control-protocol",
+                    method: str = "POST") -> bytes:
+    lines = [f"{method} /ts2021 HTTP/1.1", f"Host: 127.0.0.1:{harness.port}", "Connection: upgrade"]
+    if upgrade is not None:
+        lines.append(f"Upgrade: {upgrade}")
+    if header is not None:
+        lines.append(f"X-Tailscale-Handshake: {header}")
+    lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def valid_initiation(server_public: bytes, version: int = 130) -> bytes:
+    return noise.Initiator(keys.PrivateKey.generate(), server_public, version).initiation()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.mark.parametrize("case", [
+    "no-upgrade", "wrong-upgrade", "no-header", "bad-base64", "short", "long", "wrong-type", "wrong-length",
+    "random-bytes", "wrong-server-key",
+])
+async def test_bad_handshake_gets_400(harness: Harness, case: str) -> None:
+    server_public = await fetch_server_key(harness.url)
+    init = valid_initiation(server_public)
+    header: str | None = b64(init)
+    upgrade: str | None = "tailscale-control-protocol"
+    if case == "no-upgrade":
+        upgrade = None
+    elif case == "wrong-upgrade":
+        upgrade = "websocket"
+    elif case == "no-header":
+        header = None
+    elif case == "bad-base64":
+        header = "!!not*base64!!"
+    elif case == "short":
+        header = b64(init[:-1])
+    elif case == "long":
+        header = b64(init + b"\x00")
+    elif case == "wrong-type":
+        header = b64(init[:2] + b"\x04" + init[3:])
+    elif case == "wrong-length":
+        header = b64(init[:3] + struct.pack(">H", 95) + init[5:])
+    elif case == "random-bytes":
+        header = b64(init[:5] + bytes(range(96)))
+    elif case == "wrong-server-key":
+        header = b64(valid_initiation(keys.PrivateKey.generate().public()))
+    status, body = await http_exchange(harness, upgrade_request(harness, header, upgrade))
+    assert status == 400, body
+    assert body.strip()
+    await still_serving(harness)
+
+
+async def test_key_endpoint(harness: Harness) -> None:
+    status, body = await http_exchange(harness, b"GET /key?v=130 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 200
+    answer = json.loads(body)
+    assert keys.parse_key(answer["publicKey"], "mkey:") == await fetch_server_key(harness.url)
+
+
+class RawSession:
+    """A TS2021 connection driven byte by byte after a real handshake."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: noise.Session) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.session = session
+
+    @classmethod
+    async def open(cls, harness: Harness) -> RawSession:
+        server_public = await fetch_server_key(harness.url)
+        initiator = noise.Initiator(keys.PrivateKey.generate(), server_public, 130)
+        reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+        writer.write(upgrade_request(harness, b64(initiator.initiation())))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        header = await reader.readexactly(3)
+        session = initiator.finish(header + await reader.readexactly(struct.unpack(">H", header[1:])[0]))
+        raw = cls(reader, writer, session)
+        early = await raw.read_record()
+        assert early.startswith(b"\xff\xff\xffTS")
+        return raw
+
+    async def read_record(self) -> bytes:
+        header = await asyncio.wait_for(self.reader.readexactly(3), 5)
+        return self.session.recv.open(await self.reader.readexactly(noise.parse_record_header(header)))
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def closed_by_server(self, timeout: float = 5.0) -> bool:
+        """Drain whatever the server still sends; True when it closes the connection."""
+
+        async def drain() -> None:
+            while await self.reader.read(65536):
+                pass
+
+        await asyncio.wait_for(drain(), timeout)
+        return True
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def h2_request(body: dict[str, Any] | bytes, path: str = "/machine/register", method: str = "POST") -> bytes:
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    conn.send_headers(1, [(":method", method), (":path", path), (":scheme", "http"), (":authority", "x")])
+    conn.send_data(1, payload, end_stream=True)
+    return conn.data_to_send()
+
+
+@pytest.mark.parametrize("case", [
+    "truncated-header", "truncated-record", "oversized", "invalid-type", "handshake-type", "tampered", "replayed",
+    "short-record", "h2-garbage", "h2-bad-frame", "h2-bad-headers",
+])
+async def test_garbage_after_upgrade_closes_connection(harness: Harness, case: str) -> None:
+    other = await harness.node("other")
+    other_map = open_map(other)
+    await other_map.next()
+    raw = await RawSession.open(harness)
+    try:
+        send = raw.session.send
+        if case == "truncated-header":
+            raw.send(b"\x04\x00")
+            raw.writer.write_eof()
+        elif case == "truncated-record":
+            record = send.seal_records(b"hello")
+            raw.send(record[:-3])
+            raw.writer.write_eof()
+        elif case == "oversized":
+            raw.send(struct.pack(">BH", noise.MSG_RECORD, 0xFFFF) + b"\x00" * 100)
+        elif case == "invalid-type":
+            raw.send(struct.pack(">BH", 9, 20) + b"\x00" * 20)
+        elif case == "handshake-type":
+            raw.send(struct.pack(">BH", noise.MSG_INITIATION, 96) + b"\x00" * 96)
+        elif case == "short-record":
+            raw.send(struct.pack(">BH", noise.MSG_RECORD, 4) + b"\x00" * 4)
+        elif case == "tampered":
+            record = bytearray(send.seal_records(h2_request({})))
+            record[10] ^= 0xFF
+            raw.send(bytes(record))
+        elif case == "replayed":
+            record = send.seal_records(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            raw.send(record + record)
+        elif case == "h2-garbage":
+            raw.send(send.seal_records(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"\x00" * 100))
+        elif case == "h2-bad-frame":
+            preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+            # a DATA frame on stream 0 is a connection error
+            raw.send(send.seal_records(preface + struct.pack(">I", 0)[1:] + b"\x00\x00" + b"\x00\x00\x00\x00"
+                                       + b"\x00\x00\x05\x00\x01\x00\x00\x00\x00hello"))
+        elif case == "h2-bad-headers":
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            data = conn.data_to_send()
+            # a HEADERS frame whose HPACK block is garbage
+            block = b"\xff\xff\xff\xff\xff\xff"
+            data += struct.pack(">I", len(block))[1:] + b"\x01\x05" + struct.pack(">I", 1) + block
+            raw.send(send.seal_records(data))
+        await raw.writer.drain()
+        assert await raw.closed_by_server()
+    finally:
+        raw.close()
+    # the established stream of another node is unaffected, and new clients are served
+    other_id = harness.store.node_by_node_key(other.node_key_text).id
+    assert harness.store.is_online(other_id)
+    status, _ = await other.client.request("POST", "/machine/map", {"NodeKey": other.node_key_text,
+                                                                      "OmitPeers": True})
+    assert status == 200
+    await other_map.close()
+    await still_serving(harness)
+
+
+async def test_idle_client_disconnect_mid_request(harness: Harness) -> None:
+    """A client that opens a stream, sends half a body and disappears leaves nothing behind."""
+    raw = await RawSession.open(harness)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "POST"), (":path", "/machine/register"), (":scheme", "http"),
+                          (":authority", "x")])
+    conn.send_data(1, b'{"NodeKey": ')
+    raw.send(raw.session.send.seal_records(conn.data_to_send()))
+    await raw.writer.drain()
+    raw.close()
+    await still_serving(harness)
+
+
+@pytest.mark.parametrize("body, field", [
+    (b"{", "body"),
+    (b"[]", "body"),
+    (b'{"NodeKey": "nodekey:zz"}', "NodeKey"),
+    (b'{"NodeKey": "' + ("nodekey:" + "ab" * 32).encode() + b'", "Version": "x"}', "Version"),
+])
+@pytest.mark.parametrize("path", ["/machine/register", "/machine/map"])
+async def test_invalid_json_is_400_naming_the_problem(harness: Harness, body: bytes, field: str, path: str) -> None:
+    client = await harness.client()
+    status, data = await client.request("POST", path, body)
+    assert status == 400
+    assert f": {field}:" in data.decode(), data
+    await still_serving(harness)
+
+
+@pytest.mark.parametrize("method, path, statuses", [
+    ("POST", "/nothing", {404}),
+    ("GET", "/machine/register", {405}),
+    ("POST", "/machine/set-dns", {501, 404}),
+    ("POST", "/machine/id-token", {501, 404}),
+    ("PUT", "/", {404}),
+])
+async def test_unknown_inner_paths(harness: Harness, method: str, path: str, statuses: set[int]) -> None:
+    client = await harness.client()
+    status, _ = await client.request(method, path, {})
+    assert status in statuses
+    # the connection is still usable afterwards
+    answer = await client.register(keys.PrivateKey.generate(), auth_key=await harness.preauth_key())
+    assert answer["MachineAuthorized"]
+
+
+async def test_map_for_unknown_node_is_404(harness: Harness) -> None:
+    client = await harness.client()
+    status, data = await client.request("POST", "/machine/map", {
+        "NodeKey": keys.node_public_text(keys.PrivateKey.generate().public()), "Stream": True})
+    assert status == 404, data
+    await still_serving(harness)
+
+
+async def test_map_with_another_machines_node_key_refused(harness: Harness) -> None:
+    victim = await harness.node("victim")
+    thief = await harness.client()
+    for stream in (True, False):
+        status, _ = await thief.request("POST", "/machine/map", {
+            "NodeKey": victim.node_key_text, "Stream": stream, "Endpoints": ["203.0.113.1:1"]})
+        assert status in (401, 403)
+    assert harness.store.node_by_node_key(victim.node_key_text).endpoints == []
+    await still_serving(harness)
+
+
+async def test_oversized_request_body_refused(harness: Harness) -> None:
+    """A body over the 1 MiB limit gets its stream refused; the connection and the server carry on.
+
+    Driven with a raw HTTP/2 connection: our ControlClient waits for window updates that a reset stream never gets.
+    """
+    raw = await RawSession.open(harness)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "POST"), (":path", "/machine/register"), (":scheme", "http"),
+                          (":authority", "x")])
+    raw.send(raw.session.send.seal_records(conn.data_to_send()))
+    remaining = 2 << 20
+    reset = False
+    buffer = b""
+
+    async def pump() -> None:
+        nonlocal buffer, reset
+        data = await raw.read_record()
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.StreamReset) and event.stream_id == 1:
+                reset = True
+            elif isinstance(event, h2.events.ResponseReceived) and event.stream_id == 1:
+                reset = True  # an error status is as good as a reset
+        out = conn.data_to_send()
+        if out:
+            raw.send(raw.session.send.seal_records(out))
+
+    try:
+        while not reset:
+            window = min(conn.local_flow_control_window(1), conn.max_outbound_frame_size) if remaining else 0
+            if window > 0:
+                chunk = min(window, remaining)
+                conn.send_data(1, b" " * chunk)
+                remaining -= chunk
+                raw.send(raw.session.send.seal_records(conn.data_to_send()))
+                await raw.writer.drain()
+            else:
+                await asyncio.wait_for(pump(), 5)
+        assert remaining > 0, "the whole oversized body was accepted"
+    finally:
+        raw.close()
+    await still_serving(harness)
+
+
+async def test_old_capability_version_refused(harness: Harness) -> None:
+    client = await harness.client()
+    status, data = await client.request("POST", "/machine/register", {
+        "Version": 10, "NodeKey": keys.node_public_text(keys.PrivateKey.generate().public())})
+    assert status == 400 and b"too old" in data
+
+
+async def test_many_abrupt_connections(harness: Harness) -> None:
+    """Connections dropped at every stage of the upgrade leave the server serving."""
+    server_public = await fetch_server_key(harness.url)
+    for cut in (0, 10, 40, 100, 200):
+        reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+        writer.write(upgrade_request(harness, b64(valid_initiation(server_public)))[:cut])
+        await writer.drain()
+        writer.close()
+    for _ in range(3):
+        raw = await RawSession.open(harness)
+        raw.close()
+    await still_serving(harness)
