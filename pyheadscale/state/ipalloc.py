@@ -53,6 +53,8 @@ class PrefixAllocator:
 
     def allocate(self) -> IPAddress:
         size = self._last - self._first + 1
+        if size <= 0:
+            raise AddressExhausted(f"{self.prefix} has no host addresses")
         if self.strategy == "random":
             for _ in range(64):
                 candidate = self._first + self._rng.randrange(size)
