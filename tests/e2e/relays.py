@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 STARTUP_TIMEOUT = 20.0
 
 
@@ -73,7 +75,23 @@ class StandaloneRelay:
         return json.loads(match.group(1)) if match else None
 
 
-def derp_map(region_id: int, nodes: list[dict[str, Any]]) -> dict[str, Any]:
-    """A one-region DERPMap document, as an operator would list in pyheadscale's `derp.paths`."""
+def write_derp_map(path: Path, region_id: int, nodes: list[dict[str, Any]]) -> None:
+    """Write a one-region DERP map file for pyheadscale's `derp.paths`.
+
+    A .json file gets tailcfg.DERPMap JSON; a .yaml file gets the lower-case YAML of Headscale's
+    documentation, so the scenarios cover both ways operators write these files.
+    """
     region = {"RegionID": region_id, "RegionCode": "e2e", "RegionName": "e2e relays", "Nodes": nodes}
-    return {"Regions": {str(region_id): region}}
+    document = {"Regions": {region_id: region}}
+    if path.suffix == ".json":
+        path.write_text(json.dumps(document, indent=2))
+    else:
+        path.write_text(yaml.safe_dump(_lower_keys(document)))
+
+
+def _lower_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k.lower() if isinstance(k, str) else k: _lower_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_lower_keys(v) for v in value]
+    return value

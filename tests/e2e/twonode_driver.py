@@ -6,11 +6,12 @@ Relays:
 
 * embedded: pyheadscale's own DERP and STUN servers, region 999 of the map it serves.
 * standalone: one `python -m derp`; pyheadscale's relay is off (`derp.server.enabled: false`) and the relay is
-  the one region of a `derp.paths` map file.
-* mesh: two `python -m derp` meshed with one key, both listed as nodes of one region of the map file. A client
-  dials the first reachable node of a region, so both would land on the first relay; instead each node is
-  pinned to its own relay with TS_DEBUG_USE_DERP_ADDR (magicsock then replaces the map with region 999 at that
-  address, port 3340 under TS_DEBUG_USE_DERP_HTTP). A's and B's packets can then only meet over the mesh link.
+  the one region of a `derp.paths` map file (Headscale-style YAML).
+* mesh: two `python -m derp` meshed with one key, both listed as nodes of one region of the map file
+  (tailcfg JSON). A client dials the first reachable node of its home region (derphttp's dialRegion), so both
+  nodes would land on the first relay; instead each node is pinned to its own relay with
+  TS_DEBUG_USE_DERP_ADDR (magicsock then replaces the map with region 999 at that address, port 3340 under
+  TS_DEBUG_USE_DERP_HTTP). A's and B's packets can then only meet over the mesh link.
 
 `--always-derp` sets TS_DEBUG_ALWAYS_USE_DERP=1: magicsock binds no UDP socket, so every WireGuard packet goes
 through a relay. Without it the nodes netcheck against the STUN server and report their UDP endpoints.
@@ -46,9 +47,10 @@ import derp.http
 from derp.server import DerpServer
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
+from pyheadscale.state.models import Node
 from tests.e2e.caddynode import CaddyNode
 from tests.e2e.netns import free_port, setup_loopback_only
-from tests.e2e.relays import StandaloneRelay, derp_map
+from tests.e2e.relays import StandaloneRelay, write_derp_map
 
 PAYLOAD_SIZE = 128 * 1024
 MAP_REGION = 900
@@ -134,9 +136,9 @@ class Relays:
         if self.kind == "embedded":
             stun_port = free_port(socket.SOCK_DGRAM)
             return {"server": {"enabled": True, "stun_listen_addr": f"127.0.0.1:{stun_port}"}}
-        path = self.workdir / "derpmap.json"
+        path = self.workdir / ("derpmap.yaml" if self.kind == "standalone" else "derpmap.json")
         nodes = [relay.derp_node(MAP_REGION, chr(ord("a") + i)) for i, relay in enumerate(self.standalone)]
-        path.write_text(json.dumps(derp_map(MAP_REGION, nodes), indent=2))
+        write_derp_map(path, MAP_REGION, nodes)
         return {"server": {"enabled": False}, "paths": [str(path)]}
 
     async def start(self) -> None:
@@ -190,7 +192,7 @@ async def main(workdir: Path, relay_kind: str, always_derp: bool) -> dict[str, A
         await node("nodeb", f":{proxy_port} {{\n  bind 127.0.0.1\n  reverse_proxy http://{a.ipv4}:80 {{\n"
                             "    transport tailscale nodeb\n  }\n}\n").start()
         status, body = 0, b""
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError, TimeoutError, ValueError, IndexError):
                 status, body = await http_get(proxy_port, "/payload.bin")
@@ -198,9 +200,12 @@ async def main(workdir: Path, relay_kind: str, always_derp: bool) -> dict[str, A
                     break
             await asyncio.sleep(1)
         result.update(status=status, received=len(body), ok=status == 200 and body == payload)
-        # Endpoints arrive in a map request after netcheck; give a direct scenario a moment to report them.
-        if not always_derp:
-            await wait_until(lambda: all(n.endpoints for n in store.nodes.values()), 15)
+        # The home region and endpoints reach the store in map requests after netcheck, possibly after the
+        # fetch; give the nodes a moment to report them (UDP endpoints only exist when UDP is on).
+        def reported(n: Node) -> bool:
+            return bool(n.home_derp and (n.endpoints or always_derp))
+
+        await wait_until(lambda: all(reported(n) for n in store.nodes.values()), 15)
         result["registered"] = len(store.nodes) == 2
         result["nodes"] = {n.hostname: {"ip": str(n.ipv4), "online": store.is_online(n.id),
                                         "derp": n.home_derp, "endpoints": list(n.endpoints)}
