@@ -16,6 +16,7 @@ from pyheadscale.config import Config
 from pyheadscale.control.h2server import InnerRequest
 from pyheadscale.mapper import tailcfg
 from pyheadscale.metrics import Metrics
+from pyheadscale.state.ipalloc import AddressExhausted
 from pyheadscale.state.models import Node
 from pyheadscale.state.store import AuthFailed, StateError, Store, now
 
@@ -49,7 +50,7 @@ class RegisterHandler:
             self.store.audit.record("node.register", f"machine:{machine_key[5:17]}", "denied", reason=str(exc),
                                     hostname=(req.Hostinfo or {}).get("Hostname"))
             response = tailcfg.register_response(error=str(exc))
-        except StateError as exc:
+        except (StateError, AddressExhausted) as exc:
             self.metrics.registrations.labels("error").inc()
             response = tailcfg.register_response(error=str(exc))
         body = json.dumps(response).encode()
