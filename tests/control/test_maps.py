@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.control.conftest import Harness, MapReader, open_map
+from tests.control.conftest import Harness, open_map
 
 JOIN_DEADLINE = 1.0
 

@@ -1,0 +1,131 @@
+"""Crash safety: nodes registered with a server process survive its SIGKILL and reconnect to its successor."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pyheadscale import keys
+from pyheadscale.client.control import ControlClient
+from tests.control.conftest import Harness, MapReader, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_config(data_dir: Path, port: int) -> Path:
+    config = {
+        "server_url": f"http://127.0.0.1:{port}",
+        "listen_addr": f"127.0.0.1:{port}",
+        "metrics_listen_addr": "",
+        "unix_socket": "",
+        "data_dir": str(data_dir),
+        "derp": {"server": {"enabled": False}},
+        "log": {"level": "warn"},
+    }
+    path = data_dir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def start_process(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pyheadscale", "-c", str(config), "serve"],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    async def ready() -> None:
+        while True:
+            assert proc.poll() is None, f"server exited early: {log.read_text()[-2000:]}"
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            head = await reader.read()
+            writer.close()
+            if b" 200 " in head.split(b"\r\n", 1)[0]:
+                return
+            await asyncio.sleep(0.05)
+
+    try:
+        await asyncio.wait_for(ready(), 15)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
+async def first_map(client: ControlClient, node_key: keys.PrivateKey, want_peers: int) -> dict[str, Any]:
+    reader = MapReader(client.map_stream(node_key))
+    try:
+        return await reader.wait_for(lambda m: len(m.get("Peers", [])) == want_peers or "Node" in m, 5)
+    finally:
+        await reader.close()
+
+
+async def test_sigkill_and_restart_keeps_nodes(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = free_port()
+    # the user and key come from an in-process server on the same data directory
+    setup = Harness(data_dir, port=port)
+    await setup.start()
+    auth_key = await setup.preauth_key()
+    await setup.stop()
+
+    config = write_config(data_dir, port)
+    log = tmp_path / "server.log"
+    url = f"http://127.0.0.1:{port}"
+    machines = [keys.PrivateKey.generate() for _ in range(2)]
+    node_keys = [keys.PrivateKey.generate() for _ in range(2)]
+
+    proc = await start_process(config, port, log)
+    try:
+        clients = [ControlClient(url, m) for m in machines]
+        for client, node_key, name in zip(clients, node_keys, ("one", "two"), strict=True):
+            await client.connect()
+            answer = await client.register(node_key, auth_key=auth_key, hostname=name)
+            assert answer["MachineAuthorized"], answer
+        before = [await first_map(c, k, 1) for c, k in zip(clients, node_keys, strict=True)]
+        for client in clients:
+            await client.close()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+
+    identities = {m["Node"]["Key"]: (m["Node"]["ID"], m["Node"]["Addresses"]) for m in before}
+    assert len({ident[0] for ident in identities.values()}) == 2
+    assert [p["ID"] for p in before[0]["Peers"]] == [before[1]["Node"]["ID"]]
+
+    proc = await start_process(config, port, log)
+    try:
+        clients = [ControlClient(url, m) for m in machines]
+        after = []
+        for client, node_key in zip(clients, node_keys, strict=True):
+            await client.connect()
+            check = await client.register(node_key)  # a restarting client re-checks its registration
+            assert check["MachineAuthorized"] and not check["Error"], check
+            after.append(await first_map(client, node_key, 1))
+        for m in after:
+            assert identities[m["Node"]["Key"]] == (m["Node"]["ID"], m["Node"]["Addresses"])
+        assert [p["ID"] for p in after[0]["Peers"]] == [after[1]["Node"]["ID"]]
+        assert [p["ID"] for p in after[1]["Peers"]] == [after[0]["Node"]["ID"]]
+        assert after[0]["Peers"][0]["Addresses"] == after[1]["Node"]["Addresses"]
+        for client in clients:
+            await client.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
