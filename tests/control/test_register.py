@@ -73,7 +73,10 @@ async def test_invalid_key_refused(harness: Harness, bad: str) -> None:
 async def test_no_key_unknown_node_refused(harness: Harness) -> None:
     client = await harness.client()
     answer = await client.register(keys.PrivateKey.generate())
-    assert answer["MachineAuthorized"] is False and "preauth key" in answer["Error"]
+    assert answer["MachineAuthorized"] is False
+    # either refused outright or sent to the interactive login URL, but never registered
+    assert answer["AuthURL"].startswith(harness.url + "/") or "preauth key" in answer["Error"], answer
+    assert not harness.store.nodes
 
 
 async def test_tagged_key_makes_tagged_node(harness: Harness) -> None:
