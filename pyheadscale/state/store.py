@@ -9,6 +9,7 @@ database *before* touching memory, so a failed write leaves memory as it was.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import re
@@ -38,6 +39,9 @@ _API_KEY = re.compile(r"^hskey-api-([0-9a-f]{12})-([0-9a-f]{64})$")
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# Set inside a running mutation, so a mutation calling another does not wait for the lock it already holds.
+_IN_MUTATION: contextvars.ContextVar[bool] = contextvars.ContextVar("store_in_mutation", default=False)
+
 
 def atomic(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Run a mutation to completion even if its caller is cancelled (a client hanging up mid-request).
@@ -45,12 +49,23 @@ def atomic(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     A mutation writes the database and then memory; cancelled between the two, the database would hold a row the
     store does not know. Running it as its own shielded task makes the pair all-or-nothing, and `Store.close`
     waits for mutations still in flight.
+
+    Mutations also run one at a time. Each checks memory, awaits the database, then updates memory; two interleaved
+    at that await would both pass their checks (two nodes on one single-use key, one name given twice).
     """
 
     @functools.wraps(method)
     async def run(*args: P.args, **kwargs: P.kwargs) -> R:
         store = args[0]
-        task: asyncio.Future[R] = asyncio.ensure_future(method(*args, **kwargs))
+        if _IN_MUTATION.get():
+            return await method(*args, **kwargs)
+
+        async def serialized() -> R:
+            _IN_MUTATION.set(True)
+            async with store._mutation_lock:  # type: ignore[attr-defined]
+                return await method(*args, **kwargs)
+
+        task: asyncio.Future[R] = asyncio.ensure_future(serialized())
         store._inflight.add(task)  # type: ignore[attr-defined]
         task.add_done_callback(store._inflight.discard)  # type: ignore[attr-defined]
         return await asyncio.shield(task)
@@ -111,6 +126,7 @@ class Store:
         self.ephemeral_timeout = timedelta(minutes=30)
         self.audit = AuditLog(None)
         self._inflight: set[asyncio.Future[Any]] = set()
+        self._mutation_lock = asyncio.Lock()
 
     async def load(self) -> None:
         snapshot = await self.db.load()
@@ -375,6 +391,7 @@ class Store:
     async def register_with_key(self, key: PreAuthKey, *, machine_key: str, node_key: str, hostinfo: dict[str, Any],
                                 expiry: datetime | None) -> Node:
         """Register (or re-register) the machine under a validated preauth key."""
+        _check_still_usable(self, key)
         hostname = str(hostinfo.get("Hostname") or "node")[:255]
         existing = self.node_by_machine_key(machine_key)
         tags = list(key.tags)
@@ -576,6 +593,15 @@ class Store:
         self._ephemeral_timers.clear()
         while self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
+
+
+def _check_still_usable(store: Store, key: PreAuthKey) -> None:
+    """A key validated before the mutation began may have been used up or removed since."""
+    current = store.preauth_keys.get(key.id)
+    if current is None:
+        raise AuthFailed("invalid authkey")
+    if current.used and not current.reusable:
+        raise AuthFailed("authkey already used")
 
 
 def _fields(record: Any) -> dict[str, Any]:

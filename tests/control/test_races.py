@@ -1,0 +1,48 @@
+"""Concurrent registrations: a single-use key admits one machine, a machine gets one node."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pyheadscale import keys
+from tests.control.conftest import Harness
+
+
+async def test_single_use_key_raced_by_many_machines(harness: Harness) -> None:
+    key = await harness.preauth_key(reusable=False)
+    clients = [await harness.client() for _ in range(6)]
+    answers = await asyncio.gather(*(c.register(keys.PrivateKey.generate(), auth_key=key) for c in clients))
+    authorized = [a for a in answers if a["MachineAuthorized"]]
+    assert len(authorized) == 1, [a["Error"] for a in answers]
+    assert all("already used" in a["Error"] for a in answers if not a["MachineAuthorized"])
+    assert len(harness.store.nodes) == 1
+
+
+async def test_same_machine_registering_twice_at_once(harness: Harness) -> None:
+    key = await harness.preauth_key()
+    machine = keys.PrivateKey.generate()
+    clients = [await harness.client(machine) for _ in range(2)]
+    node_keys = [keys.PrivateKey.generate() for _ in range(2)]
+    answers: list[Any] = await asyncio.gather(
+        *(c.register(k, auth_key=key) for c, k in zip(clients, node_keys, strict=True)), return_exceptions=True)
+    assert not [a for a in answers if isinstance(a, BaseException)], answers
+    assert any(a["MachineAuthorized"] for a in answers)
+    nodes = [n for n in harness.store.nodes.values() if n.machine_key == keys.machine_public_text(machine.public())]
+    assert len(nodes) == 1
+    # and the store's indexes agree with its records
+    node = nodes[0]
+    assert harness.store.node_by_machine_key(node.machine_key) is node
+    assert harness.store.node_by_node_key(node.node_key) is node
+    await harness.restart()
+    reloaded = [n for n in harness.store.nodes.values() if n.machine_key == node.machine_key]
+    assert len(reloaded) == 1 and reloaded[0].id == node.id
+
+
+async def test_same_node_key_from_two_machines_at_once(harness: Harness) -> None:
+    key = await harness.preauth_key()
+    node_key = keys.PrivateKey.generate()
+    clients = [await harness.client() for _ in range(2)]
+    answers = await asyncio.gather(*(c.register(node_key, auth_key=key) for c in clients))
+    assert sum(bool(a["MachineAuthorized"]) for a in answers) == 1, answers
+    assert len(harness.store.nodes) == 1
