@@ -15,6 +15,8 @@ from aiohttp import web
 from pyheadscale import keys
 from pyheadscale.api.app import api_application
 from pyheadscale.audit import AuditLog
+from pyheadscale.auth.interactive import PendingLogins
+from pyheadscale.auth.register_page import register_page_handler
 from pyheadscale.config import Config
 from pyheadscale.control.poll import KEEPALIVE_SECONDS, MapHandler
 from pyheadscale.control.register import RegisterHandler
@@ -62,6 +64,8 @@ class Server:
         self.metrics = Metrics()
         self.audit = AuditLog(None)
         self._control: ControlServer | None = None
+        self.logins = PendingLogins()
+        self.register: RegisterHandler | None = None
 
     async def start(self) -> None:
         """Bring the server up; on any failure, take down whatever had started and re-raise."""
@@ -104,7 +108,7 @@ class Server:
         derp_source.on_change = derp_changed
         self._closers.append(derp_source.close)
 
-        register = RegisterHandler(store, config, self.metrics)
+        register = self.register = RegisterHandler(store, config, self.metrics, self.logins)
         maps = MapHandler(store, builder, distributor, self.metrics, keepalive=self.keepalive)
         self.metrics.bind_store(store, lambda: maps.streams)
         control = ControlServer(noise_key, {
@@ -116,6 +120,7 @@ class Server:
         control.add_routes(app)
         self._control = control
         app.router.add_get("/health", self._health)
+        app.router.add_get("/register/{auth_id}", register_page_handler(self.logins))
 
         async def derp_map(_request: web.Request) -> web.Response:
             return web.json_response(ctx.derp_map)
@@ -205,6 +210,7 @@ class Server:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.logins.close()
         if self._control is not None:
             await self._control.close()
         for runner in self._runners:

@@ -7,7 +7,8 @@ import ipaddress
 from aiohttp import web
 
 from pyheadscale.api import serialize
-from pyheadscale.api.errors import ApiError, GrpcCode, invalid
+from pyheadscale.api.authflow import complete_login
+from pyheadscale.api.errors import invalid
 from pyheadscale.api.params import (
     bool_field,
     check_tags,
@@ -126,13 +127,5 @@ class Nodes(Resource):
         return self._reply(await self.store.set_approved_routes(node.id, routes))
 
     async def register(self, request: web.Request) -> web.Response:
-        """Completing an interactive login (`tailscale up` without a key): validated, then refused for now."""
-        user_ref = request.query.get("user", "")
-        key = request.query.get("key", "")
-        if not user_ref or not key:
-            raise invalid("user and key query parameters are required")
-        self.store.resolve_user(user_ref)
-        raise ApiError(
-            GrpcCode.UNIMPLEMENTED,
-            "interactive registration is not supported yet; register nodes with a preauth key",
-        )
+        """Completing an interactive login, the older way: `?user=NAME&key=<auth id>`."""
+        return await complete_login(self, request.query.get("key", ""), request.query.get("user", ""))

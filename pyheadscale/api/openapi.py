@@ -187,12 +187,12 @@ _PATHS: dict[str, dict[str, Schema]] = {
     "/node/register": {
         "post": _op(
             "registerNode",
-            "Complete an interactive registration (not supported yet)",
+            "Complete an interactive login: register the waiting machine as the user's node",
             "Nodes",
             _ONE_NODE,
             params=[
                 _param("user", "query", "user name", required=True),
-                _param("key", "query", "registration key", required=True),
+                _param("key", "query", "the auth id at the end of the login URL", required=True),
             ],
         )
     },
@@ -303,6 +303,21 @@ _PATHS: dict[str, dict[str, Schema]] = {
             params=[_param("prefix", "path", "key prefix (bare or masked)")],
         )
     },
+    "/auth/pending": {"get": _op(
+        "listPendingLogins", "Machines waiting on interactive login", "Auth",
+        _object(pending={"type": "array", "items": _object(auth_id=_STR, hostname=_STR, machine_key=_STR)}),
+    )},
+    "/auth/register": {"post": _op(
+        "authRegister", "Register the machine waiting on auth_id as a node of user", "Auth", _ONE_NODE,
+        body=_object(auth_id=_STR, user=_STR),
+    )},
+    "/auth/approve": {"post": _op(
+        "authApprove", "Approve a returning machine's login; it keeps its node and owner", "Auth", _ONE_NODE,
+        body=_object(auth_id=_STR),
+    )},
+    "/auth/reject": {"post": _op(
+        "authReject", "Turn the machine waiting on auth_id away", "Auth", body=_object(auth_id=_STR),
+    )},
     "/audit": {"get": _op(
         "listAuditEntries", "Recent audit log entries, oldest first", "Audit",
         _object(entries={"type": "array", "items": {"type": "object"}}),

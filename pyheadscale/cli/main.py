@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from pyheadscale import __version__
-from pyheadscale.cli import apikeys, health, nodes, preauthkeys, users
+from pyheadscale.cli import apikeys, auth, health, nodes, preauthkeys, users
 from pyheadscale.config import ConfigError, load_config
 from pyheadscale.keys import PrivateKey
 from pyheadscale.policy.cli import register_policy_commands
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_parser("private-key", help="a new privkey: for noise.private_key_path").set_defaults(
         func=_generate_private_key)
     register_policy_commands(sub)
-    for module in (users, nodes, preauthkeys, apikeys, health):
+    for module in (users, nodes, preauthkeys, apikeys, auth, health):
         module.add_commands(sub)
     return parser
 

@@ -29,7 +29,7 @@ NODE_HEADER = [
 ROUTES_HEADER = ["ID", "Hostname", "Approved", "Available", "Serving (Primary)"]
 
 
-def _node_row(node: dict[str, Any]) -> list[str]:
+def node_row(node: dict[str, Any]) -> list[str]:
     key = node.get("pre_auth_key") or {}
     return [
         node["id"],
@@ -67,13 +67,13 @@ def _node_path(args: argparse.Namespace, suffix: str = "") -> str:
 
 
 def _show_node(args: argparse.Namespace, result: dict[str, Any], done: str) -> None:
-    emit(args, result["node"], lambda: f"{done}\n{table(NODE_HEADER, [_node_row(result['node'])])}")
+    emit(args, result["node"], lambda: f"{done}\n{table(NODE_HEADER, [node_row(result['node'])])}")
 
 
 async def _list(client: ApiClient, args: argparse.Namespace) -> None:
     params = {"user": args.user} if args.user else None
     nodes = (await client.get("/node", params))["nodes"]
-    emit(args, nodes, lambda: table(NODE_HEADER, [_node_row(n) for n in nodes]))
+    emit(args, nodes, lambda: table(NODE_HEADER, [node_row(n) for n in nodes]))
 
 
 async def _list_routes(client: ApiClient, args: argparse.Namespace) -> None:

@@ -73,6 +73,10 @@ class ControlClient:
         self._closed = asyncio.Event()
         self._pending_h2 = b""
 
+    @property
+    def machine_key_text(self) -> str:
+        return keys.machine_public_text(self.machine_key.public())
+
     async def connect(self, server_public: bytes | None = None) -> None:
         if server_public is None:
             server_public = await fetch_server_key(self.base_url, self.capver)
@@ -197,7 +201,7 @@ class ControlClient:
 
     async def register(self, node_key: keys.PrivateKey, *, auth_key: str = "", hostname: str = "pytest",
                        old_node_key: str = "", expiry: str | None = None, hostinfo: dict[str, Any] | None = None,
-                       ) -> dict[str, Any]:
+                       followup: str = "") -> dict[str, Any]:
         body: dict[str, Any] = {
             "Version": self.capver,
             "NodeKey": keys.node_public_text(node_key.public()),
@@ -209,6 +213,8 @@ class ControlClient:
             body["OldNodeKey"] = old_node_key
         if expiry:
             body["Expiry"] = expiry
+        if followup:
+            body["Followup"] = followup
         status, data = await self.request("POST", "/machine/register", body)
         if status != 200:
             raise ControlClientError(f"register answered {status}: {data[:200]!r}")

@@ -6,12 +6,14 @@ parse, which is a 400 naming the field.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import datetime
 from typing import Any
 
 from pyheadscale import audit
+from pyheadscale.auth.interactive import LoginRejected, PendingLogins, auth_id_from_followup
 from pyheadscale.config import Config
 from pyheadscale.control.h2server import InnerRequest
 from pyheadscale.mapper import tailcfg
@@ -24,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class RegisterHandler:
-    def __init__(self, store: Store, config: Config, metrics: Metrics) -> None:
+    def __init__(self, store: Store, config: Config, metrics: Metrics, logins: PendingLogins) -> None:
+        self.logins = logins
         self.store = store
         self.config = config
         self.metrics = metrics
@@ -50,7 +53,7 @@ class RegisterHandler:
             self.store.audit.record("node.register", f"machine:{machine_key[5:17]}", "denied", reason=str(exc),
                                     hostname=(req.Hostinfo or {}).get("Hostname"))
             response = tailcfg.register_response(error=str(exc))
-        except (StateError, AddressExhausted) as exc:
+        except (StateError, OverflowError, AddressExhausted) as exc:
             self.metrics.registrations.labels("error").inc()
             response = tailcfg.register_response(error=str(exc))
         body = json.dumps(response).encode()
@@ -71,7 +74,7 @@ class RegisterHandler:
             expired=self.store.is_expired(node),
         )
 
-    def _default_expiry(self) -> datetime | None:
+    def default_expiry(self) -> datetime | None:
         lifetime = self.config.node.expiry
         return now() + lifetime if lifetime.total_seconds() > 0 else None
 
@@ -102,7 +105,7 @@ class RegisterHandler:
             key = self.store.find_preauth_key(auth_key)
             node = await self.store.register_with_key(
                 key, machine_key=machine_key, node_key=req.NodeKey, hostinfo=req.Hostinfo or {},
-                expiry=self._default_expiry(),
+                expiry=self.default_expiry(),
             )
             log.info("registered node %d (%s) with preauth key %d", node.id, node.given_name, key.id)
             return self._response_for(node)
@@ -113,4 +116,24 @@ class RegisterHandler:
                 return tailcfg.register_response(expired=True)
             return self._response_for(existing)
 
-        raise AuthFailed("interactive login is not enabled; register with a preauth key (--authkey)")
+        if req.Followup:
+            return await self._follow_up(req, machine_key)
+        login = self.logins.start(machine_key, req.NodeKey, req.Hostinfo or {})
+        log.info("login %s waiting for approval (machine %s, hostname %r)", login.auth_id, machine_key[:13],
+                 login.hostname)
+        return tailcfg.register_response(auth_url=f"{self.config.server_url}/register/{login.auth_id}")
+
+    async def _follow_up(self, req: tailcfg.RegisterRequest, machine_key: str) -> dict[str, Any]:
+        """Wait for the operator's verdict on a login; an unknown or expired one starts over with a new URL."""
+        login = self.logins.get(auth_id_from_followup(req.Followup))
+        if login is None or login.machine_key != machine_key:
+            fresh = self.logins.start(machine_key, req.NodeKey, req.Hostinfo or {})
+            return tailcfg.register_response(auth_url=f"{self.config.server_url}/register/{fresh.auth_id}")
+        try:
+            node = await asyncio.shield(login.outcome)
+        except LoginRejected as exc:
+            raise AuthFailed(str(exc)) from None
+        if node is None:
+            fresh = self.logins.start(machine_key, req.NodeKey, req.Hostinfo or {})
+            return tailcfg.register_response(auth_url=f"{self.config.server_url}/register/{fresh.auth_id}")
+        return self._response_for(node)

@@ -387,24 +387,37 @@ class Store:
 
     # ---- nodes: registration ----
 
-    @atomic
     async def register_with_key(self, key: PreAuthKey, *, machine_key: str, node_key: str, hostinfo: dict[str, Any],
                                 expiry: datetime | None) -> Node:
-        """Register (or re-register) the machine under a validated preauth key."""
-        _check_still_usable(self, key)
-        hostname = str(hostinfo.get("Hostname") or "node")[:255]
-        existing = self.node_by_machine_key(machine_key)
+        """Register (or re-register) the machine under a validated preauth key; tags on the key make it tagged."""
         tags = list(key.tags)
-        user_id = None if tags else key.user_id
+        return await self.register(machine_key=machine_key, node_key=node_key, hostinfo=hostinfo,
+                                   user_id=None if tags else key.user_id, tags=tags, method="authkey",
+                                   ephemeral=key.ephemeral, expiry=expiry, key=key)
+
+    @atomic
+    async def register(self, *, machine_key: str, node_key: str, hostinfo: dict[str, Any], user_id: int | None,
+                       tags: list[str], method: str, ephemeral: bool, expiry: datetime | None,
+                       key: PreAuthKey | None = None) -> Node:
+        """Register a machine as a node, or log a known machine in again keeping its id and addresses."""
+        if user_id is not None:
+            self.get_user(user_id)
+        hostname = str(hostinfo.get("Hostname") or "node")[:255]
+        key_id = key.id if key is not None else None
+        if key is not None:
+            _check_still_usable(self, key)
+        existing = self.node_by_machine_key(machine_key)
         if existing is not None:
-            # Same machine logging in again (new node key, new key, or after logout): keep its identity and addresses.
+            if self.node_by_node_key(node_key) not in (None, existing):
+                raise Conflict("node key already registered to another machine")
             updated = await self._replace(
                 existing, node_key=node_key, hostinfo=hostinfo, hostname=hostname, user_id=user_id, tags=tags,
-                auth_key_id=key.id, ephemeral=key.ephemeral, expiry=expiry, register_method="authkey",
+                auth_key_id=key_id, ephemeral=ephemeral, expiry=expiry, register_method=method,
             )
-            await self._mark_key_used(key)
-            self.audit.record("node.register", f"node:{updated.id}", method="authkey", preauthkey_id=key.id,
-                              hostname=hostname, reregistration=True)
+            if key is not None:
+                await self._mark_key_used(key)
+            self.audit.record("node.register", f"node:{updated.id}", method=method, preauthkey_id=key_id,
+                              user_id=user_id, hostname=hostname, reregistration=True)
             self._emit(Change(ChangeKind.NODE_UPDATED, updated.id))
             return updated
         if self.node_by_node_key(node_key) is not None:
@@ -414,18 +427,19 @@ class Store:
         node = Node(
             id=0, machine_key=machine_key, node_key=node_key, hostname=hostname,
             given_name=self._unique_given_name(hostname), user_id=user_id, tags=tags, ipv4=ipv4, ipv6=ipv6,
-            hostinfo=hostinfo, register_method="authkey", auth_key_id=key.id, ephemeral=key.ephemeral,
+            hostinfo=hostinfo, register_method=method, auth_key_id=key_id, ephemeral=ephemeral,
             expiry=expiry, created_at=stamp, updated_at=stamp, last_seen=stamp,
         )
+        single_use = key if key is not None and not key.reusable else None
         try:
-            node.id = await self.db.register_node(node, key if not key.reusable else None)
+            node.id = await self.db.register_node(node, single_use)
         except Exception:
             self.ips.release([ipv4, ipv6])
             raise
-        if not key.reusable:
-            self.preauth_keys[key.id] = PreAuthKey(**{**_fields(key), "used": True})
+        if single_use is not None:
+            self.preauth_keys[single_use.id] = PreAuthKey(**{**_fields(single_use), "used": True})
         self._index(node)
-        self.audit.record("node.register", f"node:{node.id}", method="authkey", preauthkey_id=key.id,
+        self.audit.record("node.register", f"node:{node.id}", method=method, preauthkey_id=key_id, user_id=user_id,
                           hostname=hostname, ipv4=str(ipv4) if ipv4 else None, ipv6=str(ipv6) if ipv6 else None)
         self._emit(Change(ChangeKind.NODE_ADDED, node.id))
         return node

@@ -165,10 +165,10 @@ async def test_approve_routes(api: Api, live: LiveServer, alice: str) -> None:
         assert status == 400 and route in body["message"]
 
 
-async def test_register_is_validated_then_refused_cleanly(api: Api, alice: str) -> None:
+async def test_register_validates_user_and_auth_id(api: Api, alice: str) -> None:
     status, body = await api.post("/node/register", params={"user": "alice"})
     assert status == 400 and "required" in body["message"]
     status, body = await api.post("/node/register", params={"user": "nobody", "key": "abc"})
     assert status == 404
     status, body = await api.post("/node/register", params={"user": "alice", "key": "abc"})
-    assert status == 501 and body["code"] == 12 and "preauth key" in body["message"]
+    assert status == 404 and "no login is waiting with auth id 'abc'" in body["message"]

@@ -61,7 +61,7 @@ async def test_node_errors(cli: RunCli, live: LiveServer) -> None:
         (["nodes", "move", "-i", str(node.id), "-u", "nobody"], "user 'nobody' not found"),
         (["nodes", "rename", "-i", str(node.id), "bad_name"], "invalid node name"),
         (["nodes", "expire", "-i", str(node.id), "--expiry", "later"], "RFC 3339"),
-        (["nodes", "register", "-u", "alice", "-k", "abc"], "preauth key"),
+        (["nodes", "register", "-u", "alice", "-k", "abc"], "no login is waiting"),
     ):
         result = await cli(*argv)
         assert result.code == 1 and message in result.err and "Traceback" not in result.err, (argv, result)

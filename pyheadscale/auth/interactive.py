@@ -1,0 +1,114 @@
+"""Interactive login: a client without a preauth key waits while an operator (or an identity provider) approves it.
+
+The client's first RegisterRequest gets an AuthURL `<server_url>/register/<auth id>`; it then sends the same request
+with `Followup` set to that URL and waits for the answer. The operator approves with
+`pyheadscale auth register --auth-id <id> --user NAME` (or rejects), which resolves the waiting request. A pending
+login lives for LIFETIME; a client that follows up on an expired or unknown id is given a fresh AuthURL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pyheadscale.state.models import Node, User
+from pyheadscale.state.store import NotFound, Store
+
+AUTH_ID_PREFIX = "hskey-authreq-"
+LIFETIME = 15 * 60.0
+MAX_PENDING = 10_000
+
+
+class LoginRejected(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class PendingLogin:
+    auth_id: str
+    machine_key: str
+    node_key: str
+    hostinfo: dict[str, Any]
+    created: float = field(default_factory=time.monotonic)
+    outcome: asyncio.Future[Node | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    @property
+    def hostname(self) -> str:
+        return str(self.hostinfo.get("Hostname") or "node")
+
+    def expired(self, now: float) -> bool:
+        return now - self.created > LIFETIME
+
+
+class PendingLogins:
+    """Logins waiting for approval, by auth id."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, PendingLogin] = {}
+
+    def start(self, machine_key: str, node_key: str, hostinfo: dict[str, Any]) -> PendingLogin:
+        self._prune()
+        if len(self._pending) >= MAX_PENDING:
+            raise OverflowError("too many logins are waiting for approval; try again later")
+        login = PendingLogin(AUTH_ID_PREFIX + secrets.token_hex(12), machine_key, node_key, hostinfo)
+        self._pending[login.auth_id] = login
+        return login
+
+    def get(self, auth_id: str) -> PendingLogin | None:
+        login = self._pending.get(auth_id)
+        if login is not None and login.expired(time.monotonic()):
+            self._drop(login)
+            return None
+        return login
+
+    def list(self) -> list[PendingLogin]:
+        self._prune()
+        return list(self._pending.values())
+
+    def pending(self, auth_id: str) -> PendingLogin:
+        login = self.get(auth_id)
+        if login is None:
+            raise NotFound(f"no login is waiting with auth id {auth_id!r} (it may have expired)")
+        return login
+
+    async def approve(self, store: Store, auth_id: str, user: User, expiry: datetime | None) -> Node:
+        """Register the waiting machine as `user`'s node and let its client proceed."""
+        login = self.pending(auth_id)
+        node = await store.register(machine_key=login.machine_key, node_key=login.node_key, hostinfo=login.hostinfo,
+                                    user_id=user.id, tags=[], method="cli", ephemeral=False, expiry=expiry)
+        self.resolve(login, node)
+        return node
+
+    def resolve(self, login: PendingLogin, node: Node) -> None:
+        self._pending.pop(login.auth_id, None)
+        if not login.outcome.done():
+            login.outcome.set_result(node)
+
+    def reject(self, login: PendingLogin) -> None:
+        self._pending.pop(login.auth_id, None)
+        if not login.outcome.done():
+            login.outcome.set_exception(LoginRejected("registration was rejected by the operator"))
+
+    def _drop(self, login: PendingLogin) -> None:
+        self._pending.pop(login.auth_id, None)
+        if not login.outcome.done():
+            login.outcome.set_result(None)
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        for login in [p for p in self._pending.values() if p.expired(now)]:
+            self._drop(login)
+
+    def close(self) -> None:
+        for login in list(self._pending.values()):
+            self._drop(login)
+
+
+def auth_id_from_followup(url: str) -> str:
+    """The auth id at the end of a followup URL (`.../register/<id>`), or "" when it is not one of ours."""
+    tail = url.rstrip("/").rsplit("/", 1)[-1]
+    return tail if tail.startswith(AUTH_ID_PREFIX) else ""

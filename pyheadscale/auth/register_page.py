@@ -1,0 +1,39 @@
+"""The page a login URL (`/register/<auth id>`) shows: what the operator runs to let the machine in."""
+
+from __future__ import annotations
+
+import html
+
+from aiohttp import web
+
+from pyheadscale.auth.interactive import AUTH_ID_PREFIX, PendingLogins
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>pyheadscale: node registration</title>
+<style>body{{font-family:sans-serif;max-width:44em;margin:3em auto;padding:0 1em}}
+code{{background:#f3f3f3;padding:.6em;display:block;overflow-x:auto}}</style></head>
+<body><h1>Node registration</h1>
+<p>{intro}</p>
+<code>pyheadscale auth register --auth-id {auth_id} --user USERNAME</code>
+<p>(or, as older Headscale releases spell it:
+<code>pyheadscale nodes register --key {auth_id} --user USERNAME</code>)</p>
+<p>The machine waiting for this login will join as soon as the command has run; it does not need restarting.</p>
+</body></html>
+"""
+
+
+def register_page_handler(logins: PendingLogins):  # type: ignore[no-untyped-def]
+    async def handle(request: web.Request) -> web.Response:
+        auth_id = request.match_info["auth_id"]
+        if not auth_id.startswith(AUTH_ID_PREFIX):
+            return web.Response(status=400, text="this is not a registration link\n")
+        login = logins.get(auth_id)
+        if login is None:
+            return web.Response(status=404, text="this registration link has expired or is unknown; "
+                                                 "run `tailscale up` again for a new one\n")
+        intro = (f"The machine <b>{html.escape(login.hostname)}</b> asks to join this tailnet. "
+                 "To let it in, run this on the pyheadscale server:")
+        body = _PAGE.format(intro=intro, auth_id=html.escape(auth_id))
+        return web.Response(text=body, content_type="text/html")
+
+    return handle
