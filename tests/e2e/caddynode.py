@@ -19,7 +19,7 @@ def caddy_binary() -> str:
 class CaddyNode:
     """One Caddy process with one tsnet node named `name`, serving `site` (a Caddyfile site block)."""
 
-    def __init__(self, workdir: Path, name: str, control_url: str, auth_key: str, site: str,
+    def __init__(self, workdir: Path, name: str, control_url: str, auth_key: str | None, site: str,
                  extra_env: dict[str, str] | None = None) -> None:
         self.name = name
         self.dir = workdir / name
@@ -31,8 +31,9 @@ class CaddyNode:
             "  debug\n  admin off\n  persist_config off\n  auto_https off\n"
             f"  storage file_system {self.dir / 'storage'}\n"
             "  tailscale {\n"
-            f"    control_url {control_url}\n    auth_key {auth_key}\n    state_dir {self.dir / 'ts'}\n"
-            "  }\n"
+            f"    control_url {control_url}\n    state_dir {self.dir / 'ts'}\n"
+            + (f"    auth_key {auth_key}\n" if auth_key else "")
+            + "  }\n"
             "}\n" + site
         )
         self.env = dict(os.environ, HOME=str(self.dir), XDG_CONFIG_HOME=str(self.dir / "config"),

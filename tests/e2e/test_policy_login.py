@@ -1,0 +1,26 @@
+"""Real tsnet clients: interactive login approved through the CLI, and a policy change really enforced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.netns import run_driver
+
+HERE = Path(__file__).parent
+
+pytestmark = pytest.mark.realclient
+
+
+def test_cli_approved_login_and_policy_changes_reach_real_clients() -> None:
+    result = run_driver(HERE / "policy_login_driver.py", [], timeout=300)
+    assert result["ok"], result
+    assert result["cli"]["code"] == 0, result["cli"]
+    assert result["a_interactive"], "node A must join through interactive login, approved by `auth register`"
+    assert result["allowed_first"], result
+    # Only port 22 allowed: A's packet filter drops B's connection to port 80 (no answer, or Caddy's 502).
+    assert result["denied"]["after"] >= 0 and result["denied"]["status"] in (0, 502), result["denied"]
+    assert "*:22" in result["denied"]["policy_in_force"]
+    assert result["allowed_again"]["status"] == 200 and result["allowed_again"]["after"] >= 0, result
+    assert result["sessions_stayed"], "policy changes must not disconnect the nodes"
