@@ -377,11 +377,18 @@ class Store:
         return f"{base[:58]}-{n}"
 
     async def _replace(self, node: Node, **changes: Any) -> Node:
-        """Write a node's changed fields through to the database, then swap the record in memory."""
+        """Write a node's changed fields through to the database, then swap the record in memory.
+
+        The changes apply to the node as it is now, not to the (possibly older) record the caller looked up before
+        waiting its turn: another mutation may have renamed it or rotated its key meanwhile, or deleted it.
+        """
+        current = self.nodes.get(node.id)
+        if current is None:
+            raise NotFound(f"node {node.id} not found")
         changes["updated_at"] = now()
-        updated = Node(**{**_fields(node), **changes})
+        updated = Node(**{**_fields(current), **changes})
         await self.db.update_node(updated)
-        self._unindex(node)
+        self._unindex(current)
         self._index(updated)
         return updated
 

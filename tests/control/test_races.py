@@ -46,3 +46,37 @@ async def test_same_node_key_from_two_machines_at_once(harness: Harness) -> None
     answers = await asyncio.gather(*(c.register(node_key, auth_key=key) for c in clients))
     assert sum(bool(a["MachineAuthorized"]) for a in answers) == 1, answers
     assert len(harness.store.nodes) == 1
+
+
+async def test_concurrent_updates_of_one_node_do_not_lose_each_other(harness: Harness) -> None:
+    """A map request's update and an operator's rename racing on one node both stick."""
+    node = await harness.node("racer")
+    store = harness.store
+    record = store.node_by_node_key(node.node_key_text)
+    rename = asyncio.ensure_future(store.rename_node(record.id, "renamed"))
+    await asyncio.sleep(0)
+    update = asyncio.ensure_future(store.update_from_map_request(
+        record, disco_key=None, endpoints=["198.51.100.1:41641"], hostinfo=None))
+    await asyncio.gather(rename, update)
+    current = store.nodes[record.id]
+    assert current.given_name == "renamed"
+    assert current.endpoints == ["198.51.100.1:41641"]
+    await harness.restart()
+    reloaded = harness.store.nodes[record.id]
+    assert (reloaded.given_name, reloaded.endpoints) == ("renamed", ["198.51.100.1:41641"])
+
+
+async def test_map_update_racing_rotation_keeps_new_key(harness: Harness) -> None:
+    node = await harness.node("rot")
+    store = harness.store
+    record = store.node_by_node_key(node.node_key_text)
+    new_key = keys.node_public_text(keys.PrivateKey.generate().public())
+    rotate = asyncio.ensure_future(store.rotate_node_key(record, new_key, {}))
+    await asyncio.sleep(0)
+    update = asyncio.ensure_future(store.update_from_map_request(
+        record, disco_key=None, endpoints=["198.51.100.2:41641"], hostinfo=None))
+    await asyncio.gather(rotate, update)
+    current = store.nodes[record.id]
+    assert current.node_key == new_key
+    assert store.node_by_node_key(new_key) is current
+    assert store.node_by_node_key(node.node_key_text) is None
