@@ -242,3 +242,21 @@ async def test_config_node_expiry_sets_key_expiry(make_harness: Any) -> None:
     stored = harness.store.node_by_node_key(node.node_key_text)
     assert stored.expiry is not None
     assert timedelta(minutes=59) < stored.expiry - datetime.now(UTC) <= timedelta(hours=1)
+
+
+async def test_ephemeral_node_gone_after_restart_unless_it_returns(make_harness: Any) -> None:
+    harness: Harness = await make_harness(ephemeral_node_inactivity_timeout="1s")
+    key = await harness.preauth_key(ephemeral=True)
+    gone = await harness.node("gone", auth_key=key)
+    back = await harness.node("back", auth_key=key)
+    gone_id = harness.store.node_by_node_key(gone.node_key_text).id
+    back_id = harness.store.node_by_node_key(back.node_key_text).id
+    await harness.restart()
+    client = await harness.client(back.machine_key)
+    reader = open_map(type(back)(client, back.machine_key, back.node_key, back.register))
+    try:
+        await reader.next()
+        await eventually(lambda: gone_id not in harness.store.nodes, 6.0)
+        assert back_id in harness.store.nodes
+    finally:
+        await reader.close()
