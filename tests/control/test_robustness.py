@@ -11,6 +11,7 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 import pytest
 
 from pyheadscale import keys
@@ -113,8 +114,12 @@ class RawSession:
 
     @classmethod
     async def open(cls, harness: Harness) -> RawSession:
+        return await cls.open_as(harness, keys.PrivateKey.generate())
+
+    @classmethod
+    async def open_as(cls, harness: Harness, machine_key: keys.PrivateKey) -> RawSession:
         server_public = await fetch_server_key(harness.url)
-        initiator = noise.Initiator(keys.PrivateKey.generate(), server_public, 130)
+        initiator = noise.Initiator(machine_key, server_public, 130)
         reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
         writer.write(upgrade_request(harness, b64(initiator.initiation())))
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
@@ -345,3 +350,39 @@ async def test_many_abrupt_connections(harness: Harness) -> None:
         raw = await RawSession.open(harness)
         raw.close()
     await still_serving(harness)
+
+
+async def test_stalled_map_reader_does_not_hold_up_others(harness: Harness) -> None:
+    """A client that grants almost no HTTP/2 window stalls only its own map stream."""
+    stalled_node = await harness.node("stalled")
+    raw = await RawSession.open_as(harness, stalled_node.machine_key)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.local_settings = h2.settings.Settings(client=True, initial_values={
+        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 64})
+    conn.initiate_connection()
+    body = json.dumps({"Version": 130, "NodeKey": stalled_node.node_key_text, "Stream": True, "Compress": "zstd"})
+    conn.send_headers(1, [(":method", "POST"), (":path", "/machine/map"), (":scheme", "http"), (":authority", "x")])
+    conn.send_data(1, body.encode(), end_stream=True)
+    raw.send(raw.session.send.seal_records(conn.data_to_send()))
+    await raw.writer.drain()
+    try:
+        stalled_id = harness.store.node_by_node_key(stalled_node.node_key_text).id
+        await asyncio.wait_for(_until(lambda: harness.store.is_online(stalled_id)), 5)
+        # everyone else carries on: joins, deltas, fresh maps
+        a = await harness.node("a")
+        reader = open_map(a)
+        try:
+            await reader.next()
+            b = await harness.node("b")
+            b_id = harness.store.node_by_node_key(b.node_key_text).id
+            await reader.wait_for(lambda m: b_id in {p["ID"] for p in m.get("PeersChanged", [])})
+        finally:
+            await reader.close()
+        await still_serving(harness)
+    finally:
+        raw.close()
+
+
+async def _until(predicate: Any) -> None:
+    while not predicate():
+        await asyncio.sleep(0.02)
