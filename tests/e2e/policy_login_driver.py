@@ -4,7 +4,8 @@ Node A joins without an auth key: the driver finds its pending login and approve
 (`pyheadscale auth register` over the unix socket). Node B joins with a preauth key and fetches A's page over the
 tailnet. Then the policy file changes: first to one that allows only port 22 (B's fetch must fail: A's packet
 filter drops it), then back to one that allows port 80 (the fetch works again), each picked up by the server's
-file watcher and pushed to the connected nodes without either reconnecting.
+file watcher and pushed to the connected nodes without either reconnecting. Last, a third node joins and each
+tsnet node's own log tells when its network map first held it.
 
 Runs inside a private namespace (see netns.py); prints one JSON line.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -26,6 +28,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand, without PYTHONPATH
 
 from pyheadscale.app import Server
+from pyheadscale.client.control import ControlClient
+from pyheadscale.keys import PrivateKey
 from pyheadscale.config import build_config
 from tests.e2e.caddynode import CaddyNode
 from tests.e2e.netns import free_port, setup_loopback_only
@@ -34,6 +38,7 @@ from tests.e2e.twonode_driver import http_get, wait_until
 BODY = b"hello from node A"
 ALLOW_WEB = {"acls": [{"action": "accept", "src": ["*"], "dst": ["*:80"]}]}
 ALLOW_SSH_ONLY = {"acls": [{"action": "accept", "src": ["*"], "dst": ["*:22"]}]}
+PEERS_LOG = re.compile(r"magicsock: got updated network map; (\d+) peers")
 
 
 async def fetch(port: int) -> tuple[int, bytes]:
@@ -52,6 +57,49 @@ async def fetch_until(port: int, want_ok: bool, limit: float) -> tuple[int, floa
             return status, time.monotonic() - started
         await asyncio.sleep(0.5)
     return status, -1.0
+
+
+def map_updates(node: CaddyNode, since: float) -> list[tuple[float, int]]:
+    """(time, peer count) of each network map the node's tsnet took in after `since` (its own log says so)."""
+    out = []
+    for line in node.log_path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError, KeyError):
+            entry = json.loads(line)
+            match = PEERS_LOG.search(str(entry.get("msg", "")))
+            if match and entry["ts"] >= since:
+                out.append((float(entry["ts"]), int(match.group(1))))
+    return out
+
+
+def stream_restarts(node: CaddyNode, since: float) -> int:
+    """Map polls the node opened after `since`: a reconnect would open a new streaming poll."""
+    count = 0
+    for line in node.log_path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError, KeyError):
+            entry = json.loads(line)
+            count += entry["ts"] >= since and "PollNetMap: stream=true" in str(entry.get("msg", ""))
+    return count
+
+
+async def third_node_joins(server: Server, key: str, nodes: list[CaddyNode]) -> dict[str, Any]:
+    """A third node (our own TS2021 client) joins; how long until each tsnet node's map has it?"""
+    client = ControlClient(server.config.server_url, PrivateKey.generate())
+    await client.connect()
+    node_key = PrivateKey.generate()
+    joined = time.time()
+    await client.register(node_key, auth_key=key, hostname="nodec")
+    stream = client.map_stream(node_key, hostname="nodec")
+    try:
+        await asyncio.wait_for(stream.__anext__(), 10)
+        await wait_until(lambda: all(any(n == 2 for _, n in map_updates(c, joined)) for c in nodes), 10)
+        delays = {}
+        for caddy in nodes:
+            seen = [t for t, n in map_updates(caddy, joined) if n == 2]
+            delays[caddy.name] = (seen[0] - joined) if seen else None
+        return {"delays": delays, "restarts": {c.name: stream_restarts(c, joined) for c in nodes}}
+    finally:
+        await stream.aclose()
+        await client.close()
 
 
 async def main(workdir: Path) -> dict[str, Any]:
@@ -115,6 +163,7 @@ async def main(workdir: Path) -> dict[str, Any]:
         status, seconds = await fetch_until(proxy_port, True, 30)
         result["allowed_again"] = {"status": status, "after": seconds}
         result["sessions_stayed"] = all(store.is_online(n.id) for n in store.nodes.values())
+        result["third_node"] = await third_node_joins(server, key, nodes)
         result["ok"] = True
         return result
     finally:
