@@ -37,8 +37,13 @@ def make_config(data_dir: Path, port: int, **extra: Any) -> Config:
 class Node:
     """One registered test node: its keys, its connected client and its registration answer."""
 
-    def __init__(self, client: ControlClient, machine_key: keys.PrivateKey, node_key: keys.PrivateKey,
-                 register: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        client: ControlClient,
+        machine_key: keys.PrivateKey,
+        node_key: keys.PrivateKey,
+        register: dict[str, Any],
+    ) -> None:
         self.client = client
         self.machine_key = machine_key
         self.node_key = node_key
@@ -56,7 +61,9 @@ class Node:
 class Harness:
     """A running server plus the clients a test opened against it (all closed on stop)."""
 
-    def __init__(self, data_dir: Path, *, keepalive: float = 1.0, port: int | None = None, **extra: Any) -> None:
+    def __init__(
+        self, data_dir: Path, *, keepalive: float = 1.0, port: int | None = None, **extra: Any
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.keepalive = keepalive
@@ -149,14 +156,15 @@ class MapReader:
         finally:
             self._queue.put_nowait(None)
 
-    async def next(self, timeout: float = 5.0) -> dict[str, Any]:
-        message = await asyncio.wait_for(self._queue.get(), timeout)
+    async def next(self, within: float = 5.0) -> dict[str, Any]:
+        message = await asyncio.wait_for(self._queue.get(), within)
         assert message is not None, "map stream ended"
         return message
 
-    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0,
-                       skip_keepalive: bool = True) -> dict[str, Any]:
-        """The first later message for which predicate holds (fails after `timeout` seconds)."""
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], within: float = 5.0
+    ) -> dict[str, Any]:
+        """The first later message for which predicate holds (fails after `within` seconds)."""
 
         async def scan() -> dict[str, Any]:
             while True:
@@ -165,16 +173,16 @@ class MapReader:
                 if predicate(message):
                     return message
 
-        return await asyncio.wait_for(scan(), timeout)
+        return await asyncio.wait_for(scan(), within)
 
-    async def ended(self, timeout: float = 5.0) -> bool:
+    async def ended(self, within: float = 5.0) -> bool:
         """True once the stream ends (drains messages until then)."""
 
         async def drain() -> None:
             while await self._queue.get() is not None:
                 pass
 
-        await asyncio.wait_for(drain(), timeout)
+        await asyncio.wait_for(drain(), within)
         return True
 
     async def close(self) -> None:

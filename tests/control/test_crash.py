@@ -34,15 +34,28 @@ def write_config(data_dir: Path, port: int) -> Path:
     return path
 
 
-async def start_process(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def spawn(config: Path, log: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pyheadscale", "-c", str(config), "serve"],
-                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "pyheadscale", "-c", str(config), "serve"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def log_tail(log: Path) -> str:
+    return log.read_text()[-2000:]
+
+
+async def start_process(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    proc = spawn(config, log)
 
     async def ready() -> None:
         while True:
-            assert proc.poll() is None, f"server exited early: {log.read_text()[-2000:]}"
+            assert proc.poll() is None, f"server exited early: {log_tail(log)}"
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
             except OSError:

@@ -12,8 +12,9 @@ from tests.control.conftest import Harness
 
 @pytest.mark.parametrize("strategy", ["sequential", "random"])
 async def test_addresses_survive_restart(make_harness: Any, strategy: str) -> None:
-    harness: Harness = await make_harness(prefixes={"v4": "100.64.0.0/28", "v6": "fd7a:115c:a1e0::/124",
-                                                    "allocation": strategy})
+    harness: Harness = await make_harness(
+        prefixes={"v4": "100.64.0.0/28", "v6": "fd7a:115c:a1e0::/124", "allocation": strategy}
+    )
     nodes = [await harness.node(f"n{i}") for i in range(4)]
     before = {n.node_key_text: harness.store.node_by_node_key(n.node_key_text) for n in nodes}
     held = {(b.ipv4, b.ipv6) for b in before.values()}
@@ -37,9 +38,16 @@ async def test_exhaustion_is_a_clear_registration_error(make_harness: Any) -> No
     for i in range(2):
         await harness.node(f"n{i}", auth_key=key)
     client = await harness.client()
-    status, data = await client.request("POST", "/machine/register", {
-        "Version": 130, "NodeKey": keys.node_public_text(keys.PrivateKey.generate().public()),
-        "Auth": {"AuthKey": key}, "Hostinfo": {"Hostname": "third"}})
+    status, data = await client.request(
+        "POST",
+        "/machine/register",
+        {
+            "Version": 130,
+            "NodeKey": keys.node_public_text(keys.PrivateKey.generate().public()),
+            "Auth": {"AuthKey": key},
+            "Hostinfo": {"Hostname": "third"},
+        },
+    )
     assert status == 200, data
     import json
 

@@ -1,4 +1,5 @@
-"""Map semantics through our own TS2021 client: the full map, and the deltas peers receive as the tailnet changes."""
+"""Map semantics through our own TS2021 client: the full map, and the deltas peers receive as the tailnet
+changes."""
 
 from __future__ import annotations
 
@@ -18,13 +19,18 @@ def changed_ids(message: dict[str, Any]) -> set[int]:
 
 def patch_for(node_id: int, **fields: Any):  # type: ignore[no-untyped-def]
     def match(message: dict[str, Any]) -> bool:
-        return any(p["NodeID"] == node_id and all(p.get(k) == v for k, v in fields.items())
-                   for p in message.get("PeersChangedPatch", []))
+        return any(
+            p["NodeID"] == node_id and all(p.get(k) == v for k, v in fields.items())
+            for p in message.get("PeersChangedPatch", [])
+        )
+
     return match
 
 
 async def test_full_map_contents(make_harness: Any) -> None:
-    harness: Harness = await make_harness(dns={"base_domain": "example.ts.net", "nameservers": {"global": ["1.1.1.1"]}})
+    harness: Harness = await make_harness(
+        dns={"base_domain": "example.ts.net", "nameservers": {"global": ["1.1.1.1"]}}
+    )
     a = await harness.node("alpha")
     b = await harness.node("beta", auth_key=await harness.preauth_key("bob"))
     reader = open_map(a, compress=False)
@@ -81,10 +87,18 @@ async def test_endpoint_change_is_a_patch(harness: Harness) -> None:
     try:
         await ra.next(), await rb.next()
         b_id = harness.store.node_by_node_key(b.node_key_text).id
-        status, _ = await b.client.request("POST", "/machine/map", {
-            "Version": 130, "NodeKey": b.node_key_text, "Endpoints": ["192.0.2.7:41641"], "OmitPeers": True,
-            "Stream": False, "Hostinfo": {"Hostname": "pytest", "OS": "linux"},
-        })
+        status, _ = await b.client.request(
+            "POST",
+            "/machine/map",
+            {
+                "Version": 130,
+                "NodeKey": b.node_key_text,
+                "Endpoints": ["192.0.2.7:41641"],
+                "OmitPeers": True,
+                "Stream": False,
+                "Hostinfo": {"Hostname": "pytest", "OS": "linux"},
+            },
+        )
         assert status == 200
         got = await ra.wait_for(patch_for(b_id, Endpoints=["192.0.2.7:41641"]))
         assert "PeersChanged" not in got or b_id not in changed_ids(got)
@@ -134,8 +148,11 @@ async def test_deleted_node_is_removed_from_peers(harness: Harness) -> None:
         assert b_id not in changed_ids(got)
         assert await rb.ended()  # the deleted node's own stream ends
         # a fresh map for a agrees
-        status, data = await a.client.request("POST", "/machine/map", {
-            "Version": 130, "NodeKey": a.node_key_text, "Stream": False, "ReadOnly": True})
+        status, data = await a.client.request(
+            "POST",
+            "/machine/map",
+            {"Version": 130, "NodeKey": a.node_key_text, "Stream": False, "ReadOnly": True},
+        )
         assert status == 200
         assert [p["ID"] for p in json.loads(data[4:])["Peers"]] == []
     finally:
@@ -161,13 +178,22 @@ async def test_hostinfo_change_is_a_full_peer_update(harness: Harness) -> None:
     try:
         await ra.next(), await rb.next()
         b_id = harness.store.node_by_node_key(b.node_key_text).id
-        status, _ = await b.client.request("POST", "/machine/map", {
-            "Version": 130, "NodeKey": b.node_key_text, "OmitPeers": True,
-            "Hostinfo": {"Hostname": "pytest", "OS": "linux", "OSVersion": "6.1"},
-        })
+        status, _ = await b.client.request(
+            "POST",
+            "/machine/map",
+            {
+                "Version": 130,
+                "NodeKey": b.node_key_text,
+                "OmitPeers": True,
+                "Hostinfo": {"Hostname": "pytest", "OS": "linux", "OSVersion": "6.1"},
+            },
+        )
         assert status == 200
-        got = await ra.wait_for(lambda m: any(
-            p["ID"] == b_id and p["Hostinfo"].get("OSVersion") == "6.1" for p in m.get("PeersChanged", [])))
+        got = await ra.wait_for(
+            lambda m: any(
+                p["ID"] == b_id and p["Hostinfo"].get("OSVersion") == "6.1" for p in m.get("PeersChanged", [])
+            )
+        )
         assert got["PeersChanged"]
     finally:
         await ra.close(), await rb.close()
@@ -176,12 +202,16 @@ async def test_hostinfo_change_is_a_full_peer_update(harness: Harness) -> None:
 async def test_one_shot_map_and_lite_update(harness: Harness) -> None:
     a = await harness.node("a")
     await harness.node("b")
-    status, data = await a.client.request("POST", "/machine/map", {
-        "Version": 130, "NodeKey": a.node_key_text, "Stream": False, "Compress": ""})
+    status, data = await a.client.request(
+        "POST", "/machine/map", {"Version": 130, "NodeKey": a.node_key_text, "Stream": False, "Compress": ""}
+    )
     assert status == 200
     (size,) = __import__("struct").unpack("<I", data[:4])
-    full = json.loads(data[4:4 + size])
+    full = json.loads(data[4 : 4 + size])
     assert len(full["Peers"]) == 1 and full["Node"]["Key"] == a.node_key_text
-    status, data = await a.client.request("POST", "/machine/map", {
-        "Version": 130, "NodeKey": a.node_key_text, "Stream": False, "OmitPeers": True})
+    status, data = await a.client.request(
+        "POST",
+        "/machine/map",
+        {"Version": 130, "NodeKey": a.node_key_text, "Stream": False, "OmitPeers": True},
+    )
     assert status == 200

@@ -25,10 +25,14 @@ async def test_same_machine_registering_twice_at_once(harness: Harness) -> None:
     clients = [await harness.client(machine) for _ in range(2)]
     node_keys = [keys.PrivateKey.generate() for _ in range(2)]
     answers: list[Any] = await asyncio.gather(
-        *(c.register(k, auth_key=key) for c, k in zip(clients, node_keys, strict=True)), return_exceptions=True)
+        *(c.register(k, auth_key=key) for c, k in zip(clients, node_keys, strict=True)),
+        return_exceptions=True,
+    )
     assert not [a for a in answers if isinstance(a, BaseException)], answers
     assert any(a["MachineAuthorized"] for a in answers)
-    nodes = [n for n in harness.store.nodes.values() if n.machine_key == keys.machine_public_text(machine.public())]
+    nodes = [
+        n for n in harness.store.nodes.values() if n.machine_key == keys.machine_public_text(machine.public())
+    ]
     assert len(nodes) == 1
     # and the store's indexes agree with its records
     node = nodes[0]
@@ -55,8 +59,9 @@ async def test_concurrent_updates_of_one_node_do_not_lose_each_other(harness: Ha
     record = store.node_by_node_key(node.node_key_text)
     rename = asyncio.ensure_future(store.rename_node(record.id, "renamed"))
     await asyncio.sleep(0)
-    update = asyncio.ensure_future(store.update_from_map_request(
-        record, disco_key=None, endpoints=["198.51.100.1:41641"], hostinfo=None))
+    update = asyncio.ensure_future(
+        store.update_from_map_request(record, disco_key=None, endpoints=["198.51.100.1:41641"], hostinfo=None)
+    )
     await asyncio.gather(rename, update)
     current = store.nodes[record.id]
     assert current.given_name == "renamed"
@@ -73,8 +78,9 @@ async def test_map_update_racing_rotation_keeps_new_key(harness: Harness) -> Non
     new_key = keys.node_public_text(keys.PrivateKey.generate().public())
     rotate = asyncio.ensure_future(store.rotate_node_key(record, new_key, {}))
     await asyncio.sleep(0)
-    update = asyncio.ensure_future(store.update_from_map_request(
-        record, disco_key=None, endpoints=["198.51.100.2:41641"], hostinfo=None))
+    update = asyncio.ensure_future(
+        store.update_from_map_request(record, disco_key=None, endpoints=["198.51.100.2:41641"], hostinfo=None)
+    )
     await asyncio.gather(rotate, update)
     current = store.nodes[record.id]
     assert current.node_key == new_key

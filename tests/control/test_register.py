@@ -1,4 +1,5 @@
-"""Registration through the TS2021 client: preauth key kinds, re-registration, key rotation, logout and expiry."""
+"""Registration through the TS2021 client: preauth key kinds, re-registration, key rotation, logout and
+expiry."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ TAGGED = tailcfg.TAGGED_DEVICES_USER_ID
 PAST = "2001-01-01T00:00:00Z"
 
 
-async def eventually(predicate: Any, timeout: float = 5.0) -> None:
+async def eventually(predicate: Any, limit: float = 5.0) -> None:
     async def poll() -> None:
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110 - polling server state from outside
             await asyncio.sleep(0.05)
-    await asyncio.wait_for(poll(), timeout)
+
+    await asyncio.wait_for(poll(), limit)
 
 
 async def register_new(harness: Harness, auth_key: str, hostname: str = "n") -> dict[str, Any]:
@@ -129,7 +131,9 @@ async def test_old_node_key_rotation(harness: Harness) -> None:
     assert after.node_key == new_text
     assert harness.store.node_by_node_key(node.node_key_text) is None
     # the map answers for the new key, not the old one
-    status, _ = await node.client.request("POST", "/machine/map", {"NodeKey": node.node_key_text, "OmitPeers": True})
+    status, _ = await node.client.request(
+        "POST", "/machine/map", {"NodeKey": node.node_key_text, "OmitPeers": True}
+    )
     assert status == 404
     status, _ = await node.client.request("POST", "/machine/map", {"NodeKey": new_text, "OmitPeers": True})
     assert status == 200
@@ -212,7 +216,9 @@ async def test_expiry_set_in_store_reaches_peers(harness: Harness) -> None:
         await ra.next(), await rb.next()
         b_id = harness.store.node_by_node_key(b.node_key_text).id
         await harness.store.set_expiry(b_id, datetime.now(UTC) - timedelta(seconds=1))
-        got = await ra.wait_for(lambda m: any(p["ID"] == b_id and p["Expired"] for p in m.get("PeersChanged", [])))
+        got = await ra.wait_for(
+            lambda m: any(p["ID"] == b_id and p["Expired"] for p in m.get("PeersChanged", []))
+        )
         peer = next(p for p in got["PeersChanged"] if p["ID"] == b_id)
         assert peer["MachineAuthorized"] is False or peer["Expired"] is True
     finally:
@@ -229,8 +235,9 @@ async def test_expiry_passing_reaches_peers(make_harness: Any, monkeypatch: pyte
         await ra.next()
         b_id = harness.store.node_by_node_key(b.node_key_text).id
         await harness.store.set_expiry(b_id, datetime.now(UTC) + timedelta(seconds=0.6))
-        got = await ra.wait_for(lambda m: any(p["ID"] == b_id and p["Expired"] for p in m.get("PeersChanged", [])),
-                                6.0)
+        got = await ra.wait_for(
+            lambda m: any(p["ID"] == b_id and p["Expired"] for p in m.get("PeersChanged", [])), 6.0
+        )
         assert got["PeersChanged"]
     finally:
         await ra.close()

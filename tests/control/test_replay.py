@@ -1,8 +1,8 @@
 """Replaying recorded tsnet v1.90.9 traffic (fixtures/tsnet-1.90.9) against a live server.
 
-Each fixture line is one decrypted inner request of a real client. We send the same bodies in the same order through
-our own TS2021 client, with a fresh node key and a real preauth key substituted, and check each answer is what the
-real client needs to proceed.
+Each fixture line is one decrypted inner request of a real client. We send the same bodies in the same order
+through our own TS2021 client, with a fresh node key and a real preauth key substituted, and check each
+answer is what the real client needs to proceed.
 """
 
 from __future__ import annotations
@@ -50,10 +50,16 @@ async def replay(harness: Harness, path: Path, auth_key: str, readers: list[MapR
             status, data = await client.request("POST", "/machine/register", body)
             assert status == 200, data
             answer = json.loads(data)
-            assert answer["MachineAuthorized"] is True and answer["Error"] == "" and answer["NodeKeyExpired"] is False
+            assert (
+                answer["MachineAuthorized"] is True
+                and answer["Error"] == ""
+                and answer["NodeKeyExpired"] is False
+            )
             assert answer["User"]["ID"] > 0 and answer["Login"]["LoginName"]
         elif body.get("Stream"):
-            reader = MapReader(client.map_stream(node_key, compress=body.get("Compress") == "zstd", extra=body))
+            reader = MapReader(
+                client.map_stream(node_key, compress=body.get("Compress") == "zstd", extra=body)
+            )
             readers.append(reader)
             first_map = await reader.next()
             for field in ("Node", "DERPMap", "Peers", "PacketFilters", "DNSConfig", "UserProfiles"):

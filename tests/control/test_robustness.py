@@ -43,8 +43,12 @@ async def http_exchange(harness: Harness, request: bytes) -> tuple[int, bytes]:
     return int(head.split(b" ", 2)[1]), body
 
 
-def upgrade_request(harness: Harness, header: str | None, upgrade: str | None = "tailscale-control-protocol",
-                    method: str = "POST") -> bytes:
+def upgrade_request(
+    harness: Harness,
+    header: str | None,
+    upgrade: str | None = "tailscale-control-protocol",
+    method: str = "POST",
+) -> bytes:
     lines = [f"{method} /ts2021 HTTP/1.1", f"Host: 127.0.0.1:{harness.port}", "Connection: upgrade"]
     if upgrade is not None:
         lines.append(f"Upgrade: {upgrade}")
@@ -62,10 +66,21 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-@pytest.mark.parametrize("case", [
-    "no-upgrade", "wrong-upgrade", "no-header", "bad-base64", "short", "long", "wrong-type", "wrong-length",
-    "random-bytes", "wrong-server-key",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "no-upgrade",
+        "wrong-upgrade",
+        "no-header",
+        "bad-base64",
+        "short",
+        "long",
+        "wrong-type",
+        "wrong-length",
+        "random-bytes",
+        "wrong-server-key",
+    ],
+)
 async def test_bad_handshake_gets_400(harness: Harness, case: str) -> None:
     server_public = await fetch_server_key(harness.url)
     init = valid_initiation(server_public)
@@ -107,7 +122,9 @@ async def test_key_endpoint(harness: Harness) -> None:
 class RawSession:
     """A TS2021 connection driven byte by byte after a real handshake."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: noise.Session) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: noise.Session
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.session = session
@@ -138,14 +155,14 @@ class RawSession:
     def send(self, data: bytes) -> None:
         self.writer.write(data)
 
-    async def closed_by_server(self, timeout: float = 5.0) -> bool:
+    async def closed_by_server(self, within: float = 5.0) -> bool:
         """Drain whatever the server still sends; True when it closes the connection."""
 
         async def drain() -> None:
             while await self.reader.read(65536):
                 pass
 
-        await asyncio.wait_for(drain(), timeout)
+        await asyncio.wait_for(drain(), within)
         return True
 
     def close(self) -> None:
@@ -161,10 +178,22 @@ def h2_request(body: dict[str, Any] | bytes, path: str = "/machine/register", me
     return conn.data_to_send()
 
 
-@pytest.mark.parametrize("case", [
-    "truncated-header", "truncated-record", "oversized", "invalid-type", "handshake-type", "tampered", "replayed",
-    "short-record", "h2-garbage", "h2-bad-frame", "h2-bad-headers",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "truncated-header",
+        "truncated-record",
+        "oversized",
+        "invalid-type",
+        "handshake-type",
+        "tampered",
+        "replayed",
+        "short-record",
+        "h2-garbage",
+        "h2-bad-frame",
+        "h2-bad-headers",
+    ],
+)
 async def test_garbage_after_upgrade_closes_connection(harness: Harness, case: str) -> None:
     other = await harness.node("other")
     other_map = open_map(other)
@@ -199,8 +228,15 @@ async def test_garbage_after_upgrade_closes_connection(harness: Harness, case: s
         elif case == "h2-bad-frame":
             preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
             # a DATA frame on stream 0 is a connection error
-            raw.send(send.seal_records(preface + struct.pack(">I", 0)[1:] + b"\x00\x00" + b"\x00\x00\x00\x00"
-                                       + b"\x00\x00\x05\x00\x01\x00\x00\x00\x00hello"))
+            raw.send(
+                send.seal_records(
+                    preface
+                    + struct.pack(">I", 0)[1:]
+                    + b"\x00\x00"
+                    + b"\x00\x00\x00\x00"
+                    + b"\x00\x00\x05\x00\x01\x00\x00\x00\x00hello"
+                )
+            )
         elif case == "h2-bad-headers":
             conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
             conn.initiate_connection()
@@ -216,8 +252,9 @@ async def test_garbage_after_upgrade_closes_connection(harness: Harness, case: s
     # the established stream of another node is unaffected, and new clients are served
     other_id = harness.store.node_by_node_key(other.node_key_text).id
     assert harness.store.is_online(other_id)
-    status, _ = await other.client.request("POST", "/machine/map", {"NodeKey": other.node_key_text,
-                                                                      "OmitPeers": True})
+    status, _ = await other.client.request(
+        "POST", "/machine/map", {"NodeKey": other.node_key_text, "OmitPeers": True}
+    )
     assert status == 200
     await other_map.close()
     await still_serving(harness)
@@ -228,8 +265,9 @@ async def test_idle_client_disconnect_mid_request(harness: Harness) -> None:
     raw = await RawSession.open(harness)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
-    conn.send_headers(1, [(":method", "POST"), (":path", "/machine/register"), (":scheme", "http"),
-                          (":authority", "x")])
+    conn.send_headers(
+        1, [(":method", "POST"), (":path", "/machine/register"), (":scheme", "http"), (":authority", "x")]
+    )
     conn.send_data(1, b'{"NodeKey": ')
     raw.send(raw.session.send.seal_records(conn.data_to_send()))
     await raw.writer.drain()
@@ -237,14 +275,19 @@ async def test_idle_client_disconnect_mid_request(harness: Harness) -> None:
     await still_serving(harness)
 
 
-@pytest.mark.parametrize("body, field", [
-    (b"{", "body"),
-    (b"[]", "body"),
-    (b'{"NodeKey": "nodekey:zz"}', "NodeKey"),
-    (b'{"NodeKey": "' + ("nodekey:" + "ab" * 32).encode() + b'", "Version": "x"}', "Version"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (b"{", "body"),
+        (b"[]", "body"),
+        (b'{"NodeKey": "nodekey:zz"}', "NodeKey"),
+        (b'{"NodeKey": "' + ("nodekey:" + "ab" * 32).encode() + b'", "Version": "x"}', "Version"),
+    ],
+)
 @pytest.mark.parametrize("path", ["/machine/register", "/machine/map"])
-async def test_invalid_json_is_400_naming_the_problem(harness: Harness, body: bytes, field: str, path: str) -> None:
+async def test_invalid_json_is_400_naming_the_problem(
+    harness: Harness, body: bytes, field: str, path: str
+) -> None:
     client = await harness.client()
     status, data = await client.request("POST", path, body)
     assert status == 400
@@ -252,13 +295,16 @@ async def test_invalid_json_is_400_naming_the_problem(harness: Harness, body: by
     await still_serving(harness)
 
 
-@pytest.mark.parametrize("method, path, statuses", [
-    ("POST", "/nothing", {404}),
-    ("GET", "/machine/register", {405}),
-    ("POST", "/machine/set-dns", {501, 404}),
-    ("POST", "/machine/id-token", {501, 404}),
-    ("PUT", "/", {404}),
-])
+@pytest.mark.parametrize(
+    "method, path, statuses",
+    [
+        ("POST", "/nothing", {404}),
+        ("GET", "/machine/register", {405}),
+        ("POST", "/machine/set-dns", {501, 404}),
+        ("POST", "/machine/id-token", {501, 404}),
+        ("PUT", "/", {404}),
+    ],
+)
 async def test_unknown_inner_paths(harness: Harness, method: str, path: str, statuses: set[int]) -> None:
     client = await harness.client()
     status, _ = await client.request(method, path, {})
@@ -270,8 +316,11 @@ async def test_unknown_inner_paths(harness: Harness, method: str, path: str, sta
 
 async def test_map_for_unknown_node_is_404(harness: Harness) -> None:
     client = await harness.client()
-    status, data = await client.request("POST", "/machine/map", {
-        "NodeKey": keys.node_public_text(keys.PrivateKey.generate().public()), "Stream": True})
+    status, data = await client.request(
+        "POST",
+        "/machine/map",
+        {"NodeKey": keys.node_public_text(keys.PrivateKey.generate().public()), "Stream": True},
+    )
     assert status == 404, data
     await still_serving(harness)
 
@@ -280,8 +329,11 @@ async def test_map_with_another_machines_node_key_refused(harness: Harness) -> N
     victim = await harness.node("victim")
     thief = await harness.client()
     for stream in (True, False):
-        status, _ = await thief.request("POST", "/machine/map", {
-            "NodeKey": victim.node_key_text, "Stream": stream, "Endpoints": ["203.0.113.1:1"]})
+        status, _ = await thief.request(
+            "POST",
+            "/machine/map",
+            {"NodeKey": victim.node_key_text, "Stream": stream, "Endpoints": ["203.0.113.1:1"]},
+        )
         assert status in (401, 403)
     assert harness.store.node_by_node_key(victim.node_key_text).endpoints == []
     await still_serving(harness)
@@ -290,13 +342,15 @@ async def test_map_with_another_machines_node_key_refused(harness: Harness) -> N
 async def test_oversized_request_body_refused(harness: Harness) -> None:
     """A body over the 1 MiB limit gets its stream refused; the connection and the server carry on.
 
-    Driven with a raw HTTP/2 connection: our ControlClient waits for window updates that a reset stream never gets.
+    Driven with a raw HTTP/2 connection: our ControlClient waits for window updates that a reset stream never
+    gets.
     """
     raw = await RawSession.open(harness)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
-    conn.send_headers(1, [(":method", "POST"), (":path", "/machine/register"), (":scheme", "http"),
-                          (":authority", "x")])
+    conn.send_headers(
+        1, [(":method", "POST"), (":path", "/machine/register"), (":scheme", "http"), (":authority", "x")]
+    )
     raw.send(raw.session.send.seal_records(conn.data_to_send()))
     remaining = 2 << 20
     reset = False
@@ -333,8 +387,11 @@ async def test_oversized_request_body_refused(harness: Harness) -> None:
 
 async def test_old_capability_version_refused(harness: Harness) -> None:
     client = await harness.client()
-    status, data = await client.request("POST", "/machine/register", {
-        "Version": 10, "NodeKey": keys.node_public_text(keys.PrivateKey.generate().public())})
+    status, data = await client.request(
+        "POST",
+        "/machine/register",
+        {"Version": 10, "NodeKey": keys.node_public_text(keys.PrivateKey.generate().public())},
+    )
     assert status == 400 and b"too old" in data
 
 
@@ -342,7 +399,7 @@ async def test_many_abrupt_connections(harness: Harness) -> None:
     """Connections dropped at every stage of the upgrade leave the server serving."""
     server_public = await fetch_server_key(harness.url)
     for cut in (0, 10, 40, 100, 200):
-        reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
         writer.write(upgrade_request(harness, b64(valid_initiation(server_public)))[:cut])
         await writer.drain()
         writer.close()
@@ -357,11 +414,16 @@ async def test_stalled_map_reader_does_not_hold_up_others(harness: Harness) -> N
     stalled_node = await harness.node("stalled")
     raw = await RawSession.open_as(harness, stalled_node.machine_key)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    conn.local_settings = h2.settings.Settings(client=True, initial_values={
-        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 64})
+    conn.local_settings = h2.settings.Settings(
+        client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 64}
+    )
     conn.initiate_connection()
-    body = json.dumps({"Version": 130, "NodeKey": stalled_node.node_key_text, "Stream": True, "Compress": "zstd"})
-    conn.send_headers(1, [(":method", "POST"), (":path", "/machine/map"), (":scheme", "http"), (":authority", "x")])
+    body = json.dumps(
+        {"Version": 130, "NodeKey": stalled_node.node_key_text, "Stream": True, "Compress": "zstd"}
+    )
+    conn.send_headers(
+        1, [(":method", "POST"), (":path", "/machine/map"), (":scheme", "http"), (":authority", "x")]
+    )
     conn.send_data(1, body.encode(), end_stream=True)
     raw.send(raw.session.send.seal_records(conn.data_to_send()))
     await raw.writer.drain()
@@ -384,5 +446,5 @@ async def test_stalled_map_reader_does_not_hold_up_others(harness: Harness) -> N
 
 
 async def _until(predicate: Any) -> None:
-    while not predicate():
+    while not predicate():  # noqa: ASYNC110 - polling server state from outside
         await asyncio.sleep(0.02)

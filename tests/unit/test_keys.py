@@ -12,25 +12,36 @@ RAW = bytes(range(32))
 HEX = RAW.hex()
 
 
-@pytest.mark.parametrize("prefix", [keys.MACHINE_PUBLIC_PREFIX, keys.NODE_PUBLIC_PREFIX, keys.DISCO_PUBLIC_PREFIX,
-                                    keys.MACHINE_PRIVATE_PREFIX, keys.CHALLENGE_PUBLIC_PREFIX])
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        keys.MACHINE_PUBLIC_PREFIX,
+        keys.NODE_PUBLIC_PREFIX,
+        keys.DISCO_PUBLIC_PREFIX,
+        keys.MACHINE_PRIVATE_PREFIX,
+        keys.CHALLENGE_PUBLIC_PREFIX,
+    ],
+)
 def test_round_trip(prefix: str) -> None:
     text = keys.format_key(RAW, prefix)
     assert text == prefix + HEX
     assert keys.parse_key(text, prefix) == RAW
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("mkey:" + HEX, "nodekey:"),                 # another key type's prefix
-    (HEX, "nodekey:"),                           # no prefix at all
-    ("NODEKEY:" + HEX, "nodekey:"),              # prefix is case-sensitive
-    ("nodekey:" + HEX.upper(), "lowercase"),     # Go's text form is lowercase hex
-    ("nodekey:" + HEX[:-1], "64"),               # 63 digits
-    ("nodekey:" + HEX + "0", "64"),              # 65 digits
-    ("nodekey:" + HEX[:-1] + "g", "hex"),        # not hex
-    ("nodekey:", "64"),
-    ("nodekey: " + HEX[1:], "hex"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("mkey:" + HEX, "nodekey:"),  # another key type's prefix
+        (HEX, "nodekey:"),  # no prefix at all
+        ("NODEKEY:" + HEX, "nodekey:"),  # prefix is case-sensitive
+        ("nodekey:" + HEX.upper(), "lowercase"),  # Go's text form is lowercase hex
+        ("nodekey:" + HEX[:-1], "64"),  # 63 digits
+        ("nodekey:" + HEX + "0", "64"),  # 65 digits
+        ("nodekey:" + HEX[:-1] + "g", "hex"),  # not hex
+        ("nodekey:", "64"),
+        ("nodekey: " + HEX[1:], "hex"),
+    ],
+)
 def test_invalid_text_forms(text: str, fragment: str) -> None:
     with pytest.raises(keys.InvalidKeyError) as info:
         keys.parse_key(text, keys.NODE_PUBLIC_PREFIX)
@@ -55,7 +66,9 @@ def test_private_key_text_and_public_derivation() -> None:
     assert text.startswith("privkey:") and len(text) == len("privkey:") + 64
     again = keys.PrivateKey.from_text(text + "\n")  # key files end in a newline
     assert again == key
-    expected = X25519PrivateKey.from_private_bytes(key.raw).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    expected = (
+        X25519PrivateKey.from_private_bytes(key.raw).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    )
     assert key.public() == expected
     assert "redacted" in repr(key) and key.raw.hex() not in repr(key)
     with pytest.raises(keys.InvalidKeyError):

@@ -28,7 +28,11 @@ def decode_message(data: bytes, compressed: bool) -> dict:  # type: ignore[type-
 
 @pytest.mark.parametrize("compress", [True, False])
 def test_map_message_round_trip(compress: bool) -> None:
-    message = {"KeepAlive": False, "Peers": [{"ID": i, "Name": f"n{i}"} for i in range(200)], "CollectServices": False}
+    message = {
+        "KeepAlive": False,
+        "Peers": [{"ID": i, "Name": f"n{i}"} for i in range(200)],
+        "CollectServices": False,
+    }
     data = encode_message(message, compress)
     assert decode_message(data, compress) == message
     if compress:
@@ -48,28 +52,34 @@ def test_keepalive_message() -> None:
     assert decode_message(encode_message({"KeepAlive": True}, True), True) == {"KeepAlive": True}
 
 
-@pytest.mark.parametrize("value, text", [
-    (None, "0001-01-01T00:00:00Z"),
-    (datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC), "2024-01-02T03:04:05Z"),
-    (datetime(2024, 1, 2, 3, 4, 5, 120000, tzinfo=UTC), "2024-01-02T03:04:05.12Z"),
-    (datetime(2024, 1, 2, 3, 4, 5, 1, tzinfo=UTC), "2024-01-02T03:04:05.000001Z"),
-    (datetime(2024, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2))), "2024-01-02T03:04:05Z"),
-])
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (None, "0001-01-01T00:00:00Z"),
+        (datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC), "2024-01-02T03:04:05Z"),
+        (datetime(2024, 1, 2, 3, 4, 5, 120000, tzinfo=UTC), "2024-01-02T03:04:05.12Z"),
+        (datetime(2024, 1, 2, 3, 4, 5, 1, tzinfo=UTC), "2024-01-02T03:04:05.000001Z"),
+        (datetime(2024, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2))), "2024-01-02T03:04:05Z"),
+    ],
+)
 def test_go_time(value: datetime | None, text: str) -> None:
     assert tailcfg.go_time(value) == text
     assert tailcfg.parse_go_time(text) == (value.astimezone(UTC) if value else None)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("2024-01-02T03:04:05.123456789Z", datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)),
-    ("2024-01-02T03:04:05.1Z", datetime(2024, 1, 2, 3, 4, 5, 100000, tzinfo=UTC)),
-    ("2024-01-02T03:04:05.000000001Z", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
-    ("2024-01-02T05:04:05.5+02:00", datetime(2024, 1, 2, 3, 4, 5, 500000, tzinfo=UTC)),
-    ("2024-01-02T03:04:05-07:30", datetime(2024, 1, 2, 10, 34, 5, tzinfo=UTC)),
-    ("0001-01-01T00:00:00Z", None),
-    ("", None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2024-01-02T03:04:05.123456789Z", datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)),
+        ("2024-01-02T03:04:05.1Z", datetime(2024, 1, 2, 3, 4, 5, 100000, tzinfo=UTC)),
+        ("2024-01-02T03:04:05.000000001Z", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2024-01-02T05:04:05.5+02:00", datetime(2024, 1, 2, 3, 4, 5, 500000, tzinfo=UTC)),
+        ("2024-01-02T03:04:05-07:30", datetime(2024, 1, 2, 10, 34, 5, tzinfo=UTC)),
+        ("0001-01-01T00:00:00Z", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_parse_go_time(text: str | None, expected: datetime | None) -> None:
     assert tailcfg.parse_go_time(text) == expected
 
@@ -81,18 +91,37 @@ def test_go_time_round_trip_many() -> None:
         assert tailcfg.parse_go_time(tailcfg.go_time(value)) == value
 
 
-@pytest.mark.parametrize("model, body, field", [
-    (tailcfg.RegisterRequest, b"{}", "NodeKey"),
-    (tailcfg.RegisterRequest, b'{"NodeKey": "mkey:' + b"ab" * 32 + b'"}', "NodeKey"),
-    (tailcfg.RegisterRequest, b'{"NodeKey": "' + NODE_KEY.encode() + b'", "OldNodeKey": "x"}', "OldNodeKey"),
-    (tailcfg.RegisterRequest, b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Version": "new"}', "Version"),
-    (tailcfg.RegisterRequest, b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Auth": {"AuthKey": 5}}', "Auth.AuthKey"),
-    (tailcfg.RegisterRequest, b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Hostinfo": []}', "Hostinfo"),
-    (tailcfg.MapRequest, b'{"NodeKey": 7}', "NodeKey"),
-    (tailcfg.MapRequest, b'{"NodeKey": "' + NODE_KEY.encode() + b'", "DiscoKey": "nodekey:00"}', "DiscoKey"),
-    (tailcfg.MapRequest, b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Endpoints": "1.2.3.4:5"}', "Endpoints"),
-    (tailcfg.MapRequest, b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Stream": "maybe"}', "Stream"),
-])
+@pytest.mark.parametrize(
+    "model, body, field",
+    [
+        (tailcfg.RegisterRequest, b"{}", "NodeKey"),
+        (tailcfg.RegisterRequest, b'{"NodeKey": "mkey:' + b"ab" * 32 + b'"}', "NodeKey"),
+        (
+            tailcfg.RegisterRequest,
+            b'{"NodeKey": "' + NODE_KEY.encode() + b'", "OldNodeKey": "x"}',
+            "OldNodeKey",
+        ),
+        (tailcfg.RegisterRequest, b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Version": "new"}', "Version"),
+        (
+            tailcfg.RegisterRequest,
+            b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Auth": {"AuthKey": 5}}',
+            "Auth.AuthKey",
+        ),
+        (tailcfg.RegisterRequest, b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Hostinfo": []}', "Hostinfo"),
+        (tailcfg.MapRequest, b'{"NodeKey": 7}', "NodeKey"),
+        (
+            tailcfg.MapRequest,
+            b'{"NodeKey": "' + NODE_KEY.encode() + b'", "DiscoKey": "nodekey:00"}',
+            "DiscoKey",
+        ),
+        (
+            tailcfg.MapRequest,
+            b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Endpoints": "1.2.3.4:5"}',
+            "Endpoints",
+        ),
+        (tailcfg.MapRequest, b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Stream": "maybe"}', "Stream"),
+    ],
+)
 def test_request_errors_name_the_field(model: type[tailcfg._Wire], body: bytes, field: str) -> None:
     with pytest.raises(tailcfg.BadRequest) as info:
         tailcfg.parse_request(model, body)
@@ -107,15 +136,26 @@ def test_request_not_json(body: bytes) -> None:
 
 
 def test_request_parses_real_fields() -> None:
-    body = json.dumps({
-        "Version": 130, "NodeKey": NODE_KEY, "OldNodeKey": "nodekey:" + "0" * 64, "Expiry": "0001-01-01T00:00:00Z",
-        "Auth": {"AuthKey": "hskey-auth-x"}, "NLKey": "nlpub:" + "00" * 32, "NodeKeySignature": None,
-    }).encode()
+    body = json.dumps(
+        {
+            "Version": 130,
+            "NodeKey": NODE_KEY,
+            "OldNodeKey": "nodekey:" + "0" * 64,
+            "Expiry": "0001-01-01T00:00:00Z",
+            "Auth": {"AuthKey": "hskey-auth-x"},
+            "NLKey": "nlpub:" + "00" * 32,
+            "NodeKeySignature": None,
+        }
+    ).encode()
     req = tailcfg.parse_request(tailcfg.RegisterRequest, body)
     assert req.NodeKey == NODE_KEY and req.Auth is not None and req.Auth.AuthKey == "hskey-auth-x"
     assert req.expiry is None
-    mreq = tailcfg.parse_request(tailcfg.MapRequest, json.dumps(
-        {"NodeKey": NODE_KEY, "DiscoKey": "discokey:" + "0" * 64, "Stream": True, "EndpointTypes": [2]}).encode())
+    mreq = tailcfg.parse_request(
+        tailcfg.MapRequest,
+        json.dumps(
+            {"NodeKey": NODE_KEY, "DiscoKey": "discokey:" + "0" * 64, "Stream": True, "EndpointTypes": [2]}
+        ).encode(),
+    )
     assert mreq.DiscoKey == "" and mreq.Stream
 
 
