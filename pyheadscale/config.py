@@ -17,7 +17,15 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +225,116 @@ class NodeConfig(_Section):
         return parse_duration(value)
 
 
+# Authorization-request parameters pyheadscale sets itself; oidc.extra_params may not override them.
+_OIDC_PROTOCOL_PARAMS = frozenset({"client_id", "redirect_uri", "response_type", "scope", "state", "nonce",
+                                   "code_challenge", "code_challenge_method"})
+
+
+class PKCEConfig(_Section):
+    # On by default (Headscale defaults it off): a provider that does not know PKCE ignores the parameters.
+    enabled: bool = True
+    method: Literal["S256", "plain"] = "S256"
+
+
+class OIDCConfig(_Section):
+    """Login through an OpenID provider; on when `issuer` is set, as Headscale activates it."""
+
+    only_start_if_oidc_is_available: bool = True
+    issuer: str = ""
+    client_id: str = ""
+    client_secret: SecretStr = SecretStr("")
+    client_secret_path: str = ""
+    scope: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
+    extra_params: dict[str, str] = Field(default_factory=dict)
+    allowed_domains: list[str] = Field(default_factory=list)
+    allowed_users: list[str] = Field(default_factory=list)
+    allowed_groups: list[str] = Field(default_factory=list)
+    email_verified_required: bool = True
+    use_expiry_from_token: bool = False
+    # Older Headscale releases' spelling of a login's node lifetime; node.expiry is the current one.
+    expiry: timedelta | None = None
+    pkce: PKCEConfig = PKCEConfig()
+    # Removed by Headscale; refused so a config relying on them does not silently change meaning.
+    strip_email_domain: Any = None
+    map_legacy_users: Any = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        parts = urlsplit(value)
+        bad = parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment
+        if value and bad:
+            raise ValueError(f"{value!r} is not an http(s) URL (the provider's issuer identifier)")
+        return value
+
+    @field_validator("expiry", mode="before")
+    @classmethod
+    def _expiry(cls, value: Any) -> timedelta | None:
+        return None if value is None else parse_duration(value)
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: list[str]) -> list[str]:
+        if "openid" not in value:
+            raise ValueError("must include 'openid'")
+        return value
+
+    @field_validator("extra_params")
+    @classmethod
+    def _extra(cls, value: dict[str, str]) -> dict[str, str]:
+        clash = sorted(_OIDC_PROTOCOL_PARAMS & set(value))
+        if clash:
+            raise ValueError(f"{', '.join(clash)} is set by pyheadscale itself and cannot be overridden")
+        return value
+
+    @field_validator("allowed_domains", "allowed_users")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [v.strip().lower() for v in value]
+
+    @field_validator("strip_email_domain", "map_legacy_users")
+    @classmethod
+    def _removed(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError("was removed in Headscale 0.24 and is not supported; remove it from the file")
+        return None
+
+    @model_validator(mode="after")
+    def _client(self) -> OIDCConfig:
+        if not self.issuer:
+            return self
+        if self.expiry is not None:
+            log.warning("config: oidc.expiry is deprecated, use node.expiry (it wins for OIDC logins)")
+        if not self.client_id:
+            raise ValueError("client_id is required when issuer is set")
+        has_secret = bool(self.client_secret.get_secret_value())
+        if has_secret and self.client_secret_path:
+            raise ValueError("client_secret and client_secret_path are mutually exclusive")
+        if not has_secret and not self.client_secret_path:
+            raise ValueError("client_secret or client_secret_path is required when issuer is set")
+        return self
+
+    def read_client_secret(self) -> str:
+        """The client secret, from the config or the file `client_secret_path` names (env variables expanded).
+
+        Blocking file I/O: call it in a thread. Errors name the key.
+        """
+        if not self.client_secret_path:
+            return self.client_secret.get_secret_value()
+        path = Path(os.path.expandvars(self.client_secret_path)).expanduser()
+        try:
+            secret = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"oidc.client_secret_path: cannot read {path}: {exc.strerror}") from None
+        if not secret:
+            raise ConfigError(f"oidc.client_secret_path: {path} is empty")
+        return secret
+
+
 class Config(_Section):
     """The whole configuration. Relative paths are resolved against `data_dir` by `resolve_paths`."""
 
@@ -234,6 +352,7 @@ class Config(_Section):
     policy: PolicyConfig = PolicyConfig()
     log: LogConfig = LogConfig()
     node: NodeConfig = NodeConfig()
+    oidc: OIDCConfig = OIDCConfig()
     ephemeral_node_inactivity_timeout: timedelta | None = None
     tls_cert_path: str = ""
     # pyheadscale's own: where the audit log's JSON lines go (relative to the data directory); "" keeps it in memory.
@@ -313,7 +432,7 @@ def build_config(raw: dict[str, Any], *, data_dir: Path | None = None, embedded:
     merged["data_dir"] = str(data_dir or raw.get("data_dir") or default_data_dir())
     known = set(Config.model_fields) | {"grpc_listen_addr", "grpc_allow_insecure", "disable_check_updates",
                                         "trusted_proxies", "acme_url", "acme_email", "logtail", "taildrop",
-                                        "auto_update", "oidc", "randomize_client_port"}
+                                        "auto_update", "randomize_client_port"}
     for key in raw:
         if key not in known:
             log.warning("config: unknown key %r is ignored", key)
