@@ -67,13 +67,15 @@ class MapSession:
             return None
         if self._full:
             self._full = self._self = False
-            self._changed.clear(), self._removed.clear(), self._patched.clear()
-            response, peers = builder.full(node, self.capver)
+            self._changed.clear()
+            self._removed.clear()
+            self._patched.clear()
+            full, peers = builder.full(node, self.capver)
             removed = self.known_peers - peers
             self.known_peers = peers
             if removed:
-                response["PeersRemoved"] = sorted(removed)
-            return response
+                full["PeersRemoved"] = sorted(removed)
+            return full
         response: dict[str, Any] = {}
         if self._self:
             self._self = False
