@@ -1,4 +1,4 @@
-"""Real tsnet clients: interactive login approved through the CLI, and a policy change really enforced."""
+"""Real tsnet clients: interactive login approved through the CLI, a policy change really enforced, a crash survived."""
 
 from __future__ import annotations
 
@@ -30,3 +30,13 @@ def test_cli_approved_login_and_policy_changes_reach_real_clients() -> None:
     assert None not in third["delays"].values(), third
     assert set(third["restarts"].values()) == {0}, third
     print("third node reached the tsnet maps after (s):", third["delays"])
+
+
+def test_sigkill_loses_no_node_and_real_clients_reconnect_by_themselves() -> None:
+    result = run_driver(HERE / "restart_driver.py", [], timeout=400)
+    assert result["ok"], result
+    assert result["before"] == 200, result
+    assert result["while_down"] != 200, "with the relay down, nothing can cross"
+    assert result["after_nodes_same"], "same nodes, ids and addresses after SIGKILL and restart"
+    assert result["after"]["status"] == 200, result
+    assert all(result["online_after"].values()), result["online_after"]
