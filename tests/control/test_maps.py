@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.control.conftest import Harness, open_map
+from pyheadscale import keys
+from pyheadscale.mapper import tailcfg
+from tests.control.conftest import Harness, MapReader, open_map
 
 JOIN_DEADLINE = 1.0
 
@@ -215,3 +217,96 @@ async def test_one_shot_map_and_lite_update(harness: Harness) -> None:
         {"Version": 130, "NodeKey": a.node_key_text, "Stream": False, "OmitPeers": True},
     )
     assert status == 200
+
+
+async def test_large_map_crosses_flow_control_window(harness: Harness) -> None:
+    """A map far larger than HTTP/2's initial 64 KiB window and than one Noise record arrives whole."""
+    store = harness.store
+    user = store.user_by_name("alice") or await store.create_user("alice")
+    key, _ = await store.create_preauth_key(user.id, reusable=True)
+    for i in range(250):
+        await store.register_with_key(
+            key,
+            machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
+            node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
+            hostinfo={
+                "Hostname": f"bulk-{i}",
+                "OS": "linux",
+                "Services": [{"Proto": "tcp", "Port": p} for p in range(20)],
+            },
+            expiry=None,
+        )
+    a = await harness.node("a")
+    reader = open_map(a, compress=False)
+    try:
+        full = await reader.next()
+    finally:
+        await reader.close()
+    assert len(full["Peers"]) == 250
+    assert len(json.dumps(full)) > 200_000
+
+
+async def test_two_streams_for_one_node(harness: Harness) -> None:
+    a = await harness.node("a")
+    b = await harness.node("b")
+    ra = open_map(a)
+    rb1 = open_map(b)
+    try:
+        await ra.next(), await rb1.next()
+        b_id = harness.store.node_by_node_key(b.node_key_text).id
+        second = await harness.client(b.machine_key)
+        rb2 = MapReader(second.map_stream(b.node_key))
+        await rb2.next()
+        await rb1.close()
+        # one stream is still open: b stays online
+        status, _ = await a.client.request(
+            "POST", "/machine/map", {"NodeKey": a.node_key_text, "Stream": False, "ReadOnly": True}
+        )
+        assert status == 200 and harness.store.is_online(b_id)
+        await rb2.close()
+        await ra.wait_for(patch_for(b_id, Online=False))
+    finally:
+        await ra.close()
+
+
+async def test_rename_and_tags_reach_peers_and_self(harness: Harness) -> None:
+    a = await harness.node("a")
+    b = await harness.node("b")
+    ra, rb = open_map(a), open_map(b)
+    try:
+        await ra.next(), await rb.next()
+        b_id = harness.store.node_by_node_key(b.node_key_text).id
+        await harness.store.rename_node(b_id, "bravo")
+        got = await ra.wait_for(
+            lambda m: any(
+                p["ID"] == b_id and p["Name"].startswith("bravo.") for p in m.get("PeersChanged", [])
+            )
+        )
+        assert got["PeersChanged"]
+        mine = await rb.wait_for(lambda m: "Node" in m and m["Node"]["Name"].startswith("bravo."))
+        assert mine["Node"]["ID"] == b_id
+        await harness.store.set_tags(b_id, ["tag:web"])
+        got = await ra.wait_for(
+            lambda m: any(p["ID"] == b_id and p["Tags"] == ["tag:web"] for p in m.get("PeersChanged", []))
+        )
+        peer = next(p for p in got["PeersChanged"] if p["ID"] == b_id)
+        assert peer["User"] == tailcfg.TAGGED_DEVICES_USER_ID
+        assert any(u["ID"] == tailcfg.TAGGED_DEVICES_USER_ID for u in got["UserProfiles"])
+    finally:
+        await ra.close(), await rb.close()
+
+
+async def test_logout_reaches_own_stream_and_peers(harness: Harness) -> None:
+    a = await harness.node("a")
+    b = await harness.node("b")
+    ra, rb = open_map(a), open_map(b)
+    try:
+        await ra.next(), await rb.next()
+        b_id = harness.store.node_by_node_key(b.node_key_text).id
+        answer = await b.client.register(b.node_key, expiry="2001-01-01T00:00:00Z")
+        assert answer["NodeKeyExpired"]
+        await ra.wait_for(lambda m: any(p["ID"] == b_id and p["Expired"] for p in m.get("PeersChanged", [])))
+        mine = await rb.wait_for(lambda m: "Node" in m)
+        assert mine["Node"]["Expired"] is True
+    finally:
+        await ra.close(), await rb.close()
