@@ -457,7 +457,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> tuple[Config, Pat
                 raw = yaml.safe_load(candidate.read_text()) or {}
             except yaml.YAMLError as exc:
                 raise ConfigError(f"{candidate}: not valid YAML: {exc}") from None
-            data_dir = Path(raw.get("data_dir")) if isinstance(raw, dict) and raw.get("data_dir") else None
+            data_dir = Path(str(raw["data_dir"])) if isinstance(raw, dict) and raw.get("data_dir") else None
             return build_config(raw, data_dir=data_dir or candidate.resolve().parent), candidate
         if path:
             raise ConfigError(f"config file {candidate} does not exist")

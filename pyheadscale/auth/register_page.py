@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -22,7 +23,7 @@ code{{background:#f3f3f3;padding:.6em;display:block;overflow-x:auto}}</style></h
 """
 
 
-def register_page_handler(logins: PendingLogins):  # type: ignore[no-untyped-def]
+def register_page_handler(logins: PendingLogins) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         auth_id = request.match_info["auth_id"]
         if not auth_id.startswith(AUTH_ID_PREFIX):

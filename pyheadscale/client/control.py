@@ -144,18 +144,18 @@ class ControlClient:
     def _on_event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.ResponseReceived):
             stream = self._streams[event.stream_id]
-            headers = dict(event.headers or [])
+            headers = {str(k): str(v) for k, v in (event.headers or [])}
             stream.status = int(headers.pop(":status", "0"))
-            stream.headers = {str(k): str(v) for k, v in headers.items()}
+            stream.headers = headers
             stream.headers_ready.set()
         elif isinstance(event, h2.events.DataReceived):
             self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             self._streams[event.stream_id].data.put_nowait(event.data or b"")
         elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
-            stream = self._streams.get(event.stream_id)
-            if stream is not None:
-                stream.headers_ready.set()
-                stream.data.put_nowait(None)
+            ended = self._streams.get(event.stream_id)
+            if ended is not None:
+                ended.headers_ready.set()
+                ended.data.put_nowait(None)
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
             self._window.set()
 

@@ -14,7 +14,7 @@ import functools
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
@@ -43,7 +43,7 @@ R = TypeVar("R")
 _IN_MUTATION: contextvars.ContextVar[bool] = contextvars.ContextVar("store_in_mutation", default=False)
 
 
-def atomic(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def atomic(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Run a mutation to completion even if its caller is cancelled (a client hanging up mid-request).
 
     A mutation writes the database and then memory; cancelled between the two, the database would hold a row the
