@@ -159,6 +159,10 @@ class Store:
     def user_by_name(self, name: str) -> User | None:
         return next((u for u in self.users.values() if u.name == name), None)
 
+    def user_by_provider_id(self, provider_id: str) -> User | None:
+        """The user an identity provider knows by this identifier (OIDC: issuer/subject)."""
+        return next((u for u in self.users.values() if provider_id and u.provider_id == provider_id), None)
+
     def get_user(self, user_id: int) -> User:
         user = self.users.get(user_id)
         if user is None:
@@ -201,6 +205,25 @@ class Store:
         await self.db.update_user(updated)
         self.users[user_id] = updated
         self.audit.record("user.rename", f"user:{user_id}", old=user.name, new=new_name)
+        self._emit(Change(ChangeKind.USERS))
+        return updated
+
+    @atomic
+    async def update_user_profile(self, user_id: int, *, name: str, display_name: str, email: str,
+                                  profile_pic_url: str) -> User:
+        """Refresh what an identity provider says about a user at each login: names change there."""
+        user = self.get_user(user_id)
+        if not _USERNAME.match(name or ""):
+            raise StateError(f"invalid user name {name!r}")
+        profile = {"name": name, "display_name": display_name, "email": email,
+                   "profile_pic_url": profile_pic_url}
+        changed = {k: v for k, v in profile.items() if getattr(user, k) != v}
+        if not changed:
+            return user
+        updated = User(**{**_fields(user), **changed})
+        await self.db.update_user(updated)
+        self.users[user_id] = updated
+        self.audit.record("user.update", f"user:{user_id}", **changed)
         self._emit(Change(ChangeKind.USERS))
         return updated
 
