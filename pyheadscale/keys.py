@@ -32,7 +32,7 @@ def parse_key(text: str, prefix: str) -> bytes:
     if not text.startswith(prefix):
         raise InvalidKeyError(f"key {text[:16]!r}... does not begin with {prefix!r}")
     body = text[len(prefix) :]
-    if not _HEX64.match(body):
+    if not _HEX64.fullmatch(body):  # fullmatch: `$` alone would accept a trailing newline
         raise InvalidKeyError(f"key with prefix {prefix!r} must be followed by 64 lowercase hex digits")
     return bytes.fromhex(body)
 

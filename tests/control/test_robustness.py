@@ -448,3 +448,20 @@ async def test_stalled_map_reader_does_not_hold_up_others(harness: Harness) -> N
 async def _until(predicate: Any) -> None:
     while not predicate():  # noqa: ASYNC110 - polling server state from outside
         await asyncio.sleep(0.02)
+
+
+async def test_key_with_trailing_newline_refused(harness: Harness) -> None:
+    """A node key text with a trailing newline is not a second spelling of the same key.
+
+    Accepted, it would be stored and sent to every peer as a key no Tailscale client can parse.
+    """
+    victim = await harness.node("victim")
+    thief = await harness.client()
+    status, data = await thief.request(
+        "POST",
+        "/machine/register",
+        {"Version": 130, "NodeKey": victim.node_key_text + "\n", "Auth": {"AuthKey": await harness.preauth_key()}},
+    )
+    assert status == 400 and b"NodeKey" in data
+    assert len(harness.store.nodes) == 1
+    await still_serving(harness)
