@@ -460,7 +460,11 @@ async def test_key_with_trailing_newline_refused(harness: Harness) -> None:
     status, data = await thief.request(
         "POST",
         "/machine/register",
-        {"Version": 130, "NodeKey": victim.node_key_text + "\n", "Auth": {"AuthKey": await harness.preauth_key()}},
+        {
+            "Version": 130,
+            "NodeKey": victim.node_key_text + "\n",
+            "Auth": {"AuthKey": await harness.preauth_key()},
+        },
     )
     assert status == 400 and b"NodeKey" in data
     assert len(harness.store.nodes) == 1
