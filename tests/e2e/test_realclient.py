@@ -27,6 +27,8 @@ def run(relay: str, *, always_derp: bool) -> dict[str, Any]:
     assert result.get("registered"), result
     assert result["ok"], result
     assert all(node["online"] for node in result["nodes"].values()), result["nodes"]
+    # Counters for every relay of the scenario (the embedded one is captured as pyheadscale mounts it).
+    assert result["relays"] and None not in result["relays"].values(), result["relays"]
     return result
 
 
