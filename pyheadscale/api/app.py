@@ -19,6 +19,7 @@ from pyheadscale.api.errors import error_middleware
 from pyheadscale.api.health import Health
 from pyheadscale.api.nodes import Nodes
 from pyheadscale.api.openapi import serve_document
+from pyheadscale.api.policy import Policy
 from pyheadscale.api.preauthkeys import PreAuthKeys
 from pyheadscale.api.users import Users
 
@@ -33,7 +34,7 @@ def api_application(server: Server, *, trusted: bool) -> web.Application:
     edge = local_actor if trusted else bearer_auth(lambda: server.store)
     middlewares: list[Middleware] = [error_middleware, edge]
     api = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
-    resources = (Health, Users, Nodes, PreAuthKeys, ApiKeys, Audit, AuthFlow)
+    resources = (Health, Users, Nodes, PreAuthKeys, ApiKeys, Audit, AuthFlow, Policy)
     for resource in (cls(server) for cls in resources):
         api.router.add_routes(resource.routes())
     api.router.add_get("/openapi.json", serve_document, name="openapi")

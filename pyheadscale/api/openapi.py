@@ -303,6 +303,11 @@ _PATHS: dict[str, dict[str, Schema]] = {
             params=[_param("prefix", "path", "key prefix (bare or masked)")],
         )
     },
+    "/policy": {
+        "get": _op("getPolicy", "The policy in force", "Policy", _object(policy=_STR, updatedAt=_STR)),
+        "put": _op("setPolicy", "Replace the policy (policy.mode: database)", "Policy",
+                   _object(policy=_STR, updatedAt=_STR), body=_object(policy=_STR)),
+    },
     "/auth/pending": {"get": _op(
         "listPendingLogins", "Machines waiting on interactive login", "Auth",
         _object(pending={"type": "array", "items": _object(auth_id=_STR, hostname=_STR, machine_key=_STR)}),

@@ -14,10 +14,9 @@ import sys
 from collections.abc import Sequence
 
 from pyheadscale import __version__
-from pyheadscale.cli import apikeys, auth, health, nodes, preauthkeys, users
+from pyheadscale.cli import apikeys, auth, health, nodes, policy, preauthkeys, users
 from pyheadscale.config import ConfigError, load_config
 from pyheadscale.keys import PrivateKey
-from pyheadscale.policy.cli import register_policy_commands
 
 LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
               "warning": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL,
@@ -90,8 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.required = True
     generate.add_parser("private-key", help="a new privkey: for noise.private_key_path").set_defaults(
         func=_generate_private_key)
-    register_policy_commands(sub)
-    for module in (users, nodes, preauthkeys, apikeys, auth, health):
+    for module in (users, nodes, preauthkeys, apikeys, auth, policy, health):
         module.add_commands(sub)
     return parser
 

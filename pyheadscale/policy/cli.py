@@ -48,8 +48,8 @@ def simulate_command(args: argparse.Namespace) -> int:
     return status
 
 
-def register_policy_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``policy`` command group (``check``, ``simulate``) to a CLI's subparsers."""
+def register_policy_commands(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Add the ``policy`` command group (``check``, ``simulate``); returns it so a CLI can add more verbs."""
     policy = subparsers.add_parser("policy", help="validate and simulate ACL policies")
     commands = policy.add_subparsers(dest="policy_command", required=True)
 
@@ -60,6 +60,7 @@ def register_policy_commands(subparsers: argparse._SubParsersAction) -> None:
     simulate = commands.add_parser("simulate", help="compile compatibility cases and print the results")
     simulate.add_argument("cases", nargs="+", metavar="CASE.json", help="case files in the corpus format")
     simulate.set_defaults(func=simulate_command)
+    return commands
 
 
 def main(argv: list[str] | None = None) -> int:

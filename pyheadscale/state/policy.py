@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ class PolicyManager:
         self.config = config
         self.store = store
         self.text: str | None = None
+        self.updated_at: datetime | None = None
         self.engine = self._compile(None)
         self._file_stamp: tuple[float, int] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -92,6 +94,7 @@ class PolicyManager:
             self.store.audit.record("policy.update", "policy", "refused", reason=str(exc))
             raise
         self.engine, self.text = engine, text
+        self.updated_at = datetime.now(UTC)
         self.store.audit.record("policy.update", "policy", size=len(text) if text else 0)
         log.info("policy in force: %s", "none (allow all)" if text is None else f"{len(text)} bytes")
         self.store.notify(Change(ChangeKind.POLICY))
@@ -111,6 +114,7 @@ class PolicyManager:
         try:
             self.engine = self._compile(text)
             self.text = text
+            self.updated_at = datetime.now(UTC)
         except PolicyError as exc:
             raise PolicyError(f"policy from {source} is invalid: {exc}") from None
 
