@@ -12,6 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
+from derp.http import add_derp_routes
+from derp.server import DerpServer
+from derp.stun import start_stun_server
 from pyheadscale import keys
 from pyheadscale.api.app import api_application
 from pyheadscale.audit import AuditLog
@@ -65,6 +68,7 @@ class Server:
         self.audit = AuditLog(None)
         self._control: ControlServer | None = None
         self.logins = PendingLogins()
+        self.derp: DerpServer | None = None
         self.register: RegisterHandler | None = None
 
     async def start(self) -> None:
@@ -77,7 +81,7 @@ class Server:
 
     async def _start(self) -> None:
         config = self.config
-        Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(Path(config.data_dir).mkdir, parents=True, exist_ok=True)
         noise_key = await asyncio.to_thread(_read_or_create_key, config.path(config.noise.private_key_path))
 
         self.db = await Database.open(config)
@@ -145,10 +149,6 @@ class Server:
         server_cfg = config.derp.server
         if not server_cfg.enabled:
             return
-        from derp.http import add_derp_routes
-        from derp.server import DerpServer
-        from derp.stun import start_stun_server
-
         derp_key = await asyncio.to_thread(_read_or_create_key, config.path(server_cfg.private_key_path))
         store = self.store
         assert store is not None
@@ -156,7 +156,8 @@ class Server:
         async def known_node(node_public: bytes) -> bool:
             return store.node_by_node_key(keys.node_public_text(node_public)) is not None
 
-        derp = DerpServer(derp_key.raw, verify_client=known_node if server_cfg.verify_clients else None)
+        verify = known_node if server_cfg.verify_clients else None
+        derp = self.derp = DerpServer(derp_key.raw, verify_client=verify)
         add_derp_routes(app, derp)
         host, _, port = server_cfg.stun_listen_addr.rpartition(":")
         stun = await start_stun_server(host.strip("[]") or "0.0.0.0", int(port))
@@ -194,7 +195,7 @@ class Server:
         return web.json_response({"status": "pass"})
 
     async def _expiry_watch(self) -> None:
-        """Tell peers when a node's key expires: the Expired flag and MachineAuthorized change at that moment."""
+        """Tell peers when a node's key expires: its Expired flag and MachineAuthorized change then."""
         store = self.store
         assert store is not None
         expired: set[int] = {n.id for n in store.nodes.values() if store.is_expired(n)}
