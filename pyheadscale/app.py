@@ -19,6 +19,7 @@ from pyheadscale import keys
 from pyheadscale.api.app import api_application
 from pyheadscale.audit import AuditLog
 from pyheadscale.auth.interactive import PendingLogins
+from pyheadscale.auth.oidc_login import OIDCLogin, start_oidc
 from pyheadscale.auth.register_page import register_page_handler
 from pyheadscale.config import Config
 from pyheadscale.control.poll import KEEPALIVE_SECONDS, MapHandler
@@ -70,6 +71,7 @@ class Server:
         self.logins = PendingLogins()
         self.derp: DerpServer | None = None
         self.register: RegisterHandler | None = None
+        self.oidc: OIDCLogin | None = None
 
     async def start(self) -> None:
         """Bring the server up; on any failure, take down whatever had started and re-raise."""
@@ -124,7 +126,11 @@ class Server:
         control.add_routes(app)
         self._control = control
         app.router.add_get("/health", self._health)
-        app.router.add_get("/register/{auth_id}", register_page_handler(self.logins))
+        oidc = self.oidc = await start_oidc(config, store, self.logins)
+        if oidc is not None:
+            self._closers.append(oidc.provider.close)
+            oidc.add_routes(app)
+        app.router.add_get("/register/{auth_id}", register_page_handler(self.logins, oidc))
 
         async def derp_map(_request: web.Request) -> web.Response:
             return web.json_response(ctx.derp_map)

@@ -1,4 +1,5 @@
-"""The page a login URL (`/register/<auth id>`) shows: what the operator runs to let the machine in."""
+"""The page a login URL (`/register/<auth id>`) shows: what the operator runs to let the machine in, or, when
+OIDC is configured, a redirect to the identity provider."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from pyheadscale.auth.interactive import AUTH_ID_PREFIX, PendingLogins
+from pyheadscale.auth.oidc_login import OIDCLogin
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pyheadscale: node registration</title>
@@ -23,8 +25,10 @@ code{{background:#f3f3f3;padding:.6em;display:block;overflow-x:auto}}</style></h
 """
 
 
-def register_page_handler(logins: PendingLogins) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def handle(request: web.Request) -> web.Response:
+def register_page_handler(
+    logins: PendingLogins, oidc: OIDCLogin | None = None
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
         auth_id = request.match_info["auth_id"]
         if not auth_id.startswith(AUTH_ID_PREFIX):
             return web.Response(status=400, text="this is not a registration link\n")
@@ -32,6 +36,8 @@ def register_page_handler(logins: PendingLogins) -> Callable[[web.Request], Awai
         if login is None:
             return web.Response(status=404, text="this registration link has expired or is unknown; "
                                                  "run `tailscale up` again for a new one\n")
+        if oidc is not None:
+            return await oidc.start(login)
         intro = (f"The machine <b>{html.escape(login.hostname)}</b> asks to join this tailnet. "
                  "To let it in, run this on the pyheadscale server:")
         body = _PAGE.format(intro=intro, auth_id=html.escape(auth_id))

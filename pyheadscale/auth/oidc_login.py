@@ -1,0 +1,196 @@
+"""OpenID Connect login for waiting machines: `/register/<auth id>` sends the browser to the provider, and
+`/oidc/callback` finishes the pending login as the user the provider vouched for.
+
+The flow is the authorization code flow with PKCE. The state ties the callback to the pending login it was started
+for and, through a cookie, to the browser that started it; the nonce ties the ID token to this very login. The
+person's claims are checked against the configured allowed domains, users and groups before any user or node is
+written, and a refusal is a 403 page saying why plus an audit entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from pyheadscale import audit
+from pyheadscale.auth import oidc_pages as pages
+from pyheadscale.auth.interactive import LIFETIME, PendingLogin, PendingLogins
+from pyheadscale.auth.oidc_claims import Claims, refusal, username_for
+from pyheadscale.auth.oidc_provider import Provider, ProviderError
+from pyheadscale.auth.oidc_sessions import LoginSession, LoginSessions, cookie_name
+from pyheadscale.auth.oidc_tokens import TokenInvalid
+from pyheadscale.config import Config
+from pyheadscale.state.ipalloc import AddressExhausted
+from pyheadscale.state.models import User
+from pyheadscale.state.store import StateError, Store, now
+
+log = logging.getLogger(__name__)
+
+CALLBACK_PATH = "/oidc/callback"
+PROVIDER_NAME = "oidc"
+
+
+class OIDCLogin:
+    def __init__(self, config: Config, store: Store, logins: PendingLogins, provider: Provider) -> None:
+        self.config = config
+        self.oidc = config.oidc
+        self.store = store
+        self.logins = logins
+        self.provider = provider
+        self.sessions = LoginSessions()
+        self.redirect_uri = config.server_url + CALLBACK_PATH
+        self._secure_cookies = config.server_url.startswith("https://")
+        # Two first logins of one person at once must not both create their user.
+        self._users_lock = asyncio.Lock()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get(CALLBACK_PATH, self.callback)
+
+    async def start(self, login: PendingLogin) -> web.StreamResponse:
+        """Send the browser to the provider for this pending login."""
+        try:
+            metadata = await self.provider.metadata()
+        except ProviderError as exc:
+            log.warning("OIDC login for %s cannot start: %s", login.auth_id, exc)
+            return pages.page(503, "Identity provider unavailable",
+                              "The identity provider cannot be reached right now; try this link again shortly.")
+        session = self.sessions.begin(login.auth_id)
+        params = {
+            **self.oidc.extra_params,
+            "response_type": "code",
+            "client_id": self.oidc.client_id,
+            "redirect_uri": self.redirect_uri,
+            "scope": " ".join(self.oidc.scope),
+            "state": session.state,
+            "nonce": session.nonce,
+        }
+        if self.oidc.pkce.enabled:
+            params["code_challenge"] = session.code_challenge(self.oidc.pkce.method)
+            params["code_challenge_method"] = self.oidc.pkce.method
+        response = web.Response(status=302, headers={"Location": self.provider.authorization_url(metadata, params),
+                                                     "Cache-Control": "no-store"})
+        response.set_cookie(session.cookie_name, session.state, max_age=int(LIFETIME), path=CALLBACK_PATH,
+                            httponly=True, samesite="Lax", secure=self._secure_cookies)
+        return response
+
+    async def callback(self, request: web.Request) -> web.StreamResponse:
+        """The provider's redirect back: check state and cookie, then finish the login or say why not."""
+        query = request.query
+        state = query.get("state", "")
+        session = self.sessions.peek(state) if state else None
+        if session is None:
+            return pages.bad_request(400, "Unknown login",
+                                     "This login response is unknown, has expired, or was already used.")
+        if request.cookies.get(cookie_name(state)) != state:
+            # Not the browser that started this login: someone else's callback link, or a forged one.
+            return pages.bad_request(403, "Login does not match this browser",
+                                     "This login response does not belong to a login started in this browser.")
+        self.sessions.take(state)
+        response = await self._finish(request, session)
+        response.del_cookie(session.cookie_name, path=CALLBACK_PATH)
+        return response
+
+    async def _finish(self, request: web.Request, session: LoginSession) -> web.Response:
+        login = self.logins.get(session.auth_id)
+        if login is None:
+            return pages.bad_request(410, "Registration expired",
+                                     "The machine's registration request has expired or was already handled.")
+        retry_url = f"{self.config.server_url}/register/{login.auth_id}"
+        audit.actor.set(f"oidc:{self.oidc.issuer}")
+        if "error" in request.query:
+            reason = request.query.get("error_description") or request.query["error"]
+            self._audit_denied(login, f"provider: {reason}")
+            return pages.page(403, "Login not completed", f"The identity provider did not log you in: {reason}.",
+                              retry_url=retry_url)
+        code = request.query.get("code", "")
+        if not code:
+            return pages.bad_request(400, "Malformed login response", "The login response carries no code.")
+        try:
+            claims = await self._claims(code, session)
+        except TokenInvalid as exc:
+            log.warning("OIDC login %s: %s", login.auth_id, exc)
+            self._audit_denied(login, str(exc))
+            return pages.page(403, "Login refused", f"The identity provider's answer did not validate: {exc}.",
+                              retry_url=retry_url)
+        except ProviderError as exc:
+            log.warning("OIDC login %s failed at the provider: %s", login.auth_id, exc)
+            return pages.page(502, "Identity provider error", f"The login could not be completed: {exc}.",
+                              retry_url=retry_url)
+        audit.actor.set(f"oidc:{claims.identifier}")
+        refused = refusal(self.oidc, claims)
+        if refused is not None:
+            log.info("OIDC login %s refused for %s: %s", login.auth_id, claims.identifier, refused)
+            self._audit_denied(login, refused, email=claims.email, groups=claims.groups)
+            return pages.refused(refused, retry_url)
+        return await self._register(login, claims)
+
+    async def _claims(self, code: str, session: LoginSession) -> Claims:
+        verifier = session.code_verifier if self.oidc.pkce.enabled else None
+        tokens = await self.provider.exchange_code(code, redirect_uri=self.redirect_uri, code_verifier=verifier)
+        id_claims = await self.provider.validate(tokens.id_token, session.nonce)
+        userinfo = await self.provider.userinfo(tokens.access_token, str(id_claims["sub"]))
+        return Claims.from_tokens(id_claims, userinfo)
+
+    async def _register(self, login: PendingLogin, claims: Claims) -> web.Response:
+        try:
+            user = await self._user_for(claims)
+            if self.logins.get(login.auth_id) is not login:
+                return pages.bad_request(410, "Registration expired",
+                                         "The machine's registration request expired while you were logging in.")
+            node = await self.store.register(
+                machine_key=login.machine_key, node_key=login.node_key, hostinfo=login.hostinfo, user_id=user.id,
+                tags=[], method=PROVIDER_NAME, ephemeral=False, expiry=self._expiry(claims),
+            )
+        except (StateError, AddressExhausted) as exc:
+            log.warning("OIDC login %s could not register: %s", login.auth_id, exc)
+            return pages.page(500, "Registration failed", f"The machine could not be registered: {exc}.")
+        self.logins.resolve(login, node)
+        log.info("OIDC login %s registered node %d for user %d (%s)", login.auth_id, node.id, user.id,
+                 claims.identifier)
+        return pages.success(node.given_name, user.display_name or user.email or user.name)
+
+    async def _user_for(self, claims: Claims) -> User:
+        """The user for these claims, created on first login and refreshed from the claims on every later one."""
+        required = self.oidc.email_verified_required
+        profile = {"display_name": claims.name, "email": claims.trusted_email(required),
+                   "profile_pic_url": claims.picture}
+        name = username_for(claims, required)
+        async with self._users_lock:
+            user = self.store.user_by_provider_id(claims.identifier)
+            if user is None:
+                return await self.store.create_user(name, provider=PROVIDER_NAME, provider_id=claims.identifier,
+                                                    **profile)
+            return await self.store.update_user_profile(user.id, name=name, **profile)
+
+    def _expiry(self, claims: Claims) -> datetime | None:
+        """When the node's key expires: at the ID token's expiry if so configured, else after the lifetime the
+        configuration gives logins (legacy oidc.expiry first, then node.expiry; zero means never)."""
+        if self.oidc.use_expiry_from_token and claims.exp is not None:
+            return datetime.fromtimestamp(claims.exp, UTC)
+        lifetime = self.oidc.expiry if self.oidc.expiry is not None else self.config.node.expiry
+        return now() + lifetime if lifetime.total_seconds() > 0 else None
+
+    def _audit_denied(self, login: PendingLogin, reason: str, **details: object) -> None:
+        self.store.audit.record("node.register", f"machine:{login.machine_key[5:17]}", "denied", method="oidc",
+                                reason=reason, auth_id=login.auth_id, hostname=login.hostname, **details)
+
+
+async def start_oidc(config: Config, store: Store, logins: PendingLogins) -> OIDCLogin | None:
+    """The OIDC login when `oidc.issuer` is set. With only_start_if_oidc_is_available (the default) an
+    unreachable provider stops the server from starting; otherwise discovery is retried at the first login."""
+    if not config.oidc.enabled:
+        return None
+    secret = await asyncio.to_thread(config.oidc.read_client_secret)
+    provider = Provider(config.oidc.issuer, config.oidc.client_id, secret)
+    try:
+        await provider.metadata()
+    except ProviderError as exc:
+        if config.oidc.only_start_if_oidc_is_available:
+            await provider.close()
+            raise ProviderError(f"OIDC provider {config.oidc.issuer} is unavailable: {exc} "
+                                "(set oidc.only_start_if_oidc_is_available: false to start anyway)") from None
+        log.warning("OIDC provider %s is unavailable (%s); logins will retry discovery", config.oidc.issuer, exc)
+    return OIDCLogin(config, store, logins, provider)
