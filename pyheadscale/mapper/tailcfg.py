@@ -8,6 +8,8 @@ in RFC 3339 with a trailing Z, the zero time as 0001-01-01T00:00:00Z, keys in th
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -53,6 +55,118 @@ def parse_go_time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(cleaned).astimezone(UTC)
 
 
+# Hostinfo and Endpoints travel from a node to every peer verbatim, and a Tailscale client decodes them into
+# typed Go structs: one wrongly typed field fails the peer's whole MapResponse. So the fields peers decode are
+# checked here against tailcfg.Hostinfo's types (null is always fine; unknown fields pass, Go ignores them).
+_HOSTINFO_STRINGS = frozenset({
+    "IPNVersion", "FrontendLogID", "BackendLogID", "OS", "OSVersion", "Env", "Distro", "DistroVersion",
+    "DistroCodeName", "App", "Package", "DeviceModel", "PushDeviceToken", "Hostname", "Machine", "GoArch",
+    "GoArchVar", "GoVersion", "Cloud", "ServicesHash", "ExitNodeID",
+})
+_HOSTINFO_BOOLS = frozenset({  # bool and opt.Bool: both decode only true, false and null
+    "ShieldsUp", "ShareeNode", "NoLogsNoSupport", "RemoteConfig", "WireIngress", "IngressEnabled",
+    "AllowsUpdate", "PeerRelay", "Container", "Desktop", "Userspace", "UserspaceRouter", "AppConnector",
+    "StateEncrypted",
+})
+_HOSTINFO_STRING_LISTS = frozenset({"RequestTags", "WoLMACs", "sshHostKeys"})
+_NETINFO_BOOLS = frozenset({
+    "MappingVariesByDestIP", "WorkingIPv6", "OSHasIPv6", "WorkingUDP", "WorkingICMPv4", "HavePortMap", "UPnP",
+    "PMP", "PCP",
+})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_types(obj: dict[str, Any], where: str, strings: Iterable[str] = (), bools: Iterable[str] = (),
+                 ints: Iterable[str] = (), numbers: Iterable[str] = ()) -> None:
+    checks = [
+        (strings, lambda v: isinstance(v, str), "a string"),
+        (bools, lambda v: isinstance(v, bool), "a bool"),
+        (ints, _is_int, "an integer"),
+        (numbers, _is_number, "a number"),
+    ]
+    for names, ok, what in checks:
+        for name in names:
+            value = obj.get(name)
+            if value is not None and not ok(value):
+                raise ValueError(f"{where}.{name} must be {what}")
+
+
+def _object(value: Any, where: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be an object")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{where} must be a list")
+    return value
+
+
+def check_hostinfo(hostinfo: dict[str, Any]) -> None:
+    """Raise ValueError naming the first Hostinfo field a Tailscale client could not decode."""
+    _check_types(hostinfo, "Hostinfo", strings=_HOSTINFO_STRINGS, bools=_HOSTINFO_BOOLS)
+    for name in _HOSTINFO_STRING_LISTS:
+        if not all(isinstance(v, str) for v in _list(hostinfo.get(name), f"Hostinfo.{name}")):
+            raise ValueError(f"Hostinfo.{name} must be a list of strings")
+    for prefix in _list(hostinfo.get("RoutableIPs"), "Hostinfo.RoutableIPs"):
+        try:
+            if not isinstance(prefix, str) or "/" not in prefix:
+                raise ValueError(prefix)
+            ipaddress.ip_network(prefix, strict=False)
+        except ValueError:
+            raise ValueError(f"Hostinfo.RoutableIPs: {prefix!r} is not an IP prefix") from None
+    for service in _list(hostinfo.get("Services"), "Hostinfo.Services"):
+        service = _object(service, "Hostinfo.Services[]") or {}
+        _check_types(service, "Hostinfo.Services[]", strings=("Proto", "Description"), ints=("Port",))
+        if not 0 <= service.get("Port", 0) <= 0xFFFF:
+            raise ValueError("Hostinfo.Services[].Port must be a port number")
+    netinfo = _object(hostinfo.get("NetInfo"), "Hostinfo.NetInfo")
+    if netinfo is not None:
+        _check_types(netinfo, "Hostinfo.NetInfo", strings=("LinkType", "FirewallMode"), bools=_NETINFO_BOOLS,
+                     ints=("PreferredDERP",))
+        latency = _object(netinfo.get("DERPLatency"), "Hostinfo.NetInfo.DERPLatency") or {}
+        if not all(_is_number(v) for v in latency.values()):
+            raise ValueError("Hostinfo.NetInfo.DERPLatency values must be numbers")
+    location = _object(hostinfo.get("Location"), "Hostinfo.Location")
+    if location is not None:
+        _check_types(location, "Hostinfo.Location", strings=("Country", "CountryCode", "City", "CityCode"),
+                     numbers=("Latitude", "Longitude"), ints=("Priority",))
+    _object(hostinfo.get("TPM"), "Hostinfo.TPM")
+
+
+def check_endpoint(text: Any) -> str:
+    """An endpoint as Go's netip.AddrPort writes it: `1.2.3.4:41641` or `[fd00::1]:41641`."""
+    if not isinstance(text, str):
+        raise ValueError("endpoints must be strings")
+    host, sep, port = text.rpartition(":")
+    ok = bool(sep) and port.isdigit() and int(port) <= 0xFFFF and port == str(int(port))
+    if ok and host.startswith("["):
+        ok = host.endswith("]") and ":" in host
+        host = host[1:-1]
+    elif ok:
+        ok = ":" not in host
+    if ok:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            ok = False
+    if not ok:
+        raise ValueError(f"{text!r} is not an IP:port endpoint")
+    return text
+
+
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -73,19 +187,43 @@ def _node_key_or_empty(value: Any) -> str:
     return str(value)
 
 
-class RegisterRequest(_Wire):
+class _NodeRequest(_Wire):
+    """What every request a node sends about itself carries: its capability version, node key and Hostinfo."""
+
     Version: int = 0
     NodeKey: str
+    Hostinfo: dict[str, Any] | None = None
+
+    @field_validator("Version")
+    @classmethod
+    def _version(cls, value: int) -> int:
+        if value and value < MIN_CAPVER:
+            raise ValueError(f"client capability version {value} is too old (minimum {MIN_CAPVER})")
+        return value
+
+    @field_validator("NodeKey", mode="before")
+    @classmethod
+    def _key(cls, value: Any) -> str:
+        return _node_key_or_empty(value)
+
+    @field_validator("Hostinfo")
+    @classmethod
+    def _hostinfo(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            check_hostinfo(value)
+        return value
+
+
+class RegisterRequest(_NodeRequest):
     OldNodeKey: str = ""
     Auth: AuthInfo | None = None
     Expiry: str | None = None
     Followup: str = ""
-    Hostinfo: dict[str, Any] | None = None
     Ephemeral: bool = False
 
-    @field_validator("NodeKey", "OldNodeKey", mode="before")
+    @field_validator("OldNodeKey", mode="before")
     @classmethod
-    def _key(cls, value: Any) -> str:
+    def _old_key(cls, value: Any) -> str:
         return _node_key_or_empty(value)
 
     @property
@@ -93,24 +231,23 @@ class RegisterRequest(_Wire):
         return parse_go_time(self.Expiry)
 
 
-class MapRequest(_Wire):
-    Version: int = 0
+class MapRequest(_NodeRequest):
     Compress: str = ""
     KeepAlive: bool = False
-    NodeKey: str
     DiscoKey: str = ""
     Stream: bool = False
-    Hostinfo: dict[str, Any] | None = None
     Endpoints: list[str] | None = None
     ReadOnly: bool = False
     OmitPeers: bool = False
     MapSessionHandle: str = ""
     DebugFlags: list[str] = Field(default_factory=list)
 
-    @field_validator("NodeKey", mode="before")
+    @field_validator("Endpoints")
     @classmethod
-    def _key(cls, value: Any) -> str:
-        return _node_key_or_empty(value)
+    def _endpoints(cls, value: list[str] | None) -> list[str] | None:
+        for endpoint in value or ():
+            check_endpoint(endpoint)
+        return value
 
     @field_validator("DiscoKey", mode="before")
     @classmethod

@@ -469,3 +469,30 @@ async def test_key_with_trailing_newline_refused(harness: Harness) -> None:
     assert status == 400 and b"NodeKey" in data
     assert len(harness.store.nodes) == 1
     await still_serving(harness)
+
+
+async def test_hostinfo_and_endpoints_peers_cannot_decode_are_refused(harness: Harness) -> None:
+    """Hostinfo and Endpoints are forwarded to peers, whose Go client decodes them into typed fields; a node
+    must not be able to break its peers' maps by sending wrongly typed ones."""
+    a = await harness.node("a")
+    b = await harness.node("b")
+    reader = open_map(a)
+    try:
+        await reader.next()
+        for body in (
+            {"Hostinfo": {"Hostname": "b", "OS": 42}},
+            {"Hostinfo": {"Hostname": "b", "NetInfo": {"PreferredDERP": "one"}}},
+            {"Endpoints": ["not-an-endpoint"]},
+        ):
+            status, data = await b.client.request(
+                "POST",
+                "/machine/map",
+                {"Version": 130, "NodeKey": b.node_key_text, "OmitPeers": True, **body},
+            )
+            assert status == 400, data
+            assert next(iter(body)).encode() in data
+        stored = harness.store.node_by_node_key(b.node_key_text)
+        assert stored.endpoints == [] and "NetInfo" not in stored.hostinfo
+    finally:
+        await reader.close()
+    await still_serving(harness)

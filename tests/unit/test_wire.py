@@ -173,3 +173,115 @@ def test_register_response_shape() -> None:
     resp = tailcfg.register_response(error="nope")
     assert set(resp) == {"User", "Login", "NodeKeyExpired", "MachineAuthorized", "AuthURL", "Error"}
     assert resp["MachineAuthorized"] is False and resp["Error"] == "nope"
+
+
+FIXTURE_HOSTINFO = {
+    "IPNVersion": "1.90.9-ERR-BuildInfo",
+    "BackendLogID": "5dbe",
+    "OS": "linux",
+    "OSVersion": "6.18.44",
+    "Container": True,
+    "Distro": "debian",
+    "DistroVersion": "12.11",
+    "DistroCodeName": "bookworm",
+    "App": "caddy",
+    "Desktop": False,
+    "Package": "tsnet",
+    "Hostname": "nodeb",
+    "NoLogsNoSupport": True,
+    "Machine": "x86_64",
+    "GoArch": "amd64",
+    "GoArchVar": "v1",
+    "GoVersion": "go1.25.3",
+    "Userspace": True,
+    "UserspaceRouter": True,
+    "AppConnector": False,
+    "StateEncrypted": False,
+    "NetInfo": {
+        "MappingVariesByDestIP": None,
+        "WorkingIPv6": False,
+        "WorkingUDP": True,
+        "HavePortMap": False,
+        "PreferredDERP": 999,
+        "LinkType": "",
+        "DERPLatency": {"999-v4": 0.0012},
+        "FirewallMode": "",
+    },
+    "RoutableIPs": ["10.0.0.0/24", "fd00::/64", "0.0.0.0/0"],
+    "RequestTags": ["tag:a"],
+    "Services": [{"Proto": "tcp", "Port": 22, "Description": "sshd"}],
+    "sshHostKeys": ["ssh-ed25519 AAAA"],
+    "Location": {"Country": "Canada", "Latitude": 49.7, "Longitude": -123, "Priority": 10},
+    "SomeFutureField": {"anything": [1, "x"]},
+}
+
+
+def test_real_hostinfo_accepted() -> None:
+    tailcfg.check_hostinfo(FIXTURE_HOSTINFO)
+    body = json.dumps({"NodeKey": NODE_KEY, "Hostinfo": FIXTURE_HOSTINFO, "Endpoints": ["1.2.3.4:41641"]})
+    assert tailcfg.parse_request(tailcfg.MapRequest, body.encode()).Hostinfo == FIXTURE_HOSTINFO
+
+
+@pytest.mark.parametrize(
+    "patch, where",
+    [
+        ({"OS": 5}, "Hostinfo.OS"),
+        ({"Hostname": ["x"]}, "Hostinfo.Hostname"),
+        ({"ShieldsUp": "true"}, "Hostinfo.ShieldsUp"),
+        ({"Container": 1}, "Hostinfo.Container"),
+        ({"RequestTags": "tag:a"}, "Hostinfo.RequestTags"),
+        ({"RequestTags": [1]}, "Hostinfo.RequestTags"),
+        ({"RoutableIPs": ["10.0.0.0"]}, "Hostinfo.RoutableIPs"),
+        ({"RoutableIPs": ["banana/8"]}, "Hostinfo.RoutableIPs"),
+        ({"RoutableIPs": [5]}, "Hostinfo.RoutableIPs"),
+        ({"Services": [{"Proto": "tcp", "Port": 70000}]}, "Hostinfo.Services"),
+        ({"Services": [{"Proto": "tcp", "Port": "22"}]}, "Hostinfo.Services"),
+        ({"Services": ["ssh"]}, "Hostinfo.Services"),
+        ({"NetInfo": "wifi"}, "Hostinfo.NetInfo"),
+        ({"NetInfo": {"PreferredDERP": "1"}}, "Hostinfo.NetInfo.PreferredDERP"),
+        ({"NetInfo": {"PreferredDERP": True}}, "Hostinfo.NetInfo.PreferredDERP"),
+        ({"NetInfo": {"DERPLatency": {"1-v4": "fast"}}}, "Hostinfo.NetInfo.DERPLatency"),
+        ({"Location": {"Latitude": "north"}}, "Hostinfo.Location.Latitude"),
+        ({"TPM": "yes"}, "Hostinfo.TPM"),
+    ],
+)
+@pytest.mark.parametrize("model", [tailcfg.RegisterRequest, tailcfg.MapRequest])
+def test_hostinfo_peers_cannot_decode_is_refused(patch: dict, where: str, model: type[tailcfg._Wire]) -> None:  # type: ignore[type-arg]
+    body = json.dumps({"NodeKey": NODE_KEY, "Hostinfo": {**FIXTURE_HOSTINFO, **patch}}).encode()
+    with pytest.raises(tailcfg.BadRequest) as info:
+        tailcfg.parse_request(model, body)
+    assert str(info.value).startswith(f"invalid {model.__name__}: Hostinfo: {where}"), str(info.value)
+
+
+def test_hostinfo_nulls_accepted() -> None:
+    tailcfg.check_hostinfo(
+        {"OS": None, "NetInfo": None, "RoutableIPs": None, "Location": None, "ShieldsUp": None}
+    )
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["1.2.3.4:41641", "[fd00::1]:0", "[fe80::1%eth0]:5", "[::ffff:1.2.3.4]:65535"]
+)
+def test_endpoint_accepted(endpoint: str) -> None:
+    assert tailcfg.check_endpoint(endpoint) == endpoint
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "1.2.3.4",
+        "1.2.3.4:",
+        "1.2.3.4:65536",
+        "fd00::1:80",
+        "[1.2.3.4]:80",
+        "host.example:80",
+        "1.2.3.4:+80",
+        "1.2.3.4:080",
+        41641,
+        "[fd00::1]80",
+    ],
+)
+def test_endpoint_refused(endpoint: object) -> None:
+    body = json.dumps({"NodeKey": NODE_KEY, "Endpoints": [endpoint]}).encode()
+    with pytest.raises(tailcfg.BadRequest, match="invalid MapRequest: Endpoints"):
+        tailcfg.parse_request(tailcfg.MapRequest, body)
