@@ -52,10 +52,6 @@ class MapHandler:
         except tailcfg.BadRequest as exc:
             await request.response.respond(400, str(exc).encode(), "text/plain")
             return
-        if req.Version and req.Version < tailcfg.MIN_CAPVER:
-            message = f"client capability version {req.Version} is too old (minimum {tailcfg.MIN_CAPVER})"
-            await request.response.respond(400, message.encode(), "text/plain")
-            return
         node = self.store.node_by_node_key(req.NodeKey)
         if node is None:
             await request.response.respond(404, b"node not found", "text/plain")

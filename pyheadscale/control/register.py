@@ -38,10 +38,6 @@ class RegisterHandler:
         except tailcfg.BadRequest as exc:
             await request.response.respond(400, str(exc).encode(), "text/plain")
             return
-        if req.Version and req.Version < tailcfg.MIN_CAPVER:
-            message = f"client capability version {req.Version} is too old (minimum {tailcfg.MIN_CAPVER})"
-            await request.response.respond(400, message.encode(), "text/plain")
-            return
         audit.actor.set(f"machine:{machine_key[5:17]}")
         try:
             response = await self._register(req, machine_key)
