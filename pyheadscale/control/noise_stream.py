@@ -33,18 +33,22 @@ class NoiseStream:
         return self.session.peer_static
 
     async def read(self) -> bytes:
-        try:
-            header = await self._read_exactly(HEADER_LEN)
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
-                raise NoiseError("truncated record header") from exc
-            return b""
-        length = parse_record_header(header)
-        try:
-            ciphertext = await self._read_exactly(length)
-        except asyncio.IncompleteReadError as exc:
-            raise NoiseError("truncated record") from exc
-        return self.session.recv.open(ciphertext)
+        # Zero-byte records are allowed in TS2021 (controlbase reads past them): b"" only means end of stream.
+        while True:
+            try:
+                header = await self._read_exactly(HEADER_LEN)
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    raise NoiseError("truncated record header") from exc
+                return b""
+            length = parse_record_header(header)
+            try:
+                ciphertext = await self._read_exactly(length)
+            except asyncio.IncompleteReadError as exc:
+                raise NoiseError("truncated record") from exc
+            plaintext = self.session.recv.open(ciphertext)
+            if plaintext:
+                return plaintext
 
     async def write(self, plaintext: bytes) -> None:
         if not plaintext:

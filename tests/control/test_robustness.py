@@ -496,3 +496,39 @@ async def test_hostinfo_and_endpoints_peers_cannot_decode_are_refused(harness: H
     finally:
         await reader.close()
     await still_serving(harness)
+
+
+async def test_zero_byte_records_are_not_end_of_stream(harness: Harness) -> None:
+    """Zero-byte records are legal in TS2021 and must not end the session."""
+    raw = await RawSession.open(harness)
+    try:
+        send = raw.session.send
+        body = {
+            "NodeKey": keys.node_public_text(keys.PrivateKey.generate().public()),
+            "Auth": {"AuthKey": await harness.preauth_key()},
+        }
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        conn.send_headers(
+            1, [(":method", "POST"), (":path", "/machine/register"), (":scheme", "http"), (":authority", "x")]
+        )
+        conn.send_data(1, json.dumps(body).encode(), end_stream=True)
+        raw.send(send.seal_records(b"") + send.seal_records(conn.data_to_send()) + send.seal_records(b""))
+        await raw.writer.drain()
+        answer = b""
+        status = 0
+        ended = False
+        while not ended:
+            for event in conn.receive_data(await raw.read_record()):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    answer += event.data
+                elif isinstance(event, h2.events.StreamEnded):
+                    ended = True
+            out = conn.data_to_send()
+            if out:
+                raw.send(send.seal_records(out))
+        assert status == 200 and json.loads(answer)["MachineAuthorized"] is True
+    finally:
+        raw.close()

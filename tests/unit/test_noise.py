@@ -508,3 +508,12 @@ async def test_stream_write_seals_in_order() -> None:
     await asyncio.gather(*(stream.write(bytes([i]) * 10) for i in range(5)))
     opened = [client.recv.open(r) for chunk in written for r in _split_records(chunk)]
     assert opened == [bytes([i]) * 10 for i in range(5)]
+
+
+async def test_stream_skips_zero_byte_records() -> None:
+    """Zero-byte records are allowed in TS2021 (controlbase loops past them); not an end of stream."""
+    client, server = _pair()
+    data = client.send.seal_records(b"") + client.send.seal_records(b"") + client.send.seal_records(b"after")
+    stream = _stream(server, data)
+    assert await stream.read() == b"after"
+    assert await stream.read() == b""
