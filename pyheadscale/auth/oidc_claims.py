@@ -1,9 +1,9 @@
 """What an OpenID login says about the person, and whether the configuration lets that person in.
 
-The claims come from the validated ID token, completed by the provider's userinfo answer (many providers put only
-`sub` in the ID token of a code flow). Authorization follows Headscale's rules: `allowed_groups` is always checked;
-`allowed_domains` and `allowed_users` compare the email address, which counts only when the provider says it is
-verified or `email_verified_required` is off.
+The claims come from the validated ID token, completed by the provider's userinfo answer (many providers put
+only `sub` in the ID token of a code flow). Authorization follows Headscale's rules: `allowed_groups` is
+always checked; `allowed_domains` and `allowed_users` compare the email address, which counts only when the
+provider says it is verified or `email_verified_required` is off.
 """
 
 from __future__ import annotations
@@ -67,11 +67,11 @@ class Claims:
 
     @property
     def identifier(self) -> str:
-        """The user's stable identity across logins: issuer and subject joined by a slash, as Headscale keys it."""
+        """The user's identity across logins: issuer and subject joined by a slash, as Headscale keys it."""
         return f"{self.iss.rstrip('/')}/{self.sub.lstrip('/')}"
 
     def trusted_email(self, email_verified_required: bool) -> str:
-        """The email address if it may be relied on (verified, or verification not required) and well formed."""
+        """The email address if it may be relied on (verified, or verification not required) and valid."""
         if email_verified_required and not self.email_verified:
             return ""
         _, address = parseaddr(self.email)
@@ -100,11 +100,11 @@ def refusal(config: OIDCConfig, claims: Claims) -> str | None:
 def username_for(claims: Claims, email_verified_required: bool) -> str:
     """The pyheadscale user name for these claims.
 
-    Headscale takes `preferred_username` when it is a valid user name. It leaves the name empty otherwise, which
-    the store does not allow, so pyheadscale falls back to the trusted email address and then to the subject.
+    Headscale takes `preferred_username` when it is a valid user name. It leaves the name empty otherwise,
+    which the store does not allow, so pyheadscale falls back to the trusted email address, then the subject.
     """
-    candidates = [claims.preferred_username, claims.trusted_email(email_verified_required), f"oidc-{claims.sub}"]
-    for candidate in candidates:
+    email = claims.trusted_email(email_verified_required)
+    for candidate in (claims.preferred_username, email, f"oidc-{claims.sub}"):
         if 2 <= len(candidate) <= 63 and _USERNAME.fullmatch(candidate):
             return candidate
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", claims.sub)[:58]

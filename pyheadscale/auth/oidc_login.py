@@ -1,10 +1,10 @@
 """OpenID Connect login for waiting machines: `/register/<auth id>` sends the browser to the provider, and
 `/oidc/callback` finishes the pending login as the user the provider vouched for.
 
-The flow is the authorization code flow with PKCE. The state ties the callback to the pending login it was started
-for and, through a cookie, to the browser that started it; the nonce ties the ID token to this very login. The
-person's claims are checked against the configured allowed domains, users and groups before any user or node is
-written, and a refusal is a 403 page saying why plus an audit entry.
+The flow is the authorization code flow with PKCE. The state ties the callback to the pending login it was
+started for and, through a cookie, to the browser that started it; the nonce ties the ID token to this very
+login. The person's claims are checked against the configured allowed domains, users and groups before any
+user or node is written, and a refusal is a 403 page saying why plus an audit entry.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class OIDCLogin:
         except ProviderError as exc:
             log.warning("OIDC login for %s cannot start: %s", login.auth_id, exc)
             return pages.page(503, "Identity provider unavailable",
-                              "The identity provider cannot be reached right now; try this link again shortly.")
+                              "The identity provider cannot be reached right now; try this link again soon.")
         session = self.sessions.begin(login.auth_id)
         params = {
             **self.oidc.extra_params,
@@ -70,8 +70,8 @@ class OIDCLogin:
         if self.oidc.pkce.enabled:
             params["code_challenge"] = session.code_challenge(self.oidc.pkce.method)
             params["code_challenge_method"] = self.oidc.pkce.method
-        response = web.Response(status=302, headers={"Location": self.provider.authorization_url(metadata, params),
-                                                     "Cache-Control": "no-store"})
+        location = self.provider.authorization_url(metadata, params)
+        response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
         response.set_cookie(session.cookie_name, session.state, max_age=int(LIFETIME), path=CALLBACK_PATH,
                             httponly=True, samesite="Lax", secure=self._secure_cookies)
         return response
@@ -87,7 +87,8 @@ class OIDCLogin:
         if request.cookies.get(cookie_name(state)) != state:
             # Not the browser that started this login: someone else's callback link, or a forged one.
             return pages.bad_request(403, "Login does not match this browser",
-                                     "This login response does not belong to a login started in this browser.")
+                                     "This login response does not belong to a login started in this "
+                                     "browser.")
         self.sessions.take(state)
         response = await self._finish(request, session)
         response.del_cookie(session.cookie_name, path=CALLBACK_PATH)
@@ -103,8 +104,8 @@ class OIDCLogin:
         if "error" in request.query:
             reason = request.query.get("error_description") or request.query["error"]
             self._audit_denied(login, f"provider: {reason}")
-            return pages.page(403, "Login not completed", f"The identity provider did not log you in: {reason}.",
-                              retry_url=retry_url)
+            return pages.page(403, "Login not completed",
+                              f"The identity provider did not log you in: {reason}.", retry_url=retry_url)
         code = request.query.get("code", "")
         if not code:
             return pages.bad_request(400, "Malformed login response", "The login response carries no code.")
@@ -113,8 +114,8 @@ class OIDCLogin:
         except TokenInvalid as exc:
             log.warning("OIDC login %s: %s", login.auth_id, exc)
             self._audit_denied(login, str(exc))
-            return pages.page(403, "Login refused", f"The identity provider's answer did not validate: {exc}.",
-                              retry_url=retry_url)
+            return pages.page(403, "Login refused",
+                              f"The identity provider's answer did not validate: {exc}.", retry_url=retry_url)
         except ProviderError as exc:
             log.warning("OIDC login %s failed at the provider: %s", login.auth_id, exc)
             return pages.page(502, "Identity provider error", f"The login could not be completed: {exc}.",
@@ -129,7 +130,8 @@ class OIDCLogin:
 
     async def _claims(self, code: str, session: LoginSession) -> Claims:
         verifier = session.code_verifier if self.oidc.pkce.enabled else None
-        tokens = await self.provider.exchange_code(code, redirect_uri=self.redirect_uri, code_verifier=verifier)
+        tokens = await self.provider.exchange_code(code, redirect_uri=self.redirect_uri,
+                                                   code_verifier=verifier)
         id_claims = await self.provider.validate(tokens.id_token, session.nonce)
         userinfo = await self.provider.userinfo(tokens.access_token, str(id_claims["sub"]))
         return Claims.from_tokens(id_claims, userinfo)
@@ -139,10 +141,10 @@ class OIDCLogin:
             user = await self._user_for(claims)
             if self.logins.get(login.auth_id) is not login:
                 return pages.bad_request(410, "Registration expired",
-                                         "The machine's registration request expired while you were logging in.")
+                                         "The machine's registration request expired during the login.")
             node = await self.store.register(
-                machine_key=login.machine_key, node_key=login.node_key, hostinfo=login.hostinfo, user_id=user.id,
-                tags=[], method=PROVIDER_NAME, ephemeral=False, expiry=self._expiry(claims),
+                machine_key=login.machine_key, node_key=login.node_key, hostinfo=login.hostinfo,
+                user_id=user.id, tags=[], method=PROVIDER_NAME, ephemeral=False, expiry=self._expiry(claims),
             )
         except (StateError, AddressExhausted) as exc:
             log.warning("OIDC login %s could not register: %s", login.auth_id, exc)
@@ -153,7 +155,7 @@ class OIDCLogin:
         return pages.success(node.given_name, user.display_name or user.email or user.name)
 
     async def _user_for(self, claims: Claims) -> User:
-        """The user for these claims, created on first login and refreshed from the claims on every later one."""
+        """The user for these claims: created at the first login, refreshed from them at every later one."""
         required = self.oidc.email_verified_required
         profile = {"display_name": claims.name, "email": claims.trusted_email(required),
                    "profile_pic_url": claims.picture}
@@ -161,8 +163,8 @@ class OIDCLogin:
         async with self._users_lock:
             user = self.store.user_by_provider_id(claims.identifier)
             if user is None:
-                return await self.store.create_user(name, provider=PROVIDER_NAME, provider_id=claims.identifier,
-                                                    **profile)
+                return await self.store.create_user(name, provider=PROVIDER_NAME,
+                                                    provider_id=claims.identifier, **profile)
             return await self.store.update_user_profile(user.id, name=name, **profile)
 
     def _expiry(self, claims: Claims) -> datetime | None:
@@ -174,8 +176,9 @@ class OIDCLogin:
         return now() + lifetime if lifetime.total_seconds() > 0 else None
 
     def _audit_denied(self, login: PendingLogin, reason: str, **details: object) -> None:
-        self.store.audit.record("node.register", f"machine:{login.machine_key[5:17]}", "denied", method="oidc",
-                                reason=reason, auth_id=login.auth_id, hostname=login.hostname, **details)
+        self.store.audit.record("node.register", f"machine:{login.machine_key[5:17]}", "denied",
+                                method=PROVIDER_NAME, reason=reason, auth_id=login.auth_id,
+                                hostname=login.hostname, **details)
 
 
 async def start_oidc(config: Config, store: Store, logins: PendingLogins) -> OIDCLogin | None:
@@ -192,5 +195,6 @@ async def start_oidc(config: Config, store: Store, logins: PendingLogins) -> OID
             await provider.close()
             raise ProviderError(f"OIDC provider {config.oidc.issuer} is unavailable: {exc} "
                                 "(set oidc.only_start_if_oidc_is_available: false to start anyway)") from None
-        log.warning("OIDC provider %s is unavailable (%s); logins will retry discovery", config.oidc.issuer, exc)
+        log.warning("OIDC provider %s is unavailable (%s); logins will retry discovery",
+                    config.oidc.issuer, exc)
     return OIDCLogin(config, store, logins, provider)

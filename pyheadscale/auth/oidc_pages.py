@@ -1,7 +1,7 @@
 """The HTML pages a person sees at the end of an OpenID login: success, or why it did not work.
 
-A login ends in a browser, so every outcome is a readable page (not a bare status code) that says what happened
-and, where it helps, how to try again. Everything interpolated is escaped.
+A login ends in a browser, so every outcome is a readable page (not a bare status code) that says what
+happened and, where it helps, how to try again. Everything interpolated is escaped.
 """
 
 from __future__ import annotations

@@ -58,7 +58,8 @@ class ProviderMetadata:
             jwks_uri=str(doc["jwks_uri"]),
             userinfo_endpoint=str(doc.get("userinfo_endpoint") or ""),
             algorithms=signing_algorithms(doc.get("id_token_signing_alg_values_supported")),
-            token_auth_methods=list(doc.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]),
+            token_auth_methods=list(doc.get("token_endpoint_auth_methods_supported")
+                                    or ["client_secret_basic"]),
         )
 
 
@@ -69,7 +70,7 @@ class TokenResponse:
 
 
 class Provider:
-    """One configured provider. `discover()` must succeed before a login can start; it is retried on demand."""
+    """One configured provider. Discovery must succeed before a login can start; a failure is retried."""
 
     def __init__(self, issuer: str, client_id: str, client_secret: str) -> None:
         self.issuer = issuer
@@ -127,7 +128,8 @@ class Provider:
         separator = "&" if "?" in metadata.authorization_endpoint else "?"
         return metadata.authorization_endpoint + separator + urlencode(params, quote_via=quote)
 
-    async def exchange_code(self, code: str, *, redirect_uri: str, code_verifier: str | None) -> TokenResponse:
+    async def exchange_code(self, code: str, *, redirect_uri: str,
+                            code_verifier: str | None) -> TokenResponse:
         """Trade the authorization code for tokens (RFC 6749 4.1.3), authenticating as the client."""
         metadata = await self.metadata()
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
@@ -161,8 +163,8 @@ class Provider:
         metadata = await self.metadata()
 
         def check(keys: KeySet) -> dict[str, Any]:
-            return validate_id_token(id_token, keys, issuer=metadata.issuer, client_id=self.client_id, nonce=nonce,
-                                     algorithms=metadata.algorithms)
+            return validate_id_token(id_token, keys, issuer=metadata.issuer, client_id=self.client_id,
+                                     nonce=nonce, algorithms=metadata.algorithms)
 
         assert self._keys is not None
         try:

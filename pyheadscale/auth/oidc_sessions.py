@@ -1,9 +1,9 @@
 """The server's side of logins in flight at the provider: state, nonce and PKCE verifier, by state.
 
-A session is created when a registration link sends the browser to the provider and is consumed by the callback
-that comes back with its state, so a state works once: a replayed or forged callback finds nothing. Each session
-is bound to the pending login (auth id) it was started for. Sessions live as long as a pending login can, and
-their number is bounded so unauthenticated link visits cannot grow memory without limit.
+A session is created when a registration link sends the browser to the provider and is consumed by the
+callback that comes back with its state, so a state works once: a replayed or forged callback finds nothing.
+Each session is bound to the pending login (auth id) it was started for. Sessions live as long as a pending
+login can, and their number is bounded so unauthenticated link visits cannot grow memory without limit.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ LEEWAY_SECONDS = 60
 
 # Signature algorithms accepted when the provider does not list its own; never "none" or a symmetric one.
 DEFAULT_ALGORITHMS = ("RS256",)
-_ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
-                         "Ed25519"})
+_ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+                         "EdDSA", "Ed25519"})
 
 
 class TokenInvalid(Exception):
@@ -69,7 +69,8 @@ def validate_id_token(token: str, keys: KeySet, *, issuer: str, client_id: str, 
     try:
         registry.validate(claims)
     except JoseError as exc:
-        raise TokenInvalid(f"the ID token is not valid for this server ({exc.description or exc.error})") from None
+        detail = exc.description or exc.error
+        raise TokenInvalid(f"the ID token is not valid for this server ({detail})") from None
     audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
     # With several audiences the authorized party must be named, and be us; a named one must be us anyway.
     if claims.get("azp", client_id if len(audiences) == 1 else None) != client_id:

@@ -20,7 +20,8 @@ code{{background:#f3f3f3;padding:.6em;display:block;overflow-x:auto}}</style></h
 <code>pyheadscale auth register --auth-id {auth_id} --user USERNAME</code>
 <p>(or, as older Headscale releases spell it:
 <code>pyheadscale nodes register --key {auth_id} --user USERNAME</code>)</p>
-<p>The machine waiting for this login will join as soon as the command has run; it does not need restarting.</p>
+<p>The machine waiting for this login will join as soon as the command has run;
+it does not need restarting.</p>
 </body></html>
 """
 

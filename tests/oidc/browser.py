@@ -1,4 +1,5 @@
-"""A scripted browser for the test provider's pages: aiohttp with a cookie jar, filling in the HTML forms it finds.
+"""A scripted browser for the test provider's pages: aiohttp with a cookie jar, filling in the HTML forms it
+finds.
 
 It does what a person does at the provider: open the login link, sign in, press Continue on the consent page,
 and land on whatever page pyheadscale shows at the end.

@@ -1,7 +1,9 @@
-"""A real OpenID provider (panva's certified `oidc-provider`, run by Node.js) and a pyheadscale server using it.
+"""A real OpenID provider (panva's certified `oidc-provider`, run by Node.js) and a pyheadscale server using
+it.
 
-The provider's npm package is installed once per session into tests/oidc/provider (`npm install`); the provider
-itself runs per test, on an ephemeral 127.0.0.1 port, with the test server's callback as its client's redirect URI.
+The provider's npm package is installed once per session into tests/oidc/provider (`npm install`); the
+provider itself runs per test, on an ephemeral 127.0.0.1 port, with the test server's callback as its client's
+redirect URI.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ class OIDCProvider:
 
 async def start_provider(directory: Path, redirect_uri: str, log_path: Path) -> OIDCProvider:
     options = {"redirect_uri": redirect_uri, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
-    with log_path.open("ab") as log:
+    log = await asyncio.to_thread(log_path.open, "ab")
+    with log:
         process = await asyncio.create_subprocess_exec(
             "node", "server.js", json.dumps(options), cwd=directory,
             stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
@@ -68,7 +71,8 @@ async def start_provider(directory: Path, redirect_uri: str, log_path: Path) -> 
     line = await asyncio.wait_for(process.stdout.readline(), 30)
     if not line:
         await process.wait()
-        pytest.fail(f"the OIDC test provider exited ({process.returncode}):\n{log_path.read_text()}")
+        output = await asyncio.to_thread(log_path.read_text)
+        pytest.fail(f"the OIDC test provider exited ({process.returncode}):\n{output}")
     return OIDCProvider(json.loads(line)["issuer"], process)
 
 
@@ -90,7 +94,7 @@ StartSetup = Callable[..., Awaitable[OIDCSetup]]
 
 @pytest.fixture
 async def oidc_setup(provider_installed: Path, tmp_path: Path) -> AsyncIterator[StartSetup]:
-    """Start the provider and a pyheadscale server whose `oidc` section is the defaults plus `oidc` overrides."""
+    """Start the provider and a pyheadscale server whose `oidc` section is the base one plus `oidc`."""
     started: list[OIDCSetup] = []
     providers: list[OIDCProvider] = []
 

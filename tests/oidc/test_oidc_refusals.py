@@ -1,5 +1,6 @@
-"""What the callback refuses: unknown, replayed or foreign states, ID tokens for another nonce, and what happens
-when the provider is down. Every refusal leaves the machine unregistered."""
+"""What the callback refuses: unknown, replayed or foreign states, ID tokens for another nonce, and what
+happens when the provider is down. Every refusal leaves the machine unregistered.
+"""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ async def test_replayed_callback_is_refused(oidc_setup: StartSetup, browser: Bro
 
 
 async def test_callback_in_another_browser_is_refused(oidc_setup: StartSetup, new_browser: Any) -> None:
-    """Login CSRF: a callback carrying someone else's state, opened in a browser that did not start the login."""
+    """Login CSRF: a callback with someone else's state, opened in a browser that did not start the login."""
     setup = await oidc_setup()
     machine = Machine(setup.live, "laptop")
     starter, victim = new_browser(), new_browser()
@@ -67,7 +68,7 @@ async def test_callback_in_another_browser_is_refused(oidc_setup: StartSetup, ne
 
 
 async def test_id_token_for_another_nonce_is_refused(oidc_setup: StartSetup, browser: Browser) -> None:
-    """The provider issues a token for whatever nonce the request carried; a substituted nonce must not pass."""
+    """The provider issues a token for whatever nonce the request carried; a substituted one must not pass."""
     setup = await oidc_setup()
     machine = Machine(setup.live, "laptop")
     try:
@@ -77,7 +78,8 @@ async def test_id_token_for_another_nonce_is_refused(oidc_setup: StartSetup, bro
         assert page.status == 403, page.text
         assert "nonce does not match this login" in page.text
         assert not setup.live.store.nodes and not setup.live.store.users
-        (denied,) = [e for e in setup.live.server.audit.query(action="node.register") if e["outcome"] == "denied"]
+        (denied,) = setup.live.server.audit.query(action="node.register")
+        assert denied["outcome"] == "denied"
         assert "nonce" in denied["reason"]
     finally:
         await machine.close()
@@ -147,7 +149,8 @@ async def test_register_page_without_oidc_still_shows_the_command(tmp_path: Path
                 http.get(f"{raw['server_url']}/register/{login.auth_id}", allow_redirects=False) as response:
             assert response.status == 200
             assert f"pyheadscale auth register --auth-id {login.auth_id}" in await response.text()
-        async with aiohttp.ClientSession() as http, http.get(f"{raw['server_url']}/oidc/callback") as response:
+        callback = f"{raw['server_url']}/oidc/callback"
+        async with aiohttp.ClientSession() as http, http.get(callback) as response:
             assert response.status == 404
     finally:
         await server.stop()

@@ -9,7 +9,7 @@ import pytest
 from pyheadscale.auth.oidc_claims import Claims, refusal, username_for
 from pyheadscale.config import ConfigError, OIDCConfig, build_config
 
-BASE = {"issuer": "https://id.example.com", "client_id": "hs", "client_secret": "s3cret"}
+BASE: dict[str, object] = {"issuer": "https://id.example.com", "client_id": "hs", "client_secret": "s3cret"}
 
 
 def oidc(**keys: object) -> OIDCConfig:
@@ -36,7 +36,8 @@ def test_config_errors_name_the_key() -> None:
     assert "client_id is required" in config_error({"issuer": "https://id.example.com"})
     assert "mutually exclusive" in config_error(BASE | {"client_secret_path": "/run/secret"})
     assert "oidc.scope: must include 'openid'" in config_error(BASE | {"scope": ["email"]})
-    assert "oidc.extra_params: nonce is set by pyheadscale" in config_error(BASE | {"extra_params": {"nonce": "x"}})
+    clash = config_error(BASE | {"extra_params": {"nonce": "x"}})
+    assert "oidc.extra_params: nonce is set by pyheadscale" in clash
     assert "oidc.pkce.method" in config_error(BASE | {"pkce": {"method": "S512"}})
     assert "oidc.strip_email_domain: was removed" in config_error(BASE | {"strip_email_domain": True})
     assert "oidc.expiry" in config_error(BASE | {"expiry": "soon"})
@@ -50,7 +51,7 @@ def test_client_secret_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert cfg.read_client_secret() == "from-file"
     missing = build_config({"oidc": {"issuer": "https://id.example.com", "client_id": "hs",
                                      "client_secret_path": str(tmp_path / "nope")}}, data_dir=tmp_path).oidc
-    with pytest.raises(ConfigError, match="oidc.client_secret_path: cannot read"):
+    with pytest.raises(ConfigError, match=r"oidc\.client_secret_path: cannot read"):
         missing.read_client_secret()
 
 
@@ -61,7 +62,7 @@ def claims(**values: object) -> Claims:
 def test_authorization_rules() -> None:
     verified = claims(email="Ann@Example.com", email_verified=True, groups=["eng"])
     assert refusal(oidc(), verified) is None
-    assert refusal(oidc(allowed_domains=["example.com"]), verified) is None, "domains compare case-insensitively"
+    assert refusal(oidc(allowed_domains=["example.com"]), verified) is None, "domains ignore case"
     assert "not allowed" in (refusal(oidc(allowed_domains=["other.org"]), verified) or "")
     assert refusal(oidc(allowed_users=["ann@example.com"]), verified) is None
     assert "not among the users" in (refusal(oidc(allowed_users=["bob@example.com"]), verified) or "")
@@ -77,7 +78,7 @@ def test_authorization_rules() -> None:
 def test_user_names_and_identity() -> None:
     assert username_for(claims(preferred_username="ann"), True) == "ann"
     spaced = claims(preferred_username="Ann Smith", email="ann@example.com", email_verified=True)
-    assert username_for(spaced, True) == "ann@example.com", "an invalid preferred_username falls back to email"
+    assert username_for(spaced, True) == "ann@example.com", "an invalid preferred_username: the email"
     assert username_for(claims(preferred_username="Ann Smith", email="ann@example.com"), True) == "oidc-u1", \
         "an unverified email is not used when verification is required"
     assert username_for(claims(sub="weird/sub id"), True) == "oidc-weird-sub-id"
