@@ -1,9 +1,10 @@
 """Wire types of the control protocol (tailscale's tailcfg), as far as the server reads or writes them.
 
-Requests are parsed into pydantic models, so a malformed request becomes a clear 400 naming the field. Responses are
-built as plain dicts with tailcfg's field names and serialized once per message: the map path is the hot path and
-dicts are cheaper than model instances there. Field names and encodings follow tailcfg.go exactly (Go's JSON: times
-in RFC 3339 with a trailing Z, the zero time as 0001-01-01T00:00:00Z, keys in their text forms).
+Requests are parsed into pydantic models, so a malformed request becomes a clear 400 naming the field.
+Responses are built as plain dicts with tailcfg's field names and serialized once per message: the map path is
+the hot path and dicts are cheaper than model instances there. Field names and encodings follow tailcfg.go
+exactly (Go's JSON: times in RFC 3339 with a trailing Z, the zero time as 0001-01-01T00:00:00Z, keys in their
+text forms).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pyheadscale import keys
 
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 TAGGED_DEVICES_USER_ID = 2147455555
-# Clients from this capability version on read Node.HomeDERP; older ones want the legacy "127.3.3.40:N" string.
+# Clients from this capability version on read Node.HomeDERP; older ones want the legacy "127.3.3.40:N"
+# string.
 CAPVER_HOME_DERP = 111
 # Clients from this capability version on understand MapResponse.PacketFilters (named, incremental filters).
 CAPVER_PACKET_FILTERS = 81
@@ -204,7 +206,13 @@ class _NodeRequest(_Wire):
     @field_validator("NodeKey", mode="before")
     @classmethod
     def _key(cls, value: Any) -> str:
-        return _node_key_or_empty(value)
+        # Required and non-zero: the key is the node's identity, and peers cannot decode an empty one.
+        key = _node_key_or_empty(value)
+        if not key:
+            raise ValueError("a node key is required")
+        if keys.is_zero_key(key):
+            raise ValueError("the all-zero node key is not a key")
+        return key
 
     @field_validator("Hostinfo")
     @classmethod

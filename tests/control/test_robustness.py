@@ -532,3 +532,15 @@ async def test_zero_byte_records_are_not_end_of_stream(harness: Harness) -> None
         assert status == 200 and json.loads(answer)["MachineAuthorized"] is True
     finally:
         raw.close()
+
+
+@pytest.mark.parametrize("node_key", ["", "nodekey:" + "0" * 64])
+async def test_register_without_a_real_node_key_refused(harness: Harness, node_key: str) -> None:
+    client = await harness.client()
+    status, data = await client.request(
+        "POST",
+        "/machine/register",
+        {"Version": 130, "NodeKey": node_key, "Auth": {"AuthKey": await harness.preauth_key()}},
+    )
+    assert status == 400 and b"NodeKey" in data
+    assert not harness.store.nodes

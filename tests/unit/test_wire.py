@@ -129,6 +129,30 @@ def test_request_errors_name_the_field(model: type[tailcfg._Wire], body: bytes, 
     assert message.startswith(f"invalid {model.__name__}: {field}:"), message
 
 
+@pytest.mark.parametrize("model", [tailcfg.RegisterRequest, tailcfg.MapRequest])
+@pytest.mark.parametrize(
+    "node_key, message",
+    [
+        ("", "required"),
+        (None, "required"),
+        ("nodekey:" + "0" * 64, "zero"),
+    ],
+)
+def test_node_key_required_and_nonzero(
+    model: type[tailcfg._Wire], node_key: str | None, message: str
+) -> None:
+    with pytest.raises(tailcfg.BadRequest, match=f"invalid {model.__name__}: NodeKey: .*{message}"):
+        tailcfg.parse_request(model, json.dumps({"NodeKey": node_key}).encode())
+
+
+def test_old_node_key_may_be_zero() -> None:
+    req = tailcfg.parse_request(
+        tailcfg.RegisterRequest,
+        json.dumps({"NodeKey": NODE_KEY, "OldNodeKey": "nodekey:" + "0" * 64}).encode(),
+    )
+    assert req.OldNodeKey.endswith("0" * 64)
+
+
 @pytest.mark.parametrize("body", [b"{", b"not json", b"[1, 2]", b"null", b"\xff\xfe"])
 def test_request_not_json(body: bytes) -> None:
     with pytest.raises(tailcfg.BadRequest, match="invalid MapRequest: body"):
