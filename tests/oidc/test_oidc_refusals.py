@@ -4,6 +4,8 @@ happens when the provider is down. Every refusal leaves the machine unregistered
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -16,7 +18,7 @@ from pyheadscale.auth.oidc_provider import ProviderError
 from pyheadscale.config import build_config
 from tests.api.harness import free_port, server_config
 from tests.oidc.browser import Browser
-from tests.oidc.conftest import StartSetup
+from tests.oidc.conftest import CLIENT_SECRET, StartSetup
 from tests.oidc.test_oidc_login import Machine
 
 
@@ -35,7 +37,9 @@ async def test_unknown_state_and_missing_parameters(oidc_setup: StartSetup, brow
         assert "Unknown login" in page.text and "already used" in page.text
 
 
-async def test_replayed_callback_is_refused(oidc_setup: StartSetup, browser: Browser) -> None:
+async def test_replayed_callback_is_refused(oidc_setup: StartSetup, browser: Browser,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     setup = await oidc_setup()
     machine = Machine(setup.live, "laptop")
     try:
@@ -47,6 +51,11 @@ async def test_replayed_callback_is_refused(oidc_setup: StartSetup, browser: Bro
         replay = await browser.get(callback)
         assert replay.status == 400 and "already used" in replay.text
         assert len(setup.live.store.nodes) == 1
+
+        code = dict(parse_qsl(urlsplit(callback).query))["code"]
+        audit_text = json.dumps(list(setup.live.server.audit.entries))
+        for secret in (code, CLIENT_SECRET):
+            assert secret not in caplog.text and secret not in audit_text, "never logged"
     finally:
         await machine.close()
 
