@@ -102,7 +102,8 @@ class OIDCLogin:
         retry_url = f"{self.config.server_url}/register/{login.auth_id}"
         audit.actor.set(f"oidc:{self.oidc.issuer}")
         if "error" in request.query:
-            reason = request.query.get("error_description") or request.query["error"]
+            # Text from the query string: shown escaped, and cut short so it cannot flood the audit log.
+            reason = (request.query.get("error_description") or request.query["error"])[:200]
             self._audit_denied(login, f"provider: {reason}")
             return pages.page(403, "Login not completed",
                               f"The identity provider did not log you in: {reason}.", retry_url=retry_url)
