@@ -19,7 +19,7 @@ async def complete_login(resource: Resource, auth_id: str, user_ref: str) -> web
     server, store = resource.server, resource.store
     user = store.resolve_user(user_ref)
     expiry = server.register.default_expiry() if server.register else None
-    node = await server.logins.approve(store, auth_id, user, expiry)
+    node = await server.logins.approve(store, server.logins.pending(auth_id), user, expiry, method="cli")
     return reply({"node": serialize.node(store, node)})
 
 

@@ -75,11 +75,11 @@ class PendingLogins:
             raise NotFound(f"no login is waiting with auth id {auth_id!r} (it may have expired)")
         return login
 
-    async def approve(self, store: Store, auth_id: str, user: User, expiry: datetime | None) -> Node:
-        """Register the waiting machine as `user`'s node and let its client proceed."""
-        login = self.pending(auth_id)
+    async def approve(self, store: Store, login: PendingLogin, user: User, expiry: datetime | None, *,
+                      method: str) -> Node:
+        """Register the waiting machine as `user`'s node (`method`: cli, oidc) and let its client proceed."""
         node = await store.register(machine_key=login.machine_key, node_key=login.node_key, hostinfo=login.hostinfo,
-                                    user_id=user.id, tags=[], method="cli", ephemeral=False, expiry=expiry)
+                                    user_id=user.id, tags=[], method=method, ephemeral=False, expiry=expiry)
         self.resolve(login, node)
         return node
 

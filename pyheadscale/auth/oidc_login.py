@@ -143,14 +143,11 @@ class OIDCLogin:
             if self.logins.get(login.auth_id) is not login:
                 return pages.bad_request(410, "Registration expired",
                                          "The machine's registration request expired during the login.")
-            node = await self.store.register(
-                machine_key=login.machine_key, node_key=login.node_key, hostinfo=login.hostinfo,
-                user_id=user.id, tags=[], method=PROVIDER_NAME, ephemeral=False, expiry=self._expiry(claims),
-            )
+            expiry = self._expiry(claims)
+            node = await self.logins.approve(self.store, login, user, expiry, method=PROVIDER_NAME)
         except (StateError, AddressExhausted) as exc:
             log.warning("OIDC login %s could not register: %s", login.auth_id, exc)
             return pages.page(500, "Registration failed", f"The machine could not be registered: {exc}.")
-        self.logins.resolve(login, node)
         log.info("OIDC login %s registered node %d for user %d (%s)", login.auth_id, node.id, user.id,
                  claims.identifier)
         return pages.success(node.given_name, user.display_name or user.email or user.name)

@@ -59,13 +59,14 @@ class RegisterHandler:
         user = self.store.users.get(node.user_id) if node.user_id is not None and not node.tags else None
         if user is None:
             uid, login_name, display = tailcfg.TAGGED_DEVICES_USER_ID, "tagged-devices", "Tagged Devices"
-            provider = ""
+            provider = picture = ""
         else:
             uid, login_name, display = user.id, user.email or user.name, user.display_name or user.email or user.name
-            provider = user.provider
+            provider, picture = user.provider, user.profile_pic_url
         return tailcfg.register_response(
-            user={"ID": uid, "DisplayName": display, "ProfilePicURL": ""},
-            login={"ID": uid, "Provider": provider, "LoginName": login_name, "DisplayName": display},
+            user={"ID": uid, "DisplayName": display, "ProfilePicURL": picture},
+            login={"ID": uid, "Provider": provider, "LoginName": login_name, "DisplayName": display,
+                   "ProfilePicURL": picture},
             authorized=True,
             expired=self.store.is_expired(node),
         )
