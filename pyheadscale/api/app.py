@@ -14,6 +14,7 @@ from aiohttp.typedefs import Middleware
 from pyheadscale.api.apikeys import ApiKeys
 from pyheadscale.api.audit import Audit
 from pyheadscale.api.authflow import AuthFlow
+from pyheadscale.api.debug import Debug
 from pyheadscale.api.auth import bearer_auth, local_actor
 from pyheadscale.api.errors import error_middleware
 from pyheadscale.api.health import Health
@@ -34,7 +35,7 @@ def api_application(server: Server, *, trusted: bool) -> web.Application:
     edge = local_actor if trusted else bearer_auth(lambda: server.store)
     middlewares: list[Middleware] = [error_middleware, edge]
     api = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
-    resources = (Health, Users, Nodes, PreAuthKeys, ApiKeys, Audit, AuthFlow, Policy)
+    resources = (Health, Users, Nodes, PreAuthKeys, ApiKeys, Audit, AuthFlow, Policy, Debug)
     for resource in (cls(server) for cls in resources):
         api.router.add_routes(resource.routes())
     api.router.add_get("/openapi.json", serve_document, name="openapi")

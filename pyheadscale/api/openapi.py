@@ -303,6 +303,11 @@ _PATHS: dict[str, dict[str, Schema]] = {
             params=[_param("prefix", "path", "key prefix (bare or masked)")],
         )
     },
+    "/debug/node": {"post": _op(
+        "debugCreateNode", "A pending login with no machine behind it, to register with auth register", "Debug",
+        _object(node=_object(name=_STR, given_name=_STR, machine_key=_STR, node_key=_STR, auth_id=_STR)),
+        body=_object(key=_STR, name=_STR, user=_STR, routes={"type": "array", "items": _STR}),
+    )},
     "/policy": {
         "get": _op("getPolicy", "The policy in force", "Policy", _object(policy=_STR, updatedAt=_STR)),
         "put": _op("setPolicy", "Replace the policy (policy.mode: database)", "Policy",

@@ -50,11 +50,15 @@ class PendingLogins:
     def __init__(self) -> None:
         self._pending: dict[str, PendingLogin] = {}
 
-    def start(self, machine_key: str, node_key: str, hostinfo: dict[str, Any]) -> PendingLogin:
+    def start(self, machine_key: str, node_key: str, hostinfo: dict[str, Any], *,
+              auth_id: str | None = None) -> PendingLogin:
+        """A new pending login; `auth_id` is given only by `debug create-node`, which names its own."""
         self._prune()
         if len(self._pending) >= MAX_PENDING:
             raise OverflowError("too many logins are waiting for approval; try again later")
-        login = PendingLogin(AUTH_ID_PREFIX + secrets.token_hex(12), machine_key, node_key, hostinfo)
+        if auth_id is not None and (not auth_id.startswith(AUTH_ID_PREFIX) or auth_id in self._pending):
+            raise ValueError(f"auth id {auth_id!r} must start with {AUTH_ID_PREFIX!r} and not be in use")
+        login = PendingLogin(auth_id or AUTH_ID_PREFIX + secrets.token_hex(12), machine_key, node_key, hostinfo)
         self._pending[login.auth_id] = login
         return login
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from pyheadscale import __version__
-from pyheadscale.cli import apikeys, auth, health, nodes, policy, preauthkeys, users
+from pyheadscale.cli import apikeys, auth, debug, health, nodes, policy, preauthkeys, users
 from pyheadscale.config import ConfigError, load_config
 from pyheadscale.keys import PrivateKey
 
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.required = True
     generate.add_parser("private-key", help="a new privkey: for noise.private_key_path").set_defaults(
         func=_generate_private_key)
-    for module in (users, nodes, preauthkeys, apikeys, auth, policy, health):
+    for module in (users, nodes, preauthkeys, apikeys, auth, policy, debug, health):
         module.add_commands(sub)
     return parser
 
