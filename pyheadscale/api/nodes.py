@@ -47,6 +47,7 @@ class Nodes(Resource):
         return [
             web.get("/node", self.list),
             web.post("/node/register", self.register),
+            web.post("/node/backfillips", self.backfill_ips),
             web.get("/node/{node_id}", self.get),
             web.delete("/node/{node_id}", self.delete),
             web.post("/node/{node_id}/expire", self.expire),
@@ -125,6 +126,12 @@ class Nodes(Resource):
         node = self._node(request)
         routes = parse_routes(str_list_field(await json_body(request), "routes"))
         return self._reply(await self.store.set_approved_routes(node.id, routes))
+
+    async def backfill_ips(self, request: web.Request) -> web.Response:
+        """Addresses for families a node lacks (after a prefix was added); guarded by `?confirmed=true`."""
+        if request.query.get("confirmed", "").lower() != "true":
+            raise invalid("backfilling node IPs changes addresses: not confirmed (pass confirmed=true)")
+        return reply({"changes": await self.store.backfill_ips()})
 
     async def register(self, request: web.Request) -> web.Response:
         """Completing an interactive login, the older way: `?user=NAME&key=<auth id>`."""

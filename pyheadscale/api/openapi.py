@@ -196,6 +196,11 @@ _PATHS: dict[str, dict[str, Schema]] = {
             ],
         )
     },
+    "/node/backfillips": {"post": _op(
+        "backfillNodeIPs", "Give nodes an address in each configured family they lack", "Nodes",
+        _object(changes={"type": "array", "items": _STR}),
+        params=[_param("confirmed", "query", "must be true", required=True)],
+    )},
     "/node/{node_id}": {
         "get": _op("getNode", "Get node", "Nodes", _ONE_NODE, params=[_NODE_ID]),
         "delete": _op("deleteNode", "Delete node", "Nodes", params=[_NODE_ID]),

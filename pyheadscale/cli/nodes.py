@@ -94,6 +94,14 @@ async def _delete(client: ApiClient, args: argparse.Namespace) -> None:
     emit(args, result, lambda: f"Node {node['given_name']} deleted")
 
 
+async def _backfill_ips(client: ApiClient, args: argparse.Namespace) -> None:
+    question = "Give every node an address in each configured family it lacks? Connected nodes will re-read maps."
+    if not await confirm(args, question):
+        raise CliError("not confirmed; nothing changed (pass --force to skip the question)")
+    result = await client.post("/node/backfillips", params={"confirmed": "true"})
+    emit(args, result, lambda: "\n".join(result["changes"]) or "Every node already has its addresses")
+
+
 async def _expire(client: ApiClient, args: argparse.Namespace) -> None:
     if args.disable and args.expiry:
         raise CliError("give --expiry or --disable, not both")
@@ -155,6 +163,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     _identifier(verb("list-routes", ["lsr", "routes"], "list nodes' routes", _list_routes))
     _identifier(verb("delete", ["del"], "delete a node", _delete))
+    verb("backfillips", [], "add missing addresses (e.g. after enabling prefixes.v6)", _backfill_ips)
 
     expire = verb("expire", ["logout", "exp", "e"], "expire a node's key (log it out)", _expire)
     _identifier(expire)

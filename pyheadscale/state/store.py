@@ -569,6 +569,29 @@ class Store:
         return updated
 
     @atomic
+    async def backfill_ips(self) -> list[str]:
+        """Give every node an address in each configured family it lacks; returns what was done, per node."""
+        changes = []
+        for node in sorted(self.nodes.values(), key=lambda n: n.id):
+            missing: dict[str, Any] = {}
+            if node.ipv4 is None and self.ips.v4 is not None:
+                missing["ipv4"] = self.ips.v4.allocate()
+            if node.ipv6 is None and self.ips.v6 is not None:
+                missing["ipv6"] = self.ips.v6.allocate()
+            if not missing:
+                continue
+            try:
+                await self._replace(node, **missing)
+            except Exception:
+                self.ips.release(missing.values())
+                raise
+            added = ", ".join(str(a) for a in missing.values())
+            changes.append(f"node {node.id} ({node.given_name}): added {added}")
+            self.audit.record("node.backfill_ips", f"node:{node.id}", added=added)
+            self._emit(Change(ChangeKind.NODE_UPDATED, node.id))
+        return changes
+
+    @atomic
     async def delete_node(self, node_id: int) -> None:
         node = self.get_node(node_id)
         await self.db.delete_node(node_id)

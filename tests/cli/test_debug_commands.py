@@ -42,3 +42,11 @@ async def test_dump_config_prints_effective_settings_with_secrets_masked(
     assert dumped["server_url"] == raw["server_url"]
     assert dumped["prefixes"]["v4"] == "100.64.0.0/10", "defaults are filled in"
     assert "s3cret-value" not in result.out
+
+
+async def test_backfillips_needs_confirmation(live: LiveServer, cli: RunCli) -> None:
+    refused = await cli("nodes", "backfillips", stdin="n\n")
+    assert refused.code == 1 and "not confirmed" in refused.err
+    forced = await cli("nodes", "backfillips", "--force", "-o", "json")
+    assert forced.code == 0, forced.err
+    assert forced.json() == {"changes": []}
