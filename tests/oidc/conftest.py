@@ -32,8 +32,7 @@ CLIENT_ID = "pyheadscale-test"
 CLIENT_SECRET = "test-client-secret-9f4c1e"
 
 
-@pytest.fixture(scope="session")
-def provider_installed() -> Path:
+def install_provider() -> Path:
     """tests/oidc/provider with its node_modules; skips (saying why) only when Node.js or npm is missing."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
@@ -45,6 +44,11 @@ def provider_installed() -> Path:
                                 capture_output=True, text=True, timeout=300, check=False)
         assert result.returncode == 0, f"npm install in {PROVIDER_DIR} failed:\n{result.stderr}"
     return PROVIDER_DIR
+
+
+@pytest.fixture(scope="session")
+def provider_installed() -> Path:
+    return install_provider()
 
 
 @dataclass
