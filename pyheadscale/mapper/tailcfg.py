@@ -44,7 +44,10 @@ def go_time(value: datetime | None) -> str:
 
 
 def parse_go_time(text: str | None) -> datetime | None:
-    """Parse a Go RFC 3339 time; the zero time and absent values are None."""
+    """Parse a Go RFC 3339 time; the zero time and absent values are None.
+
+    Raises ValueError for anything Go's time.Time would not decode, including a time without a zone.
+    """
     if not text or text.startswith("0001-01-01"):
         return None
     cleaned = text.replace("Z", "+00:00")
@@ -54,7 +57,13 @@ def parse_go_time(text: str | None) -> datetime | None:
         digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]
         zone = rest[len(digits):]
         cleaned = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
-    return datetime.fromisoformat(cleaned).astimezone(UTC)
+    try:
+        parsed = datetime.fromisoformat(cleaned)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an RFC 3339 time") from None
+    if parsed.tzinfo is None or "T" not in cleaned:
+        raise ValueError(f"{text!r} is not an RFC 3339 time (date, time and zone are required)")
+    return parsed.astimezone(UTC)
 
 
 # Hostinfo and Endpoints travel from a node to every peer verbatim, and a Tailscale client decodes them into
@@ -233,6 +242,12 @@ class RegisterRequest(_NodeRequest):
     @classmethod
     def _old_key(cls, value: Any) -> str:
         return _node_key_or_empty(value)
+
+    @field_validator("Expiry")
+    @classmethod
+    def _expiry(cls, value: str | None) -> str | None:
+        parse_go_time(value)
+        return value
 
     @property
     def expiry(self) -> datetime | None:

@@ -267,3 +267,12 @@ async def test_ephemeral_node_gone_after_restart_unless_it_returns(make_harness:
         assert back_id in harness.store.nodes
     finally:
         await reader.close()
+
+
+async def test_unparseable_expiry_is_a_400(harness: Harness) -> None:
+    node = await harness.node("n")
+    status, data = await node.client.request(
+        "POST", "/machine/register", {"Version": 130, "NodeKey": node.node_key_text, "Expiry": "yesterday"}
+    )
+    assert status == 400 and b"Expiry" in data
+    assert not harness.store.is_expired(harness.store.node_by_node_key(node.node_key_text))

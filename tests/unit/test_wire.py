@@ -84,6 +84,20 @@ def test_parse_go_time(text: str | None, expected: datetime | None) -> None:
     assert tailcfg.parse_go_time(text) == expected
 
 
+@pytest.mark.parametrize(
+    "text", ["yesterday", "2024-13-01T00:00:00Z", "2024-01-01", "2024-01-01T00:00:00", "2024-01-01T25:00:00Z"]
+)
+def test_parse_go_time_refuses_what_go_would(text: str) -> None:
+    with pytest.raises(ValueError, match="RFC 3339"):
+        tailcfg.parse_go_time(text)
+
+
+def test_register_expiry_must_be_a_time() -> None:
+    body = json.dumps({"NodeKey": NODE_KEY, "Expiry": "yesterday"}).encode()
+    with pytest.raises(tailcfg.BadRequest, match="invalid RegisterRequest: Expiry: .*RFC 3339"):
+        tailcfg.parse_request(tailcfg.RegisterRequest, body)
+
+
 def test_go_time_round_trip_many() -> None:
     base = datetime(2030, 6, 30, 23, 59, 59, tzinfo=UTC)
     for micro in (0, 1, 10, 999999, 500000, 123456):
