@@ -94,7 +94,7 @@ def test_parse_go_time_refuses_what_go_would(text: str) -> None:
 
 def test_register_expiry_must_be_a_time() -> None:
     body = json.dumps({"NodeKey": NODE_KEY, "Expiry": "yesterday"}).encode()
-    with pytest.raises(tailcfg.BadRequest, match="invalid RegisterRequest: Expiry: .*RFC 3339"):
+    with pytest.raises(tailcfg.BadRequest, match=r"invalid RegisterRequest: Expiry: .*RFC 3339"):
         tailcfg.parse_request(tailcfg.RegisterRequest, body)
 
 
