@@ -153,12 +153,16 @@ class DERPMapSource:
         if changed and self.on_change is not None:
             self.on_change()
 
+    async def refresh(self) -> None:
+        """Fetch the URL sources again and merge; a source that fails keeps its last regions."""
+        await self._fetch_urls()
+        self._merge()
+
     async def _refresh_loop(self) -> None:
         interval = max(self.config.derp.update_frequency.total_seconds(), 10.0)
         while True:
             await asyncio.sleep(interval)
-            await self._fetch_urls()
-            self._merge()
+            await self.refresh()
 
     async def close(self) -> None:
         if self._task is not None:
