@@ -113,3 +113,33 @@ async def test_replay_each_fixture_alone(harness: Harness, path: Path) -> None:
     finally:
         for reader in readers:
             await reader.close()
+
+
+async def test_recorder_writes_replayable_fixtures(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With PYHEADSCALE_RECORD_DIR set, a session is recorded in the fixture format, its auth key masked."""
+    record_dir = tmp_path / "recorded"
+    monkeypatch.setenv("PYHEADSCALE_RECORD_DIR", str(record_dir))
+    key = await harness.preauth_key()
+    node = await harness.node("recorded", auth_key=key)
+    status, _ = await node.client.request(
+        "POST", "/machine/map", {"Version": 130, "NodeKey": node.node_key_text, "OmitPeers": True}
+    )
+    assert status == 200
+    (path,) = record_dir.iterdir()
+    assert path.name == node.machine_key_text.removeprefix("mkey:")[:16] + ".jsonl"
+    assert key not in path.read_text()
+    entries = load(path)
+    assert [(e["method"], e["path"]) for e in entries] == [
+        ("POST", "/machine/register"),
+        ("POST", "/machine/map"),
+    ]
+    assert set(entries[0]) >= set(load(FIXTURES[0])[0]) - {"time"}
+    assert json.loads(entries[0]["body"])["Auth"]["AuthKey"] == "<redacted>"
+    # and the recording replays like the real client's
+    monkeypatch.delenv("PYHEADSCALE_RECORD_DIR")
+    body = substitute(entries[0], keys.node_public_text(keys.PrivateKey.generate().public()), key)
+    client = await harness.client()
+    status, data = await client.request("POST", "/machine/register", body)
+    assert status == 200 and json.loads(data)["MachineAuthorized"]
