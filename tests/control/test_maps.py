@@ -310,3 +310,28 @@ async def test_logout_reaches_own_stream_and_peers(harness: Harness) -> None:
         assert mine["Node"]["Expired"] is True
     finally:
         await ra.close(), await rb.close()
+
+
+async def test_home_derp_by_capability_version(harness: Harness) -> None:
+    """Clients before capability 111 read the home DERP from the legacy "127.3.3.40:N" string."""
+    hostinfo = {"Hostname": "pytest", "OS": "linux", "NetInfo": {"PreferredDERP": 7}}
+    old = await harness.node("old")
+    old.client.capver = 100
+    new = await harness.node("new")
+    ro = open_map(old, extra={"Version": 100, "Hostinfo": hostinfo})
+    rn = open_map(new, extra={"Hostinfo": hostinfo})
+    try:
+        old_full, new_full = await ro.next(), await rn.next()
+    finally:
+        await ro.close(), await rn.close()
+    assert old_full["Node"]["DERP"] == "127.3.3.40:7" and old_full["Node"]["HomeDERP"] == 7
+    assert new_full["Node"]["HomeDERP"] == 7 and "DERP" not in new_full["Node"]
+    assert old_full["Node"]["Cap"] == 100
+
+
+async def test_too_old_capability_version_refused(harness: Harness) -> None:
+    node = await harness.node("n")
+    status, data = await node.client.request(
+        "POST", "/machine/map", {"Version": 50, "NodeKey": node.node_key_text, "Stream": True}
+    )
+    assert status == 400 and b"too old" in data
