@@ -25,6 +25,7 @@ from pyheadscale.config import Config
 from pyheadscale.control.poll import KEEPALIVE_SECONDS, MapHandler
 from pyheadscale.control.register import RegisterHandler
 from pyheadscale.control.ts2021 import ControlServer
+from pyheadscale.control.verify import verify_handler
 from pyheadscale.db.database import Database
 from pyheadscale.derpmap import DERPMapSource
 from pyheadscale.mapper.builder import MapBuilder, MapContext
@@ -126,6 +127,7 @@ class Server:
         control.add_routes(app)
         self._control = control
         app.router.add_get("/health", self._health)
+        app.router.add_post("/verify", verify_handler(store))
         oidc = self.oidc = await start_oidc(config, store, self.logins)
         if oidc is not None:
             self._closers.append(oidc.provider.close)

@@ -1,0 +1,47 @@
+"""`/verify`: a standalone relay asks whether a node key may use it (derper's --verify-client-url)."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from derp.admission import AdmissionController
+from pyheadscale import keys
+from pyheadscale.keys import PrivateKey
+from tests.server.conftest import StartServer
+
+
+async def test_admits_registered_node_keys_only(start_server: StartServer) -> None:
+    server = await start_server()
+    user = await server.store.create_user("alice")
+    node_key = keys.node_public_text(PrivateKey.generate().public())
+    await server.store.register(machine_key=keys.machine_public_text(PrivateKey.generate().public()),
+                                node_key=node_key, hostinfo={"Hostname": "n"}, user_id=user.id, tags=[],
+                                method="cli", ephemeral=False, expiry=None)
+    url = f"{server.config.server_url}/verify"
+    async with aiohttp.ClientSession() as http:
+        async def ask(body: object) -> tuple[int, str]:
+            async with http.post(url, json=body) as resp:
+                return resp.status, await resp.text()
+
+        assert await ask({"NodePublic": node_key, "Source": "127.0.0.1"}) == (200, '{"Allow": true}')
+        stranger = keys.node_public_text(PrivateKey.generate().public())
+        assert await ask({"NodePublic": stranger, "Source": "127.0.0.1"}) == (200, '{"Allow": false}')
+        status, text = await ask({"NodePublic": "mkey:" + "0" * 64})
+        assert status == 400 and "nodekey:" in text
+        status, text = await ask(["not", "an", "object"])
+        assert status == 400
+
+
+async def test_the_derp_packages_admission_client_speaks_to_it(start_server: StartServer) -> None:
+    server = await start_server()
+    user = await server.store.create_user("alice")
+    node = PrivateKey.generate()
+    await server.store.register(machine_key=keys.machine_public_text(PrivateKey.generate().public()),
+                                node_key=keys.node_public_text(node.public()), hostinfo={}, user_id=user.id,
+                                tags=[], method="cli", ephemeral=False, expiry=None)
+    admission = AdmissionController(f"{server.config.server_url}/verify")
+    try:
+        assert await admission.allows(node.public(), "127.0.0.1")
+        assert not await admission.allows(PrivateKey.generate().public(), "127.0.0.1")
+    finally:
+        await admission.close()
