@@ -147,12 +147,13 @@ class MapBuilder:
         return urlsplit(self.ctx.config.server_url).hostname or self.ctx.config.base_domain
 
     def peers_changed(self, node: Node, peer_ids: Iterable[int], capver: int) -> dict[str, Any]:
-        store = self.ctx.store
-        views = self.ctx.policy.peers(node.id)
-        changed = [
-            self.tail_node(store.nodes[pid], views[pid], capver)
-            for pid in sorted(peer_ids) if pid in store.nodes and pid in views
-        ]
+        """The changed peers `node` may still see, in full. Costs O(changed peers), not O(node's peers)."""
+        store, policy = self.ctx.store, self.ctx.policy
+        changed = []
+        for pid in sorted(peer_ids):
+            view = policy.peer_view(node.id, pid) if pid in store.nodes else None
+            if view is not None:
+                changed.append(self.tail_node(store.nodes[pid], view, capver))
         profiles = {}
         for pid in peer_ids:
             if pid in store.nodes:

@@ -4,25 +4,60 @@ Each connected map stream is a MapSession. A change touches only the sessions of
 node (asked of the policy), or that were told about it before; those sessions note what is pending and wake. Each
 session then builds one MapResponse from everything pending, so a burst of changes coalesces into one message, and
 the pending state is a few sets of node ids: memory per session stays bounded however fast changes arrive.
+
+"Told about it before" is a reverse index (peer id -> sessions whose client knows that peer), kept in step as
+each session's known peers change, so routing a change costs O(sessions it reaches), never a scan of them all.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from pyheadscale.mapper.builder import MapBuilder
 from pyheadscale.state.changes import Change, ChangeKind
 
 
+class KnownIndex:
+    """Which sessions know each peer: the inverse of every session's `known_peers`."""
+
+    def __init__(self) -> None:
+        self._by_peer: dict[int, set[MapSession]] = {}
+
+    def add(self, session: MapSession, peer_ids: Iterable[int]) -> None:
+        for pid in peer_ids:
+            group = self._by_peer.get(pid)
+            if group is None:
+                self._by_peer[pid] = {session}
+            else:
+                group.add(session)
+
+    def discard(self, session: MapSession, peer_ids: Iterable[int]) -> None:
+        for pid in peer_ids:
+            group = self._by_peer.get(pid)
+            if group is not None:
+                group.discard(session)
+                if not group:
+                    del self._by_peer[pid]
+
+    def knowing(self, peer_id: int) -> list[MapSession]:
+        return list(self._by_peer.get(peer_id, ()))
+
+
 class MapSession:
-    """The delta state of one connected map stream."""
+    """The delta state of one connected map stream.
+
+    `known_peers` is what the client has been told. It changes only through `_know` and `_forget`, which keep
+    `index` (the distributor's, once the session is added) in step.
+    """
 
     def __init__(self, node_id: int, capver: int) -> None:
         self.node_id = node_id
         self.capver = capver
         self.known_peers: set[int] = set()
+        self.index = KnownIndex()
         self.wake = asyncio.Event()
         self.closed = False
         self._full = False
@@ -58,6 +93,16 @@ class MapSession:
         self.closed = True
         self.wake.set()
 
+    def _know(self, peer_ids: set[int]) -> None:
+        new = peer_ids - self.known_peers
+        self.known_peers |= new
+        self.index.add(self, new)
+
+    def _forget(self, peer_ids: set[int]) -> None:
+        gone = peer_ids & self.known_peers
+        self.known_peers -= gone
+        self.index.discard(self, gone)
+
     def take_pending(self, builder: MapBuilder) -> dict[str, Any] | None:
         """Build one MapResponse from everything pending and clear it; None when nothing is."""
         self.wake.clear()
@@ -72,7 +117,8 @@ class MapSession:
             self._patched.clear()
             full, peers = builder.full(node, self.capver)
             removed = self.known_peers - peers
-            self.known_peers = peers
+            self._forget(removed)
+            self._know(peers)
             if removed:
                 full["PeersRemoved"] = sorted(removed)
             return full
@@ -85,12 +131,12 @@ class MapSession:
             delta = builder.peers_changed(node, changed, self.capver)
             visible = {n["ID"] for n in delta["PeersChanged"]}
             self._removed |= (changed - visible) & self.known_peers
-            self.known_peers |= visible
+            self._know(visible)
             if delta["PeersChanged"]:
                 response.update(delta)
         if self._removed:
             removed, self._removed = self._removed & self.known_peers, set()
-            self.known_peers -= removed
+            self._forget(removed)
             if removed:
                 response["PeersRemoved"] = sorted(removed)
         if self._patched:
@@ -107,8 +153,11 @@ class Distributor:
     def __init__(self, builder: MapBuilder) -> None:
         self.builder = builder
         self.sessions: dict[int, set[MapSession]] = defaultdict(set)
+        self.index = KnownIndex()
 
     def add(self, session: MapSession) -> None:
+        session.index = self.index
+        self.index.add(session, session.known_peers)
         self.sessions[session.node_id].add(session)
 
     def remove(self, session: MapSession) -> None:
@@ -117,12 +166,15 @@ class Distributor:
             group.discard(session)
             if not group:
                 del self.sessions[session.node_id]
+        if session.index is self.index:
+            self.index.discard(session, session.known_peers)
+            session.index = KnownIndex()
 
-    def _sessions_of(self, node_ids: Any) -> list[MapSession]:
+    def _sessions_of(self, node_ids: Iterable[int]) -> list[MapSession]:
         return [s for nid in node_ids for s in self.sessions.get(nid, ())]
 
     def _knowing(self, node_id: int) -> list[MapSession]:
-        return [s for group in self.sessions.values() for s in group if node_id in s.known_peers]
+        return self.index.knowing(node_id)
 
     def on_change(self, change: Change) -> None:
         kind, node_id = change.kind, change.node_id

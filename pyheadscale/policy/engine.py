@@ -131,6 +131,9 @@ class PolicyEngine:
     def add_or_update_node(self, node: PolicyNode) -> set[int]:
         """Add ``node`` or replace the node with its id; returns the ids of nodes whose results changed."""
         old = self.tailnet.nodes.get(node.id)
+        if old == node:
+            # Nothing the policy reads changed (a client's Hostinfo update, say): every result still holds.
+            return set()
         old_peers = set(self.peers(old.id)) if old is not None else set()
         self.tailnet.add_node(node)
         return self._node_changed(old, node, old_peers)
@@ -169,9 +172,11 @@ class PolicyEngine:
         self.resolver.forget(stale)
 
         touched = [n.addr_set for n in changed]
+        recompiled = False
         for index, grant in enumerate(self._grants):
             uses_routes = routes_changed and any(a.kind is AliasKind.WILDCARD for a in grant.sources)
             if uses_routes or any(a in stale for a in _aliases_of(grant)):
+                recompiled = True
                 before, after = self._compiled[index], compile_grant(grant, self.resolver)
                 self._compiled[index] = after
                 self._global_matcher_cache = None
@@ -203,10 +208,27 @@ class PolicyEngine:
         if new is not None:
             self._node_cache.pop(new.id, None)
             new_peers = set(self.peers(new.id))
-            for node_id in new_peers - affected:
-                self._node_cache.pop(node_id, None)
+            gained = new_peers - affected
+            routes_involved = routes_changed or bool(new.subnet_routes) or new.is_exit_node
+            if recompiled or routes_involved or self._has_per_node_rules():
+                for node_id in gained:
+                    self._node_cache.pop(node_id, None)
+            else:
+                self._add_peer(new, gained)
             affected |= new_peers | {new.id}
         return {i for i in affected if i in self.tailnet.nodes}
+
+    def _add_peer(self, peer: PolicyNode, viewers: Iterable[int]) -> None:
+        """Add ``peer`` to the cached peer maps of ``viewers``, which gained it and nothing else.
+
+        The caller guarantees that no grant was recompiled, no route moved and ``peer`` routes nothing: then
+        each viewer's rules, filter and other peers are as before, and recomputing every viewer's whole peer
+        map (O(tailnet) each, so O(tailnet²) per join) would only find the same map plus ``peer``.
+        """
+        for node_id in viewers:
+            cached = self._cached(node_id, "peers")
+            if cached is not None:
+                cached[peer.id] = self._view(self._node(node_id), peer, DISABLE_IPV4 in self.cap_map(node_id))
 
     # -- per-node results ----------------------------------------------------
 
@@ -279,24 +301,36 @@ class PolicyEngine:
 
     def peers(self, node_id: int) -> dict[int, PeerView]:
         """The nodes ``node_id`` may see, with the addresses and routes it should use for each."""
+        return dict(self._peer_map(node_id))
+
+    def peer_view(self, node_id: int, peer_id: int) -> PeerView | None:
+        """What ``node_id`` sees of one peer, or None if it may not see it.
+
+        One lookup in the cached peer map: the map server asks this per changed peer and recipient, where
+        copying the recipient's whole peer map (:meth:`peers`) would make every delta O(tailnet).
+        """
+        return self._peer_map(node_id).get(peer_id)
+
+    def _peer_map(self, node_id: int) -> dict[int, PeerView]:
+        """The cached peer map itself; callers must not change it."""
         viewer = self._node(node_id)
-        cached = self._cached(node_id, "peers")
-        if cached is not None:
-            return dict(cached)
-        result: dict[int, PeerView] = {}
+        cached: dict[int, PeerView] | None = self._cached(node_id, "peers")
+        if cached is None:
+            v4_disabled = DISABLE_IPV4 in self.cap_map(node_id)
+            cached = {peer.id: self._view(viewer, peer, v4_disabled) for peer in self._peers_of(viewer)}
+            self._store(node_id, "peers", cached)
+        return cached
+
+    def _view(self, viewer: PolicyNode, peer: PolicyNode, viewer_v4_disabled: bool) -> PeerView:
+        """What ``viewer`` sees of ``peer``, which is one of its peers."""
+        if self.policy is None:
+            routes = [r for r, owner in self._primaries.items() if owner == peer.id] + list(peer.exit_routes)
+        else:
+            steering = via_steering(viewer, peer, self._grants, self.resolver)
+            routes = routes_for_peer(viewer, peer, self._matchers(viewer), self._primaries, steering)
         # disable-ipv4 on either end means the pair talks over IPv6 only.
-        viewer_v4_disabled = DISABLE_IPV4 in self.cap_map(node_id)
-        for peer in self._peers_of(viewer):
-            if self.policy is None:
-                routes = [r for r, owner in self._primaries.items() if owner == peer.id] + list(
-                    peer.exit_routes
-                )
-            else:
-                steering = via_steering(viewer, peer, self._grants, self.resolver)
-                routes = routes_for_peer(viewer, peer, self._matchers(viewer), self._primaries, steering)
-            ipv4_disabled = viewer_v4_disabled or DISABLE_IPV4 in self.cap_map(peer.id)
-            result[peer.id] = peer_view(peer, routes, ipv4_disabled=ipv4_disabled)
-        return dict(self._store(node_id, "peers", result))
+        ipv4_disabled = viewer_v4_disabled or DISABLE_IPV4 in self.cap_map(peer.id)
+        return peer_view(peer, routes, ipv4_disabled=ipv4_disabled)
 
     def _peers_of(self, viewer: PolicyNode) -> list[PolicyNode]:
         """The viewer's peers, in registration order, found through the address index.

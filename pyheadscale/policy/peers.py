@@ -220,8 +220,9 @@ def routes_for_peer(
 def peer_view(peer: PolicyNode, routes: Sequence[IPNetwork], ipv4_disabled: bool = False) -> PeerView:
     """The peer's AllowedIPs and PrimaryRoutes; with ``ipv4_disabled`` its IPv4 address is left out."""
     exit_like = (ALL_V4, ALL_V6)
-    addresses = [p for p in peer.prefixes if not (ipv4_disabled and p.version == 4)]
+    texts = zip(peer.prefixes, peer.prefix_texts, strict=True)
+    addresses = [text for p, text in texts if not (ipv4_disabled and p.version == 4)]
     return PeerView(
-        allowed_ips=[str(p) for p in addresses] + [str(r) for r in routes],
+        allowed_ips=addresses + [str(r) for r in routes],
         primary_routes=[str(r) for r in routes if r not in exit_like],
     )

@@ -80,6 +80,11 @@ class PolicyNode:
         return tuple(ipaddress.ip_network(ip) for ip in self.ips)
 
     @cached_property
+    def prefix_texts(self) -> tuple[str, ...]:
+        """``prefixes`` as text, made once: every peer map lists them, and ipaddress formats slowly."""
+        return tuple(str(p) for p in self.prefixes)
+
+    @cached_property
     def subnet_routes(self) -> tuple[IPNetwork, ...]:
         """Approved routes that are advertised and are not exit routes."""
         advertised = {ipaddress.ip_network(r, strict=False) for r in self.routable_ips}
