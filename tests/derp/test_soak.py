@@ -66,3 +66,31 @@ async def test_churn_leaves_no_clients_and_no_tasks() -> None:
         accounted = stats["packets_sent"] + drops["gone"] + drops["unknown_destination"] + drops["queue_head"]
         assert accounted == stats["packets_received"]
     await server.close()
+
+
+async def test_churn_leaks_no_memory() -> None:
+    """After a warm-up (caches, pools, first-use allocations), more churn must not grow what Python holds."""
+    import gc
+    import tracemalloc
+
+    server = DerpServer(os.urandom(32))
+    rng = random.Random(99)
+    async with serving(server) as url:
+        for _ in range(3):
+            await asyncio.gather(wave(url, rng), misbehave(url))
+        await eventually(lambda: server.connection_count() == 0)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            baseline, _ = tracemalloc.get_traced_memory()
+            for _ in range(WAVES):
+                await asyncio.gather(wave(url, rng), misbehave(url))
+            await eventually(lambda: server.connection_count() == 0)
+            gc.collect()
+            current, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    await server.close()
+    # 200 more connections came and went; a leak of even one small object per connection would show here.
+    print(f"traced memory after churn: {current - baseline:+} bytes")
+    assert current - baseline < 64 * 1024, f"relay held {current - baseline} more bytes after the churn"
