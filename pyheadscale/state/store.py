@@ -39,8 +39,11 @@ _API_KEY = re.compile(r"^hskey-api-([0-9a-f]{12})-([0-9a-f]{64})$")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# Set inside a running mutation, so a mutation calling another does not wait for the lock it already holds.
-_IN_MUTATION: contextvars.ContextVar[bool] = contextvars.ContextVar("store_in_mutation", default=False)
+# The task running a mutation, so a mutation calling another (in the same task) does not wait for the lock it
+# already holds. A task spawned during a mutation inherits the value but is another task, so it still queues.
+_MUTATION_TASK: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.ContextVar(
+    "store_mutation_task", default=None
+)
 
 
 def atomic(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -50,18 +53,18 @@ def atomic(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine
     store does not know. Running it as its own shielded task makes the pair all-or-nothing, and `Store.close`
     waits for mutations still in flight.
 
-    Mutations also run one at a time. Each checks memory, awaits the database, then updates memory; two interleaved
-    at that await would both pass their checks (two nodes on one single-use key, one name given twice).
+    Mutations also run one at a time. Each checks memory, awaits the database, then updates memory; two
+    interleaved at that await would both pass their checks (two nodes on one single-use key, one name twice).
     """
 
     @functools.wraps(method)
     async def run(*args: P.args, **kwargs: P.kwargs) -> R:
         store = args[0]
-        if _IN_MUTATION.get():
+        if _MUTATION_TASK.get() is not None and _MUTATION_TASK.get() is asyncio.current_task():
             return await method(*args, **kwargs)
 
         async def serialized() -> R:
-            _IN_MUTATION.set(True)
+            _MUTATION_TASK.set(asyncio.current_task())
             async with store._mutation_lock:  # type: ignore[attr-defined]
                 return await method(*args, **kwargs)
 

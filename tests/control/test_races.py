@@ -86,3 +86,31 @@ async def test_map_update_racing_rotation_keeps_new_key(harness: Harness) -> Non
     assert current.node_key == new_key
     assert store.node_by_node_key(new_key) is current
     assert store.node_by_node_key(node.node_key_text) is None
+
+
+async def test_mutation_spawned_during_a_mutation_waits_its_turn(harness: Harness) -> None:
+    """A task started from inside a mutation (a change subscriber reacting) is serialized like any other."""
+    a = await harness.node("a")
+    b = await harness.node("b")
+    store = harness.store
+    a_id = store.node_by_node_key(a.node_key_text).id
+    b_id = store.node_by_node_key(b.node_key_text).id
+    log: list[str] = []
+    spawned: list[asyncio.Task[Any]] = []
+    original = store.db.update_node
+
+    async def update_node(node: Any) -> None:
+        log.append(f"start {node.given_name}")
+        if node.given_name == "first" and not spawned:
+            spawned.append(asyncio.ensure_future(store.rename_node(b_id, "second")))
+            await asyncio.sleep(0.05)
+        await original(node)
+        log.append(f"end {node.given_name}")
+
+    store.db.update_node = update_node
+    try:
+        await store.rename_node(a_id, "first")
+        await spawned[0]
+    finally:
+        store.db.update_node = original
+    assert log == ["start first", "end first", "start second", "end second"]
