@@ -544,3 +544,43 @@ async def test_register_without_a_real_node_key_refused(harness: Harness, node_k
     )
     assert status == 400 and b"NodeKey" in data
     assert not harness.store.nodes
+
+
+async def test_fuzzed_http2_inside_noise(harness: Harness) -> None:
+    """Valid HTTP/2 with random corruption, inside a valid Noise session: a clean close or an answer, never a
+    hang or a server that stops serving."""
+    import random
+
+    rng = random.Random(20211)
+    template = h2_request({"NodeKey": keys.node_public_text(keys.PrivateKey.generate().public())})
+    for _ in range(25):
+        data = bytearray(template)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            data = data[: rng.randrange(len(data))]
+        raw = await RawSession.open(harness)
+        try:
+            raw.send(raw.session.send.seal_records(bytes(data)))
+            await raw.writer.drain()
+            raw.writer.write_eof()
+            assert await raw.closed_by_server()
+        finally:
+            raw.close()
+    await still_serving(harness)
+
+
+async def test_fuzzed_bytes_after_upgrade(harness: Harness) -> None:
+    import random
+
+    rng = random.Random(4077)
+    for _ in range(25):
+        raw = await RawSession.open(harness)
+        try:
+            raw.send(bytes(rng.randrange(256) for _ in range(rng.randint(1, 600))))
+            await raw.writer.drain()
+            raw.writer.write_eof()
+            assert await raw.closed_by_server()
+        finally:
+            raw.close()
+    await still_serving(harness)
