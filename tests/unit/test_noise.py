@@ -517,3 +517,20 @@ async def test_stream_skips_zero_byte_records() -> None:
     stream = _stream(server, data)
     assert await stream.read() == b"after"
     assert await stream.read() == b""
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        bytes(32),
+        b"\x01" + bytes(31),
+        bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    ],
+)
+def test_low_order_ephemeral_refused(point: bytes) -> None:
+    """A low-order ephemeral key makes every DH output zero; the handshake must fail, not proceed."""
+    server = keys.PrivateKey.generate()
+    init = noise.Initiator(keys.PrivateKey.generate(), server.public(), 130).initiation()
+    forged = init[:5] + point + init[5 + 32 :]
+    with pytest.raises(noise.NoiseError):
+        noise.respond(server, forged)
