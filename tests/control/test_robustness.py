@@ -589,8 +589,8 @@ async def test_fuzzed_bytes_after_upgrade(harness: Harness) -> None:
 @pytest.mark.xfail(
     reason=(
         "pyheadscale/client/control.py: ControlClient._open waits for a window update that never comes once "
-        "the server resets the stream (StreamReset does not wake _window and the reset stream's window is not "
-        "checked); outside this suite's fix scope"
+        "the server resets the stream (StreamReset does not wake _window, the reset stream is not checked); "
+        "outside this suite's fix scope"
     ),
     raises=TimeoutError,
     strict=True,
