@@ -20,6 +20,9 @@ from pyheadscale import keys
 from pyheadscale.control import noise
 from pyheadscale.control.noise_stream import NoiseStream
 
+# Fixed ephemeral keys are the point of the vector and cross-check tests; noiseprotocol warns about them.
+pytestmark = pytest.mark.filterwarnings("ignore:One of ephemeral keypairs is already set:UserWarning")
+
 # Noise_IK_25519_ChaChaPoly_BLAKE2s from the cacophony test vectors (vectors/cacophony.txt in
 # haskell-cryptography/cacophony), copied verbatim.
 VECTOR = {
