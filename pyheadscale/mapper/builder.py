@@ -50,6 +50,8 @@ class MapBuilder:
     def __init__(self, ctx: MapContext) -> None:
         self.ctx = ctx
         self._dns = _dns_config(ctx.config)
+        # node id -> (the record the entries were built from, capver -> recipient-independent peer fields)
+        self._peer_bases: dict[int, tuple[Node, dict[int, dict[str, Any]]]] = {}
 
     def fqdn(self, node: Node) -> str:
         base = self.ctx.config.base_domain
@@ -64,8 +66,48 @@ class MapBuilder:
         login = user.email or user.name
         return tailcfg.user_profile(user.id, login, user.display_name or login, user.profile_pic_url)
 
-    def tail_node(self, node: Node, peer: PeerView | None, capver: int, *, self_view: bool = False) -> dict[str, Any]:
+    def forget(self, node_id: int) -> None:
+        """Drop what is cached for a removed node."""
+        self._peer_bases.pop(node_id, None)
+
+    def _peer_base(self, node: Node, capver: int) -> dict[str, Any]:
+        """`node` as tailcfg.Node without the fields that depend on the recipient or the clock.
+
+        A full map holds every peer and a join reaches every peer, so each node is rendered for many
+        recipients; rendering it once per record and capability version keeps a full map at a dict copy per
+        peer. The store replaces a node's record on every change, so an entry is current while it was built
+        from the record the store holds now.
+        """
+        entry = self._peer_bases.get(node.id)
+        if entry is None or entry[0] is not node:
+            entry = self._peer_bases[node.id] = (node, {})
+        base = entry[1].get(capver)
+        if base is None:
+            base = entry[1][capver] = self._render(node, None, capver, self_view=False)
+        return base
+
+    def tail_node(self, node: Node, peer: PeerView | None, capver: int, *,
+                  self_view: bool = False) -> dict[str, Any]:
         """A node as tailcfg.Node, as seen by a peer (`peer` gives its routes) or by itself."""
+        if self_view:
+            return self._render(node, None, capver, self_view=True)
+        assert peer is not None
+        store = self.ctx.store
+        out = dict(self._peer_base(node, capver))
+        expired = store.is_expired(node)
+        online = store.is_online(node.id)
+        out["AllowedIPs"] = peer.allowed_ips
+        out["PrimaryRoutes"] = peer.primary_routes
+        out["Online"] = online
+        out["MachineAuthorized"] = not expired
+        out["Expired"] = expired
+        out["CapMap"] = {}
+        if not online and node.last_seen is not None:
+            out["LastSeen"] = tailcfg.go_time(node.last_seen)
+        return out
+
+    def _render(self, node: Node, peer: PeerView | None, capver: int, *, self_view: bool) -> dict[str, Any]:
+        """Every field of tailcfg.Node; for peers, `tail_node` sets the per-recipient and presence ones."""
         store = self.ctx.store
         expired = store.is_expired(node)
         online = store.is_online(node.id)
@@ -74,8 +116,7 @@ class MapBuilder:
             allowed = addresses
             primary: list[str] = []
         else:
-            assert peer is not None
-            allowed, primary = peer.allowed_ips, peer.primary_routes
+            allowed, primary = (peer.allowed_ips, peer.primary_routes) if peer is not None else ([], [])
         cap_map: dict[str, Any] = {cap: [] for cap in BASELINE_CAPS} if self_view else {}
         if self_view:
             cap_map.update(self.ctx.policy.cap_map(node.id))
@@ -104,7 +145,7 @@ class MapBuilder:
         }
         if capver < tailcfg.CAPVER_HOME_DERP and node.home_derp:
             out["DERP"] = f"127.3.3.40:{node.home_derp}"
-        if not online and node.last_seen is not None and not self_view:
+        if not online and node.last_seen is not None and peer is not None:
             out["LastSeen"] = tailcfg.go_time(node.last_seen)
         return out
 
@@ -119,7 +160,8 @@ class MapBuilder:
         store = self.ctx.store
         peers = self.ctx.policy.peers(node.id)
         peer_nodes = [
-            self.tail_node(store.nodes[pid], view, capver) for pid, view in sorted(peers.items()) if pid in store.nodes
+            self.tail_node(store.nodes[pid], view, capver)
+            for pid, view in sorted(peers.items()) if pid in store.nodes
         ]
         profiles = {self.user_profile(node)["ID"]: self.user_profile(node)}
         for pid in peers:

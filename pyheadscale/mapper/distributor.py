@@ -1,9 +1,10 @@
 """Turning change events into per-node map deltas for the connected map sessions.
 
-Each connected map stream is a MapSession. A change touches only the sessions of nodes that can see the changed
-node (asked of the policy), or that were told about it before; those sessions note what is pending and wake. Each
-session then builds one MapResponse from everything pending, so a burst of changes coalesces into one message, and
-the pending state is a few sets of node ids: memory per session stays bounded however fast changes arrive.
+Each connected map stream is a MapSession. A change touches only the sessions of nodes that can see the
+changed node (asked of the policy), or that were told about it before; those sessions note what is pending
+and wake. Each session then builds one MapResponse from everything pending, so a burst of changes coalesces
+into one message, and the pending state is a few sets of node ids: memory per session stays bounded however
+fast changes arrive.
 
 "Told about it before" is a reverse index (peer id -> sessions whose client knows that peer), kept in step as
 each session's known peers change, so routing a change costs O(sessions it reaches), never a scan of them all.
@@ -185,6 +186,7 @@ class Distributor:
             return
         assert node_id is not None
         if kind is ChangeKind.NODE_REMOVED:
+            self.builder.forget(node_id)
             for session in self._knowing(node_id):
                 session.peer_removed(node_id)
             for session in self.sessions.get(node_id, ()):
@@ -194,8 +196,8 @@ class Distributor:
             for session in self._knowing(node_id):
                 session.peer_patched(node_id)
             return
-        # NODE_ADDED / NODE_UPDATED: whoever sees the node now gets it in full; whoever saw it and no longer does
-        # gets it removed; the node itself gets a fresh full map, since its own view may have changed too.
+        # NODE_ADDED / NODE_UPDATED: whoever sees the node now gets it in full; whoever saw it and no longer
+        # does gets it removed; the node itself gets a fresh full map, since its own view may have changed.
         viewers = set(self.builder.ctx.policy.peers(node_id))
         for session in self._sessions_of(viewers):
             session.peer_changed(node_id)

@@ -1,7 +1,8 @@
 """What the mapper needs from the policy in force, per node.
 
-The mapper never evaluates policy itself: it asks for a node's peers (with the addresses to route to each), its
-packet filter, its SSH policy and its capabilities. `pyheadscale.state.policy.PolicyManager` answers.
+The mapper never evaluates policy itself: it asks for a node's peers (with the addresses to route to each), or
+what it sees of one peer, its packet filter, its SSH policy and its capabilities.
+`pyheadscale.state.policy.PolicyManager` answers.
 """
 
 from __future__ import annotations
