@@ -3,6 +3,7 @@ changes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -335,3 +336,50 @@ async def test_too_old_capability_version_refused(harness: Harness) -> None:
         "POST", "/machine/map", {"Version": 50, "NodeKey": node.node_key_text, "Stream": True}
     )
     assert status == 400 and b"too old" in data
+
+
+async def test_burst_of_changes_loses_nothing(harness: Harness) -> None:
+    """Many joins, patches and removals at once: the deltas a stream gets add up to the current tailnet."""
+    watcher = await harness.node("watcher")
+    reader = open_map(watcher)
+    try:
+        first = await reader.next()
+        view = {p["ID"] for p in first["Peers"]}
+        store = harness.store
+        user = store.user_by_name("alice")
+        key, _ = await store.create_preauth_key(user.id, reusable=True)
+
+        async def join(i: int) -> int:
+            node = await store.register_with_key(
+                key,
+                machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
+                node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
+                hostinfo={"Hostname": f"burst-{i}"},
+                expiry=None,
+            )
+            return int(node.id)
+
+        ids = await asyncio.gather(*(join(i) for i in range(20)))
+        for node_id in ids[:5]:
+            await store.delete_node(node_id)
+        for node_id in ids[5:10]:
+            await store.update_from_map_request(
+                store.nodes[node_id], disco_key=None, endpoints=[f"192.0.2.{node_id % 250}:1"], hostinfo=None
+            )
+        expected = set(ids[5:])
+        endpoints: dict[int, list[str]] = {}
+
+        def caught_up(message: dict[str, Any]) -> bool:
+            for peer in message.get("PeersChanged", []):
+                view.add(peer["ID"])
+                endpoints[peer["ID"]] = peer["Endpoints"]
+            for patch in message.get("PeersChangedPatch", []):
+                endpoints[patch["NodeID"]] = patch["Endpoints"]
+            view.difference_update(message.get("PeersRemoved", []))
+            return view == expected and all(endpoints.get(i) for i in ids[5:10])
+
+        await reader.wait_for(caught_up, 10)
+        for node_id in ids[5:10]:
+            assert endpoints[node_id] == [f"192.0.2.{node_id % 250}:1"]
+    finally:
+        await reader.close()
