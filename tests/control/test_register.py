@@ -276,3 +276,17 @@ async def test_unparseable_expiry_is_a_400(harness: Harness) -> None:
     )
     assert status == 400 and b"Expiry" in data
     assert not harness.store.is_expired(harness.store.node_by_node_key(node.node_key_text))
+
+
+async def test_same_hostname_gets_unique_names(harness: Harness) -> None:
+    key = await harness.preauth_key()
+    nodes = [await harness.node("Same Host", auth_key=key) for _ in range(3)]
+    names = [harness.store.node_by_node_key(n.node_key_text).given_name for n in nodes]
+    assert names == ["same-host", "same-host-1", "same-host-2"]
+    await harness.restart()
+    fourth = await harness.node("same host", auth_key=key)
+    assert harness.store.node_by_node_key(fourth.node_key_text).given_name == "same-host-3"
+    # re-registration keeps the name it has
+    client = await harness.client(nodes[1].machine_key)
+    await client.register(nodes[1].node_key, auth_key=key, hostname="Same Host")
+    assert harness.store.node_by_node_key(nodes[1].node_key_text).given_name == "same-host-1"
