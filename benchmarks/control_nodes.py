@@ -1,0 +1,187 @@
+"""The client side of the control-plane benchmark: one process simulating many nodes with our ControlClient.
+
+`benchmarks/control_scale.py` starts a few of these (so simulated nodes do not share the server's CPU core)
+and drives them over a pipe. Each simulated node is one TCP connection carrying Noise and HTTP/2, as a real
+tailscaled has: it registers with a preauth key, then opens a streaming map and reads every message. What
+the coordinator wants back are times: when each node got its first full map, and when it first saw a probe
+node join (a PeersChanged entry whose hostname starts with `probe-`) or a probe's endpoint move (a
+PeersChangedPatch whose first endpoint is in 192.0.2.0/24). Times are `time.monotonic()`, one clock for every
+process on Linux, so the coordinator can subtract its own send time from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import types
+from multiprocessing.connection import Connection
+from typing import Any
+
+from pyheadscale import keys
+from pyheadscale.client import control
+from pyheadscale.client.control import ControlClient, fetch_server_key
+
+PROBE_PREFIX = "probe-"
+MOVED_ENDPOINT_PREFIX = "192.0.2."
+REPORT_INTERVAL = 0.05
+
+
+def use_fast_json() -> None:
+    """Parse map messages with orjson when it is installed.
+
+    Every simulated node parses every message it receives; with json.loads the clients would take CPU from the
+    server on a small machine and the figures would measure the simulator. Only this benchmark's process is
+    patched.
+    """
+    try:
+        import orjson
+    except ImportError:
+        return
+    control.json = types.SimpleNamespace(  # type: ignore[assignment]
+        loads=orjson.loads, dumps=lambda value, **_: orjson.dumps(value).decode()
+    )
+
+
+class SimulatedNode:
+    """One node: its keys, its connection, and what it has seen."""
+
+    def __init__(self, index: int, hostname: str) -> None:
+        self.index = index
+        self.hostname = hostname
+        self.machine_key = keys.PrivateKey.generate()
+        self.node_key = keys.PrivateKey.generate()
+        self.client: ControlClient | None = None
+        self.first_map: asyncio.Future[float] | None = None
+
+
+class Worker:
+    """Runs the simulated nodes of one process and answers the coordinator's commands."""
+
+    def __init__(self, url: str, conn: Connection, concurrency: int) -> None:
+        self.url = url
+        self.conn = conn
+        self.concurrency = concurrency
+        self.nodes: list[SimulatedNode] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.sightings: list[tuple[str, float]] = []
+        self.server_key: bytes | None = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        commands: asyncio.Queue[Any] = asyncio.Queue()
+
+        def read_commands() -> None:
+            while True:
+                try:
+                    message = self.conn.recv()
+                except EOFError:
+                    message = ("stop",)
+                loop.call_soon_threadsafe(commands.put_nowait, message)
+                if message[0] == "stop":
+                    return
+
+        threading.Thread(target=read_commands, daemon=True).start()
+        reporter = loop.create_task(self._report_sightings())
+        try:
+            while True:
+                command, *args = await commands.get()
+                if command == "stop":
+                    break
+                handler = getattr(self, f"cmd_{command}")
+                self.conn.send((command, await handler(*args)))
+        finally:
+            reporter.cancel()
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            for node in self.nodes:
+                if node.client is not None:
+                    await node.client.close()
+
+    async def _report_sightings(self) -> None:
+        """Send what nodes saw in batches; each sighting carries its own receive time, so batching is free."""
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL)
+            if self.sightings:
+                batch, self.sightings = self.sightings, []
+                self.conn.send(("seen", batch))
+
+    async def _bounded(self, jobs: list[Any]) -> list[Any]:
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(job: Any) -> Any:
+            async with gate:
+                return await job
+
+        return list(await asyncio.gather(*(one(j) for j in jobs), return_exceptions=True))
+
+    async def cmd_register(self, specs: list[tuple[int, str, str]]) -> dict[str, Any]:
+        """Connect and register each (index, hostname, auth key); returns elapsed time and failures."""
+        self.server_key = self.server_key or await fetch_server_key(self.url)
+        started = time.monotonic()
+        new = [SimulatedNode(index, hostname) for index, hostname, _ in specs]
+        self.nodes += new
+        jobs = [self._register(n, key) for n, (_, _, key) in zip(new, specs, strict=True)]
+        results = await self._bounded(jobs)
+        errors = [repr(r) for r in results if isinstance(r, BaseException)]
+        return {"elapsed": time.monotonic() - started, "errors": errors[:5], "failed": len(errors)}
+
+    async def _register(self, node: SimulatedNode, auth_key: str) -> None:
+        client = ControlClient(self.url, node.machine_key)
+        await client.connect(self.server_key)
+        node.client = client
+        answer = await client.register(node.node_key, auth_key=auth_key, hostname=node.hostname)
+        if not answer.get("MachineAuthorized"):
+            raise RuntimeError(f"{node.hostname} not authorized: {answer}")
+
+    async def cmd_connect(self) -> dict[str, Any]:
+        """Open every registered node's map stream; returns each node's time to its first full map."""
+        loop = asyncio.get_running_loop()
+        ready = [n for n in self.nodes if n.client is not None and n.first_map is None]
+        for node in ready:
+            node.first_map = loop.create_future()
+
+        async def open_one(node: SimulatedNode) -> float:
+            assert node.first_map is not None
+            self.tasks.append(loop.create_task(self._follow(node, time.monotonic())))
+            return await node.first_map
+
+        results = await self._bounded([open_one(n) for n in ready])
+        latencies = [r for r in results if isinstance(r, float)]
+        errors = [repr(r) for r in results if isinstance(r, BaseException)]
+        return {"latencies": latencies, "errors": errors[:5], "failed": len(errors)}
+
+    async def _follow(self, node: SimulatedNode, opened: float) -> None:
+        assert node.client is not None and node.first_map is not None
+        try:
+            async for message in node.client.map_stream(node.node_key, hostname=node.hostname):
+                now = time.monotonic()
+                if not node.first_map.done():
+                    node.first_map.set_result(now - opened)
+                for peer in message.get("PeersChanged") or ():
+                    name = (peer.get("Hostinfo") or {}).get("Hostname", "")
+                    if name.startswith(PROBE_PREFIX):
+                        self.sightings.append((name, now))
+                for patch in message.get("PeersChangedPatch") or ():
+                    endpoints = patch.get("Endpoints") or ()
+                    if endpoints and endpoints[0].startswith(MOVED_ENDPOINT_PREFIX):
+                        self.sightings.append((endpoints[0], now))
+        except Exception as exc:
+            if not node.first_map.done():
+                node.first_map.set_exception(exc)
+        finally:
+            if not node.first_map.done():
+                node.first_map.set_exception(RuntimeError("map stream ended before the first map"))
+
+    async def cmd_ping(self) -> int:
+        """How many map streams are still being read (the coordinator checks none died)."""
+        return sum(1 for t in self.tasks if not t.done())
+
+
+def worker_main(url: str, conn: Connection, concurrency: int) -> None:
+    """Process entry point."""
+    use_fast_json()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(Worker(url, conn, concurrency).run())
