@@ -39,6 +39,7 @@ class _Stream:
     headers: dict[str, str] = field(default_factory=dict)
     data: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
     headers_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    reset: bool = False
 
 
 async def fetch_server_key(base_url: str, capver: int = DEFAULT_CAPVER) -> bytes:
@@ -154,8 +155,10 @@ class ControlClient:
         elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
             ended = self._streams.get(event.stream_id)
             if ended is not None:
+                ended.reset = isinstance(event, h2.events.StreamReset)
                 ended.headers_ready.set()
                 ended.data.put_nowait(None)
+            self._window.set()  # a sender waiting on this stream's window must see it is gone
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
             self._window.set()
 
@@ -175,7 +178,8 @@ class ControlClient:
             ("content-type", "application/json"), ("content-length", str(len(body))),
         ])
         view = memoryview(body)
-        while view:
+        # The server may refuse the stream (reset, or an error status) before the body is all sent: stop then.
+        while view and not (stream.reset or stream.headers_ready.is_set() or self._closed.is_set()):
             window = min(self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size)
             if window <= 0:
                 self._window.clear()
@@ -184,7 +188,8 @@ class ControlClient:
                 continue
             self._h2.send_data(stream_id, bytes(view[:window]))
             view = view[window:]
-        self._h2.end_stream(stream_id)
+        if not view:
+            self._h2.end_stream(stream_id)
         await self._flush()
         await stream.headers_ready.wait()
         return stream_id, stream
