@@ -87,7 +87,8 @@ Handler = Callable[[InnerRequest], Awaitable[None]]
 class H2Server:
     """Serves one HTTP/2 connection over a NoiseStream until either side ends it."""
 
-    def __init__(self, stream: NoiseStream, handler: Handler) -> None:
+    def __init__(self, stream: NoiseStream, handler: Handler, *, preface_timeout: float | None = None) -> None:
+        self._preface_timeout = preface_timeout
         self._stream = stream
         self._handler = handler
         config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8", validate_inbound_headers=True)
@@ -103,8 +104,14 @@ class H2Server:
         self._conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS})
         try:
             await self.flush()
+            # A client sends its HTTP/2 preface right after the handshake; one that sends nothing is not let
+            # hold a connection open forever.
+            try:
+                data = await asyncio.wait_for(self._stream.read(), self._preface_timeout)
+            except TimeoutError:
+                log.info("closing control connection: no HTTP/2 preface within %ss", self._preface_timeout)
+                return
             while not self._closed:
-                data = await self._stream.read()
                 if not data:
                     break
                 try:
@@ -116,6 +123,7 @@ class H2Server:
                 for event in events:
                     self._on_event(event)
                 await self.flush()
+                data = await self._stream.read()
         except (NoiseError, ConnectionError, StreamClosed) as exc:
             log.info("control connection ended: %s", exc)
         finally:

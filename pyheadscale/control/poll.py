@@ -21,7 +21,7 @@ from pyheadscale.mapper import tailcfg
 from pyheadscale.mapper.builder import MapBuilder
 from pyheadscale.mapper.distributor import Distributor, MapSession
 from pyheadscale.metrics import Metrics
-from pyheadscale.state.store import Store
+from pyheadscale.state.store import NotFound, Store
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,13 @@ class MapHandler:
             await request.response.respond(401, b"node key does not belong to this machine", "text/plain")
             return
         if not req.ReadOnly:
-            node = await self.store.update_from_map_request(
-                node, disco_key=req.DiscoKey or None, endpoints=req.Endpoints, hostinfo=req.Hostinfo
-            )
+            try:
+                node = await self.store.update_from_map_request(
+                    node, disco_key=req.DiscoKey or None, endpoints=req.Endpoints, hostinfo=req.Hostinfo
+                )
+            except NotFound:  # deleted while this request was in flight
+                await request.response.respond(404, b"node not found", "text/plain")
+                return
         compress = req.Compress == "zstd"
         if not req.Stream:
             if req.OmitPeers:

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 UPGRADE_PROTOCOL = "tailscale-control-protocol"
 HANDSHAKE_HEADER = "X-Tailscale-Handshake"
 EARLY_PAYLOAD_MAGIC = b"\xff\xff\xffTS"
+# How long a client may take, after the upgrade, to start speaking HTTP/2.
 HANDSHAKE_TIMEOUT = 30.0
 
 InnerHandler = Callable[[InnerRequest, str], Awaitable[None]]
@@ -103,7 +104,7 @@ class ControlServer:
         if task is not None:
             self.connections.add(task)
         try:
-            await H2Server(stream, dispatch).serve()
+            await H2Server(stream, dispatch, preface_timeout=HANDSHAKE_TIMEOUT).serve()
         finally:
             if task is not None:
                 self.connections.discard(task)

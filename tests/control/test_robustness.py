@@ -593,3 +593,30 @@ async def test_control_client_survives_refused_upload(harness: Harness) -> None:
     # The refusal cost one stream, not the connection: the same client registers next.
     answer = await client.register(keys.PrivateKey.generate(), auth_key=await harness.preauth_key())
     assert answer["MachineAuthorized"], answer
+
+
+async def test_silent_client_after_upgrade_is_disconnected(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that completes the Noise handshake and then says nothing may not hold a connection forever."""
+    monkeypatch.setattr("pyheadscale.control.ts2021.HANDSHAKE_TIMEOUT", 0.5)
+    raw = await RawSession.open(harness)
+    try:
+        assert await raw.closed_by_server(within=5.0)
+    finally:
+        raw.close()
+    await still_serving(harness)
+
+
+async def test_map_request_for_a_node_deleted_meanwhile_is_a_404(harness: Harness) -> None:
+    node = await harness.node("doomed")
+    stored = harness.store.node_by_node_key(node.node_key_text)
+    original = harness.store.update_from_map_request
+
+    async def delete_first(*args: object, **kwargs: object) -> object:
+        await harness.store.delete_node(stored.id)
+        return await original(*args, **kwargs)
+
+    harness.store.update_from_map_request = delete_first  # the node goes while its map request is in flight
+    body = {"Version": 130, "NodeKey": node.node_key_text, "Stream": False, "OmitPeers": True,
+            "Endpoints": ["192.0.2.1:41641"]}
+    status, text = await node.client.request("POST", "/machine/map", body)
+    assert status == 404, text
