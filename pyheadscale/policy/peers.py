@@ -219,6 +219,8 @@ def routes_for_peer(
 
 def peer_view(peer: PolicyNode, routes: Sequence[IPNetwork], ipv4_disabled: bool = False) -> PeerView:
     """The peer's AllowedIPs and PrimaryRoutes; with ``ipv4_disabled`` its IPv4 address is left out."""
+    if not routes and not ipv4_disabled:
+        return peer.plain_view
     exit_like = (ALL_V4, ALL_V6)
     texts = zip(peer.prefixes, peer.prefix_texts, strict=True)
     addresses = [text for p, text in texts if not (ipv4_disabled and p.version == 4)]

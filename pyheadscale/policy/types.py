@@ -85,6 +85,14 @@ class PolicyNode:
         return tuple(str(p) for p in self.prefixes)
 
     @cached_property
+    def plain_view(self) -> PeerView:
+        """How most peers see this node: its own addresses, no routes.
+
+        Shared by every viewer's peer map rather than one copy per viewer, which was O(tailnet²) objects.
+        """
+        return PeerView(list(self.prefix_texts), [])
+
+    @cached_property
     def subnet_routes(self) -> tuple[IPNetwork, ...]:
         """Approved routes that are advertised and are not exit routes."""
         advertised = {ipaddress.ip_network(r, strict=False) for r in self.routable_ips}
