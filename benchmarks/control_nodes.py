@@ -59,10 +59,11 @@ class SimulatedNode:
 class Worker:
     """Runs the simulated nodes of one process and answers the coordinator's commands."""
 
-    def __init__(self, url: str, conn: Connection, concurrency: int) -> None:
+    def __init__(self, url: str, conn: Connection, concurrency: int, churn: bool) -> None:
         self.url = url
         self.conn = conn
         self.concurrency = concurrency
+        self.churn = churn
         self.nodes: list[SimulatedNode] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.sightings: list[tuple[str, float]] = []
@@ -132,7 +133,7 @@ class Worker:
         client = ControlClient(self.url, node.machine_key)
         await client.connect(self.server_key)
         node.client = client
-        answer = await client.register(node.node_key, auth_key=auth_key, hostname=node.hostname)
+        answer = await client.register(node.node_key, auth_key=auth_key, hostinfo=self._hostinfo(node))
         if not answer.get("MachineAuthorized"):
             raise RuntimeError(f"{node.hostname} not authorized: {answer}")
 
@@ -156,7 +157,11 @@ class Worker:
     async def _follow(self, node: SimulatedNode, opened: float) -> None:
         assert node.client is not None and node.first_map is not None
         try:
-            async for message in node.client.map_stream(node.node_key, hostname=node.hostname):
+            # A tailscaled sends the Hostinfo it registered with; with `churn` the map request's differs, so
+            # each stream opening is a full node update for every peer rather than an online patch.
+            hostinfo = {"Hostinfo": self._hostinfo(node) | ({"GoArch": "arm64"} if self.churn else {})}
+            stream = node.client.map_stream(node.node_key, hostname=node.hostname, extra=hostinfo)
+            async for message in stream:
                 now = time.monotonic()
                 if not node.first_map.done():
                     node.first_map.set_result(now - opened)
@@ -175,13 +180,17 @@ class Worker:
             if not node.first_map.done():
                 node.first_map.set_exception(RuntimeError("map stream ended before the first map"))
 
+    @staticmethod
+    def _hostinfo(node: SimulatedNode) -> dict[str, Any]:
+        return {"Hostname": node.hostname, "OS": "linux", "GoArch": "amd64"}
+
     async def cmd_ping(self) -> int:
         """How many map streams are still being read (the coordinator checks none died)."""
         return sum(1 for t in self.tasks if not t.done())
 
 
-def worker_main(url: str, conn: Connection, concurrency: int) -> None:
+def worker_main(url: str, conn: Connection, concurrency: int, churn: bool) -> None:
     """Process entry point."""
     use_fast_json()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(Worker(url, conn, concurrency).run())
+        asyncio.run(Worker(url, conn, concurrency, churn).run())

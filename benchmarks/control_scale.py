@@ -175,7 +175,7 @@ class ServerProcess:
 class Workers:
     """The client processes, each behind a pipe; sightings from all of them land in `seen`."""
 
-    def __init__(self, url: str, count: int, concurrency: int) -> None:
+    def __init__(self, url: str, count: int, concurrency: int, churn: bool) -> None:
         context = multiprocessing.get_context("spawn")
         self.loop = asyncio.get_running_loop()
         self.seen: dict[str, list[float]] = defaultdict(list)
@@ -184,7 +184,7 @@ class Workers:
         self.replies: list[asyncio.Queue[Any]] = []
         for _ in range(count):
             parent, child = context.Pipe()
-            proc = context.Process(target=worker_main, args=(url, child, concurrency), daemon=True)
+            proc = context.Process(target=worker_main, args=(url, child, concurrency, churn), daemon=True)
             proc.start()
             child.close()
             self.pipes.append(parent)
@@ -290,7 +290,7 @@ async def _measure(n: int, args: argparse.Namespace, server: ServerProcess, prob
                                     "--tags", "tag:server")["key"]
     idle_rss = rss_bytes(server.pid)
 
-    workers = Workers(server.url, args.workers, args.concurrency)
+    workers = Workers(server.url, args.workers, args.concurrency, args.churn)
     spawned.append(workers)
     specs: list[list[tuple[int, str, str]]] = [[] for _ in range(args.workers)]
     for i in range(n):
@@ -432,6 +432,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100,500,1000,2000", help="comma-separated node counts")
     parser.add_argument("--policy", action="store_true", help="groups and tags instead of allow-all")
+    parser.add_argument("--churn", action="store_true",
+                        help="map requests differ in Hostinfo from registration (connect = full update)")
     parser.add_argument("--joins", type=int, default=5, help="probe joins (and endpoint moves) per size")
     parser.add_argument("--workers", type=int, default=2, help="client processes")
     parser.add_argument("--concurrency", type=int, default=64,
