@@ -11,7 +11,7 @@ from pyheadscale.api.errors import invalid
 from pyheadscale.api.params import field, json_body, optional_id, optional_time_field, str_field
 from pyheadscale.api.resource import Resource, reply
 from pyheadscale.state.models import ApiKey
-from pyheadscale.state.store import now
+from pyheadscale.state.names import now
 
 # Without an expiration Headscale would store a key born expired; we give it the CLI's default lifetime.
 DEFAULT_LIFETIME = timedelta(days=90)

@@ -13,9 +13,9 @@ from aiohttp.typedefs import Middleware
 
 from pyheadscale.api.apikeys import ApiKeys
 from pyheadscale.api.audit import Audit
+from pyheadscale.api.auth import bearer_auth, local_actor
 from pyheadscale.api.authflow import AuthFlow
 from pyheadscale.api.debug import Debug
-from pyheadscale.api.auth import bearer_auth, local_actor
 from pyheadscale.api.errors import error_middleware
 from pyheadscale.api.health import Health
 from pyheadscale.api.nodes import Nodes

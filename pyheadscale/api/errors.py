@@ -14,7 +14,7 @@ from enum import IntEnum
 
 from aiohttp import web
 
-from pyheadscale.state.store import AuthFailed, Conflict, NotFound, StateError
+from pyheadscale.state.errors import AuthFailed, Conflict, NotFound, StateError
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,9 @@ from pyheadscale.api.params import (
     str_list_field,
 )
 from pyheadscale.api.resource import Resource, reply
+from pyheadscale.state.errors import Conflict
 from pyheadscale.state.models import Node
-from pyheadscale.state.store import Conflict, now
+from pyheadscale.state.names import now
 
 _EXIT_ROUTES = ("0.0.0.0/0", "::/0")
 

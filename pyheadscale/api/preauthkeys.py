@@ -26,19 +26,19 @@ from pyheadscale.api.params import (
     str_list_field,
 )
 from pyheadscale.api.resource import Resource, reply
-from pyheadscale.auth import preauth
+from pyheadscale.auth import secret_keys
 from pyheadscale.state.models import PreAuthKey
-from pyheadscale.state.store import now
+from pyheadscale.state.names import now
 
 DEFAULT_LIFETIME = timedelta(hours=1)
 
 
 def _key_prefix(text: str) -> str:
     """The stored prefix named by a full key, a masked key, or the bare prefix."""
-    parts = preauth.split_key(text)
+    parts = secret_keys.split_key(text, secret_keys.PREAUTH_KEY)
     if parts is not None:
         return parts[0]
-    return text.strip().removeprefix(preauth.KEY_PREFIX).removesuffix("-***")
+    return text.strip().removeprefix(secret_keys.PREAUTH_KEY).removesuffix("-***")
 
 
 class PreAuthKeys(Resource):
@@ -66,7 +66,7 @@ class PreAuthKeys(Resource):
         for key in self.store.preauth_keys.values():
             if key.prefix == prefix and (user_id is None or key.user_id == user_id):
                 return key
-        raise not_found(f"preauth key {preauth.masked(prefix[:12])} not found")
+        raise not_found(f"preauth key {secret_keys.masked(secret_keys.PREAUTH_KEY, prefix[:12])} not found")
 
     async def list(self, request: web.Request) -> web.Response:
         keys = sorted(self.store.preauth_keys.values(), key=lambda k: k.id)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pyheadscale.auth import preauth
+from pyheadscale.auth import secret_keys
 from pyheadscale.state.models import ApiKey, Node, PreAuthKey, User
-from pyheadscale.state.store import API_KEY_PREFIX, Store
+from pyheadscale.state.store import Store
 
 # Headscale presents tagged nodes as owned by this synthetic user (tags are their identity, not a person).
 TAGGED_DEVICES_USER_ID = 2147455555
@@ -65,7 +65,7 @@ def preauth_key(store: Store, record: PreAuthKey, full_text: str | None = None) 
     return {
         "user": user(owner) if owner is not None else None,
         "id": str(record.id),
-        "key": full_text or preauth.masked(record.prefix),
+        "key": full_text or secret_keys.masked(secret_keys.PREAUTH_KEY, record.prefix),
         "reusable": record.reusable,
         "ephemeral": record.ephemeral,
         "used": record.used,
@@ -78,7 +78,7 @@ def preauth_key(store: Store, record: PreAuthKey, full_text: str | None = None) 
 def api_key(record: ApiKey) -> Json:
     return {
         "id": str(record.id),
-        "prefix": f"{API_KEY_PREFIX}{record.prefix}-***",
+        "prefix": secret_keys.masked(secret_keys.API_KEY, record.prefix),
         "expiration": timestamp(record.expiration),
         "created_at": timestamp(record.created_at),
         "last_seen": timestamp(record.last_seen),

@@ -8,7 +8,7 @@ from pyheadscale.api import serialize
 from pyheadscale.api.errors import ApiError, GrpcCode
 from pyheadscale.api.params import json_body, optional_id, path_id, str_field
 from pyheadscale.api.resource import Resource, reply
-from pyheadscale.state.store import Conflict
+from pyheadscale.state.errors import Conflict
 
 
 class Users(Resource):

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pyheadscale.state.errors import NotFound
 from pyheadscale.state.models import Node, User
-from pyheadscale.state.store import NotFound, Store
+from pyheadscale.state.store import Store
 
 AUTH_ID_PREFIX = "hskey-authreq-"
 LIFETIME = 15 * 60.0

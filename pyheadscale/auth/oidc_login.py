@@ -23,9 +23,11 @@ from pyheadscale.auth.oidc_provider import Provider, ProviderError
 from pyheadscale.auth.oidc_sessions import LoginSession, LoginSessions, cookie_name
 from pyheadscale.auth.oidc_tokens import TokenInvalid
 from pyheadscale.config import Config
+from pyheadscale.state.errors import StateError
 from pyheadscale.state.ipalloc import AddressExhausted
 from pyheadscale.state.models import User
-from pyheadscale.state.store import StateError, Store, now
+from pyheadscale.state.names import now
+from pyheadscale.state.store import Store
 
 log = logging.getLogger(__name__)
 

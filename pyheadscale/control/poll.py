@@ -21,7 +21,8 @@ from pyheadscale.mapper import tailcfg
 from pyheadscale.mapper.builder import MapBuilder
 from pyheadscale.mapper.distributor import Distributor, MapSession
 from pyheadscale.metrics import Metrics
-from pyheadscale.state.store import NotFound, Store
+from pyheadscale.state.errors import NotFound
+from pyheadscale.state.store import Store
 
 log = logging.getLogger(__name__)
 

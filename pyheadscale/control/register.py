@@ -18,9 +18,11 @@ from pyheadscale.config import Config
 from pyheadscale.control.h2server import InnerRequest
 from pyheadscale.mapper import tailcfg
 from pyheadscale.metrics import Metrics
+from pyheadscale.state.errors import AuthFailed, StateError
 from pyheadscale.state.ipalloc import AddressExhausted
 from pyheadscale.state.models import Node
-from pyheadscale.state.store import AuthFailed, StateError, Store, now
+from pyheadscale.state.names import now
+from pyheadscale.state.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from derp.conn import HijackedHTTPConn
-
 from pyheadscale import keys
 from pyheadscale.control import noise
 from pyheadscale.control.h2server import H2Server, InnerRequest

@@ -9,111 +9,30 @@ database *before* touching memory, so a failed write leaves memory as it was.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import logging
-import re
-import secrets
-from collections.abc import Callable, Coroutine, Iterable
-from datetime import UTC, datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
 
 from pyheadscale import audit
 from pyheadscale.audit import AuditLog
-from pyheadscale.auth import preauth
+from pyheadscale.auth import secret_keys
 from pyheadscale.db.database import Database
 from pyheadscale.state.changes import Change, ChangeKind
+from pyheadscale.state.errors import AuthFailed, Conflict, NotFound, StateError
 from pyheadscale.state.ipalloc import IPAllocator
 from pyheadscale.state.models import ApiKey, Node, PreAuthKey, User
+from pyheadscale.state.mutations import MutationGuard, atomic
+from pyheadscale.state.names import check_user_name, dns_label, now, validate_tags
 
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[Change], None]
 
-_USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,62}$")
-_TAG = re.compile(r"^tag:[A-Za-z0-9][A-Za-z0-9-]*$")
-API_KEY_PREFIX = "hskey-api-"
-_API_KEY = re.compile(r"^hskey-api-([0-9a-f]{12})-([0-9a-f]{64})$")
 
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-# The task running a mutation, so a mutation calling another (in the same task) does not wait for the lock it
-# already holds. A task spawned during a mutation inherits the value but is another task, so it still queues.
-_MUTATION_TASK: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.ContextVar(
-    "store_mutation_task", default=None
-)
-
-
-def atomic(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Run a mutation to completion even if its caller is cancelled (a client hanging up mid-request).
-
-    A mutation writes the database and then memory; cancelled between the two, the database would hold a row the
-    store does not know. Running it as its own shielded task makes the pair all-or-nothing, and `Store.close`
-    waits for mutations still in flight.
-
-    Mutations also run one at a time. Each checks memory, awaits the database, then updates memory; two
-    interleaved at that await would both pass their checks (two nodes on one single-use key, one name twice).
-    """
-
-    @functools.wraps(method)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        store = args[0]
-        if _MUTATION_TASK.get() is not None and _MUTATION_TASK.get() is asyncio.current_task():
-            return await method(*args, **kwargs)
-
-        async def serialized() -> R:
-            _MUTATION_TASK.set(asyncio.current_task())
-            async with store._mutation_lock:  # type: ignore[attr-defined]
-                return await method(*args, **kwargs)
-
-        task: asyncio.Future[R] = asyncio.ensure_future(serialized())
-        store._inflight.add(task)  # type: ignore[attr-defined]
-        task.add_done_callback(store._inflight.discard)  # type: ignore[attr-defined]
-        return await asyncio.shield(task)
-
-    return run
-
-
-class StateError(ValueError):
-    """A requested change is invalid; the message says why, for the API or CLI to show."""
-
-
-class NotFound(StateError):
-    pass
-
-
-class Conflict(StateError):
-    pass
-
-
-class AuthFailed(StateError):
-    """A preauth key was refused; the message is safe to send to the client (it never echoes the secret)."""
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def dns_label(hostname: str) -> str:
-    """A hostname made into a DNS label: lowercase, [a-z0-9-], at most 63 characters, never empty."""
-    label = re.sub(r"[^a-z0-9-]+", "-", hostname.lower()).strip("-")[:63].strip("-")
-    return label or "node"
-
-
-def validate_tags(tags: Iterable[str]) -> list[str]:
-    out = []
-    for tag in tags:
-        if not _TAG.match(tag):
-            raise StateError(f"invalid tag {tag!r}: tags look like 'tag:name'")
-        if tag not in out:
-            out.append(tag)
-    return sorted(out)
-
-
-class Store:
+class Store(MutationGuard):
     def __init__(self, db: Database, ips: IPAllocator) -> None:
+        super().__init__()
         self.db = db
         self.ips = ips
         self.users: dict[int, User] = {}
@@ -128,8 +47,6 @@ class Store:
         self._ephemeral_timers: dict[int, asyncio.TimerHandle] = {}
         self.ephemeral_timeout = timedelta(minutes=30)
         self.audit = AuditLog(None)
-        self._inflight: set[asyncio.Future[Any]] = set()
-        self._mutation_lock = asyncio.Lock()
 
     async def load(self) -> None:
         snapshot = await self.db.load()
@@ -186,8 +103,7 @@ class Store:
     @atomic
     async def create_user(self, name: str, display_name: str = "", email: str = "", *, provider: str = "",
                           provider_id: str = "", profile_pic_url: str = "") -> User:
-        if not _USERNAME.match(name or ""):
-            raise StateError(f"invalid user name {name!r}: use letters, digits and . _ @ + - (at most 63)")
+        check_user_name(name)
         if self.user_by_name(name) is not None and not provider_id:
             raise Conflict(f"user {name!r} already exists")
         user = User(0, name, display_name, email, provider, provider_id, profile_pic_url, now())
@@ -200,8 +116,7 @@ class Store:
     @atomic
     async def rename_user(self, user_id: int, new_name: str) -> User:
         user = self.get_user(user_id)
-        if not _USERNAME.match(new_name or ""):
-            raise StateError(f"invalid user name {new_name!r}")
+        check_user_name(new_name)
         if self.user_by_name(new_name) not in (None, user):
             raise Conflict(f"user {new_name!r} already exists")
         updated = User(**{**_fields(user), "name": new_name})
@@ -216,8 +131,7 @@ class Store:
                                   profile_pic_url: str) -> User:
         """Refresh what an identity provider says about a user at each login: names change there."""
         user = self.get_user(user_id)
-        if not _USERNAME.match(name or ""):
-            raise StateError(f"invalid user name {name!r}")
+        check_user_name(name)
         profile = {"name": name, "display_name": display_name, "email": email,
                    "profile_pic_url": profile_pic_url}
         changed = {k: v for k, v in profile.items() if getattr(user, k) != v}
@@ -254,7 +168,7 @@ class Store:
         tag_list = validate_tags(tags)
         if user_id is None and not tag_list:
             raise StateError("a preauth key needs a user or at least one tag")
-        text, prefix, secret_hash = preauth.new_key_material()
+        text, prefix, secret_hash = secret_keys.new_key_material(secret_keys.PREAUTH_KEY)
         key = PreAuthKey(0, prefix, secret_hash, user_id, reusable, ephemeral, False, tag_list, now(),
                          expiration or now() + timedelta(hours=1))
         key.id = await self.db.insert_preauth_key(key)
@@ -284,12 +198,12 @@ class Store:
 
     def find_preauth_key(self, text: str) -> PreAuthKey:
         """The usable key matching `text`, or AuthFailed with a reason safe to show the client."""
-        parts = preauth.split_key(text)
+        parts = secret_keys.split_key(text, secret_keys.PREAUTH_KEY)
         if parts is None:
             raise AuthFailed("invalid authkey format")
         prefix, secret = parts
         key = next((k for k in self.preauth_keys.values() if k.prefix == prefix), None)
-        if key is None or not preauth.secret_matches(secret, key.secret_hash):
+        if key is None or not secret_keys.secret_matches(secret, key.secret_hash):
             raise AuthFailed("invalid authkey")
         if key.expiration is not None and key.expiration <= now():
             raise AuthFailed("authkey expired")
@@ -305,12 +219,12 @@ class Store:
 
         The secret is 256 random bits, so SHA-256 (shared with preauth keys) is as safe as a slow hash.
         """
-        prefix, secret = secrets.token_hex(6), secrets.token_hex(32)
-        key = ApiKey(0, prefix, preauth.hash_secret(secret), now(), expiration)
+        text, prefix, secret_hash = secret_keys.new_key_material(secret_keys.API_KEY)
+        key = ApiKey(0, prefix, secret_hash, now(), expiration)
         key.id = await self.db.insert_api_key(key)
         self.api_keys[key.id] = key
         self.audit.record("apikey.create", f"apikey:{key.id}", prefix=prefix)
-        return key, f"{API_KEY_PREFIX}{prefix}-{secret}"
+        return key, text
 
     def get_api_key(self, key_id: int) -> ApiKey:
         key = self.api_keys.get(key_id)
@@ -320,7 +234,7 @@ class Store:
 
     def api_key_by_prefix(self, prefix: str) -> ApiKey:
         """Accepts the bare 12-hex prefix or the masked form listings show (`hskey-api-<prefix>-***`)."""
-        bare = prefix.removeprefix(API_KEY_PREFIX).removesuffix("-***")
+        bare = prefix.removeprefix(secret_keys.API_KEY).removesuffix("-***")
         key = next((k for k in self.api_keys.values() if k.prefix == bare), None)
         if key is None:
             raise NotFound(f"API key with prefix {prefix!r} not found")
@@ -332,11 +246,11 @@ class Store:
 
     def authenticate_api_key(self, text: str) -> ApiKey | None:
         """The known, unexpired API key `text` names, else None (constant-time on the secret)."""
-        match = _API_KEY.match(text.strip())
-        if match is None:
+        parts = secret_keys.split_key(text, secret_keys.API_KEY)
+        if parts is None:
             return None
-        key = next((k for k in self.api_keys.values() if k.prefix == match.group(1)), None)
-        if key is None or not preauth.secret_matches(match.group(2), key.secret_hash):
+        key = next((k for k in self.api_keys.values() if k.prefix == parts[0]), None)
+        if key is None or not secret_keys.secret_matches(parts[1], key.secret_hash):
             return None
         return key if key.expiration is None or key.expiration > now() else None
 
@@ -661,8 +575,7 @@ class Store:
         for timer in self._ephemeral_timers.values():
             timer.cancel()
         self._ephemeral_timers.clear()
-        while self._inflight:
-            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+        await self.wait_for_mutations()
 
 
 def _check_still_usable(store: Store, key: PreAuthKey) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pyheadscale.state.store import AuthFailed
+from pyheadscale.state.errors import AuthFailed
 from tests.api.conftest import Api
 from tests.api.harness import LiveServer
 

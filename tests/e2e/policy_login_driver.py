@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand
 
 from pyheadscale.app import Server
 from pyheadscale.client.control import ControlClient
-from pyheadscale.keys import PrivateKey
 from pyheadscale.config import build_config
+from pyheadscale.keys import PrivateKey
 from tests.e2e.caddynode import CaddyNode
 from tests.e2e.netns import free_port, setup_loopback_only
 from tests.e2e.twonode_driver import http_get, wait_until

@@ -11,7 +11,7 @@ from typing import Any
 
 from pyheadscale.client.control import ControlClient
 from pyheadscale.keys import PrivateKey
-from pyheadscale.state.store import now
+from pyheadscale.state.names import now
 from tests.api.harness import LiveServer
 from tests.oidc.browser import Browser
 from tests.oidc.conftest import StartSetup
