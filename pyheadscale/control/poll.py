@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import struct
+import time
 from typing import Any
 
 import zstandard
@@ -27,6 +28,13 @@ from pyheadscale.state.store import Store
 log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 50.0
+# How long a stream lets changes gather before it writes, once the server is busy: when a stream's wake-up
+# waited longer than BUSY_SECONDS to run, changes are arriving faster than they are written. A connect is
+# two changes (disco key, online) and a burst of joins is many; each message costs the same framing,
+# encryption and write whatever it holds, so gathering them turns O(changes) messages per stream into
+# O(burst / BATCH_SECONDS). An idle server writes each change at once, as before.
+BATCH_SECONDS = 0.05
+BUSY_SECONDS = 0.01
 _ZSTD = zstandard.ZstdCompressor(level=1)
 
 
@@ -53,8 +61,9 @@ def encode_message(response: dict[str, Any], compress: bool) -> bytes:
 
 class MapHandler:
     def __init__(self, store: Store, builder: MapBuilder, distributor: Distributor, metrics: Metrics, *,
-                 keepalive: float = KEEPALIVE_SECONDS) -> None:
+                 keepalive: float = KEEPALIVE_SECONDS, batch: float = BATCH_SECONDS) -> None:
         self.metrics = metrics
+        self.batch = batch
         self.streams = 0
         self.store = store
         self.builder = builder
@@ -109,16 +118,22 @@ class MapHandler:
         interval = self.keepalive + random.uniform(0, self.keepalive / 10)
         try:
             await response.start(200, {"content-type": "application/json"})
+            first = True
             while not session.closed:
                 try:
-                    await asyncio.wait_for(session.wake.wait(), timeout=interval)
+                    async with asyncio.timeout(interval):
+                        await session.wake.wait()
                 except TimeoutError:
                     await response.send(self._encode({"KeepAlive": True}, "keepalive", compress))
                     continue
+                busy = time.monotonic() - session.woken_at > BUSY_SECONDS
+                if busy and not first and self.batch > 0:
+                    await asyncio.sleep(self.batch)  # the first (full) map goes out at once
                 if session.closed:
                     break
                 message = session.take_pending(self.builder)
                 if message is not None:
+                    first = False
                     kind = "full" if "Node" in message and "Peers" in message else "delta"
                     await response.send(self._encode(message, kind, compress))
         finally:

@@ -13,6 +13,7 @@ each session's known peers change, so routing a change costs O(sessions it reach
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -60,6 +61,8 @@ class MapSession:
         self.known_peers: set[int] = set()
         self.index = KnownIndex()
         self.wake = asyncio.Event()
+        # When the oldest pending change was signalled: how long it waited says how busy the server is.
+        self.woken_at = 0.0
         self.closed = False
         self._full = False
         self._self = False
@@ -69,30 +72,35 @@ class MapSession:
 
     def want_full(self) -> None:
         self._full = True
-        self.wake.set()
+        self._signal()
 
     def want_self(self) -> None:
         self._self = True
-        self.wake.set()
+        self._signal()
 
     def peer_changed(self, peer_id: int) -> None:
         self._removed.discard(peer_id)
         self._changed.add(peer_id)
-        self.wake.set()
+        self._signal()
 
     def peer_removed(self, peer_id: int) -> None:
         self._changed.discard(peer_id)
         self._patched.discard(peer_id)
         self._removed.add(peer_id)
-        self.wake.set()
+        self._signal()
 
     def peer_patched(self, peer_id: int) -> None:
         self._patched.add(peer_id)
-        self.wake.set()
+        self._signal()
 
     def close(self) -> None:
         self.closed = True
-        self.wake.set()
+        self._signal()
+
+    def _signal(self) -> None:
+        if not self.wake.is_set():
+            self.woken_at = time.monotonic()
+            self.wake.set()
 
     def _know(self, peer_ids: set[int]) -> None:
         new = peer_ids - self.known_peers
