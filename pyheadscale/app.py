@@ -244,7 +244,12 @@ async def serve_forever(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     if server.policy is not None:
         policy = server.policy
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(policy.reload()))
+
+        def reload_policy() -> None:
+            log.info("SIGHUP: re-reading the policy file")
+            loop.create_task(policy.reload())
+
+        loop.add_signal_handler(signal.SIGHUP, reload_policy)
     try:
         await stop.wait()
     finally:
