@@ -9,6 +9,7 @@ text forms).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -33,7 +34,9 @@ class BadRequest(ValueError):
     """A request body that does not parse; the message names the field."""
 
 
+@functools.lru_cache(maxsize=16384)
 def go_time(value: datetime | None) -> str:
+    """A time as Go's JSON writes it. Cached: every full map formats each offline peer's LastSeen."""
     if value is None:
         return GO_ZERO_TIME
     value = value.astimezone(UTC)

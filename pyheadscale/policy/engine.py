@@ -309,11 +309,20 @@ class PolicyEngine:
         One lookup in the cached peer map: the map server asks this per changed peer and recipient, where
         copying the recipient's whole peer map (:meth:`peers`) would make every delta O(tailnet).
         """
+        if self.policy is None:
+            viewer, peer = self._node(node_id), self.tailnet.nodes.get(peer_id)
+            return self._view(viewer, peer, False) if peer is not None and peer_id != node_id else None
         return self._peer_map(node_id).get(peer_id)
 
     def _peer_map(self, node_id: int) -> dict[int, PeerView]:
-        """The cached peer map itself; callers must not change it."""
+        """The cached peer map itself; callers must not change it.
+
+        Without a policy every node sees every other, so the maps are not cached: one per node would hold
+        O(tailnet²) entries, and building one costs no more than the full map that asks for it.
+        """
         viewer = self._node(node_id)
+        if self.policy is None:
+            return {peer.id: self._view(viewer, peer, False) for peer in self._peers_of(viewer)}
         cached: dict[int, PeerView] | None = self._cached(node_id, "peers")
         if cached is None:
             v4_disabled = DISABLE_IPV4 in self.cap_map(node_id)
