@@ -32,7 +32,7 @@ MAX_BODY = 1 << 20
 
 def api_application(server: Server, *, trusted: bool) -> web.Application:
     """The /api/v1 sub-application; `trusted` (the unix socket) skips API-key checks."""
-    edge = local_actor if trusted else bearer_auth(lambda: server.store)
+    edge = local_actor if trusted else bearer_auth(server)
     middlewares: list[Middleware] = [error_middleware, edge]
     api = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     resources = (Health, Users, Nodes, PreAuthKeys, ApiKeys, Audit, AuthFlow, Policy, Debug)

@@ -6,14 +6,17 @@ Failures say what was wrong with the header but never echo the presented key.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from pyheadscale import audit
-from pyheadscale.api.errors import Handler, unauthenticated
-from pyheadscale.state.store import Store
+from pyheadscale.api.errors import ApiError, Handler, unauthenticated
+from pyheadscale.auth import secret_keys
+
+if TYPE_CHECKING:
+    from pyheadscale.app import Server
 
 PUBLIC_ROUTES = frozenset({"openapi"})
 LOCAL_ACTOR = "cli:unix-socket"
@@ -26,8 +29,20 @@ async def local_actor(request: web.Request, handler: Handler) -> web.StreamRespo
     return await handler(request)
 
 
-def bearer_auth(store: Callable[[], Store | None]) -> Middleware:
-    """A middleware requiring `Authorization: Bearer <api key>` on every route not named in PUBLIC_ROUTES."""
+def bearer_auth(server: Server) -> Middleware:
+    """A middleware requiring `Authorization: Bearer <api key>` on every route not named in PUBLIC_ROUTES.
+
+    Every refusal is counted and audited; the audit entry names the presented key by its public prefix at most.
+    """
+
+    def refuse(request: web.Request, reason: str, token: str) -> ApiError:
+        server.metrics.auth_failures.labels("apikey").inc()
+        if server.store is not None:
+            parts = secret_keys.split_key(token, secret_keys.API_KEY)
+            audit.actor.set(f"remote:{request.remote}")
+            server.store.audit.record("api.authenticate", f"api:{request.method} {request.path}", "denied",
+                                      reason=reason, key_prefix=parts[0] if parts else None)
+        return unauthenticated(reason)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -35,11 +50,10 @@ def bearer_auth(store: Callable[[], Store | None]) -> Middleware:
             return await handler(request)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise unauthenticated("missing API key: send 'Authorization: Bearer <api key>'")
-        current = store()
-        key = current.authenticate_api_key(token) if current is not None else None
+            raise refuse(request, "missing API key: send 'Authorization: Bearer <api key>'", "")
+        key = server.store.authenticate_api_key(token) if server.store is not None else None
         if key is None:
-            raise unauthenticated("invalid or expired API key")
+            raise refuse(request, "invalid or expired API key", token)
         audit.actor.set(f"apikey:{key.prefix}")
         return await handler(request)
 
