@@ -157,7 +157,9 @@ class ServerProcess:
     def cli(self, *args: str) -> Any:
         out = subprocess.run(
             [sys.executable, "-m", "pyheadscale", "-c", str(self.config_path), "-o", "json", *args],
-            check=True, capture_output=True, timeout=60,
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
         return json.loads(out.stdout)
 
@@ -276,8 +278,13 @@ async def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 workers.stop()
 
 
-async def _measure(n: int, args: argparse.Namespace, server: ServerProcess, probes: list[ControlClient],
-                   spawned: list[Workers]) -> dict[str, Any]:
+async def _measure(
+    n: int,
+    args: argparse.Namespace,
+    server: ServerProcess,
+    probes: list[ControlClient],
+    spawned: list[Workers],
+) -> dict[str, Any]:
     """One size's figures; `probes` and `spawned` collect what the caller must close."""
     result: dict[str, Any] = {"nodes": n, "policy": args.policy}
     users = ["alice", "bob", "carol", "dave"] if args.policy else ["alice"]
@@ -286,8 +293,9 @@ async def _measure(n: int, args: argparse.Namespace, server: ServerProcess, prob
         server.cli("users", "create", name)
         auth[name] = server.cli("preauthkeys", "create", "-u", name, "--reusable", "-e", "24h")["key"]
     if args.policy:
-        auth["server"] = server.cli("preauthkeys", "create", "-u", "carol", "--reusable", "-e", "24h",
-                                    "--tags", "tag:server")["key"]
+        auth["server"] = server.cli(
+            "preauthkeys", "create", "-u", "carol", "--reusable", "-e", "24h", "--tags", "tag:server"
+        )["key"]
     idle_rss = rss_bytes(server.pid)
 
     workers = Workers(server.url, args.workers, args.concurrency, args.churn)
@@ -352,10 +360,18 @@ async def _measure(n: int, args: argparse.Namespace, server: ServerProcess, prob
         marker = f"{MOVED_ENDPOINT_PREFIX}{j + 1}:41641"
         before = await server.metrics()
         sent = time.monotonic()
-        status, body = await client.request("POST", "/machine/map", {
-            "Version": client.capver, "NodeKey": keys.node_public_text(node_key.public()),
-            "DiscoKey": "discokey:" + "22" * 32, "Stream": False, "OmitPeers": True, "Endpoints": [marker],
-        })
+        status, body = await client.request(
+            "POST",
+            "/machine/map",
+            {
+                "Version": client.capver,
+                "NodeKey": keys.node_public_text(node_key.public()),
+                "DiscoKey": "discokey:" + "22" * 32,
+                "Stream": False,
+                "OmitPeers": True,
+                "Endpoints": [marker],
+            },
+        )
         if status != 200:
             raise RuntimeError(f"endpoint update answered {status}: {body[:200]!r}")
         seen = await workers.wait_seen(marker, expected, args.propagation_timeout)
@@ -385,8 +401,9 @@ def _check(replies: list[dict[str, Any]], phase: str) -> None:
         raise RuntimeError(f"{phase}: {failed} nodes failed, e.g. {errors[:3]}")
 
 
-def _record(seen: list[float], sent: float, expected: int, to_all: list[float], each: list[float],
-            marker: str) -> None:
+def _record(
+    seen: list[float], sent: float, expected: int, to_all: list[float], each: list[float], marker: str
+) -> None:
     if len(seen) < expected:
         print(f"  ! {marker}: only {len(seen)}/{expected} nodes saw it before the timeout", flush=True)
     each += [t - sent for t in seen]
@@ -399,19 +416,30 @@ def report(r: dict[str, Any]) -> None:
     scope = f" (policy: probe seen by {r['probe_viewers']})" if r["policy"] else ""
     print(f"N={r['nodes']}{scope}")
     print(f"  registration      {r['register_rate']:8.1f} nodes/s   (server CPU {r['register_cpu_s']:.1f}s)")
-    print(f"  first full map    p50 {r['first_map_p50'] * ms:8.1f} ms  p99 {r['first_map_p99'] * ms:8.1f} ms"
-          f"   (all {r['nodes']} connected in {r['connect_all_s']:.1f}s,"
-          f" server CPU {r['connect_cpu_s']:.1f}s)")
-    print(f"  join -> all       p50 {r['join_all_p50'] * ms:8.1f} ms  p99 {r['join_all_p99'] * ms:8.1f} ms"
-          f"   (per recipient p50 {r['join_each_p50'] * ms:.1f} p99 {r['join_each_p99'] * ms:.1f} ms)")
-    print(f"  endpoint -> all   p50 {r['move_all_p50'] * ms:8.1f} ms  p99 {r['move_all_p99'] * ms:8.1f} ms"
-          f"   (per recipient p50 {r['move_each_p50'] * ms:.1f} p99 {r['move_each_p99'] * ms:.1f} ms)")
-    print(f"  server RSS        {r['rss_mb']:8.1f} MB"
-          f"      ({r['rss_per_node_kb']:.1f} KB per node above idle)")
-    print(f"  bytes per join    {r['join_bytes']:10.0f} B in {r['join_msgs']:.0f} messages"
-          f"   ({r['join_bytes'] / max(1, r['join_msgs']):.0f} B/message)")
-    print(f"  bytes per move    {r['move_bytes']:10.0f} B in {r['move_msgs']:.0f} messages"
-          f"   (server CPU for joins+moves {r['changes_cpu_s']:.1f}s)")
+    print(
+        f"  first full map    p50 {r['first_map_p50'] * ms:8.1f} ms  p99 {r['first_map_p99'] * ms:8.1f} ms"
+        f"   (all {r['nodes']} connected in {r['connect_all_s']:.1f}s,"
+        f" server CPU {r['connect_cpu_s']:.1f}s)"
+    )
+    print(
+        f"  join -> all       p50 {r['join_all_p50'] * ms:8.1f} ms  p99 {r['join_all_p99'] * ms:8.1f} ms"
+        f"   (per recipient p50 {r['join_each_p50'] * ms:.1f} p99 {r['join_each_p99'] * ms:.1f} ms)"
+    )
+    print(
+        f"  endpoint -> all   p50 {r['move_all_p50'] * ms:8.1f} ms  p99 {r['move_all_p99'] * ms:8.1f} ms"
+        f"   (per recipient p50 {r['move_each_p50'] * ms:.1f} p99 {r['move_each_p99'] * ms:.1f} ms)"
+    )
+    print(
+        f"  server RSS        {r['rss_mb']:8.1f} MB      ({r['rss_per_node_kb']:.1f} KB per node above idle)"
+    )
+    print(
+        f"  bytes per join    {r['join_bytes']:10.0f} B in {r['join_msgs']:.0f} messages"
+        f"   ({r['join_bytes'] / max(1, r['join_msgs']):.0f} B/message)"
+    )
+    print(
+        f"  bytes per move    {r['move_bytes']:10.0f} B in {r['move_msgs']:.0f} messages"
+        f"   (server CPU for joins+moves {r['changes_cpu_s']:.1f}s)"
+    )
     print(f"  map streams alive at the end: {r['streams_alive']}", flush=True)
 
 
@@ -432,18 +460,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100,500,1000,2000", help="comma-separated node counts")
     parser.add_argument("--policy", action="store_true", help="groups and tags instead of allow-all")
-    parser.add_argument("--churn", action="store_true",
-                        help="map requests differ in Hostinfo from registration (connect = full update)")
+    parser.add_argument(
+        "--churn",
+        action="store_true",
+        help="map requests differ in Hostinfo from registration (connect = full update)",
+    )
     parser.add_argument("--joins", type=int, default=5, help="probe joins (and endpoint moves) per size")
     parser.add_argument("--workers", type=int, default=2, help="client processes")
-    parser.add_argument("--concurrency", type=int, default=64,
-                        help="registrations and stream opens in flight per worker")
-    parser.add_argument("--propagation-timeout", type=float, default=60.0,
-                        help="seconds to wait for each change to arrive")
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="registrations and stream opens in flight per worker"
+    )
+    parser.add_argument(
+        "--propagation-timeout", type=float, default=60.0, help="seconds to wait for each change to arrive"
+    )
     parser.add_argument("--deadline", type=float, default=1200.0, help="seconds allowed per size")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--py-spy", type=Path,
-                        help="profile the server with py-spy into PATH-<N> (collapsed stacks)")
+    parser.add_argument(
+        "--py-spy", type=Path, help="profile the server with py-spy into PATH-<N> (collapsed stacks)"
+    )
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     use_fast_json()

@@ -118,10 +118,13 @@ class Server:
         register = self.register = RegisterHandler(store, config, self.metrics, self.logins)
         maps = MapHandler(store, builder, distributor, self.metrics, keepalive=self.keepalive)
         self.metrics.bind_store(store, lambda: maps.streams)
-        control = ControlServer(noise_key, {
-            ("POST", "/machine/register"): register.handle,
-            ("POST", "/machine/map"): maps.handle,
-        })
+        control = ControlServer(
+            noise_key,
+            {
+                ("POST", "/machine/register"): register.handle,
+                ("POST", "/machine/map"): maps.handle,
+            },
+        )
 
         app = web.Application(client_max_size=1 << 20, middlewares=[self.metrics.middleware])
         control.add_routes(app)

@@ -65,11 +65,15 @@ class AuditLog:
         if self._queue is not None:
             self._queue.put_nowait(json.dumps(entry, default=str))
 
-    def query(self, *, action: str | None = None, target: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    def query(
+        self, *, action: str | None = None, target: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
         """Newest last, filtered by exact action and by target prefix (e.g. `node:3`)."""
         out = [
-            e for e in self.entries
-            if (action is None or e["action"] == action) and (target is None or e["target"].startswith(target))
+            e
+            for e in self.entries
+            if (action is None or e["action"] == action)
+            and (target is None or e["target"].startswith(target))
         ]
         return out[-limit:]
 

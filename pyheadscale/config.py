@@ -191,7 +191,9 @@ class DNSConfig(_Section):
     @field_validator("base_domain")
     @classmethod
     def _domain(cls, value: str) -> str:
-        if value and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*", value):
+        if value and not re.fullmatch(
+            r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*", value
+        ):
             raise ValueError(f"{value!r} is not a valid domain name")
         return value.lower()
 
@@ -226,8 +228,18 @@ class NodeConfig(_Section):
 
 
 # Authorization-request parameters pyheadscale sets itself; oidc.extra_params may not override them.
-_OIDC_PROTOCOL_PARAMS = frozenset({"client_id", "redirect_uri", "response_type", "scope", "state", "nonce",
-                                   "code_challenge", "code_challenge_method"})
+_OIDC_PROTOCOL_PARAMS = frozenset(
+    {
+        "client_id",
+        "redirect_uri",
+        "response_type",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+    }
+)
 
 
 class PKCEConfig(_Section):
@@ -430,9 +442,18 @@ def build_config(raw: dict[str, Any], *, data_dir: Path | None = None, embedded:
     if embedded:
         merged.setdefault("derp", {"server": {"enabled": True, "stun_listen_addr": "127.0.0.1:3478"}})
     merged["data_dir"] = str(data_dir or raw.get("data_dir") or default_data_dir())
-    known = set(Config.model_fields) | {"grpc_listen_addr", "grpc_allow_insecure", "disable_check_updates",
-                                        "trusted_proxies", "acme_url", "acme_email", "logtail", "taildrop",
-                                        "auto_update", "randomize_client_port"}
+    known = set(Config.model_fields) | {
+        "grpc_listen_addr",
+        "grpc_allow_insecure",
+        "disable_check_updates",
+        "trusted_proxies",
+        "acme_url",
+        "acme_email",
+        "logtail",
+        "taildrop",
+        "auto_update",
+        "randomize_client_port",
+    }
     for key in raw:
         if key not in known:
             log.warning("config: unknown key %r is ignored", key)

@@ -86,10 +86,22 @@ def parse_derp_map(data: Any, source: str) -> dict[int, dict[str, Any]]:
 
 
 _CAMEL = {
-    "regionid": "RegionID", "regioncode": "RegionCode", "regionname": "RegionName", "nodes": "Nodes",
-    "avoid": "Avoid", "name": "Name", "hostname": "HostName", "ipv4": "IPv4", "ipv6": "IPv6",
-    "stunport": "STUNPort", "stunonly": "STUNOnly", "derpport": "DERPPort", "insecurefortests": "InsecureForTests",
-    "certname": "CertName", "canport80": "CanPort80", "stuntestip": "STUNTestIP",
+    "regionid": "RegionID",
+    "regioncode": "RegionCode",
+    "regionname": "RegionName",
+    "nodes": "Nodes",
+    "avoid": "Avoid",
+    "name": "Name",
+    "hostname": "HostName",
+    "ipv4": "IPv4",
+    "ipv6": "IPv6",
+    "stunport": "STUNPort",
+    "stunonly": "STUNOnly",
+    "derpport": "DERPPort",
+    "insecurefortests": "InsecureForTests",
+    "certname": "CertName",
+    "canport80": "CanPort80",
+    "stuntestip": "STUNTestIP",
 }
 
 

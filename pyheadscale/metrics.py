@@ -26,13 +26,18 @@ class Metrics:
         self.online = Gauge("pyheadscale_nodes_online", "Nodes with an open map stream", registry=r)
         self.map_streams = Gauge("pyheadscale_map_streams", "Open map streams", registry=r)
         self.map_messages = Counter("pyheadscale_map_messages", "MapResponses sent", ["kind"], registry=r)
-        self.map_bytes = Counter("pyheadscale_map_bytes", "Bytes of MapResponses sent (after compression)",
-                                 registry=r)
-        self.registrations = Counter("pyheadscale_registrations", "Registration requests", ["outcome"], registry=r)
-        self.auth_failures = Counter("pyheadscale_auth_failures", "Refused authentication attempts", ["method"],
-                                     registry=r)
-        self.request_seconds = Histogram("pyheadscale_http_request_seconds", "HTTP request latency",
-                                         ["path", "status"], registry=r)
+        self.map_bytes = Counter(
+            "pyheadscale_map_bytes", "Bytes of MapResponses sent (after compression)", registry=r
+        )
+        self.registrations = Counter(
+            "pyheadscale_registrations", "Registration requests", ["outcome"], registry=r
+        )
+        self.auth_failures = Counter(
+            "pyheadscale_auth_failures", "Refused authentication attempts", ["method"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "pyheadscale_http_request_seconds", "HTTP request latency", ["path", "status"], registry=r
+        )
 
     def bind_store(self, store: Store, streams: Callable[[], int]) -> None:
         self.nodes.set_function(lambda: len(store.nodes))

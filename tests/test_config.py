@@ -73,6 +73,8 @@ def test_not_yaml_mapping_is_refused(tmp_path: Path) -> None:
         load_config(path)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("0", 0), ("90s", 90), ("1h30m", 5400), ("3h", 10800), (45, 45)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("0", 0), ("90s", 90), ("1h30m", 5400), ("3h", 10800), (45, 45)]
+)
 def test_go_durations(text: str | int, seconds: int) -> None:
     assert parse_duration(text).total_seconds() == seconds

@@ -40,8 +40,13 @@ def bearer_auth(server: Server) -> Middleware:
         if server.store is not None:
             parts = secret_keys.split_key(token, secret_keys.API_KEY)
             audit.actor.set(f"remote:{request.remote}")
-            server.store.audit.record("api.authenticate", f"api:{request.method} {request.path}", "denied",
-                                      reason=reason, key_prefix=parts[0] if parts else None)
+            server.store.audit.record(
+                "api.authenticate",
+                f"api:{request.method} {request.path}",
+                "denied",
+                reason=reason,
+                key_prefix=parts[0] if parts else None,
+            )
         return unauthenticated(reason)
 
     @web.middleware

@@ -34,9 +34,14 @@ class AuthFlow(Resource):
 
     async def pending(self, _request: web.Request) -> web.Response:
         logins = self.server.logins.list()
-        return reply({"pending": [
-            {"auth_id": p.auth_id, "hostname": p.hostname, "machine_key": p.machine_key} for p in logins
-        ]})
+        return reply(
+            {
+                "pending": [
+                    {"auth_id": p.auth_id, "hostname": p.hostname, "machine_key": p.machine_key}
+                    for p in logins
+                ]
+            }
+        )
 
     async def register(self, request: web.Request) -> web.Response:
         body = await json_body(request)

@@ -33,10 +33,21 @@ class Debug(Resource):
         machine_key = keys.machine_public_text(PrivateKey.generate().public())
         node_key = keys.node_public_text(PrivateKey.generate().public())
         try:
-            login = self.server.logins.start(machine_key, node_key, {"Hostname": name, "RoutableIPs": routes},
-                                             auth_id=auth_id)
+            login = self.server.logins.start(
+                machine_key, node_key, {"Hostname": name, "RoutableIPs": routes}, auth_id=auth_id
+            )
         except ValueError as exc:
             raise invalid(str(exc)) from None
-        return reply({"node": {"name": name, "given_name": name, "user": {"id": str(user.id), "name": user.name},
-                               "machine_key": machine_key, "node_key": node_key, "available_routes": routes,
-                               "auth_id": login.auth_id}})
+        return reply(
+            {
+                "node": {
+                    "name": name,
+                    "given_name": name,
+                    "user": {"id": str(user.id), "name": user.name},
+                    "machine_key": machine_key,
+                    "node_key": node_key,
+                    "available_routes": routes,
+                    "auth_id": login.auth_id,
+                }
+            }
+        )

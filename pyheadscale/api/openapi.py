@@ -196,11 +196,15 @@ _PATHS: dict[str, dict[str, Schema]] = {
             ],
         )
     },
-    "/node/backfillips": {"post": _op(
-        "backfillNodeIPs", "Give nodes an address in each configured family they lack", "Nodes",
-        _object(changes={"type": "array", "items": _STR}),
-        params=[_param("confirmed", "query", "must be true", required=True)],
-    )},
+    "/node/backfillips": {
+        "post": _op(
+            "backfillNodeIPs",
+            "Give nodes an address in each configured family they lack",
+            "Nodes",
+            _object(changes={"type": "array", "items": _STR}),
+            params=[_param("confirmed", "query", "must be true", required=True)],
+        )
+    },
     "/node/{node_id}": {
         "get": _op("getNode", "Get node", "Nodes", _ONE_NODE, params=[_NODE_ID]),
         "delete": _op("deleteNode", "Delete node", "Nodes", params=[_NODE_ID]),
@@ -308,37 +312,74 @@ _PATHS: dict[str, dict[str, Schema]] = {
             params=[_param("prefix", "path", "key prefix (bare or masked)")],
         )
     },
-    "/debug/node": {"post": _op(
-        "debugCreateNode", "A pending login with no machine behind it, to register with auth register", "Debug",
-        _object(node=_object(name=_STR, given_name=_STR, machine_key=_STR, node_key=_STR, auth_id=_STR)),
-        body=_object(key=_STR, name=_STR, user=_STR, routes={"type": "array", "items": _STR}),
-    )},
+    "/debug/node": {
+        "post": _op(
+            "debugCreateNode",
+            "A pending login with no machine behind it, to register with auth register",
+            "Debug",
+            _object(node=_object(name=_STR, given_name=_STR, machine_key=_STR, node_key=_STR, auth_id=_STR)),
+            body=_object(key=_STR, name=_STR, user=_STR, routes={"type": "array", "items": _STR}),
+        )
+    },
     "/policy": {
         "get": _op("getPolicy", "The policy in force", "Policy", _object(policy=_STR, updatedAt=_STR)),
-        "put": _op("setPolicy", "Replace the policy (policy.mode: database)", "Policy",
-                   _object(policy=_STR, updatedAt=_STR), body=_object(policy=_STR)),
+        "put": _op(
+            "setPolicy",
+            "Replace the policy (policy.mode: database)",
+            "Policy",
+            _object(policy=_STR, updatedAt=_STR),
+            body=_object(policy=_STR),
+        ),
     },
-    "/auth/pending": {"get": _op(
-        "listPendingLogins", "Machines waiting on interactive login", "Auth",
-        _object(pending={"type": "array", "items": _object(auth_id=_STR, hostname=_STR, machine_key=_STR)}),
-    )},
-    "/auth/register": {"post": _op(
-        "authRegister", "Register the machine waiting on auth_id as a node of user", "Auth", _ONE_NODE,
-        body=_object(auth_id=_STR, user=_STR),
-    )},
-    "/auth/approve": {"post": _op(
-        "authApprove", "Approve a returning machine's login; it keeps its node and owner", "Auth", _ONE_NODE,
-        body=_object(auth_id=_STR),
-    )},
-    "/auth/reject": {"post": _op(
-        "authReject", "Turn the machine waiting on auth_id away", "Auth", body=_object(auth_id=_STR),
-    )},
-    "/audit": {"get": _op(
-        "listAuditEntries", "Recent audit log entries, oldest first", "Audit",
-        _object(entries={"type": "array", "items": {"type": "object"}}),
-        params=[_param("action", "query", "only this action, e.g. node.delete"),
+    "/auth/pending": {
+        "get": _op(
+            "listPendingLogins",
+            "Machines waiting on interactive login",
+            "Auth",
+            _object(
+                pending={"type": "array", "items": _object(auth_id=_STR, hostname=_STR, machine_key=_STR)}
+            ),
+        )
+    },
+    "/auth/register": {
+        "post": _op(
+            "authRegister",
+            "Register the machine waiting on auth_id as a node of user",
+            "Auth",
+            _ONE_NODE,
+            body=_object(auth_id=_STR, user=_STR),
+        )
+    },
+    "/auth/approve": {
+        "post": _op(
+            "authApprove",
+            "Approve a returning machine's login; it keeps its node and owner",
+            "Auth",
+            _ONE_NODE,
+            body=_object(auth_id=_STR),
+        )
+    },
+    "/auth/reject": {
+        "post": _op(
+            "authReject",
+            "Turn the machine waiting on auth_id away",
+            "Auth",
+            body=_object(auth_id=_STR),
+        )
+    },
+    "/audit": {
+        "get": _op(
+            "listAuditEntries",
+            "Recent audit log entries, oldest first",
+            "Audit",
+            _object(entries={"type": "array", "items": {"type": "object"}}),
+            params=[
+                _param("action", "query", "only this action, e.g. node.delete"),
                 _param("target", "query", "only targets starting with this, e.g. node:3"),
-                _param("limit", "query", "at most this many (newest), 1-10000; default 1000")])},
+                _param("limit", "query", "at most this many (newest), 1-10000; default 1000"),
+            ],
+        )
+    },
     "/openapi.json": {
         "get": {
             "operationId": "openapi",

@@ -35,7 +35,9 @@ class PendingLogin:
     node_key: str
     hostinfo: dict[str, Any]
     created: float = field(default_factory=time.monotonic)
-    outcome: asyncio.Future[Node | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    outcome: asyncio.Future[Node | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
     @property
     def hostname(self) -> str:
@@ -51,15 +53,18 @@ class PendingLogins:
     def __init__(self) -> None:
         self._pending: dict[str, PendingLogin] = {}
 
-    def start(self, machine_key: str, node_key: str, hostinfo: dict[str, Any], *,
-              auth_id: str | None = None) -> PendingLogin:
+    def start(
+        self, machine_key: str, node_key: str, hostinfo: dict[str, Any], *, auth_id: str | None = None
+    ) -> PendingLogin:
         """A new pending login; `auth_id` is given only by `debug create-node`, which names its own."""
         self._prune()
         if len(self._pending) >= MAX_PENDING:
             raise OverflowError("too many logins are waiting for approval; try again later")
         if auth_id is not None and (not auth_id.startswith(AUTH_ID_PREFIX) or auth_id in self._pending):
             raise ValueError(f"auth id {auth_id!r} must start with {AUTH_ID_PREFIX!r} and not be in use")
-        login = PendingLogin(auth_id or AUTH_ID_PREFIX + secrets.token_hex(12), machine_key, node_key, hostinfo)
+        login = PendingLogin(
+            auth_id or AUTH_ID_PREFIX + secrets.token_hex(12), machine_key, node_key, hostinfo
+        )
         self._pending[login.auth_id] = login
         return login
 
@@ -80,11 +85,20 @@ class PendingLogins:
             raise NotFound(f"no login is waiting with auth id {auth_id!r} (it may have expired)")
         return login
 
-    async def approve(self, store: Store, login: PendingLogin, user: User, expiry: datetime | None, *,
-                      method: str) -> Node:
+    async def approve(
+        self, store: Store, login: PendingLogin, user: User, expiry: datetime | None, *, method: str
+    ) -> Node:
         """Register the waiting machine as `user`'s node (`method`: cli, oidc) and let its client proceed."""
-        node = await store.register(machine_key=login.machine_key, node_key=login.node_key, hostinfo=login.hostinfo,
-                                    user_id=user.id, tags=[], method=method, ephemeral=False, expiry=expiry)
+        node = await store.register(
+            machine_key=login.machine_key,
+            node_key=login.node_key,
+            hostinfo=login.hostinfo,
+            user_id=user.id,
+            tags=[],
+            method=method,
+            ephemeral=False,
+            expiry=expiry,
+        )
         self.resolve(login, node)
         return node
 

@@ -57,8 +57,11 @@ class OIDCLogin:
             metadata = await self.provider.metadata()
         except ProviderError as exc:
             log.warning("OIDC login for %s cannot start: %s", login.auth_id, exc)
-            return pages.page(503, "Identity provider unavailable",
-                              "The identity provider cannot be reached right now; try this link again soon.")
+            return pages.page(
+                503,
+                "Identity provider unavailable",
+                "The identity provider cannot be reached right now; try this link again soon.",
+            )
         session = self.sessions.begin(login.auth_id)
         params = {
             **self.oidc.extra_params,
@@ -74,8 +77,15 @@ class OIDCLogin:
             params["code_challenge_method"] = self.oidc.pkce.method
         location = self.provider.authorization_url(metadata, params)
         response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
-        response.set_cookie(session.cookie_name, session.state, max_age=int(LIFETIME), path=CALLBACK_PATH,
-                            httponly=True, samesite="Lax", secure=self._secure_cookies)
+        response.set_cookie(
+            session.cookie_name,
+            session.state,
+            max_age=int(LIFETIME),
+            path=CALLBACK_PATH,
+            httponly=True,
+            samesite="Lax",
+            secure=self._secure_cookies,
+        )
         return response
 
     async def callback(self, request: web.Request) -> web.StreamResponse:
@@ -84,13 +94,16 @@ class OIDCLogin:
         state = query.get("state", "")
         session = self.sessions.peek(state) if state else None
         if session is None:
-            return pages.bad_request(400, "Unknown login",
-                                     "This login response is unknown, has expired, or was already used.")
+            return pages.bad_request(
+                400, "Unknown login", "This login response is unknown, has expired, or was already used."
+            )
         if request.cookies.get(cookie_name(state)) != state:
             # Not the browser that started this login: someone else's callback link, or a forged one.
-            return pages.bad_request(403, "Login does not match this browser",
-                                     "This login response does not belong to a login started in this "
-                                     "browser.")
+            return pages.bad_request(
+                403,
+                "Login does not match this browser",
+                "This login response does not belong to a login started in this browser.",
+            )
         self.sessions.take(state)
         response = await self._finish(request, session)
         response.del_cookie(session.cookie_name, path=CALLBACK_PATH)
@@ -99,16 +112,23 @@ class OIDCLogin:
     async def _finish(self, request: web.Request, session: LoginSession) -> web.Response:
         login = self.logins.get(session.auth_id)
         if login is None:
-            return pages.bad_request(410, "Registration expired",
-                                     "The machine's registration request has expired or was already handled.")
+            return pages.bad_request(
+                410,
+                "Registration expired",
+                "The machine's registration request has expired or was already handled.",
+            )
         retry_url = f"{self.config.server_url}/register/{login.auth_id}"
         audit.actor.set(f"oidc:{self.oidc.issuer}")
         if "error" in request.query:
             # Text from the query string: shown escaped, and cut short so it cannot flood the audit log.
             reason = (request.query.get("error_description") or request.query["error"])[:200]
             self._audit_denied(login, f"provider: {reason}")
-            return pages.page(403, "Login not completed",
-                              f"The identity provider did not log you in: {reason}.", retry_url=retry_url)
+            return pages.page(
+                403,
+                "Login not completed",
+                f"The identity provider did not log you in: {reason}.",
+                retry_url=retry_url,
+            )
         code = request.query.get("code", "")
         if not code:
             return pages.bad_request(400, "Malformed login response", "The login response carries no code.")
@@ -117,12 +137,20 @@ class OIDCLogin:
         except TokenInvalid as exc:
             log.warning("OIDC login %s: %s", login.auth_id, exc)
             self._audit_denied(login, str(exc))
-            return pages.page(403, "Login refused",
-                              f"The identity provider's answer did not validate: {exc}.", retry_url=retry_url)
+            return pages.page(
+                403,
+                "Login refused",
+                f"The identity provider's answer did not validate: {exc}.",
+                retry_url=retry_url,
+            )
         except ProviderError as exc:
             log.warning("OIDC login %s failed at the provider: %s", login.auth_id, exc)
-            return pages.page(502, "Identity provider error", f"The login could not be completed: {exc}.",
-                              retry_url=retry_url)
+            return pages.page(
+                502,
+                "Identity provider error",
+                f"The login could not be completed: {exc}.",
+                retry_url=retry_url,
+            )
         audit.actor.set(f"oidc:{claims.identifier}")
         refused = refusal(self.oidc, claims)
         if refused is not None:
@@ -133,8 +161,9 @@ class OIDCLogin:
 
     async def _claims(self, code: str, session: LoginSession) -> Claims:
         verifier = session.code_verifier if self.oidc.pkce.enabled else None
-        tokens = await self.provider.exchange_code(code, redirect_uri=self.redirect_uri,
-                                                   code_verifier=verifier)
+        tokens = await self.provider.exchange_code(
+            code, redirect_uri=self.redirect_uri, code_verifier=verifier
+        )
         id_claims = await self.provider.validate(tokens.id_token, session.nonce)
         userinfo = await self.provider.userinfo(tokens.access_token, str(id_claims["sub"]))
         return Claims.from_tokens(id_claims, userinfo)
@@ -143,28 +172,40 @@ class OIDCLogin:
         try:
             user = await self._user_for(claims)
             if self.logins.get(login.auth_id) is not login:
-                return pages.bad_request(410, "Registration expired",
-                                         "The machine's registration request expired during the login.")
+                return pages.bad_request(
+                    410,
+                    "Registration expired",
+                    "The machine's registration request expired during the login.",
+                )
             expiry = self._expiry(claims)
             node = await self.logins.approve(self.store, login, user, expiry, method=PROVIDER_NAME)
         except (StateError, AddressExhausted) as exc:
             log.warning("OIDC login %s could not register: %s", login.auth_id, exc)
             return pages.page(500, "Registration failed", f"The machine could not be registered: {exc}.")
-        log.info("OIDC login %s registered node %d for user %d (%s)", login.auth_id, node.id, user.id,
-                 claims.identifier)
+        log.info(
+            "OIDC login %s registered node %d for user %d (%s)",
+            login.auth_id,
+            node.id,
+            user.id,
+            claims.identifier,
+        )
         return pages.success(node.given_name, user.display_name or user.email or user.name)
 
     async def _user_for(self, claims: Claims) -> User:
         """The user for these claims: created at the first login, refreshed from them at every later one."""
         required = self.oidc.email_verified_required
-        profile = {"display_name": claims.name, "email": claims.trusted_email(required),
-                   "profile_pic_url": claims.picture}
+        profile = {
+            "display_name": claims.name,
+            "email": claims.trusted_email(required),
+            "profile_pic_url": claims.picture,
+        }
         name = username_for(claims, required)
         async with self._users_lock:
             user = self.store.user_by_provider_id(claims.identifier)
             if user is None:
-                return await self.store.create_user(name, provider=PROVIDER_NAME,
-                                                    provider_id=claims.identifier, **profile)
+                return await self.store.create_user(
+                    name, provider=PROVIDER_NAME, provider_id=claims.identifier, **profile
+                )
             return await self.store.update_user_profile(user.id, name=name, **profile)
 
     def _expiry(self, claims: Claims) -> datetime | None:
@@ -176,9 +217,16 @@ class OIDCLogin:
         return now() + lifetime if lifetime.total_seconds() > 0 else None
 
     def _audit_denied(self, login: PendingLogin, reason: str, **details: object) -> None:
-        self.store.audit.record("node.register", f"machine:{login.machine_key[5:17]}", "denied",
-                                method=PROVIDER_NAME, reason=reason, auth_id=login.auth_id,
-                                hostname=login.hostname, **details)
+        self.store.audit.record(
+            "node.register",
+            f"machine:{login.machine_key[5:17]}",
+            "denied",
+            method=PROVIDER_NAME,
+            reason=reason,
+            auth_id=login.auth_id,
+            hostname=login.hostname,
+            **details,
+        )
 
 
 async def start_oidc(config: Config, store: Store, logins: PendingLogins) -> OIDCLogin | None:
@@ -193,8 +241,11 @@ async def start_oidc(config: Config, store: Store, logins: PendingLogins) -> OID
     except ProviderError as exc:
         if config.oidc.only_start_if_oidc_is_available:
             await provider.close()
-            raise ProviderError(f"OIDC provider {config.oidc.issuer} is unavailable: {exc} "
-                                "(set oidc.only_start_if_oidc_is_available: false to start anyway)") from None
-        log.warning("OIDC provider %s is unavailable (%s); logins will retry discovery",
-                    config.oidc.issuer, exc)
+            raise ProviderError(
+                f"OIDC provider {config.oidc.issuer} is unavailable: {exc} "
+                "(set oidc.only_start_if_oidc_is_available: false to start anyway)"
+            ) from None
+        log.warning(
+            "OIDC provider %s is unavailable (%s); logins will retry discovery", config.oidc.issuer, exc
+        )
     return OIDCLogin(config, store, logins, provider)

@@ -23,25 +23,38 @@ def page(status: int, title: str, *paragraphs: str, retry_url: str = "") -> web.
     """An HTML response; `paragraphs` are plain text, `retry_url` adds a link to start the login again."""
     body = [f"<p>{html.escape(text)}</p>" for text in paragraphs]
     if retry_url:
-        body.append(f'<p><a href="{html.escape(retry_url)}">Log in again</a> (for example with another '
-                    "account).</p>")
+        body.append(
+            f'<p><a href="{html.escape(retry_url)}">Log in again</a> (for example with another account).</p>'
+        )
     text = _PAGE.format(title=html.escape(title), paragraphs="\n".join(body))
-    return web.Response(status=status, text=text, content_type="text/html",
-                        headers={"Cache-Control": "no-store"})
+    return web.Response(
+        status=status, text=text, content_type="text/html", headers={"Cache-Control": "no-store"}
+    )
 
 
 def success(hostname: str, user_display: str) -> web.Response:
-    return page(200, "Login successful",
-                f"The machine {hostname} is now registered to {user_display}.",
-                "You can close this window; the machine connects on its own.")
+    return page(
+        200,
+        "Login successful",
+        f"The machine {hostname} is now registered to {user_display}.",
+        "You can close this window; the machine connects on its own.",
+    )
 
 
 def refused(reason: str, retry_url: str) -> web.Response:
-    return page(403, "Login refused", f"This login is not allowed: {reason}.",
-                "The machine has not been registered. Ask the administrator of this tailnet for access.",
-                retry_url=retry_url)
+    return page(
+        403,
+        "Login refused",
+        f"This login is not allowed: {reason}.",
+        "The machine has not been registered. Ask the administrator of this tailnet for access.",
+        retry_url=retry_url,
+    )
 
 
 def bad_request(status: int, title: str, reason: str) -> web.Response:
-    return page(status, title, reason,
-                "Start the login again from the machine (for example `tailscale up`) to get a fresh link.")
+    return page(
+        status,
+        title,
+        reason,
+        "Start the login again from the machine (for example `tailscale up`) to get a fresh link.",
+    )

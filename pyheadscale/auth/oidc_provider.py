@@ -46,8 +46,9 @@ class ProviderMetadata:
         # OpenID Connect Discovery 4.3: the document must be about the issuer we asked for.
         issuer = str(doc.get("issuer") or "")
         if issuer.rstrip("/") != expected_issuer.rstrip("/"):
-            raise ProviderError(f"the discovery document names issuer {issuer!r}, not the configured "
-                                f"{expected_issuer!r}")
+            raise ProviderError(
+                f"the discovery document names issuer {issuer!r}, not the configured {expected_issuer!r}"
+            )
         missing = [k for k in ("authorization_endpoint", "token_endpoint", "jwks_uri") if not doc.get(k)]
         if missing:
             raise ProviderError(f"the discovery document lacks {', '.join(missing)}")
@@ -58,8 +59,9 @@ class ProviderMetadata:
             jwks_uri=str(doc["jwks_uri"]),
             userinfo_endpoint=str(doc.get("userinfo_endpoint") or ""),
             algorithms=signing_algorithms(doc.get("id_token_signing_alg_values_supported")),
-            token_auth_methods=list(doc.get("token_endpoint_auth_methods_supported")
-                                    or ["client_secret_basic"]),
+            token_auth_methods=list(
+                doc.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
+            ),
         )
 
 
@@ -128,8 +130,9 @@ class Provider:
         separator = "&" if "?" in metadata.authorization_endpoint else "?"
         return metadata.authorization_endpoint + separator + urlencode(params, quote_via=quote)
 
-    async def exchange_code(self, code: str, *, redirect_uri: str,
-                            code_verifier: str | None) -> TokenResponse:
+    async def exchange_code(
+        self, code: str, *, redirect_uri: str, code_verifier: str | None
+    ) -> TokenResponse:
         """Trade the authorization code for tokens (RFC 6749 4.1.3), authenticating as the client."""
         metadata = await self.metadata()
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
@@ -163,8 +166,14 @@ class Provider:
         metadata = await self.metadata()
 
         def check(keys: KeySet) -> dict[str, Any]:
-            return validate_id_token(id_token, keys, issuer=metadata.issuer, client_id=self.client_id,
-                                     nonce=nonce, algorithms=metadata.algorithms)
+            return validate_id_token(
+                id_token,
+                keys,
+                issuer=metadata.issuer,
+                client_id=self.client_id,
+                nonce=nonce,
+                algorithms=metadata.algorithms,
+            )
 
         assert self._keys is not None
         try:
@@ -181,9 +190,10 @@ class Provider:
         metadata = await self.metadata()
         if not metadata.userinfo_endpoint:
             return None
-        claims = await self._get_json(metadata.userinfo_endpoint,
-                                      headers={"Authorization": f"Bearer {access_token}",
-                                               "Accept": "application/json"})
+        claims = await self._get_json(
+            metadata.userinfo_endpoint,
+            headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
+        )
         if claims.get("sub") != subject:
             raise ProviderError("the provider's userinfo answer is about another subject")
         return claims

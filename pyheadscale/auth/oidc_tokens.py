@@ -20,8 +20,9 @@ LEEWAY_SECONDS = 60
 
 # Signature algorithms accepted when the provider does not list its own; never "none" or a symmetric one.
 DEFAULT_ALGORITHMS = ("RS256",)
-_ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
-                         "EdDSA", "Ed25519"})
+_ASYMMETRIC = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"}
+)
 
 
 class TokenInvalid(Exception):
@@ -47,8 +48,9 @@ def _header_kid(token: str) -> str | None:
     return str(kid) if kid is not None else None
 
 
-def validate_id_token(token: str, keys: KeySet, *, issuer: str, client_id: str, nonce: str,
-                      algorithms: Collection[str]) -> dict[str, Any]:
+def validate_id_token(
+    token: str, keys: KeySet, *, issuer: str, client_id: str, nonce: str, algorithms: Collection[str]
+) -> dict[str, Any]:
     """The token's claims after every check of OpenID Connect Core 3.1.3.7 that applies to a code flow."""
     kid = _header_kid(token)
     if kid is not None and not any(k.kid == kid for k in keys.keys):

@@ -35,12 +35,17 @@ def register_page_handler(
             return web.Response(status=400, text="this is not a registration link\n")
         login = logins.get(auth_id)
         if login is None:
-            return web.Response(status=404, text="this registration link has expired or is unknown; "
-                                                 "run `tailscale up` again for a new one\n")
+            return web.Response(
+                status=404,
+                text="this registration link has expired or is unknown; "
+                "run `tailscale up` again for a new one\n",
+            )
         if oidc is not None:
             return await oidc.start(login)
-        intro = (f"The machine <b>{html.escape(login.hostname)}</b> asks to join this tailnet. "
-                 "To let it in, run this on the pyheadscale server:")
+        intro = (
+            f"The machine <b>{html.escape(login.hostname)}</b> asks to join this tailnet. "
+            "To let it in, run this on the pyheadscale server:"
+        )
         body = _PAGE.format(intro=intro, auth_id=html.escape(auth_id))
         return web.Response(text=body, content_type="text/html")
 

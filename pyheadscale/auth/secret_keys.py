@@ -32,7 +32,9 @@ def hash_secret(secret: str) -> bytes:
 
 def split_key(text: str, kind: str) -> tuple[str, str] | None:
     """(prefix, secret) of a well-formed key of `kind`, else None."""
-    match = re.fullmatch(rf"{re.escape(kind)}([0-9a-f]{{{PREFIX_LEN}}})-([0-9a-f]{{{SECRET_LEN}}})", text.strip())
+    match = re.fullmatch(
+        rf"{re.escape(kind)}([0-9a-f]{{{PREFIX_LEN}}})-([0-9a-f]{{{SECRET_LEN}}})", text.strip()
+    )
     return (match.group(1), match.group(2)) if match else None
 
 

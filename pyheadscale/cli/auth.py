@@ -11,8 +11,14 @@ from pyheadscale.cli.output import add_output_flags, emit, table
 
 async def _register(client: ApiClient, args: argparse.Namespace) -> None:
     result = await client.post("/auth/register", {"auth_id": args.auth_id, "user": args.user})
-    emit(args, result["node"], lambda: f"Node {result['node']['given_name']} registered\n"
-                                       f"{table(NODE_HEADER, [node_row(result['node'])])}")
+    emit(
+        args,
+        result["node"],
+        lambda: (
+            f"Node {result['node']['given_name']} registered\n"
+            f"{table(NODE_HEADER, [node_row(result['node'])])}"
+        ),
+    )
 
 
 async def _approve(client: ApiClient, args: argparse.Namespace) -> None:
@@ -32,8 +38,9 @@ async def _list(client: ApiClient, args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    auth = sub.add_parser("auth", help="approve or reject machines waiting on interactive login").add_subparsers(
-        dest="verb", metavar="VERB")
+    auth = sub.add_parser(
+        "auth", help="approve or reject machines waiting on interactive login"
+    ).add_subparsers(dest="verb", metavar="VERB")
     auth.required = True
     for name, func, help_text in (
         ("register", _register, "register the waiting machine as a node of --user"),

@@ -16,8 +16,14 @@ from pyheadscale.config import ConfigError, load_config
 async def _create_node(client: ApiClient, args: argparse.Namespace) -> None:
     body = {"key": args.key, "name": args.name, "user": args.user, "routes": split_list(args.route)}
     result = await client.post("/debug/node", body)
-    emit(args, result["node"], lambda: f"Node {args.name} created; register it with "
-                                       f"`pyheadscale auth register --auth-id {args.key} --user {args.user}`")
+    emit(
+        args,
+        result["node"],
+        lambda: (
+            f"Node {args.name} created; register it with "
+            f"`pyheadscale auth register --auth-id {args.key} --user {args.user}`"
+        ),
+    )
 
 
 def _dump_config(args: argparse.Namespace) -> int:
@@ -39,13 +45,18 @@ def _dump_config(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     debug = sub.add_parser("debug", help="commands for debugging and testing").add_subparsers(
-        dest="verb", metavar="VERB")
+        dest="verb", metavar="VERB"
+    )
     debug.required = True
-    create = debug.add_parser("create-node", help="a pending login (no machine) to register with auth register")
+    create = debug.add_parser(
+        "create-node", help="a pending login (no machine) to register with auth register"
+    )
     create.add_argument("--name", required=True)
     create.add_argument("-u", "--user", required=True)
     create.add_argument("-k", "--key", required=True, help="the auth id to give it (hskey-authreq-...)")
-    create.add_argument("-r", "--route", action="append", help="routes to advertise (repeat or comma-separate)")
+    create.add_argument(
+        "-r", "--route", action="append", help="routes to advertise (repeat or comma-separate)"
+    )
     create.set_defaults(func=api_command(_create_node))
     add_output_flags(create)
     dump = sub.add_parser("dump-config", aliases=["dumpConfig"], help="print the effective configuration")

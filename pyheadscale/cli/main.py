@@ -18,9 +18,16 @@ from pyheadscale.cli import apikeys, auth, debug, health, nodes, policy, preauth
 from pyheadscale.config import ConfigError, load_config
 from pyheadscale.keys import PrivateKey
 
-LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-              "warning": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL,
-              "panic": logging.CRITICAL}
+LOG_LEVELS = {
+    "trace": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "fatal": logging.CRITICAL,
+    "panic": logging.CRITICAL,
+}
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -31,11 +38,13 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    logging.basicConfig(level=LOG_LEVELS[config.log.level],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=LOG_LEVELS[config.log.level], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if source is None:
-        logging.getLogger("pyheadscale").info("no config file found; running on embedded defaults in %s",
-                                              config.data_dir)
+        logging.getLogger("pyheadscale").info(
+            "no config file found; running on embedded defaults in %s", config.data_dir
+        )
     try:
         import uvloop
 
@@ -70,14 +79,23 @@ def _version(_args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyheadscale",
-                                     description="Tailscale-compatible coordination server")
+    parser = argparse.ArgumentParser(
+        prog="pyheadscale", description="Tailscale-compatible coordination server"
+    )
     parser.add_argument("-c", "--config", help="path to config.yaml (default: Headscale's search paths)")
-    parser.add_argument("-o", "--output", choices=("", "json", "json-line", "yaml"), default="",
-                        help="output format of management verbs: empty for a table, or json, json-line, yaml")
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("", "json", "json-line", "yaml"),
+        default="",
+        help="output format of management verbs: empty for a table, or json, json-line, yaml",
+    )
     parser.add_argument("--force", action="store_true", help="do not ask for confirmation")
-    parser.add_argument("--address", help="remote server URL for management verbs "
-                                          "(env HEADSCALE_CLI_ADDRESS; default: the local unix socket)")
+    parser.add_argument(
+        "--address",
+        help="remote server URL for management verbs "
+        "(env HEADSCALE_CLI_ADDRESS; default: the local unix socket)",
+    )
     parser.add_argument("--api-key", help="API key for --address (env HEADSCALE_CLI_API_KEY)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -88,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate = sub.add_parser("generate", help="generate keys").add_subparsers(dest="what", metavar="WHAT")
     generate.required = True
     generate.add_parser("private-key", help="a new privkey: for noise.private_key_path").set_defaults(
-        func=_generate_private_key)
+        func=_generate_private_key
+    )
     for module in (users, nodes, preauthkeys, apikeys, auth, policy, debug, health):
         module.add_commands(sub)
     return parser

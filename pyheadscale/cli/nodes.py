@@ -95,7 +95,9 @@ async def _delete(client: ApiClient, args: argparse.Namespace) -> None:
 
 
 async def _backfill_ips(client: ApiClient, args: argparse.Namespace) -> None:
-    question = "Give every node an address in each configured family it lacks? Connected nodes will re-read maps."
+    question = (
+        "Give every node an address in each configured family it lacks? Connected nodes will re-read maps."
+    )
     if not await confirm(args, question):
         raise CliError("not confirmed; nothing changed (pass --force to skip the question)")
     result = await client.post("/node/backfillips", params={"confirmed": "true"})

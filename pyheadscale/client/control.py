@@ -47,7 +47,9 @@ async def fetch_server_key(base_url: str, capver: int = DEFAULT_CAPVER) -> bytes
     parts = urlsplit(base_url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
     try:
-        writer.write(f"GET /key?v={capver} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode())
+        writer.write(
+            f"GET /key?v={capver} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode()
+        )
         raw = await reader.read()
     finally:
         writer.close()
@@ -67,7 +69,9 @@ class ControlClient:
         self.early_payload: dict[str, Any] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._stream: NoiseStream | None = None
-        self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self._h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
         self._streams: dict[int, _Stream] = {}
         self._reader_task: asyncio.Task[None] | None = None
         self._window = asyncio.Event()
@@ -173,10 +177,17 @@ class ControlClient:
         stream = _Stream()
         self._streams[stream_id] = stream
         parts = urlsplit(self.base_url)
-        self._h2.send_headers(stream_id, [
-            (":method", method), (":path", path), (":scheme", "http"), (":authority", parts.netloc),
-            ("content-type", "application/json"), ("content-length", str(len(body))),
-        ])
+        self._h2.send_headers(
+            stream_id,
+            [
+                (":method", method),
+                (":path", path),
+                (":scheme", "http"),
+                (":authority", parts.netloc),
+                ("content-type", "application/json"),
+                ("content-length", str(len(body))),
+            ],
+        )
         view = memoryview(body)
         # The server may refuse the stream (reset, or an error status) before the body is all sent: stop then.
         while view and not (stream.reset or stream.headers_ready.is_set() or self._closed.is_set()):
@@ -204,9 +215,17 @@ class ControlClient:
         self._streams.pop(stream_id, None)
         return stream.status, b"".join(chunks)
 
-    async def register(self, node_key: keys.PrivateKey, *, auth_key: str = "", hostname: str = "pytest",
-                       old_node_key: str = "", expiry: str | None = None, hostinfo: dict[str, Any] | None = None,
-                       followup: str = "") -> dict[str, Any]:
+    async def register(
+        self,
+        node_key: keys.PrivateKey,
+        *,
+        auth_key: str = "",
+        hostname: str = "pytest",
+        old_node_key: str = "",
+        expiry: str | None = None,
+        hostinfo: dict[str, Any] | None = None,
+        followup: str = "",
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "Version": self.capver,
             "NodeKey": keys.node_public_text(node_key.public()),
@@ -225,14 +244,24 @@ class ControlClient:
             raise ControlClientError(f"register answered {status}: {data[:200]!r}")
         return dict(json.loads(data))
 
-    async def map_stream(self, node_key: keys.PrivateKey, *, hostname: str = "pytest",
-                         endpoints: list[str] | None = None, compress: bool = True,
-                         extra: dict[str, Any] | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def map_stream(
+        self,
+        node_key: keys.PrivateKey,
+        *,
+        hostname: str = "pytest",
+        endpoints: list[str] | None = None,
+        compress: bool = True,
+        extra: dict[str, Any] | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
         """A streaming map poll: yields each MapResponse as it arrives."""
         body = {
-            "Version": self.capver, "NodeKey": keys.node_public_text(node_key.public()),
-            "DiscoKey": "discokey:" + "11" * 32, "Stream": True, "Compress": "zstd" if compress else "",
-            "Hostinfo": {"Hostname": hostname, "OS": "linux"}, "Endpoints": endpoints or [],
+            "Version": self.capver,
+            "NodeKey": keys.node_public_text(node_key.public()),
+            "DiscoKey": "discokey:" + "11" * 32,
+            "Stream": True,
+            "Compress": "zstd" if compress else "",
+            "Hostinfo": {"Hostname": hostname, "OS": "linux"},
+            "Endpoints": endpoints or [],
         } | (extra or {})
         stream_id, stream = await self._open("POST", "/machine/map", json.dumps(body).encode())
         if stream.status != 200:
@@ -246,7 +275,7 @@ class ControlClient:
             while True:
                 while len(buffer) >= 4 and len(buffer) >= 4 + struct.unpack("<I", buffer[:4])[0]:
                     (size,) = struct.unpack("<I", buffer[:4])
-                    message, buffer = buffer[4:4 + size], buffer[4 + size:]
+                    message, buffer = buffer[4 : 4 + size], buffer[4 + size :]
                     if compress:
                         message = decompressor.decompress(message)
                     yield json.loads(message)

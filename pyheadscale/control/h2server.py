@@ -87,11 +87,15 @@ Handler = Callable[[InnerRequest], Awaitable[None]]
 class H2Server:
     """Serves one HTTP/2 connection over a NoiseStream until either side ends it."""
 
-    def __init__(self, stream: NoiseStream, handler: Handler, *, preface_timeout: float | None = None) -> None:
+    def __init__(
+        self, stream: NoiseStream, handler: Handler, *, preface_timeout: float | None = None
+    ) -> None:
         self._preface_timeout = preface_timeout
         self._stream = stream
         self._handler = handler
-        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8", validate_inbound_headers=True)
+        config = h2.config.H2Configuration(
+            client_side=False, header_encoding="utf-8", validate_inbound_headers=True
+        )
         self._conn = h2.connection.H2Connection(config=config)
         self._pending: dict[int, _Pending] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -211,7 +215,9 @@ class H2Server:
             if self._closed:
                 raise StreamClosed("connection closed")
             try:
-                window = min(self._conn.local_flow_control_window(stream_id), self._conn.max_outbound_frame_size)
+                window = min(
+                    self._conn.local_flow_control_window(stream_id), self._conn.max_outbound_frame_size
+                )
                 if window <= 0 and view:
                     self._window_open.clear()
                     await self.flush()

@@ -146,7 +146,9 @@ def respond(server_key: PrivateKey, init: bytes) -> tuple[bytes, Session]:
     try:
         conn.read_message(init[INITIATION_HEADER_LEN:])
     except (NoiseInvalidMessage, NoiseValueError, InvalidTag, ValueError) as exc:
-        raise NoiseError("handshake initiation did not decrypt (wrong server key or corrupt message)") from exc
+        raise NoiseError(
+            "handshake initiation did not decrypt (wrong server key or corrupt message)"
+        ) from exc
     peer_static = conn.noise_protocol.handshake_state.rs.public_bytes
     payload = conn.write_message(b"")
     frame = struct.pack(">BH", MSG_RESPONSE, len(payload)) + payload

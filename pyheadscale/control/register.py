@@ -48,8 +48,13 @@ class RegisterHandler:
             log.warning("registration refused for machine %s: %s", machine_key[:13], exc)
             self.metrics.registrations.labels("refused").inc()
             self.metrics.auth_failures.labels("authkey").inc()
-            self.store.audit.record("node.register", f"machine:{machine_key[5:17]}", "denied", reason=str(exc),
-                                    hostname=(req.Hostinfo or {}).get("Hostname"))
+            self.store.audit.record(
+                "node.register",
+                f"machine:{machine_key[5:17]}",
+                "denied",
+                reason=str(exc),
+                hostname=(req.Hostinfo or {}).get("Hostname"),
+            )
             response = tailcfg.register_response(error=str(exc))
         except (StateError, OverflowError, AddressExhausted) as exc:
             self.metrics.registrations.labels("error").inc()
@@ -63,12 +68,21 @@ class RegisterHandler:
             uid, login_name, display = tailcfg.TAGGED_DEVICES_USER_ID, "tagged-devices", "Tagged Devices"
             provider = picture = ""
         else:
-            uid, login_name, display = user.id, user.email or user.name, user.display_name or user.email or user.name
+            uid, login_name, display = (
+                user.id,
+                user.email or user.name,
+                user.display_name or user.email or user.name,
+            )
             provider, picture = user.provider, user.profile_pic_url
         return tailcfg.register_response(
             user={"ID": uid, "DisplayName": display, "ProfilePicURL": picture},
-            login={"ID": uid, "Provider": provider, "LoginName": login_name, "DisplayName": display,
-                   "ProfilePicURL": picture},
+            login={
+                "ID": uid,
+                "Provider": provider,
+                "LoginName": login_name,
+                "DisplayName": display,
+                "ProfilePicURL": picture,
+            },
             authorized=True,
             expired=self.store.is_expired(node),
         )
@@ -103,7 +117,10 @@ class RegisterHandler:
         if auth_key:
             key = self.store.find_preauth_key(auth_key)
             node = await self.store.register_with_key(
-                key, machine_key=machine_key, node_key=req.NodeKey, hostinfo=req.Hostinfo or {},
+                key,
+                machine_key=machine_key,
+                node_key=req.NodeKey,
+                hostinfo=req.Hostinfo or {},
                 expiry=self.default_expiry(),
             )
             log.info("registered node %d (%s) with preauth key %d", node.id, node.given_name, key.id)
@@ -118,8 +135,12 @@ class RegisterHandler:
         if req.Followup:
             return await self._follow_up(req, machine_key)
         login = self.logins.start(machine_key, req.NodeKey, req.Hostinfo or {})
-        log.info("login %s waiting for approval (machine %s, hostname %r)", login.auth_id, machine_key[:13],
-                 login.hostname)
+        log.info(
+            "login %s waiting for approval (machine %s, hostname %r)",
+            login.auth_id,
+            machine_key[:13],
+            login.hostname,
+        )
         return tailcfg.register_response(auth_url=f"{self.config.server_url}/register/{login.auth_id}")
 
     async def _follow_up(self, req: tailcfg.RegisterRequest, machine_key: str) -> dict[str, Any]:

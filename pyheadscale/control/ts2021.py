@@ -36,7 +36,9 @@ InnerHandler = Callable[[InnerRequest, str], Awaitable[None]]
 
 
 def early_payload(challenge_public: bytes) -> bytes:
-    body = json.dumps({"nodeKeyChallenge": keys.format_key(challenge_public, keys.CHALLENGE_PUBLIC_PREFIX)}).encode()
+    body = json.dumps(
+        {"nodeKeyChallenge": keys.format_key(challenge_public, keys.CHALLENGE_PUBLIC_PREFIX)}
+    ).encode()
     return EARLY_PAYLOAD_MAGIC + struct.pack(">I", len(body)) + body
 
 
@@ -76,7 +78,9 @@ class ControlServer:
             log.info("refused TS2021 handshake from %s: %s", request.remote, exc)
             return web.Response(status=400, text="noise handshake failed\n")
 
-        response = web.StreamResponse(status=101, headers={"Upgrade": UPGRADE_PROTOCOL, "Connection": "upgrade"})
+        response = web.StreamResponse(
+            status=101, headers={"Upgrade": UPGRADE_PROTOCOL, "Connection": "upgrade"}
+        )
         response.force_close()
         await response.prepare(request)
         conn = HijackedHTTPConn(request, response)
@@ -94,8 +98,13 @@ class ControlServer:
             if handler is None:
                 handler = self._fallback(inner)
             if record_dir is not None:
-                entry = {"method": inner.method, "path": inner.path, "headers": inner.headers,
-                         "body": inner.body.decode(errors="replace"), "capver": session.version}
+                entry = {
+                    "method": inner.method,
+                    "path": inner.path,
+                    "headers": inner.headers,
+                    "body": inner.body.decode(errors="replace"),
+                    "capver": session.version,
+                }
                 await asyncio.to_thread(record, record_dir, machine_key, entry)
             await handler(inner, machine_key)
 

@@ -68,16 +68,29 @@ def _to_row(record: Any) -> dict[str, Any]:
 def _user(row: Any) -> User:
     m = row._mapping
     return User(
-        id=m["id"], name=m["name"], display_name=m["display_name"], email=m["email"], provider=m["provider"],
-        provider_id=m["provider_id"] or "", profile_pic_url=m["profile_pic_url"], created_at=_utc(m["created_at"]),
+        id=m["id"],
+        name=m["name"],
+        display_name=m["display_name"],
+        email=m["email"],
+        provider=m["provider"],
+        provider_id=m["provider_id"] or "",
+        profile_pic_url=m["profile_pic_url"],
+        created_at=_utc(m["created_at"]),
     )
 
 
 def _preauth_key(row: Any) -> PreAuthKey:
     m = row._mapping
     return PreAuthKey(
-        id=m["id"], prefix=m["prefix"], secret_hash=m["secret_hash"], user_id=m["user_id"], reusable=m["reusable"],
-        ephemeral=m["ephemeral"], used=m["used"], tags=list(m["tags"] or []), created_at=_utc(m["created_at"]),
+        id=m["id"],
+        prefix=m["prefix"],
+        secret_hash=m["secret_hash"],
+        user_id=m["user_id"],
+        reusable=m["reusable"],
+        ephemeral=m["ephemeral"],
+        used=m["used"],
+        tags=list(m["tags"] or []),
+        created_at=_utc(m["created_at"]),
         expiration=_utc(m["expiration"]),
     )
 
@@ -85,14 +98,26 @@ def _preauth_key(row: Any) -> PreAuthKey:
 def _node(row: Any) -> Node:
     m = row._mapping
     return Node(
-        id=m["id"], machine_key=m["machine_key"], node_key=m["node_key"], disco_key=m["disco_key"],
-        hostname=m["hostname"], given_name=m["given_name"], user_id=m["user_id"], tags=list(m["tags"] or []),
+        id=m["id"],
+        machine_key=m["machine_key"],
+        node_key=m["node_key"],
+        disco_key=m["disco_key"],
+        hostname=m["hostname"],
+        given_name=m["given_name"],
+        user_id=m["user_id"],
+        tags=list(m["tags"] or []),
         ipv4=ipaddress.IPv4Address(m["ipv4"]) if m["ipv4"] else None,
         ipv6=ipaddress.IPv6Address(m["ipv6"]) if m["ipv6"] else None,
-        endpoints=list(m["endpoints"] or []), hostinfo=dict(m["hostinfo"] or {}),
-        register_method=m["register_method"], auth_key_id=m["auth_key_id"], ephemeral=m["ephemeral"],
-        expiry=_utc(m["expiry"]), last_seen=_utc(m["last_seen"]), approved_routes=list(m["approved_routes"] or []),
-        created_at=_utc(m["created_at"]), updated_at=_utc(m["updated_at"]),
+        endpoints=list(m["endpoints"] or []),
+        hostinfo=dict(m["hostinfo"] or {}),
+        register_method=m["register_method"],
+        auth_key_id=m["auth_key_id"],
+        ephemeral=m["ephemeral"],
+        expiry=_utc(m["expiry"]),
+        last_seen=_utc(m["last_seen"]),
+        approved_routes=list(m["approved_routes"] or []),
+        created_at=_utc(m["created_at"]),
+        updated_at=_utc(m["updated_at"]),
     )
 
 
@@ -169,8 +194,14 @@ class Database:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(schema.api_keys).order_by(schema.api_keys.c.id))).all()
         return [
-            ApiKey(id=r.id, prefix=r.prefix, secret_hash=r.secret_hash, created_at=_utc(r.created_at),
-                   expiration=_utc(r.expiration), last_seen=_utc(r.last_seen))
+            ApiKey(
+                id=r.id,
+                prefix=r.prefix,
+                secret_hash=r.secret_hash,
+                created_at=_utc(r.created_at),
+                expiration=_utc(r.expiration),
+                last_seen=_utc(r.last_seen),
+            )
             for r in rows
         ]
 
@@ -203,7 +234,9 @@ class Database:
             result = await conn.execute(insert(schema.nodes).values(**row))
             if used_key is not None:
                 await conn.execute(
-                    update(schema.pre_auth_keys).where(schema.pre_auth_keys.c.id == used_key.id).values(used=True)
+                    update(schema.pre_auth_keys)
+                    .where(schema.pre_auth_keys.c.id == used_key.id)
+                    .values(used=True)
                 )
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
@@ -227,7 +260,9 @@ class Database:
     async def latest_policy(self) -> str | None:
         async with self.engine.connect() as conn:
             row = (
-                await conn.execute(select(schema.policies.c.data).order_by(schema.policies.c.id.desc()).limit(1))
+                await conn.execute(
+                    select(schema.policies.c.data).order_by(schema.policies.c.id.desc()).limit(1)
+                )
             ).first()
         return None if row is None else str(row[0])
 

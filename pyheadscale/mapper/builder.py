@@ -86,8 +86,9 @@ class MapBuilder:
             base = entry[1][capver] = self._render(node, None, capver, self_view=False)
         return base
 
-    def tail_node(self, node: Node, peer: PeerView | None, capver: int, *,
-                  self_view: bool = False) -> dict[str, Any]:
+    def tail_node(
+        self, node: Node, peer: PeerView | None, capver: int, *, self_view: bool = False
+    ) -> dict[str, Any]:
         """A node as tailcfg.Node, as seen by a peer (`peer` gives its routes) or by itself."""
         if self_view:
             return self._render(node, None, capver, self_view=True)
@@ -161,7 +162,8 @@ class MapBuilder:
         peers = self.ctx.policy.peers(node.id)
         peer_nodes = [
             self.tail_node(store.nodes[pid], view, capver)
-            for pid, view in sorted(peers.items()) if pid in store.nodes
+            for pid, view in sorted(peers.items())
+            if pid in store.nodes
         ]
         profiles = {self.user_profile(node)["ID"]: self.user_profile(node)}
         for pid in peers:

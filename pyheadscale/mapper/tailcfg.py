@@ -58,7 +58,7 @@ def parse_go_time(text: str | None) -> datetime | None:
     if "." in cleaned:
         head, _, rest = cleaned.partition(".")
         digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]
-        zone = rest[len(digits):]
+        zone = rest[len(digits) :]
         cleaned = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
     try:
         parsed = datetime.fromisoformat(cleaned)
@@ -72,21 +72,63 @@ def parse_go_time(text: str | None) -> datetime | None:
 # Hostinfo and Endpoints travel from a node to every peer verbatim, and a Tailscale client decodes them into
 # typed Go structs: one wrongly typed field fails the peer's whole MapResponse. So the fields peers decode are
 # checked here against tailcfg.Hostinfo's types (null is always fine; unknown fields pass, Go ignores them).
-_HOSTINFO_STRINGS = frozenset({
-    "IPNVersion", "FrontendLogID", "BackendLogID", "OS", "OSVersion", "Env", "Distro", "DistroVersion",
-    "DistroCodeName", "App", "Package", "DeviceModel", "PushDeviceToken", "Hostname", "Machine", "GoArch",
-    "GoArchVar", "GoVersion", "Cloud", "ServicesHash", "ExitNodeID",
-})
-_HOSTINFO_BOOLS = frozenset({  # bool and opt.Bool: both decode only true, false and null
-    "ShieldsUp", "ShareeNode", "NoLogsNoSupport", "RemoteConfig", "WireIngress", "IngressEnabled",
-    "AllowsUpdate", "PeerRelay", "Container", "Desktop", "Userspace", "UserspaceRouter", "AppConnector",
-    "StateEncrypted",
-})
+_HOSTINFO_STRINGS = frozenset(
+    {
+        "IPNVersion",
+        "FrontendLogID",
+        "BackendLogID",
+        "OS",
+        "OSVersion",
+        "Env",
+        "Distro",
+        "DistroVersion",
+        "DistroCodeName",
+        "App",
+        "Package",
+        "DeviceModel",
+        "PushDeviceToken",
+        "Hostname",
+        "Machine",
+        "GoArch",
+        "GoArchVar",
+        "GoVersion",
+        "Cloud",
+        "ServicesHash",
+        "ExitNodeID",
+    }
+)
+_HOSTINFO_BOOLS = frozenset(
+    {  # bool and opt.Bool: both decode only true, false and null
+        "ShieldsUp",
+        "ShareeNode",
+        "NoLogsNoSupport",
+        "RemoteConfig",
+        "WireIngress",
+        "IngressEnabled",
+        "AllowsUpdate",
+        "PeerRelay",
+        "Container",
+        "Desktop",
+        "Userspace",
+        "UserspaceRouter",
+        "AppConnector",
+        "StateEncrypted",
+    }
+)
 _HOSTINFO_STRING_LISTS = frozenset({"RequestTags", "WoLMACs", "sshHostKeys"})
-_NETINFO_BOOLS = frozenset({
-    "MappingVariesByDestIP", "WorkingIPv6", "OSHasIPv6", "WorkingUDP", "WorkingICMPv4", "HavePortMap", "UPnP",
-    "PMP", "PCP",
-})
+_NETINFO_BOOLS = frozenset(
+    {
+        "MappingVariesByDestIP",
+        "WorkingIPv6",
+        "OSHasIPv6",
+        "WorkingUDP",
+        "WorkingICMPv4",
+        "HavePortMap",
+        "UPnP",
+        "PMP",
+        "PCP",
+    }
+)
 
 
 def _is_int(value: Any) -> bool:
@@ -97,8 +139,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _check_types(obj: dict[str, Any], where: str, strings: Iterable[str] = (), bools: Iterable[str] = (),
-                 ints: Iterable[str] = (), numbers: Iterable[str] = ()) -> None:
+def _check_types(
+    obj: dict[str, Any],
+    where: str,
+    strings: Iterable[str] = (),
+    bools: Iterable[str] = (),
+    ints: Iterable[str] = (),
+    numbers: Iterable[str] = (),
+) -> None:
     checks = [
         (strings, lambda v: isinstance(v, str), "a string"),
         (bools, lambda v: isinstance(v, bool), "a bool"),
@@ -148,15 +196,25 @@ def check_hostinfo(hostinfo: dict[str, Any]) -> None:
             raise ValueError("Hostinfo.Services[].Port must be a port number")
     netinfo = _object(hostinfo.get("NetInfo"), "Hostinfo.NetInfo")
     if netinfo is not None:
-        _check_types(netinfo, "Hostinfo.NetInfo", strings=("LinkType", "FirewallMode"), bools=_NETINFO_BOOLS,
-                     ints=("PreferredDERP",))
+        _check_types(
+            netinfo,
+            "Hostinfo.NetInfo",
+            strings=("LinkType", "FirewallMode"),
+            bools=_NETINFO_BOOLS,
+            ints=("PreferredDERP",),
+        )
         latency = _object(netinfo.get("DERPLatency"), "Hostinfo.NetInfo.DERPLatency") or {}
         if not all(_is_number(v) for v in latency.values()):
             raise ValueError("Hostinfo.NetInfo.DERPLatency values must be numbers")
     location = _object(hostinfo.get("Location"), "Hostinfo.Location")
     if location is not None:
-        _check_types(location, "Hostinfo.Location", strings=("Country", "CountryCode", "City", "CityCode"),
-                     numbers=("Latitude", "Longitude"), ints=("Priority",))
+        _check_types(
+            location,
+            "Hostinfo.Location",
+            strings=("Country", "CountryCode", "City", "CityCode"),
+            numbers=("Latitude", "Longitude"),
+            ints=("Priority",),
+        )
     _object(hostinfo.get("TPM"), "Hostinfo.TPM")
 
 
@@ -302,9 +360,15 @@ def user_profile(user_id: int, login_name: str, display_name: str, picture: str 
     return profile
 
 
-def register_response(*, user: dict[str, Any] | None = None, login: dict[str, Any] | None = None,
-                      authorized: bool = False, expired: bool = False, auth_url: str = "",
-                      error: str = "") -> dict[str, Any]:
+def register_response(
+    *,
+    user: dict[str, Any] | None = None,
+    login: dict[str, Any] | None = None,
+    authorized: bool = False,
+    expired: bool = False,
+    auth_url: str = "",
+    error: str = "",
+) -> dict[str, Any]:
     return {
         "User": user or {},
         "Login": login or {},

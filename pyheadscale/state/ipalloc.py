@@ -26,7 +26,9 @@ class AddressExhausted(Exception):
 class PrefixAllocator:
     """Allocates host addresses from one prefix."""
 
-    def __init__(self, prefix: ipaddress.IPv4Network | ipaddress.IPv6Network, strategy: Literal["sequential", "random"]):
+    def __init__(
+        self, prefix: ipaddress.IPv4Network | ipaddress.IPv6Network, strategy: Literal["sequential", "random"]
+    ):
         self.prefix = prefix
         self.strategy = strategy
         self._held: set[int] = set()
@@ -79,7 +81,9 @@ class PrefixAllocator:
 class IPAllocator:
     """Allocates one address per configured family for each new node."""
 
-    def __init__(self, v4: str | None, v6: str | None, strategy: Literal["sequential", "random"] = "sequential"):
+    def __init__(
+        self, v4: str | None, v6: str | None, strategy: Literal["sequential", "random"] = "sequential"
+    ):
         self.v4 = PrefixAllocator(ipaddress.IPv4Network(v4), strategy) if v4 else None
         self.v6 = PrefixAllocator(ipaddress.IPv6Network(v6), strategy) if v6 else None
 

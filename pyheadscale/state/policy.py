@@ -124,7 +124,9 @@ class PolicyManager:
     async def set_policy(self, text: str) -> None:
         """Database mode: validate, store, then put in force."""
         if self.config.policy.mode != "database":
-            raise PolicyError("policy.mode is 'file': edit the policy file instead of setting it through the API")
+            raise PolicyError(
+                "policy.mode is 'file': edit the policy file instead of setting it through the API"
+            )
         self.check(text)
         await self.store.db.save_policy(text)
         self.apply(text)

@@ -101,8 +101,16 @@ class Store(MutationGuard):
         return user
 
     @atomic
-    async def create_user(self, name: str, display_name: str = "", email: str = "", *, provider: str = "",
-                          provider_id: str = "", profile_pic_url: str = "") -> User:
+    async def create_user(
+        self,
+        name: str,
+        display_name: str = "",
+        email: str = "",
+        *,
+        provider: str = "",
+        provider_id: str = "",
+        profile_pic_url: str = "",
+    ) -> User:
         check_user_name(name)
         if self.user_by_name(name) is not None and not provider_id:
             raise Conflict(f"user {name!r} already exists")
@@ -127,13 +135,18 @@ class Store(MutationGuard):
         return updated
 
     @atomic
-    async def update_user_profile(self, user_id: int, *, name: str, display_name: str, email: str,
-                                  profile_pic_url: str) -> User:
+    async def update_user_profile(
+        self, user_id: int, *, name: str, display_name: str, email: str, profile_pic_url: str
+    ) -> User:
         """Refresh what an identity provider says about a user at each login: names change there."""
         user = self.get_user(user_id)
         check_user_name(name)
-        profile = {"name": name, "display_name": display_name, "email": email,
-                   "profile_pic_url": profile_pic_url}
+        profile = {
+            "name": name,
+            "display_name": display_name,
+            "email": email,
+            "profile_pic_url": profile_pic_url,
+        }
         changed = {k: v for k, v in profile.items() if getattr(user, k) != v}
         if not changed:
             return user
@@ -160,8 +173,15 @@ class Store(MutationGuard):
     # ---- preauth keys ----
 
     @atomic
-    async def create_preauth_key(self, user_id: int | None, *, reusable: bool = False, ephemeral: bool = False,
-                                 tags: Iterable[str] = (), expiration: datetime | None = None) -> tuple[PreAuthKey, str]:
+    async def create_preauth_key(
+        self,
+        user_id: int | None,
+        *,
+        reusable: bool = False,
+        ephemeral: bool = False,
+        tags: Iterable[str] = (),
+        expiration: datetime | None = None,
+    ) -> tuple[PreAuthKey, str]:
         """Create a key; returns the record and the full key text, which is never stored and shown only once."""
         if user_id is not None:
             self.get_user(user_id)
@@ -169,12 +189,29 @@ class Store(MutationGuard):
         if user_id is None and not tag_list:
             raise StateError("a preauth key needs a user or at least one tag")
         text, prefix, secret_hash = secret_keys.new_key_material(secret_keys.PREAUTH_KEY)
-        key = PreAuthKey(0, prefix, secret_hash, user_id, reusable, ephemeral, False, tag_list, now(),
-                         expiration or now() + timedelta(hours=1))
+        key = PreAuthKey(
+            0,
+            prefix,
+            secret_hash,
+            user_id,
+            reusable,
+            ephemeral,
+            False,
+            tag_list,
+            now(),
+            expiration or now() + timedelta(hours=1),
+        )
         key.id = await self.db.insert_preauth_key(key)
         self.preauth_keys[key.id] = key
-        self.audit.record("preauthkey.create", f"preauthkey:{key.id}", prefix=prefix, user_id=user_id,
-                          reusable=reusable, ephemeral=ephemeral, tags=tag_list)
+        self.audit.record(
+            "preauthkey.create",
+            f"preauthkey:{key.id}",
+            prefix=prefix,
+            user_id=user_id,
+            reusable=reusable,
+            ephemeral=ephemeral,
+            tags=tag_list,
+        )
         return key, text
 
     @atomic
@@ -334,18 +371,43 @@ class Store(MutationGuard):
 
     # ---- nodes: registration ----
 
-    async def register_with_key(self, key: PreAuthKey, *, machine_key: str, node_key: str, hostinfo: dict[str, Any],
-                                expiry: datetime | None) -> Node:
+    async def register_with_key(
+        self,
+        key: PreAuthKey,
+        *,
+        machine_key: str,
+        node_key: str,
+        hostinfo: dict[str, Any],
+        expiry: datetime | None,
+    ) -> Node:
         """Register (or re-register) the machine under a validated preauth key; tags on the key make it tagged."""
         tags = list(key.tags)
-        return await self.register(machine_key=machine_key, node_key=node_key, hostinfo=hostinfo,
-                                   user_id=None if tags else key.user_id, tags=tags, method="authkey",
-                                   ephemeral=key.ephemeral, expiry=expiry, key=key)
+        return await self.register(
+            machine_key=machine_key,
+            node_key=node_key,
+            hostinfo=hostinfo,
+            user_id=None if tags else key.user_id,
+            tags=tags,
+            method="authkey",
+            ephemeral=key.ephemeral,
+            expiry=expiry,
+            key=key,
+        )
 
     @atomic
-    async def register(self, *, machine_key: str, node_key: str, hostinfo: dict[str, Any], user_id: int | None,
-                       tags: list[str], method: str, ephemeral: bool, expiry: datetime | None,
-                       key: PreAuthKey | None = None) -> Node:
+    async def register(
+        self,
+        *,
+        machine_key: str,
+        node_key: str,
+        hostinfo: dict[str, Any],
+        user_id: int | None,
+        tags: list[str],
+        method: str,
+        ephemeral: bool,
+        expiry: datetime | None,
+        key: PreAuthKey | None = None,
+    ) -> Node:
         """Register a machine as a node, or log a known machine in again keeping its id and addresses."""
         if user_id is not None:
             self.get_user(user_id)
@@ -358,13 +420,28 @@ class Store(MutationGuard):
             if self.node_by_node_key(node_key) not in (None, existing):
                 raise Conflict("node key already registered to another machine")
             updated = await self._replace(
-                existing, node_key=node_key, hostinfo=hostinfo, hostname=hostname, user_id=user_id, tags=tags,
-                auth_key_id=key_id, ephemeral=ephemeral, expiry=expiry, register_method=method,
+                existing,
+                node_key=node_key,
+                hostinfo=hostinfo,
+                hostname=hostname,
+                user_id=user_id,
+                tags=tags,
+                auth_key_id=key_id,
+                ephemeral=ephemeral,
+                expiry=expiry,
+                register_method=method,
             )
             if key is not None:
                 await self._mark_key_used(key)
-            self.audit.record("node.register", f"node:{updated.id}", method=method, preauthkey_id=key_id,
-                              user_id=user_id, hostname=hostname, reregistration=True)
+            self.audit.record(
+                "node.register",
+                f"node:{updated.id}",
+                method=method,
+                preauthkey_id=key_id,
+                user_id=user_id,
+                hostname=hostname,
+                reregistration=True,
+            )
             self._emit(Change(ChangeKind.NODE_UPDATED, updated.id))
             return updated
         if self.node_by_node_key(node_key) is not None:
@@ -372,10 +449,23 @@ class Store(MutationGuard):
         ipv4, ipv6 = self.ips.allocate()
         stamp = now()
         node = Node(
-            id=0, machine_key=machine_key, node_key=node_key, hostname=hostname,
-            given_name=self._unique_given_name(hostname), user_id=user_id, tags=tags, ipv4=ipv4, ipv6=ipv6,
-            hostinfo=hostinfo, register_method=method, auth_key_id=key_id, ephemeral=ephemeral,
-            expiry=expiry, created_at=stamp, updated_at=stamp, last_seen=stamp,
+            id=0,
+            machine_key=machine_key,
+            node_key=node_key,
+            hostname=hostname,
+            given_name=self._unique_given_name(hostname),
+            user_id=user_id,
+            tags=tags,
+            ipv4=ipv4,
+            ipv6=ipv6,
+            hostinfo=hostinfo,
+            register_method=method,
+            auth_key_id=key_id,
+            ephemeral=ephemeral,
+            expiry=expiry,
+            created_at=stamp,
+            updated_at=stamp,
+            last_seen=stamp,
         )
         single_use = key if key is not None and not key.reusable else None
         try:
@@ -386,8 +476,16 @@ class Store(MutationGuard):
         if single_use is not None:
             self.preauth_keys[single_use.id] = PreAuthKey(**{**_fields(single_use), "used": True})
         self._index(node)
-        self.audit.record("node.register", f"node:{node.id}", method=method, preauthkey_id=key_id, user_id=user_id,
-                          hostname=hostname, ipv4=str(ipv4) if ipv4 else None, ipv6=str(ipv6) if ipv6 else None)
+        self.audit.record(
+            "node.register",
+            f"node:{node.id}",
+            method=method,
+            preauthkey_id=key_id,
+            user_id=user_id,
+            hostname=hostname,
+            ipv4=str(ipv4) if ipv4 else None,
+            ipv6=str(ipv6) if ipv6 else None,
+        )
         self._emit(Change(ChangeKind.NODE_ADDED, node.id))
         return node
 
@@ -463,8 +561,14 @@ class Store(MutationGuard):
         return updated
 
     @atomic
-    async def update_from_map_request(self, node: Node, *, disco_key: str | None, endpoints: list[str] | None,
-                                      hostinfo: dict[str, Any] | None) -> Node:
+    async def update_from_map_request(
+        self,
+        node: Node,
+        *,
+        disco_key: str | None,
+        endpoints: list[str] | None,
+        hostinfo: dict[str, Any] | None,
+    ) -> Node:
         """Apply what a MapRequest reports. Endpoint, DERP and disco changes are patches; Hostinfo is a full update."""
         changes: dict[str, Any] = {}
         if disco_key and disco_key != node.disco_key:

@@ -19,7 +19,11 @@ async def test_wrong_and_expired_api_keys_get_401_and_an_audit_entry(live: LiveS
     stale, stale_text = await live.store.create_api_key(datetime.now(UTC) + timedelta(days=1))
     await live.store.expire_api_key(stale.id)
     async with aiohttp.ClientSession() as session:
-        for token, prefix in ((good_text[:-4] + "0000", good.prefix), (stale_text, stale.prefix), ("junk", None)):
+        for token, prefix in (
+            (good_text[:-4] + "0000", good.prefix),
+            (stale_text, stale.prefix),
+            ("junk", None),
+        ):
             api = Api(session, live.base_url + "/api/v1", {"Authorization": f"Bearer {token}"})
             status, body = await api.get("/user")
             assert status == 401 and body["code"] == 16, body

@@ -14,8 +14,20 @@ AUTH_ID = "hskey-authreq-" + "ab" * 12
 
 async def test_created_node_registers_with_auth_register(live: LiveServer, cli: RunCli) -> None:
     await live.store.create_user("alice")
-    created = await cli("debug", "create-node", "--name", "router", "-u", "alice", "-k", AUTH_ID,
-                        "-r", "10.1.0.0/16", "-o", "json")
+    created = await cli(
+        "debug",
+        "create-node",
+        "--name",
+        "router",
+        "-u",
+        "alice",
+        "-k",
+        AUTH_ID,
+        "-r",
+        "10.1.0.0/16",
+        "-o",
+        "json",
+    )
     assert created.code == 0, created.err
     assert created.json()["available_routes"] == ["10.1.0.0/16"]
     registered = await cli("auth", "register", "--auth-id", AUTH_ID, "--user", "alice", "-o", "json")
@@ -25,7 +37,9 @@ async def test_created_node_registers_with_auth_register(live: LiveServer, cli: 
 
     again = await cli("debug", "create-node", "--name", "x", "-u", "alice", "-k", "not-an-auth-id")
     assert again.code == 1 and "must start with 'hskey-authreq-'" in again.err
-    bad_route = await cli("debug", "create-node", "--name", "x", "-u", "alice", "-k", AUTH_ID, "-r", "10.1.0.1/16")
+    bad_route = await cli(
+        "debug", "create-node", "--name", "x", "-u", "alice", "-k", AUTH_ID, "-r", "10.1.0.1/16"
+    )
     assert bad_route.code == 1 and "not an IP prefix" in bad_route.err
 
 
@@ -33,8 +47,12 @@ async def test_dump_config_prints_effective_settings_with_secrets_masked(
     cli: RunCli, config_file: Path
 ) -> None:
     raw = yaml.safe_load(config_file.read_text())
-    raw["oidc"] = {"issuer": "https://idp.example", "client_id": "pyheadscale", "client_secret": "s3cret-value",
-                   "only_start_if_oidc_is_available": False}
+    raw["oidc"] = {
+        "issuer": "https://idp.example",
+        "client_id": "pyheadscale",
+        "client_secret": "s3cret-value",
+        "only_start_if_oidc_is_available": False,
+    }
     config_file.write_text(yaml.safe_dump(raw))
     result = await cli("dump-config")
     assert result.code == 0, result.err

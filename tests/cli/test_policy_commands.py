@@ -12,8 +12,9 @@ POLICY = {"acls": [{"action": "accept", "src": ["alice@"], "dst": ["*:22"]}]}
 
 
 async def test_set_then_get_in_database_mode(live: LiveServer, cli: RunCli, tmp_path: Path) -> None:
-    live.server.config = live.server.config.model_copy(update={"policy": live.server.config.policy.model_copy(
-        update={"mode": "database"})})
+    live.server.config = live.server.config.model_copy(
+        update={"policy": live.server.config.policy.model_copy(update={"mode": "database"})}
+    )
     assert live.server.policy is not None
     live.server.policy.config = live.server.config
     await live.store.create_user("alice")

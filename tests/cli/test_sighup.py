@@ -20,9 +20,14 @@ WEB = {"acls": [{"action": "accept", "src": ["*"], "dst": ["*:80"]}]}
 
 
 def cli(config: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pyheadscale", "-c", str(config), *argv],
-                          capture_output=True, text=True, timeout=60, cwd=REPO,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    return subprocess.run(
+        [sys.executable, "-m", "pyheadscale", "-c", str(config), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
 
 
 async def wait_for_log(log: Path, text: str, count: int) -> None:
@@ -38,11 +43,19 @@ async def test_sighup_reloads_the_policy_file(tmp_path: Path) -> None:
     policy = tmp_path / "policy.hujson"
     policy.write_text(json.dumps(SSH))
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "server_url": f"http://127.0.0.1:{port}", "listen_addr": f"127.0.0.1:{port}", "metrics_listen_addr": "",
-        "unix_socket": str(tmp_path / "phs.sock"), "derp": {"server": {"enabled": False}},
-        "policy": {"mode": "file", "path": str(policy)}, "log": {"level": "info"},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "server_url": f"http://127.0.0.1:{port}",
+                "listen_addr": f"127.0.0.1:{port}",
+                "metrics_listen_addr": "",
+                "unix_socket": str(tmp_path / "phs.sock"),
+                "derp": {"server": {"enabled": False}},
+                "policy": {"mode": "file", "path": str(policy)},
+                "log": {"level": "info"},
+            }
+        )
+    )
     log = tmp_path / "server.log"
     proc = await start_process(config, port, log)
     try:

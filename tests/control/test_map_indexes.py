@@ -64,8 +64,12 @@ async def test_reverse_index_follows_joins_leaves_tags_and_policy(tmp_path: Path
             node = await store.register(
                 machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
                 node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
-                hostinfo={"Hostname": f"h{n}"}, user_id=user_id, tags=[], method="authkey",
-                ephemeral=False, expiry=None,
+                hostinfo={"Hostname": f"h{n}"},
+                user_id=user_id,
+                tags=[],
+                method="authkey",
+                ephemeral=False,
+                expiry=None,
             )
             session = MapSession(node.id, 130)
             session.want_full()
@@ -120,8 +124,13 @@ def _distributor(server: Any) -> Any:
 
 def _node(i: int, user: str | None, tags: tuple[str, ...] = ()) -> PolicyNode:
     return PolicyNode(
-        id=i, hostname=f"n{i}", user=user, user_id={"alice": 1, "bob": 2}.get(user or ""), tags=tags,
-        ipv4=f"100.64.0.{i}", ipv6=f"fd7a:115c:a1e0::{i:x}",
+        id=i,
+        hostname=f"n{i}",
+        user=user,
+        user_id={"alice": 1, "bob": 2}.get(user or ""),
+        tags=tags,
+        ipv4=f"100.64.0.{i}",
+        ipv6=f"fd7a:115c:a1e0::{i:x}",
     )
 
 

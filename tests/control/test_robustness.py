@@ -595,7 +595,9 @@ async def test_control_client_survives_refused_upload(harness: Harness) -> None:
     assert answer["MachineAuthorized"], answer
 
 
-async def test_silent_client_after_upgrade_is_disconnected(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_silent_client_after_upgrade_is_disconnected(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A client that completes the Noise handshake and then says nothing may not hold a connection forever."""
     monkeypatch.setattr("pyheadscale.control.ts2021.HANDSHAKE_TIMEOUT", 0.5)
     raw = await RawSession.open(harness)
@@ -616,7 +618,12 @@ async def test_map_request_for_a_node_deleted_meanwhile_is_a_404(harness: Harnes
         return await original(*args, **kwargs)
 
     harness.store.update_from_map_request = delete_first  # the node goes while its map request is in flight
-    body = {"Version": 130, "NodeKey": node.node_key_text, "Stream": False, "OmitPeers": True,
-            "Endpoints": ["192.0.2.1:41641"]}
+    body = {
+        "Version": 130,
+        "NodeKey": node.node_key_text,
+        "Stream": False,
+        "OmitPeers": True,
+        "Endpoints": ["192.0.2.1:41641"],
+    }
     status, text = await node.client.request("POST", "/machine/map", body)
     assert status == 404, text

@@ -46,11 +46,40 @@ def postgres() -> Iterator[dict[str, object]]:
     pwfile.write_text(password)
     if as_user:
         shutil.chown(pwfile, "postgres")
-    subprocess.run([*as_user, initdb, "-D", str(data / "db"), "-U", "headscale", "--pwfile", str(pwfile),
-                    "-A", "scram-sha-256", "--no-sync"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_user,
+            initdb,
+            "-D",
+            str(data / "db"),
+            "-U",
+            "headscale",
+            "--pwfile",
+            str(pwfile),
+            "-A",
+            "scram-sha-256",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+    )
     log = data / "server.log"
-    subprocess.run([*as_user, pg_ctl, "-D", str(data / "db"), "-l", str(log), "-w", "start",
-                    "-o", f"-h 127.0.0.1 -p {port} -k {data} -F"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_user,
+            pg_ctl,
+            "-D",
+            str(data / "db"),
+            "-l",
+            str(log),
+            "-w",
+            "start",
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {data} -F",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -58,7 +87,15 @@ def postgres() -> Iterator[dict[str, object]]:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.1)
-        yield {"host": "127.0.0.1", "port": port, "name": "postgres", "user": "headscale", "password": password}
+        yield {
+            "host": "127.0.0.1",
+            "port": port,
+            "name": "postgres",
+            "user": "headscale",
+            "password": password,
+        }
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data / "db"), "-m", "immediate", "stop"], capture_output=True)
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", str(data / "db"), "-m", "immediate", "stop"], capture_output=True
+        )
         shutil.rmtree(data, ignore_errors=True)

@@ -21,8 +21,11 @@ def free_port() -> int:
 async def test_registration_and_restart_on_postgres(postgres: dict[str, object], tmp_path: Path) -> None:
     port = free_port()
     raw = {
-        "server_url": f"http://127.0.0.1:{port}", "listen_addr": f"127.0.0.1:{port}", "metrics_listen_addr": "",
-        "unix_socket": "", "derp": {"server": {"enabled": False}},
+        "server_url": f"http://127.0.0.1:{port}",
+        "listen_addr": f"127.0.0.1:{port}",
+        "metrics_listen_addr": "",
+        "unix_socket": "",
+        "derp": {"server": {"enabled": False}},
         "database": {"type": "postgres", "postgres": postgres},
     }
     config = build_config(raw, data_dir=tmp_path)

@@ -19,8 +19,15 @@ def caddy_binary() -> str:
 class CaddyNode:
     """One Caddy process with one tsnet node named `name`, serving `site` (a Caddyfile site block)."""
 
-    def __init__(self, workdir: Path, name: str, control_url: str, auth_key: str | None, site: str,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        name: str,
+        control_url: str,
+        auth_key: str | None,
+        site: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -36,15 +43,29 @@ class CaddyNode:
             + "  }\n"
             "}\n" + site
         )
-        self.env = dict(os.environ, HOME=str(self.dir), XDG_CONFIG_HOME=str(self.dir / "config"),
-                        XDG_DATA_HOME=str(self.dir / "data"), **CLIENT_ENV, **(extra_env or {}))
+        self.env = dict(
+            os.environ,
+            HOME=str(self.dir),
+            XDG_CONFIG_HOME=str(self.dir / "config"),
+            XDG_DATA_HOME=str(self.dir / "data"),
+            **CLIENT_ENV,
+            **(extra_env or {}),
+        )
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         log = self.log_path.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
-            caddy_binary(), "run", "--config", str(self.caddyfile), "--adapter", "caddyfile",
-            env=self.env, stdout=log, stderr=log, cwd=self.dir,
+            caddy_binary(),
+            "run",
+            "--config",
+            str(self.caddyfile),
+            "--adapter",
+            "caddyfile",
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            cwd=self.dir,
         )
 
     def log_tail(self, size: int = 3000) -> str:

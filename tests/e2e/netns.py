@@ -43,8 +43,9 @@ def unshare_available() -> str | None:
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         return "unshare or ip (util-linux, iproute2) is not installed"
     try:
-        probe = subprocess.run(["unshare", "-n", "ip", "link", "set", "lo", "up"],
-                               capture_output=True, text=True, timeout=10)
+        probe = subprocess.run(
+            ["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unshare -n failed: {exc}"
     if probe.returncode != 0:
@@ -78,7 +79,11 @@ def run_driver(driver: Path, args: list[str], *, timeout: float) -> dict[str, An
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     proc = subprocess.run(
         ["unshare", "-n", sys.executable, str(driver), *args],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:

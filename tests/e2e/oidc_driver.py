@@ -42,10 +42,17 @@ async def main(workdir: Path) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     provider = await start_provider(PROVIDER_DIR, f"{url}/oidc/callback", workdir / "provider.log")
     raw = {
-        "server_url": url, "listen_addr": f"127.0.0.1:{port}", "metrics_listen_addr": "", "unix_socket": "",
+        "server_url": url,
+        "listen_addr": f"127.0.0.1:{port}",
+        "metrics_listen_addr": "",
+        "unix_socket": "",
         "derp": {"server": {"enabled": True, "stun_listen_addr": f"127.0.0.1:{stun_port}"}},
-        "oidc": {"issuer": provider.issuer, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-                 "allowed_domains": ["example.com"]},
+        "oidc": {
+            "issuer": provider.issuer,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "allowed_domains": ["example.com"],
+        },
     }
     server = Server(build_config(raw, data_dir=workdir / "server"))
     await server.start()
@@ -55,31 +62,48 @@ async def main(workdir: Path) -> dict[str, Any]:
     nodes: list[CaddyNode] = []
     browser = Browser()
     try:
-        node_a = CaddyNode(workdir, "nodea", url, None, f":80 {{\n  bind tailscale/nodea\n  respond \"{BODY.decode()}\"\n}}\n")
-        node_c = CaddyNode(workdir, "nodec", url, None, ":81 {\n  bind tailscale/nodec\n  respond \"c\"\n}\n")
+        node_a = CaddyNode(
+            workdir, "nodea", url, None, f':80 {{\n  bind tailscale/nodea\n  respond "{BODY.decode()}"\n}}\n'
+        )
+        node_c = CaddyNode(workdir, "nodec", url, None, ':81 {\n  bind tailscale/nodec\n  respond "c"\n}\n')
         nodes += [node_a, node_c]
         await node_a.start()
         await node_c.start()
 
         page = await browser.log_in(await login_url(server, "nodea"), "alice")
-        result["alice_page"] = {"status": page.status, "success": "Login successful" in page.text,
-                                "via_provider": any("/interaction/" in u for u in page.trail)}
+        result["alice_page"] = {
+            "status": page.status,
+            "success": "Login successful" in page.text,
+            "via_provider": any("/interaction/" in u for u in page.trail),
+        }
         joined = await wait_until(
-            lambda: any(n.hostname == "nodea" and store.is_online(n.id) for n in store.nodes.values()), 60)
+            lambda: any(n.hostname == "nodea" and store.is_online(n.id) for n in store.nodes.values()), 60
+        )
         a = next((n for n in store.nodes.values() if n.hostname == "nodea"), None)
         owner = store.users.get(a.user_id) if a and a.user_id else None
-        result["a"] = {"online": joined, "method": a.register_method if a else None,
-                       "owner_email": owner.email if owner else None}
+        result["a"] = {
+            "online": joined,
+            "method": a.register_method if a else None,
+            "owner_email": owner.email if owner else None,
+        }
 
         refused = await Browser().log_in(await login_url(server, "nodec"), "bob")
-        result["bob_page"] = {"status": refused.status,
-                              "says_why": "email domain of bob@other.org is not allowed" in refused.text}
+        result["bob_page"] = {
+            "status": refused.status,
+            "says_why": "email domain of bob@other.org is not allowed" in refused.text,
+        }
         result["c_registered"] = any(n.hostname == "nodec" for n in store.nodes.values())
 
         _, key = await store.create_preauth_key(owner.id if owner else None, reusable=True, tags=["tag:web"])
-        node_b = CaddyNode(workdir, "nodeb", url, key, f":{proxy_port} {{\n  bind 127.0.0.1\n"
-                           f"  reverse_proxy http://{a.ipv4 if a else '0.0.0.0'}:80 {{\n"
-                           "    transport tailscale nodeb\n  }\n}\n")
+        node_b = CaddyNode(
+            workdir,
+            "nodeb",
+            url,
+            key,
+            f":{proxy_port} {{\n  bind 127.0.0.1\n"
+            f"  reverse_proxy http://{a.ipv4 if a else '0.0.0.0'}:80 {{\n"
+            "    transport tailscale nodeb\n  }\n}\n",
+        )
         nodes.append(node_b)
         await node_b.start()
         status, _ = await fetch_until(proxy_port, True, 90)

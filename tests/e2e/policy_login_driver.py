@@ -109,7 +109,9 @@ async def main(workdir: Path) -> dict[str, Any]:
     policy_file = workdir / "policy.hujson"
     policy_file.write_text("// everyone may reach web servers\n" + json.dumps(ALLOW_WEB))
     raw = {
-        "server_url": url, "listen_addr": f"127.0.0.1:{port}", "metrics_listen_addr": "",
+        "server_url": url,
+        "listen_addr": f"127.0.0.1:{port}",
+        "metrics_listen_addr": "",
         "unix_socket": str(workdir / "pyheadscale.sock"),
         "derp": {"server": {"enabled": True, "stun_listen_addr": f"127.0.0.1:{stun_port}"}},
         "policy": {"mode": "file", "path": str(policy_file)},
@@ -126,7 +128,9 @@ async def main(workdir: Path) -> dict[str, Any]:
         user = await store.create_user("alice")
         _, key = await store.create_preauth_key(user.id, reusable=True)
 
-        node_a = CaddyNode(workdir, "nodea", url, None, f":80 {{\n  bind tailscale/nodea\n  respond \"{BODY.decode()}\"\n}}\n")
+        node_a = CaddyNode(
+            workdir, "nodea", url, None, f':80 {{\n  bind tailscale/nodea\n  respond "{BODY.decode()}"\n}}\n'
+        )
         nodes.append(node_a)
         await node_a.start()
         if not await wait_until(lambda: bool(server.logins.list()), 60):
@@ -135,21 +139,45 @@ async def main(workdir: Path) -> dict[str, Any]:
         [login] = server.logins.list()
         cli = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "pyheadscale", "-c", str(config_path), "auth", "register",
-             "--auth-id", login.auth_id, "--user", "alice", "-o", "json"],
-            capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "pyheadscale",
+                "-c",
+                str(config_path),
+                "auth",
+                "register",
+                "--auth-id",
+                login.auth_id,
+                "--user",
+                "alice",
+                "-o",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         result["cli"] = {"code": cli.returncode, "stderr": cli.stderr[-500:]}
         if cli.returncode != 0:
             return result
         a_joined = await wait_until(
-            lambda: any(n.hostname == "nodea" and store.is_online(n.id) for n in store.nodes.values()), 60)
-        result["a_interactive"] = a_joined and next(
-            n.register_method for n in store.nodes.values() if n.hostname == "nodea") == "cli"
+            lambda: any(n.hostname == "nodea" and store.is_online(n.id) for n in store.nodes.values()), 60
+        )
+        result["a_interactive"] = (
+            a_joined
+            and next(n.register_method for n in store.nodes.values() if n.hostname == "nodea") == "cli"
+        )
         a = next(n for n in store.nodes.values() if n.hostname == "nodea")
 
-        node_b = CaddyNode(workdir, "nodeb", url, key, f":{proxy_port} {{\n  bind 127.0.0.1\n"
-                           f"  reverse_proxy http://{a.ipv4}:80 {{\n    transport tailscale nodeb\n  }}\n}}\n")
+        node_b = CaddyNode(
+            workdir,
+            "nodeb",
+            url,
+            key,
+            f":{proxy_port} {{\n  bind 127.0.0.1\n"
+            f"  reverse_proxy http://{a.ipv4}:80 {{\n    transport tailscale nodeb\n  }}\n}}\n",
+        )
         nodes.append(node_b)
         await node_b.start()
         status, _ = await fetch_until(proxy_port, True, 90)

@@ -23,13 +23,30 @@ class StandaloneRelay:
     what the relay carried over the whole scenario without adding a stats endpoint to the relay.
     """
 
-    def __init__(self, workdir: Path, name: str, host: str, port: int, stun_port: int, *,
-                 mesh_psk_file: Path | None = None, mesh_with: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        name: str,
+        host: str,
+        port: int,
+        stun_port: int,
+        *,
+        mesh_psk_file: Path | None = None,
+        mesh_with: Sequence[str] = (),
+    ) -> None:
         self.name, self.host, self.port, self.stun_port = name, host, port, stun_port
         self.url = f"http://{host}:{port}/derp"
         self.log_path = workdir / f"{name}.log"
-        self.args = ["-a", f"{host}:{port}", "-c", str(workdir / f"{name}.json"),
-                     "--stun-port", str(stun_port), "--http-port", "-1"]
+        self.args = [
+            "-a",
+            f"{host}:{port}",
+            "-c",
+            str(workdir / f"{name}.json"),
+            "--stun-port",
+            str(stun_port),
+            "--http-port",
+            "-1",
+        ]
         if mesh_psk_file is not None:
             self.args += ["--mesh-psk-file", str(mesh_psk_file), "--mesh-with", ",".join(mesh_with)]
         self.proc: asyncio.subprocess.Process | None = None
@@ -37,7 +54,8 @@ class StandaloneRelay:
     async def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "derp", *self.args, stdout=log, stderr=log)
+                sys.executable, "-m", "derp", *self.args, stdout=log, stderr=log
+            )
         await self.wait_for_log("serving DERP on")
 
     def log_text(self) -> str:
@@ -56,9 +74,15 @@ class StandaloneRelay:
 
     def derp_node(self, region_id: int, suffix: str) -> dict[str, Any]:
         """This relay as a tailcfg.DERPNode: plain HTTP, so only for clients with TS_DEBUG_USE_DERP_HTTP."""
-        return {"Name": f"{region_id}{suffix}", "RegionID": region_id,
-                "HostName": self.host, "IPv4": self.host, "DERPPort": self.port, "STUNPort": self.stun_port,
-                "InsecureForTests": True}
+        return {
+            "Name": f"{region_id}{suffix}",
+            "RegionID": region_id,
+            "HostName": self.host,
+            "IPv4": self.host,
+            "DERPPort": self.port,
+            "STUNPort": self.stun_port,
+            "InsecureForTests": True,
+        }
 
     async def stop(self) -> dict[str, Any] | None:
         """Stop the relay and return its final counters (None if it never logged them)."""

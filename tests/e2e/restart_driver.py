@@ -39,7 +39,8 @@ class ServerProcess:
     async def start(self, url: str) -> None:
         log = (self.workdir / "server.log").open("ab")
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pyheadscale", "-c", str(self.config_path), "serve", stdout=log, stderr=log)
+            sys.executable, "-m", "pyheadscale", "-c", str(self.config_path), "serve", stdout=log, stderr=log
+        )
         async with aiohttp.ClientSession() as http:
             for _ in range(100):
                 try:
@@ -64,8 +65,17 @@ class ServerProcess:
 
 async def cli(config_path: Path, *argv: str) -> Any:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pyheadscale", "-c", str(config_path), *argv, "-o", "json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "pyheadscale",
+        "-c",
+        str(config_path),
+        *argv,
+        "-o",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"pyheadscale {' '.join(argv)}: {err.decode()}")
@@ -74,7 +84,10 @@ async def cli(config_path: Path, *argv: str) -> Any:
 
 def nodes_in_db(db_path: Path) -> dict[str, tuple[int, str]]:
     with sqlite3.connect(db_path) as db:
-        return {host: (node_id, ipv4) for node_id, host, ipv4 in db.execute("SELECT id, hostname, ipv4 FROM nodes")}
+        return {
+            host: (node_id, ipv4)
+            for node_id, host, ipv4 in db.execute("SELECT id, hostname, ipv4 FROM nodes")
+        }
 
 
 async def main(workdir: Path) -> dict[str, Any]:
@@ -82,8 +95,11 @@ async def main(workdir: Path) -> dict[str, Any]:
     port, stun_port, proxy_port = free_port(), free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     raw = {
-        "server_url": url, "listen_addr": f"127.0.0.1:{port}", "metrics_listen_addr": "",
-        "unix_socket": "pyheadscale.sock", "database": {"sqlite": {"path": "db.sqlite"}},
+        "server_url": url,
+        "listen_addr": f"127.0.0.1:{port}",
+        "metrics_listen_addr": "",
+        "unix_socket": "pyheadscale.sock",
+        "database": {"sqlite": {"path": "db.sqlite"}},
         "derp": {"server": {"enabled": True, "stun_listen_addr": f"127.0.0.1:{stun_port}"}},
     }
     config_path = workdir / "config.yaml"
@@ -95,8 +111,14 @@ async def main(workdir: Path) -> dict[str, Any]:
         await server.start(url)
         await cli(config_path, "users", "create", "alice")
         key = (await cli(config_path, "preauthkeys", "create", "-u", "1", "--reusable"))["key"]
-        node_a = CaddyNode(workdir, "nodea", url, key, f":80 {{\n  bind tailscale/nodea\n  respond \"{BODY.decode()}\"\n}}\n",
-                           extra_env=ALWAYS_DERP)
+        node_a = CaddyNode(
+            workdir,
+            "nodea",
+            url,
+            key,
+            f':80 {{\n  bind tailscale/nodea\n  respond "{BODY.decode()}"\n}}\n',
+            extra_env=ALWAYS_DERP,
+        )
         nodes.append(node_a)
         await node_a.start()
         for _ in range(300):
@@ -104,9 +126,15 @@ async def main(workdir: Path) -> dict[str, Any]:
                 break
             await asyncio.sleep(0.2)
         a_ip = nodes_in_db(workdir / "db.sqlite")["nodea"][1]
-        node_b = CaddyNode(workdir, "nodeb", url, key, f":{proxy_port} {{\n  bind 127.0.0.1\n"
-                           f"  reverse_proxy http://{a_ip}:80 {{\n    transport tailscale nodeb\n  }}\n}}\n",
-                           extra_env=ALWAYS_DERP)
+        node_b = CaddyNode(
+            workdir,
+            "nodeb",
+            url,
+            key,
+            f":{proxy_port} {{\n  bind 127.0.0.1\n"
+            f"  reverse_proxy http://{a_ip}:80 {{\n    transport tailscale nodeb\n  }}\n}}\n",
+            extra_env=ALWAYS_DERP,
+        )
         nodes.append(node_b)
         await node_b.start()
         status, _ = await fetch_until(proxy_port, True, 90)

@@ -44,8 +44,9 @@ def assert_relayed_everything(result: dict[str, Any], relay: str, home_region: i
     assert stats["bytes_sent"] >= result["received"], stats
 
 
-@pytest.mark.parametrize(("relay", "home_region"),
-                         [("embedded", EMBEDDED_REGION), ("standalone", MAP_FILE_REGION)])
+@pytest.mark.parametrize(
+    ("relay", "home_region"), [("embedded", EMBEDDED_REGION), ("standalone", MAP_FILE_REGION)]
+)
 def test_stun_finds_endpoints_and_the_file_goes_direct(relay: str, home_region: int) -> None:
     """netcheck reaches our STUN server (udp=true), the endpoints reach the store, and the peers go direct."""
     result = run(relay, always_derp=False)

@@ -97,19 +97,29 @@ class Relays:
         self.standalone: list[StandaloneRelay] = []
         self.node_env: dict[str, dict[str, str]] = {"nodea": {}, "nodeb": {}}
         if kind == "standalone":
-            self.standalone = [StandaloneRelay(workdir, "relay", "127.0.0.1", free_port(),
-                                               free_port(socket.SOCK_DGRAM))]
+            self.standalone = [
+                StandaloneRelay(workdir, "relay", "127.0.0.1", free_port(), free_port(socket.SOCK_DGRAM))
+            ]
         elif kind == "mesh":
             psk = workdir / "mesh.key"
             psk.write_text("ab" * 32 + "\n")
             urls = [f"http://{host}:{PINNED_DERP_PORT}/derp" for host in MESH_HOSTS]
             self.standalone = [
-                StandaloneRelay(workdir, f"relay{i + 1}", host, PINNED_DERP_PORT, DEFAULT_STUN_PORT,
-                                mesh_psk_file=psk, mesh_with=[urls[1 - i]])
+                StandaloneRelay(
+                    workdir,
+                    f"relay{i + 1}",
+                    host,
+                    PINNED_DERP_PORT,
+                    DEFAULT_STUN_PORT,
+                    mesh_psk_file=psk,
+                    mesh_with=[urls[1 - i]],
+                )
                 for i, host in enumerate(MESH_HOSTS)
             ]
-            self.node_env = {"nodea": {"TS_DEBUG_USE_DERP_ADDR": MESH_HOSTS[0]},
-                             "nodeb": {"TS_DEBUG_USE_DERP_ADDR": MESH_HOSTS[1]}}
+            self.node_env = {
+                "nodea": {"TS_DEBUG_USE_DERP_ADDR": MESH_HOSTS[0]},
+                "nodeb": {"TS_DEBUG_USE_DERP_ADDR": MESH_HOSTS[1]},
+            }
 
     def derp_config(self) -> dict[str, Any]:
         if self.kind == "embedded":
@@ -139,8 +149,15 @@ async def main(workdir: Path, relay_kind: str, always_derp: bool) -> dict[str, A
     port, proxy_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     relays = Relays(relay_kind, workdir)
-    config = build_config({"server_url": url, "listen_addr": f"127.0.0.1:{port}", "metrics_listen_addr": "",
-                           "derp": relays.derp_config()}, data_dir=workdir / "server")
+    config = build_config(
+        {
+            "server_url": url,
+            "listen_addr": f"127.0.0.1:{port}",
+            "metrics_listen_addr": "",
+            "derp": relays.derp_config(),
+        },
+        data_dir=workdir / "server",
+    )
     result: dict[str, Any] = {"ok": False, "relay": relay_kind, "always_derp": always_derp}
     server = Server(config)
     nodes: list[CaddyNode] = []
@@ -167,8 +184,11 @@ async def main(workdir: Path, relay_kind: str, always_derp: bool) -> dict[str, A
             return result
         a = next(n for n in store.nodes.values() if n.hostname == "nodea")
         # Node B's tsnet starts on the first proxied request (the transport is lazy).
-        await node("nodeb", f":{proxy_port} {{\n  bind 127.0.0.1\n  reverse_proxy http://{a.ipv4}:80 {{\n"
-                            "    transport tailscale nodeb\n  }\n}\n").start()
+        await node(
+            "nodeb",
+            f":{proxy_port} {{\n  bind 127.0.0.1\n  reverse_proxy http://{a.ipv4}:80 {{\n"
+            "    transport tailscale nodeb\n  }\n}\n",
+        ).start()
         status, body = 0, b""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -178,6 +198,7 @@ async def main(workdir: Path, relay_kind: str, always_derp: bool) -> dict[str, A
                     break
             await asyncio.sleep(1)
         result.update(status=status, received=len(body), ok=status == 200 and body == payload)
+
         # The home region and endpoints reach the store in map requests after netcheck, possibly after the
         # fetch; give the nodes a moment to report them (UDP endpoints only exist when UDP is on).
         def reported(n: Node) -> bool:
@@ -185,9 +206,15 @@ async def main(workdir: Path, relay_kind: str, always_derp: bool) -> dict[str, A
 
         await wait_until(lambda: all(reported(n) for n in store.nodes.values()), 15)
         result["registered"] = len(store.nodes) == 2
-        result["nodes"] = {n.hostname: {"ip": str(n.ipv4), "online": store.is_online(n.id),
-                                        "derp": n.home_derp, "endpoints": list(n.endpoints)}
-                           for n in store.nodes.values()}
+        result["nodes"] = {
+            n.hostname: {
+                "ip": str(n.ipv4),
+                "online": store.is_online(n.id),
+                "derp": n.home_derp,
+                "endpoints": list(n.endpoints),
+            }
+            for n in store.nodes.values()
+        }
         return result
     finally:
         for caddy in nodes:

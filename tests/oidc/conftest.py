@@ -40,8 +40,14 @@ def install_provider() -> Path:
     pinned = json.loads((PROVIDER_DIR / "package.json").read_text())["dependencies"]["oidc-provider"]
     installed = PROVIDER_DIR / "node_modules" / "oidc-provider" / "package.json"
     if not installed.exists() or json.loads(installed.read_text())["version"] != pinned:
-        result = subprocess.run([npm, "install", "--no-audit", "--no-fund"], cwd=PROVIDER_DIR,
-                                capture_output=True, text=True, timeout=300, check=False)
+        result = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund"],
+            cwd=PROVIDER_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert result.returncode == 0, f"npm install in {PROVIDER_DIR} failed:\n{result.stderr}"
     return PROVIDER_DIR
 
@@ -58,8 +64,10 @@ class OIDCProvider:
 
     async def set_claims(self, account: str, **claims: Any) -> None:
         """Change what the provider says about an account from now on."""
-        async with aiohttp.ClientSession() as http, \
-                http.put(f"{self.issuer}/_test/accounts/{account}", json=claims) as response:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.put(f"{self.issuer}/_test/accounts/{account}", json=claims) as response,
+        ):
             assert response.status == 204, await response.text()
 
 
@@ -68,8 +76,13 @@ async def start_provider(directory: Path, redirect_uri: str, log_path: Path) -> 
     log = await asyncio.to_thread(log_path.open, "ab")
     with log:
         process = await asyncio.create_subprocess_exec(
-            "node", "server.js", json.dumps(options), cwd=directory,
-            stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
+            "node",
+            "server.js",
+            json.dumps(options),
+            cwd=directory,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            stdin=asyncio.subprocess.DEVNULL,
         )
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), 30)
@@ -106,12 +119,18 @@ async def oidc_setup(provider_installed: Path, tmp_path: Path) -> AsyncIterator[
         data_dir = tmp_path / f"data{len(started)}"
         socket_dir = Path(tempfile.mkdtemp(prefix="phs-"))
         raw = server_config(data_dir, socket_dir)
-        provider = await start_provider(provider_installed, f"{raw['server_url']}/oidc/callback",
-                                        tmp_path / "provider.log")
+        provider = await start_provider(
+            provider_installed, f"{raw['server_url']}/oidc/callback", tmp_path / "provider.log"
+        )
         providers.append(provider)
         raw |= top
-        raw["oidc"] = {"issuer": provider.issuer, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-                       "scope": ["openid", "profile", "email", "groups"], **(oidc or {})}
+        raw["oidc"] = {
+            "issuer": provider.issuer,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "scope": ["openid", "profile", "email", "groups"],
+            **(oidc or {}),
+        }
         server = Server(build_config(raw, data_dir=data_dir), keepalive=30.0)
         await server.start()
         setup = OIDCSetup(LiveServer(server, raw, socket_dir), provider)

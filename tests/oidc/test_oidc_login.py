@@ -35,7 +35,8 @@ class Machine:
         assert first["AuthURL"].startswith(f"{self.live.base_url}/register/hskey-authreq-"), first
         self.auth_url = first["AuthURL"]
         self.waiting = asyncio.ensure_future(
-            self.client.register(self.node_key, hostname=self.hostname, followup=self.auth_url))
+            self.client.register(self.node_key, hostname=self.hostname, followup=self.auth_url)
+        )
         return self.auth_url
 
     @property
@@ -52,8 +53,9 @@ class Machine:
         await self.client.close()
 
 
-async def test_allowed_user_logs_in_and_the_waiting_client_proceeds(oidc_setup: StartSetup,
-                                                                     browser: Browser) -> None:
+async def test_allowed_user_logs_in_and_the_waiting_client_proceeds(
+    oidc_setup: StartSetup, browser: Browser
+) -> None:
     setup = await oidc_setup({"allowed_domains": ["example.com"]})
     live = setup.live
     machine = Machine(live, "laptop")
@@ -62,8 +64,9 @@ async def test_allowed_user_logs_in_and_the_waiting_client_proceeds(oidc_setup: 
         page = await browser.log_in(auth_url, "alice")
         assert page.status == 200, page.text
         assert "Login successful" in page.text and "laptop" in page.text
-        assert any(url.startswith(setup.provider.issuer + "/interaction/") for url in page.trail), \
+        assert any(url.startswith(setup.provider.issuer + "/interaction/") for url in page.trail), (
             "the browser went through the provider's own sign-in page"
+        )
 
         answer = await machine.answer()
         assert answer["MachineAuthorized"] is True
@@ -87,8 +90,9 @@ async def test_allowed_user_logs_in_and_the_waiting_client_proceeds(oidc_setup: 
         await machine.close()
 
 
-async def test_second_login_matches_the_user_and_refreshes_the_profile(oidc_setup: StartSetup,
-                                                                       browser: Browser) -> None:
+async def test_second_login_matches_the_user_and_refreshes_the_profile(
+    oidc_setup: StartSetup, browser: Browser
+) -> None:
     setup = await oidc_setup()
     live = setup.live
     first, second = Machine(live, "laptop"), Machine(live, "desktop")
@@ -98,8 +102,12 @@ async def test_second_login_matches_the_user_and_refreshes_the_profile(oidc_setu
         await first.answer()
         (user,) = live.store.users.values()
 
-        await setup.provider.set_claims("alice", name="Alice Pleasance", preferred_username="alice.l",
-                                        picture="https://pictures.example.com/alice-2.png")
+        await setup.provider.set_claims(
+            "alice",
+            name="Alice Pleasance",
+            preferred_username="alice.l",
+            picture="https://pictures.example.com/alice-2.png",
+        )
         # The same browser: the provider remembers the person (no sign-in page); the claims are read afresh.
         page = await browser.log_in(await second.start(), "alice")
         assert page.status == 200, page.text
@@ -119,8 +127,9 @@ async def test_second_login_matches_the_user_and_refreshes_the_profile(oidc_setu
         await second.close()
 
 
-async def test_user_outside_allowed_domains_is_refused(oidc_setup: StartSetup, browser: Browser,
-                                                       new_browser: Any) -> None:
+async def test_user_outside_allowed_domains_is_refused(
+    oidc_setup: StartSetup, browser: Browser, new_browser: Any
+) -> None:
     setup = await oidc_setup({"allowed_domains": ["example.com"]})
     live = setup.live
     machine = Machine(live, "laptop")
@@ -180,8 +189,11 @@ async def test_node_expiry_from_token_or_config(oidc_setup: StartSetup, new_brow
     from_config = await oidc_setup(node={"expiry": "2h"})
     legacy = await oidc_setup({"expiry": "30m"}, node={"expiry": "2h"})
     # ID tokens live an hour here; node.expiry says two hours; the legacy oidc.expiry wins over it.
-    cases = ((from_token, timedelta(hours=1)), (from_config, timedelta(hours=2)),
-             (legacy, timedelta(minutes=30)))
+    cases = (
+        (from_token, timedelta(hours=1)),
+        (from_config, timedelta(hours=2)),
+        (legacy, timedelta(minutes=30)),
+    )
     for setup, lifetime in cases:
         machine = Machine(setup.live, "laptop")
         try:

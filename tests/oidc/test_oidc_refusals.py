@@ -37,8 +37,9 @@ async def test_unknown_state_and_missing_parameters(oidc_setup: StartSetup, brow
         assert "Unknown login" in page.text and "already used" in page.text
 
 
-async def test_replayed_callback_is_refused(oidc_setup: StartSetup, browser: Browser,
-                                           caplog: pytest.LogCaptureFixture) -> None:
+async def test_replayed_callback_is_refused(
+    oidc_setup: StartSetup, browser: Browser, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     setup = await oidc_setup()
     machine = Machine(setup.live, "laptop")
@@ -94,8 +95,9 @@ async def test_id_token_for_another_nonce_is_refused(oidc_setup: StartSetup, bro
         await machine.close()
 
 
-async def test_code_without_the_pkce_verifier_is_refused_by_the_provider(oidc_setup: StartSetup,
-                                                                         browser: Browser) -> None:
+async def test_code_without_the_pkce_verifier_is_refused_by_the_provider(
+    oidc_setup: StartSetup, browser: Browser
+) -> None:
     """A code obtained with another PKCE challenge cannot be redeemed with this login's verifier."""
     setup = await oidc_setup()
     machine = Machine(setup.live, "laptop")
@@ -133,14 +135,20 @@ async def test_unreachable_provider(tmp_path: Path) -> None:
         await server.start()
 
     raw = server_config(tmp_path / "b", tmp_path)
-    raw["oidc"] = {"issuer": dead_issuer, "client_id": "c", "client_secret": "s",
-                   "only_start_if_oidc_is_available": False}
+    raw["oidc"] = {
+        "issuer": dead_issuer,
+        "client_id": "c",
+        "client_secret": "s",
+        "only_start_if_oidc_is_available": False,
+    }
     server = Server(build_config(raw, data_dir=tmp_path / "b"))
     await server.start()
     try:
         login = server.logins.start("mkey:" + "0" * 64, "nodekey:" + "1" * 64, {"Hostname": "laptop"})
-        async with aiohttp.ClientSession() as http, \
-                http.get(f"{raw['server_url']}/register/{login.auth_id}", allow_redirects=False) as response:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{raw['server_url']}/register/{login.auth_id}", allow_redirects=False) as response,
+        ):
             assert response.status == 503
             assert "Identity provider unavailable" in await response.text()
     finally:
@@ -154,8 +162,10 @@ async def test_register_page_without_oidc_still_shows_the_command(tmp_path: Path
     try:
         assert server.oidc is None
         login = server.logins.start("mkey:" + "0" * 64, "nodekey:" + "1" * 64, {"Hostname": "laptop"})
-        async with aiohttp.ClientSession() as http, \
-                http.get(f"{raw['server_url']}/register/{login.auth_id}", allow_redirects=False) as response:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{raw['server_url']}/register/{login.auth_id}", allow_redirects=False) as response,
+        ):
             assert response.status == 200
             assert f"pyheadscale auth register --auth-id {login.auth_id}" in await response.text()
         callback = f"{raw['server_url']}/oidc/callback"

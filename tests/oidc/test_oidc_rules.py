@@ -46,11 +46,27 @@ def test_config_errors_name_the_key() -> None:
 def test_client_secret_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "secret").write_text("from-file\n")
     monkeypatch.setenv("SECRETS_DIR", str(tmp_path))
-    cfg = build_config({"oidc": {"issuer": "https://id.example.com", "client_id": "hs",
-                                 "client_secret_path": "${SECRETS_DIR}/secret"}}, data_dir=tmp_path).oidc
+    cfg = build_config(
+        {
+            "oidc": {
+                "issuer": "https://id.example.com",
+                "client_id": "hs",
+                "client_secret_path": "${SECRETS_DIR}/secret",
+            }
+        },
+        data_dir=tmp_path,
+    ).oidc
     assert cfg.read_client_secret() == "from-file"
-    missing = build_config({"oidc": {"issuer": "https://id.example.com", "client_id": "hs",
-                                     "client_secret_path": str(tmp_path / "nope")}}, data_dir=tmp_path).oidc
+    missing = build_config(
+        {
+            "oidc": {
+                "issuer": "https://id.example.com",
+                "client_id": "hs",
+                "client_secret_path": str(tmp_path / "nope"),
+            }
+        },
+        data_dir=tmp_path,
+    ).oidc
     with pytest.raises(ConfigError, match=r"oidc\.client_secret_path: cannot read"):
         missing.read_client_secret()
 
@@ -79,8 +95,9 @@ def test_user_names_and_identity() -> None:
     assert username_for(claims(preferred_username="ann"), True) == "ann"
     spaced = claims(preferred_username="Ann Smith", email="ann@example.com", email_verified=True)
     assert username_for(spaced, True) == "ann@example.com", "an invalid preferred_username: the email"
-    assert username_for(claims(preferred_username="Ann Smith", email="ann@example.com"), True) == "oidc-u1", \
+    assert username_for(claims(preferred_username="Ann Smith", email="ann@example.com"), True) == "oidc-u1", (
         "an unverified email is not used when verification is required"
+    )
     assert username_for(claims(sub="weird/sub id"), True) == "oidc-weird-sub-id"
     assert claims().identifier == "https://id.example.com/u1"
     assert claims(email="ann@example.com").trusted_email(True) == ""

@@ -30,8 +30,11 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
     async def start(**extra: Any) -> Server:
         port = free_port()
         raw = {
-            "server_url": f"http://127.0.0.1:{port}", "listen_addr": f"127.0.0.1:{port}",
-            "metrics_listen_addr": "", "unix_socket": "", "derp": {"server": {"enabled": False}},
+            "server_url": f"http://127.0.0.1:{port}",
+            "listen_addr": f"127.0.0.1:{port}",
+            "metrics_listen_addr": "",
+            "unix_socket": "",
+            "derp": {"server": {"enabled": False}},
         } | extra
         server = Server(build_config(raw, data_dir=tmp_path), keepalive=30.0)
         await server.start()

@@ -9,8 +9,15 @@ async def test_enabling_ipv6_then_backfilling_gives_existing_nodes_an_ipv6(start
     v4_only = await start_server(prefixes={"v4": "100.64.0.0/10", "v6": ""})
     user = await v4_only.store.create_user("alice")
     node = await v4_only.store.register(
-        machine_key="mkey:" + "11" * 32, node_key="nodekey:" + "22" * 32, hostinfo={"Hostname": "old"},
-        user_id=user.id, tags=[], method="cli", ephemeral=False, expiry=None)
+        machine_key="mkey:" + "11" * 32,
+        node_key="nodekey:" + "22" * 32,
+        hostinfo={"Hostname": "old"},
+        user_id=user.id,
+        tags=[],
+        method="cli",
+        ephemeral=False,
+        expiry=None,
+    )
     assert node.ipv6 is None
     await v4_only.stop()
 

@@ -30,17 +30,36 @@ regions:
 
 
 def region(region_id: int, host: str) -> dict[str, Any]:
-    return {"RegionID": region_id, "RegionCode": f"r{region_id}", "RegionName": host,
-            "Nodes": [{"Name": f"{region_id}a", "RegionID": region_id, "HostName": host}]}
+    return {
+        "RegionID": region_id,
+        "RegionCode": f"r{region_id}",
+        "RegionName": host,
+        "Nodes": [{"Name": f"{region_id}a", "RegionID": region_id, "HostName": host}],
+    }
 
 
 def test_embedded_region_follows_server_url(tmp_path: Path) -> None:
-    config = build_config({"server_url": "https://hs.example.com", "derp": {"server": {
-        "enabled": True, "stun_listen_addr": "0.0.0.0:3479", "ipv4": "198.51.100.7"}}}, data_dir=tmp_path)
+    config = build_config(
+        {
+            "server_url": "https://hs.example.com",
+            "derp": {"server": {"enabled": True, "stun_listen_addr": "0.0.0.0:3479", "ipv4": "198.51.100.7"}},
+        },
+        data_dir=tmp_path,
+    )
     assert embedded_region(config) == {
-        "RegionID": 999, "RegionCode": "headscale", "RegionName": "Headscale Embedded DERP",
-        "Nodes": [{"Name": "999", "RegionID": 999, "HostName": "hs.example.com", "DERPPort": 443,
-                   "STUNPort": 3479, "IPv4": "198.51.100.7"}],
+        "RegionID": 999,
+        "RegionCode": "headscale",
+        "RegionName": "Headscale Embedded DERP",
+        "Nodes": [
+            {
+                "Name": "999",
+                "RegionID": 999,
+                "HostName": "hs.example.com",
+                "DERPPort": 443,
+                "STUNPort": 3479,
+                "IPv4": "198.51.100.7",
+            }
+        ],
     }
 
 
@@ -50,23 +69,30 @@ def test_headscale_yaml_keys_are_read_case_insensitively() -> None:
     [(region_id, parsed)] = parse_derp_map(yaml.safe_load(YAML_MAP), "map.yaml").items()
     assert region_id == 900
     assert parsed["RegionCode"] == "home"
-    assert parsed["Nodes"] == [{"Name": "900a", "RegionID": 900, "HostName": "derp.home.example",
-                                "STUNPort": 3478, "DERPPort": 443}]
+    assert parsed["Nodes"] == [
+        {"Name": "900a", "RegionID": 900, "HostName": "derp.home.example", "STUNPort": 3478, "DERPPort": 443}
+    ]
 
 
-@pytest.mark.parametrize(("document", "message"), [
-    ([], "must be a mapping"),
-    ({"Regions": []}, "missing 'Regions'"),
-    ({"Regions": {"x": {"Nodes": []}}}, "no numeric RegionID"),
-    ({"Regions": {"1": {"Nodes": "nope"}}}, "'Nodes' must be a list"),
-])
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ([], "must be a mapping"),
+        ({"Regions": []}, "missing 'Regions'"),
+        ({"Regions": {"x": {"Nodes": []}}}, "no numeric RegionID"),
+        ({"Regions": {"1": {"Nodes": "nope"}}}, "'Nodes' must be a list"),
+    ],
+)
 def test_malformed_maps_name_the_problem(document: Any, message: str) -> None:
     with pytest.raises(DERPMapError, match=message):
         parse_derp_map(document, "src")
 
 
 async def test_sources_merge_and_urls_refresh_keeping_last_good(tmp_path: Path) -> None:
-    served: dict[str, Any] = {"status": 200, "body": {"Regions": {"1": region(1, "one"), "900": region(900, "url")}}}
+    served: dict[str, Any] = {
+        "status": 200,
+        "body": {"Regions": {"1": region(1, "one"), "900": region(900, "url")}},
+    }
 
     async def handler(_request: web.Request) -> web.Response:
         return web.json_response(served["body"], status=served["status"])
@@ -79,9 +105,17 @@ async def test_sources_merge_and_urls_refresh_keeping_last_good(tmp_path: Path) 
     await web.TCPSite(runner, "127.0.0.1", port).start()
     (tmp_path / "map.yaml").write_text(YAML_MAP)
     try:
-        config = build_config({"server_url": "http://127.0.0.1:8080", "derp": {
-            "server": {"enabled": True, "stun_listen_addr": "127.0.0.1:3478"},
-            "urls": [f"http://127.0.0.1:{port}/derpmap"], "paths": ["map.yaml"]}}, data_dir=tmp_path)
+        config = build_config(
+            {
+                "server_url": "http://127.0.0.1:8080",
+                "derp": {
+                    "server": {"enabled": True, "stun_listen_addr": "127.0.0.1:3478"},
+                    "urls": [f"http://127.0.0.1:{port}/derpmap"],
+                    "paths": ["map.yaml"],
+                },
+            },
+            data_dir=tmp_path,
+        )
         changes: list[int] = []
         source = DERPMapSource(config, on_change=lambda: changes.append(1))
         await source.start()
@@ -92,7 +126,9 @@ async def test_sources_merge_and_urls_refresh_keeping_last_good(tmp_path: Path) 
 
         served["status"] = 500
         await source.refresh()
-        assert sorted(source.current["Regions"]) == ["1", "900", "999"], "a failed fetch keeps the last regions"
+        assert sorted(source.current["Regions"]) == ["1", "900", "999"], (
+            "a failed fetch keeps the last regions"
+        )
 
         served.update(status=200, body={"Regions": {"2": region(2, "two")}})
         await source.refresh()
@@ -112,8 +148,10 @@ async def test_missing_derp_path_file_is_a_clear_error(tmp_path: Path) -> None:
 async def test_effective_map_is_served_at_derpmap_default(start_server: StartServer) -> None:
     stun = free_port()
     server = await start_server(derp={"server": {"enabled": True, "stun_listen_addr": f"127.0.0.1:{stun}"}})
-    async with aiohttp.ClientSession() as http, \
-            http.get(f"{server.config.server_url}/derpmap/default") as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{server.config.server_url}/derpmap/default") as resp,
+    ):
         body = json.loads(await resp.text())
     node = body["Regions"]["999"]["Nodes"][0]
     assert (node["HostName"], node["IPv4"], node["STUNPort"]) == ("127.0.0.1", "127.0.0.1", stun)

@@ -72,7 +72,8 @@ async def test_metrics_endpoint_counts_nodes_streams_and_maps(start_server: Star
         await client.close()
     values = {
         line.split(" ")[0]: float(line.split(" ")[1])
-        for line in text.splitlines() if line and not line.startswith("#")
+        for line in text.splitlines()
+        if line and not line.startswith("#")
     }
     assert values["pyheadscale_nodes"] == 1
     assert values["pyheadscale_nodes_online"] == 1

@@ -37,6 +37,7 @@ async def join(server: Any, user: str) -> tuple[ControlClient, PrivateKey, Any]:
 
 async def next_with(stream: Any, field: str, timeout: float = 10.0) -> dict[str, Any]:
     """The next map message that carries `field` (keep-alives and other deltas are passed over)."""
+
     async def find() -> dict[str, Any]:
         async for message in stream:
             if field in message:
@@ -76,7 +77,9 @@ async def test_policy_file_drives_filters_and_reload_reaches_connected_nodes(
         await bob.close()
 
 
-async def test_invalid_policy_file_at_start_is_a_clear_error(start_server: StartServer, tmp_path: Path) -> None:
+async def test_invalid_policy_file_at_start_is_a_clear_error(
+    start_server: StartServer, tmp_path: Path
+) -> None:
     policy_file = tmp_path / "policy.hujson"
     policy_file.write_text('{"acls": [{"action": "allow-ish"}]}')
     with pytest.raises(PolicyError, match=str(policy_file)):
@@ -88,7 +91,9 @@ async def test_database_mode_validates_stores_and_survives_restart(start_server:
     await server.store.create_user("alice")
     await server.store.create_user("bob")
     with pytest.raises(PolicyError):
-        await server.policy.set_policy('{"acls": [{"action": "accept", "src": ["group:nope"], "dst": ["*:*"]}]}')
+        await server.policy.set_policy(
+            '{"acls": [{"action": "accept", "src": ["group:nope"], "dst": ["*:*"]}]}'
+        )
     assert server.policy.text is None
     await server.policy.set_policy(json.dumps(ALLOW_SSH))
     assert server.policy.text == json.dumps(ALLOW_SSH)

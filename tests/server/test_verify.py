@@ -14,11 +14,19 @@ async def test_admits_registered_node_keys_only(start_server: StartServer) -> No
     server = await start_server()
     user = await server.store.create_user("alice")
     node_key = keys.node_public_text(PrivateKey.generate().public())
-    await server.store.register(machine_key=keys.machine_public_text(PrivateKey.generate().public()),
-                                node_key=node_key, hostinfo={"Hostname": "n"}, user_id=user.id, tags=[],
-                                method="cli", ephemeral=False, expiry=None)
+    await server.store.register(
+        machine_key=keys.machine_public_text(PrivateKey.generate().public()),
+        node_key=node_key,
+        hostinfo={"Hostname": "n"},
+        user_id=user.id,
+        tags=[],
+        method="cli",
+        ephemeral=False,
+        expiry=None,
+    )
     url = f"{server.config.server_url}/verify"
     async with aiohttp.ClientSession() as http:
+
         async def ask(body: object) -> tuple[int, str]:
             async with http.post(url, json=body) as resp:
                 return resp.status, await resp.text()
@@ -36,9 +44,16 @@ async def test_the_derp_packages_admission_client_speaks_to_it(start_server: Sta
     server = await start_server()
     user = await server.store.create_user("alice")
     node = PrivateKey.generate()
-    await server.store.register(machine_key=keys.machine_public_text(PrivateKey.generate().public()),
-                                node_key=keys.node_public_text(node.public()), hostinfo={}, user_id=user.id,
-                                tags=[], method="cli", ephemeral=False, expiry=None)
+    await server.store.register(
+        machine_key=keys.machine_public_text(PrivateKey.generate().public()),
+        node_key=keys.node_public_text(node.public()),
+        hostinfo={},
+        user_id=user.id,
+        tags=[],
+        method="cli",
+        ephemeral=False,
+        expiry=None,
+    )
     admission = AdmissionController(f"{server.config.server_url}/verify")
     try:
         assert await admission.allows(node.public(), "127.0.0.1")

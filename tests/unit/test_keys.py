@@ -40,8 +40,8 @@ def test_round_trip(prefix: str) -> None:
         ("nodekey:" + HEX[:-1] + "g", "hex"),  # not hex
         ("nodekey:", "64"),
         ("nodekey: " + HEX[1:], "hex"),
-    ("nodekey:" + HEX + "\n", "64"),  # `$` in a regex matches before a final newline
-    ("nodekey:" + HEX + "\r\n", "64"),
+        ("nodekey:" + HEX + "\n", "64"),  # `$` in a regex matches before a final newline
+        ("nodekey:" + HEX + "\r\n", "64"),
     ],
 )
 def test_invalid_text_forms(text: str, fragment: str) -> None:

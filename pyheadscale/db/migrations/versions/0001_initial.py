@@ -53,7 +53,9 @@ def upgrade() -> None:
         sa.Column("endpoints", sa.JSON, nullable=False),
         sa.Column("hostinfo", sa.JSON, nullable=False),
         sa.Column("register_method", sa.String(32), nullable=False),
-        sa.Column("auth_key_id", sa.Integer, sa.ForeignKey("pre_auth_keys.id", ondelete="SET NULL"), nullable=True),
+        sa.Column(
+            "auth_key_id", sa.Integer, sa.ForeignKey("pre_auth_keys.id", ondelete="SET NULL"), nullable=True
+        ),
         sa.Column("ephemeral", sa.Boolean, nullable=False),
         sa.Column("expiry", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_seen", sa.DateTime(timezone=True), nullable=True),
