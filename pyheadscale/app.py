@@ -248,9 +248,13 @@ async def serve_forever(config: Config) -> None:
     if server.policy is not None:
         policy = server.policy
 
+        reloads: set[asyncio.Task[bool]] = set()
+
         def reload_policy() -> None:
             log.info("SIGHUP: re-reading the policy file")
-            loop.create_task(policy.reload())
+            task = loop.create_task(policy.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
 
         loop.add_signal_handler(signal.SIGHUP, reload_policy)
     try:

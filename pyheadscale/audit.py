@@ -1,9 +1,10 @@
 """The audit log: who did what to which node, user, key or policy, and whether it was allowed.
 
-Entries are JSON lines `{"time", "actor", "action", "target", "outcome", ...details}` appended to a file (written
-from a thread, in order) and kept in a bounded in-memory window for `/api/v1/audit`. The actor is whoever is
-acting at the edge (an API key, the local CLI, a machine registering); the edge sets it in a context variable,
-so the store, which makes every state change, can record it without every call passing it along.
+Entries are JSON lines `{"time", "actor", "action", "target", "outcome", ...details}` appended to a file
+(written from a thread, in order) and kept in a bounded in-memory window for `/api/v1/audit`. The actor is
+whoever is acting at the edge (an API key, the local CLI, a machine registering); the edge sets it in a
+context variable, so the store, which makes every state change, can record it without every call passing it
+along.
 
 Secrets never reach an entry: preauth and API keys appear only as their public prefixes, and `record` refuses
 detail values that look like a full key.

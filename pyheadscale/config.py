@@ -1,8 +1,8 @@
 """Configuration: Headscale's config.yaml keys, validated, with embedded defaults for a one-command start.
 
-A missing file is not an error: `pyheadscale serve` with no config runs on the defaults below, keeping its database,
-keys and socket in one data directory. A present file is validated strictly, and every error names the dotted key
-and what was wrong with it (e.g. `prefixes.v4: '100.64.0.0/33' is not a valid IPv4 prefix`).
+A missing file is not an error: `pyheadscale serve` with no config runs on the defaults below, keeping its
+database, keys and socket in one data directory. A present file is validated strictly, and every error names
+the dotted key and what was wrong with it (e.g. `prefixes.v4: '100.64.0.0/33' is not a valid IPv4 prefix`).
 """
 
 from __future__ import annotations
@@ -367,7 +367,7 @@ class Config(_Section):
     oidc: OIDCConfig = OIDCConfig()
     ephemeral_node_inactivity_timeout: timedelta | None = None
     tls_cert_path: str = ""
-    # pyheadscale's own: where the audit log's JSON lines go (relative to the data directory); "" keeps it in memory.
+    # pyheadscale's own: the audit log's JSON lines (relative to the data directory); "" keeps it in memory.
     audit_log: str = "audit.log"
     tls_key_path: str = ""
 

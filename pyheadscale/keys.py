@@ -1,7 +1,7 @@
 """Curve25519 key types and their text forms (`mkey:`, `nodekey:`, `discokey:`, `privkey:`, ...).
 
-Tailscale writes every key as a type prefix and 64 lowercase hex digits. The prefix says what the key is for, so a
-node key can never be mistaken for a machine key in a request, a database row or a log line.
+Tailscale writes every key as a type prefix and 64 lowercase hex digits. The prefix says what the key is for,
+so a node key can never be mistaken for a machine key in a request, a database row or a log line.
 """
 
 from __future__ import annotations
@@ -88,6 +88,6 @@ def node_public_text(raw: bytes) -> str:
 
 
 def short(text: str) -> str:
-    """A key's short display form for logs: the prefix and the first 8 hex digits, as Tailscale prints them."""
-    prefix, _, body = text.partition(":")
+    """A key's short display form for logs, as Tailscale prints them: `[` five hex digits `]`."""
+    _, _, body = text.partition(":")
     return f"[{body[:5]}]" if body else text[:8]

@@ -1,7 +1,8 @@
 """Prometheus metrics, served on `metrics_listen_addr` at /metrics.
 
-Each server has its own registry, so several servers in one process (tests) never collide. Gauges that describe
-state (nodes, online nodes, open map streams) are read from the store when scraped rather than kept in step by hand.
+Each server has its own registry, so several servers in one process (tests) never collide. Gauges that
+describe state (nodes, online nodes, open map streams) are read from the store when scraped rather than kept
+in step by hand.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Metrics:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Time every plain HTTP request by its route (not its raw path, which would explode the label set)."""
+        """Time every plain HTTP request by its route (a raw path would explode the label set)."""
         started = time.perf_counter()
         status = 500
         try:

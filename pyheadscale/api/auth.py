@@ -32,7 +32,8 @@ async def local_actor(request: web.Request, handler: Handler) -> web.StreamRespo
 def bearer_auth(server: Server) -> Middleware:
     """A middleware requiring `Authorization: Bearer <api key>` on every route not named in PUBLIC_ROUTES.
 
-    Every refusal is counted and audited; the audit entry names the presented key by its public prefix at most.
+    Every refusal is counted and audited; the audit entry names the presented key by its public prefix at
+    most.
     """
 
     def refuse(request: web.Request, reason: str, token: str) -> ApiError:

@@ -1,4 +1,4 @@
-"""Interactive logins: approve a waiting machine as a user's node, or reject it (`/auth/...`, `/node/register`)."""
+"""Interactive logins: approve a waiting machine as a user's node, or reject it (`/auth/...`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pyheadscale.api.resource import Resource, reply
 
 
 async def complete_login(resource: Resource, auth_id: str, user_ref: str) -> web.Response:
-    """Register the machine waiting on `auth_id` as a node of `user_ref` (`auth register` and `node register`)."""
+    """Register the machine waiting on `auth_id` as `user_ref`'s node (`auth register`, `node register`)."""
     if not auth_id:
         raise invalid("auth_id is required (the id at the end of the login URL)")
     if not user_ref:

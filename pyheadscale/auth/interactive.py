@@ -1,9 +1,10 @@
-"""Interactive login: a client without a preauth key waits while an operator (or an identity provider) approves it.
+"""Interactive login: a client without a preauth key waits while an operator (or an identity provider)
+approves it.
 
-The client's first RegisterRequest gets an AuthURL `<server_url>/register/<auth id>`; it then sends the same request
-with `Followup` set to that URL and waits for the answer. The operator approves with
-`pyheadscale auth register --auth-id <id> --user NAME` (or rejects), which resolves the waiting request. A pending
-login lives for LIFETIME; a client that follows up on an expired or unknown id is given a fresh AuthURL.
+The client's first RegisterRequest gets an AuthURL `<server_url>/register/<auth id>`; it then sends the same
+request with `Followup` set to that URL and waits for the answer. The operator approves with `pyheadscale auth
+register --auth-id <id> --user NAME` (or rejects), which resolves the waiting request. A pending login lives
+for LIFETIME; a client that follows up on an expired or unknown id is given a fresh AuthURL.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The text form and secret handling shared by preauth keys and API keys.
 
-A key reads `<kind prefix><12 hex prefix>-<64 hex secret>` (`hskey-auth-…`, `hskey-api-…`), as Headscale prints
-them. The 12-hex prefix is stored in clear to find the key and to name it in listings; the secret is stored only as
-its SHA-256. Unlike a password, the secret is 256 random bits, so a fast hash is as safe as a slow one and keeps
-authentication off the thread pool.
+A key reads `<kind prefix><12 hex prefix>-<64 hex secret>` (`hskey-auth-…`, `hskey-api-…`), as Headscale
+prints them. The 12-hex prefix is stored in clear to find the key and to name it in listings; the secret is
+stored only as its SHA-256. Unlike a password, the secret is 256 random bits, so a fast hash is as safe as a
+slow one and keeps authentication off the thread pool.
 """
 
 from __future__ import annotations

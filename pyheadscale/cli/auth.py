@@ -1,4 +1,4 @@
-"""`auth`: let a machine waiting on interactive login in (`register`, `approve`), turn it away, or list the waiting."""
+"""`auth`: let a machine waiting on interactive login in (`register`, `approve`) or turn it away."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
 
 from pyheadscale.cli.client import ApiClient, CliError, api_command
@@ -17,7 +18,7 @@ async def _get(client: ApiClient, args: argparse.Namespace) -> None:
 
 async def _set(client: ApiClient, args: argparse.Namespace) -> None:
     try:
-        text = Path(args.file).read_text(encoding="utf-8")
+        text = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
     except OSError as exc:
         raise CliError(f"{args.file}: {exc.strerror}") from None
     result = await client.call("PUT", "/policy", json={"policy": text})

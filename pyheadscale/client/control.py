@@ -1,7 +1,7 @@
 """A TS2021 client of our own: the client side of /key, the upgrade, Noise, HTTP/2, register and map polls.
 
-Tests use it to drive the server byte-exactly as a Tailscale client does, and load benchmarks use it to simulate
-thousands of nodes from one process (each node is one TCP connection and a few coroutines).
+Tests use it to drive the server byte-exactly as a Tailscale client does, and load benchmarks use it to
+simulate thousands of nodes from one process (each node is one TCP connection and a few coroutines).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """HTTP/2 (prior knowledge, h2c) served over a Noise stream, with the `h2` library as the state machine.
 
-Each request runs as its own task once its body is complete; a long map poll is simply a request whose response
-never ends. Response bodies respect the peer's flow-control windows, so a client that stops reading stalls only its
-own stream, never the connection's other streams or the server.
+Each request runs as its own task once its body is complete; a long map poll is simply a request whose
+response never ends. Response bodies respect the peer's flow-control windows, so a client that stops reading
+stalls only its own stream, never the connection's other streams or the server.
 """
 
 from __future__ import annotations

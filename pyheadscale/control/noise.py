@@ -1,9 +1,9 @@
 """The TS2021 Noise layer: handshake messages, transport records and their framing.
 
 Tailscale runs `Noise_IK_25519_ChaChaPoly_BLAKE2s` with the prologue "Tailscale Control Protocol v<N>". The
-handshake is standard Noise and is done by the `noiseprotocol` library. The transport is not: Tailscale encodes the
-ChaCha20-Poly1305 nonce as a *big-endian* 64-bit counter (standard Noise uses little-endian), so transport records
-are sealed here with the session keys the handshake produced.
+handshake is standard Noise and is done by the `noiseprotocol` library. The transport is not: Tailscale
+encodes the ChaCha20-Poly1305 nonce as a *big-endian* 64-bit counter (standard Noise uses little-endian), so
+transport records are sealed here with the session keys the handshake produced.
 
 Frames on the wire:
   initiation  version(2, BE) | type=1 | length(2, BE) | e(32) | enc(s)(48) | tag(16)
@@ -55,8 +55,8 @@ def prologue(version: int) -> bytes:
 class TransportCipher:
     """One direction of a Noise transport: a ChaCha20-Poly1305 key and a big-endian nonce counter.
 
-    A record that fails to open (tampered, replayed, reordered) poisons the cipher: the counter is out of step with
-    the peer from then on, so every later record would fail too and the session has to end.
+    A record that fails to open (tampered, replayed, reordered) poisons the cipher: the counter is out of step
+    with the peer from then on, so every later record would fail too and the session has to end.
     """
 
     __slots__ = ("_aead", "_broken", "_nonce")

@@ -1,7 +1,7 @@
 """`POST /machine/register`: preauth-key registration, re-registration, node-key rotation and logout.
 
-Every outcome is a RegisterResponse with HTTP 200 (clients read `Error` for refusals), except a body that does not
-parse, which is a 400 naming the field.
+Every outcome is a RegisterResponse with HTTP 200 (clients read `Error` for refusals), except a body that does
+not parse, which is a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class RegisterHandler:
         return tailcfg.register_response(auth_url=f"{self.config.server_url}/register/{login.auth_id}")
 
     async def _follow_up(self, req: tailcfg.RegisterRequest, machine_key: str) -> dict[str, Any]:
-        """Wait for the operator's verdict on a login; an unknown or expired one starts over with a new URL."""
+        """Wait for the operator's verdict; an unknown or expired login starts over with a new URL."""
         login = self.logins.get(auth_id_from_followup(req.Followup))
         if login is None or login.machine_key != machine_key:
             fresh = self.logins.start(machine_key, req.NodeKey, req.Hostinfo or {})

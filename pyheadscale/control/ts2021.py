@@ -1,8 +1,8 @@
 """The TS2021 control endpoint: `GET /key`, the `/ts2021` upgrade and the requests inside the Noise channel.
 
-After the 101, the server writes the Noise response frame and then, inside the Noise stream and before any HTTP/2
-bytes, the early payload: `\\xff\\xff\\xffTS`, a 4-byte big-endian length and JSON `{"nodeKeyChallenge": ...}`. The
-three go out in one write, as Tailscale's server corks them.
+After the 101, the server writes the Noise response frame and then, inside the Noise stream and before any
+HTTP/2 bytes, the early payload: `\\xff\\xff\\xffTS`, a 4-byte big-endian length and JSON
+`{"nodeKeyChallenge": ...}`. The three go out in one write, as Tailscale's server corks them.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ class ControlServer:
         return response
 
     async def close(self) -> None:
-        """End every TS2021 connection and wait for their handlers (and the state changes they make) to finish."""
+        """End every TS2021 connection and wait for their handlers (and their state changes) to finish."""
         tasks = list(self.connections)
         for task in tasks:
             task.cancel()

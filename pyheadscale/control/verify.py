@@ -1,8 +1,8 @@
 """`POST /verify`: DERP admission for relays run elsewhere (derper's `--verify-client-url`).
 
-A standalone relay asks whether a node key may use it; the answer is yes exactly when the key belongs to a node
-registered here, as with the embedded relay. Body: tailcfg.DERPAdmitClientRequest `{"NodePublic", "Source"}`;
-answer: DERPAdmitClientResponse `{"Allow"}`.
+A standalone relay asks whether a node key may use it; the answer is yes exactly when the key belongs to a
+node registered here, as with the embedded relay. Body: tailcfg.DERPAdmitClientRequest `{"NodePublic",
+"Source"}`; answer: DERPAdmitClientResponse `{"Allow"}`.
 """
 
 from __future__ import annotations

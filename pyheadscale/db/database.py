@@ -1,8 +1,8 @@
 """Async persistence for the store's records (SQLite by default, PostgreSQL by configuration).
 
-The database is written through, never read on the hot path: at start the store loads everything once, and from
-then on every state change is written here before it is acknowledged to a client. A crash (even SIGKILL) therefore
-loses nothing a client was told had happened.
+The database is written through, never read on the hot path: at start the store loads everything once, and
+from then on every state change is written here before it is acknowledged to a client. A crash (even SIGKILL)
+therefore loses nothing a client was told had happened.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Change events: what the store tells the map distributor after each state change.
 
-A change names what happened to which node; the distributor turns it into per-node map deltas for exactly the nodes
-that can see it. Kinds map onto MapResponse fields:
+A change names what happened to which node; the distributor turns it into per-node map deltas for exactly the
+nodes that can see it. Kinds map onto MapResponse fields:
 
   NODE_ADDED / NODE_UPDATED  -> PeersChanged (the full peer node)
   NODE_REMOVED               -> PeersRemoved

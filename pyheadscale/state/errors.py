@@ -1,4 +1,4 @@
-"""Why the store refused a change; the messages are written for the API, the CLI and clients to show as they are."""
+"""Why the store refused a change; the messages are written for the API, the CLI and clients to show."""
 
 from __future__ import annotations
 

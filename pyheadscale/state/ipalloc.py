@@ -1,8 +1,8 @@
 """Tailnet address allocation from the configured IPv4 and IPv6 prefixes.
 
-An address is never handed out while a node holds it; the set of held addresses is rebuilt from the database at
-start, so allocation survives restarts. Sequential allocation continues after the highest address handed out in
-this process (wrapping round to reuse freed ones), random allocation draws until it finds a free one.
+An address is never handed out while a node holds it; the set of held addresses is rebuilt from the database
+at start, so allocation survives restarts. Sequential allocation continues after the highest address handed
+out in this process (wrapping round to reuse freed ones), random allocation draws until it finds a free one.
 """
 
 from __future__ import annotations

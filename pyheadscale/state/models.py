@@ -1,8 +1,8 @@
 """Domain records owned by the in-memory store.
 
-These are plain dataclasses: the store is their one owner, the database layer persists them and the mapper reads
-them. Nothing outside the store mutates a record in place; the store replaces or updates fields under its own
-control and then emits a change event.
+These are plain dataclasses: the store is their one owner, the database layer persists them and the mapper
+reads them. Nothing outside the store mutates a record in place; the store replaces or updates fields under
+its own control and then emits a change event.
 """
 
 from __future__ import annotations

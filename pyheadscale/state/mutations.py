@@ -1,4 +1,4 @@
-"""How the store changes state: one mutation at a time, each run to completion even if its caller goes away."""
+"""How the store changes state: one mutation at a time, each run to completion even if its caller leaves."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ _MUTATION_TASK: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.C
 
 
 class MutationGuard:
-    """The lock mutations queue on and the set of those still running, for `wait_for_mutations` at shutdown."""
+    """The lock mutations queue on, and those still running (for `wait_for_mutations` at shutdown)."""
 
     def __init__(self) -> None:
         self._mutation_lock = asyncio.Lock()
@@ -36,9 +36,9 @@ def atomic(
 ) -> Callable[Concatenate[GuardT, P], Coroutine[Any, Any, R]]:
     """Run a mutation to completion even if its caller is cancelled (a client hanging up mid-request).
 
-    A mutation writes the database and then memory; cancelled between the two, the database would hold a row the
-    store does not know. Running it as its own shielded task makes the pair all-or-nothing, and the guard waits
-    for mutations still in flight at shutdown.
+    A mutation writes the database and then memory; cancelled between the two, the database would hold a row
+    the store does not know. Running it as its own shielded task makes the pair all-or-nothing, and the guard
+    waits for mutations still in flight at shutdown.
 
     Mutations also run one at a time. Each checks memory, awaits the database, then updates memory; two
     interleaved at that await would both pass their checks (two nodes on one single-use key, one name twice).

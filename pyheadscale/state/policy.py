@@ -1,9 +1,9 @@
 """The policy in force: keeps the policy engine in step with the store and swaps policies safely.
 
-The store's change events reach this first (it subscribes before the map distributor), so by the time a delta is
-built the engine already knows about the node that changed. A new policy is compiled against the current tailnet
-before it replaces the old one: a policy that does not compile is refused with the engine's message and the old
-one stays in force.
+The store's change events reach this first (it subscribes before the map distributor), so by the time a delta
+is built the engine already knows about the node that changed. A new policy is compiled against the current
+tailnet before it replaces the old one: a policy that does not compile is refused with the engine's message
+and the old one stays in force.
 
 In `file` mode the file is watched (modification time and size) and re-read on SIGHUP; in `database` mode the
 newest stored policy is in force and `set_policy` stores a new one.

@@ -1,9 +1,9 @@
 """The in-memory store: the one owner of users, preauth keys and nodes.
 
-Handlers ask the store to change state; the store validates, writes through to the database, updates its indexes,
-and then tells its subscribers what changed. Reads are plain dictionary lookups. Everything runs on the event loop,
-so a mutation is atomic with respect to other handlers unless it awaits the database, and each mutation awaits the
-database *before* touching memory, so a failed write leaves memory as it was.
+Handlers ask the store to change state; the store validates, writes through to the database, updates its
+indexes, and then tells its subscribers what changed. Reads are plain dictionary lookups. Everything runs on
+the event loop, so a mutation is atomic with respect to other handlers unless it awaits the database, and each
+mutation awaits the database *before* touching memory, so a failed write leaves memory as it was.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ class Store(MutationGuard):
         tags: Iterable[str] = (),
         expiration: datetime | None = None,
     ) -> tuple[PreAuthKey, str]:
-        """Create a key; returns the record and the full key text, which is never stored and shown only once."""
+        """Create a key; returns the record and the full key text (never stored, shown only once)."""
         if user_id is not None:
             self.get_user(user_id)
         tag_list = validate_tags(tags)
@@ -356,8 +356,9 @@ class Store(MutationGuard):
     async def _replace(self, node: Node, **changes: Any) -> Node:
         """Write a node's changed fields through to the database, then swap the record in memory.
 
-        The changes apply to the node as it is now, not to the (possibly older) record the caller looked up before
-        waiting its turn: another mutation may have renamed it or rotated its key meanwhile, or deleted it.
+        The changes apply to the node as it is now, not to the (possibly older) record the caller looked up
+        before waiting its turn: another mutation may have renamed it or rotated its key meanwhile, or deleted
+        it.
         """
         current = self.nodes.get(node.id)
         if current is None:
@@ -380,7 +381,7 @@ class Store(MutationGuard):
         hostinfo: dict[str, Any],
         expiry: datetime | None,
     ) -> Node:
-        """Register (or re-register) the machine under a validated preauth key; tags on the key make it tagged."""
+        """Register (or re-register) the machine under a validated preauth key (its tags make it tagged)."""
         tags = list(key.tags)
         return await self.register(
             machine_key=machine_key,
@@ -507,7 +508,7 @@ class Store(MutationGuard):
 
     @atomic
     async def logout(self, node: Node) -> Node | None:
-        """A client logging out: ephemeral nodes are deleted, others expire now. Returns the node if it remains."""
+        """A client logging out: ephemeral nodes are deleted, others expire now. Returns what remains."""
         if node.ephemeral:
             await self.delete_node(node.id)
             return None
@@ -569,7 +570,7 @@ class Store(MutationGuard):
         endpoints: list[str] | None,
         hostinfo: dict[str, Any] | None,
     ) -> Node:
-        """Apply what a MapRequest reports. Endpoint, DERP and disco changes are patches; Hostinfo is a full update."""
+        """Apply what a MapRequest reports: endpoint, DERP and disco changes are patches, Hostinfo is not."""
         changes: dict[str, Any] = {}
         if disco_key and disco_key != node.disco_key:
             changes["disco_key"] = disco_key
@@ -626,7 +627,7 @@ class Store(MutationGuard):
         self._emit(Change(ChangeKind.NODE_REMOVED, node_id))
 
     def key_expired(self, node_id: int) -> None:
-        """The clock passed a node's expiry: nothing is written, but every viewer must learn it is expired now."""
+        """The clock passed a node's expiry: nothing is written, but every viewer must learn of it."""
         if node_id in self.nodes:
             self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import yaml
@@ -46,14 +47,14 @@ async def test_created_node_registers_with_auth_register(live: LiveServer, cli: 
 async def test_dump_config_prints_effective_settings_with_secrets_masked(
     cli: RunCli, config_file: Path
 ) -> None:
-    raw = yaml.safe_load(config_file.read_text())
+    raw = yaml.safe_load(await asyncio.to_thread(config_file.read_text))
     raw["oidc"] = {
         "issuer": "https://idp.example",
         "client_id": "pyheadscale",
         "client_secret": "s3cret-value",
         "only_start_if_oidc_is_available": False,
     }
-    config_file.write_text(yaml.safe_dump(raw))
+    await asyncio.to_thread(config_file.write_text, yaml.safe_dump(raw))
     result = await cli("dump-config")
     assert result.code == 0, result.err
     dumped = yaml.safe_load(result.out)

@@ -1,4 +1,4 @@
-"""Interactive login end to end: a client without a key waits on its AuthURL while the operator approves it."""
+"""Interactive login end to end: a keyless client waits on its AuthURL while the operator approves it."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ async def test_cli_approval_lets_the_waiting_client_in(live: LiveServer, cli: Ru
 
 async def test_older_nodes_register_spelling_and_errors(live: LiveServer, cli: RunCli) -> None:
     await live.store.create_user("bob")
-    client, node_key, auth_url = await start_login(live)
+    client, _, auth_url = await start_login(live)
     auth_id = auth_url.rsplit("/", 1)[1]
     try:
         unknown_user = await cli("nodes", "register", "--user", "nobody", "--key", auth_id)

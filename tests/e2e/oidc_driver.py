@@ -1,9 +1,9 @@
 """Real tsnet clients logging in through a real OpenID provider (npm's oidc-provider).
 
-Node A (no auth key) gets a login URL; a browser (an HTTP client with cookies) follows it through the provider's
-sign-in and consent pages as alice, and A joins. Node C (no auth key) tries the same as bob, whose email domain is
-not in `oidc.allowed_domains`: the browser ends on a refusal page and C never joins. Node B (preauth key) then
-fetches A's page over the tailnet, so A's node is really part of the tailnet.
+Node A (no auth key) gets a login URL; a browser (an HTTP client with cookies) follows it through the
+provider's sign-in and consent pages as alice, and A joins. Node C (no auth key) tries the same as bob, whose
+email domain is not in `oidc.allowed_domains`: the browser ends on a refusal page and C never joins. Node B
+(preauth key) then fetches A's page over the tailnet, so A's node is really part of the tailnet.
 
 Everything, the provider included, runs inside a private namespace (see netns.py); prints one JSON line.
 """

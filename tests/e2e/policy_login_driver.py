@@ -1,11 +1,11 @@
 """Interactive login and policy enforcement with real tsnet clients.
 
 Node A joins without an auth key: the driver finds its pending login and approves it with the real CLI
-(`pyheadscale auth register` over the unix socket). Node B joins with a preauth key and fetches A's page over the
-tailnet. Then the policy file changes: first to one that allows only port 22 (B's fetch must fail: A's packet
-filter drops it), then back to one that allows port 80 (the fetch works again), each picked up by the server's
-file watcher and pushed to the connected nodes without either reconnecting. Last, a third node joins and each
-tsnet node's own log tells when its network map first held it.
+(`pyheadscale auth register` over the unix socket). Node B joins with a preauth key and fetches A's page over
+the tailnet. Then the policy file changes: first to one that allows only port 22 (B's fetch must fail: A's
+packet filter drops it), then back to one that allows port 80 (the fetch works again), each picked up by the
+server's file watcher and pushed to the connected nodes without either reconnecting. Last, a third node joins
+and each tsnet node's own log tells when its network map first held it.
 
 Runs inside a private namespace (see netns.py); prints one JSON line.
 """

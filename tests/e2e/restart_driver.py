@@ -1,9 +1,10 @@
-"""Crash safety with real clients: SIGKILL the server, start it again, and the tsnet nodes carry on by themselves.
+"""Crash safety with real clients: SIGKILL the server, start it again, and the tsnet nodes carry on by
+themselves.
 
-The server runs as `python -m pyheadscale -c config.yaml serve` (the command a user runs). Two tsnet nodes join and
-exchange HTTP; the server is killed with SIGKILL (no shutdown code runs) and started again on the same data
-directory. Every node must still be registered with the same id and addresses, both clients must reconnect on
-their own, and HTTP between them must work again, through the restarted server's relay.
+The server runs as `python -m pyheadscale -c config.yaml serve` (the command a user runs). Two tsnet nodes
+join and exchange HTTP; the server is killed with SIGKILL (no shutdown code runs) and started again on the
+same data directory. Every node must still be registered with the same id and addresses, both clients must
+reconnect on their own, and HTTP between them must work again, through the restarted server's relay.
 
 Runs inside a private namespace (see netns.py); prints one JSON line.
 """

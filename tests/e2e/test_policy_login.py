@@ -1,4 +1,4 @@
-"""Real tsnet clients: interactive login approved through the CLI, a policy change really enforced, a crash survived."""
+"""Real tsnet clients: login approved with the CLI, a policy change really enforced, a crash survived."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def test_cli_approved_login_and_policy_changes_reach_real_clients() -> None:
     assert "*:22" in result["denied"]["policy_in_force"]
     assert result["allowed_again"]["status"] == 200 and result["allowed_again"]["after"] >= 0, result
     assert result["sessions_stayed"], "policy changes must not disconnect the nodes"
-    # A third node joining reaches both tsnet nodes' maps (as their own logs report), over the map streams they
-    # already had. The delay is reported, not asserted (measured: a few milliseconds).
+    # A third node joining reaches both tsnet nodes' maps (as their own logs report), over the map streams
+    # they already had. The delay is reported, not asserted (measured: a few milliseconds).
     third = result["third_node"]
     assert None not in third["delays"].values(), third
     assert set(third["restarts"].values()) == {0}, third

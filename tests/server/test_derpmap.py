@@ -141,7 +141,7 @@ async def test_sources_merge_and_urls_refresh_keeping_last_good(tmp_path: Path) 
 
 async def test_missing_derp_path_file_is_a_clear_error(tmp_path: Path) -> None:
     config = build_config({"derp": {"paths": ["absent.yaml"]}}, data_dir=tmp_path)
-    with pytest.raises(DERPMapError, match="derp.paths: cannot read .*absent.yaml"):
+    with pytest.raises(DERPMapError, match=r"derp\.paths: cannot read .*absent\.yaml"):
         await DERPMapSource(config).start()
 
 

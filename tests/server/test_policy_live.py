@@ -1,4 +1,4 @@
-"""The policy in force on a running server: maps carry it, changes reach connected nodes, bad policies are refused."""
+"""The policy in force on a running server: maps carry it, changes reach nodes, bad ones are refused."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ async def join(server: Any, user: str) -> tuple[ControlClient, PrivateKey, Any]:
     return client, node_key, stream
 
 
-async def next_with(stream: Any, field: str, timeout: float = 10.0) -> dict[str, Any]:
+async def next_with(stream: Any, field: str, limit: float = 10.0) -> dict[str, Any]:
     """The next map message that carries `field` (keep-alives and other deltas are passed over)."""
 
     async def find() -> dict[str, Any]:
@@ -44,7 +44,7 @@ async def next_with(stream: Any, field: str, timeout: float = 10.0) -> dict[str,
                 return dict(message)
         raise AssertionError("map stream ended")
 
-    return await asyncio.wait_for(find(), timeout)
+    return await asyncio.wait_for(find(), limit)
 
 
 async def test_policy_file_drives_filters_and_reload_reaches_connected_nodes(
