@@ -210,22 +210,30 @@ class H2Server:
             raise StreamClosed(str(exc)) from exc
 
     async def send_data(self, stream_id: int, data: bytes, *, end: bool) -> None:
+        """Send `data` as DATA frames, as fast as the peer's flow-control windows allow.
+
+        Every frame the windows allow is queued before one flush, so a large body (a full map is one frame per
+        16 KiB) is sealed and written in one go rather than one write per frame.
+        """
         view = memoryview(data)
         while True:
             if self._closed:
                 raise StreamClosed("connection closed")
             try:
-                window = min(
-                    self._conn.local_flow_control_window(stream_id), self._conn.max_outbound_frame_size
-                )
+                window = self._conn.local_flow_control_window(stream_id)
                 if window <= 0 and view:
                     self._window_open.clear()
                     await self.flush()
                     await self._window_open.wait()
                     continue
-                chunk = view[:window]
-                view = view[len(chunk) :]
-                self._conn.send_data(stream_id, bytes(chunk), end_stream=end and not view)
+                frame_size = self._conn.max_outbound_frame_size
+                while True:  # at least once: an empty body still needs its (END_STREAM) frame
+                    size = min(window, frame_size, len(view))
+                    chunk, view = view[:size], view[size:]
+                    self._conn.send_data(stream_id, bytes(chunk), end_stream=end and not view)
+                    window -= size
+                    if not view or window <= 0:
+                        break
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError) as exc:
                 raise StreamClosed(str(exc)) from exc
             await self.flush()

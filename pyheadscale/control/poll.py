@@ -28,13 +28,15 @@ from pyheadscale.state.store import Store
 log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 50.0
-# How long a stream lets changes gather before it writes, once the server is busy: when a stream's wake-up
-# waited longer than BUSY_SECONDS to run, changes are arriving faster than they are written. A connect is
-# two changes (disco key, online) and a burst of joins is many; each message costs the same framing,
-# encryption and write whatever it holds, so gathering them turns O(changes) messages per stream into
-# O(burst / BATCH_SECONDS). An idle server writes each change at once, as before.
+# Once the server is busy (a stream's wake-up waited longer than BUSY_SECONDS to run: changes arrive faster
+# than they are written), a stream that wrote within the last ACTIVE_SECONDS waits BATCH_SECONDS and lets
+# changes gather before it writes again. A connect is two changes (disco key, online) for every peer and a
+# burst of joins is many; each message costs the same framing, encryption and write whatever it holds, so a
+# storm costs O(storm length / BATCH_SECONDS) messages per stream instead of O(changes). A stream that has
+# been quiet (one join reaching every peer), or an idle server, writes a change at once, as before.
 BATCH_SECONDS = 0.05
 BUSY_SECONDS = 0.01
+ACTIVE_SECONDS = 0.25
 _ZSTD = zstandard.ZstdCompressor(level=1)
 
 
@@ -60,8 +62,16 @@ def encode_message(response: dict[str, Any], compress: bool) -> bytes:
 
 
 class MapHandler:
-    def __init__(self, store: Store, builder: MapBuilder, distributor: Distributor, metrics: Metrics, *,
-                 keepalive: float = KEEPALIVE_SECONDS, batch: float = BATCH_SECONDS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        builder: MapBuilder,
+        distributor: Distributor,
+        metrics: Metrics,
+        *,
+        keepalive: float = KEEPALIVE_SECONDS,
+        batch: float = BATCH_SECONDS,
+    ) -> None:
         self.metrics = metrics
         self.batch = batch
         self.streams = 0
@@ -118,7 +128,7 @@ class MapHandler:
         interval = self.keepalive + random.uniform(0, self.keepalive / 10)
         try:
             await response.start(200, {"content-type": "application/json"})
-            first = True
+            last_sent = float("-inf")
             while not session.closed:
                 try:
                     async with asyncio.timeout(interval):
@@ -126,14 +136,14 @@ class MapHandler:
                 except TimeoutError:
                     await response.send(self._encode({"KeepAlive": True}, "keepalive", compress))
                     continue
-                busy = time.monotonic() - session.woken_at > BUSY_SECONDS
-                if busy and not first and self.batch > 0:
-                    await asyncio.sleep(self.batch)  # the first (full) map goes out at once
+                now = time.monotonic()
+                if now - session.woken_at > BUSY_SECONDS and now - last_sent < ACTIVE_SECONDS:
+                    await asyncio.sleep(self.batch)
                 if session.closed:
                     break
                 message = session.take_pending(self.builder)
                 if message is not None:
-                    first = False
+                    last_sent = time.monotonic()
                     kind = "full" if "Node" in message and "Peers" in message else "delta"
                     await response.send(self._encode(message, kind, compress))
         finally:
