@@ -201,29 +201,38 @@ class PolicyEngine:
         via_tags = {t for g in self._grants for t in g.via}
         if routes_changed or any(t in via_tags for n in changed for t in n.tags):
             affected.update(self.tailnet.nodes)
+        routes_involved = routes_changed or (new is not None and bool(new.subnet_routes or new.exit_routes))
+        simple = not routes_involved and not self.tailnet.routers() and not self._has_per_node_rules()
+        # A join into such a tailnet only adds the node's own addresses to what aliases resolve to: the
+        # affected nodes' filters (which may name it) are rebuilt, but their peer maps can only gain the node.
+        plain_join = simple and old is None and new is not None
         for node_id in affected:
-            self._node_cache.pop(node_id, None)
+            cache = self._node_cache.pop(node_id, None)
+            if plain_join and cache is not None and "peers" in cache:
+                self._node_cache[node_id] = {"peers": cache["peers"]}
         if self._ssh is not None:
             self._ssh.forget()
         if new is not None:
             self._node_cache.pop(new.id, None)
             new_peers = set(self.peers(new.id))
             gained = new_peers - affected
-            routes_involved = routes_changed or bool(new.subnet_routes) or new.is_exit_node
-            if recompiled or routes_involved or self._has_per_node_rules():
+            if plain_join:
+                self._add_peer(new, new_peers)
+            elif simple and not recompiled:
+                self._add_peer(new, gained)
+            else:
                 for node_id in gained:
                     self._node_cache.pop(node_id, None)
-            else:
-                self._add_peer(new, gained)
             affected |= new_peers | {new.id}
         return {i for i in affected if i in self.tailnet.nodes}
 
     def _add_peer(self, peer: PolicyNode, viewers: Iterable[int]) -> None:
         """Add ``peer`` to the cached peer maps of ``viewers``, which gained it and nothing else.
 
-        The caller guarantees that no grant was recompiled, no route moved and ``peer`` routes nothing: then
-        each viewer's rules, filter and other peers are as before, and recomputing every viewer's whole peer
-        map (O(tailnet) each, so O(tailnet²) per join) would only find the same map plus ``peer``.
+        The caller guarantees that no route is involved and either no grant was recompiled (each viewer's
+        rules and other peers are as before) or ``peer`` just joined (recompiled aliases only gained its
+        addresses, so a viewer's reach only gained ``peer``). Recomputing every viewer's whole peer map
+        instead costs O(tailnet) each, so O(tailnet²) per join, to find the same map plus ``peer``.
         """
         for node_id in viewers:
             cached = self._cached(node_id, "peers")
