@@ -150,11 +150,16 @@ class MapBuilder:
             out["LastSeen"] = tailcfg.go_time(node.last_seen)
         return out
 
-    def _filter_fields(self, node: Node, capver: int) -> dict[str, Any]:
+    def policy_fields(self, node: Node, capver: int) -> dict[str, Any]:
+        """The node's packet filter and SSH policy, as a full map carries them and a delta may."""
         rules = self.ctx.policy.filter_rules(node.id)
-        if capver >= tailcfg.CAPVER_PACKET_FILTERS:
-            return {"PacketFilters": {"base": rules}}
-        return {"PacketFilter": rules}
+        fields: dict[str, Any] = (
+            {"PacketFilters": {"base": rules}}
+            if capver >= tailcfg.CAPVER_PACKET_FILTERS
+            else {"PacketFilter": rules}
+        )
+        fields["SSHPolicy"] = self.ctx.policy.ssh_policy(node.id) or {"rules": []}
+        return fields
 
     def full(self, node: Node, capver: int) -> tuple[dict[str, Any], set[int]]:
         """The full map for `node`, and the peer ids it contains."""
@@ -179,11 +184,10 @@ class MapBuilder:
             "Domain": self.domain,
             "CollectServices": False,
             "UserProfiles": [profiles[k] for k in sorted(profiles)],
-            "SSHPolicy": self.ctx.policy.ssh_policy(node.id) or {"rules": []},
             "ControlTime": tailcfg.go_time(datetime.now(UTC)),
             "Debug": {"DisableLogTail": True},
         }
-        response.update(self._filter_fields(node, capver))
+        response.update(self.policy_fields(node, capver))
         return response, set(peers)
 
     @property

@@ -66,6 +66,9 @@ class MapSession:
         self.closed = False
         self._full = False
         self._self = False
+        self._policy = False
+        # The filter and SSH policy the client holds: a policy delta is sent only when they differ.
+        self.sent_policy: dict[str, Any] = {}
         self._changed: set[int] = set()
         self._removed: set[int] = set()
         self._patched: set[int] = set()
@@ -76,6 +79,10 @@ class MapSession:
 
     def want_self(self) -> None:
         self._self = True
+        self._signal()
+
+    def want_policy(self) -> None:
+        self._policy = True
         self._signal()
 
     def peer_changed(self, peer_id: int) -> None:
@@ -120,7 +127,7 @@ class MapSession:
         if node is None:
             return None
         if self._full:
-            self._full = self._self = False
+            self._full = self._self = self._policy = False
             self._changed.clear()
             self._removed.clear()
             self._patched.clear()
@@ -130,11 +137,18 @@ class MapSession:
             self._know(peers)
             if removed:
                 full["PeersRemoved"] = sorted(removed)
+            self.sent_policy = builder.policy_fields(node, self.capver)
             return full
         response: dict[str, Any] = {}
         if self._self:
             self._self = False
             response.update(builder.self_update(node, self.capver))
+        if self._policy:
+            self._policy = False
+            fields = builder.policy_fields(node, self.capver)
+            if fields != self.sent_policy:
+                self.sent_policy = fields
+                response.update(fields)
         if self._changed:
             changed, self._changed = self._changed, set()
             delta = builder.peers_changed(node, changed, self.capver)
@@ -191,6 +205,10 @@ class Distributor:
             for group in self.sessions.values():
                 for session in group:
                     session.want_full()
+            return
+        if kind is ChangeKind.POLICY_NODES:
+            for session in self._sessions_of(change.node_ids):
+                session.want_policy()
             return
         assert node_id is not None
         if kind is ChangeKind.NODE_REMOVED:

@@ -8,6 +8,7 @@ nodes that can see it. Kinds map onto MapResponse fields:
   NODE_PATCH                 -> PeersChangedPatch (endpoints, home DERP, disco key: cheap, frequent)
   NODE_ONLINE                -> OnlineChange (+ PeerSeenChange when going offline)
   POLICY / USERS / DERP / DNS -> recomputed full maps, since they can change every node's view
+  POLICY_NODES               -> PacketFilters and SSHPolicy for the nodes a join, change or removal touched
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class ChangeKind(enum.Enum):
     NODE_PATCH = "node_patch"
     NODE_ONLINE = "node_online"
     POLICY = "policy"
+    POLICY_NODES = "policy_nodes"
     USERS = "users"
     DERP = "derp"
 
@@ -32,3 +34,5 @@ class Change:
     kind: ChangeKind
     node_id: int | None = None
     online: bool | None = None
+    # POLICY_NODES: the nodes whose policy results (filter, SSH policy) a node change may have changed.
+    node_ids: frozenset[int] = frozenset()

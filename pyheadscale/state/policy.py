@@ -167,10 +167,15 @@ class PolicyManager:
             self.engine.set_nodes(self._users(), self._nodes())
         elif kind in (ChangeKind.NODE_ADDED, ChangeKind.NODE_UPDATED) and node_id in self.store.nodes:
             node = self.store.nodes[node_id]
-            self.engine.add_or_update_node(policy_node(self.store, node))
+            self._announce(self.engine.add_or_update_node(policy_node(self.store, node)))
             self._auto_approve(node)
         elif kind is ChangeKind.NODE_REMOVED and node_id is not None:
-            self.engine.remove_node(node_id)
+            self._announce(self.engine.remove_node(node_id))
+
+    def _announce(self, affected: set[int]) -> None:
+        """Other nodes' rules may name the node that changed (a group member joining): their filters too."""
+        if affected:
+            self.store.notify(Change(ChangeKind.POLICY_NODES, node_ids=frozenset(affected)))
 
     def _auto_approve(self, node: Node) -> None:
         """Approve the advertised routes the policy's autoApprovers cover (a store change of its own)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,16 @@ from tests.server.conftest import StartServer
 
 ALLOW_SSH = {"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:22"]}]}
 ALLOW_WEB = {"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:80"]}]}
+
+
+def covers(source: str, address: Any) -> bool:
+    """Whether a FilterRule source (`*`, a CIDR, an `a-b` range or one IP) includes `address`."""
+    if source == "*":
+        return True
+    if "-" in source:
+        first, last = (ipaddress.ip_address(part) for part in source.split("-"))
+        return first.version == address.version and first <= address <= last
+    return address in ipaddress.ip_network(source, strict=False)
 
 
 def dst_ports(rules: list[dict[str, Any]]) -> set[tuple[int, int]]:
@@ -101,3 +112,34 @@ async def test_database_mode_validates_stores_and_survives_restart(start_server:
 
     again = await start_server(policy={"mode": "database"})
     assert again.policy.text == json.dumps(ALLOW_SSH)
+
+
+async def test_a_join_updates_the_filters_of_nodes_whose_rules_name_it(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """alice's first node must accept packets from her second as soon as it joins, not at the next full map."""
+    policy_file = tmp_path / "policy.hujson"
+    policy_file.write_text(
+        json.dumps(
+            {
+                "groups": {"group:eng": ["alice@"]},
+                "acls": [{"action": "accept", "src": ["group:eng"], "dst": ["group:eng:*"]}],
+            }
+        )
+    )
+    server = await start_server(policy={"mode": "file", "path": str(policy_file)})
+    first, _, first_stream = await join(server, "alice")
+    second = None
+    try:
+        initial = await next_with(first_stream, "Node")
+        sources = {ip for rule in initial["PacketFilters"]["base"] for ip in rule["SrcIPs"]}
+        second, _, _ = await join(server, "alice")
+        newcomer = max(server.store.nodes.values(), key=lambda n: n.id)
+        assert not any(covers(src, newcomer.ipv4) for src in sources)
+        update = await next_with(first_stream, "PacketFilters")
+        sources = {ip for rule in update["PacketFilters"]["base"] for ip in rule["SrcIPs"]}
+        assert any(covers(src, newcomer.ipv4) for src in sources), update["PacketFilters"]
+    finally:
+        await first.close()
+        if second is not None:
+            await second.close()
