@@ -117,7 +117,7 @@ async def test_database_mode_validates_stores_and_survives_restart(start_server:
 async def test_a_join_updates_the_filters_of_nodes_whose_rules_name_it(
     start_server: StartServer, tmp_path: Path
 ) -> None:
-    """alice's first node must accept packets from her second as soon as it joins, not at the next full map."""
+    """alice's first node must accept packets from her second as soon as it joins, not at a later full map."""
     policy_file = tmp_path / "policy.hujson"
     policy_file.write_text(
         json.dumps(
