@@ -11,18 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from pyheadscale import audit
 from pyheadscale.audit import AuditLog
-from pyheadscale.auth import secret_keys
 from pyheadscale.db.database import Database
 from pyheadscale.state.changes import Change, ChangeKind
-from pyheadscale.state.errors import AuthFailed, Conflict, NotFound, StateError
+from pyheadscale.state.credentials import Credentials
+from pyheadscale.state.errors import Conflict, NotFound, StateError
 from pyheadscale.state.ipalloc import IPAllocator
 from pyheadscale.state.models import ApiKey, Node, PreAuthKey, User
-from pyheadscale.state.mutations import MutationGuard, atomic
+from pyheadscale.state.mutations import atomic
 from pyheadscale.state.names import check_user_name, dns_label, now, validate_tags
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 Subscriber = Callable[[Change], None]
 
 
-class Store(MutationGuard):
+class Store(Credentials):
     def __init__(self, db: Database, ips: IPAllocator) -> None:
         super().__init__()
         self.db = db
@@ -127,7 +128,7 @@ class Store(MutationGuard):
         check_user_name(new_name)
         if self.user_by_name(new_name) not in (None, user):
             raise Conflict(f"user {new_name!r} already exists")
-        updated = User(**{**_fields(user), "name": new_name})
+        updated = replace(user, name=new_name)
         await self.db.update_user(updated)
         self.users[user_id] = updated
         self.audit.record("user.rename", f"user:{user_id}", old=user.name, new=new_name)
@@ -141,7 +142,7 @@ class Store(MutationGuard):
         """Refresh what an identity provider says about a user at each login: names change there."""
         user = self.get_user(user_id)
         check_user_name(name)
-        profile = {
+        profile: dict[str, Any] = {
             "name": name,
             "display_name": display_name,
             "email": email,
@@ -150,7 +151,7 @@ class Store(MutationGuard):
         changed = {k: v for k, v in profile.items() if getattr(user, k) != v}
         if not changed:
             return user
-        updated = User(**{**_fields(user), **changed})
+        updated = replace(user, **changed)
         await self.db.update_user(updated)
         self.users[user_id] = updated
         self.audit.record("user.update", f"user:{user_id}", **changed)
@@ -169,142 +170,6 @@ class Store(MutationGuard):
             if key.user_id == user_id:
                 key.user_id = None
         self._emit(Change(ChangeKind.USERS))
-
-    # ---- preauth keys ----
-
-    @atomic
-    async def create_preauth_key(
-        self,
-        user_id: int | None,
-        *,
-        reusable: bool = False,
-        ephemeral: bool = False,
-        tags: Iterable[str] = (),
-        expiration: datetime | None = None,
-    ) -> tuple[PreAuthKey, str]:
-        """Create a key; returns the record and the full key text (never stored, shown only once)."""
-        if user_id is not None:
-            self.get_user(user_id)
-        tag_list = validate_tags(tags)
-        if user_id is None and not tag_list:
-            raise StateError("a preauth key needs a user or at least one tag")
-        text, prefix, secret_hash = secret_keys.new_key_material(secret_keys.PREAUTH_KEY)
-        key = PreAuthKey(
-            0,
-            prefix,
-            secret_hash,
-            user_id,
-            reusable,
-            ephemeral,
-            False,
-            tag_list,
-            now(),
-            expiration or now() + timedelta(hours=1),
-        )
-        key.id = await self.db.insert_preauth_key(key)
-        self.preauth_keys[key.id] = key
-        self.audit.record(
-            "preauthkey.create",
-            f"preauthkey:{key.id}",
-            prefix=prefix,
-            user_id=user_id,
-            reusable=reusable,
-            ephemeral=ephemeral,
-            tags=tag_list,
-        )
-        return key, text
-
-    @atomic
-    async def expire_preauth_key(self, key_id: int) -> PreAuthKey:
-        key = self.preauth_keys.get(key_id)
-        if key is None:
-            raise NotFound(f"preauth key {key_id} not found")
-        updated = PreAuthKey(**{**_fields(key), "expiration": now()})
-        await self.db.update_preauth_key(updated)
-        self.preauth_keys[key_id] = updated
-        self.audit.record("preauthkey.expire", f"preauthkey:{key_id}", prefix=key.prefix)
-        return updated
-
-    @atomic
-    async def delete_preauth_key(self, key_id: int) -> None:
-        if key_id not in self.preauth_keys:
-            raise NotFound(f"preauth key {key_id} not found")
-        await self.db.delete_preauth_key(key_id)
-        del self.preauth_keys[key_id]
-        self.audit.record("preauthkey.delete", f"preauthkey:{key_id}")
-
-    def find_preauth_key(self, text: str) -> PreAuthKey:
-        """The usable key matching `text`, or AuthFailed with a reason safe to show the client."""
-        parts = secret_keys.split_key(text, secret_keys.PREAUTH_KEY)
-        if parts is None:
-            raise AuthFailed("invalid authkey format")
-        prefix, secret = parts
-        key = next((k for k in self.preauth_keys.values() if k.prefix == prefix), None)
-        if key is None or not secret_keys.secret_matches(secret, key.secret_hash):
-            raise AuthFailed("invalid authkey")
-        if key.expiration is not None and key.expiration <= now():
-            raise AuthFailed("authkey expired")
-        if key.used and not key.reusable:
-            raise AuthFailed("authkey already used")
-        return key
-
-    # ---- API keys ----
-
-    @atomic
-    async def create_api_key(self, expiration: datetime | None) -> tuple[ApiKey, str]:
-        """Create an API key; returns the record and the full key text, which is never stored and shown once.
-
-        The secret is 256 random bits, so SHA-256 (shared with preauth keys) is as safe as a slow hash.
-        """
-        text, prefix, secret_hash = secret_keys.new_key_material(secret_keys.API_KEY)
-        key = ApiKey(0, prefix, secret_hash, now(), expiration)
-        key.id = await self.db.insert_api_key(key)
-        self.api_keys[key.id] = key
-        self.audit.record("apikey.create", f"apikey:{key.id}", prefix=prefix)
-        return key, text
-
-    def get_api_key(self, key_id: int) -> ApiKey:
-        key = self.api_keys.get(key_id)
-        if key is None:
-            raise NotFound(f"API key {key_id} not found")
-        return key
-
-    def api_key_by_prefix(self, prefix: str) -> ApiKey:
-        """Accepts the bare 12-hex prefix or the masked form listings show (`hskey-api-<prefix>-***`)."""
-        bare = prefix.removeprefix(secret_keys.API_KEY).removesuffix("-***")
-        key = next((k for k in self.api_keys.values() if k.prefix == bare), None)
-        if key is None:
-            raise NotFound(f"API key with prefix {prefix!r} not found")
-        return key
-
-    def valid_api_key(self, text: str) -> bool:
-        """Whether `text` is a known, unexpired API key (constant-time on the secret)."""
-        return self.authenticate_api_key(text) is not None
-
-    def authenticate_api_key(self, text: str) -> ApiKey | None:
-        """The known, unexpired API key `text` names, else None (constant-time on the secret)."""
-        parts = secret_keys.split_key(text, secret_keys.API_KEY)
-        if parts is None:
-            return None
-        key = next((k for k in self.api_keys.values() if k.prefix == parts[0]), None)
-        if key is None or not secret_keys.secret_matches(parts[1], key.secret_hash):
-            return None
-        return key if key.expiration is None or key.expiration > now() else None
-
-    @atomic
-    async def expire_api_key(self, key_id: int) -> ApiKey:
-        updated = ApiKey(**{**_fields(self.get_api_key(key_id)), "expiration": now()})
-        await self.db.update_api_key(updated)
-        self.api_keys[key_id] = updated
-        self.audit.record("apikey.expire", f"apikey:{key_id}", prefix=updated.prefix)
-        return updated
-
-    @atomic
-    async def delete_api_key(self, key_id: int) -> None:
-        key = self.get_api_key(key_id)
-        await self.db.delete_api_key(key_id)
-        del self.api_keys[key_id]
-        self.audit.record("apikey.delete", f"apikey:{key_id}", prefix=key.prefix)
 
     # ---- nodes: lookups ----
 
@@ -364,7 +229,7 @@ class Store(MutationGuard):
         if current is None:
             raise NotFound(f"node {node.id} not found")
         changes["updated_at"] = now()
-        updated = Node(**{**_fields(current), **changes})
+        updated = replace(current, **changes)
         await self.db.update_node(updated)
         self._unindex(current)
         self._index(updated)
@@ -415,7 +280,7 @@ class Store(MutationGuard):
         hostname = str(hostinfo.get("Hostname") or "node")[:255]
         key_id = key.id if key is not None else None
         if key is not None:
-            _check_still_usable(self, key)
+            self.check_still_usable(key)
         existing = self.node_by_machine_key(machine_key)
         if existing is not None:
             if self.node_by_node_key(node_key) not in (None, existing):
@@ -475,7 +340,7 @@ class Store(MutationGuard):
             self.ips.release([ipv4, ipv6])
             raise
         if single_use is not None:
-            self.preauth_keys[single_use.id] = PreAuthKey(**{**_fields(single_use), "used": True})
+            self.preauth_keys[single_use.id] = replace(single_use, used=True)
         self._index(node)
         self.audit.record(
             "node.register",
@@ -492,7 +357,7 @@ class Store(MutationGuard):
 
     async def _mark_key_used(self, key: PreAuthKey) -> None:
         if not key.reusable and not key.used:
-            updated = PreAuthKey(**{**_fields(key), "used": True})
+            updated = replace(key, used=True)
             await self.db.update_preauth_key(updated)
             self.preauth_keys[key.id] = updated
 
@@ -681,19 +546,6 @@ class Store(MutationGuard):
             timer.cancel()
         self._ephemeral_timers.clear()
         await self.wait_for_mutations()
-
-
-def _check_still_usable(store: Store, key: PreAuthKey) -> None:
-    """A key validated before the mutation began may have been used up or removed since."""
-    current = store.preauth_keys.get(key.id)
-    if current is None:
-        raise AuthFailed("invalid authkey")
-    if current.used and not current.reusable:
-        raise AuthFailed("authkey already used")
-
-
-def _fields(record: Any) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in record.__slots__}
 
 
 def _without_netinfo(hostinfo: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,173 @@
+"""Credentials the store holds: preauth keys (for registering nodes) and API keys (for the REST API).
+
+Both are `hskey-...` secrets shown once at creation and kept only as a prefix and a hash (auth/secret_keys).
+The Store inherits these operations; they live here because they are a concept of their own, not node state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from pyheadscale.audit import AuditLog
+from pyheadscale.auth import secret_keys
+from pyheadscale.db.database import Database
+from pyheadscale.state.errors import AuthFailed, NotFound, StateError
+from pyheadscale.state.models import ApiKey, PreAuthKey, User
+from pyheadscale.state.mutations import MutationGuard, atomic
+from pyheadscale.state.names import now, validate_tags
+
+
+class Credentials(MutationGuard):
+    db: Database
+    audit: AuditLog
+    preauth_keys: dict[int, PreAuthKey]
+    api_keys: dict[int, ApiKey]
+
+    def get_user(self, user_id: int) -> User:
+        raise NotImplementedError  # the Store's
+
+    # ---- preauth keys ----
+
+    @atomic
+    async def create_preauth_key(
+        self,
+        user_id: int | None,
+        *,
+        reusable: bool = False,
+        ephemeral: bool = False,
+        tags: Iterable[str] = (),
+        expiration: datetime | None = None,
+    ) -> tuple[PreAuthKey, str]:
+        """Create a key; returns the record and the full key text (never stored, shown only once)."""
+        if user_id is not None:
+            self.get_user(user_id)
+        tag_list = validate_tags(tags)
+        if user_id is None and not tag_list:
+            raise StateError("a preauth key needs a user or at least one tag")
+        text, prefix, secret_hash = secret_keys.new_key_material(secret_keys.PREAUTH_KEY)
+        key = PreAuthKey(
+            0,
+            prefix,
+            secret_hash,
+            user_id,
+            reusable,
+            ephemeral,
+            False,
+            tag_list,
+            now(),
+            expiration or now() + timedelta(hours=1),
+        )
+        key.id = await self.db.insert_preauth_key(key)
+        self.preauth_keys[key.id] = key
+        self.audit.record(
+            "preauthkey.create",
+            f"preauthkey:{key.id}",
+            prefix=prefix,
+            user_id=user_id,
+            reusable=reusable,
+            ephemeral=ephemeral,
+            tags=tag_list,
+        )
+        return key, text
+
+    @atomic
+    async def expire_preauth_key(self, key_id: int) -> PreAuthKey:
+        key = self.preauth_keys.get(key_id)
+        if key is None:
+            raise NotFound(f"preauth key {key_id} not found")
+        updated = replace(key, expiration=now())
+        await self.db.update_preauth_key(updated)
+        self.preauth_keys[key_id] = updated
+        self.audit.record("preauthkey.expire", f"preauthkey:{key_id}", prefix=key.prefix)
+        return updated
+
+    @atomic
+    async def delete_preauth_key(self, key_id: int) -> None:
+        if key_id not in self.preauth_keys:
+            raise NotFound(f"preauth key {key_id} not found")
+        await self.db.delete_preauth_key(key_id)
+        del self.preauth_keys[key_id]
+        self.audit.record("preauthkey.delete", f"preauthkey:{key_id}")
+
+    def find_preauth_key(self, text: str) -> PreAuthKey:
+        """The usable key matching `text`, or AuthFailed with a reason safe to show the client."""
+        parts = secret_keys.split_key(text, secret_keys.PREAUTH_KEY)
+        if parts is None:
+            raise AuthFailed("invalid authkey format")
+        prefix, secret = parts
+        key = next((k for k in self.preauth_keys.values() if k.prefix == prefix), None)
+        if key is None or not secret_keys.secret_matches(secret, key.secret_hash):
+            raise AuthFailed("invalid authkey")
+        if key.expiration is not None and key.expiration <= now():
+            raise AuthFailed("authkey expired")
+        if key.used and not key.reusable:
+            raise AuthFailed("authkey already used")
+        return key
+
+    # ---- API keys ----
+
+    @atomic
+    async def create_api_key(self, expiration: datetime | None) -> tuple[ApiKey, str]:
+        """Create an API key; returns the record and the full key text, which is never stored and shown once.
+
+        The secret is 256 random bits, so SHA-256 (shared with preauth keys) is as safe as a slow hash.
+        """
+        text, prefix, secret_hash = secret_keys.new_key_material(secret_keys.API_KEY)
+        key = ApiKey(0, prefix, secret_hash, now(), expiration)
+        key.id = await self.db.insert_api_key(key)
+        self.api_keys[key.id] = key
+        self.audit.record("apikey.create", f"apikey:{key.id}", prefix=prefix)
+        return key, text
+
+    def get_api_key(self, key_id: int) -> ApiKey:
+        key = self.api_keys.get(key_id)
+        if key is None:
+            raise NotFound(f"API key {key_id} not found")
+        return key
+
+    def api_key_by_prefix(self, prefix: str) -> ApiKey:
+        """Accepts the bare 12-hex prefix or the masked form listings show (`hskey-api-<prefix>-***`)."""
+        bare = prefix.removeprefix(secret_keys.API_KEY).removesuffix("-***")
+        key = next((k for k in self.api_keys.values() if k.prefix == bare), None)
+        if key is None:
+            raise NotFound(f"API key with prefix {prefix!r} not found")
+        return key
+
+    def valid_api_key(self, text: str) -> bool:
+        """Whether `text` is a known, unexpired API key (constant-time on the secret)."""
+        return self.authenticate_api_key(text) is not None
+
+    def authenticate_api_key(self, text: str) -> ApiKey | None:
+        """The known, unexpired API key `text` names, else None (constant-time on the secret)."""
+        parts = secret_keys.split_key(text, secret_keys.API_KEY)
+        if parts is None:
+            return None
+        key = next((k for k in self.api_keys.values() if k.prefix == parts[0]), None)
+        if key is None or not secret_keys.secret_matches(parts[1], key.secret_hash):
+            return None
+        return key if key.expiration is None or key.expiration > now() else None
+
+    @atomic
+    async def expire_api_key(self, key_id: int) -> ApiKey:
+        updated = replace(self.get_api_key(key_id), expiration=now())
+        await self.db.update_api_key(updated)
+        self.api_keys[key_id] = updated
+        self.audit.record("apikey.expire", f"apikey:{key_id}", prefix=updated.prefix)
+        return updated
+
+    @atomic
+    async def delete_api_key(self, key_id: int) -> None:
+        key = self.get_api_key(key_id)
+        await self.db.delete_api_key(key_id)
+        del self.api_keys[key_id]
+        self.audit.record("apikey.delete", f"apikey:{key_id}", prefix=key.prefix)
+
+    def check_still_usable(self, key: PreAuthKey) -> None:
+        """A key validated before the mutation began may have been used up or removed since."""
+        current = self.preauth_keys.get(key.id)
+        if current is None:
+            raise AuthFailed("invalid authkey")
+        if current.used and not current.reusable:
+            raise AuthFailed("authkey already used")
