@@ -26,7 +26,8 @@ class Credentials(MutationGuard):
     api_keys: dict[int, ApiKey]
 
     def get_user(self, user_id: int) -> User:
-        raise NotImplementedError  # the Store's
+        """The Store's user lookup (a key created for a user checks that the user exists)."""
+        raise NotImplementedError
 
     # ---- preauth keys ----
 
