@@ -17,6 +17,7 @@ from typing import Any
 
 import zstandard
 
+from pyheadscale.control.decode import decode
 from pyheadscale.control.h2server import InnerRequest
 from pyheadscale.mapper import tailcfg
 from pyheadscale.mapper.builder import MapBuilder
@@ -81,10 +82,8 @@ class MapHandler:
         self.keepalive = keepalive
 
     async def handle(self, request: InnerRequest, machine_key: str) -> None:
-        try:
-            req = tailcfg.parse_request(tailcfg.MapRequest, request.body)
-        except tailcfg.BadRequest as exc:
-            await request.response.respond(400, str(exc).encode(), "text/plain")
+        req = await decode(request, tailcfg.MapRequest)
+        if req is None:
             return
         node = self.store.node_by_node_key(req.NodeKey)
         if node is None:

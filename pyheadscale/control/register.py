@@ -15,6 +15,7 @@ from typing import Any
 from pyheadscale import audit
 from pyheadscale.auth.interactive import LoginRejected, PendingLogins, auth_id_from_followup
 from pyheadscale.config import Config
+from pyheadscale.control.decode import decode
 from pyheadscale.control.h2server import InnerRequest
 from pyheadscale.mapper import tailcfg
 from pyheadscale.metrics import Metrics
@@ -35,10 +36,8 @@ class RegisterHandler:
         self.metrics = metrics
 
     async def handle(self, request: InnerRequest, machine_key: str) -> None:
-        try:
-            req = tailcfg.parse_request(tailcfg.RegisterRequest, request.body)
-        except tailcfg.BadRequest as exc:
-            await request.response.respond(400, str(exc).encode(), "text/plain")
+        req = await decode(request, tailcfg.RegisterRequest)
+        if req is None:
             return
         audit.actor.set(f"machine:{machine_key[5:17]}")
         try:

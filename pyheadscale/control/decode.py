@@ -1,0 +1,15 @@
+"""Decoding a request body inside the Noise channel, answering 400 (naming the field) when it fails."""
+
+from __future__ import annotations
+
+from pyheadscale.control.h2server import InnerRequest
+from pyheadscale.mapper import tailcfg
+
+
+async def decode(request: InnerRequest, model: type[tailcfg.WireT]) -> tailcfg.WireT | None:
+    """The body as `model`, or None once the client has been told why it was refused."""
+    try:
+        return tailcfg.parse_request(model, request.body)
+    except tailcfg.BadRequest as exc:
+        await request.response.respond(400, str(exc).encode(), "text/plain")
+        return None
