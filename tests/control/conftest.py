@@ -107,6 +107,13 @@ class Harness:
         _, text = await self.store.create_preauth_key(user.id, **kwargs)
         return str(text)
 
+    async def streaming_pair(self) -> tuple[Node, Node, MapReader, MapReader, int]:
+        """Nodes "a" and "b", each with its map stream open and first full map read, and b's node id."""
+        a, b = await self.node("a"), await self.node("b")
+        ra, rb = open_map(a), open_map(b)
+        await ra.next(), await rb.next()
+        return a, b, ra, rb, self.store.node_by_node_key(b.node_key_text).id
+
     async def node(self, hostname: str = "node", *, auth_key: str | None = None, **kwargs: Any) -> Node:
         machine_key = keys.PrivateKey.generate()
         node_key = keys.PrivateKey.generate()

@@ -110,12 +110,8 @@ async def test_endpoint_change_is_a_patch(harness: Harness) -> None:
 
 
 async def test_disconnect_sends_offline_patch(harness: Harness) -> None:
-    a = await harness.node("a")
-    b = await harness.node("b")
-    ra, rb = open_map(a), open_map(b)
+    _a, _b, ra, rb, b_id = await harness.streaming_pair()
     try:
-        await ra.next(), await rb.next()
-        b_id = harness.store.node_by_node_key(b.node_key_text).id
         await ra.wait_for(patch_for(b_id, Online=True))
         await rb.close()
         got = await ra.wait_for(patch_for(b_id, Online=False))
@@ -127,12 +123,8 @@ async def test_disconnect_sends_offline_patch(harness: Harness) -> None:
 
 
 async def test_closing_the_connection_takes_node_offline(harness: Harness) -> None:
-    a = await harness.node("a")
-    b = await harness.node("b")
-    ra, rb = open_map(a), open_map(b)
+    _a, b, ra, _rb, b_id = await harness.streaming_pair()
     try:
-        await ra.next(), await rb.next()
-        b_id = harness.store.node_by_node_key(b.node_key_text).id
         await b.client.close()  # the TCP connection goes away without a stream reset
         await ra.wait_for(patch_for(b_id, Online=False))
     finally:
@@ -140,12 +132,8 @@ async def test_closing_the_connection_takes_node_offline(harness: Harness) -> No
 
 
 async def test_deleted_node_is_removed_from_peers(harness: Harness) -> None:
-    a = await harness.node("a")
-    b = await harness.node("b")
-    ra, rb = open_map(a), open_map(b)
+    a, _b, ra, rb, b_id = await harness.streaming_pair()
     try:
-        await ra.next(), await rb.next()
-        b_id = harness.store.node_by_node_key(b.node_key_text).id
         await harness.store.delete_node(b_id)
         got = await ra.wait_for(lambda m: b_id in m.get("PeersRemoved", []))
         assert b_id not in changed_ids(got)
@@ -175,12 +163,8 @@ async def test_keepalive_on_idle_stream(make_harness: Any) -> None:
 
 
 async def test_hostinfo_change_is_a_full_peer_update(harness: Harness) -> None:
-    a = await harness.node("a")
-    b = await harness.node("b")
-    ra, rb = open_map(a), open_map(b)
+    _a, b, ra, rb, b_id = await harness.streaming_pair()
     try:
-        await ra.next(), await rb.next()
-        b_id = harness.store.node_by_node_key(b.node_key_text).id
         status, _ = await b.client.request(
             "POST",
             "/machine/map",
@@ -271,12 +255,8 @@ async def test_two_streams_for_one_node(harness: Harness) -> None:
 
 
 async def test_rename_and_tags_reach_peers_and_self(harness: Harness) -> None:
-    a = await harness.node("a")
-    b = await harness.node("b")
-    ra, rb = open_map(a), open_map(b)
+    _a, _b, ra, rb, b_id = await harness.streaming_pair()
     try:
-        await ra.next(), await rb.next()
-        b_id = harness.store.node_by_node_key(b.node_key_text).id
         await harness.store.rename_node(b_id, "bravo")
         got = await ra.wait_for(
             lambda m: any(
@@ -298,12 +278,8 @@ async def test_rename_and_tags_reach_peers_and_self(harness: Harness) -> None:
 
 
 async def test_logout_reaches_own_stream_and_peers(harness: Harness) -> None:
-    a = await harness.node("a")
-    b = await harness.node("b")
-    ra, rb = open_map(a), open_map(b)
+    _a, b, ra, rb, b_id = await harness.streaming_pair()
     try:
-        await ra.next(), await rb.next()
-        b_id = harness.store.node_by_node_key(b.node_key_text).id
         answer = await b.client.register(b.node_key, expiry="2001-01-01T00:00:00Z")
         assert answer["NodeKeyExpired"]
         await ra.wait_for(lambda m: any(p["ID"] == b_id and p["Expired"] for p in m.get("PeersChanged", [])))

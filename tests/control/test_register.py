@@ -209,12 +209,8 @@ async def test_ephemeral_node_kept_while_connected(make_harness: Any) -> None:
 
 
 async def test_expiry_set_in_store_reaches_peers(harness: Harness) -> None:
-    a = await harness.node("a")
-    b = await harness.node("b")
-    ra, rb = open_map(a), open_map(b)
+    _a, _b, ra, rb, b_id = await harness.streaming_pair()
     try:
-        await ra.next(), await rb.next()
-        b_id = harness.store.node_by_node_key(b.node_key_text).id
         await harness.store.set_expiry(b_id, datetime.now(UTC) - timedelta(seconds=1))
         got = await ra.wait_for(
             lambda m: any(p["ID"] == b_id and p["Expired"] for p in m.get("PeersChanged", []))
