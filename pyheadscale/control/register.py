@@ -83,7 +83,7 @@ class RegisterHandler:
                 "ProfilePicURL": picture,
             },
             authorized=True,
-            expired=self.store.is_expired(node),
+            expired=not self.store.may_connect(node),
         )
 
     def default_expiry(self) -> datetime | None:
@@ -108,7 +108,7 @@ class RegisterHandler:
         # Node-key rotation: the machine proves it owns the old key by its machine key.
         if req.OldNodeKey and req.OldNodeKey != req.NodeKey:
             old = self.store.node_by_node_key(req.OldNodeKey)
-            if old is not None and old.machine_key == machine_key and not self.store.is_expired(old):
+            if old is not None and old.machine_key == machine_key and self.store.may_connect(old):
                 node = await self.store.rotate_node_key(old, req.NodeKey, req.Hostinfo or {})
                 return self._response_for(node)
 
@@ -127,7 +127,7 @@ class RegisterHandler:
 
         if existing is not None:
             # A restarting client re-checks its registration; an expired node must log in again.
-            if self.store.is_expired(existing):
+            if not self.store.may_connect(existing):
                 return tailcfg.register_response(expired=True)
             return self._response_for(existing)
 
