@@ -4,13 +4,18 @@ adds helpers the revocation tests share."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 from typing import Any
 
+from derp import frames
 from tests.api.conftest import api, live, tcp  # noqa: F401  (fixtures)
 from tests.cli.conftest import cli, config_file  # noqa: F401  (fixtures)
 from tests.control.conftest import Node, free_port, harness, make_harness  # noqa: F401  (fixtures)
+
+REFUSED = (ConnectionError, frames.ProtocolError, EOFError, asyncio.IncompleteReadError)
+"""How a DERP login the relay refuses ends, as the client sees it."""
 
 
 def decode_messages(data: bytes) -> list[dict[str, Any]]:

@@ -16,15 +16,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from derp import frames
 from derp.client import DerpClient
 from derp.server import DerpServer
 from pyheadscale import keys
-from tests.authz.conftest import derp_config
+from tests.authz.conftest import REFUSED, derp_config
 from tests.control.conftest import Harness, Node
 from tests.derp.harness import eventually, loopback_socket, serving, within
-
-REFUSED = (ConnectionError, frames.ProtocolError, EOFError, asyncio.IncompleteReadError)
 
 
 def derp_url(harness: Harness) -> str:
