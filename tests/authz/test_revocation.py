@@ -50,8 +50,9 @@ async def log_out(harness: Harness, node: Node, node_id: int) -> float:
 
 async def expire_by_clock(harness: Harness, node: Node, node_id: int) -> float:
     """`node.expiry` passing, 0.3 s from now."""
+    moment = time.monotonic() + 0.3
     await harness.store.set_expiry(node_id, datetime.now(UTC) + timedelta(seconds=0.3))
-    return time.monotonic() + 0.3
+    return moment
 
 
 Revoke = Callable[[Harness, Node, int], Awaitable[float]]
