@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +24,8 @@ from pyheadscale import keys
 from tests.authz.conftest import REFUSED, derp_config
 from tests.control.conftest import Harness, Node
 from tests.derp.harness import eventually, loopback_socket, serving, within
+from tests.e2e.netns import free_port
+from tests.e2e.relays import StandaloneRelay
 
 
 def derp_url(harness: Harness) -> str:
@@ -229,3 +233,25 @@ async def test_close_client_reaches_a_connection_still_being_admitted() -> None:
             await within(login)
         assert not relay.is_client_connected(node_key.public())
         await relay.close()
+
+
+async def test_standalone_derper_process_reverifies(harness: Harness, tmp_path: Path) -> None:
+    """`pyheadscale-derper --verify-client-url ... --reverify-interval`, as an operator runs it."""
+    a, b = await harness.node("a"), await harness.node("b")
+    b_id = harness.store.node_by_node_key(b.node_key_text).id
+    relay = StandaloneRelay(tmp_path, "relay", "127.0.0.1", free_port(), free_port(socket.SOCK_DGRAM))
+    relay.args += ["--verify-clients", "--verify-client-url", f"{harness.url}/verify"]
+    relay.args += ["--reverify-interval", "0.2"]
+    await relay.start()
+    try:
+        ca, cb = await connect(relay.url, a), await connect(relay.url, b)
+        await harness.store.set_expiry(b_id, datetime.now(UTC))
+        assert await closed_by_server(cb)
+        await ca.ping(b"12345678")
+        pong = await within(ca.recv())
+        assert pong is not None  # a, still admitted, is still served
+        await ca.close()
+        with pytest.raises(REFUSED):
+            await connect(relay.url, b)
+    finally:
+        await relay.stop()
