@@ -8,8 +8,10 @@ from dataclasses import replace
 import pytest
 
 from pyheadscale import keys
+from pyheadscale.control.verify import DerpAccess
 from pyheadscale.state.errors import StateError
-from tests.control.conftest import Harness
+from tests.authz.conftest import decode_messages, map_request
+from tests.control.conftest import Harness, Node
 
 
 async def test_deleting_a_user_deletes_its_keys(harness: Harness) -> None:
@@ -70,3 +72,27 @@ async def test_no_node_without_an_owner(harness: Harness) -> None:
     with pytest.raises(StateError, match="at least one tag"):
         await store.set_tags(node_id, [])
     assert store.nodes[node_id].tags == ["tag:server"]
+
+
+async def test_ownerless_nodes_left_by_older_versions_get_nothing(harness: Harness) -> None:
+    """A node an older version registered with no owner and no tag: no map, no DERP, until it is given one."""
+    a = await harness.node("a")
+    b = await harness.node("b")
+    store = harness.store
+    b_id = store.node_by_node_key(b.node_key_text).id
+    await store.db.update_node(replace(store.nodes[b_id], user_id=None, tags=[]))
+    await harness.restart()
+    store = harness.store
+    client = await harness.client(b.machine_key)
+    orphan = Node(client, b.machine_key, b.node_key, b.register)
+    status, body = await map_request(orphan)
+    (message,) = decode_messages(body)
+    assert status == 200 and message["Peers"] == [] and message["Node"]["ID"] == b_id
+    assert a.node_key_text.encode() not in body
+    assert not DerpAccess(store).admits(b.node_key_text)
+    # The operator gives it an owner: it is back.
+    await store.move_node(b_id, store.user_by_name("alice").id)
+    status, body = await map_request(orphan)
+    assert [p["ID"] for p in decode_messages(body)[0]["Peers"]] == [
+        store.node_by_node_key(a.node_key_text).id
+    ]
