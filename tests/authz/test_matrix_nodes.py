@@ -21,11 +21,13 @@ from tests.authz.conftest import REFUSED, decode_messages, derp_config, map_requ
 from tests.control.conftest import Harness, Node
 from tests.derp.harness import within
 
-ACTORS = ("user-a", "user-b", "tagged", "oidc-user", "expired", "deleted", "unknown-machine")
+ACTORS = ("user-a", "user-b", "tagged", "oidc-user", "expired", "deleted", "unknown-machine", "a-as-b")
 ACTIONS = ("map", "update", "register", "rotate", "logout", "derp")
 
 # What each actor gets. "unknown-machine" is a machine with no node of its own presenting user A's node key
-# (map, update, register, rotate, logout), and its own unregistered node key to the relay.
+# (map, update, register, rotate, logout), and its own unregistered node key to the relay. "a-as-b" is user
+# A's registered machine presenting user B's node key (the relay would need B's private key, which A lacks,
+# so there it presents a key of its own making).
 EXPECTED: dict[str, dict[str, str]] = {
     "user-a": {
         "map": "full",
@@ -73,6 +75,14 @@ EXPECTED: dict[str, dict[str, str]] = {
         "register": "sent to log in",
         "rotate": "sent to log in",
         "logout": "expired",
+        "derp": "refused",
+    },
+    "a-as-b": {
+        "map": "refused 401",
+        "update": "refused 401",
+        "register": "refused",
+        "rotate": "sent to log in",
+        "logout": "refused",
         "derp": "refused",
     },
     "unknown-machine": {
@@ -141,6 +151,10 @@ async def make_actor(harness: Harness, name: str) -> Actor:
         d = await harness.node("d")
         await store.delete_node(store.node_by_node_key(d.node_key_text).id)
         return Actor(d.client, d.node_key, None, a_id, d.node_key)
+    if name == "a-as-b":
+        b = await harness.node("b", auth_key=await harness.preauth_key("bob"))
+        b_id = store.node_by_node_key(b.node_key_text).id
+        return Actor(a.client, b.node_key, None, b_id, keys.PrivateKey.generate())
     assert name == "unknown-machine"
     # It can name A's node key in control requests, but has no node key of its own the relay would know.
     return Actor(await harness.client(), a.node_key, None, a_id, keys.PrivateKey.generate())
