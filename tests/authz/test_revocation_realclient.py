@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,22 @@ def test_expired_node_loses_its_stream_its_relay_and_its_peer() -> None:
         f"real client: map stream closed {result['stream_closed_after_s']} s and relay connection closed "
         f"{result['relay_closed_after_s']} s after the expiry"
     )
+
+
+def test_tailscale_logout_takes_the_stream_and_the_relay(reference_binary: Callable[[str], Path]) -> None:
+    """A real `tailscale logout` (tailscaled v1.90.9) expires the node, and nothing of it comes back.
+
+    tailscaled hangs up its own stream and relay connection on logout, so this passed before the revocation
+    fixes too: it checks that the real logout request is understood, not the server-side cut-off (the tsnet
+    test above and tests/authz/test_revocation.py do that).
+    """
+    tailscaled, tailscale = reference_binary("tailscaled"), reference_binary("tailscale")
+    driver = Path(__file__).parent / "logout_driver.py"
+    result = run_driver(driver, [str(tailscaled), str(tailscale)], timeout=180)
+    assert result["ok"], result
+    assert result["online_before"] and result["on_relay_before"], result
+    assert result["logout"]["code"] == 0, result
+    assert result["expired"] and result["stream_closed"] and result["relay_closed"], result
+    assert result["came_back"] == [], result
+    assert result["backend_state"] == "NeedsLogin", result
+    print(f"tailscale logout: stream and relay connection closed within {result['closed_after_s']} s")
