@@ -230,9 +230,12 @@ class MapBuilder:
         Nothing about anyone else (peers, DNS, the DERP map, user profiles but its own) is in it.
         """
         profile = self.user_profile(node)
+        itself = self.tail_node(node, None, capver, self_view=True)
+        # Expired, or owned by nobody (left so by an older version): either way it must log in again.
+        itself.update(Expired=True, MachineAuthorized=False)
         response: dict[str, Any] = {
             "KeepAlive": False,
-            "Node": self.tail_node(node, None, capver, self_view=True),
+            "Node": itself,
             "Peers": [],
             "UserProfiles": [profile],
             "ControlTime": tailcfg.go_time(datetime.now(UTC)),

@@ -88,6 +88,7 @@ async def test_ownerless_nodes_left_by_older_versions_get_nothing(harness: Harne
     status, body = await map_request(orphan)
     (message,) = decode_messages(body)
     assert status == 200 and message["Peers"] == [] and message["Node"]["ID"] == b_id
+    assert message["Node"]["Expired"] is True and message["Node"]["MachineAuthorized"] is False
     assert a.node_key_text.encode() not in body
     assert not DerpAccess(store).admits(b.node_key_text)
     # The operator gives it an owner: it is back.
