@@ -404,7 +404,7 @@ class Store(Credentials):
     @atomic
     async def rotate_node_key(self, node: Node, new_node_key: str, hostinfo: dict[str, Any]) -> Node:
         """OldNodeKey rotation: the machine replaces its node key and keeps everything else."""
-        self._with_access(node)
+        node = self._with_access(node)
         if self.node_by_node_key(new_node_key) not in (None, node):
             raise Conflict("node key already registered to another machine")
         updated = await self._replace(node, node_key=new_node_key, hostinfo=hostinfo or node.hostinfo)
