@@ -1,12 +1,14 @@
 """The reference programs the tests and benchmarks run against, built from their Go modules and pinned.
 
-pyheadscale is pure Python; Go is only for building what we compare ourselves with: the official `tailscaled`
-and `tailscale` CLI, Go's `derper`, Headscale itself and Pebble (Let's Encrypt's test ACME server). Each one is
-built with `go install module/cmd/x@version` into a cache directory outside the repository, keyed by module and
-version, and reused from there; Go's own module and build caches make a rebuild after a cache wipe cheap.
+pyheadscale is pure Python; Go is only for building what we compare ourselves with: the official
+`tailscaled` and `tailscale` CLI, Go's `derper`, Headscale itself and Pebble (Let's Encrypt's test ACME
+server). Each one is built with `go install module/cmd/x@version` into a cache directory outside the
+repository, keyed by module and version, and reused from there; Go's own module and build caches make a
+rebuild after a cache wipe cheap.
 
-Tests call `binary(name)` (or the `refbin` fixture in tests/conftest.py) and skip with the reason it gives where
-Go is missing. `.ci/run` calls `python -m tests.refbin` once, so the first build's time is printed up front:
+Tests call `binary(name)` (or the `reference_binary` fixture in tests/conftest.py) and skip with the reason
+it gives where Go is missing. `.ci/run` calls `python -m tests.refbin` once, so the first build's time is
+printed up front:
 
     python -m tests.refbin              build every pinned program (prints what it built and how long it took)
     python -m tests.refbin --list       the pins and where each binary is (or would be)
@@ -136,8 +138,8 @@ def build(program: Program, *, log: bool = False) -> Path:
     if reason is not None:
         raise Unavailable(reason)
     program.directory.mkdir(parents=True, exist_ok=True)
-    # GOTOOLCHAIN=auto: a module that needs a newer Go than the machine's (tailscale v1.104 needs 1.27) gets that
-    # toolchain from the Go module proxy, as the go command does by default.
+    # GOTOOLCHAIN=auto: a module that needs a newer Go than the machine's (tailscale v1.104 needs 1.27)
+    # gets that toolchain from the Go module proxy, as the go command does by default.
     env = dict(
         os.environ, GOBIN=str(program.directory), GOFLAGS="-trimpath", CGO_ENABLED="0", GOTOOLCHAIN="auto"
     )
