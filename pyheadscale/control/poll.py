@@ -155,6 +155,12 @@ class MapHandler:
                     async with asyncio.timeout(interval):
                         await session.wake.wait()
                 except TimeoutError:
+                    node = self.store.nodes.get(node_id)
+                    if node is not None and not self.store.may_connect(node):
+                        # Expiry timers run on the loop's clock; a wall clock that jumped past a node's
+                        # expiry is caught here, at the latest one keep-alive interval later.
+                        session.want_full()
+                        continue
                     await response.send(self._encode({"KeepAlive": True}, "keepalive", compress))
                     continue
                 now = time.monotonic()

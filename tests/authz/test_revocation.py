@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from pyheadscale import keys
+from pyheadscale.state import store as store_module
 from tests.authz.conftest import decode_messages, map_request
 from tests.control.conftest import Harness, Node, open_map
 
@@ -178,6 +179,23 @@ async def test_expiry_timer_follows_changes_of_expiry(harness: Harness) -> None:
         await asyncio.sleep(0.5)
         got = await rb.wait_for(lambda m: any(p["ID"] == c_id for p in m.get("PeersChanged", [])))
         assert got and not any(m.get("Node", {}).get("Expired") for m in rb.messages)
+    finally:
+        await ra.close()
+        await rb.close()
+
+
+async def test_a_missed_expiry_is_caught_at_the_next_keepalive(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wall clock jumps two hours ahead: the expiry timer (loop clock) is an hour away, yet the stream
+    ends at its next keep-alive."""
+    _a, _b, ra, rb, b_id = await harness.streaming_pair()
+    try:
+        await harness.store.set_expiry(b_id, datetime.now(UTC) + timedelta(hours=1))
+        monkeypatch.setattr(store_module, "now", lambda: datetime.now(UTC) + timedelta(hours=2))
+        last = await rb.wait_for(lambda m: m.get("Node", {}).get("Expired") is True, 10.0)
+        assert_only_itself(last, b_id)
+        assert await rb.ended()
     finally:
         await ra.close()
         await rb.close()
