@@ -14,6 +14,9 @@ from tests.api.conftest import api, live, tcp  # noqa: F401  (fixtures)
 from tests.cli.conftest import cli, config_file  # noqa: F401  (fixtures)
 from tests.control.conftest import Node, free_port, harness, make_harness  # noqa: F401  (fixtures)
 
+SLOW = 20.0
+"""The bound on any one wait in these tests: generous, as CI machines are shared and slow."""
+
 REFUSED = (ConnectionError, frames.ProtocolError, EOFError, asyncio.IncompleteReadError)
 """How a DERP login the relay refuses ends, as the client sees it."""
 

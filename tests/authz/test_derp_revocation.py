@@ -21,7 +21,7 @@ from aiohttp import web
 from derp.client import DerpClient
 from derp.server import DerpServer
 from pyheadscale import keys
-from tests.authz.conftest import REFUSED, derp_config
+from tests.authz.conftest import REFUSED, SLOW, derp_config
 from tests.control.conftest import Harness, Node
 from tests.derp.harness import eventually, loopback_socket, serving, within
 from tests.e2e.netns import free_port
@@ -33,13 +33,13 @@ def derp_url(harness: Harness) -> str:
 
 
 async def connect(url: str, node: Node) -> DerpClient:
-    return await within(DerpClient.connect(url, node.node_key.raw))
+    return await within(DerpClient.connect(url, node.node_key.raw), SLOW)
 
 
 async def closed_by_server(client: DerpClient) -> bool:
     """True once the server hangs up on `client` (reads frames until then)."""
     try:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(SLOW):
             while True:
                 await client.recv()
     except REFUSED:
@@ -198,10 +198,10 @@ async def test_reverification_keeps_clients_when_control_gives_no_clear_answer(h
         async with serving(relay) as url:
             client = await connect(url, a)
             try:
-                await eventually(lambda: proxy.asked >= 2)
+                await eventually(lambda: proxy.asked >= 2, SLOW)
                 proxy.broken = True
                 asked = proxy.asked
-                await eventually(lambda: proxy.asked >= asked + 3)
+                await eventually(lambda: proxy.asked >= asked + 3, SLOW)
                 assert relay.is_client_connected(a.node_key.public())
                 # A clear refusal still closes it.
                 proxy.broken = False
@@ -226,11 +226,11 @@ async def test_close_client_reaches_a_connection_still_being_admitted() -> None:
     node_key = keys.PrivateKey.generate()
     async with serving(relay) as url:
         login = asyncio.ensure_future(DerpClient.connect(url, node_key.raw))
-        await within(asking.wait())
+        await within(asking.wait(), SLOW)
         assert relay.close_client(node_key.public()) == 1
         answer.set()
         with pytest.raises(REFUSED):
-            await within(login)
+            await within(login, SLOW)
         assert not relay.is_client_connected(node_key.public())
         await relay.close()
 
@@ -248,7 +248,7 @@ async def test_standalone_derper_process_reverifies(harness: Harness, tmp_path: 
         await harness.store.set_expiry(b_id, datetime.now(UTC))
         assert await closed_by_server(cb)
         await ca.ping(b"12345678")
-        pong = await within(ca.recv())
+        pong = await within(ca.recv(), SLOW)
         assert pong is not None  # a, still admitted, is still served
         await ca.close()
         with pytest.raises(REFUSED):

@@ -17,7 +17,7 @@ import pytest
 from derp.client import DerpClient
 from pyheadscale import keys
 from pyheadscale.client.control import ControlClient
-from tests.authz.conftest import REFUSED, decode_messages, derp_config, map_request
+from tests.authz.conftest import REFUSED, SLOW, decode_messages, derp_config, map_request
 from tests.control.conftest import Harness, Node
 from tests.derp.harness import within
 
@@ -227,7 +227,7 @@ async def do_logout(harness: Harness, actor: Actor) -> str:
 
 async def do_derp(harness: Harness, actor: Actor) -> str:
     try:
-        client = await within(DerpClient.connect(f"{harness.url}/derp", actor.derp_key.raw))
+        client = await within(DerpClient.connect(f"{harness.url}/derp", actor.derp_key.raw), SLOW)
     except REFUSED:
         return "refused"
     await client.close()

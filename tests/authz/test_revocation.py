@@ -13,12 +13,17 @@ import pytest
 
 from pyheadscale import keys
 from pyheadscale.state import store as store_module
-from tests.authz.conftest import decode_messages, map_request
+from tests.authz.conftest import SLOW, decode_messages, map_request
 from tests.control.conftest import Harness, Node, open_map
 
 
 def go_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def peer_expired(node_id: int) -> Callable[[dict[str, Any]], bool]:
+    """A map message telling a peer that node `node_id` has expired."""
+    return lambda m: any(p["ID"] == node_id and p["Expired"] for p in m.get("PeersChanged", []))
 
 
 def assert_only_itself(message: dict[str, Any], node_id: int) -> None:
@@ -76,7 +81,7 @@ async def test_expired_node_map_request_gets_only_itself(harness: Harness, revok
     reader = open_map(b, compress=False)
     try:
         assert_only_itself(await reader.next(), b_id)
-        assert await reader.ended()
+        assert await reader.ended(SLOW)
     finally:
         await reader.close()
 
@@ -87,7 +92,9 @@ async def test_expired_node_updates_are_refused(harness: Harness) -> None:
         await rb.close()
         before = harness.store.nodes[b_id]
         await harness.store.set_expiry(b_id, datetime.now(UTC))
-        await ra.wait_for(lambda m: any(p["ID"] == b_id and p["Expired"] for p in m.get("PeersChanged", [])))
+        await ra.wait_for(
+            lambda m: any(p["ID"] == b_id and p["Expired"] for p in m.get("PeersChanged", [])), SLOW
+        )
         moved = ["192.0.2.99:41641"]
         status, _ = await map_request(b, OmitPeers=True, Endpoints=moved, Hostinfo={"Hostname": "evil"})
         assert status == 403
@@ -103,7 +110,7 @@ async def test_expired_node_updates_are_refused(harness: Harness) -> None:
         # A later change reaches a; none of b's refused updates came before it.
         c = await harness.node("c")
         c_id = harness.store.node_by_node_key(c.node_key_text).id
-        await ra.wait_for(lambda m: any(p["ID"] == c_id for p in m.get("PeersChanged", [])))
+        await ra.wait_for(lambda m: any(p["ID"] == c_id for p in m.get("PeersChanged", [])), SLOW)
         assert "192.0.2.99" not in repr(ra.messages) and "evil" not in repr(ra.messages)
     finally:
         await ra.close()
@@ -116,13 +123,15 @@ async def test_stream_open_at_expiry_gets_last_self_update_and_closes(
     _a, b, ra, rb, b_id = await harness.streaming_pair()
     try:
         moment = await revoke(harness, b, b_id)
-        last = await rb.wait_for(lambda m: m.get("Node", {}).get("Expired") is True, 10.0)
+        last = await rb.wait_for(lambda m: m.get("Node", {}).get("Expired") is True, SLOW)
         took = time.monotonic() - moment
         assert_only_itself(last, b_id)
-        assert await rb.ended()
+        assert await rb.ended(SLOW)
         # Measured, not asserted: how long from the revoking call to the stream's last message.
         print(f"{revoke.__name__}: the stream's expired self-update came {took * 1000:.1f} ms after expiry")
-        await ra.wait_for(lambda m: any(p["ID"] == b_id and p["Expired"] for p in m.get("PeersChanged", [])))
+        await ra.wait_for(
+            lambda m: any(p["ID"] == b_id and p["Expired"] for p in m.get("PeersChanged", [])), SLOW
+        )
     finally:
         await ra.close()
         await rb.close()
@@ -177,7 +186,7 @@ async def test_expiry_timer_follows_changes_of_expiry(harness: Harness) -> None:
         c = await harness.node("c")
         c_id = harness.store.node_by_node_key(c.node_key_text).id
         await asyncio.sleep(0.5)
-        got = await rb.wait_for(lambda m: any(p["ID"] == c_id for p in m.get("PeersChanged", [])))
+        got = await rb.wait_for(lambda m: any(p["ID"] == c_id for p in m.get("PeersChanged", [])), SLOW)
         assert got and not any(m.get("Node", {}).get("Expired") for m in rb.messages)
     finally:
         await ra.close()
@@ -193,9 +202,9 @@ async def test_a_missed_expiry_is_caught_at_the_next_keepalive(
     try:
         await harness.store.set_expiry(b_id, datetime.now(UTC) + timedelta(hours=1))
         monkeypatch.setattr(store_module, "now", lambda: datetime.now(UTC) + timedelta(hours=2))
-        last = await rb.wait_for(lambda m: m.get("Node", {}).get("Expired") is True, 10.0)
+        last = await rb.wait_for(lambda m: m.get("Node", {}).get("Expired") is True, SLOW)
         assert_only_itself(last, b_id)
-        assert await rb.ended()
+        assert await rb.ended(SLOW)
     finally:
         await ra.close()
         await rb.close()
