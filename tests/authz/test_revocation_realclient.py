@@ -44,3 +44,17 @@ def test_tailscale_logout_takes_the_stream_and_the_relay(reference_binary: Calla
     assert result["came_back"] == [], result
     assert result["backend_state"] == "NeedsLogin", result
     print(f"tailscale logout: stream and relay connection closed within {result['closed_after_s']} s")
+
+
+def test_tailscales_derper_admits_through_verify_only_current_nodes(
+    reference_binary: Callable[[str], Path],
+) -> None:
+    """Go's derper (v1.90.9) with `--verify-client-url` pointed at pyheadscale: expired, deleted and unknown
+    node keys are refused at connect time, a current one is admitted. (That derper asks only then;
+    re-verification of connected clients is pyheadscale-derper's.)"""
+    derper = reference_binary("derper")
+    result = run_driver(Path(__file__).parent / "derper_driver.py", [str(derper)], timeout=120)
+    assert result["ok"], result
+    assert result["admitted"] == {"current": True, "expired": False, "deleted": False, "unknown": False}, (
+        result
+    )
