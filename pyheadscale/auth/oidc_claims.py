@@ -28,6 +28,17 @@ def _flexible_bool(value: Any) -> bool:
     return value is True
 
 
+# The last second a datetime can hold (9999-12-31T23:59:59Z): later "expiry" claims are not a time at all.
+_MAX_TIMESTAMP = 253_402_300_799
+
+
+def _timestamp(value: Any) -> int | None:
+    """A NumericDate claim in whole seconds; None when it is not one (infinite, out of range)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= _MAX_TIMESTAMP:
+        return None
+    return int(value)
+
+
 def _string_list(value: Any) -> list[str]:
     """A groups claim may be a list or, from some providers, one space- or comma-separated string."""
     if isinstance(value, list):
@@ -62,7 +73,7 @@ class Claims:
             picture=str(merged.get("picture") or ""),
             preferred_username=str(merged.get("preferred_username") or ""),
             groups=_string_list(merged.get("groups")),
-            exp=int(id_token["exp"]) if isinstance(id_token.get("exp"), int | float) else None,
+            exp=_timestamp(id_token.get("exp")),
         )
 
     @property

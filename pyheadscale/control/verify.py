@@ -26,7 +26,7 @@ def verify_handler(store: Store) -> Callable[[web.Request], Awaitable[web.Respon
             body = json.loads(await request.content.read(MAX_BODY + 1) or b"null")
             node_key = body["NodePublic"]
             keys.parse_key(node_key, keys.NODE_PUBLIC_PREFIX)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
             return web.Response(status=400, text=f"invalid DERPAdmitClientRequest: {exc}\n")
         return web.json_response({"Allow": store.node_by_node_key(node_key) is not None})
 
