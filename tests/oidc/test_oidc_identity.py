@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pyheadscale.policy import PolicyError
+from pyheadscale.state.errors import Conflict
 from tests.oidc.conftest import StartSetup
 from tests.oidc.test_oidc_login import Machine
 
@@ -82,3 +83,20 @@ async def test_a_user_change_that_makes_a_token_ambiguous_fails_closed(
     # The provider's alice logging in again does not take the address over either.
     await log_in(setup, new_browser, "alice-desktop", "alice")
     assert policy.filter_rules(alice_node.id) == []
+
+
+async def test_oidc_never_takes_a_name_another_user_holds(oidc_setup: StartSetup, new_browser: Any) -> None:
+    setup = await oidc_setup()
+    store = setup.live.store
+    operator_carol = await store.create_user("carol")
+    # Carol's provider account prefers "carol", and her address is unverified: the next name is made up.
+    node = await log_in(setup, new_browser, "carol-laptop", "carol")
+    oidc_carol = store.users[node.user_id]
+    assert oidc_carol.id != operator_carol.id and oidc_carol.name == "oidc-carol"
+    assert oidc_carol.email == "", "an unverified address is not stored"
+    with pytest.raises(Conflict):
+        await store.create_user("carol", provider="oidc", provider_id="https://elsewhere/carol")
+    with pytest.raises(Conflict):
+        await store.update_user_profile(
+            oidc_carol.id, name="carol", display_name="", email="", profile_pic_url=""
+        )
