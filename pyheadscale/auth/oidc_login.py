@@ -80,7 +80,7 @@ class OIDCLogin:
                 "Identity provider unavailable",
                 "The identity provider cannot be reached right now; try this link again soon.",
             )
-        browser = valid_browser_id(request.cookies.get(BROWSER_COOKIE)) or new_browser_id()
+        browser = self._browser(request) or new_browser_id()
         try:
             session = self.sessions.begin(login.auth_id, browser)
         except TooManyBrowsers:

@@ -6,6 +6,8 @@ import asyncio
 import json
 from pathlib import Path
 
+import h2.config
+import h2.connection
 import nacl.public
 import pytest
 
@@ -17,6 +19,7 @@ from pyheadscale.auth.oidc_claims import Claims
 from pyheadscale.config import ConfigError, load_config
 from pyheadscale.policy import PolicyEngine, PolicyError, hujson
 from tests.fuzz.test_fuzz_derp import MemoryConn
+from tests.fuzz.test_fuzz_h2 import serve
 
 
 def test_hujson_nesting_is_bounded() -> None:
@@ -64,3 +67,15 @@ def test_an_infinite_token_expiry_is_no_expiry() -> None:
     assert Claims.from_tokens({**base, "exp": float("inf")}, None).exp is None
     assert Claims.from_tokens({**base, "exp": 1e308}, None).exp is None
     assert Claims.from_tokens({**base, "exp": 1_900_000_000.5}, None).exp == 1_900_000_000
+
+
+def test_a_header_that_is_not_utf8_closes_the_http2_connection() -> None:
+    """control/h2server.py: h2's UnicodeDecodeError on a non-UTF-8 header value escaped H2Server.serve()."""
+    client = h2.connection.H2Connection(
+        config=h2.config.H2Configuration(client_side=True, validate_outbound_headers=False)
+    )
+    client.initiate_connection()
+    headers = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"), (b"x-name", b"\x91\x92")]
+    client.send_headers(1, headers, end_stream=True)
+    output = asyncio.run(serve([client.data_to_send()]))
+    assert output, "the server's preface went out before it closed the connection"

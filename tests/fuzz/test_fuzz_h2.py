@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import cast
 
 import h2.config
 import h2.connection
+import h2.events
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -62,24 +63,28 @@ class FakeStream:
 
     def __init__(self, chunks: list[bytes]) -> None:
         self.chunks = list(chunks)
-        self.written = 0
+        self.output = b""
 
     async def read(self) -> bytes:
-        await asyncio.sleep(0)
-        return self.chunks.pop(0) if self.chunks else b""
+        if self.chunks:
+            await asyncio.sleep(0)
+            return self.chunks.pop(0)
+        for _ in range(10):  # let the handlers of complete requests answer before the client goes
+            await asyncio.sleep(0)
+        return b""
 
     async def write(self, data: bytes) -> None:
-        self.written += len(data)
+        self.output += data
 
 
 async def handler(request: InnerRequest) -> None:
     await request.response.respond(200, b'{"ok": true}')
 
 
-async def serve(chunks: list[bytes]) -> Any:
+async def serve(chunks: list[bytes]) -> bytes:
     stream = FakeStream(chunks)
     await H2Server(cast(NoiseStream, stream), handler, preface_timeout=5.0).serve()
-    return stream.written
+    return stream.output
 
 
 @pytest.fixture(scope="module")
@@ -91,4 +96,16 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 @given(client_traffic())
 def test_http2_inside_noise(loop: asyncio.AbstractEventLoop, chunks: list[bytes]) -> None:
-    bounds.run(loop, "h2", lambda: serve(chunks))
+    output = bounds.run(loop, "h2", lambda: serve(chunks))
+    assert output, "the server always announces its settings"
+
+
+def test_the_harness_reaches_the_handler(loop: asyncio.AbstractEventLoop) -> None:
+    client = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    headers = [(":method", "GET"), (":path", "/x"), (":scheme", "http"), (":authority", "c")]
+    client.send_headers(1, headers, end_stream=True)
+    output = loop.run_until_complete(serve([client.data_to_send()]))
+    events = client.receive_data(output)
+    responses = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert [dict(r.headers)[b":status"] for r in responses] == [b"200"]
