@@ -98,18 +98,30 @@ def test_an_ambiguous_token_is_refused_when_the_policy_loads(parts: dict[str, An
         PolicyEngine(text, [ALICE, ALICE_AGAIN], NODES[:1] + NODES[2:3])
 
 
+def ssh_principals(engine: PolicyEngine, node_id: int) -> set[str]:
+    rules = (engine.ssh_policy(node_id) or {}).get("rules", [])
+    return {p.get("nodeIP", "") for rule in rules for p in rule.get("principals", [])}
+
+
 def test_a_token_made_ambiguous_by_a_user_change_grants_nothing() -> None:
     text = policy(
-        acls=[{"action": "accept", "src": ["alice@example.com"], "dst": ["tag:server:*"]}],
+        groups={"group:ops": ["alice@example.com"]},
+        acls=[
+            {"action": "accept", "src": ["alice@example.com"], "dst": ["tag:server:*"]},
+            {"action": "accept", "src": ["group:ops"], "dst": ["tag:server:22"]},
+        ],
+        ssh=[{"action": "accept", "src": ["alice@example.com"], "dst": ["tag:server"], "users": ["root"]}],
         autoApprovers={"routes": {"10.0.0.0/8": ["alice@example.com"]}},
     )
     router = node(1, 1, routable_ips=["10.1.0.0/16"])
     engine = PolicyEngine(text, [ALICE], [router, NODES[3]])
     assert "100.64.0.1" in sources(engine, 10)
+    assert "100.64.0.1" in ssh_principals(engine, 10)
     assert engine.auto_approved_routes(router) == ["10.1.0.0/16"]
     assert engine.ambiguous_user_tokens() == []
 
     engine.set_nodes([ALICE, ALICE_AGAIN], [router, node(3, 3), NODES[3]])
     assert engine.ambiguous_user_tokens() == ["alice@example.com"]
-    assert not {"100.64.0.1", "100.64.0.3"} & sources(engine, 10), "neither match gets the grant"
-    assert engine.auto_approved_routes(router) == []
+    assert not {"100.64.0.1", "100.64.0.3"} & sources(engine, 10), "neither match gets the ACL or group grant"
+    assert not {"100.64.0.1", "100.64.0.3"} & ssh_principals(engine, 10), "nor SSH"
+    assert engine.auto_approved_routes(router) == [], "nor route approval"
