@@ -17,7 +17,7 @@ from tests.fuzz import bounds
 
 _QUIET_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 settings.register_profile(
-    "ci", max_examples=40, deadline=None, database=None, suppress_health_check=_QUIET_CHECKS
+    "ci", max_examples=30, deadline=None, database=None, suppress_health_check=_QUIET_CHECKS
 )
 settings.register_profile(
     "long", max_examples=5_000, deadline=None, database=None, suppress_health_check=_QUIET_CHECKS

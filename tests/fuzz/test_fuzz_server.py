@@ -20,6 +20,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pyheadscale.app import Server
+from pyheadscale.auth.interactive import PendingLogin
+from pyheadscale.auth.oidc_sessions import BROWSER_COOKIE, new_browser_id
 from pyheadscale.config import build_config
 from pyheadscale.control import noise
 from pyheadscale.keys import PrivateKey
@@ -154,6 +156,40 @@ def test_oidc_callback(live: Live, params: dict[str, str], cookie: str) -> None:
 
     status = bounds.run(live.loop, "oidc.callback", get)
     assert status in (400, 403, 410), (params, status)
+
+
+@given(callback_params, st.booleans())
+@example({"error": "x" * 5000, "error_description": ""}, True)
+@example({"code": "c" * 500}, True)
+def test_oidc_callback_for_a_login_in_flight(live: Live, params: dict[str, str], same_browser: bool) -> None:
+    """A callback that carries the state of a real login in flight (and usually its browser's cookie): the
+    provider's error, a missing code, or a code the (unreachable) provider cannot redeem; never a node."""
+    oidc = live.live.server.oidc
+    assert oidc is not None
+
+    async def start_login() -> PendingLogin:
+        return live.live.server.logins.start(
+            "mkey:" + "1" * 64, "nodekey:" + "2" * 64, {"Hostname": "fuzz", "OS": "linux"}
+        )
+
+    login = live.loop.run_until_complete(start_login())
+    browser = new_browser_id()
+    session = oidc.sessions.begin(login.auth_id, browser)
+    query = {**params, "state": session.state}
+    cookies = {BROWSER_COOKIE: browser if same_browser else new_browser_id()}
+
+    async def get() -> int:
+        url = live.live.base_url + "/oidc/callback"
+        async with live.browser.get(url, params=query, cookies=cookies, allow_redirects=False) as response:
+            await response.read()
+            return response.status
+
+    status = bounds.run(live.loop, "oidc.callback_in_flight", get)
+    expected = (400, 403, 502) if same_browser else (403,)
+    assert status in expected, (params, status)
+    assert not live.live.store.nodes
+    live.live.server.logins.reject(login)
+    assert login.outcome.exception() is not None  # retrieved: no "never retrieved" warning
 
 
 @given(st.dictionaries(st.sampled_from(["auth_id", "csrf_token", "x"]), st.text(max_size=60), max_size=3))
