@@ -463,6 +463,21 @@ def build_config(raw: dict[str, Any], *, data_dir: Path | None = None, embedded:
         raise ConfigError(_format_errors(exc)) from None
 
 
+# libyaml's loader when PyYAML has it: it caps nesting depth, where the pure-Python one recurses without
+# limit and takes quadratic time on deeply nested flow collections.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_yaml(data: bytes) -> Any:
+    """A YAML document from a file's bytes; ValueError saying what is wrong with it."""
+    try:
+        return yaml.load(data.decode("utf-8"), Loader=_YAML_LOADER)  # a safe loader, C or Python
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {exc.start})") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ValueError(f"not valid YAML: {exc}") from None
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> tuple[Config, Path | None]:
     """Load the configuration file (searching Headscale's locations when none is given).
 
@@ -475,9 +490,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> tuple[Config, Pat
     for candidate in candidates:
         if candidate.is_file():
             try:
-                raw = yaml.safe_load(candidate.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{candidate}: not valid YAML: {exc}") from None
+                raw = parse_yaml(candidate.read_bytes()) or {}
+            except ValueError as exc:
+                raise ConfigError(f"{candidate}: {exc}") from None
             data_dir = Path(str(raw["data_dir"])) if isinstance(raw, dict) and raw.get("data_dir") else None
             return build_config(raw, data_dir=data_dir or candidate.resolve().parent), candidate
         if path:

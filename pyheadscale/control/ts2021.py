@@ -82,12 +82,16 @@ class ControlServer:
             status=101, headers={"Upgrade": UPGRADE_PROTOCOL, "Connection": "upgrade"}
         )
         response.force_close()
-        await response.prepare(request)
-        conn = HijackedHTTPConn(request, response)
-        stream = NoiseStream(session, conn.read_exactly, conn.write)
-        challenge = keys.PrivateKey.generate()
-        # Handshake response and early payload go out together, before any HTTP/2 byte.
-        await conn.write(response_frame + session.send.seal_records(early_payload(challenge.public())))
+        try:
+            await response.prepare(request)
+            conn = HijackedHTTPConn(request, response)
+            stream = NoiseStream(session, conn.read_exactly, conn.write)
+            challenge = keys.PrivateKey.generate()
+            # Handshake response and early payload go out together, before any HTTP/2 byte.
+            await conn.write(response_frame + session.send.seal_records(early_payload(challenge.public())))
+        except ConnectionError as exc:
+            log.info("TS2021 client %s left during the upgrade: %s", request.remote, exc)
+            return response
         machine_key = keys.machine_public_text(session.peer_static)
         log.debug("TS2021 session from %s machine %s v%d", request.remote, machine_key[:13], session.version)
 

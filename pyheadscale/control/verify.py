@@ -77,7 +77,7 @@ def verify_handler(access: DerpAccess) -> Callable[[web.Request], Awaitable[web.
             body = json.loads(await request.content.read(MAX_BODY + 1) or b"null")
             node_key = body["NodePublic"]
             keys.parse_key(node_key, keys.NODE_PUBLIC_PREFIX)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
             return web.Response(status=400, text=f"invalid DERPAdmitClientRequest: {exc}\n")
         return web.json_response({"Allow": access.admits(node_key)})
 
