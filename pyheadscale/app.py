@@ -28,6 +28,7 @@ from pyheadscale.control.ts2021 import ControlServer
 from pyheadscale.control.verify import verify_handler
 from pyheadscale.db.database import Database
 from pyheadscale.derpmap import DERPMapSource
+from pyheadscale.listener import GuardedAppRunner, request_deadline
 from pyheadscale.mapper.builder import MapBuilder, MapContext
 from pyheadscale.mapper.distributor import Distributor
 from pyheadscale.metrics import Metrics
@@ -69,7 +70,9 @@ class Server:
         self.metrics = Metrics()
         self.audit = AuditLog(None)
         self._control: ControlServer | None = None
-        self.logins = PendingLogins()
+        self.logins = PendingLogins(
+            config.limits.logins.max_pending, config.limits.logins.max_pending_per_source
+        )
         self.derp: DerpServer | None = None
         self.register: RegisterHandler | None = None
         self.oidc: OIDCLogin | None = None
@@ -91,7 +94,12 @@ class Server:
         ips = IPAllocator(config.prefixes.v4, config.prefixes.v6, config.prefixes.allocation)
         store = self.store = Store(self.db, ips)
         store.ephemeral_timeout = config.ephemeral_inactivity_timeout
-        store.audit = self.audit = AuditLog(config.path(config.audit_log) if config.audit_log else None)
+        store.audit = self.audit = AuditLog(
+            config.path(config.audit_log) if config.audit_log else None,
+            config.limits.audit,
+            config.limits.rate.audit_refusals,
+            on_suppressed=self.metrics.audit_suppressed.inc,
+        )
         await self.audit.start()
         self._closers.append(self.audit.close)
         await store.load()
@@ -124,9 +132,14 @@ class Server:
                 ("POST", "/machine/register"): register.handle,
                 ("POST", "/machine/map"): maps.handle,
             },
+            config.limits,
+            on_rate_limited=self.metrics.rate_limited.labels("handshakes").inc,
         )
 
-        app = web.Application(client_max_size=1 << 20, middlewares=[self.metrics.middleware])
+        limits = config.limits.connections
+        app = web.Application(
+            client_max_size=1 << 20, middlewares=[self.metrics.middleware, request_deadline(limits)]
+        )
         control.add_routes(app)
         self._control = control
         app.router.add_get("/health", self._health)
@@ -144,7 +157,8 @@ class Server:
         await self._start_derp(app, config)
         app.add_subapp("/api/v1", api_application(self, trusted=False))
 
-        runner = web.AppRunner(app, access_log=None)
+        refused = self.metrics.connections_refused
+        runner = GuardedAppRunner(app, limits, lambda reason: refused.labels(reason).inc(), access_log=None)
         await runner.setup()
         self._runners.append(runner)
         host, port = config.listen
