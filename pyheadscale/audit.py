@@ -182,14 +182,23 @@ class _Rotation:
         self._size: int | None = None
 
     def append(self, lines: list[str]) -> None:
-        data = ("\n".join(lines) + "\n").encode()
         if self._size is None:
             self._size = self.path.stat().st_size if self.path.exists() else 0
-        if self._size and self._size + len(data) > self.max_bytes:
-            self._rotate()
-        with self.path.open("ab") as handle:
-            handle.write(data)
-        self._size += len(data)
+        chunk: list[bytes] = []
+        for line in lines:
+            data = line.encode() + b"\n"
+            if self._size and self._size + len(data) > self.max_bytes:
+                self._write(chunk)
+                chunk = []
+                self._rotate()
+            chunk.append(data)
+            self._size += len(data)
+        self._write(chunk)
+
+    def _write(self, chunk: list[bytes]) -> None:
+        if chunk:
+            with self.path.open("ab") as handle:
+                handle.write(b"".join(chunk))
 
     def _rotate(self) -> None:
         if self.backups == 0:

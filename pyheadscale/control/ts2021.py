@@ -63,7 +63,7 @@ class ControlServer:
         rate = limits.rate.handshakes
         # A handshake costs us a Diffie-Hellman or three before we know who is asking.
         self.handshakes = RateLimiter(rate.per_second, rate.burst, on_limited=on_rate_limited)
-        self._budget = BodyBudget(limits.http2.total_buffer_bytes)
+        self.body_budget = BodyBudget(limits.http2.total_buffer_bytes)
         self._limits = limits
 
     def add_routes(self, app: web.Application) -> None:
@@ -136,7 +136,7 @@ class ControlServer:
         try:
             connections = self._limits.connections
             h2_limits = H2Limits(
-                budget=self._budget,
+                budget=self.body_budget,
                 connection_buffer=self._limits.http2.connection_buffer_bytes,
                 request_timeout=connections.request_timeout.total_seconds(),
                 idle_timeout=connections.idle_timeout.total_seconds(),
