@@ -392,7 +392,7 @@ class LoginLimits(_Section):
 
 
 class AuditLimits(_Section):
-    field_length: int = Field(default=256, ge=16)
+    field_length: int = Field(default=512, ge=16)
     memory_bytes: int = Field(default=16 << 20, ge=64 << 10)
     file_max_bytes: int = Field(default=64 << 20, ge=64 << 10)
     file_backups: int = Field(default=3, ge=0)
