@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_BODY = 1 << 20
 MAX_CONCURRENT_STREAMS = 64
+# Streams a client may reset per RESET_WINDOW seconds before the connection is closed: opening and
+# cancelling streams at once ("rapid reset") would otherwise cost us a handler task each, with no stream
+# limit ever reached.
+MAX_CLIENT_RESETS = 200
+RESET_WINDOW = 10.0
 
 
 class BodyBudget:
@@ -148,6 +153,8 @@ class H2Server:
         self._source = source
         self._buffered = 0
         self._idle_since = time.monotonic()
+        self._reset_window_start = self._idle_since
+        self._resets = 0
         self._stream = stream
         self._handler = handler
         config = h2.config.H2Configuration(
@@ -189,6 +196,8 @@ class H2Server:
                 for event in events:
                     self._on_event(event)
                 await self.flush()
+                if self._closed:
+                    break
                 read = asyncio.ensure_future(self._stream.read())
                 if not await self._wait_while_busy(read):
                     log.info("closing control connection: idle for %ss", self._limits.idle_timeout)
@@ -242,6 +251,8 @@ class H2Server:
             if pending is not None:
                 self._dispatch(event.stream_id, pending)
         elif isinstance(event, h2.events.StreamReset):
+            if event.remote_reset:
+                self._count_reset()
             self._drop_pending(event.stream_id)
             task = self._tasks.get(event.stream_id)
             if task is not None:
@@ -250,6 +261,20 @@ class H2Server:
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
             self._window_open.set()
         elif isinstance(event, h2.events.ConnectionTerminated):
+            self._closed = True
+
+    def _count_reset(self) -> None:
+        now = time.monotonic()
+        if now - self._reset_window_start > RESET_WINDOW:
+            self._reset_window_start, self._resets = now, 0
+        self._resets += 1
+        if self._resets > MAX_CLIENT_RESETS:
+            log.info(
+                "closing control connection: more than %d streams reset in %ss",
+                MAX_CLIENT_RESETS,
+                RESET_WINDOW,
+            )
+            self._conn.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
             self._closed = True
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
@@ -360,7 +385,7 @@ class H2Server:
         except (StreamClosed, asyncio.CancelledError):
             pass
         except Exception:
-            log.exception("handler for %s %s failed", request.method, request.path)
+            log.exception("handler for %s %.200s failed", request.method, request.path)
             with contextlib.suppress(Exception):
                 if not request.response.started:
                     await request.response.respond(500, b"internal error", "text/plain")

@@ -7,6 +7,7 @@ from typing import Any
 
 from pyheadscale import keys
 from pyheadscale.client.control import ControlClient, _Stream
+from pyheadscale.control.h2server import MAX_CLIENT_RESETS
 from tests.control.conftest import Harness
 
 MiB = 1 << 20
@@ -121,3 +122,21 @@ async def test_released_credit_lets_a_waiting_body_finish(make_harness: Any) -> 
     }
     status, data = await asyncio.wait_for(client.request("POST", "/machine/register", body), 20)
     assert status == 200 and b'"MachineAuthorized": true' in data, data
+
+
+async def test_rapid_reset_closes_the_connection(make_harness: Any) -> None:
+    """Opening and cancelling streams at once costs a task each; past the limit the connection is closed."""
+    harness: Harness = await make_harness()
+    client = await harness.client()
+    h2conn: Any = client._h2
+    for _ in range(MAX_CLIENT_RESETS + 50):
+        stream_id = h2conn.get_next_available_stream_id()
+        client._streams[stream_id] = _Stream()
+        h2conn.send_headers(
+            stream_id,
+            [(":method", "POST"), (":path", "/machine/map"), (":scheme", "http"), (":authority", "x")],
+            end_stream=True,
+        )
+        h2conn.reset_stream(stream_id)
+        await client._flush()
+    await asyncio.wait_for(client._closed.wait(), 10)
