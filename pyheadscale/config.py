@@ -356,7 +356,7 @@ class RateConfig(_Section):
 
 class ConnectionLimits(_Section):
     max: int = Field(default=8192, ge=1)
-    per_source: int = Field(default=256, ge=1)
+    per_source: int = Field(default=512, ge=1)
     # A connection must finish its request head within this long of connecting (or of its last response).
     header_timeout: timedelta = timedelta(seconds=15)
     # A request body (plain HTTP, or an HTTP/2 request inside TS2021) must arrive within this long.
@@ -375,7 +375,7 @@ class ConnectionLimits(_Section):
 
 class HTTP2Limits(_Section):
     connection_buffer_bytes: int = Field(default=2 << 20, ge=64 << 10)
-    total_buffer_bytes: int = Field(default=256 << 20, ge=64 << 10)
+    total_buffer_bytes: int = Field(default=64 << 20, ge=64 << 10)
 
 
 class RateLimits(_Section):

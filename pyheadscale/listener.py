@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,33 @@ from pyheadscale.ratelimit import source_of
 log = logging.getLogger(__name__)
 
 Refused = Callable[[str], None]
+
+# File descriptors kept for everything that is not a client connection (database, logs, DERP mesh, ...).
+RESERVED_FDS = 128
+
+
+def connection_capacity(configured: int) -> int:
+    """`configured`, or fewer if the process may not open that many files: first raising the soft
+    RLIMIT_NOFILE to the hard limit (as Go's runtime does for Headscale), then keeping RESERVED_FDS."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    capacity = max(1, min(configured, soft - RESERVED_FDS))
+    if capacity < configured:
+        log.warning(
+            "limits.connections.max is %d but the file descriptor limit is %d: at most %d connections",
+            configured,
+            soft,
+            capacity,
+        )
+    return capacity
+
 
 _REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 10\r\nContent-Type: text/plain\r\n"
@@ -45,6 +73,7 @@ class GuardedServer(web.Server):
     ) -> None:
         super().__init__(*args, **kwargs)
         self._limits = limits
+        self._capacity = connection_capacity(limits.max)
         self._on_refused = on_refused
         self._sources: dict[RequestHandler, str] = {}
         self._per_source: dict[str, int] = {}
@@ -52,7 +81,7 @@ class GuardedServer(web.Server):
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         peer = transport.get_extra_info("peername")
         source = source_of(peer[0] if isinstance(peer, tuple) and peer else None)
-        if len(self._sources) >= self._limits.max:
+        if len(self._sources) >= self._capacity:
             self._refuse(transport, "max", b"the server has too many open connections; retry later\n")
             return
         if self._per_source.get(source, 0) >= self._limits.per_source:

@@ -73,7 +73,7 @@ class BodyBudget:
 class H2Limits:
     """What one connection may hold; `budget` is shared by every connection of the server."""
 
-    budget: BodyBudget = field(default_factory=lambda: BodyBudget(256 << 20))
+    budget: BodyBudget = field(default_factory=lambda: BodyBudget(64 << 20))
     connection_buffer: int = 2 << 20
     request_timeout: float = 30.0
     idle_timeout: float = 120.0

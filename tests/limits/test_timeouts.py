@@ -123,3 +123,13 @@ async def test_busy_ts2021_connection_is_not_idle(make_harness: Any) -> None:
     await asyncio.sleep(2.5)
     assert not node.client._closed.is_set()
     await reader.close()
+
+
+def test_connection_capacity_respects_the_fd_limit(monkeypatch: Any) -> None:
+    import resource
+
+    from pyheadscale import listener
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 1024))
+    assert listener.connection_capacity(8192) == 1024 - listener.RESERVED_FDS
+    assert listener.connection_capacity(100) == 100
