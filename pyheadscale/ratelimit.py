@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-MAX_SOURCES = 65_536
+MAX_SOURCES = 16_384
 
 
 def source_of(address: str | None) -> str:
