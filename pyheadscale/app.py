@@ -209,7 +209,11 @@ class Server:
             return
         metrics_app = web.Application()
         metrics_app.router.add_get("/metrics", self.metrics.handle)
-        runner = web.AppRunner(metrics_app, access_log=None)
+        # Unauthenticated like the main listener, so held to the same connection limits.
+        refused = self.metrics.connections_refused
+        runner = GuardedAppRunner(
+            metrics_app, self.config.limits.connections, lambda r: refused.labels(r).inc(), access_log=None
+        )
         await runner.setup()
         self._runners.append(runner)
         await web.TCPSite(runner, listen[0], listen[1], reuse_address=True).start()

@@ -133,3 +133,15 @@ def test_connection_capacity_respects_the_fd_limit(monkeypatch: Any) -> None:
     monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 1024))
     assert listener.connection_capacity(8192) == 1024 - listener.RESERVED_FDS
     assert listener.connection_capacity(100) == 100
+
+
+async def test_silent_connection_to_metrics_listener_closed(make_harness: Any) -> None:
+    from tests.control.conftest import free_port
+
+    port = free_port()
+    await make_harness(limits=FAST, metrics_listen_addr=f"127.0.0.1:{port}")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+    await closed_within(reader, 10)
+    assert time.monotonic() - started < 10
+    writer.close()
