@@ -29,6 +29,7 @@ CAPVER_HOME_DERP = 111
 CAPVER_PACKET_FILTERS = 81
 # Oldest client capability version we serve (Tailscale v1.62, as Headscale's window goes back that far).
 MIN_CAPVER = 88
+MAX_ENDPOINTS = 256
 
 
 class BadRequest(ValueError):
@@ -282,6 +283,9 @@ class MapRequest(_NodeRequest):
     @field_validator("Endpoints")
     @classmethod
     def _endpoints(cls, value: list[str] | None) -> list[str] | None:
+        # Pushed to every peer like Hostinfo; a client lists its interfaces' addresses and STUN results.
+        if value is not None and len(value) > MAX_ENDPOINTS:
+            raise ValueError(f"more than {MAX_ENDPOINTS} endpoints")
         for endpoint in value or ():
             check_endpoint(endpoint)
         return value

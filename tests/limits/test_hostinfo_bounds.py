@@ -106,3 +106,12 @@ async def test_big_hostinfo_refused_over_the_wire_and_never_reaches_peers(make_h
     )
     assert len(json.dumps(delta)) < 4096 + 2048
     await reader.close()
+
+
+def test_endpoints_are_bounded() -> None:
+    endpoints = [f"192.0.2.1:{port}" for port in range(1, 1001)]
+    body = json.dumps({"NodeKey": "nodekey:" + "1" * 64, "Endpoints": endpoints}).encode()
+    with pytest.raises(tailcfg.BadRequest, match="Endpoints: more than 256 endpoints"):
+        tailcfg.parse_request(tailcfg.MapRequest, body)
+    body = json.dumps({"NodeKey": "nodekey:" + "1" * 64, "Endpoints": endpoints[:40]}).encode()
+    assert tailcfg.parse_request(tailcfg.MapRequest, body).Endpoints == endpoints[:40]
