@@ -399,7 +399,7 @@ class AuditLimits(_Section):
 
 
 class HostinfoLimits(_Section):
-    max_bytes: int = Field(default=16 << 10, ge=1024)
+    max_bytes: int = Field(default=32 << 10, ge=1024)
 
 
 class LimitsConfig(_Section):

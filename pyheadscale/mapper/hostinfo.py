@@ -4,7 +4,8 @@ A node's Hostinfo is stored and pushed to every peer that may see it, so its siz
 on each change. `bound_hostinfo` keeps only the fields tailcfg.Hostinfo defines (v1.80 to v1.104; unknown
 fields are dropped, as a Go client would drop them on decode anyway), holds every string and list to a size
 no real client comes near, and the whole to `limits.hostinfo.max_bytes` of JSON. What is over a bound is
-refused with an error naming the field, never silently cut: a cut Hostname or route list would be a lie.
+refused with an error naming the field, never silently cut: a cut Hostname or route list would be a lie. The
+one exception is Services, which is informational: past MAX_SERVICES the rest are dropped.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-DEFAULT_MAX_BYTES = 16 << 10
+DEFAULT_MAX_BYTES = 32 << 10
 MAX_STRING = 256
 # SSH host keys are the one long string a client sends (an RSA-4096 public key is ~750 characters).
 MAX_SSH_HOST_KEY = 4096
 MAX_SSH_HOST_KEYS = 16
 MAX_LIST = 256
 MAX_ROUTES = 1024
+# Services are informational (the host's listening ports, when the client shares them) and a busy host may
+# have hundreds: past this many the rest are dropped rather than the client refused.
+MAX_SERVICES = 128
 MAX_DERP_LATENCIES = 256
 
 STRING_FIELDS = frozenset(
@@ -125,8 +129,8 @@ def bound_hostinfo(hostinfo: dict[str, Any], max_bytes: int = DEFAULT_MAX_BYTES)
             raise ValueError(f"Hostinfo.sshHostKeys has a key longer than {MAX_SSH_HOST_KEY} characters")
     _check_list(out.get("RoutableIPs"), "Hostinfo.RoutableIPs", MAX_ROUTES)
     if isinstance(out.get("Services"), list):
-        _check_list(out["Services"], "Hostinfo.Services", MAX_LIST)
-        out["Services"] = [_known(s, SERVICE_FIELDS) for s in out["Services"] if isinstance(s, dict)]
+        services = out["Services"][:MAX_SERVICES]
+        out["Services"] = [_known(s, SERVICE_FIELDS) for s in services if isinstance(s, dict)]
         for service in out["Services"]:
             _check_strings(service, "Hostinfo.Services[]")
     if isinstance(out.get("NetInfo"), dict):

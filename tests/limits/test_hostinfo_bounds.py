@@ -58,6 +58,12 @@ def test_oversized_hostinfo_refused_naming_the_field(hostinfo: dict[str, Any], w
     assert where in str(info.value)
 
 
+def test_services_past_the_bound_are_dropped_not_refused() -> None:
+    services = [{"Proto": "tcp", "Port": port, "Description": "daemon"} for port in range(1, 1001)]
+    bounded = bound_hostinfo({"Hostname": "busy", "Services": services})
+    assert bounded["Services"] == services[:128]
+
+
 def test_unknown_fields_dropped_at_every_level() -> None:
     hostinfo = {
         "Hostname": "a",
