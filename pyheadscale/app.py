@@ -28,6 +28,7 @@ from pyheadscale.control.ts2021 import ControlServer
 from pyheadscale.control.verify import DerpAccess, verify_handler
 from pyheadscale.db.database import Database
 from pyheadscale.derpmap import DERPMapSource
+from pyheadscale.listener import GuardedAppRunner, request_deadline
 from pyheadscale.mapper.builder import MapBuilder, MapContext
 from pyheadscale.mapper.distributor import Distributor
 from pyheadscale.metrics import Metrics
@@ -67,7 +68,9 @@ class Server:
         self.metrics = Metrics()
         self.audit = AuditLog(None)
         self._control: ControlServer | None = None
-        self.logins = PendingLogins()
+        self.logins = PendingLogins(
+            config.limits.logins.max_pending, config.limits.logins.max_pending_per_source
+        )
         self.derp: DerpServer | None = None
         self.register: RegisterHandler | None = None
         self.oidc: OIDCLogin | None = None
@@ -89,7 +92,12 @@ class Server:
         ips = IPAllocator(config.prefixes.v4, config.prefixes.v6, config.prefixes.allocation)
         store = self.store = Store(self.db, ips)
         store.ephemeral_timeout = config.ephemeral_inactivity_timeout
-        store.audit = self.audit = AuditLog(config.path(config.audit_log) if config.audit_log else None)
+        store.audit = self.audit = AuditLog(
+            config.path(config.audit_log) if config.audit_log else None,
+            config.limits.audit,
+            config.limits.rate.audit_refusals,
+            on_suppressed=self.metrics.audit_suppressed.inc,
+        )
         await self.audit.start()
         self._closers.append(self.audit.close)
         await store.load()
@@ -122,9 +130,14 @@ class Server:
                 ("POST", "/machine/register"): register.handle,
                 ("POST", "/machine/map"): maps.handle,
             },
+            config.limits,
+            on_rate_limited=self.metrics.rate_limited.labels("handshakes").inc,
         )
 
-        app = web.Application(client_max_size=1 << 20, middlewares=[self.metrics.middleware])
+        limits = config.limits.connections
+        app = web.Application(
+            client_max_size=1 << 20, middlewares=[self.metrics.middleware, request_deadline(limits)]
+        )
         control.add_routes(app)
         self._control = control
         app.router.add_get("/health", self._health)
@@ -143,7 +156,8 @@ class Server:
         await self._start_derp(app, config, derp_access)
         app.add_subapp("/api/v1", api_application(self, trusted=False))
 
-        runner = web.AppRunner(app, access_log=None)
+        refused = self.metrics.connections_refused
+        runner = GuardedAppRunner(app, limits, lambda reason: refused.labels(reason).inc(), access_log=None)
         await runner.setup()
         self._runners.append(runner)
         host, port = config.listen
@@ -190,7 +204,11 @@ class Server:
             return
         metrics_app = web.Application()
         metrics_app.router.add_get("/metrics", self.metrics.handle)
-        runner = web.AppRunner(metrics_app, access_log=None)
+        # Unauthenticated like the main listener, so held to the same connection limits.
+        refused = self.metrics.connections_refused
+        runner = GuardedAppRunner(
+            metrics_app, self.config.limits.connections, lambda r: refused.labels(r).inc(), access_log=None
+        )
         await runner.setup()
         self._runners.append(runner)
         await web.TCPSite(runner, listen[0], listen[1], reuse_address=True).start()
