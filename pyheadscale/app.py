@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from aiohttp import web
 from derp.http import add_derp_routes
 from derp.server import DerpServer
 from derp.stun import start_stun_server
-from pyheadscale import keys
+from pyheadscale import keys, private_files
 from pyheadscale.api.app import api_application
 from pyheadscale.audit import AuditLog
 from pyheadscale.auth.interactive import PendingLogins
@@ -35,6 +36,7 @@ from pyheadscale.state.changes import Change, ChangeKind
 from pyheadscale.state.ipalloc import IPAllocator
 from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
+from pyheadscale.tls.certfiles import context_from_files
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +86,16 @@ class Server:
 
     async def _start(self) -> None:
         config = self.config
-        await asyncio.to_thread(Path(config.data_dir).mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(private_files.make_private_dir, Path(config.data_dir))
+        tls_context = await self._tls_context()
         noise_key = await asyncio.to_thread(_read_or_create_key, config.path(config.noise.private_key_path))
 
+        if config.database.type != "postgres":
+            await asyncio.to_thread(
+                private_files.ensure_private_file, config.path(config.database.sqlite.path)
+            )
+        if config.audit_log:
+            await asyncio.to_thread(private_files.ensure_private_file, config.path(config.audit_log))
         self.db = await Database.open(config)
         ips = IPAllocator(config.prefixes.v4, config.prefixes.v6, config.prefixes.allocation)
         store = self.store = Store(self.db, ips)
@@ -148,8 +157,11 @@ class Server:
         await runner.setup()
         self._runners.append(runner)
         host, port = config.listen
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
-        log.info("pyheadscale listening on %s (server_url %s)", config.listen_addr, config.server_url)
+        await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls_context).start()
+        scheme = "https" if tls_context is not None else "http"
+        log.info(
+            "pyheadscale listening on %s://%s (server_url %s)", scheme, config.listen_addr, config.server_url
+        )
         await self._start_unix_socket()
         await self._start_metrics()
 
@@ -179,15 +191,22 @@ class Server:
         if not self.config.unix_socket:
             return
         path = self.config.path(self.config.unix_socket)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
+        mode = int(self.config.unix_socket_permission, 8)
+        sock = await asyncio.to_thread(private_files.bind_unix_socket, path, mode)
         local = web.Application()
         local.add_subapp("/api/v1", api_application(self, trusted=True))
         runner = web.AppRunner(local, access_log=None)
         await runner.setup()
         self._runners.append(runner)
-        await web.UnixSite(runner, str(path)).start()
-        os.chmod(path, int(self.config.unix_socket_permission, 8))
+        await web.SockSite(runner, sock).start()
+
+    async def _tls_context(self) -> ssl.SSLContext | None:
+        """TLS for listen_addr when tls_cert_path/tls_key_path are set; a bad file stops the start."""
+        config = self.config
+        if not config.tls_cert_path:
+            return None
+        cert, key = config.path(config.tls_cert_path), config.path(config.tls_key_path)
+        return await asyncio.to_thread(context_from_files, cert, key)
 
     async def _start_metrics(self) -> None:
         listen = self.config.metrics_listen
