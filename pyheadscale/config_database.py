@@ -98,7 +98,7 @@ class PostgresConfig(_Section):
 class DatabaseConfig(_Section):
     type: Literal["sqlite", "sqlite3", "postgres"] = "sqlite"
     sqlite: SqliteConfig = SqliteConfig()
-    postgres: PostgresConfig = PostgresConfig()
+    postgres: PostgresConfig = PostgresConfig.model_validate({})
 
 
 __all__ = ["DatabaseConfig", "PostgresConfig", "SqliteConfig"]

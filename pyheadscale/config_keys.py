@@ -180,9 +180,9 @@ def apply_environment(
     """
     merged = _deep_copy(raw)
     applied: list[str] = []
-    keys: list[tuple[str, Any]] = list(model_keys(model))
-    keys += [(r.key, Any) for r in REMOVED] + [(k, Any) for k in DEPRECATED]
-    for dotted, annotation in keys:
+    keys: dict[str, Any] = {r.key: Any for r in REMOVED} | dict.fromkeys(DEPRECATED, Any)
+    keys |= dict(model_keys(model))
+    for dotted, annotation in keys.items():
         text = environ.get(env_name(dotted))
         if text is None:
             continue
