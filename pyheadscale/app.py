@@ -36,6 +36,7 @@ from pyheadscale.state.changes import Change, ChangeKind
 from pyheadscale.state.ipalloc import IPAllocator
 from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
+from pyheadscale.tls.acme_manager import ACMECertificates
 from pyheadscale.tls.certfiles import context_from_files
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Server:
         self.derp: DerpServer | None = None
         self.register: RegisterHandler | None = None
         self.oidc: OIDCLogin | None = None
+        self.acme: ACMECertificates | None = None
 
     async def start(self) -> None:
         """Bring the server up; on any failure, take down whatever had started and re-raise."""
@@ -159,6 +161,8 @@ class Server:
         host, port = config.listen
         await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls_context).start()
         scheme = "https" if tls_context is not None else "http"
+        if self.acme is not None:
+            self.acme.begin()  # TLS-ALPN-01 is answered on this listener, so only now
         log.info(
             "pyheadscale listening on %s://%s (server_url %s)", scheme, config.listen_addr, config.server_url
         )
@@ -201,8 +205,13 @@ class Server:
         await web.SockSite(runner, sock).start()
 
     async def _tls_context(self) -> ssl.SSLContext | None:
-        """TLS for listen_addr when tls_cert_path/tls_key_path are set; a bad file stops the start."""
+        """TLS for listen_addr: from tls_cert_path/tls_key_path (a bad file stops the start), or from ACME."""
         config = self.config
+        if config.tls_letsencrypt_hostname:
+            acme = self.acme = ACMECertificates(config)
+            self._closers.append(acme.close)
+            await acme.start()
+            return acme.context
         if not config.tls_cert_path:
             return None
         cert, key = config.path(config.tls_cert_path), config.path(config.tls_key_path)
