@@ -29,6 +29,7 @@ from pyheadscale.control.ts2021 import ControlServer
 from pyheadscale.control.verify import verify_handler
 from pyheadscale.db.database import Database
 from pyheadscale.derpmap import DERPMapSource
+from pyheadscale.extra_records import ExtraRecordsFile
 from pyheadscale.mapper.builder import MapBuilder, MapContext
 from pyheadscale.mapper.distributor import Distributor
 from pyheadscale.metrics import Metrics
@@ -125,6 +126,7 @@ class Server:
 
         derp_source.on_change = derp_changed
         self._closers.append(derp_source.close)
+        await self._start_extra_records(builder, distributor)
 
         register = self.register = RegisterHandler(store, config, self.metrics, self.logins)
         maps = MapHandler(store, builder, distributor, self.metrics, keepalive=self.keepalive)
@@ -171,6 +173,20 @@ class Server:
 
         self._tasks.append(asyncio.get_running_loop().create_task(self._expiry_watch()))
         self.ready.set()
+
+    async def _start_extra_records(self, builder: MapBuilder, distributor: Distributor) -> None:
+        """dns.extra_records_path: its records in every map, pushed to every node when the file changes."""
+        if not self.config.dns.extra_records_path:
+            return
+
+        def changed(records: list[dict[str, str]]) -> None:
+            builder.set_extra_records(records)
+            distributor.on_change(Change(ChangeKind.DNS))
+
+        records = ExtraRecordsFile(self.config.path(self.config.dns.extra_records_path), changed)
+        self._closers.append(records.close)
+        await records.start()
+        builder.set_extra_records(records.records)
 
     async def _start_derp(self, app: web.Application, config: Config) -> None:
         server_cfg = config.derp.server

@@ -28,7 +28,8 @@ class MapContext:
     derp_map: dict[str, Any]
 
 
-def _dns_config(config: Config) -> dict[str, Any]:
+def _dns_config(config: Config, extra_records: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """The DNSConfig every node gets; `extra_records` (from dns.extra_records_path) replace the config's."""
     dns = config.dns
     resolvers = [{"Addr": a} for a in dns.nameservers.global_]
     out: dict[str, Any] = {"Proxied": dns.magic_dns}
@@ -41,8 +42,9 @@ def _dns_config(config: Config) -> dict[str, Any]:
     domains = ([dns.base_domain] if dns.base_domain else []) + list(dns.search_domains)
     if domains:
         out["Domains"] = domains
-    if dns.extra_records:
-        out["ExtraRecords"] = dns.extra_records
+    records = dns.extra_records if extra_records is None else extra_records
+    if records:
+        out["ExtraRecords"] = records
     return out
 
 
@@ -50,6 +52,10 @@ class MapBuilder:
     def __init__(self, ctx: MapContext) -> None:
         self.ctx = ctx
         self._dns = _dns_config(ctx.config)
+
+    def set_extra_records(self, records: list[dict[str, str]]) -> None:
+        """New records from dns.extra_records_path: later maps carry them (push with a DNS change)."""
+        self._dns = _dns_config(self.ctx.config, records)
         # node id -> (the record the entries were built from, capver -> recipient-independent peer fields)
         self._peer_bases: dict[int, tuple[Node, dict[int, dict[str, Any]]]] = {}
 
