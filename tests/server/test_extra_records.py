@@ -35,7 +35,9 @@ async def next_with_records(stream: Any, limit: float) -> list[dict[str, str]]:
                 return list(message["DNSConfig"].get("ExtraRecords", []))
 
 
-async def test_records_reach_nodes_and_file_changes_are_pushed(start_server: StartServer, tmp_path: Path) -> None:
+async def test_records_reach_nodes_and_file_changes_are_pushed(
+    start_server: StartServer, tmp_path: Path
+) -> None:
     path = tmp_path / "records.json"
     write_records(path, [GRAFANA])
     server = await start_server(dns={"extra_records_path": str(path)})
