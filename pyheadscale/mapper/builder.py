@@ -52,12 +52,12 @@ class MapBuilder:
     def __init__(self, ctx: MapContext) -> None:
         self.ctx = ctx
         self._dns = _dns_config(ctx.config)
+        # node id -> (the record the entries were built from, capver -> recipient-independent peer fields)
+        self._peer_bases: dict[int, tuple[Node, dict[int, dict[str, Any]]]] = {}
 
     def set_extra_records(self, records: list[dict[str, str]]) -> None:
         """New records from dns.extra_records_path: later maps carry them (push with a DNS change)."""
         self._dns = _dns_config(self.ctx.config, records)
-        # node id -> (the record the entries were built from, capver -> recipient-independent peer fields)
-        self._peer_bases: dict[int, tuple[Node, dict[int, dict[str, Any]]]] = {}
 
     def fqdn(self, node: Node) -> str:
         base = self.ctx.config.base_domain
