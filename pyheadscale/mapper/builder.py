@@ -16,6 +16,7 @@ from pyheadscale.state.models import Node
 from pyheadscale.state.store import Store
 
 BASELINE_CAPS = ("https://tailscale.com/cap/is-admin", "https://tailscale.com/cap/ssh")
+DEFAULT_AUTO_UPDATE_CAP = "default-auto-update"
 
 
 @dataclass(slots=True)
@@ -126,6 +127,8 @@ class MapBuilder:
             allowed, primary = (peer.allowed_ips, peer.primary_routes) if peer is not None else ([], [])
         cap_map: dict[str, Any] = {cap: [] for cap in BASELINE_CAPS} if self_view else {}
         if self_view:
+            # auto_update.enabled: the tailnet's default for clients' auto-update, always sent (a JSON bool).
+            cap_map[DEFAULT_AUTO_UPDATE_CAP] = [self.ctx.config.auto_update.enabled]
             cap_map.update(self.ctx.policy.cap_map(node.id))
         out: dict[str, Any] = {
             "ID": node.id,
