@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from pyheadscale import config_keys
+from pyheadscale.cli.client import resolve_target
 from pyheadscale.cli.main import JSONLogFormatter, build_parser
 from pyheadscale.cli.main import _remote_from_config as remote_from_config
 from pyheadscale.config import Config, ConfigError, build_config, load_config
@@ -300,6 +301,17 @@ def test_cli_section_gives_the_remote_server(tmp_path: Path, monkeypatch: pytest
     flagged = build_parser().parse_args(["-c", str(config_file), "--address", "other:1", "users", "list"])
     remote_from_config(flagged)
     assert flagged.address == "other:1", "a flag wins over both"
+
+
+def test_cli_timeout_and_insecure_reach_the_client(tmp_path: Path) -> None:
+    config_file = write(
+        tmp_path / "config.yaml",
+        "cli:\n  address: https://hs.example\n  api_key: k\n  timeout: 2s\n  insecure: true\n",
+    )
+    args = build_parser().parse_args(["-c", str(config_file), "users", "list"])
+    remote_from_config(args)
+    target = resolve_target(args)
+    assert (target.base_url, target.timeout, target.insecure) == ("https://hs.example", 2.0, True)
 
 
 # --- Headscale's own example file --------------------------------------------------------------------------

@@ -160,7 +160,7 @@ SERVER_SIDE = frozenset({"serve", "configtest", "version", "generate"})
 def _remote_from_config(args: argparse.Namespace) -> None:
     """Management verbs: `cli.address`/`cli.api_key` from the config (or HEADSCALE_CLI_* through it) when no
     flag gives them, as Headscale's CLI reads them. A config that does not load is reported by the verb."""
-    if args.command in SERVER_SIDE or (args.address and args.api_key):
+    if args.command in SERVER_SIDE:
         return
     try:
         config, _source = load_config(args.config)
@@ -170,6 +170,10 @@ def _remote_from_config(args: argparse.Namespace) -> None:
         args.address = config.cli.address
     if not args.api_key and config.cli.api_key.get_secret_value():
         args.api_key = config.cli.api_key.get_secret_value()
+    # Headscale's 5s default is tight for a loaded server: only a configured cli.timeout replaces ours.
+    if "timeout" in config.cli.model_fields_set:
+        args.cli_timeout = config.cli.timeout.total_seconds()
+    args.cli_insecure = config.cli.insecure
 
 
 def main(argv: Sequence[str] | None = None) -> int:
