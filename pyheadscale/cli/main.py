@@ -100,8 +100,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _configtest(args: argparse.Namespace) -> int:
+    from pyheadscale.tls.certfiles import context_from_files
+
     try:
         config, source = load_config(args.config)
+        if config.tls_cert_path:  # the files must load, as `serve` will need them
+            context_from_files(config.path(config.tls_cert_path), config.path(config.tls_key_path))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

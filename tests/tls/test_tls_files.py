@@ -157,3 +157,7 @@ def test_serve_exits_with_the_key_named(
     )
     assert main(["-c", str(config), "serve"]) == 2
     assert "tls_cert_path: cannot read" in capsys.readouterr().err
+    assert main(["-c", str(config), "configtest"]) == 2
+    assert "tls_cert_path: cannot read" in capsys.readouterr().err
+    config.write_text(config.read_text().replace(str(tmp_path / "nope.pem"), str(pki.cert)))
+    assert main(["-c", str(config), "configtest"]) == 0
