@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from pyheadscale import private_files
-from pyheadscale.config import Config
+from pyheadscale.config import Config, ConfigError
 from pyheadscale.tls import acme_issuer
 from pyheadscale.tls.certfiles import base_context
 
@@ -40,7 +40,7 @@ def listen_address(value: str) -> tuple[str | None, int]:
     host, _, port = value.rpartition(":")
     number = _NAMED_PORTS.get(port) or (int(port) if port.isdigit() else None)
     if number is None or not 0 < number < 65536:
-        raise ValueError(f"tls_letsencrypt_listen: {value!r} is not host:port")
+        raise ConfigError(f"tls_letsencrypt_listen: {value!r} is not host:port (or :http)")
     return host.strip("[]") or None, number
 
 
@@ -95,7 +95,10 @@ class ACMECertificates:
 
     async def start(self) -> None:
         """Load a cached certificate and open the HTTP-01 listener; `begin` starts issuing/renewing."""
-        await asyncio.to_thread(private_files.make_private_dir, self.cache_dir)
+        try:
+            await asyncio.to_thread(private_files.make_private_dir, self.cache_dir)
+        except OSError as exc:
+            raise ConfigError(f"tls_letsencrypt_cache_dir: cannot create {self.cache_dir}: {exc}") from None
         await asyncio.to_thread(self._load_cached)
         if self.challenge_type == "HTTP-01":
             app = web.Application()
@@ -103,7 +106,12 @@ class ACMECertificates:
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
             host, port = self.listen
-            await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+            try:
+                await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+            except OSError as exc:
+                raise ConfigError(
+                    f"tls_letsencrypt_listen: cannot listen on {host or ''}:{port}: {exc}"
+                ) from None
 
     def begin(self) -> None:
         """Start the background loop (after the main listener is up: TLS-ALPN-01 is validated through it)."""
