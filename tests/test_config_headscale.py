@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from pyheadscale import config_keys
 from pyheadscale.cli.client import resolve_target
-from pyheadscale.cli.main import JSONLogFormatter, build_parser
+from pyheadscale.cli.main import JSONLogFormatter, build_parser, configure_logging
 from pyheadscale.cli.main import _remote_from_config as remote_from_config
 from pyheadscale.config import Config, ConfigError, build_config, load_config
 from pyheadscale.mapper.builder import _dns_config as dns_config
@@ -281,6 +281,18 @@ def test_json_log_lines() -> None:
     line = json.loads(JSONLogFormatter().format(record))
     assert (line["level"], line["message"], line["logger"]) == ("warn", "listening on x", "pyheadscale.app")
     assert line["time"].endswith("+00:00")
+
+
+def test_serve_logging_follows_log_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    configure_logging("warn", "json")
+    (handler,) = root.handlers
+    assert isinstance(handler.formatter, JSONLogFormatter) and root.level == logging.WARNING
+    configure_logging("debug", "text")
+    (handler,) = root.handlers
+    assert not isinstance(handler.formatter, JSONLogFormatter) and root.level == logging.DEBUG
 
 
 def test_log_format_is_validated(tmp_path: Path) -> None:
