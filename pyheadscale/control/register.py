@@ -100,9 +100,9 @@ class RegisterHandler:
             expired=not self.store.may_connect(node),
         )
 
-    def default_expiry(self) -> datetime | None:
-        lifetime = self.config.node.expiry
-        return now() + lifetime if lifetime.total_seconds() > 0 else None
+    def default_expiry(self, *, tagged: bool = False, requested: datetime | None = None) -> datetime | None:
+        """Key expiry for a node registering now (a login approved for a user: not tagged, nothing asked)."""
+        return self.config.node.expiry_for(tagged=tagged, requested=requested, at=now())
 
     async def _register(self, req: tailcfg.RegisterRequest, machine_key: str, source: str) -> dict[str, Any]:
         expiry = req.expiry
@@ -134,7 +134,7 @@ class RegisterHandler:
                 machine_key=machine_key,
                 node_key=req.NodeKey,
                 hostinfo=req.Hostinfo or {},
-                expiry=self.default_expiry(),
+                expiry=self.default_expiry(tagged=bool(key.tags), requested=expiry),
             )
             log.info("registered node %d (%s) with preauth key %d", node.id, node.given_name, key.id)
             return self._response_for(node)
