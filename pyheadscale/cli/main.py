@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pyheadscale import __version__
 from pyheadscale.cli import apikeys, auth, debug, health, nodes, policy, preauthkeys, users
 from pyheadscale.config import ConfigError, load_config
+from pyheadscale.db.headscale_versions import UnsupportedHeadscaleDatabase
 from pyheadscale.keys import PrivateKey
 
 LOG_LEVELS = {
@@ -55,6 +56,9 @@ def _serve(args: argparse.Namespace) -> int:
         asyncio.run(serve_forever(config))
     except KeyboardInterrupt:
         pass
+    except UnsupportedHeadscaleDatabase as exc:
+        print(f"pyheadscale: not starting: {exc}. The database was left as it was.", file=sys.stderr)
+        return 1
     return 0
 
 
