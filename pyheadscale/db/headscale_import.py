@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy import Connection, event, insert, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pyheadscale.auth import secret_keys
@@ -147,7 +147,7 @@ async def take_over_if_headscale(url: str, run_migrations: Callable[[Connection]
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN")
 
     try:
         async with engine.connect() as conn:
@@ -160,8 +160,15 @@ async def take_over_if_headscale(url: str, run_migrations: Callable[[Connection]
             where = str(backup)
         else:
             where = f"schema headscale_backup_{stamp}"
-        async with engine.begin() as conn:
-            counts = await conn.run_sync(_convert, found, run_migrations, None if sqlite else stamp)
+        try:
+            async with engine.begin() as conn:
+                counts = await conn.run_sync(_convert, found, run_migrations, None if sqlite else stamp)
+        except OperationalError as exc:
+            if sqlite and "locked" in str(exc.orig):
+                raise UnsupportedHeadscaleDatabase(
+                    "the Headscale database is locked by another program: stop Headscale first"
+                ) from exc
+            raise
     finally:
         await engine.dispose()
     log.warning(

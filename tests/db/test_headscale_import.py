@@ -233,3 +233,16 @@ def test_serve_refuses_a_newer_database_with_one_clear_line(tmp_path: Path) -> N
     assert proc.returncode == 1, proc.stderr
     assert "Headscale v0.31.0, newer than v0.29.2" in proc.stderr and "Traceback" not in proc.stderr
     assert digest(path) == before
+
+
+async def test_a_database_headscale_still_writes_is_refused(tmp_path: Path) -> None:
+    path = copy_db("headscale-v0.29.2", tmp_path)
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # what a running Headscale holds while it writes
+        with pytest.raises(UnsupportedHeadscaleDatabase, match="stop Headscale first"):
+            await Database.open_url(f"sqlite+aiosqlite:///{path}")
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert "alembic_version" not in _tables(path)
