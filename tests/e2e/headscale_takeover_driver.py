@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -36,10 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand
 
 from tests.db.pgserver import pg_bin, throwaway_postgres
 from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import CLIENT_ENV, free_port, setup_loopback_only
 from tests.e2e.policy_login_driver import BODY, fetch_until
 
 ROUTE = "10.99.0.0/24"
+"""Approved for the tagged tsnet node, which does not announce it."""
+SUBNET = "10.98.0.0/24"
+"""Announced by the tailscaled node and approved: a subnet route it serves."""
 POLICY = {
     "tagOwners": {"tag:server": ["alice@"]},
     "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
@@ -85,6 +89,67 @@ def headscale_config(workdir: Path, port: int, stun_port: int, database: dict[st
         "unix_socket": str(workdir / "headscale.sock"),
         "unix_socket_permission": "0770",
     }
+
+
+class Tailscaled:
+    """The official tailscaled (userspace networking) and its CLI, logged in with `tailscale up`."""
+
+    def __init__(self, workdir: Path, name: str, tailscaled: str, tailscale: str) -> None:
+        self.name, self.tailscaled, self.tailscale = name, tailscaled, tailscale
+        self.dir = workdir / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.socket = self.dir / "tailscaled.sock"
+        self.log_path = self.dir / "tailscaled.log"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            self.tailscaled,
+            "--tun=userspace-networking",
+            f"--statedir={self.dir / 'state'}",
+            f"--socket={self.socket}",
+            "--port=0",
+            env={**os.environ, **CLIENT_ENV, "HOME": str(self.dir)},
+            stdout=log,
+            stderr=log,
+        )
+        for _ in range(100):
+            if self.socket.exists():
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"tailscaled did not start: {self.log_tail()}")
+
+    async def cli(self, *argv: str) -> str:
+        return await run(self.tailscale, f"--socket={self.socket}", *argv)
+
+    async def pings(self, address: str) -> bool:
+        """Whether a disco ping to `address` is answered (up to 20 tries; `tailscale ping` fails on none)."""
+        proc = await asyncio.create_subprocess_exec(
+            self.tailscale,
+            f"--socket={self.socket}",
+            "ping",
+            "--c=20",
+            address,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        return b"pong from" in out
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+    def log_tail(self, size: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-size:]
+        except OSError:
+            return ""
 
 
 class Process:
@@ -165,12 +230,16 @@ def snapshot(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "ips": sorted(get(n, "ipAddresses", "ip_addresses") or []),
             "tags": sorted(get(n, "tags", "forced_tags") or []),
             "approved_routes": sorted(get(n, "approvedRoutes", "approved_routes") or []),
+            "announced_routes": sorted(get(n, "availableRoutes", "available_routes") or []),
+            "serving_routes": sorted(get(n, "subnetRoutes", "subnet_routes") or []),
         }
         for n in rows
     }
 
 
-async def main(workdir: Path, db_kind: str, record: Path | None, headscale: str) -> dict[str, Any]:
+async def main(
+    workdir: Path, db_kind: str, record: Path | None, headscale: str, tailscale_pair: list[str] | None
+) -> dict[str, Any]:
     setup_loopback_only()
     result: dict[str, Any] = {"ok": False}
     async with contextlib.AsyncExitStack() as stack:
@@ -195,6 +264,8 @@ async def main(workdir: Path, db_kind: str, record: Path | None, headscale: str)
             "pyheadscale", [sys.executable, "-m", "pyheadscale", "-c", str(config), "serve"], workdir, url
         )
         nodes: list[CaddyNode] = []
+        tailscaled = Tailscaled(workdir, "nodet", *tailscale_pair) if tailscale_pair else None
+        expected = {"nodea", "nodeb", *(["nodet"] if tailscaled else [])}
         try:
             await hs.start()
             hsctl = (headscale, "-c", str(config))
@@ -245,6 +316,17 @@ async def main(workdir: Path, db_kind: str, record: Path | None, headscale: str)
             result["before"] = status
             listed = await headscale_nodes(headscale, config)
             await run(*hsctl, "nodes", "approve-routes", "-i", str(listed["nodeb"]["id"]), "-r", ROUTE)
+            if tailscaled is not None:
+                await tailscaled.start()
+                await tailscaled.cli(
+                    *("up", f"--login-server={url}", f"--authkey={user_key}", "--hostname=nodet"),
+                    *(f"--advertise-routes={SUBNET}", "--timeout=120s"),
+                )
+                listed = await wait_for(
+                    lambda: _with(headscale_nodes(headscale, config), "nodet"), 60, "nodet in Headscale"
+                )
+                await run(*hsctl, "nodes", "approve-routes", "-i", str(listed["nodet"]["id"]), "-r", SUBNET)
+                result["nodet_ping_before"] = await tailscaled.pings(a_ip)
             before = snapshot(list((await headscale_nodes(headscale, config)).values()))
             result["headscale_nodes"] = before
             await hs.stop()
@@ -264,6 +346,8 @@ async def main(workdir: Path, db_kind: str, record: Path | None, headscale: str)
                         result["api_status"] = resp.status
                         return list((await resp.json())["nodes"]) if resp.status == 200 else []
 
+                async with http.get(f"{url}/api/v1/policy") as resp:
+                    result["policy_carried_over"] = json.loads((await resp.json())["policy"]) == POLICY
                 after = snapshot(await api_nodes())
                 result["after_nodes_same"] = after == before
                 if after != before:
@@ -272,11 +356,13 @@ async def main(workdir: Path, db_kind: str, record: Path | None, headscale: str)
                 async def all_online() -> bool:
                     rows = await api_nodes()
                     result["online_after"] = {n["name"]: n["online"] for n in rows}
-                    return len(rows) == 2 and all(n["online"] for n in rows)
+                    return {n["name"] for n in rows} == expected and all(n["online"] for n in rows)
 
                 await wait_for(all_online, 180, "both clients to reconnect to pyheadscale")
                 status, seconds = await fetch_until(proxy_port, True, 120)
                 result["after"] = {"status": status, "seconds": seconds}
+                if tailscaled is not None:
+                    result["nodet_ping_after"] = await tailscaled.pings(a_ip)
 
                 node_c = CaddyNode(
                     workdir, "nodec", url, user_key, ':80 {\n  bind tailscale/nodec\n  respond "c"\n}\n'
@@ -297,10 +383,14 @@ async def main(workdir: Path, db_kind: str, record: Path | None, headscale: str)
         finally:
             for caddy in nodes:
                 await caddy.stop()
+            if tailscaled is not None:
+                await tailscaled.stop()
             await hs.stop()
             await ours.stop()
             if not result.get("ok"):
                 result["logs"] = {caddy.name: caddy.log_tail() for caddy in nodes}
+                if tailscaled is not None:
+                    result["logs"]["nodet"] = tailscaled.log_tail()
                 result["headscale_log"] = hs.log_tail()
                 result["pyheadscale_log"] = ours.log_tail()
     return result
@@ -350,9 +440,12 @@ if __name__ == "__main__":
     parser.add_argument("--headscale", required=True)
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--record", type=Path)
+    parser.add_argument(
+        "--tailscale", nargs=2, metavar=("TAILSCALED", "TAILSCALE"), help="add a tailscaled node"
+    )
     parser.add_argument("--keep", type=Path, help="work in this directory and leave it (for debugging)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.keep or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        print(json.dumps(asyncio.run(main(workdir, args.db, args.record, args.headscale))))
+        print(json.dumps(asyncio.run(main(workdir, args.db, args.record, args.headscale, args.tailscale))))
