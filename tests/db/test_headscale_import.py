@@ -103,7 +103,8 @@ async def test_everything_carries_over(
                 node.hostinfo == json.loads(row["host_info"]) and node.hostinfo["Hostname"] == node.hostname
             )
             assert node.last_seen == datetime.fromisoformat(row["last_seen"])
-            assert node.expiry is None and row["expiry"] is None
+            # Before v0.28 Headscale wrote Go's zero time for "no expiry".
+            assert node.expiry is None and (row["expiry"] or "0001-").startswith("0001-")
     source.close()
     assert nodes["nodea"].user_id == alice.id and nodes["nodeb"].user_id is None
     policy = await store.db.latest_policy()
@@ -128,13 +129,13 @@ async def test_keys_made_by_headscale_keep_working(
     assert tag_key.tags == ["tag:server"]
     assert await store.verify_api_key(keys["api_key"]) is not None
     assert store.valid_api_key(keys["api_key"])  # proven once: the synchronous check agrees, cheaply
-    for text in (keys["preauth_key_alice"], keys["api_key"]):
-        wrong = text[:-1] + ("A" if text[-1] != "A" else "B")
-        if text.startswith("hskey-api-"):
-            assert await store.verify_api_key(wrong) is None
-        else:
-            with pytest.raises(AuthFailed):
-                await store.verify_preauth_key(wrong)
+
+    def wrong(text: str) -> str:
+        return text[:-1] + ("A" if text[-1] != "A" else "B")
+
+    assert await store.verify_api_key(wrong(keys["api_key"])) is None
+    with pytest.raises(AuthFailed):
+        await store.verify_preauth_key(wrong(keys["preauth_key_alice"]))
 
 
 @pytest.mark.parametrize("name", RECORDED)
