@@ -10,8 +10,14 @@ tags and routes; both clients come back online by themselves with no new login a
 again; the Headscale-made API key reads the REST API; a third client joins with the Headscale-made reusable
 key.
 
-With `--record DIR` the Headscale-made SQLite database, its noise key and the key texts are also saved to DIR
-(fixtures/headscale-v0.29.2 is made this way; tests/db/test_headscale_import.py reads it without Go).
+With `--record DIR` what Headscale made (its SQLite database, or a pg_dump of its PostgreSQL one), the key
+texts, its node listing and the policy are saved to DIR before pyheadscale starts; tests/db reads them without
+Go. The fixtures were recorded so, with `--tailscale <tailscaled> <tailscale>` (v1.90.9):
+    fixtures/headscale-v0.29.2           --headscale <refbin headscale> --db sqlite
+    fixtures/headscale-v0.29.2-postgres  --headscale <refbin headscale> --db postgres
+    fixtures/headscale-v0.26.1           --headscale <go install .../cmd/headscale@v0.26.1 into a temp GOBIN>
+Before v0.28 Headscale keeps preauth keys in clear and makes `<prefix>.<secret>` API keys: that fixture holds
+those forms.
 
 Runs inside a private namespace (see netns.py); prints one JSON line.
 """
@@ -279,10 +285,11 @@ async def main(
                     *hsctl, "preauthkeys", "create", "-u", "1", "--reusable", "-e", "720h", "-o", "json"
                 )
             )["key"]
-            # Before v0.28 a tagged key still belongs to a user (its tags become the node's forced tags).
-            owner = ["-u", "1"] if "v0.26" in await run(headscale, "version") else []
-            tag_args = [*owner, "--tags", "tag:server", "--reusable", "-e", "720h", "-o", "json"]
-            tag_key = json.loads(await run(*hsctl, "preauthkeys", "create", *tag_args))["key"]
+            tag_args = ["--tags", "tag:server", "--reusable", "-e", "720h", "-o", "json"]
+            try:
+                tag_key = json.loads(await run(*hsctl, "preauthkeys", "create", *tag_args))["key"]
+            except RuntimeError:  # before v0.28 a key names its user (its tags become the node's forced tags)
+                tag_key = json.loads(await run(*hsctl, "preauthkeys", "create", "-u", "1", *tag_args))["key"]
             api_key = json.loads(await run(*hsctl, "apikeys", "create", "-e", "720h", "-o", "json"))
             result["key_forms"] = [user_key[:11], api_key[:10]]
 
@@ -336,7 +343,7 @@ async def main(
                 _record(record, workdir, dump, keys, before)
 
             await ours.start()
-            result["takeover_logged"] = "took over a Headscale v0.29" in ours.log_tail(100_000)
+            result["takeover_logged"] = "took over a Headscale v0." in ours.log_tail(100_000)
             result["backup"] = backup_releases(workdir) if db_kind == "sqlite" else "schema"
             auth = {"Authorization": f"Bearer {api_key}"}
             async with aiohttp.ClientSession(headers=auth) as http:
