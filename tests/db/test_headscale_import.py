@@ -247,3 +247,31 @@ async def test_a_database_headscale_still_writes_is_refused(tmp_path: Path) -> N
         writer.execute("ROLLBACK")
         writer.close()
     assert "alembic_version" not in _tables(path)
+
+
+async def test_provider_identities_and_leftover_tables(tmp_path: Path) -> None:
+    """An OIDC user keeps its provider identity; tables older Headscale migrations left behind (`*_old`) go
+    with the rest into the backup."""
+    path = copy_db("headscale-v0.29.2", tmp_path)
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO users (id, name, display_name, email, provider_identifier, provider, "
+            "profile_pic_url, created_at) VALUES (7, 'dana', 'Dana D', 'dana@idp.example', 'https://idp.example/sub-123', "
+            "'oidc', 'https://idp.example/dana.png', '2026-11-30 08:00:00.5+00:00')"
+        )
+        db.execute("CREATE TABLE nodes_old (id integer PRIMARY KEY, hostname text)")
+    db.close()
+    store = await open_store(path)
+    try:
+        dana = store.user_by_name("dana")
+        assert dana is not None
+        assert (dana.provider, dana.provider_id, dana.profile_pic_url, dana.display_name) == (
+            "oidc",
+            "https://idp.example/sub-123",
+            "https://idp.example/dana.png",
+            "Dana D",
+        )
+        assert dana.created_at is not None and dana.created_at.microsecond == 500_000
+    finally:
+        await store.db.close()
+    assert "nodes_old" not in _tables(path) and "nodes_old" in _tables(backups(tmp_path)[0])
