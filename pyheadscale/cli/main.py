@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pyheadscale import __version__
 from pyheadscale.cli import apikeys, auth, debug, health, nodes, policy, preauthkeys, users
 from pyheadscale.config import ConfigError, load_config
+from pyheadscale.db.headscale_versions import UnsupportedHeadscaleDatabase
 from pyheadscale.keys import PrivateKey
 
 LOG_LEVELS = {
@@ -96,6 +97,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:  # found at start: a certificate that does not load, ...
         print(exc, file=sys.stderr)
         return 2
+    except UnsupportedHeadscaleDatabase as exc:
+        print(f"pyheadscale: not starting: {exc}. The database was left as it was.", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -128,7 +128,7 @@ class RegisterHandler:
 
         auth_key = req.Auth.AuthKey if req.Auth else ""
         if auth_key:
-            key = self.store.find_preauth_key(auth_key)
+            key = await self.store.verify_preauth_key(auth_key)
             node = await self.store.register_with_key(
                 key,
                 machine_key=machine_key,
