@@ -16,7 +16,9 @@ from derp.http import add_derp_routes
 from derp.server import DerpServer
 from derp.stun import start_stun_server
 from pyheadscale import keys
+from pyheadscale.api import meta
 from pyheadscale.api.app import api_application
+from pyheadscale.api.service import HeadscaleService
 from pyheadscale.audit import AuditLog
 from pyheadscale.auth.interactive import PendingLogins
 from pyheadscale.auth.oidc_login import OIDCLogin, start_oidc
@@ -73,6 +75,7 @@ class Server:
         self.derp: DerpServer | None = None
         self.register: RegisterHandler | None = None
         self.oidc: OIDCLogin | None = None
+        self.service = HeadscaleService(self)
 
     async def start(self) -> None:
         """Bring the server up; on any failure, take down whatever had started and re-raise."""
@@ -130,6 +133,7 @@ class Server:
         control.add_routes(app)
         self._control = control
         app.router.add_get("/health", self._health)
+        meta.add_routes(app)
         app.router.add_post("/verify", verify_handler(store))
         oidc = self.oidc = await start_oidc(config, store, self.logins)
         if oidc is not None:

@@ -9,21 +9,38 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
+from pyheadscale.api.errors import ApiError
+from pyheadscale.api.gateway import BINDINGS
+from pyheadscale.api.protojson import from_json
 from pyheadscale.cli.output import emit_error
 from pyheadscale.config import ConfigError, load_config
+from pyheadscale.grpc.schema import pb
 
 API_PREFIX = "/api/v1"
 TIMEOUT_SECONDS = 30.0
 
 
+BINDINGS_BY_RPC = {binding.rpc: binding for binding in BINDINGS}
+
+
 class CliError(Exception):
     """A failure to report on stderr as one line, without a traceback."""
+
+
+def _response_message(rpc: str, body: dict[str, Any]) -> Any:
+    method = pb.DESCRIPTOR.services_by_name["HeadscaleService"].methods_by_name[rpc]
+    try:
+        return from_json(body, getattr(pb, method.output_type.name))
+    except ApiError as exc:
+        raise CliError(f"the server's answer to {rpc} does not read as headscale.v1: {exc.message}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +93,7 @@ class ApiClient:
     async def close(self) -> None:
         await self.session.close()
 
-    async def call(
-        self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None
-    ) -> dict[str, Any]:
+    async def call(self, method: str, path: str, *, json: Any = None, params: Any = None) -> dict[str, Any]:
         url = f"{self.target.base_url}{API_PREFIX}{path}"
         try:
             async with self.session.request(method, url, json=json, params=params) as resp:
@@ -99,6 +114,25 @@ class ApiClient:
         if not isinstance(body, dict):
             raise CliError("the server's answer was not a JSON object")
         return body
+
+    async def rpc(self, rpc_name: str, /, **fields: Any) -> Any:
+        """Call headscale.v1 rpc `rpc_name` through its REST binding; its response message.
+
+        Path fields fill the template, the rest go in the JSON body or the query string as the binding says.
+        """
+        binding = BINDINGS_BY_RPC[rpc_name]
+        path = binding.path
+        for key in re.findall(r"{(\w+)}", path):
+            path = path.replace("{" + key + "}", quote(str(fields.pop(key)), safe=""))
+        if binding.body:
+            body = await self.call(binding.method, path, json=fields)
+        else:
+            params: list[tuple[str, str]] = []
+            for key, value in fields.items():
+                for item in value if isinstance(value, list) else [value]:
+                    params.append((key, str(item).lower() if isinstance(item, bool) else str(item)))
+            body = await self.call(binding.method, path, params=params)
+        return _response_message(rpc_name, body)
 
     async def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         return await self.call("GET", path, params=params)
