@@ -30,6 +30,7 @@ from pyheadscale.control.ts2021 import ControlServer
 from pyheadscale.control.verify import verify_handler
 from pyheadscale.db.database import Database
 from pyheadscale.derpmap import DERPMapSource
+from pyheadscale.grpc.server import start_grpc
 from pyheadscale.mapper.builder import MapBuilder, MapContext
 from pyheadscale.mapper.distributor import Distributor
 from pyheadscale.metrics import Metrics
@@ -156,6 +157,9 @@ class Server:
         log.info("pyheadscale listening on %s (server_url %s)", config.listen_addr, config.server_url)
         await self._start_unix_socket()
         await self._start_metrics()
+        grpc_server = await start_grpc(self)
+        if grpc_server is not None:
+            self._closers.append(lambda: grpc_server.stop(grace=1.0))
 
         self._tasks.append(asyncio.get_running_loop().create_task(self._expiry_watch()))
         self.ready.set()

@@ -370,6 +370,9 @@ class Config(_Section):
     # pyheadscale's own: the audit log's JSON lines (relative to the data directory); "" keeps it in memory.
     audit_log: str = "audit.log"
     tls_key_path: str = ""
+    # The remote gRPC API; served only with TLS or with grpc_allow_insecure, as in Headscale.
+    grpc_listen_addr: str = ":50443"
+    grpc_allow_insecure: bool = False
 
     @field_validator("server_url")
     @classmethod
@@ -443,8 +446,6 @@ def build_config(raw: dict[str, Any], *, data_dir: Path | None = None, embedded:
         merged.setdefault("derp", {"server": {"enabled": True, "stun_listen_addr": "127.0.0.1:3478"}})
     merged["data_dir"] = str(data_dir or raw.get("data_dir") or default_data_dir())
     known = set(Config.model_fields) | {
-        "grpc_listen_addr",
-        "grpc_allow_insecure",
         "disable_check_updates",
         "trusted_proxies",
         "acme_url",
