@@ -39,7 +39,10 @@ def parse_routes(routes: list[str]) -> list[str]:
 
 class Nodes(Resource):
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/node/{node_id}/user", self.move)]
+        return [
+            web.post("/node/{node_id}/user", self.move),
+            web.post("/node/{node_id}/rename/", self.rename_to_hostname),
+        ]
 
     def _node(self, node_id: int) -> Any:
         return serialize.node(self.store, self.store.get_node(node_id))
@@ -104,6 +107,12 @@ class Nodes(Resource):
     async def register_node(self, request: Any) -> Any:
         """Completing an interactive login, the older way: `user` and `key` (the auth id)."""
         return pb.RegisterNodeResponse(node=await complete_login(self, request.key, request.user))
+
+    async def rename_to_hostname(self, request: web.Request) -> web.Response:
+        """RenameNode with an empty name, which gRPC can send but a REST path segment cannot."""
+        node_id = path_id(request, "node_id", "node id")
+        answer = await self.rename_node(pb.RenameNodeRequest(node_id=node_id, new_name=""))
+        return reply(to_json(answer))
 
     async def move(self, request: web.Request) -> web.Response:
         node = self.store.get_node(path_id(request, "node_id", "node id"))

@@ -154,6 +154,15 @@ def _additions() -> dict[str, dict[str, Schema]]:
                 "tags": ["pyheadscale"],
             }
         },
+        "/api/v1/node/{nodeId}/rename/": {
+            "post": {
+                "operationId": "pyheadscale_RenameNodeToHostname",
+                "summary": "RenameNode with an empty name: the node is named after its hostname again.",
+                "parameters": [node_id],
+                "responses": _responses({"$ref": "#/definitions/v1RenameNodeResponse"}),
+                "tags": ["pyheadscale"],
+            }
+        },
         "/api/v1/auth/pending": {
             "get": {
                 "operationId": "pyheadscale_ListPendingLogins",

@@ -130,7 +130,10 @@ async def _expire(client: ApiClient, args: argparse.Namespace) -> None:
 
 async def _rename(client: ApiClient, args: argparse.Namespace) -> None:
     """Without NEW_NAME the node takes a name from its hostname again, as Headscale does."""
-    node = (await client.rpc("RenameNode", node_id=_node_id(args), new_name=args.new_name or "")).node
+    if args.new_name:
+        node = (await client.rpc("RenameNode", node_id=_node_id(args), new_name=args.new_name)).node
+    else:
+        node = from_json(await client.post(f"/node/{_node_id(args)}/rename/"), pb.RenameNodeResponse).node
     _show_node(args, node, "Node renamed")
 
 
