@@ -13,6 +13,10 @@ from pyheadscale.api.openapi import serve_document
 
 DOCUMENT_PATH = "/swagger/v1/openapiv2.json"
 
+# The Headscale release whose API this one answers as. Tools gate features on `/version` (headplane reads it
+# as semver), so the version reads as that release, with pyheadscale's own as semver build metadata.
+HEADSCALE_API_VERSION = "0.29.2"
+
 # The browser fetches Swagger UI itself, as with Headscale's page; the server only names the document.
 _SWAGGER_PAGE = f"""<!doctype html>
 <html>
@@ -37,7 +41,7 @@ window.addEventListener("load", () => {{
 def version_info() -> dict[str, object]:
     """The shape of Headscale's `/version` and `version -o json`, filled with what describes this build."""
     return {
-        "version": __version__,
+        "version": f"v{HEADSCALE_API_VERSION}+pyheadscale.{__version__}",
         "commit": "unknown",
         "buildTime": "unknown",
         "go": {

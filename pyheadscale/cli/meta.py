@@ -6,7 +6,8 @@ import argparse
 
 import shtab
 
-from pyheadscale.api.meta import version_info
+from pyheadscale import __version__
+from pyheadscale.api.meta import HEADSCALE_API_VERSION, version_info
 from pyheadscale.cli.output import add_output_flags, emit
 from pyheadscale.keys import PrivateKey
 
@@ -18,7 +19,7 @@ def _version(args: argparse.Namespace) -> int:
     go = info["go"]
     assert isinstance(go, dict)
     human = (
-        f"pyheadscale version {info['version']}\n"
+        f"pyheadscale version {__version__} (answers as Headscale v{HEADSCALE_API_VERSION})\n"
         f"commit: {info['commit']}\n"
         f"build time: {info['buildTime']}\n"
         f"built with: {go['version']} {go['os']}/{go['arch']}\n"
