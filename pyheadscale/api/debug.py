@@ -33,11 +33,16 @@ class Debug(Resource):
             )
         except ValueError as exc:
             raise invalid(str(exc)) from None
+        # What would register, as Headscale echoes it: no id or addresses yet, zero times.
         node = pb.Node(
             machine_key=machine_key,
             node_key=node_key,
+            disco_key=serialize.ZERO_DISCO_KEY,
             name=request.name,
             user=serialize.user(user),
+            last_seen=serialize.zero_time(),
+            expiry=serialize.zero_time(),
+            created_at=serialize.zero_time(),
             available_routes=routes,
         )
         return pb.DebugCreateNodeResponse(node=node)

@@ -53,7 +53,7 @@ class Nodes(Resource):
         if request.user:
             owner = self.store.resolve_user(request.user)
             nodes = [n for n in nodes if n.user_id == owner.id and not n.tags]
-        return pb.ListNodesResponse(nodes=[serialize.node(self.store, n) for n in nodes])
+        return pb.ListNodesResponse(nodes=[serialize.node(self.store, n, listed=True) for n in nodes])
 
     async def get_node(self, request: Any) -> Any:
         return pb.GetNodeResponse(node=self._node(request.node_id))

@@ -19,6 +19,12 @@ from pyheadscale.state.store import Store
 # Headscale presents tagged nodes as owned by this synthetic user (tags are their identity, not a person).
 TAGGED_DEVICES_USER_ID = 2147455555
 TAGGED_DEVICES_NAME = "tagged-devices"
+TAGGED_DEVICES_DISPLAY_NAME = "Tagged Devices"
+
+# Go's zero time.Time, which Headscale writes where a time was never set (0001-01-01T00:00:00Z).
+ZERO_TIME_SECONDS = -62135596800
+# The text of an all-zero disco key, which Headscale shows for a node that never sent one.
+ZERO_DISCO_KEY = "discokey:" + "0" * 64
 
 _REGISTER_METHODS = {
     "authkey": pb.REGISTER_METHOD_AUTH_KEY,
@@ -38,6 +44,10 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     return stamp
 
 
+def zero_time() -> Timestamp:
+    return Timestamp(seconds=ZERO_TIME_SECONDS)
+
+
 def user(record: User) -> Message:
     return pb.User(
         id=record.id,
@@ -52,7 +62,12 @@ def user(record: User) -> Message:
 
 
 def tagged_devices_user() -> Message:
-    return pb.User(id=TAGGED_DEVICES_USER_ID, name=TAGGED_DEVICES_NAME)
+    return pb.User(
+        id=TAGGED_DEVICES_USER_ID,
+        name=TAGGED_DEVICES_NAME,
+        created_at=zero_time(),
+        display_name=TAGGED_DEVICES_DISPLAY_NAME,
+    )
 
 
 def preauth_key(store: Store, record: PreAuthKey, full_text: str | None = None) -> Message:
@@ -87,9 +102,11 @@ def serving_routes(node: Node) -> list[str]:
     return [route for route in node.approved_routes if route in announced]
 
 
-def node(store: Store, record: Node) -> Message:
+def node(store: Store, record: Node, *, listed: bool = False) -> Message:
+    """A node. A tagged node has no owner: listings show the synthetic tagged-devices user, single-node
+    answers no user at all, as Headscale does."""
     if record.tags:
-        owner = tagged_devices_user()
+        owner = tagged_devices_user() if listed else None
     else:
         found = store.users.get(record.user_id) if record.user_id is not None else None
         owner = user(found) if found is not None else None
@@ -98,7 +115,7 @@ def node(store: Store, record: Node) -> Message:
         id=record.id,
         machine_key=record.machine_key,
         node_key=record.node_key,
-        disco_key=record.disco_key,
+        disco_key=record.disco_key or ZERO_DISCO_KEY,
         ip_addresses=[address.split("/")[0] for address in record.addresses()],
         name=record.hostname,
         user=owner,

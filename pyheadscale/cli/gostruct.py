@@ -98,35 +98,49 @@ def _yaml_scalar(value: Any) -> str:
     return json.dumps(text, ensure_ascii=False) if plain[:1] in ("'", '"') or not text else plain
 
 
-def _yaml_lines(value: Any, indent: int) -> list[str]:
-    """Block YAML as yaml.v3 lays it out: mappings and sequences in a mapping indented by four, the keys
-    of a mapping in a sequence aligned after its `- `."""
-    pad = " " * indent
+def _inline(item: Any) -> str | None:
+    """An empty collection or a scalar, written on its key's line; None for a non-empty collection."""
+    if isinstance(item, dict | list):
+        return None if item else ("{}" if isinstance(item, dict) else "[]")
+    return _yaml_scalar(item)
+
+
+def _yaml_lines(value: Any, level: int, key_column: int | None = None) -> list[str]:
+    """Block YAML as yaml.v3 lays it out with its indent of four: what a key holds is indented four past
+    the level of the mapping holding it; a mapping that is a sequence item has the level of its `- `
+    while its keys stand after the `- `."""
+    column = level if key_column is None else key_column
     lines: list[str] = []
     if isinstance(value, dict):
         for key, item in value.items():
-            if isinstance(item, dict | list) and item:
-                lines.append(f"{pad}{key}:")
-                lines.extend(_yaml_lines(item, indent + 4))
+            inline = _inline(item)
+            if inline is not None:
+                lines.append(f"{' ' * column}{key}: {inline}")
             else:
-                empty = "{}" if isinstance(item, dict) else "[]" if isinstance(item, list) else None
-                lines.append(f"{pad}{key}: {empty or _yaml_scalar(item)}")
+                lines.append(f"{' ' * column}{key}:")
+                lines.extend(_yaml_lines(item, level + 4))
     elif isinstance(value, list):
         for item in value:
-            if isinstance(item, dict | list) and item:
-                nested = _yaml_lines(item, indent + 2)
-                lines.append(f"{pad}- {nested[0][indent + 2 :]}")
+            inline = _inline(item)
+            if inline is not None:
+                lines.append(f"{' ' * column}- {inline}")
+            elif isinstance(item, dict):
+                nested = _yaml_lines(item, column, column + 2)
+                lines.append(f"{' ' * column}- {nested[0][column + 2 :]}")
                 lines.extend(nested[1:])
             else:
-                empty = "{}" if isinstance(item, dict) else "[]" if isinstance(item, list) else None
-                lines.append(f"{pad}- {empty or _yaml_scalar(item)}")
+                nested = _yaml_lines(item, column + 2)
+                lines.append(f"{' ' * column}- {nested[0][column + 2 :]}")
+                lines.extend(nested[1:])
     else:
-        lines.append(pad + _yaml_scalar(value))
+        lines.append(" " * column + _yaml_scalar(value))
     return lines
 
 
 def dumps_yaml(value: Any) -> str:
+    """The document with its final newline, as yaml.v3 ends it (printing it adds another, as Go's does)."""
     data = yaml_value(value)
-    if data == {} or data == []:
-        return "{}" if data == {} else "[]"
-    return "\n".join(_yaml_lines(data, 0))
+    inline = _inline(data)
+    if inline is not None:
+        return inline + "\n"
+    return "\n".join(_yaml_lines(data, 0)) + "\n"

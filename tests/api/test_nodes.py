@@ -58,9 +58,16 @@ async def test_list_and_get(api: Api, live: LiveServer, alice: str) -> None:
 
 
 async def test_tagged_nodes_belong_to_tagged_devices(api: Api, live: LiveServer) -> None:
+    """Listed, a tagged node shows the synthetic tagged-devices user; alone it has none, as in Headscale."""
     node = await live.add_node("server", tags=["tag:server"])
-    body = (await api.get(f"/node/{node.id}"))[1]["node"]
+    body = (await api.get("/node"))[1]["nodes"][0]
     assert body["user"]["name"] == "tagged-devices" and body["tags"] == ["tag:server"]
+    assert (
+        body["user"]["displayName"] == "Tagged Devices"
+        and body["user"]["createdAt"] == "0001-01-01T00:00:00Z"
+    )
+    body = (await api.get(f"/node/{node.id}"))[1]["node"]
+    assert body["user"] is None and body["tags"] == ["tag:server"]
 
 
 async def test_lookup_refusals(api: Api) -> None:

@@ -93,4 +93,5 @@ def test_go_yaml_has_every_field_under_lowercased_go_names() -> None:
     assert data[0]["createdat"] == {"seconds": 1767323045, "nanos": 500000000}
     assert data[0]["nodekey"] == "" and data[0]["approvedroutes"] == [] and data[0]["registermethod"] == 3
     assert text.startswith('- id: 7\n  machinekey: mkey:ab\n  nodekey: ""\n')
-    assert "  ipaddresses:\n      - 100.64.0.7\n" in text
+    assert "  ipaddresses:\n    - 100.64.0.7\n" in text and "  user:\n    id: 2\n" in text
+    assert text.endswith("    - tag:a<b>&c\n")
