@@ -6,12 +6,19 @@ API (the REST gateway, the gRPC server, the CLI's output) shares these classes, 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
 
 PROTO_FILE = "pyheadscale/grpc/headscale_v1.proto"
 SERVICE_NAME = "headscale.v1.HeadscaleService"
+
+# grpcio-tools finds .proto files on sys.path; an editable install does not put the checkout there.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+if _PACKAGE_ROOT not in sys.path:
+    sys.path.append(_PACKAGE_ROOT)
 
 pb: Any
 services: Any
