@@ -12,7 +12,19 @@ from aiohttp import web
 from pyheadscale.api import serialize
 from pyheadscale.api.errors import invalid
 from pyheadscale.api.resource import Resource, reply
+from pyheadscale.auth.interactive import AUTH_ID_PREFIX
 from pyheadscale.grpc.schema import pb
+
+AUTH_ID_LENGTH = len(AUTH_ID_PREFIX) + 24
+
+
+def checked_auth_id(auth_id: str) -> str:
+    """An auth id as login URLs carry it (`hskey-authreq-` and 24 characters), else a 400 saying so."""
+    if not auth_id.startswith(AUTH_ID_PREFIX) or len(auth_id) != AUTH_ID_LENGTH:
+        raise invalid(
+            f"invalid auth_id: expected {AUTH_ID_PREFIX!r} followed by 24 characters, got {auth_id[:60]!r}"
+        )
+    return auth_id
 
 
 async def complete_login(resource: Resource, auth_id: str, user_ref: str) -> Any:
@@ -47,7 +59,7 @@ class AuthFlow(Resource):
 
     async def auth_approve(self, request: Any) -> Any:
         """Approve a returning machine's login: it keeps its node and owner."""
-        login = self.server.logins.pending(request.auth_id)
+        login = self.server.logins.pending(checked_auth_id(request.auth_id))
         node = self.store.node_by_machine_key(login.machine_key)
         if node is None or node.user_id is None:
             raise invalid("this machine has no node yet: use auth register with --user to choose its owner")
@@ -55,6 +67,6 @@ class AuthFlow(Resource):
         return pb.AuthApproveResponse()
 
     async def auth_reject(self, request: Any) -> Any:
-        self.server.logins.reject(self.server.logins.pending(request.auth_id))
+        self.server.logins.reject(self.server.logins.pending(checked_auth_id(request.auth_id)))
         self.store.audit.record("node.register", f"login:{request.auth_id[-8:]}", "rejected")
         return pb.AuthRejectResponse()

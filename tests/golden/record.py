@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from tests.golden.scenario import CLI_STEPS, Step, normalize_text, run_rest
+from tests.golden.scenario import Step, run
 
 HTTP_PORT = 18080
 GRPC_PORT = 18443
@@ -66,7 +66,7 @@ def cli(binary: Path, config: Path, *argv: str) -> str:
     return proc.stdout
 
 
-async def play_rest(api_key: str) -> dict[str, Any]:
+async def play(binary: Path, config: Path, api_key: str) -> tuple[dict[str, Any], dict[str, str]]:
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {api_key}"}) as session:
 
         async def call(step: Step) -> tuple[int, Any]:
@@ -74,7 +74,10 @@ async def play_rest(api_key: str) -> dict[str, Any]:
             async with session.request(step.method, url, params=step.params, json=step.body) as resp:
                 return resp.status, await resp.json(content_type=None)
 
-        return await run_rest(call)
+        async def run_cli(argv: tuple[str, ...]) -> str:
+            return await asyncio.to_thread(cli, binary, config, *argv)
+
+        return await run(call, run_cli)
 
 
 def record(binary: Path, out: Path) -> None:
@@ -92,8 +95,7 @@ def record(binary: Path, out: Path) -> None:
                 time.sleep(0.2)
             time.sleep(1)
             api_key = json.loads(cli(binary, config, "apikeys", "create", "-e", "24h", "-o", "json"))
-            rest = asyncio.run(play_rest(api_key))
-            outputs = {name: normalize_text(cli(binary, config, *argv)) for name, argv in CLI_STEPS}
+            rest, outputs = asyncio.run(play(binary, config, api_key))
         finally:
             proc.terminate()
             proc.wait(timeout=30)

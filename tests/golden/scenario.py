@@ -32,8 +32,17 @@ class Step:
     body: dict[str, Any] | None = None
 
 
-REST_STEPS = (
+@dataclass(frozen=True)
+class CliStep:
+    name: str
+    argv: tuple[str, ...]
+
+
+AUTH_ID_UNKNOWN = "hskey-authreq-" + "C" * 24
+
+SCENARIO: tuple[Step | CliStep, ...] = (
     Step("users-empty", "GET", "/user"),
+    CliStep("users-empty-json", ("users", "list", "-o", "json")),
     Step(
         "user-create-alice",
         "POST",
@@ -42,9 +51,12 @@ REST_STEPS = (
     ),
     Step("user-create-bob", "POST", "/user", body={"name": "bob"}),
     Step("users-by-name", "GET", "/user", params={"name": "bob"}),
+    Step("users-by-id", "GET", "/user", params={"id": "1"}),
+    Step("users-by-email", "GET", "/user", params={"email": "a@example.com"}),
     Step("user-rename", "POST", "/user/2/rename/robert"),
     Step("user-rename-missing", "POST", "/user/99/rename/zed"),
     Step("policy-set", "PUT", "/policy", body={"policy": POLICY}),
+    Step("policy-set-bad", "PUT", "/policy", body={"policy": BAD_POLICY}),
     Step("policy-get", "GET", "/policy"),
     Step("policy-check-good", "POST", "/policy/check", body={"policy": POLICY}),
     Step("policy-check-bad", "POST", "/policy/check", body={"policy": BAD_POLICY}),
@@ -77,32 +89,54 @@ REST_STEPS = (
     Step("node-approve-routes", "POST", "/node/1/approve_routes", body={"routes": ["10.1.0.0/24"]}),
     Step("node-rename", "POST", "/node/1/rename/work-laptop"),
     Step("node-expire-at", "POST", "/node/1/expire", params={"expiry": "2099-01-01T00:00:00Z"}),
+    CliStep("nodes-expiring-json", ("nodes", "list", "-o", "json")),
     Step("node-expire-disable", "POST", "/node/1/expire", params={"disableExpiry": "true"}),
     Step("node-tags", "POST", "/node/1/tags", body={"tags": ["tag:server"]}),
     Step("nodes-after", "GET", "/node"),
     Step("nodes-of-alice", "GET", "/node", params={"user": "alice"}),
+    Step("node-backfill-unconfirmed", "POST", "/node/backfillips"),
+    Step("node-backfill", "POST", "/node/backfillips", params={"confirmed": "true"}),
+    Step("node-register-unknown", "POST", "/node/register", params={"user": "alice", "key": AUTH_ID_UNKNOWN}),
+    Step("auth-approve-unknown", "POST", "/auth/approve", body={"authId": AUTH_ID_UNKNOWN}),
+    Step("auth-reject-unknown", "POST", "/auth/reject", body={"authId": AUTH_ID_UNKNOWN}),
+    Step("auth-approve-malformed", "POST", "/auth/approve", body={"authId": "nope"}),
     Step("apikey-create", "POST", "/apikey", body={"expiration": "2099-01-01T00:00:00Z"}),
     Step("apikeys", "GET", "/apikey"),
     Step("apikey-expire", "POST", "/apikey/expire", body={"id": "2"}),
     Step("apikey-expire-neither", "POST", "/apikey/expire", body={}),
+    Step("apikey-delete-prefix-and-id", "DELETE", "/apikey/abcdefabcdef", params={"id": "2"}),
     Step("health", "GET", "/health"),
+    CliStep("users-json", ("users", "list", "-o", "json")),
+    CliStep("users-yaml", ("users", "list", "-o", "yaml")),
+    CliStep("nodes-json", ("nodes", "list", "-o", "json")),
+    CliStep("nodes-json-line", ("nodes", "list", "-o", "json-line")),
+    CliStep("nodes-yaml", ("nodes", "list", "-o", "yaml")),
+    CliStep("routes-json", ("nodes", "list-routes", "-o", "json")),
+    CliStep("preauthkeys-json", ("preauthkeys", "list", "-o", "json")),
+    CliStep("apikeys-json", ("apikeys", "list", "-o", "json")),
+    CliStep("health-json", ("health", "-o", "json")),
+    CliStep("policy-get", ("policy", "get")),
+    CliStep("node-rename-json", ("nodes", "rename", "-i", "1", "desk", "-o", "json")),
+    CliStep("node-expire-json", ("nodes", "expire", "-i", "1", "--disable", "-o", "yaml")),
+    CliStep("user-create-json", ("users", "create", "carol", "-o", "json")),
+    CliStep("preauthkey-create-json", ("preauthkeys", "create", "-u", "3", "-e", "24h", "-o", "json")),
+    CliStep("preauthkey-expire-json", ("preauthkeys", "expire", "-i", "3", "-o", "json")),
+    Step("preauthkey-delete", "DELETE", "/preauthkey", params={"id": "3"}),
+    Step("preauthkey-delete-missing", "DELETE", "/preauthkey", params={"id": "99"}),
+    CliStep("node-delete-json", ("nodes", "delete", "-i", "1", "--force", "-o", "json")),
+    Step("node-delete-missing", "DELETE", "/node/1"),
+    Step("user-delete", "DELETE", "/user/3"),
     Step("user-delete-missing", "DELETE", "/user/99"),
+    Step("nodes-empty", "GET", "/node"),
+    CliStep("nodes-empty-json", ("nodes", "list", "-o", "json")),
+    CliStep("nodes-empty-yaml", ("nodes", "list", "-o", "yaml")),
+    CliStep("user-destroy-json", ("users", "destroy", "-i", "2", "--force", "-o", "json")),
 )
-
-CLI_STEPS = (
-    ("users-json", ("users", "list", "-o", "json")),
-    ("users-yaml", ("users", "list", "-o", "yaml")),
-    ("nodes-json", ("nodes", "list", "-o", "json")),
-    ("nodes-json-line", ("nodes", "list", "-o", "json-line")),
-    ("nodes-yaml", ("nodes", "list", "-o", "yaml")),
-    ("routes-json", ("nodes", "list-routes", "-o", "json")),
-    ("preauthkeys-json", ("preauthkeys", "list", "-o", "json")),
-    ("apikeys-json", ("apikeys", "list", "-o", "json")),
-    ("health-json", ("health", "-o", "json")),
-    ("policy-get", ("policy", "get")),
-)
+REST_STEPS = tuple(step for step in SCENARIO if isinstance(step, Step))
+CLI_STEPS = tuple(step for step in SCENARIO if isinstance(step, CliStep))
 
 Call = Callable[[Step], Awaitable[tuple[int, Any]]]
+RunCli = Callable[[tuple[str, ...]], Awaitable[str]]
 
 _PATTERNS = (
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z"), "<time>"),
@@ -127,5 +161,13 @@ def normalize(status: int, body: Any) -> dict[str, Any]:
     return {"status": status, "body": json.loads(normalize_text(json.dumps(body)))}
 
 
-async def run_rest(call: Call) -> dict[str, Any]:
-    return {step.name: normalize(*await call(step)) for step in REST_STEPS}
+async def run(call: Call, cli: RunCli) -> tuple[dict[str, Any], dict[str, str]]:
+    """Play the scenario in order; the normalized REST answers and CLI outputs, by step name."""
+    rest: dict[str, Any] = {}
+    outputs: dict[str, str] = {}
+    for step in SCENARIO:
+        if isinstance(step, Step):
+            rest[step.name] = normalize(*await call(step))
+        else:
+            outputs[step.name] = normalize_text(await cli(step.argv))
+    return rest, outputs
