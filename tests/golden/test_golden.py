@@ -28,7 +28,9 @@ import yaml
 from pyheadscale.app import Server
 from pyheadscale.cli.main import main as cli_main
 from pyheadscale.config import build_config
+from tests import refbin
 from tests.api.harness import server_config
+from tests.e2e.netns import run_driver
 from tests.golden.scenario import CLI_STEPS, REST_STEPS, Step, run
 
 GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "headscale-api-v0.29.2"
@@ -145,3 +147,19 @@ def test_goldens_are_what_headscale_answers(reference_binary: Callable[[str], Pa
     )
     for name in ("rest.json", "cli.json"):
         assert json.loads((tmp_path / name).read_text()) == _golden(name), name
+
+
+@pytest.fixture(scope="module")
+def remote() -> dict[str, Any]:
+    """The scenario with Headscale's own CLI (remote mode, over gRPC) running the CLI steps."""
+    try:
+        binary = refbin.binary("headscale")
+    except refbin.Unavailable as exc:
+        pytest.skip(f"reference program headscale unavailable: {exc}")
+    return run_driver(Path(__file__).with_name("remote_cli_driver.py"), [str(binary)], timeout=600)
+
+
+@pytest.mark.parametrize("name", _cases([step.name for step in CLI_STEPS]))
+def test_headscale_cli_prints_the_same_against_pyheadscale(name: str, remote: dict[str, Any]) -> None:
+    """Headscale's CLI talking gRPC to pyheadscale prints what it printed against Headscale."""
+    assert remote["cli"][name] == _golden("cli.json")[name]
