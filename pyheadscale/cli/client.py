@@ -1,7 +1,9 @@
-"""How the management verbs reach the server: its REST API over the unix socket, or over HTTP with an API key.
+"""How the management verbs reach the server: its REST API over the unix socket, or remotely with an API key.
 
 Local use needs no key: the socket's file permissions are the access control. `--address`/`--api-key` (or
-HEADSCALE_CLI_ADDRESS/HEADSCALE_CLI_API_KEY, as Headscale's CLI reads them) select a remote server instead.
+HEADSCALE_CLI_ADDRESS/HEADSCALE_CLI_API_KEY, as Headscale's CLI reads them) select a remote server instead:
+an http(s):// URL reaches its REST API, a bare `host:port` its gRPC API as Headscale's CLI does (TLS;
+HEADSCALE_CLI_INSECURE=true to accept any certificate).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import aiohttp
 from pyheadscale.api.errors import ApiError
 from pyheadscale.api.gateway import BINDINGS
 from pyheadscale.api.protojson import from_json
+from pyheadscale.cli.grpc_client import GrpcError, GrpcTransport
 from pyheadscale.cli.output import emit_error
 from pyheadscale.config import ConfigError, load_config
 from pyheadscale.grpc.schema import pb
@@ -50,8 +53,12 @@ class Target:
     base_url: str
     socket_path: str | None = None
     api_key: str | None = None
+    grpc_address: str | None = None
+    insecure: bool = False
 
     def describe(self) -> str:
+        if self.grpc_address:
+            return f"gRPC {self.grpc_address}"
         return f"unix socket {self.socket_path}" if self.socket_path else self.base_url
 
 
@@ -62,8 +69,10 @@ def resolve_target(args: argparse.Namespace) -> Target:
         api_key = getattr(args, "api_key", None) or os.environ.get("HEADSCALE_CLI_API_KEY", "")
         if not api_key:
             raise CliError("a remote --address needs an API key: pass --api-key or set HEADSCALE_CLI_API_KEY")
-        base = address if "://" in address else f"https://{address}"
-        return Target(base.rstrip("/"), api_key=api_key)
+        if "://" not in address:
+            insecure = os.environ.get("HEADSCALE_CLI_INSECURE", "").strip().lower() in ("1", "true", "yes")
+            return Target("", api_key=api_key, grpc_address=address, insecure=insecure)
+        return Target(address.rstrip("/"), api_key=api_key)
     try:
         config, _source = load_config(args.config)
     except ConfigError as exc:
@@ -89,11 +98,23 @@ class ApiClient:
         self.session = aiohttp.ClientSession(
             connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
         )
+        self.grpc = (
+            GrpcTransport(target.grpc_address, target.api_key or "", insecure=target.insecure)
+            if target.grpc_address
+            else None
+        )
 
     async def close(self) -> None:
         await self.session.close()
+        if self.grpc is not None:
+            await self.grpc.close()
 
     async def call(self, method: str, path: str, *, json: Any = None, params: Any = None) -> dict[str, Any]:
+        if self.grpc is not None:
+            raise CliError(
+                f"this verb uses pyheadscale's REST API ({method} {path}), which gRPC does not carry: "
+                "give --address as the server's http(s):// URL"
+            )
         url = f"{self.target.base_url}{API_PREFIX}{path}"
         try:
             async with self.session.request(method, url, json=json, params=params) as resp:
@@ -120,6 +141,11 @@ class ApiClient:
 
         Path fields fill the template, the rest go in the JSON body or the query string as the binding says.
         """
+        if self.grpc is not None:
+            try:
+                return await self.grpc.call(rpc_name, fields)
+            except GrpcError as exc:
+                raise CliError(str(exc)) from None
         binding = BINDINGS_BY_RPC[rpc_name]
         path = binding.path
         for key in re.findall(r"{(\w+)}", path):
