@@ -8,7 +8,6 @@ object answers gRPC (pyheadscale/grpc/server.py), so both APIs behave alike by c
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from aiohttp import web
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from pyheadscale.api.errors import invalid
+from pyheadscale.api.params import json_body
 from pyheadscale.api.protojson import Json, from_json, to_json
 from pyheadscale.grpc.schema import pb
 
@@ -115,25 +115,12 @@ def _from_query(descriptor: Descriptor, request: web.Request) -> Json:
     return values
 
 
-async def _from_body(request: web.Request) -> Json:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise invalid("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise invalid("request body must be a JSON object")
-    return body
-
-
 def handler(binding: Binding, rpc: Rpc) -> Callable[[web.Request], Awaitable[web.Response]]:
     descriptor = request_descriptor(binding.rpc)
     message_class = getattr(pb, descriptor.name)
 
     async def handle(request: web.Request) -> web.Response:
-        values = await _from_body(request) if binding.body else _from_query(descriptor, request)
+        values = await json_body(request) if binding.body else _from_query(descriptor, request)
         values.update(_from_path(descriptor, request))
         response = await rpc(from_json(values, message_class))
         return web.json_response(to_json(response))
