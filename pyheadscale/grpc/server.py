@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 Rpc = Callable[[Any], Awaitable[Any]]
 
+MAX_REQUEST_BYTES = 1 << 20
+
 
 def _authenticate(server: Server, context: aio.ServicerContext) -> str | None:
     """The refusal reason, or None with the audit actor set to the key that was presented."""
@@ -104,7 +106,10 @@ async def start_grpc(server: Server) -> aio.Server | None:
     address = config.grpc_listen_addr
     if address.startswith(":"):
         address = "[::]" + address
-    grpc_server = aio.server()
+    # The same bound as a REST body: no request of this API needs more.
+    grpc_server = aio.server(
+        options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES), ("grpc.max_concurrent_streams", 100)]
+    )
     grpc_server.add_generic_rpc_handlers((service_handler(server),))
     if has_tls:
         credentials = await asyncio.to_thread(

@@ -119,3 +119,15 @@ async def test_our_cli_reaches_the_grpc_api_as_headscales_does(tmp_path: Path) -
         assert code == 1 and "REST API" in err
     finally:
         await server.stop()
+
+
+async def test_an_oversized_request_is_refused(grpc_live: GrpcLive) -> None:
+    key = await _key(grpc_live)
+    async with aio.insecure_channel(
+        grpc_live.grpc_address, options=[("grpc.max_send_message_length", 8 << 20)]
+    ) as channel:
+        stub: Any = services.HeadscaleServiceStub(channel)
+        with pytest.raises(aio.AioRpcError) as refused:
+            await stub.CheckPolicy(pb.CheckPolicyRequest(policy="x" * (2 << 20)), metadata=_auth(key))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (await stub.Health(pb.HealthRequest(), metadata=_auth(key))).database_connectivity
