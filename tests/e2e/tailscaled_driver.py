@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import os
@@ -197,9 +198,22 @@ def build_lab(lab: Lab) -> dict[str, Host]:
     return hosts
 
 
-async def main(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    from tests.e2e import tailscaled_scenarios
+Scenario = Callable[[Run], Awaitable[dict[str, Any]]]
 
+
+def scenario_function(name: str) -> Scenario:
+    """A scenario by name: one of tailscaled_scenarios.py, or `package.module:function` kept elsewhere.
+
+    The second form is how other features' tests reuse this lab: their scenarios take the `Run` and return
+    evidence like these, and their tests call run_lab_driver with `--scenarios join,my.module:my_scenario`.
+    """
+    module_name, _, function = name.rpartition(":")
+    module = importlib.import_module(module_name or "tests.e2e.tailscaled_scenarios")
+    found: Scenario = getattr(module, function)
+    return found
+
+
+async def main(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     lab = Lab.enter(workdir)
     result: dict[str, Any] = {"scenarios": {}}
     if args.record:
@@ -221,7 +235,7 @@ async def main(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         _, run.keys["ephemeral"] = await run.store.create_preauth_key(user.id, reusable=True, ephemeral=True)
         _, run.keys["tagged"] = await run.store.create_preauth_key(None, reusable=True, tags=["tag:server"])
         for name in args.scenarios:
-            scenario = getattr(tailscaled_scenarios, name)
+            scenario = scenario_function(name)
             started = time.monotonic()
             evidence: dict[str, Any] = {}
             try:
