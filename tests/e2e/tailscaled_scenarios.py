@@ -61,6 +61,21 @@ def self_summary(status: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def netmap_endpoints(daemon: Tailscaled, hostname: str) -> list[str] | None:
+    """The endpoints of peer `hostname` in the netmap the daemon got from control (`tailscale debug netmap`).
+
+    What a peer learnt through pyheadscale, as opposed to `tailscale ping`, whose path may also come from
+    disco messages the peers exchanged through DERP.
+    """
+    status, out, err = await daemon.cli("debug", "netmap")
+    if status != 0:
+        raise RuntimeError(f"[{daemon.name}] tailscale debug netmap: {err}")
+    for peer in json.loads(out).get("Peers") or []:
+        if str(peer.get("Name", "")).split(".")[0] == hostname:
+            return list(peer.get("Endpoints") or [])
+    return None
+
+
 async def join_pair(run: Run, first: str, second: str, key: str = "alice") -> tuple[Tailscaled, Tailscaled]:
     """Start and `tailscale up --authkey` two nodes, then wait until each lists the other online."""
     nodes = []
@@ -112,6 +127,7 @@ async def direct(run: Run) -> dict[str, Any]:
         "a_to_b": a_to_b,
         "wan": {"a": run.lab.hosts["nat-a"].address, "b": run.lab.hosts["nat-b"].address},
         "endpoints": {"a": list(server_a.endpoints), "b": list(server_b.endpoints)},
+        "netmap_endpoints": {"a": await netmap_endpoints(b, "a"), "b": await netmap_endpoints(a, "b")},
         "b_peer_a": peer_summary(await b.status()).get("a"),
         "traffic": await run.whoami(b.host, await a.ip()),
     }
@@ -159,6 +175,12 @@ async def network_change(run: Run) -> dict[str, Any]:
 
     learnt = await run.wait_store(has_new_endpoint, 60)
     server_b = run.node("b")
+    deadline = time.monotonic() + 20
+    while True:  # pyheadscale passes the new endpoint on to a (a PeersChangedPatch)
+        a_netmap = await netmap_endpoints(a, "b") or []
+        if any(e.startswith(f"{new_wan}:") for e in a_netmap) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
     a_view = await a.wait_for(
         lambda s: any(
             p["HostName"] == "b" and str(p.get("CurAddr", "")).startswith(f"{new_wan}:")
@@ -173,6 +195,7 @@ async def network_change(run: Run) -> dict[str, Any]:
         "new_wan": new_wan,
         "server_learnt": learnt,
         "server_endpoints": list(server_b.endpoints) if server_b else None,
+        "a_netmap_b_endpoints": a_netmap,
         "ping": ping,
         "a_peer_b": peer_summary(a_view).get("b"),
         "traffic": await run.eventually(lambda: run.whoami(a.host, b_ip)),

@@ -100,6 +100,7 @@ def assert_joined_and_talking(results: dict[str, dict[str, Any]]) -> None:
         # direct, to the target's public (NAT) address, at an endpoint STUN found and pyheadscale passed on
         assert path.startswith(f"{direct['wan'][target]}:"), ping
         assert path in direct["endpoints"][target], (path, direct["endpoints"])
+        assert path in direct["netmap_endpoints"][target], (path, direct["netmap_endpoints"])
     assert direct["b_peer_a"]["CurAddr"] == direct["b_to_a"]["via"][-1], direct
     assert direct["traffic"]["ok"], direct
 
@@ -169,6 +170,7 @@ def test_network_change_reaches_peers(lab: dict[str, dict[str, Any]]) -> None:
     ping = found["ping"]
     assert ping["exit"] == 0 and ping["via"][-1].startswith(f"{found['new_wan']}:"), ping
     assert ping["via"][-1] in found["server_endpoints"], found
+    assert ping["via"][-1] in found["a_netmap_b_endpoints"], found  # passed on to a by pyheadscale
     assert found["traffic"]["ok"], found
 
 
@@ -203,14 +205,11 @@ def test_advertise_tags_at_interactive_login(lab: dict[str, dict[str, Any]]) -> 
     assert found["server"] == {"tags": ["tag:server"], "user_id": None}, found
 
 
-@pytest.mark.xfail(
-    reason="pyheadscale ignores Hostinfo.RequestTags on a preauth-key registration and registers the node "
-    "untagged; Headscale v0.29 refuses it ('requested tags [...] are invalid or not permitted')",
-    strict=False,
-)
 def test_advertise_tags_with_a_user_key_is_refused(lab: dict[str, dict[str, Any]]) -> None:
+    """As Headscale v0.29: the key decides a new node's tags, so `tailscale up` fails naming the tags."""
     found = evidence(lab, "advertise_tags_with_key")
-    assert found["up_exit"] != 0 and "tag:server" in found["up_output"], found
+    assert found["up_exit"] != 0, found
+    assert "requested tags tag:server are invalid or not permitted" in found["up_output"], found
     assert found["server"] is None, found
 
 
