@@ -36,14 +36,16 @@ def peer_summary(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "TailscaleIPs",
         "Online",
         "CurAddr",
-        "Addrs",
         "Relay",
         "PrimaryRoutes",
         "ExitNodeOption",
         "ExitNode",
+        "Expired",
+        "Tags",
+        "DNSName",
     )
     return {
-        p["HostName"]: {k: p.get(k) for k in (*fields, "Expired", "Tags", "DNSName")}
+        p["HostName"]: {k: p.get(k) for k in fields}
         for p in (status.get("Peer") or {}).values()
     }
 
@@ -166,7 +168,7 @@ async def network_change(run: Run) -> dict[str, Any]:
     """b moves to another network (new LAN, NAT and public address); a learns it and goes direct again."""
     a, b = run.nodes["a"], run.nodes["b"]
     old_wan = run.lab.hosts["nat-b"].address
-    router = run.lab.move_behind(run.lab.hosts["b"], "nat-b2")
+    router = await asyncio.to_thread(run.lab.move_behind, run.lab.hosts["b"], "nat-b2")
     new_wan = router.address
 
     def has_new_endpoint() -> bool:
@@ -324,7 +326,7 @@ async def interactive_up(run: Run, daemon: Tailscaled, *flags: str, user: str = 
 
 async def interactive_login(run: Run) -> dict[str, Any]:
     """A new machine runs `tailscale up` with no key; the operator lets it in with `auth register`."""
-    host = run.lab.behind_nat("f")
+    host = await asyncio.to_thread(run.lab.behind_nat, "f")
     daemon = await run.tailscaled(host)
     before = self_summary(await daemon.status())
     login = await interactive_up(run, daemon)
@@ -344,7 +346,7 @@ async def interactive_login(run: Run) -> dict[str, Any]:
 
 async def tagged_key(run: Run) -> dict[str, Any]:
     """A node joined with a tagged preauth key belongs to its tag: its client and its peers show the tag."""
-    daemon = await run.tailscaled(run.lab.behind_nat("g"))
+    daemon = await run.tailscaled(await asyncio.to_thread(run.lab.behind_nat, "g"))
     await daemon.up(LOGIN_SERVER, auth_key=run.keys["tagged"])
     evidence: dict[str, Any] = {"self": self_summary(await daemon.status())}
     a_view = await run.nodes["a"].wait_for(lambda s: "g" in peer_summary(s), 20)
@@ -357,7 +359,7 @@ async def tagged_key(run: Run) -> dict[str, Any]:
 
 async def advertise_tags_at_login(run: Run) -> dict[str, Any]:
     """`tailscale up --advertise-tags=tag:server`, interactive login approved for alice (the tag's owner)."""
-    daemon = await run.tailscaled(run.lab.behind_nat("h"))
+    daemon = await run.tailscaled(await asyncio.to_thread(run.lab.behind_nat, "h"))
     evidence: dict[str, Any] = {"login": await interactive_up(run, daemon, "--advertise-tags=tag:server")}
     status = await daemon.wait_for(lambda s: s.get("BackendState") == "Running", 20)
     evidence["self"] = self_summary(status)
@@ -369,7 +371,7 @@ async def advertise_tags_at_login(run: Run) -> dict[str, Any]:
 
 async def advertise_tags_with_key(run: Run) -> dict[str, Any]:
     """`--advertise-tags` with a user's preauth key: Headscale v0.29 refuses the registration, naming tags."""
-    daemon = await run.tailscaled(run.lab.behind_nat("i"))
+    daemon = await run.tailscaled(await asyncio.to_thread(run.lab.behind_nat, "i"))
     status, out, err = await daemon.cli(
         "up", f"--login-server={LOGIN_SERVER}", "--hostname=i", "--accept-dns=false",
         f"--authkey={run.keys['alice']}", "--advertise-tags=tag:server", "--timeout=30s", limit=60,
@@ -441,7 +443,7 @@ async def key_expiry(run: Run) -> dict[str, Any]:
 
 async def ephemeral(run: Run) -> dict[str, Any]:
     """A node joined with an ephemeral key is deleted once offline past the timeout; peers drop it."""
-    daemon = await run.tailscaled(run.lab.behind_nat("e"))
+    daemon = await run.tailscaled(await asyncio.to_thread(run.lab.behind_nat, "e"))
     await daemon.up(LOGIN_SERVER, auth_key=run.keys["ephemeral"])
     server = run.node("e")
     a = run.nodes["a"]
@@ -455,3 +457,16 @@ async def ephemeral(run: Run) -> dict[str, Any]:
         "deleted": gone,
         "a_peers_after": sorted(peer_summary(a_after)),
     }
+
+
+async def containment(run: Run) -> dict[str, Any]:
+    """Every route of every namespace, all tables, after all the scenarios: what could leave the lab."""
+    routes: dict[str, list[dict[str, Any]]] = {}
+    for family in ("-4", "-6"):
+        for name, argv in [("control", ["ip"]), *((h.name, h.argv(["ip"])) for h in run.lab.hosts.values())]:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, family, "-j", "route", "show", "table", "all", stdout=asyncio.subprocess.PIPE
+            )
+            out, _ = await proc.communicate()
+            routes.setdefault(name, []).extend(json.loads(out or b"[]"))
+    return {"routes": routes}

@@ -27,6 +27,21 @@ from tests.e2e.topology import run_lab_driver
 
 HERE = Path(__file__).parent
 TAILNET = ipaddress.ip_network("100.64.0.0/10")
+LAB_RANGES = [
+    ipaddress.ip_network(n)
+    for n in (
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "100.64.0.0/10",
+        "fd7a:115c:a1e0::/48",
+        "127.0.0.0/8",
+        "::1/128",
+        "fe80::/10",
+        "ff00::/8",
+    )
+]
+"""Where a route in the lab may lead: documentation ranges, the tailnet's, loopback, link-local, multicast."""
 SCENARIOS = [
     "join",
     "direct",
@@ -43,6 +58,7 @@ SCENARIOS = [
     "logout_relogin",
     "key_expiry",
     "ephemeral",
+    "containment",
 ]
 JOIN_AND_TALK = ["join", "direct"]
 
@@ -240,6 +256,27 @@ def test_ephemeral_node_is_cleaned_up(lab: dict[str, dict[str, Any]]) -> None:
     assert found["server"] == {"ephemeral": True} and found["a_saw_e"], found
     assert found["deleted"], found
     assert "e" not in found["a_peers_after"], found
+
+
+def in_lab(address: str) -> bool:
+    network = ipaddress.ip_network(address, strict=False)
+    return any(network.version == r.version and network.subnet_of(r) for r in LAB_RANGES)  # type: ignore[arg-type]
+
+
+def test_nothing_can_leave_the_lab(lab: dict[str, dict[str, Any]]) -> None:
+    """No namespace, the control host included, has a route to anything outside the lab's ranges."""
+    found = evidence(lab, "containment")
+    assert {"control", "a", "b", "inet", "nat-a", "lanhost"} <= set(found["routes"]), found
+    for host, routes in found["routes"].items():
+        for route in routes:
+            if route.get("type") in ("unreachable", "blackhole", "prohibit", "throw"):
+                continue
+            if route["dst"] == "default":
+                # through a lab router, or into the tailnet (an exit node)
+                assert route.get("dev") == "tailscale0" or in_lab(route["gateway"]), (host, route)
+                assert host != "control" and not host.startswith("nat-"), (host, route)
+            else:
+                assert in_lab(route["dst"]), (host, route)
 
 
 @pytest.mark.parametrize(
