@@ -214,6 +214,10 @@ def scenario_function(name: str) -> Scenario:
 
 
 async def main(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    try:
+        scenarios = [(name, scenario_function(name)) for name in args.scenarios]
+    except (ImportError, AttributeError, ValueError) as exc:
+        return {"error": f"unknown scenario: {exc}", "scenarios": {}}
     lab = Lab.enter(workdir)
     result: dict[str, Any] = {"scenarios": {}}
     if args.record:
@@ -234,8 +238,7 @@ async def main(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         _, run.keys["alice"] = await run.store.create_preauth_key(user.id, reusable=True)
         _, run.keys["ephemeral"] = await run.store.create_preauth_key(user.id, reusable=True, ephemeral=True)
         _, run.keys["tagged"] = await run.store.create_preauth_key(None, reusable=True, tags=["tag:server"])
-        for name in args.scenarios:
-            scenario = scenario_function(name)
+        for name, scenario in scenarios:
             started = time.monotonic()
             evidence: dict[str, Any] = {}
             try:

@@ -44,10 +44,7 @@ def peer_summary(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "Tags",
         "DNSName",
     )
-    return {
-        p["HostName"]: {k: p.get(k) for k in fields}
-        for p in (status.get("Peer") or {}).values()
-    }
+    return {p["HostName"]: {k: p.get(k) for k in fields} for p in (status.get("Peer") or {}).values()}
 
 
 def self_summary(status: dict[str, Any]) -> dict[str, Any]:
@@ -470,3 +467,9 @@ async def containment(run: Run) -> dict[str, Any]:
             out, _ = await proc.communicate()
             routes.setdefault(name, []).extend(json.loads(out or b"[]"))
     return {"routes": routes}
+
+
+async def hold(run: Run) -> dict[str, Any]:
+    """Not a check: keeps the lab up for ten minutes for a person to look around (see the driver)."""
+    await asyncio.sleep(600)
+    return {}

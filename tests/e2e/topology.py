@@ -1,6 +1,6 @@
 """A small internet of network namespaces for real-client scenarios: hosts, links, a bridge and NAT routers.
 
-A lab driver runs under `unshare --net --mount` (see `run_lab_driver`), so everything it builds lives inside
+A lab driver runs under `unshare --net --mount --pid` (see `run_lab_driver`): all it builds lives inside
 namespaces that vanish with it. Its own namespace is the *control host*: it owns the "internet" bridge
 (`WAN`, 198.51.100.0/24) and runs pyheadscale with its DERP relay and STUN. Every other host is a named
 namespace (`ip netns add`, its registry on a tmpfs at /run/netns private to the driver), joined to the
@@ -264,7 +264,7 @@ class Lab:
 
 
 def run_lab_driver(driver: Path, args: list[str], *, timeout: float) -> dict[str, Any]:
-    """Run `driver` under `unshare --net --mount` and return the JSON object it prints last on stdout.
+    """Run `driver` under `unshare --net --mount --pid` and return the JSON object it prints last on stdout.
 
     Skips the test when private namespaces are unavailable (a real client could reach the internet) or
     nftables is not installed (the NATs need it).
@@ -276,8 +276,21 @@ def run_lab_driver(driver: Path, args: list[str], *, timeout: float) -> dict[str
         pytest.skip("the NAT routers need nftables (apt package nftables): nft is not installed")
     env = dict(os.environ, **CLIENT_ENV)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    # A PID namespace too, with the driver as its init: however the driver ends (a timeout's SIGKILL
+    # included), the kernel kills every daemon and server it started, wherever they were.
     proc = subprocess.run(
-        ["unshare", "--net", "--mount", sys.executable, str(driver), *args],
+        [
+            "unshare",
+            "--net",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            sys.executable,
+            str(driver),
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=timeout,
