@@ -117,8 +117,8 @@ async def join(run: Run) -> dict[str, Any]:
 async def direct(run: Run) -> dict[str, Any]:
     """Behind two easy NATs, a and b punch through: `tailscale ping` ends "via <public ip:port>"."""
     a, b = run.nodes["a"], run.nodes["b"]
-    b_to_a = await b.ping(await a.ip(), count=15)
-    a_to_b = await a.ping(await b.ip(), count=15)
+    b_to_a = await b.ping(await a.ip(), count=30, limit=240)
+    a_to_b = await a.ping(await b.ip(), count=30, limit=240)
     server_a, server_b = run.node("a"), run.node("b")
     assert server_a is not None and server_b is not None
     return {
