@@ -347,6 +347,72 @@ class OIDCConfig(_Section):
         return secret
 
 
+class RateConfig(_Section):
+    """A token bucket per source address: `burst` at once, refilled at `per_second`."""
+
+    per_second: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class ConnectionLimits(_Section):
+    max: int = Field(default=8192, ge=1)
+    per_source: int = Field(default=512, ge=1)
+    # A connection must finish its request head within this long of connecting (or of its last response).
+    header_timeout: timedelta = timedelta(seconds=15)
+    # A request body (plain HTTP, or an HTTP/2 request inside TS2021) must arrive within this long.
+    request_timeout: timedelta = timedelta(seconds=30)
+    # A TS2021 connection with no open request is closed after this long.
+    idle_timeout: timedelta = timedelta(minutes=2)
+
+    @field_validator("header_timeout", "request_timeout", "idle_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        duration = parse_duration(value)
+        if duration.total_seconds() <= 0:
+            raise ValueError(f"{value!r} must be a positive duration")
+        return duration
+
+
+class HTTP2Limits(_Section):
+    connection_buffer_bytes: int = Field(default=2 << 20, ge=64 << 10)
+    total_buffer_bytes: int = Field(default=64 << 20, ge=64 << 10)
+
+
+class RateLimits(_Section):
+    handshakes: RateConfig = RateConfig(per_second=10, burst=100)
+    registrations: RateConfig = RateConfig(per_second=5, burst=50)
+    api_auth_failures: RateConfig = RateConfig(per_second=0.2, burst=10)
+    # Audit entries for refusals of unauthenticated requests; beyond this they are only counted.
+    audit_refusals: RateConfig = RateConfig(per_second=1, burst=20)
+
+
+class LoginLimits(_Section):
+    max_pending: int = Field(default=10_000, ge=1)
+    max_pending_per_source: int = Field(default=32, ge=1)
+
+
+class AuditLimits(_Section):
+    field_length: int = Field(default=512, ge=16)
+    memory_bytes: int = Field(default=16 << 20, ge=64 << 10)
+    file_max_bytes: int = Field(default=64 << 20, ge=64 << 10)
+    file_backups: int = Field(default=3, ge=0)
+
+
+class HostinfoLimits(_Section):
+    max_bytes: int = Field(default=32 << 10, ge=1024)
+
+
+class LimitsConfig(_Section):
+    """pyheadscale's own `limits:` section (Headscale has no such keys): what a stranger can make us hold."""
+
+    connections: ConnectionLimits = ConnectionLimits()
+    http2: HTTP2Limits = HTTP2Limits()
+    rate: RateLimits = RateLimits()
+    logins: LoginLimits = LoginLimits()
+    audit: AuditLimits = AuditLimits()
+    hostinfo: HostinfoLimits = HostinfoLimits()
+
+
 class Config(_Section):
     """The whole configuration. Relative paths are resolved against `data_dir` by `resolve_paths`."""
 
@@ -370,6 +436,7 @@ class Config(_Section):
     # pyheadscale's own: the audit log's JSON lines (relative to the data directory); "" keeps it in memory.
     audit_log: str = "audit.log"
     tls_key_path: str = ""
+    limits: LimitsConfig = LimitsConfig()
 
     @field_validator("server_url")
     @classmethod
@@ -463,6 +530,21 @@ def build_config(raw: dict[str, Any], *, data_dir: Path | None = None, embedded:
         raise ConfigError(_format_errors(exc)) from None
 
 
+# libyaml's loader when PyYAML has it: it caps nesting depth, where the pure-Python one recurses without
+# limit and takes quadratic time on deeply nested flow collections.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_yaml(data: bytes) -> Any:
+    """A YAML document from a file's bytes; ValueError saying what is wrong with it."""
+    try:
+        return yaml.load(data.decode("utf-8"), Loader=_YAML_LOADER)  # a safe loader, C or Python
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {exc.start})") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ValueError(f"not valid YAML: {exc}") from None
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> tuple[Config, Path | None]:
     """Load the configuration file (searching Headscale's locations when none is given).
 
@@ -475,9 +557,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> tuple[Config, Pat
     for candidate in candidates:
         if candidate.is_file():
             try:
-                raw = yaml.safe_load(candidate.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{candidate}: not valid YAML: {exc}") from None
+                raw = parse_yaml(candidate.read_bytes()) or {}
+            except ValueError as exc:
+                raise ConfigError(f"{candidate}: {exc}") from None
             data_dir = Path(str(raw["data_dir"])) if isinstance(raw, dict) and raw.get("data_dir") else None
             return build_config(raw, data_dir=data_dir or candidate.resolve().parent), candidate
         if path:
