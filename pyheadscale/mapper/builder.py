@@ -16,6 +16,8 @@ from pyheadscale.state.models import Node
 from pyheadscale.state.store import Store
 
 BASELINE_CAPS = ("https://tailscale.com/cap/is-admin", "https://tailscale.com/cap/ssh")
+# Taildrop: a client offers and accepts files only when its own node carries this (taildrop.enabled).
+FILE_SHARING_CAP = "https://tailscale.com/cap/file-sharing"
 
 
 @dataclass(slots=True)
@@ -119,6 +121,8 @@ class MapBuilder:
         else:
             allowed, primary = (peer.allowed_ips, peer.primary_routes) if peer is not None else ([], [])
         cap_map: dict[str, Any] = {cap: [] for cap in BASELINE_CAPS} if self_view else {}
+        if self_view and self.ctx.config.taildrop.enabled:
+            cap_map[FILE_SHARING_CAP] = []
         if self_view:
             cap_map.update(self.ctx.policy.cap_map(node.id))
         out: dict[str, Any] = {
