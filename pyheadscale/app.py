@@ -21,9 +21,12 @@ from pyheadscale.audit import AuditLog
 from pyheadscale.auth.interactive import PendingLogins
 from pyheadscale.auth.oidc_login import OIDCLogin, start_oidc
 from pyheadscale.auth.register_page import register_page_handler
+from pyheadscale.auth.ssh_check_page import ssh_check_page_handler
 from pyheadscale.config import Config
 from pyheadscale.control.poll import KEEPALIVE_SECONDS, MapHandler
 from pyheadscale.control.register import RegisterHandler
+from pyheadscale.control.ssh_action import PATH_PREFIX as SSH_ACTION_PREFIX
+from pyheadscale.control.ssh_action import SSHActionHandler, SSHChecks
 from pyheadscale.control.ts2021 import ControlServer
 from pyheadscale.control.verify import verify_handler
 from pyheadscale.db.database import Database
@@ -70,6 +73,7 @@ class Server:
         self.audit = AuditLog(None)
         self._control: ControlServer | None = None
         self.logins = PendingLogins()
+        self.ssh_checks = SSHChecks()
         self.derp: DerpServer | None = None
         self.register: RegisterHandler | None = None
         self.oidc: OIDCLogin | None = None
@@ -118,12 +122,15 @@ class Server:
         register = self.register = RegisterHandler(store, config, self.metrics, self.logins)
         maps = MapHandler(store, builder, distributor, self.metrics, keepalive=self.keepalive)
         self.metrics.bind_store(store, lambda: maps.streams)
+        ssh_action = SSHActionHandler(store, policy, self.ssh_checks, config.server_url)
+        store.subscribe(self._forget_ssh_approvals)
         control = ControlServer(
             noise_key,
             {
                 ("POST", "/machine/register"): register.handle,
                 ("POST", "/machine/map"): maps.handle,
             },
+            {SSH_ACTION_PREFIX: ssh_action.handle},
         )
 
         app = web.Application(client_max_size=1 << 20, middlewares=[self.metrics.middleware])
@@ -136,6 +143,7 @@ class Server:
             self._closers.append(oidc.provider.close)
             oidc.add_routes(app)
         app.router.add_get("/register/{auth_id}", register_page_handler(self.logins, oidc))
+        app.router.add_get("/auth/{auth_id}", ssh_check_page_handler(self.ssh_checks, store))
 
         async def derp_map(_request: web.Request) -> web.Response:
             return web.json_response(ctx.derp_map)
@@ -200,6 +208,10 @@ class Server:
         self._runners.append(runner)
         await web.TCPSite(runner, listen[0], listen[1], reuse_address=True).start()
 
+    def _forget_ssh_approvals(self, change: Change) -> None:
+        if change.kind is ChangeKind.NODE_REMOVED and change.node_id is not None:
+            self.ssh_checks.forget_node(change.node_id)
+
     async def _health(self, _request: web.Request) -> web.Response:
         if not self.ready.is_set() or self.db is None:
             return web.json_response({"status": "starting"}, status=503)
@@ -223,6 +235,7 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.logins.close()
+        self.ssh_checks.close()
         if self._control is not None:
             await self._control.close()
         for runner in self._runners:

@@ -48,8 +48,13 @@ class AuthFlow(Resource):
         return await complete_login(self, str_field(body, "auth_id"), str_field(body, "user"))
 
     async def approve(self, request: web.Request) -> web.Response:
-        """Approve a returning machine's login: it keeps its node and owner."""
+        """Approve a waiting SSH check, or a returning machine's login (it keeps its node and owner)."""
         auth_id = str_field(await json_body(request), "auth_id")
+        check = self.server.ssh_checks.get(auth_id)
+        if check is not None:
+            self.server.ssh_checks.approve(check)
+            self.store.audit.record("ssh.check", f"node:{check.dst_id}", "approved", src=check.src_id)
+            return reply({"ssh_check": {"src_node_id": check.src_id, "dst_node_id": check.dst_id}})
         login = self.server.logins.pending(auth_id)
         node = self.store.node_by_machine_key(login.machine_key)
         if node is None or node.user_id is None:
@@ -58,6 +63,11 @@ class AuthFlow(Resource):
 
     async def reject(self, request: web.Request) -> web.Response:
         auth_id = str_field(await json_body(request), "auth_id")
+        check = self.server.ssh_checks.get(auth_id)
+        if check is not None:
+            self.server.ssh_checks.reject(check)
+            self.store.audit.record("ssh.check", f"node:{check.dst_id}", "rejected", src=check.src_id)
+            return reply()
         self.server.logins.reject(self.server.logins.pending(auth_id))
         self.store.audit.record("node.register", f"login:{auth_id[-8:]}", "rejected")
         return reply()

@@ -23,6 +23,14 @@ async def _register(client: ApiClient, args: argparse.Namespace) -> None:
 
 async def _approve(client: ApiClient, args: argparse.Namespace) -> None:
     result = await client.post("/auth/approve", {"auth_id": args.auth_id})
+    if "ssh_check" in result:
+        check = result["ssh_check"]
+        emit(
+            args,
+            check,
+            lambda: f"SSH check approved: node {check['src_node_id']} -> node {check['dst_node_id']}",
+        )
+        return
     emit(args, result["node"], lambda: f"Auth request approved: node {result['node']['given_name']}")
 
 
@@ -44,7 +52,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     auth.required = True
     for name, func, help_text in (
         ("register", _register, "register the waiting machine as a node of --user"),
-        ("approve", _approve, "approve a returning machine's login (it keeps its node and owner)"),
+        (
+            "approve",
+            _approve,
+            "approve a waiting SSH check, or a returning machine's login (it keeps its node and owner)",
+        ),
         ("reject", _reject, "turn the waiting machine away"),
     ):
         parser = auth.add_parser(name, help=help_text)

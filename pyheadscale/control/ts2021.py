@@ -45,10 +45,17 @@ def early_payload(challenge_public: bytes) -> bytes:
 class ControlServer:
     """Serves TS2021 with the server's Noise key; `routes` maps inner paths to handlers."""
 
-    def __init__(self, server_key: keys.PrivateKey, routes: dict[tuple[str, str], InnerHandler]) -> None:
+    def __init__(
+        self,
+        server_key: keys.PrivateKey,
+        routes: dict[tuple[str, str], InnerHandler],
+        prefix_routes: dict[str, InnerHandler] | None = None,
+    ) -> None:
+        """`prefix_routes` serve every path under a prefix (paths with ids in them), any method."""
         self.server_key = server_key
         self.public_text = keys.machine_public_text(server_key.public())
         self.routes = routes
+        self.prefix_routes = prefix_routes or {}
         self.connections: set[asyncio.Task[None]] = set()
 
     def add_routes(self, app: web.Application) -> None:
@@ -96,7 +103,8 @@ class ControlServer:
         async def dispatch(inner: InnerRequest) -> None:
             handler = self.routes.get((inner.method, inner.path))
             if handler is None:
-                handler = self._fallback(inner)
+                prefixed = (h for prefix, h in self.prefix_routes.items() if inner.path.startswith(prefix))
+                handler = next(prefixed, None) or self._fallback(inner)
             if record_dir is not None:
                 entry = {
                     "method": inner.method,
