@@ -167,3 +167,14 @@ async def test_unknown_auth_id_under_a_check_rule_starts_a_new_check(harness: Ha
     status, action = await ask(b, f"/machine/ssh/action/{src}/to/{dst}?auth_id={stale}")
     assert status == 200 and isinstance(action, dict) and "holdAndDelegate" in action
     assert stale not in action["holdAndDelegate"]
+
+
+async def test_neighbouring_source_addresses_are_separate_principals(harness: Harness) -> None:
+    """tailscaled matches a principal's nodeIP as one address: a merged range would let nobody in."""
+    _, b, _, _ = await setup(harness)
+    assert harness.server.policy is not None
+    ssh_policy = harness.server.policy.ssh_policy(harness.store.node_by_node_key(b.node_key_text).id)
+    assert ssh_policy is not None
+    principals = [p["nodeIP"] for p in ssh_policy["rules"][0]["principals"]]
+    nodes = sorted(harness.store.nodes.values(), key=lambda n: n.id)
+    assert principals == [str(n.ipv4) for n in nodes] + [str(n.ipv6) for n in nodes]
