@@ -1,0 +1,240 @@
+"""Client-visible features with the official tailscaled: one scenario per run, inside a private namespace.
+
+usage: features_driver.py SCENARIO WORKDIR TAILSCALED TAILSCALE
+
+Scenarios:
+
+* taildrop: two nodes of one user; `tailscale file cp` from A to B, `tailscale file get` on B.
+* taildrop-disabled: the same with `taildrop.enabled: false`; A's client refuses to list targets.
+* ssh-check: B runs Tailscale SSH under a `check` rule; A connects with ssh (ProxyCommand `tailscale nc`),
+  the connection waits until the check is approved through the REST API (what `auth approve` calls).
+
+pyheadscale runs in this process with its embedded DERP relay and STUN server; the daemons use userspace
+networking (see tsd_node.py). Prints one JSON line with what was observed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand, without PYTHONPATH
+
+import aiohttp
+
+from pyheadscale.app import Server
+from pyheadscale.config import build_config
+from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.tsd_node import TailscaledNode
+
+SSH_CHECK_POLICY = {
+    "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+    "ssh": [
+        {
+            "action": "check",
+            "src": ["autogroup:member"],
+            "dst": ["autogroup:self"],
+            "users": ["root"],
+            "checkPeriod": "1h",
+        }
+    ],
+}
+
+
+async def eventually(probe: Callable[[], Awaitable[Any]], limit: float, pause: float = 0.5) -> Any:
+    """The first truthy value `probe` returns within `limit` seconds, else None."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            value = await probe()
+            if value:
+                return value
+        await asyncio.sleep(pause)
+    return None
+
+
+class Scenario:
+    def __init__(self, workdir: Path, tailscaled: Path, tailscale: Path, extra: dict[str, Any]) -> None:
+        self.workdir, self.tailscaled, self.tailscale = workdir, tailscaled, tailscale
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        stun = free_port(socket.SOCK_DGRAM)
+        self.config = build_config(
+            {
+                "server_url": self.url,
+                "listen_addr": f"127.0.0.1:{self.port}",
+                "metrics_listen_addr": "",
+                "derp": {"server": {"enabled": True, "stun_listen_addr": f"127.0.0.1:{stun}"}},
+                **extra,
+            },
+            data_dir=workdir / "server",
+        )
+        self.server = Server(self.config)
+        self.nodes: list[TailscaledNode] = []
+
+    @property
+    def store(self) -> Any:
+        return self.server.store
+
+    async def node(self, name: str) -> TailscaledNode:
+        node = TailscaledNode(self.workdir, name, self.tailscaled, self.tailscale)
+        self.nodes.append(node)
+        await node.start()
+        return node
+
+    async def auth_key(self, user_name: str = "alice", **kwargs: Any) -> str:
+        user = self.store.user_by_name(user_name) or await self.store.create_user(user_name)
+        _, key = await self.store.create_preauth_key(user.id, reusable=True, **kwargs)
+        return str(key)
+
+    async def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        _, secret = await self.store.create_api_key(None)
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {secret}"}) as session,
+            session.request(method, f"{self.url}/api/v1{path}", json=body) as resp,
+        ):
+            return resp.status, await resp.json()
+
+    def log_tails(self) -> dict[str, str]:
+        return {n.name: n.log_tail() for n in self.nodes}
+
+    async def close(self) -> None:
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                await node.stop()
+        await self.server.stop()
+
+
+async def taildrop(s: Scenario) -> dict[str, Any]:
+    key = await s.auth_key()
+    a, b = await s.node("nodea"), await s.node("nodeb")
+    await a.up(s.url, auth_key=key)
+    await b.up(s.url, auth_key=key)
+    await a.wait_for_peer("nodeb")
+    targets = await eventually(lambda: a.cli("file", "cp", "--targets"), 60)
+    payload = os.urandom(64 * 1024)
+    source = s.workdir / "gift.bin"
+    source.write_bytes(payload)
+    await eventually(lambda: a.cli("file", "cp", str(source), "nodeb:", limit=60), 90, pause=2)
+    inbox = s.workdir / "inbox"
+    inbox.mkdir()
+
+    async def received() -> bool:
+        await b.cli("file", "get", str(inbox), limit=30)
+        return (inbox / "gift.bin").exists()
+
+    got = await eventually(received, 60, pause=1)
+    data = (inbox / "gift.bin").read_bytes() if got else b""
+    return {"targets": targets, "received": len(data), "ok": data == payload}
+
+
+async def taildrop_disabled(s: Scenario) -> dict[str, Any]:
+    key = await s.auth_key()
+    a, b = await s.node("nodea"), await s.node("nodeb")
+    await a.up(s.url, auth_key=key)
+    await b.up(s.url, auth_key=key)
+    await a.wait_for_peer("nodeb")
+    return {"targets": await a.cli("file", "cp", "--targets", check=False)}
+
+
+async def ssh_check(s: Scenario) -> dict[str, Any]:
+    assert s.server.policy is not None
+    s.server.policy.apply(json.dumps(SSH_CHECK_POLICY))
+    key = await s.auth_key()
+    a, b = await s.node("nodea"), await s.node("nodeb")
+    await a.up(s.url, auth_key=key)
+    await b.up(s.url, "--ssh", auth_key=key)
+    peer = await a.wait_for_peer("nodeb")
+    b_ip = peer["TailscaleIPs"][0]
+    proxy = f"{s.tailscale} --socket={a.socket} nc %h %p"
+    ssh = await asyncio.create_subprocess_exec(
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-o",
+        f"ProxyCommand={proxy}",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        f"root@{b_ip}",
+        "echo checked-and-in",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=a.env,
+    )
+    checks = await eventually(lambda: asyncio.sleep(0, s.server.ssh_checks.list()), 60)
+    result: dict[str, Any] = {"pending_checks": len(checks or [])}
+    if checks:
+        check = checks[0]
+        result["pair"] = [check.src_id, check.dst_id]
+        result["approve"] = (await s.api("POST", "/auth/approve", {"auth_id": check.auth_id}))[0]
+    try:
+        out, err = await asyncio.wait_for(ssh.communicate(), 90)
+    except TimeoutError:
+        ssh.kill()
+        out, err = await ssh.communicate()
+    result.update(ssh_exit=ssh.returncode, stdout=out.decode()[-2000:], stderr=err.decode()[-2000:])
+    nodes = {n.hostname: n.id for n in s.store.nodes.values()}
+    result["ids"] = [nodes.get("nodea"), nodes.get("nodeb")]
+    # A second connection within checkPeriod goes straight in.
+    again = await asyncio.create_subprocess_exec(
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-o",
+        f"ProxyCommand={proxy}",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        f"root@{b_ip}",
+        "echo again",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=a.env,
+    )
+    try:
+        out2, _ = await asyncio.wait_for(again.communicate(), 60)
+    except TimeoutError:
+        again.kill()
+        out2, _ = await again.communicate()
+    result.update(second_stdout=out2.decode()[-500:], checks_after=len(s.server.ssh_checks.list()))
+    return result
+
+
+SCENARIOS = {"taildrop": taildrop, "taildrop-disabled": taildrop_disabled, "ssh-check": ssh_check}
+CONFIG: dict[str, dict[str, Any]] = {"taildrop-disabled": {"taildrop": {"enabled": False}}}
+
+
+async def main(name: str, workdir: Path, tailscaled: Path, tailscale: Path) -> dict[str, Any]:
+    setup_loopback_only()
+    scenario = Scenario(workdir, tailscaled, tailscale, CONFIG.get(name, {}))
+    await scenario.server.start()
+    result: dict[str, Any] = {"scenario": name}
+    try:
+        result.update(await asyncio.wait_for(SCENARIOS[name](scenario), 400))
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        result["logs"] = scenario.log_tails()
+        await scenario.close()
+    return result
+
+
+if __name__ == "__main__":
+    scenario_name, work, daemon, cli = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+    work.mkdir(parents=True, exist_ok=True)
+    print(json.dumps(asyncio.run(main(scenario_name, work, daemon, cli))), flush=True)

@@ -1,0 +1,58 @@
+"""Taildrop and Tailscale SSH `check` with the official tailscaled and tailscale CLI (v1.90.9).
+
+Each scenario runs features_driver.py in its own loopback-only namespace; see that module for what happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.netns import REPO, run_driver
+
+DRIVER = REPO / "tests" / "e2e" / "features_driver.py"
+
+
+def scenario(name: str, tmp_path: Path, reference_binary: Callable[[str], Path]) -> dict[str, Any]:
+    args = [
+        name,
+        str(tmp_path / "work"),
+        str(reference_binary("tailscaled")),
+        str(reference_binary("tailscale")),
+    ]
+    result = run_driver(DRIVER, args, timeout=600)
+    assert "error" not in result, (result["error"], result.get("logs"))
+    return result
+
+
+@pytest.mark.realclient
+def test_taildrop_file_cp_and_get_between_two_tailscaled(
+    tmp_path: Path, reference_binary: Callable[[str], Path]
+) -> None:
+    result = scenario("taildrop", tmp_path, reference_binary)
+    assert "nodeb" in result["targets"], result
+    assert result["ok"] and result["received"] == 64 * 1024, result
+
+
+@pytest.mark.realclient
+def test_taildrop_disabled_leaves_the_client_without_file_sharing(
+    tmp_path: Path, reference_binary: Callable[[str], Path]
+) -> None:
+    result = scenario("taildrop-disabled", tmp_path, reference_binary)
+    assert "file sharing not enabled" in result["targets"], result
+
+
+@pytest.mark.realclient
+def test_tailscale_ssh_check_waits_for_auth_approve_then_honours_check_period(
+    tmp_path: Path, reference_binary: Callable[[str], Path]
+) -> None:
+    result = scenario("ssh-check", tmp_path, reference_binary)
+    assert result["pending_checks"] == 1 and result["pair"] == result["ids"], result
+    assert result["approve"] == 200, result
+    assert "To approve it, visit: http://127.0.0.1:" in result["stderr"], result
+    assert result["ssh_exit"] == 0 and result["stdout"] == "checked-and-in\n", result
+    # Within checkPeriod the second connection needs no new check.
+    assert result["second_stdout"] == "again\n" and result["checks_after"] == 0, result
