@@ -23,6 +23,8 @@ from pyheadscale.auth.oidc_login import OIDCLogin, start_oidc
 from pyheadscale.auth.register_page import register_page_handler
 from pyheadscale.auth.ssh_check_page import ssh_check_page_handler
 from pyheadscale.config import Config
+from pyheadscale.control.ping import PATH as PING_PATH
+from pyheadscale.control.ping import PingTracker
 from pyheadscale.control.poll import KEEPALIVE_SECONDS, MapHandler
 from pyheadscale.control.register import RegisterHandler
 from pyheadscale.control.ssh_action import PATH_PREFIX as SSH_ACTION_PREFIX
@@ -35,6 +37,7 @@ from pyheadscale.mapper.builder import MapBuilder, MapContext
 from pyheadscale.mapper.distributor import Distributor
 from pyheadscale.metrics import Metrics
 from pyheadscale.state.changes import Change, ChangeKind
+from pyheadscale.state.ha_routes import HAProber, RouterHealthState
 from pyheadscale.state.ipalloc import IPAllocator
 from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
@@ -74,6 +77,7 @@ class Server:
         self._control: ControlServer | None = None
         self.logins = PendingLogins()
         self.ssh_checks = SSHChecks()
+        self.pings = PingTracker()
         self.derp: DerpServer | None = None
         self.register: RegisterHandler | None = None
         self.oidc: OIDCLogin | None = None
@@ -100,7 +104,8 @@ class Server:
         self._closers.append(self.audit.close)
         await store.load()
 
-        policy = self.policy = PolicyManager(config, store)
+        router_health = RouterHealthState(store)
+        policy = self.policy = PolicyManager(config, store, router_health)
         await policy.start()
         self._closers.append(policy.close)
         derp_source = DERPMapSource(config)
@@ -108,7 +113,11 @@ class Server:
         ctx = MapContext(config, store, policy, derp_source.current)
         builder = MapBuilder(ctx)
         distributor = Distributor(builder)
-        # The policy engine must see a change before the distributor builds deltas from it.
+        prober = HAProber(
+            config.node.routes.ha, config.server_url, store, policy, router_health, distributor, self.pings
+        )
+        # Router health, then the policy engine, must see a change before the distributor builds deltas.
+        store.subscribe(prober.on_change)
         store.subscribe(policy.on_change)
         store.subscribe(distributor.on_change)
 
@@ -149,6 +158,7 @@ class Server:
             return web.json_response(ctx.derp_map)
 
         app.router.add_get("/derpmap/default", derp_map)
+        app.router.add_route("*", PING_PATH, self.pings.handle)
         await self._start_derp(app, config)
         app.add_subapp("/api/v1", api_application(self, trusted=False))
 
@@ -162,6 +172,8 @@ class Server:
         await self._start_metrics()
 
         self._tasks.append(asyncio.get_running_loop().create_task(self._expiry_watch()))
+        prober.start()
+        self._closers.append(prober.close)
         self.ready.set()
 
     async def _start_derp(self, app: web.Application, config: Config) -> None:
@@ -236,6 +248,7 @@ class Server:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.logins.close()
         self.ssh_checks.close()
+        self.pings.close()
         if self._control is not None:
             await self._control.close()
         for runner in self._runners:

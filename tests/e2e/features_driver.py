@@ -9,6 +9,10 @@ Scenarios:
 * ssh-check: B runs Tailscale SSH under a `check` rule; A connects with ssh (ProxyCommand `tailscale nc`),
   the connection waits until the check is approved through the REST API (what `auth approve` calls).
 
+* ha-routes: routers R1 and R2 both serve 198.51.100.0/24 (a host on this namespace's lo); client C, with
+  --accept-routes, fetches from that host over the tailnet in a loop while R1's tailscaled is killed; the
+  route fails over to R2 and the fetches resume through it.
+
 pyheadscale runs in this process with its embedded DERP relay and STUN server; the daemons use userspace
 networking (see tsd_node.py). Prints one JSON line with what was observed.
 """
@@ -20,6 +24,7 @@ import contextlib
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -215,7 +220,110 @@ async def ssh_check(s: Scenario) -> dict[str, Any]:
     return result
 
 
-SCENARIOS = {"taildrop": taildrop, "taildrop-disabled": taildrop_disabled, "ssh-check": ssh_check}
+HA_ROUTE, HA_HOST = "198.51.100.0/24", "198.51.100.10"
+
+
+def add_host_address(address: str) -> None:
+    """A documentation address on lo: the "LAN host" behind the subnet routers, inside this namespace."""
+    subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", "lo"], check=True)
+
+
+async def serve_echo(host: str) -> tuple[asyncio.Server, int]:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await reader.readline()
+            writer.write(b"routed\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, host, 0)
+    return server, int(server.sockets[0].getsockname()[1])
+
+
+async def fetch_through(node: TailscaledNode, host: str, port: int) -> bool:
+    proc = await asyncio.create_subprocess_exec(
+        str(node.tailscale),
+        f"--socket={node.socket}",
+        "nc",
+        host,
+        str(port),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=node.env,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(b"hello\n"), 5)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return False
+    return out == b"routed\n"
+
+
+def primary_router(status: dict[str, Any]) -> str | None:
+    for peer in (status.get("Peer") or {}).values():
+        if HA_ROUTE in (peer.get("PrimaryRoutes") or []):
+            return str(peer.get("HostName"))
+    return None
+
+
+async def ha_routes(s: Scenario) -> dict[str, Any]:
+    add_host_address(HA_HOST)
+    echo, port = await serve_echo(HA_HOST)
+    key = await s.auth_key()
+    r1, r2, c = await s.node("router1"), await s.node("router2"), await s.node("client")
+    await r1.up(s.url, f"--advertise-routes={HA_ROUTE}", auth_key=key)
+    await r2.up(s.url, f"--advertise-routes={HA_ROUTE}", auth_key=key)
+    for node in list(s.store.nodes.values()):
+        await s.store.set_approved_routes(node.id, [HA_ROUTE])
+    await c.up(s.url, "--accept-routes", auth_key=key)
+    await c.wait_for_peer("router2")
+    result: dict[str, Any] = {"first_primary": await eventually(lambda: _primary(c), 60)}
+    result["before"] = bool(await eventually(lambda: fetch_through(c, HA_HOST, port), 60, pause=1))
+    outcomes: list[tuple[float, bool]] = []
+    stop = asyncio.Event()
+
+    async def keep_fetching() -> None:
+        while not stop.is_set():
+            outcomes.append((time.monotonic(), await fetch_through(c, HA_HOST, port)))
+            await asyncio.sleep(0.5)
+
+    fetcher = asyncio.create_task(keep_fetching())
+    await eventually(lambda: asyncio.sleep(0, any(ok for _, ok in outcomes)), 60)
+    assert r1.proc is not None
+    r1.proc.kill()  # the primary router dies mid-transfer
+    killed_at = time.monotonic()
+    await r1.proc.wait()
+    result["failover_primary"] = await eventually(lambda: _primary(c, not_="router1"), 90)
+    resumed = await eventually(lambda: asyncio.sleep(0, any(ok for t, ok in outcomes if t > killed_at)), 90)
+    stop.set()
+    await fetcher
+    echo.close()
+    result.update(
+        resumed=bool(resumed),
+        fetches_after_kill=sum(1 for t, _ in outcomes if t > killed_at),
+        ok_before_kill=sum(1 for t, ok in outcomes if t <= killed_at and ok),
+        server_primary=s.server.policy.primary_routes_of(
+            next(n.id for n in s.store.nodes.values() if n.hostname == "router2")
+        )
+        if s.server.policy is not None
+        else None,
+    )
+    return result
+
+
+async def _primary(node: TailscaledNode, not_: str | None = None) -> str | None:
+    name = primary_router(await node.status())
+    return name if name is not None and name != not_ else None
+
+
+SCENARIOS = {
+    "taildrop": taildrop,
+    "taildrop-disabled": taildrop_disabled,
+    "ssh-check": ssh_check,
+    "ha-routes": ha_routes,
+}
 CONFIG: dict[str, dict[str, Any]] = {"taildrop-disabled": {"taildrop": {"enabled": False}}}
 
 

@@ -1,4 +1,4 @@
-"""Taildrop and Tailscale SSH `check` with the official tailscaled and tailscale CLI (v1.90.9).
+"""Taildrop, Tailscale SSH `check` and HA subnet routers with the official tailscaled and CLI (v1.90.9).
 
 Each scenario runs features_driver.py in its own loopback-only namespace; see that module for what happens.
 """
@@ -56,3 +56,15 @@ def test_tailscale_ssh_check_waits_for_auth_approve_then_honours_check_period(
     assert result["ssh_exit"] == 0 and result["stdout"] == "checked-and-in\n", result
     # Within checkPeriod the second connection needs no new check.
     assert result["second_stdout"] == "again\n" and result["checks_after"] == 0, result
+
+
+@pytest.mark.realclient
+def test_ha_subnet_route_fails_over_when_the_primary_router_dies_mid_transfer(
+    tmp_path: Path, reference_binary: Callable[[str], Path]
+) -> None:
+    result = scenario("ha-routes", tmp_path, reference_binary)
+    assert result["first_primary"] == "router1" and result["before"], result
+    assert result["ok_before_kill"] >= 1, result
+    assert result["failover_primary"] == "router2", result
+    assert result["resumed"], result
+    assert result["server_primary"] == ["198.51.100.0/24"], result
