@@ -36,6 +36,7 @@ from pyheadscale.derpmap import DERPMapSource
 from pyheadscale.mapper.builder import MapBuilder, MapContext
 from pyheadscale.mapper.distributor import Distributor
 from pyheadscale.metrics import Metrics
+from pyheadscale.policy.tag_owners import tags_not_owned
 from pyheadscale.state.changes import Change, ChangeKind
 from pyheadscale.state.ha_routes import HAProber, RouterHealthState
 from pyheadscale.state.ipalloc import IPAllocator
@@ -106,6 +107,7 @@ class Server:
 
         router_health = RouterHealthState(store)
         policy = self.policy = PolicyManager(config, store, router_health)
+        self.logins.tags_not_owned = lambda user_id, tags: tags_not_owned(policy.engine, user_id, tags)
         await policy.start()
         self._closers.append(policy.close)
         derp_source = DERPMapSource(config)

@@ -10,8 +10,8 @@ Scenarios:
   the connection waits until the check is approved through the REST API (what `auth approve` calls).
 
 * ha-routes: routers R1 and R2 both serve 198.51.100.0/24 (a host on this namespace's lo); client C, with
-  --accept-routes, fetches from that host over the tailnet in a loop while R1's tailscaled is killed; the
-  route fails over to R2 and the fetches resume through it.
+  --accept-routes, fetches from that host over the tailnet in a loop while the primary router's tailscaled
+  is killed; the route fails over to the other router and the fetches resume through it.
 
 pyheadscale runs in this process with its embedded DERP relay and STUN server; the daemons use userspace
 networking (see tsd_node.py). Prints one JSON line with what was observed.
@@ -291,11 +291,13 @@ async def ha_routes(s: Scenario) -> dict[str, Any]:
 
     fetcher = asyncio.create_task(keep_fetching())
     await eventually(lambda: asyncio.sleep(0, any(ok for _, ok in outcomes)), 60)
-    assert r1.proc is not None
-    r1.proc.kill()  # the primary router dies mid-transfer
+    primary, other = (r1, r2) if result["first_primary"] == "router1" else (r2, r1)
+    result["killed"], result["expected"] = primary.name, other.name
+    assert primary.proc is not None
+    primary.proc.kill()  # the primary router dies mid-transfer
     killed_at = time.monotonic()
-    await r1.proc.wait()
-    result["failover_primary"] = await eventually(lambda: _primary(c, not_="router1"), 90)
+    await primary.proc.wait()
+    result["failover_primary"] = await eventually(lambda: _primary(c, not_=primary.name), 90)
     resumed = await eventually(lambda: asyncio.sleep(0, any(ok for t, ok in outcomes if t > killed_at)), 90)
     stop.set()
     await fetcher
@@ -305,7 +307,7 @@ async def ha_routes(s: Scenario) -> dict[str, Any]:
         fetches_after_kill=sum(1 for t, _ in outcomes if t > killed_at),
         ok_before_kill=sum(1 for t, ok in outcomes if t <= killed_at and ok),
         server_primary=s.server.policy.primary_routes_of(
-            next(n.id for n in s.store.nodes.values() if n.hostname == "router2")
+            next(n.id for n in s.store.nodes.values() if n.hostname == other.name)
         )
         if s.server.policy is not None
         else None,

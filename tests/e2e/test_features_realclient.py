@@ -63,8 +63,8 @@ def test_ha_subnet_route_fails_over_when_the_primary_router_dies_mid_transfer(
     tmp_path: Path, reference_binary: Callable[[str], Path]
 ) -> None:
     result = scenario("ha-routes", tmp_path, reference_binary)
-    assert result["first_primary"] == "router1" and result["before"], result
-    assert result["ok_before_kill"] >= 1, result
-    assert result["failover_primary"] == "router2", result
+    assert result["first_primary"] in ("router1", "router2") and result["before"], result
+    assert result["killed"] == result["first_primary"] and result["ok_before_kill"] >= 1, result
+    assert result["failover_primary"] == result["expected"], result
     assert result["resumed"], result
     assert result["server_primary"] == ["198.51.100.0/24"], result
