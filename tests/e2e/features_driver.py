@@ -13,6 +13,9 @@ Scenarios:
   --accept-routes, fetches from that host over the tailnet in a loop while the primary router's tailscaled
   is killed; the route fails over to the other router and the fetches resume through it.
 
+* login-tags: `tailscale up --advertise-tags` without an auth key, approved with `auth register` for a user:
+  tag:web (alice owns it) makes a tagged node; tag:db (only group:ops owns it) is refused, with the reason.
+
 pyheadscale runs in this process with its embedded DERP relay and STUN server; the daemons use userspace
 networking (see tsd_node.py). Prints one JSON line with what was observed.
 """
@@ -240,6 +243,9 @@ async def serve_echo(host: str) -> tuple[asyncio.Server, int]:
     return server, int(server.sockets[0].getsockname()[1])
 
 
+LAST_FETCH_ERROR: list[str] = []
+
+
 async def fetch_through(node: TailscaledNode, host: str, port: int) -> bool:
     proc = await asyncio.create_subprocess_exec(
         str(node.tailscale),
@@ -249,15 +255,18 @@ async def fetch_through(node: TailscaledNode, host: str, port: int) -> bool:
         str(port),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
         env=node.env,
     )
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(b"hello\n"), 5)
+        out, err = await asyncio.wait_for(proc.communicate(b"hello\n"), 10)
     except TimeoutError:
         proc.kill()
         await proc.wait()
+        LAST_FETCH_ERROR[:] = ["timed out"]
         return False
+    if out != b"routed\n":
+        LAST_FETCH_ERROR[:] = [f"exit {proc.returncode}: {out[-200:]!r} {err.decode()[-300:]}"]
     return out == b"routed\n"
 
 
@@ -280,7 +289,11 @@ async def ha_routes(s: Scenario) -> dict[str, Any]:
     await c.up(s.url, "--accept-routes", auth_key=key)
     await c.wait_for_peer("router2")
     result: dict[str, Any] = {"first_primary": await eventually(lambda: _primary(c), 60)}
-    result["before"] = bool(await eventually(lambda: fetch_through(c, HA_HOST, port), 60, pause=1))
+    result["before"] = bool(await eventually(lambda: fetch_through(c, HA_HOST, port), 90, pause=1))
+    if not result["before"]:
+        result["fetch_error"] = LAST_FETCH_ERROR[-1:]
+        result["client_status"] = await c.status()
+        return result
     outcomes: list[tuple[float, bool]] = []
     stop = asyncio.Event()
 
@@ -320,11 +333,57 @@ async def _primary(node: TailscaledNode, not_: str | None = None) -> str | None:
     return name if name is not None and name != not_ else None
 
 
+TAGS_POLICY = {
+    "groups": {"group:ops": ["bob@"]},
+    "tagOwners": {"tag:web": ["alice@"], "tag:db": ["group:ops"]},
+    "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+}
+
+
+async def interactive_up(s: Scenario, node: TailscaledNode, tag: str, user: str) -> dict[str, Any]:
+    """`up --advertise-tags=<tag>` with no key; `auth register --user <user>` for its login; what followed."""
+    up = await node.start_cli(
+        "up", f"--login-server={s.url}", f"--hostname={node.name}", f"--advertise-tags={tag}"
+    )
+    logins = await eventually(
+        lambda: asyncio.sleep(0, [p for p in s.server.logins.list() if p.hostname == node.name]), 60
+    )
+    result: dict[str, Any] = {"waited": bool(logins)}
+    if logins:
+        result["approval"] = await s.api(
+            "POST", "/auth/register", {"auth_id": logins[0].auth_id, "user": user}
+        )
+    try:
+        out, err = await asyncio.wait_for(up.communicate(), 60)
+    except TimeoutError:
+        up.kill()
+        out, err = await up.communicate()
+    result.update(up_exit=up.returncode, up_output=(out + err).decode()[-1500:])
+    stored = next((n for n in s.store.nodes.values() if n.hostname == node.name), None)
+    result["stored_tags"] = stored.tags if stored is not None else None
+    with contextlib.suppress(Exception):
+        result["self_tags"] = (await node.status())["Self"].get("Tags")
+    return result
+
+
+async def login_tags(s: Scenario) -> dict[str, Any]:
+    assert s.server.policy is not None
+    for name in ("alice", "bob"):
+        await s.store.create_user(name)
+    s.server.policy.apply(json.dumps(TAGS_POLICY))
+    owned, refused = await s.node("web1"), await s.node("db1")
+    return {
+        "owned": await interactive_up(s, owned, "tag:web", "alice"),
+        "refused": await interactive_up(s, refused, "tag:db", "alice"),
+    }
+
+
 SCENARIOS = {
     "taildrop": taildrop,
     "taildrop-disabled": taildrop_disabled,
     "ssh-check": ssh_check,
     "ha-routes": ha_routes,
+    "login-tags": login_tags,
 }
 CONFIG: dict[str, dict[str, Any]] = {"taildrop-disabled": {"taildrop": {"enabled": False}}}
 

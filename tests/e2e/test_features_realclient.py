@@ -1,4 +1,4 @@
-"""Taildrop, Tailscale SSH `check` and HA subnet routers with the official tailscaled and CLI (v1.90.9).
+"""Taildrop, SSH `check`, HA subnet routers and tags at login with the official tailscaled and CLI (v1.90.9).
 
 Each scenario runs features_driver.py in its own loopback-only namespace; see that module for what happens.
 """
@@ -68,3 +68,16 @@ def test_ha_subnet_route_fails_over_when_the_primary_router_dies_mid_transfer(
     assert result["failover_primary"] == result["expected"], result
     assert result["resumed"], result
     assert result["server_primary"] == ["198.51.100.0/24"], result
+
+
+@pytest.mark.realclient
+def test_advertise_tags_at_interactive_login_tagged_when_owned_refused_otherwise(
+    tmp_path: Path, reference_binary: Callable[[str], Path]
+) -> None:
+    result = scenario("login-tags", tmp_path, reference_binary)
+    owned, refused = result["owned"], result["refused"]
+    assert owned["waited"] and owned["approval"][0] == 200 and owned["up_exit"] == 0, owned
+    assert owned["stored_tags"] == ["tag:web"] and owned["self_tags"] == ["tag:web"], owned
+    assert refused["waited"] and refused["approval"][0] == 400 and refused["up_exit"] != 0, refused
+    assert "requested tags [tag:db] are invalid or not permitted" in refused["up_output"], refused
+    assert refused["stored_tags"] is None, refused

@@ -73,6 +73,17 @@ class TailscaledNode:
             )
         return out.decode() + err.decode()
 
+    async def start_cli(self, *args: str) -> asyncio.subprocess.Process:
+        """A CLI command left running (an interactive `up` waits for its login), output piped."""
+        return await asyncio.create_subprocess_exec(
+            str(self.tailscale),
+            f"--socket={self.socket}",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env,
+        )
+
     async def up(self, login_server: str, *extra: str, auth_key: str | None = None, limit: float = 90) -> str:
         args = ["up", f"--login-server={login_server}", f"--hostname={self.name}", "--reset", *extra]
         if auth_key is not None:
