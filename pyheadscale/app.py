@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from pyheadscale.auth.interactive import PendingLogins
 from pyheadscale.auth.oidc_login import OIDCLogin, start_oidc
 from pyheadscale.auth.register_page import register_page_handler
 from pyheadscale.auth.ssh_check_page import ssh_check_page_handler
+from pyheadscale.bootstrap_dns import BootstrapDNS
 from pyheadscale.config import Config
+from pyheadscale.control import unimplemented
 from pyheadscale.control.ping import PATH as PING_PATH
 from pyheadscale.control.ping import PingTracker
 from pyheadscale.control.poll import KEEPALIVE_SECONDS, MapHandler
@@ -140,7 +143,8 @@ class Server:
             {
                 ("POST", "/machine/register"): register.handle,
                 ("POST", "/machine/map"): maps.handle,
-            },
+            }
+            | dict.fromkeys(unimplemented.ROUTES, unimplemented.not_implemented),
             {SSH_ACTION_PREFIX: ssh_action.handle},
         )
 
@@ -161,7 +165,7 @@ class Server:
 
         app.router.add_get("/derpmap/default", derp_map)
         app.router.add_route("*", PING_PATH, self.pings.handle)
-        await self._start_derp(app, config)
+        await self._start_derp(app, config, lambda: ctx.derp_map)
         app.add_subapp("/api/v1", api_application(self, trusted=False))
 
         runner = web.AppRunner(app, access_log=None)
@@ -178,7 +182,9 @@ class Server:
         self._closers.append(prober.close)
         self.ready.set()
 
-    async def _start_derp(self, app: web.Application, config: Config) -> None:
+    async def _start_derp(
+        self, app: web.Application, config: Config, derp_map: Callable[[], dict[str, Any]]
+    ) -> None:
         server_cfg = config.derp.server
         if not server_cfg.enabled:
             return
@@ -192,6 +198,7 @@ class Server:
         verify = known_node if server_cfg.verify_clients else None
         derp = self.derp = DerpServer(derp_key.raw, verify_client=verify)
         add_derp_routes(app, derp)
+        app.router.add_get("/bootstrap-dns", BootstrapDNS(derp_map).handle)
         host, _, port = server_cfg.stun_listen_addr.rpartition(":")
         stun = await start_stun_server(host.strip("[]") or "0.0.0.0", int(port))
         self._closers.append(stun.close)

@@ -47,6 +47,8 @@ class PendingLogin:
     machine_key: str
     node_key: str
     hostinfo: dict[str, Any]
+    # The key expiry the client asked for (RegisterRequest.Expiry); it wins over the configured lifetime.
+    requested_expiry: datetime | None = None
     created: float = field(default_factory=time.monotonic)
     outcome: asyncio.Future[Node | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -76,7 +78,13 @@ class PendingLogins:
         self.tags_not_owned: TagCheck | None = None
 
     def start(
-        self, machine_key: str, node_key: str, hostinfo: dict[str, Any], *, auth_id: str | None = None
+        self,
+        machine_key: str,
+        node_key: str,
+        hostinfo: dict[str, Any],
+        *,
+        auth_id: str | None = None,
+        expiry: datetime | None = None,
     ) -> PendingLogin:
         """A new pending login; `auth_id` is given only by `debug create-node`, which names its own."""
         self._prune()
@@ -85,7 +93,7 @@ class PendingLogins:
         if auth_id is not None and (not auth_id.startswith(AUTH_ID_PREFIX) or auth_id in self._pending):
             raise ValueError(f"auth id {auth_id!r} must start with {AUTH_ID_PREFIX!r} and not be in use")
         login = PendingLogin(
-            auth_id or AUTH_ID_PREFIX + secrets.token_hex(12), machine_key, node_key, hostinfo
+            auth_id or AUTH_ID_PREFIX + secrets.token_hex(12), machine_key, node_key, hostinfo, expiry
         )
         self._pending[login.auth_id] = login
         return login
@@ -132,7 +140,7 @@ class PendingLogins:
             tags=requested,
             method=method,
             ephemeral=False,
-            expiry=None if requested else expiry,
+            expiry=None if requested else (login.requested_expiry or expiry),
         )
         self.resolve(login, node)
         return node

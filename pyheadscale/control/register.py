@@ -120,7 +120,8 @@ class RegisterHandler:
                 machine_key=machine_key,
                 node_key=req.NodeKey,
                 hostinfo=req.Hostinfo or {},
-                expiry=self.default_expiry(),
+                # A client may ask for its key to expire sooner or later than the configured lifetime.
+                expiry=expiry if expiry is not None else self.default_expiry(),
             )
             log.info("registered node %d (%s) with preauth key %d", node.id, node.given_name, key.id)
             return self._response_for(node)
@@ -133,7 +134,7 @@ class RegisterHandler:
 
         if req.Followup:
             return await self._follow_up(req, machine_key)
-        login = self.logins.start(machine_key, req.NodeKey, req.Hostinfo or {})
+        login = self.logins.start(machine_key, req.NodeKey, req.Hostinfo or {}, expiry=expiry)
         log.info(
             "login %s waiting for approval (machine %s, hostname %r)",
             login.auth_id,

@@ -15,7 +15,7 @@ import logging
 import struct
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from derp.conn import HijackedHTTPConn
 from pyheadscale import keys
@@ -23,6 +23,7 @@ from pyheadscale.control import noise
 from pyheadscale.control.h2server import H2Server, InnerRequest
 from pyheadscale.control.noise_stream import NoiseStream
 from pyheadscale.control.recorder import record, recorder_dir
+from pyheadscale.control.ws_bytes import WebSocketBytes
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ HANDSHAKE_HEADER = "X-Tailscale-Handshake"
 EARLY_PAYLOAD_MAGIC = b"\xff\xff\xffTS"
 # How long a client may take, after the upgrade, to start speaking HTTP/2.
 HANDSHAKE_TIMEOUT = 30.0
+# A WebSocket message holds a few Noise records; nothing legitimate comes near this.
+WS_MAX_MESSAGE = 1 << 20
 
 InnerHandler = Callable[[InnerRequest, str], Awaitable[None]]
 
@@ -69,6 +72,8 @@ class ControlServer:
         upgrade = request.headers.get("Upgrade", "").lower()
         if not upgrade:
             return web.Response(status=400, text="missing Upgrade header (is a proxy stripping it?)\n")
+        if upgrade == "websocket":
+            return await self.handle_websocket(request)
         if upgrade != UPGRADE_PROTOCOL:
             return web.Response(status=400, text=f"unsupported upgrade protocol {upgrade!r}\n")
         encoded = request.headers.get(HANDSHAKE_HEADER, "")
@@ -95,8 +100,58 @@ class ControlServer:
         challenge = keys.PrivateKey.generate()
         # Handshake response and early payload go out together, before any HTTP/2 byte.
         await conn.write(response_frame + session.send.seal_records(early_payload(challenge.public())))
+        try:
+            await self.serve_session(stream, str(request.remote))
+        finally:
+            conn.close()
+        return response
+
+    async def handle_websocket(self, request: web.Request) -> web.StreamResponse:
+        """The WebSocket form (browser and WASM clients): subprotocol `tailscale-control-protocol`, the
+        initiation base64 in the `X-Tailscale-Handshake` query parameter, then the Noise stream in binary
+        messages. Tailscale's server sends no early payload on this path, so neither do we."""
+        encoded = request.query.get(HANDSHAKE_HEADER, "")
+        try:
+            init = base64.b64decode(encoded, validate=True)
+            noise.parse_initiation(init)
+        except (binascii.Error, ValueError, noise.NoiseError) as exc:
+            return web.Response(status=400, text=f"invalid or missing {HANDSHAKE_HEADER} parameter: {exc}\n")
+        ws = web.WebSocketResponse(protocols=(UPGRADE_PROTOCOL,), compress=False, max_msg_size=WS_MAX_MESSAGE)
+        ready = ws.can_prepare(request)
+        if not ready.ok or ready.protocol != UPGRADE_PROTOCOL:
+            return web.Response(status=400, text=f"websocket must offer the {UPGRADE_PROTOCOL} subprotocol\n")
+        try:
+            response_frame, session = noise.respond(self.server_key, init)
+        except noise.NoiseError as exc:
+            log.info("refused TS2021 websocket handshake from %s: %s", request.remote, exc)
+            return web.Response(status=400, text="noise handshake failed\n")
+        await ws.prepare(request)
+
+        async def receive() -> bytes | None:
+            message = await ws.receive()
+            if message.type is WSMsgType.BINARY:
+                return bytes(message.data)
+            if message.type is WSMsgType.TEXT:
+                await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"binary messages only")
+            return None
+
+        transport = WebSocketBytes(receive, ws.send_bytes)
+        try:
+            await transport.write(response_frame)
+            await self.serve_session(
+                NoiseStream(session, transport.read_exactly, transport.write), str(request.remote)
+            )
+        except ConnectionError as exc:
+            log.info("TS2021 websocket from %s ended: %s", request.remote, exc)
+        finally:
+            await ws.close()
+        return ws
+
+    async def serve_session(self, stream: NoiseStream, remote: str) -> None:
+        """Serve HTTP/2 inside an established Noise session until it ends."""
+        session = stream.session
         machine_key = keys.machine_public_text(session.peer_static)
-        log.debug("TS2021 session from %s machine %s v%d", request.remote, machine_key[:13], session.version)
+        log.debug("TS2021 session from %s machine %s v%d", remote, machine_key[:13], session.version)
 
         record_dir = recorder_dir()
 
@@ -124,8 +179,6 @@ class ControlServer:
         finally:
             if task is not None:
                 self.connections.discard(task)
-            conn.close()
-        return response
 
     async def close(self) -> None:
         """End every TS2021 connection and wait for their handlers (and their state changes) to finish."""
