@@ -82,6 +82,7 @@ class Server:
         self.logins = PendingLogins()
         self.ssh_checks = SSHChecks()
         self.pings = PingTracker()
+        self.router_health: RouterHealthState | None = None
         self.derp: DerpServer | None = None
         self.register: RegisterHandler | None = None
         self.oidc: OIDCLogin | None = None
@@ -108,7 +109,7 @@ class Server:
         self._closers.append(self.audit.close)
         await store.load()
 
-        router_health = RouterHealthState(store)
+        router_health = self.router_health = RouterHealthState(store)
         policy = self.policy = PolicyManager(config, store, router_health)
         self.logins.tags_not_owned = lambda user_id, tags: tags_not_owned(policy.engine, user_id, tags)
         await policy.start()

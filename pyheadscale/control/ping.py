@@ -21,6 +21,7 @@ MAX_PENDING = 10_000
 class PingTracker:
     def __init__(self) -> None:
         self._pending: dict[str, tuple[int, float, asyncio.Future[float]]] = {}
+        self.answered = 0
 
     def register(self, node_id: int) -> tuple[str, asyncio.Future[float]]:
         """A new ping id for `node_id` and the future that gets its round-trip time in seconds."""
@@ -36,6 +37,7 @@ class PingTracker:
         if entry is None:
             return False
         _, started, future = entry
+        self.answered += 1
         if not future.done():
             future.set_result(time.monotonic() - started)
         return True

@@ -12,6 +12,8 @@ Scenarios:
 * ha-routes: routers R1 and R2 both serve 198.51.100.0/24 (a host on this namespace's lo); client C, with
   --accept-routes, fetches from that host over the tailnet in a loop while the primary router's tailscaled
   is killed; the route fails over to the other router and the fetches resume through it.
+* ha-routes-silent: the same, but the primary's tailscaled is frozen (SIGSTOP) so that only the health
+  probes notice; after SIGCONT it answers probes again and the route stays with the other router.
 
 * login-tags: `tailscale up --advertise-tags` without an auth key, approved with `auth register` for a user:
   tag:web (alice owns it) makes a tagged node; tag:db (only group:ops owns it) is refused, with the reason.
@@ -24,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -277,7 +281,9 @@ def primary_router(status: dict[str, Any]) -> str | None:
     return None
 
 
-async def ha_routes(s: Scenario) -> dict[str, Any]:
+async def ha_routes(s: Scenario, *, freeze: bool = False) -> dict[str, Any]:
+    """With `freeze` the primary's tailscaled is stopped (SIGSTOP), not killed: its connections stay open, so
+    only the health probes can find it out; once resumed it must not take the route back."""
     add_host_address(HA_HOST)
     echo, port = await serve_echo(HA_HOST)
     key = await s.auth_key()
@@ -304,14 +310,33 @@ async def ha_routes(s: Scenario) -> dict[str, Any]:
 
     fetcher = asyncio.create_task(keep_fetching())
     await eventually(lambda: asyncio.sleep(0, any(ok for _, ok in outcomes)), 60)
+    # The health probes reach tailscaled, and it answers them: both routers are healthy before the kill.
+    await eventually(lambda: asyncio.sleep(0, s.server.pings.answered >= 4), 60)
+    result["pings_answered"] = s.server.pings.answered
+    assert s.server.router_health is not None
+    result["unhealthy_before_kill"] = sorted(s.server.router_health.unhealthy)
     primary, other = (r1, r2) if result["first_primary"] == "router1" else (r2, r1)
     result["killed"], result["expected"] = primary.name, other.name
     assert primary.proc is not None
-    primary.proc.kill()  # the primary router dies mid-transfer
+    if freeze:
+        primary.proc.send_signal(signal.SIGSTOP)  # silent, but still connected
+    else:
+        primary.proc.kill()  # the primary router dies mid-transfer
     killed_at = time.monotonic()
-    await primary.proc.wait()
+    if not freeze:
+        await primary.proc.wait()
     result["failover_primary"] = await eventually(lambda: _primary(c, not_=primary.name), 90)
     resumed = await eventually(lambda: asyncio.sleep(0, any(ok for t, ok in outcomes if t > killed_at)), 90)
+    if freeze:
+        result["still_connected"] = s.store.is_online(
+            next(n.id for n in s.store.nodes.values() if n.hostname == primary.name)
+        )
+        primary.proc.send_signal(signal.SIGCONT)
+        answered = s.server.pings.answered
+        # It answers probes again (healthy), yet the route stays where it went.
+        await eventually(lambda: asyncio.sleep(0, s.server.pings.answered >= answered + 4), 60)
+        result["unhealthy_after_resume"] = sorted(s.server.router_health.unhealthy)
+        result["primary_after_resume"] = await _primary(c)
     stop.set()
     await fetcher
     echo.close()
@@ -378,14 +403,19 @@ async def login_tags(s: Scenario) -> dict[str, Any]:
     }
 
 
-SCENARIOS = {
+SCENARIOS: dict[str, Callable[[Scenario], Awaitable[dict[str, Any]]]] = {
     "taildrop": taildrop,
     "taildrop-disabled": taildrop_disabled,
     "ssh-check": ssh_check,
     "ha-routes": ha_routes,
+    "ha-routes-silent": functools.partial(ha_routes, freeze=True),
     "login-tags": login_tags,
 }
-CONFIG: dict[str, dict[str, Any]] = {"taildrop-disabled": {"taildrop": {"enabled": False}}}
+CONFIG: dict[str, dict[str, Any]] = {
+    "taildrop-disabled": {"taildrop": {"enabled": False}},
+    "ha-routes": {"node": {"routes": {"ha": {"probe_interval": "2s", "probe_timeout": "1s"}}}},
+    "ha-routes-silent": {"node": {"routes": {"ha": {"probe_interval": "2s", "probe_timeout": "1s"}}}},
+}
 
 
 async def main(name: str, workdir: Path, tailscaled: Path, tailscale: Path) -> dict[str, Any]:

@@ -65,6 +65,7 @@ def test_ha_subnet_route_fails_over_when_the_primary_router_dies_mid_transfer(
     result = scenario("ha-routes", tmp_path, reference_binary)
     assert result["first_primary"] in ("router1", "router2") and result["before"], result
     assert result["killed"] == result["first_primary"] and result["ok_before_kill"] >= 1, result
+    assert result["pings_answered"] >= 4 and result["unhealthy_before_kill"] == [], result
     assert result["failover_primary"] == result["expected"], result
     assert result["resumed"], result
     assert result["server_primary"] == ["198.51.100.0/24"], result
@@ -81,3 +82,15 @@ def test_advertise_tags_at_interactive_login_tagged_when_owned_refused_otherwise
     assert refused["waited"] and refused["approval"][0] == 400 and refused["up_exit"] != 0, refused
     assert "requested tags [tag:db] are invalid or not permitted" in refused["up_output"], refused
     assert refused["stored_tags"] is None, refused
+
+
+@pytest.mark.realclient
+def test_ha_health_probes_fail_over_from_a_frozen_primary_and_do_not_flap_back(
+    tmp_path: Path, reference_binary: Callable[[str], Path]
+) -> None:
+    result = scenario("ha-routes-silent", tmp_path, reference_binary)
+    assert result["before"] and result["unhealthy_before_kill"] == [], result
+    assert result["still_connected"], "only the probes could have found a frozen router out"
+    assert result["failover_primary"] == result["expected"] and result["resumed"], result
+    assert result["unhealthy_after_resume"] == [], result
+    assert result["primary_after_resume"] == result["expected"], result
