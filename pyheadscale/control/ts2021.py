@@ -164,6 +164,7 @@ class ControlServer:
                 entry = {
                     "method": inner.method,
                     "path": inner.path,
+                    "query": inner.query,
                     "headers": inner.headers,
                     "body": inner.body.decode(errors="replace"),
                     "capver": session.version,
