@@ -159,7 +159,9 @@ class Server:
             self._closers.append(oidc.provider.close)
             oidc.add_routes(app)
         app.router.add_get("/register/{auth_id}", register_page_handler(self.logins, oidc))
-        app.router.add_get("/auth/{auth_id}", ssh_check_page_handler(self.ssh_checks, store))
+        if oidc is not None:
+            oidc.ssh_checks = self.ssh_checks
+        app.router.add_get("/auth/{auth_id}", ssh_check_page_handler(self.ssh_checks, store, oidc))
 
         async def derp_map(_request: web.Request) -> web.Response:
             return web.json_response(ctx.derp_map)

@@ -23,6 +23,7 @@ from pyheadscale.auth.oidc_provider import Provider, ProviderError
 from pyheadscale.auth.oidc_sessions import LoginSession, LoginSessions, cookie_name
 from pyheadscale.auth.oidc_tokens import TokenInvalid
 from pyheadscale.config import Config
+from pyheadscale.control.ssh_action import PendingCheck, SSHChecks
 from pyheadscale.state.errors import StateError
 from pyheadscale.state.ipalloc import AddressExhausted
 from pyheadscale.state.models import User
@@ -47,12 +48,14 @@ class OIDCLogin:
         self._secure_cookies = config.server_url.startswith("https://")
         # Two first logins of one person at once must not both create their user.
         self._users_lock = asyncio.Lock()
+        # Tailscale SSH checks approved by logging in (set by the server; see finish_ssh_check).
+        self.ssh_checks: SSHChecks | None = None
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get(CALLBACK_PATH, self.callback)
 
-    async def start(self, login: PendingLogin) -> web.StreamResponse:
-        """Send the browser to the provider for this pending login."""
+    async def start(self, login: PendingLogin | PendingCheck) -> web.StreamResponse:
+        """Send the browser to the provider for this pending login or SSH check."""
         try:
             metadata = await self.provider.metadata()
         except ProviderError as exc:
@@ -111,6 +114,9 @@ class OIDCLogin:
 
     async def _finish(self, request: web.Request, session: LoginSession) -> web.Response:
         login = self.logins.get(session.auth_id)
+        check = self.ssh_checks.get(session.auth_id) if self.ssh_checks is not None else None
+        if login is None and check is not None:
+            return await self.finish_ssh_check(request, session, check)
         if login is None:
             return pages.bad_request(
                 410,
@@ -158,6 +164,45 @@ class OIDCLogin:
             self._audit_denied(login, refused, email=claims.email, groups=claims.groups)
             return pages.refused(refused, retry_url)
         return await self._register(login, claims)
+
+    async def finish_ssh_check(
+        self, request: web.Request, session: LoginSession, check: PendingCheck
+    ) -> web.Response:
+        """Approve an SSH check for the person who owns its source node, as Headscale does: anyone else
+        logging in (or a tagged source, which no person owns) would defeat what the check protects."""
+        assert self.ssh_checks is not None
+        code = request.query.get("code", "")
+        if "error" in request.query or not code:
+            reason = (request.query.get("error_description") or request.query.get("error") or "no code")[:200]
+            return pages.page(
+                403, "SSH check not approved", f"The identity provider did not log you in: {reason}."
+            )
+        try:
+            claims = await self._claims(code, session)
+        except (TokenInvalid, ProviderError) as exc:
+            log.warning("OIDC SSH check %s: %s", check.auth_id, exc)
+            return pages.page(403, "SSH check not approved", f"The login could not be completed: {exc}.")
+        refused = refusal(self.oidc, claims)
+        if refused is not None:
+            return pages.refused(refused, "")
+        user = await self._user_for(claims)
+        src = self.store.nodes.get(check.src_id)
+        if src is None:
+            return pages.bad_request(410, "SSH check expired", "The source node no longer exists.")
+        if src.tags or src.user_id is None:
+            reason = "the source node is tagged: no person owns it"
+        elif src.user_id != user.id:
+            reason = "you are not the owner of the SSH source node"
+        else:
+            self.ssh_checks.approve(check)
+            self.store.audit.record(
+                "ssh.check", f"node:{check.dst_id}", "approved", src=check.src_id, user=user.id
+            )
+            return pages.page(200, "SSH session authorized", "You can return to your SSH session.")
+        self.store.audit.record(
+            "ssh.check", f"node:{check.dst_id}", "denied", src=check.src_id, reason=reason
+        )
+        return pages.page(403, "SSH check not approved", f"The SSH check was not approved: {reason}.")
 
     async def _claims(self, code: str, session: LoginSession) -> Claims:
         verifier = session.code_verifier if self.oidc.pkce.enabled else None

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from pyheadscale.auth.oidc_login import OIDCLogin
 from pyheadscale.control.ssh_action import SSHChecks
 from pyheadscale.state.store import Store
 
@@ -25,8 +26,11 @@ code{{background:#f3f3f3;padding:.6em;display:block;overflow-x:auto}}</style></h
 
 
 def ssh_check_page_handler(
-    checks: SSHChecks, store: Store
+    checks: SSHChecks, store: Store, oidc: OIDCLogin | None = None
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """With OIDC the page sends the browser to the provider: the owner of the source node approves by
+    logging in. Without it, it names the command the operator runs."""
+
     async def handle(request: web.Request) -> web.StreamResponse:
         auth_id = request.match_info["auth_id"]
         check = checks.get(auth_id)
@@ -35,6 +39,8 @@ def ssh_check_page_handler(
                 status=404,
                 text="this SSH check link has expired or is unknown; connect again for a new one\n",
             )
+        if oidc is not None:
+            return await oidc.start(check)
         src, dst = store.nodes.get(check.src_id), store.nodes.get(check.dst_id)
         names = [
             html.escape(n.given_name) if n else f"node {i}"
