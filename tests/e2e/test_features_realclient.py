@@ -1,4 +1,4 @@
-"""Taildrop, SSH `check`, HA subnet routers and tags at login with the official tailscaled and CLI (v1.90.9).
+"""Taildrop, SSH `check`, HA subnet routers and tags at login with the official tailscaled and CLI.
 
 Each scenario runs features_driver.py in its own loopback-only namespace; see that module for what happens.
 """
@@ -16,23 +16,27 @@ from tests.e2e.netns import REPO, run_driver
 DRIVER = REPO / "tests" / "e2e" / "features_driver.py"
 
 
-def scenario(name: str, tmp_path: Path, reference_binary: Callable[[str], Path]) -> dict[str, Any]:
-    args = [
-        name,
-        str(tmp_path / "work"),
-        str(reference_binary("tailscaled")),
-        str(reference_binary("tailscale")),
-    ]
+#: The pinned client and the oldest one Headscale v0.29 supports (tests/refbin.py); the newest stable needs a
+#: newer Go than these machines have.
+VERSIONS = ("1.90.9", "1.80.3")
+
+
+def scenario(
+    name: str, tmp_path: Path, reference_binary: Callable[[str], Path], version: str = "1.90.9"
+) -> dict[str, Any]:
+    daemon, cli = reference_binary(f"tailscaled@{version}"), reference_binary(f"tailscale@{version}")
+    args = [name, str(tmp_path / "work"), str(daemon), str(cli)]
     result = run_driver(DRIVER, args, timeout=600)
     assert "error" not in result, (result["error"], result.get("logs"))
     return result
 
 
 @pytest.mark.realclient
+@pytest.mark.parametrize("version", VERSIONS)
 def test_taildrop_file_cp_and_get_between_two_tailscaled(
-    tmp_path: Path, reference_binary: Callable[[str], Path]
+    tmp_path: Path, reference_binary: Callable[[str], Path], version: str
 ) -> None:
-    result = scenario("taildrop", tmp_path, reference_binary)
+    result = scenario("taildrop", tmp_path, reference_binary, version)
     assert "nodeb" in result["targets"], result
     assert result["ok"] and result["received"] == 64 * 1024, result
 
@@ -46,10 +50,11 @@ def test_taildrop_disabled_leaves_the_client_without_file_sharing(
 
 
 @pytest.mark.realclient
+@pytest.mark.parametrize("version", VERSIONS)
 def test_tailscale_ssh_check_waits_for_auth_approve_then_honours_check_period(
-    tmp_path: Path, reference_binary: Callable[[str], Path]
+    tmp_path: Path, reference_binary: Callable[[str], Path], version: str
 ) -> None:
-    result = scenario("ssh-check", tmp_path, reference_binary)
+    result = scenario("ssh-check", tmp_path, reference_binary, version)
     assert result["pending_checks"] == 1 and result["pair"] == result["ids"], result
     assert result["approve"] == 200, result
     assert "To approve it, visit: http://127.0.0.1:" in result["stderr"], result
