@@ -5,6 +5,7 @@ Each scenario runs features_driver.py in its own loopback-only namespace; see th
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ def test_taildrop_disabled_leaves_the_client_without_file_sharing(
 def test_tailscale_ssh_check_waits_for_auth_approve_then_honours_check_period(
     tmp_path: Path, reference_binary: Callable[[str], Path], version: str
 ) -> None:
+    if shutil.which("ssh") is None:
+        pytest.skip("the ssh client (openssh-client) is not installed; .ci/run installs it")
     result = scenario("ssh-check", tmp_path, reference_binary, version)
     assert result["pending_checks"] == 1 and result["pair"] == result["ids"], result
     assert result["approve"] == 200, result
