@@ -37,6 +37,8 @@ _PATH = re.compile(r"/machine/ssh/action/(\d{1,19})/to/(\d{1,19})")
 #: How long an operator has to decide (Headscale's register cache expiry).
 LIFETIME = 15 * 60.0
 MAX_PENDING = 10_000
+#: One destination cannot crowd out everyone else's checks.
+MAX_PENDING_PER_NODE = 64
 #: auth ids are the prefix and 24 URL-safe characters, as Headscale's are.
 _AUTH_ID = re.compile(re.escape(AUTH_ID_PREFIX) + r"[A-Za-z0-9_-]{24}")
 _FORWARDING = {
@@ -63,14 +65,18 @@ class SSHChecks:
 
     def __init__(self) -> None:
         self._pending: dict[str, PendingCheck] = {}
+        self._per_node: dict[int, int] = {}
         self._last_approval: dict[tuple[int, int], float] = {}
 
     def open(self, src_id: int, dst_id: int) -> PendingCheck:
         self._prune()
         if len(self._pending) >= MAX_PENDING:
             raise OverflowError("too many SSH checks are waiting for approval; try again later")
+        if self._per_node.get(dst_id, 0) >= MAX_PENDING_PER_NODE:
+            raise OverflowError(f"too many SSH checks to node {dst_id} are waiting for approval")
         check = PendingCheck(AUTH_ID_PREFIX + secrets.token_urlsafe(18), src_id, dst_id)
         self._pending[check.auth_id] = check
+        self._per_node[dst_id] = self._per_node.get(dst_id, 0) + 1
         return check
 
     def get(self, auth_id: str) -> PendingCheck | None:
@@ -109,7 +115,10 @@ class SSHChecks:
             del self._last_approval[pair]
 
     def _decide(self, check: PendingCheck, accept: bool) -> None:
-        self._pending.pop(check.auth_id, None)
+        if self._pending.pop(check.auth_id, None) is not None:
+            left = self._per_node.pop(check.dst_id, 1) - 1
+            if left:
+                self._per_node[check.dst_id] = left
         if not check.verdict.done():
             check.verdict.set_result(accept)
 
@@ -121,6 +130,12 @@ class SSHChecks:
     def close(self) -> None:
         for check in list(self._pending.values()):
             self._decide(check, False)
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status, self.text = status, text
 
 
 class SSHActionHandler:
@@ -153,34 +168,39 @@ class SSHActionHandler:
             return
         auth_id = (request.query.get("auth_id") or [""])[0]
         local_user = (request.query.get("local_user") or [""])[0]
+        try:
+            action = await self._action(src_id, dst_id, auth_id, local_user)
+        except OverflowError as exc:
+            await _text(request, 429, str(exc))
+            return
+        except _Refused as exc:
+            await _text(request, exc.status, exc.text)
+            return
+        body = json.dumps(action).encode()
+        await request.response.respond(200, body, "application/json; charset=utf-8")
+
+    async def _action(self, src_id: int, dst_id: int, auth_id: str, local_user: str) -> dict[str, object]:
         period = ssh_check_period(self.policy.engine, src_id, dst_id)
         if auth_id:
             if not _AUTH_ID.fullmatch(auth_id):
-                await _text(request, 400, f"invalid auth_id: expected {AUTH_ID_PREFIX!r} and 24 characters")
-                return
+                raise _Refused(400, f"invalid auth_id: expected {AUTH_ID_PREFIX!r} and 24 characters")
             check = self.checks.get(auth_id)
             if check is None and period is None:
-                await _text(request, 400, "invalid auth_id: no SSH check is waiting with it")
-                return
+                raise _Refused(400, "invalid auth_id: no SSH check is waiting with it")
             if check is not None and (check.src_id, check.dst_id) != (src_id, dst_id):
-                await _text(request, 401, "src/dst pair does not match auth session")
-                return
+                raise _Refused(401, "src/dst pair does not match auth session")
             if check is None:
                 # Expired or lost in a restart while the rule still asks for a check: start a new one rather
                 # than leave the client polling a dead id until its 30 minutes run out.
-                action = self._hold(src_id, dst_id, local_user)
-            else:
-                action = await self._verdict(check, period)
-        elif (
+                return self._hold(src_id, dst_id, local_user)
+            return await self._verdict(check, period)
+        if (
             period is not None
             and period > timedelta(0)
             and self.checks.approved_within(src_id, dst_id, period)
         ):
-            action = {"accept": True, **_FORWARDING}
-        else:
-            action = self._hold(src_id, dst_id, local_user)
-        body = json.dumps(action).encode()
-        await request.response.respond(200, body, "application/json; charset=utf-8")
+            return {"accept": True, **_FORWARDING}
+        return self._hold(src_id, dst_id, local_user)
 
     def _hold(self, src_id: int, dst_id: int, local_user: str) -> dict[str, object]:
         check = self.checks.open(src_id, dst_id)

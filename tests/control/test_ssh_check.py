@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
+from pyheadscale.control.ssh_action import MAX_PENDING_PER_NODE
 from tests.control.conftest import Harness, Node
 
 
@@ -178,3 +179,15 @@ async def test_neighbouring_source_addresses_are_separate_principals(harness: Ha
     principals = [p["nodeIP"] for p in ssh_policy["rules"][0]["principals"]]
     nodes = sorted(harness.store.nodes.values(), key=lambda n: n.id)
     assert principals == [str(n.ipv4) for n in nodes] + [str(n.ipv6) for n in nodes]
+
+
+async def test_one_destination_cannot_crowd_out_the_others(harness: Harness) -> None:
+    a, b, src, dst = await setup(harness)
+    for _ in range(MAX_PENDING_PER_NODE):
+        status, _ = await ask(b, f"/machine/ssh/action/{src}/to/{dst}")
+        assert status == 200
+    status, body = await ask(b, f"/machine/ssh/action/{src}/to/{dst}")
+    assert status == 429 and f"too many SSH checks to node {dst}" in str(body)
+    # Another destination still gets its check.
+    status, action = await ask(a, f"/machine/ssh/action/{dst}/to/{src}")
+    assert status == 200 and isinstance(action, dict) and "holdAndDelegate" in action
