@@ -54,6 +54,9 @@ class SimulatedNode:
         self.node_key = keys.PrivateKey.generate()
         self.client: ControlClient | None = None
         self.first_map: asyncio.Future[float] | None = None
+        # When the latest stream's first full map arrived, and how many peers it held.
+        self.full_map_at = 0.0
+        self.full_map_peers = -1
 
 
 class Worker:
@@ -152,7 +155,45 @@ class Worker:
         results = await self._bounded([open_one(n) for n in ready])
         latencies = [r for r in results if isinstance(r, float)]
         errors = [repr(r) for r in results if isinstance(r, BaseException)]
-        return {"latencies": latencies, "errors": errors[:5], "failed": len(errors)}
+        maps = [(n.index, n.full_map_at, n.full_map_peers) for n in ready if n.full_map_peers >= 0]
+        return {"latencies": latencies, "maps": maps, "errors": errors[:5], "failed": len(errors)}
+
+    async def cmd_storm(self, concurrency: int) -> dict[str, Any]:
+        """Reconnect every node (new Noise connection, new map stream) at once, as after a server restart.
+
+        Returns, per node, (index, when its first full map arrived, how many peers it held).
+        """
+        loop = asyncio.get_running_loop()
+        self.server_key = await fetch_server_key(self.url)
+        old = [t for t in self.tasks if not t.done()]
+        for task in old:
+            task.cancel()
+        await asyncio.gather(*old, return_exceptions=True)
+        self.tasks = [t for t in self.tasks if not t.done()]
+        for node in self.nodes:
+            if node.client is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(node.client.close(), 5)
+            node.client = None
+            node.full_map_at, node.full_map_peers = 0.0, -1
+
+        async def reconnect(node: SimulatedNode) -> float:
+            client = ControlClient(self.url, node.machine_key)
+            await client.connect(self.server_key)
+            node.client = client
+            node.first_map = loop.create_future()
+            self.tasks.append(loop.create_task(self._follow(node, time.monotonic())))
+            return await node.first_map
+
+        gate = self.concurrency
+        self.concurrency = concurrency or len(self.nodes) or 1
+        try:
+            results = await self._bounded([reconnect(n) for n in self.nodes])
+        finally:
+            self.concurrency = gate
+        errors = [repr(r) for r in results if isinstance(r, BaseException)]
+        maps = [(n.index, n.full_map_at, n.full_map_peers) for n in self.nodes if n.full_map_peers >= 0]
+        return {"maps": maps, "errors": errors[:5], "failed": len(errors)}
 
     async def _follow(self, node: SimulatedNode, opened: float) -> None:
         assert node.client is not None and node.first_map is not None
@@ -161,18 +202,30 @@ class Worker:
             # each stream opening is a full node update for every peer rather than an online patch.
             hostinfo = {"Hostinfo": self._hostinfo(node) | ({"GoArch": "arm64"} if self.churn else {})}
             stream = node.client.map_stream(node.node_key, hostname=node.hostname, extra=hostinfo)
+            seen: set[str] = set()  # a marker counts once per node, whatever messages repeat it
+
+            def sighted(marker: str, when: float) -> None:
+                if marker not in seen:
+                    seen.add(marker)
+                    self.sightings.append((marker, when))
+
             async for message in stream:
                 now = time.monotonic()
-                if not node.first_map.done():
+                if not node.first_map.done() and "Node" in message:
+                    node.full_map_at, node.full_map_peers = now, len(message.get("Peers") or ())
                     node.first_map.set_result(now - opened)
                 for peer in message.get("PeersChanged") or ():
                     name = (peer.get("Hostinfo") or {}).get("Hostname", "")
                     if name.startswith(PROBE_PREFIX):
-                        self.sightings.append((name, now))
+                        sighted(name, now)
+                    # Headscale sends an endpoint move as the whole node rather than a patch.
+                    endpoints = peer.get("Endpoints") or ()
+                    if endpoints and endpoints[0].startswith(MOVED_ENDPOINT_PREFIX):
+                        sighted(endpoints[0], now)
                 for patch in message.get("PeersChangedPatch") or ():
                     endpoints = patch.get("Endpoints") or ()
                     if endpoints and endpoints[0].startswith(MOVED_ENDPOINT_PREFIX):
-                        self.sightings.append((endpoints[0], now))
+                        sighted(endpoints[0], now)
         except Exception as exc:
             if not node.first_map.done():
                 node.first_map.set_exception(exc)

@@ -1,24 +1,32 @@
-"""Control-plane scale: how registration, full maps and change propagation behave as a tailnet grows.
+"""Control-plane scale: registration, full maps, change propagation, idle cost and a restart storm.
 
-For each size N the benchmark starts a fresh server in its own process (`python -m pyheadscale -c cfg serve`
-on a free loopback port, no DERP, metrics on), creates users and reusable preauth keys through the CLI, and
-simulates N nodes from worker processes (`benchmarks/control_nodes.py`), each node one TCP connection with our
-TS2021 ControlClient. Then it measures:
+For each size N and each target (pyheadscale, and with `--target headscale` Headscale v0.29.2 in the same
+run), the benchmark starts a fresh server in its own process on a free loopback port, creates users and
+reusable preauth keys through the server's own CLI, and simulates N nodes from worker processes
+(`benchmarks/control_nodes.py`), each node one TCP connection with our TS2021 ControlClient (real Noise,
+HTTP/2 and zstd, the same clients for both targets). Then it measures:
 
 * registration rate: N nodes connecting (Noise) and registering, as nodes/s;
 * time to first full map: from a node's streaming map request to its first MapResponse, all N opening at once;
 * join propagation: a probe node registers; how long until every connected node that may see it has it in a
   PeersChanged (per join: the time to the last recipient; also every recipient's latency pooled);
 * endpoint propagation: a probe reports a new endpoint; how long until its peers get the PeersChangedPatch;
-* server memory: VmRSS with N connected, and per node above the idle server's RSS;
-* bytes on the wire per join and per endpoint change, from the server's own /metrics counters.
+* idle: server CPU (% of one core) over `--idle-seconds` with all N streams open and nothing changing, and
+  memory per idle stream (RSS with N streams open minus RSS with N nodes registered and none connected);
+* restart storm: the server is stopped (SIGTERM) and started again on the same database; once it answers,
+  every node reconnects at once (new Noise connection, new map stream); the figure is the time until the
+  last stream holds its full map, checked to hold every peer the layout says it should;
+* server memory, and bytes on the wire per change (pyheadscale's own /metrics; Headscale has no such counter).
 
-With `--policy`, four users and tagged servers are registered under a policy with groups and tags, so a probe
-is seen only by its group and the servers rather than by everybody. Everything is bounded: each phase has a
-timeout, each size a deadline, and the run stops by itself. `--py-spy PATH` samples the server with py-spy.
+`--policy roles` registers four users and tagged servers under a policy with groups and tags; `--policy
+segmented` puts nodes in segments of 100 (one user each, one rule each), so each node sees ~100 peers.
+Everything runs on 127.0.0.1 and is bounded: each phase has a timeout, each size a deadline, and the run stops
+by itself. `--py-spy PATH` samples the server with py-spy during the storm (collapsed stacks). Every figure is
+printed as a table; `--json FILE` writes them too. The machine's load shows in every figure: run it alone.
 Usage:
 
-    python benchmarks/control_scale.py [--sizes 100,500,1000,2000] [--policy] [--joins 5] [--json out.json]
+    python benchmarks/control_scale.py [--sizes 200,1000] [--target pyheadscale,headscale]
+        [--policy allow-all|roles|segmented] [--joins 5] [--idle-seconds 30] [--json out.json]
 """
 
 from __future__ import annotations
@@ -27,11 +35,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import multiprocessing
-import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,30 +50,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.control_nodes import MOVED_ENDPOINT_PREFIX, PROBE_PREFIX, use_fast_json, worker_main
+from benchmarks.control_targets import Headscale, Layout, Pyheadscale, Target, cpu_seconds, layout, rss_bytes
 from pyheadscale import keys
 from pyheadscale.client.control import ControlClient
 
-POLICY = {
-    "groups": {"group:eng": ["alice@", "bob@"], "group:ops": ["carol@"]},
-    "tagOwners": {"tag:server": ["group:ops"]},
-    "acls": [
-        {"action": "accept", "src": ["group:eng"], "dst": ["group:eng:*", "tag:server:443"]},
-        {"action": "accept", "src": ["group:ops"], "dst": ["tag:server:22"]},
-        {"action": "accept", "src": ["tag:server"], "dst": ["tag:server:*"]},
-    ],
-}
-# Node i's owner under --policy is ROLES[i % 5]; "server" nodes are tagged tag:server (keys owned by carol).
-ROLES = ("alice", "bob", "carol", "dave", "server")
-# A probe is alice's: group:eng (alice, bob) and the servers may see it; carol and dave may not.
-PROBE_VIEWERS = {"alice", "bob", "server"}
 PHASE_TIMEOUT = 300.0
 SETTLE_SECONDS = 0.5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -77,101 +65,6 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(0, min(len(ordered) - 1, int(q * len(ordered) + 0.999999) - 1))
     return ordered[rank]
-
-
-def rss_bytes(pid: int) -> int:
-    text = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmRSS:\s+(\d+)\s+kB", text, re.M)
-    return int(match.group(1)) * 1024 if match else 0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class ServerProcess:
-    """A pyheadscale server in a child process, configured in a temporary directory."""
-
-    def __init__(self, workdir: Path, policy: bool) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.metrics_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config: dict[str, Any] = {
-            "server_url": self.url,
-            "listen_addr": f"127.0.0.1:{self.port}",
-            "metrics_listen_addr": f"127.0.0.1:{self.metrics_port}",
-            "unix_socket": str(workdir / "pyheadscale.sock"),
-            "derp": {"server": {"enabled": False}, "urls": [], "paths": []},
-            "database": {"type": "sqlite", "sqlite": {"path": str(workdir / "db.sqlite")}},
-            "noise": {"private_key_path": str(workdir / "noise.key")},
-            "log": {"level": "warning"},
-        }
-        if policy:
-            (workdir / "policy.json").write_text(json.dumps(POLICY))
-            config["policy"] = {"mode": "file", "path": str(workdir / "policy.json")}
-        self.config_path = workdir / "config.yaml"
-        self.config_path.write_text(json.dumps(config))  # JSON is YAML
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = (self.workdir / "server.log").open("wb")
-        command = [sys.executable, "-m", "pyheadscale", "-c", str(self.config_path), "serve"]
-        self.proc = subprocess.Popen(command, stdout=log, stderr=log)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    async def wait_ready(self, within: float = 30.0) -> None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(self.workdir / 'server.log').read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                if (await self.http_get(self.port, "/health")).startswith(b'{"status": "pass"'):
-                    return
-            await asyncio.sleep(0.1)
-        raise TimeoutError("server did not become ready")
-
-    async def http_get(self, port: int, path: str) -> bytes:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-            raw = await reader.read()
-        finally:
-            writer.close()
-        return raw.partition(b"\r\n\r\n")[2]
-
-    async def metrics(self) -> tuple[float, float]:
-        """(map bytes, map messages) sent so far."""
-        text = (await self.http_get(self.metrics_port, "/metrics")).decode()
-        total_bytes = sum(float(v) for v in re.findall(r"^pyheadscale_map_bytes_total (\S+)$", text, re.M))
-        counted = re.findall(r"^pyheadscale_map_messages_total\{[^}]*\} (\S+)$", text, re.M)
-        messages = sum(float(v) for v in counted)
-        return total_bytes, messages
-
-    def cli(self, *args: str) -> Any:
-        out = subprocess.run(
-            [sys.executable, "-m", "pyheadscale", "-c", str(self.config_path), "-o", "json", *args],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        return json.loads(out.stdout)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 class Workers:
@@ -232,20 +125,25 @@ class Workers:
                 proc.kill()
 
 
-async def settle(server: ServerProcess, limit: float = 60.0) -> None:
-    """Wait until the server stops sending map messages (deltas from the last change have drained)."""
+async def settle(server: Target, limit: float = 60.0) -> None:
+    """Wait until the server has stopped sending deltas from the last change.
+
+    pyheadscale counts its map messages; for a server that does not, quiet is under 5% of a core for
+    SETTLE_SECONDS.
+    """
     deadline = time.monotonic() + limit
-    last = await server.metrics()
+    last = await server.map_metrics()
+    cpu = cpu_seconds(server.pid)
     while time.monotonic() < deadline:
         await asyncio.sleep(SETTLE_SECONDS)
-        now = await server.metrics()
-        if now[1] == last[1]:
+        now, now_cpu = await server.map_metrics(), cpu_seconds(server.pid)
+        if (
+            (now[1] == last[1])
+            if now is not None and last is not None
+            else now_cpu - cpu < 0.05 * SETTLE_SECONDS
+        ):
             return
-        last = now
-
-
-def role_of(index: int, policy: bool) -> str:
-    return ROLES[index % len(ROLES)] if policy else "alice"
+        last, cpu = now, now_cpu
 
 
 def start_profiler(out: Path, pid: int) -> subprocess.Popen[bytes]:
@@ -254,25 +152,28 @@ def start_profiler(out: Path, pid: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command)
 
 
-async def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+def make_target(name: str, workdir: Path, tailnet: Layout) -> Target:
+    if name == "headscale":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.refbin import binary
+
+        return Headscale(workdir, tailnet, binary("headscale"))
+    return Pyheadscale(workdir, tailnet)
+
+
+async def run_size(n: int, target: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pyhs-bench-") as tmp:
-        server = ServerProcess(Path(tmp), args.policy)
+        server = make_target(target, Path(tmp), layout(args.policy, n))
         server.start()
         spawned: list[Workers] = []
         probes: list[ControlClient] = []
-        profiler: subprocess.Popen[bytes] | None = None
         try:
             await server.wait_ready()
-            if args.py_spy:
-                out = args.py_spy.with_name(f"{args.py_spy.stem}-{n}{args.py_spy.suffix}")
-                profiler = start_profiler(out, server.pid)
             return await _measure(n, args, server, probes, spawned)
         finally:
             for probe in probes:
-                await probe.close()
-            if profiler is not None:
-                profiler.send_signal(signal.SIGINT)
-                profiler.wait(timeout=60)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(probe.close(), 5)
             server.stop()
             for workers in spawned:
                 workers.stop()
@@ -281,37 +182,30 @@ async def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
 async def _measure(
     n: int,
     args: argparse.Namespace,
-    server: ServerProcess,
+    server: Target,
     probes: list[ControlClient],
     spawned: list[Workers],
 ) -> dict[str, Any]:
     """One size's figures; `probes` and `spawned` collect what the caller must close."""
-    result: dict[str, Any] = {"nodes": n, "policy": args.policy}
-    users = ["alice", "bob", "carol", "dave"] if args.policy else ["alice"]
-    auth: dict[str, str] = {}
-    for name in users:
-        server.cli("users", "create", name)
-        auth[name] = server.cli("preauthkeys", "create", "-u", name, "--reusable", "-e", "24h")["key"]
-    if args.policy:
-        auth["server"] = server.cli(
-            "preauthkeys", "create", "-u", "carol", "--reusable", "-e", "24h", "--tags", "tag:server"
-        )["key"]
-    idle_rss = rss_bytes(server.pid)
+    tailnet = server.layout
+    result: dict[str, Any] = {"target": server.name, "nodes": n, "policy": tailnet.name}
+    auth = server.auth_keys()
 
     workers = Workers(server.url, args.workers, args.concurrency, args.churn)
     spawned.append(workers)
     specs: list[list[tuple[int, str, str]]] = [[] for _ in range(args.workers)]
     for i in range(n):
-        role = role_of(i, args.policy)
-        specs[i % args.workers].append((i, f"node-{i}", auth[role]))
+        specs[i % args.workers].append((i, f"node-{i}", auth[tailnet.owner(i)]))
 
     cpu0 = cpu_seconds(server.pid)
     started = time.monotonic()
     replies = await workers.call([("register", s) for s in specs])
-    elapsed = time.monotonic() - started
     _check(replies, "register")
+    elapsed = max(r["elapsed"] for r in replies)  # from the workers' start, not their processes' spawn
     result["register_rate"] = n / elapsed
     result["register_cpu_s"] = cpu_seconds(server.pid) - cpu0
+    await settle(server)
+    registered_rss = rss_bytes(server.pid)
 
     cpu0 = cpu_seconds(server.pid)
     started = time.monotonic()
@@ -321,25 +215,47 @@ async def _measure(
     result["connect_all_s"] = time.monotonic() - started
     result["first_map_p50"] = percentile(latencies, 0.5)
     result["first_map_p99"] = percentile(latencies, 0.99)
+    result["connect_short_maps"] = _short_maps(replies, tailnet, 0)
     await settle(server)
     result["connect_cpu_s"] = cpu_seconds(server.pid) - cpu0
     rss = rss_bytes(server.pid)
     result["rss_mb"] = rss / 2**20
-    result["rss_per_node_kb"] = (rss - idle_rss) / n / 1024
+    result["stream_kb"] = (rss - registered_rss) / n / 1024
 
-    expected = sum(1 for i in range(n) if role_of(i, args.policy) in PROBE_VIEWERS)
+    await _changes(n, args, server, auth, workers, probes, result)
+
+    if args.idle_seconds > 0:
+        await settle(server)
+        cpu0, started = cpu_seconds(server.pid), time.monotonic()
+        await asyncio.sleep(args.idle_seconds)
+        result["idle_cpu_pct"] = 100 * (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - started)
+    result["streams_alive"] = sum(await workers.call([("ping",)] * args.workers))
+
+    if args.storm:
+        await _storm(args, server, workers, len(probes), result)
+    return result
+
+
+async def _changes(
+    n: int,
+    args: argparse.Namespace,
+    server: Target,
+    auth: dict[str, str],
+    workers: Workers,
+    probes: list[ControlClient],
+    result: dict[str, Any],
+) -> None:
+    """Probe joins and endpoint moves, and how long each takes to reach everyone who may see it."""
+    expected = sum(1 for i in range(n) if server.layout.sees_probe(i))
     result["probe_viewers"] = expected
     server_public = keys.parse_key(
         json.loads(await server.http_get(server.port, "/key?v=130"))["publicKey"], keys.MACHINE_PUBLIC_PREFIX
     )
     join_all: list[float] = []
     join_each: list[float] = []
-    join_bytes: list[float] = []
-    join_msgs: list[float] = []
     move_all: list[float] = []
     move_each: list[float] = []
-    move_bytes: list[float] = []
-    move_msgs: list[float] = []
+    counted: dict[str, list[tuple[float, float]]] = {"join": [], "move": []}
     cpu0 = cpu_seconds(server.pid)
     for j in range(args.joins):
         name = f"{PROBE_PREFIX}{j}"
@@ -347,18 +263,16 @@ async def _measure(
         probes.append(client)
         await client.connect(server_public)
         node_key = keys.PrivateKey.generate()
-        before = await server.metrics()
+        before = await server.map_metrics()
         sent = time.monotonic()
-        await client.register(node_key, auth_key=auth["alice"], hostname=name)
+        await client.register(node_key, auth_key=auth[server.layout.probe_owner], hostname=name)
         seen = await workers.wait_seen(name, expected, args.propagation_timeout)
         _record(seen, sent, expected, join_all, join_each, name)
         await settle(server)
-        after = await server.metrics()
-        join_bytes.append(after[0] - before[0])
-        join_msgs.append(after[1] - before[1])
+        _count(counted["join"], before, await server.map_metrics())
 
         marker = f"{MOVED_ENDPOINT_PREFIX}{j + 1}:41641"
-        before = await server.metrics()
+        before = await server.map_metrics()
         sent = time.monotonic()
         status, body = await client.request(
             "POST",
@@ -377,21 +291,62 @@ async def _measure(
         seen = await workers.wait_seen(marker, expected, args.propagation_timeout)
         _record(seen, sent, expected, move_all, move_each, marker)
         await settle(server)
-        after = await server.metrics()
-        move_bytes.append(after[0] - before[0])
-        move_msgs.append(after[1] - before[1])
+        _count(counted["move"], before, await server.map_metrics())
     result["changes_cpu_s"] = cpu_seconds(server.pid) - cpu0
     result["join_all_p50"], result["join_all_p99"] = percentile(join_all, 0.5), percentile(join_all, 0.99)
     result["join_each_p50"], result["join_each_p99"] = percentile(join_each, 0.5), percentile(join_each, 0.99)
     result["move_all_p50"], result["move_all_p99"] = percentile(move_all, 0.5), percentile(move_all, 0.99)
     result["move_each_p50"], result["move_each_p99"] = percentile(move_each, 0.5), percentile(move_each, 0.99)
-    result["join_bytes"] = sum(join_bytes) / max(1, len(join_bytes))
-    result["join_msgs"] = sum(join_msgs) / max(1, len(join_msgs))
-    result["move_bytes"] = sum(move_bytes) / max(1, len(move_bytes))
-    result["move_msgs"] = sum(move_msgs) / max(1, len(move_msgs))
-    alive = sum(await workers.call([("ping",)] * args.workers))
-    result["streams_alive"] = alive
-    return result
+    for kind, pairs in counted.items():
+        result[f"{kind}_bytes"] = sum(b for b, _ in pairs) / len(pairs) if pairs else float("nan")
+        result[f"{kind}_msgs"] = sum(m for _, m in pairs) / len(pairs) if pairs else float("nan")
+
+
+async def _storm(
+    args: argparse.Namespace, server: Target, workers: Workers, probes: int, result: dict[str, Any]
+) -> None:
+    """Restart the server on the same database; every node reconnects at once."""
+    server.stop()
+    started = time.monotonic()
+    server.start()
+    await server.wait_ready()
+    result["restart_s"] = time.monotonic() - started
+    profiler = None
+    if args.py_spy:
+        out = args.py_spy.with_name(f"{args.py_spy.stem}-{server.name}-{result['nodes']}{args.py_spy.suffix}")
+        profiler = start_profiler(out, server.pid)
+    try:
+        cpu0 = cpu_seconds(server.pid)
+        started = time.monotonic()
+        replies = await workers.call([("storm", args.storm_concurrency)] * args.workers)
+        _check(replies, "storm")
+        arrived = [at - started for r in replies for _, at, _ in r["maps"]]
+        result["storm_all_s"] = max(arrived) if arrived else float("nan")
+        result["storm_p50"] = percentile(arrived, 0.5)
+        result["storm_p99"] = percentile(arrived, 0.99)
+        result["storm_short_maps"] = _short_maps(replies, server.layout, probes)
+        await settle(server)
+        result["storm_cpu_s"] = cpu_seconds(server.pid) - cpu0
+        result["storm_rss_mb"] = rss_bytes(server.pid) / 2**20
+    finally:
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=60)
+
+
+def _short_maps(replies: list[dict[str, Any]], tailnet: Layout, probes: int) -> int:
+    """How many first full maps held fewer peers than the layout says (0 where it does not say)."""
+    short = 0
+    for reply in replies:
+        for index, _, peers in reply["maps"]:
+            want = tailnet.peers_of(index, probes)
+            short += want is not None and peers < want
+    return short
+
+
+def _count(into: list[tuple[float, float]], before: Any, after: Any) -> None:
+    if before is not None and after is not None:
+        into.append((after[0] - before[0], after[1] - before[1]))
 
 
 def _check(replies: list[dict[str, Any]], phase: str) -> None:
@@ -411,61 +366,86 @@ def _record(
         to_all.append(max(seen) - sent)
 
 
-def report(r: dict[str, Any]) -> None:
-    ms = 1000.0
-    scope = f" (policy: probe seen by {r['probe_viewers']})" if r["policy"] else ""
-    print(f"N={r['nodes']}{scope}")
-    print(f"  registration      {r['register_rate']:8.1f} nodes/s   (server CPU {r['register_cpu_s']:.1f}s)")
-    print(
-        f"  first full map    p50 {r['first_map_p50'] * ms:8.1f} ms  p99 {r['first_map_p99'] * ms:8.1f} ms"
-        f"   (all {r['nodes']} connected in {r['connect_all_s']:.1f}s,"
-        f" server CPU {r['connect_cpu_s']:.1f}s)"
-    )
-    print(
-        f"  join -> all       p50 {r['join_all_p50'] * ms:8.1f} ms  p99 {r['join_all_p99'] * ms:8.1f} ms"
-        f"   (per recipient p50 {r['join_each_p50'] * ms:.1f} p99 {r['join_each_p99'] * ms:.1f} ms)"
-    )
-    print(
-        f"  endpoint -> all   p50 {r['move_all_p50'] * ms:8.1f} ms  p99 {r['move_all_p99'] * ms:8.1f} ms"
-        f"   (per recipient p50 {r['move_each_p50'] * ms:.1f} p99 {r['move_each_p99'] * ms:.1f} ms)"
-    )
-    print(
-        f"  server RSS        {r['rss_mb']:8.1f} MB      ({r['rss_per_node_kb']:.1f} KB per node above idle)"
-    )
-    print(
-        f"  bytes per join    {r['join_bytes']:10.0f} B in {r['join_msgs']:.0f} messages"
-        f"   ({r['join_bytes'] / max(1, r['join_msgs']):.0f} B/message)"
-    )
-    print(
-        f"  bytes per move    {r['move_bytes']:10.0f} B in {r['move_msgs']:.0f} messages"
-        f"   (server CPU for joins+moves {r['changes_cpu_s']:.1f}s)"
-    )
-    print(f"  map streams alive at the end: {r['streams_alive']}", flush=True)
+# (label, key, scale, format) for each row of the table.
+ROWS = (
+    ("registration (nodes/s)", "register_rate", 1, ".0f"),
+    ("  server CPU (s)", "register_cpu_s", 1, ".1f"),
+    ("all N hold first full map (s)", "connect_all_s", 1, ".1f"),
+    ("  first map p50 (ms)", "first_map_p50", 1000, ".0f"),
+    ("  first map p99 (ms)", "first_map_p99", 1000, ".0f"),
+    ("  maps missing peers", "connect_short_maps", 1, "d"),
+    ("  server CPU (s)", "connect_cpu_s", 1, ".1f"),
+    ("join -> all p50 (ms)", "join_all_p50", 1000, ".0f"),
+    ("join -> all p99 (ms)", "join_all_p99", 1000, ".0f"),
+    ("  per recipient p99 (ms)", "join_each_p99", 1000, ".0f"),
+    ("endpoint -> all p50 (ms)", "move_all_p50", 1000, ".0f"),
+    ("endpoint -> all p99 (ms)", "move_all_p99", 1000, ".0f"),
+    ("  recipients per change", "probe_viewers", 1, "d"),
+    ("bytes per join", "join_bytes", 1, ".0f"),
+    ("bytes per endpoint move", "move_bytes", 1, ".0f"),
+    ("server RSS, N streams (MB)", "rss_mb", 1, ".0f"),
+    ("memory per idle stream (KB)", "stream_kb", 1, ".1f"),
+    ("idle CPU (% of a core)", "idle_cpu_pct", 1, ".2f"),
+    ("map streams alive", "streams_alive", 1, "d"),
+    ("restart: server ready (s)", "restart_s", 1, ".1f"),
+    ("storm: last full map (s)", "storm_all_s", 1, ".1f"),
+    ("  storm p50 (s)", "storm_p50", 1, ".1f"),
+    ("  storm p99 (s)", "storm_p99", 1, ".1f"),
+    ("  maps missing peers", "storm_short_maps", 1, "d"),
+    ("  server CPU (s)", "storm_cpu_s", 1, ".1f"),
+    ("  server RSS after (MB)", "storm_rss_mb", 1, ".0f"),
+)
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """The figures of each run as a column of one markdown table."""
+    heads = [f"{r['target']} N={r['nodes']} {r['policy']}" for r in results]
+    lines = ["| figure | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+    for label, key, scale, fmt in ROWS:
+        cells = []
+        for r in results:
+            value = r.get(key)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                cells.append("—")
+            else:
+                cells.append(format(value * scale if scale != 1 else value, fmt))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     for n in args.sizes:
-        try:
-            result = await asyncio.wait_for(run_size(n, args), args.deadline)
-        except (TimeoutError, RuntimeError) as exc:
-            print(f"N={n}: aborted: {exc!r}", flush=True)
-            break
-        report(result)
-        results.append(result)
+        for target in args.target:
+            try:
+                result = await asyncio.wait_for(run_size(n, target, args), args.deadline)
+            except (TimeoutError, RuntimeError, subprocess.CalledProcessError) as exc:
+                print(f"{target} N={n}: aborted: {exc!r}", flush=True)
+                results.append({"target": target, "nodes": n, "policy": args.policy, "aborted": repr(exc)})
+                continue
+            print(table([result]), flush=True)
+            results.append(result)
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="100,500,1000,2000", help="comma-separated node counts")
-    parser.add_argument("--policy", action="store_true", help="groups and tags instead of allow-all")
+    parser.add_argument("--sizes", default="200,1000", help="comma-separated node counts")
+    parser.add_argument(
+        "--target", default="pyheadscale", help="comma-separated servers: pyheadscale, headscale"
+    )
+    parser.add_argument("--policy", choices=("allow-all", "roles", "segmented"), default="allow-all")
     parser.add_argument(
         "--churn",
         action="store_true",
         help="map requests differ in Hostinfo from registration (connect = full update)",
     )
     parser.add_argument("--joins", type=int, default=5, help="probe joins (and endpoint moves) per size")
+    parser.add_argument("--idle-seconds", type=float, default=30.0, help="idle CPU window (0: skip)")
+    parser.add_argument("--no-storm", dest="storm", action="store_false", help="skip the restart storm")
+    parser.add_argument(
+        "--storm-concurrency", type=int, default=0, help="reconnects in flight per worker (0: all at once)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="client processes")
     parser.add_argument(
         "--concurrency", type=int, default=64, help="registrations and stream opens in flight per worker"
@@ -473,15 +453,22 @@ def main() -> None:
     parser.add_argument(
         "--propagation-timeout", type=float, default=60.0, help="seconds to wait for each change to arrive"
     )
-    parser.add_argument("--deadline", type=float, default=1200.0, help="seconds allowed per size")
+    parser.add_argument("--deadline", type=float, default=1200.0, help="seconds allowed per size and target")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument(
-        "--py-spy", type=Path, help="profile the server with py-spy into PATH-<N> (collapsed stacks)"
+        "--py-spy", type=Path, help="profile the server during the storm with py-spy into PATH-<target>-<N>"
     )
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
+    args.target = [t for t in args.target.split(",") if t]
+    for name in args.target:
+        if name not in ("pyheadscale", "headscale"):
+            parser.error(f"--target: unknown server {name!r} (pyheadscale, headscale)")
     use_fast_json()
     results = asyncio.run(main_async(args))
+    done = [r for r in results if "aborted" not in r]
+    if len(done) > 1:
+        print(table(done))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -12,7 +12,7 @@ import contextlib
 import json
 import ssl
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -30,6 +30,8 @@ from pyheadscale.control.ts2021 import EARLY_PAYLOAD_MAGIC, HANDSHAKE_HEADER, UP
 from pyheadscale.control.ws_bytes import WebSocketBytes
 
 DEFAULT_CAPVER = 130
+# A server's early payload is one small JSON object (the node key challenge).
+MAX_EARLY_PAYLOAD = 64 * 1024
 
 
 class ControlClientError(Exception):
@@ -71,6 +73,37 @@ async def fetch_server_key(
     if b" 200 " not in head.split(b"\r\n", 1)[0]:
         raise ControlClientError(f"/key answered {head[:40]!r}")
     return keys.parse_key(json.loads(body)["publicKey"], keys.MACHINE_PUBLIC_PREFIX)
+
+
+async def read_early_payload(read: Callable[[], Awaitable[bytes]]) -> tuple[dict[str, Any], bytes]:
+    """The early payload from Noise frames `read` returns, and the HTTP/2 bytes that followed it.
+
+    Its magic, length and JSON may arrive in one frame (pyheadscale writes them at once) or in several
+    (Headscale writes each part on its own), so the header is gathered before it is read.
+    """
+    data = b""
+    while len(data) < len(EARLY_PAYLOAD_MAGIC):
+        chunk = await read()
+        if not chunk:
+            raise ControlClientError("connection closed before the early payload")
+        data += chunk
+    if not data.startswith(EARLY_PAYLOAD_MAGIC):
+        raise ControlClientError("server sent no early payload")
+    header = len(EARLY_PAYLOAD_MAGIC) + 4
+    while len(data) < header:
+        chunk = await read()
+        if not chunk:
+            raise ControlClientError("connection closed inside the early payload")
+        data += chunk
+    (length,) = struct.unpack(">I", data[len(EARLY_PAYLOAD_MAGIC) : header])
+    if length > MAX_EARLY_PAYLOAD:
+        raise ControlClientError(f"early payload of {length} bytes is over {MAX_EARLY_PAYLOAD}")
+    while len(data) < header + length:
+        chunk = await read()
+        if not chunk:
+            raise ControlClientError("connection closed inside the early payload")
+        data += chunk
+    return json.loads(data[header : header + length]), data[header + length :]
 
 
 class ControlClient:
@@ -167,16 +200,7 @@ class ControlClient:
 
     async def _read_early_payload(self) -> None:
         assert self._stream is not None
-        data = await self._stream.read()
-        if not data.startswith(EARLY_PAYLOAD_MAGIC):
-            raise ControlClientError("server sent no early payload")
-        (length,) = struct.unpack(">I", data[5:9])
-        body = data[9:]
-        while len(body) < length:
-            body += await self._stream.read()
-        self.early_payload = json.loads(body[:length])
-        if len(body) > length:
-            self._pending_h2 = body[length:]
+        self.early_payload, self._pending_h2 = await read_early_payload(self._stream.read)
 
     async def _read_loop(self) -> None:
         assert self._stream is not None

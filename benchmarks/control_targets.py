@@ -1,0 +1,290 @@
+"""The servers `benchmarks/control_scale.py` measures, and the tailnets it builds on them.
+
+A target is one server process on a loopback port with its own temporary directory: pyheadscale
+(`python -m pyheadscale -c cfg serve`) or Headscale v0.29.2 (the binary `tests/refbin.py` builds), each made
+users and reusable preauth keys through its own CLI, and each restartable on the same database for the storm.
+A tailnet layout says who owns node i, which policy applies, and whom a probe reaches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SEGMENT_SIZE = 100
+# The groups-and-tags policy (`--policy roles`): node i is owned by ROLES[i % 5]; "server" nodes are tagged.
+ROLES = ("alice", "bob", "carol", "dave", "server")
+ROLES_POLICY = {
+    "groups": {"group:eng": ["alice@", "bob@"], "group:ops": ["carol@"]},
+    "tagOwners": {"tag:server": ["group:ops"]},
+    "acls": [
+        {"action": "accept", "src": ["group:eng"], "dst": ["group:eng:*", "tag:server:443"]},
+        {"action": "accept", "src": ["group:ops"], "dst": ["tag:server:22"]},
+        {"action": "accept", "src": ["tag:server"], "dst": ["tag:server:*"]},
+    ],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_bytes(pid: int) -> int:
+    text = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmRSS:\s+(\d+)\s+kB", text, re.M)
+    return int(match.group(1)) * 1024 if match else 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Who owns each node, the policy, and who sees what.
+
+    Owners are user names; "server" means a key of carol's tagged tag:server. `peers_of(i)` is how many
+    peers node i's full map holds (None where the layout does not say), `probe_owner` whose probes are.
+    """
+
+    name: str
+    n: int
+    users: tuple[str, ...]
+    policy: dict[str, Any] | None
+    probe_owner: str
+
+    def owner(self, i: int) -> str:
+        if self.name == "roles":
+            return ROLES[i % len(ROLES)]
+        if self.name == "segmented":
+            return f"seg{i // SEGMENT_SIZE}"
+        return "alice"
+
+    def sees_probe(self, i: int) -> bool:
+        if self.name == "roles":
+            return self.owner(i) in {"alice", "bob", "server"}
+        return self.owner(i) == self.probe_owner
+
+    def peers_of(self, i: int, probes: int) -> int | None:
+        if self.name == "allow-all":
+            return self.n - 1 + probes
+        if self.name == "segmented":
+            start = i // SEGMENT_SIZE * SEGMENT_SIZE
+            return min(self.n, start + SEGMENT_SIZE) - start - 1 + (probes if self.owner(i) == "seg0" else 0)
+        return None
+
+
+def layout(name: str, n: int) -> Layout:
+    if name == "roles":
+        return Layout(name, n, ("alice", "bob", "carol", "dave"), ROLES_POLICY, "alice")
+    if name == "segmented":
+        users = tuple(f"seg{k}" for k in range((n + SEGMENT_SIZE - 1) // SEGMENT_SIZE))
+        acls = [{"action": "accept", "src": [f"{u}@"], "dst": [f"{u}@:*"]} for u in users]
+        return Layout(name, n, users, {"acls": acls}, "seg0")
+    return Layout("allow-all", n, ("alice",), None, "alice")
+
+
+class Target:
+    """A server process, configured in `workdir`; subclasses say how to start it and talk to its CLI."""
+
+    name = ""
+
+    def __init__(self, workdir: Path, tailnet: Layout) -> None:
+        self.workdir = workdir
+        self.layout = tailnet
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path = workdir / "config.yaml"
+        if tailnet.policy is not None:
+            (workdir / "policy.json").write_text(json.dumps(tailnet.policy))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def cli_command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        log = (self.workdir / "server.log").open("ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def wait_ready(self, within: float = 120.0) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {(self.workdir / 'server.log').read_text()[-2000:]}")
+            with contextlib.suppress(OSError):
+                if b"pass" in await self.http_get(self.port, "/health"):
+                    return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"{self.name} did not become ready")
+
+    async def http_get(self, port: int, path: str) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+            raw = await reader.read()
+        finally:
+            writer.close()
+        return raw.partition(b"\r\n\r\n")[2]
+
+    async def map_metrics(self) -> tuple[float, float] | None:
+        """(map bytes, map messages) sent so far, where the server counts them."""
+        return None
+
+    def cli(self, *args: str) -> Any:
+        out = subprocess.run(
+            [*self.cli_command(), "-o", "json", *args], check=True, capture_output=True, timeout=60
+        )
+        return json.loads(out.stdout)
+
+    def auth_keys(self) -> dict[str, str]:
+        """A reusable preauth key per owner in the layout."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Pyheadscale(Target):
+    name = "pyheadscale"
+
+    def __init__(self, workdir: Path, tailnet: Layout) -> None:
+        super().__init__(workdir, tailnet)
+        config: dict[str, Any] = {
+            "server_url": self.url,
+            "listen_addr": f"127.0.0.1:{self.port}",
+            "metrics_listen_addr": f"127.0.0.1:{self.metrics_port}",
+            "unix_socket": str(workdir / "pyheadscale.sock"),
+            "derp": {"server": {"enabled": False}, "urls": [], "paths": []},
+            "database": {"type": "sqlite", "sqlite": {"path": str(workdir / "db.sqlite")}},
+            "noise": {"private_key_path": str(workdir / "noise.key")},
+            "log": {"level": "warning"},
+        }
+        if tailnet.policy is not None:
+            config["policy"] = {"mode": "file", "path": str(workdir / "policy.json")}
+        self.config_path.write_text(json.dumps(config))  # JSON is YAML
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "pyheadscale", "-c", str(self.config_path), "serve"]
+
+    def cli_command(self) -> list[str]:
+        return [sys.executable, "-m", "pyheadscale", "-c", str(self.config_path)]
+
+    async def map_metrics(self) -> tuple[float, float] | None:
+        text = (await self.http_get(self.metrics_port, "/metrics")).decode()
+        total_bytes = sum(float(v) for v in re.findall(r"^pyheadscale_map_bytes_total (\S+)$", text, re.M))
+        counted = re.findall(r"^pyheadscale_map_messages_total\{[^}]*\} (\S+)$", text, re.M)
+        return total_bytes, sum(float(v) for v in counted)
+
+    def auth_keys(self) -> dict[str, str]:
+        keys: dict[str, str] = {}
+        for name in self.layout.users:
+            self.cli("users", "create", name)
+            keys[name] = self.cli("preauthkeys", "create", "-u", name, "--reusable", "-e", "24h")["key"]
+        if self.layout.name == "roles":
+            tagged = (
+                "preauthkeys",
+                "create",
+                "-u",
+                "carol",
+                "--reusable",
+                "-e",
+                "24h",
+                "--tags",
+                "tag:server",
+            )
+            keys["server"] = self.cli(*tagged)["key"]
+        return keys
+
+
+class Headscale(Target):
+    """Headscale v0.29.2 on loopback: embedded DERP on (it wants a DERP map), STUN on a loopback port."""
+
+    name = "headscale"
+
+    def __init__(self, workdir: Path, tailnet: Layout, binary: Path) -> None:
+        super().__init__(workdir, tailnet)
+        self.binary = binary
+        config = {
+            "server_url": self.url,
+            "listen_addr": f"127.0.0.1:{self.port}",
+            "metrics_listen_addr": f"127.0.0.1:{self.metrics_port}",
+            "grpc_listen_addr": f"127.0.0.1:{free_port()}",
+            "grpc_allow_insecure": False,
+            "noise": {"private_key_path": str(workdir / "noise_private.key")},
+            "prefixes": {"v4": "100.64.0.0/10", "v6": "fd7a:115c:a1e0::/48", "allocation": "sequential"},
+            "derp": {
+                "server": {
+                    "enabled": True,
+                    "region_id": 999,
+                    "region_code": "headscale",
+                    "region_name": "Headscale Embedded DERP",
+                    "stun_listen_addr": f"127.0.0.1:{free_port()}",
+                    "private_key_path": str(workdir / "derp_server_private.key"),
+                    "automatically_add_embedded_derp_region": True,
+                },
+                "urls": [],
+                "paths": [],
+                "auto_update_enabled": False,
+            },
+            "disable_check_updates": True,
+            "database": {"type": "sqlite", "sqlite": {"path": str(workdir / "db.sqlite")}},
+            "log": {"level": "warn", "format": "text"},
+            "policy": {"mode": "file", "path": str(workdir / "policy.json") if tailnet.policy else ""},
+            "dns": {
+                "magic_dns": True,
+                "base_domain": "tailnet.example",
+                "override_local_dns": False,
+                "nameservers": {"global": []},
+            },
+            "unix_socket": str(workdir / "headscale.sock"),
+            "unix_socket_permission": "0770",
+        }
+        self.config_path.write_text(json.dumps(config))
+
+    def command(self) -> list[str]:
+        return [str(self.binary), "-c", str(self.config_path), "serve"]
+
+    def cli_command(self) -> list[str]:
+        return [str(self.binary), "-c", str(self.config_path)]
+
+    def auth_keys(self) -> dict[str, str]:
+        keys: dict[str, str] = {}
+        for name in self.layout.users:
+            user_id = str(self.cli("users", "create", name)["id"])
+            keys[name] = self.cli("preauthkeys", "create", "-u", user_id, "--reusable", "-e", "24h")["key"]
+        if self.layout.name == "roles":
+            keys["server"] = self.cli(
+                "preauthkeys", "create", "--reusable", "-e", "24h", "--tags", "tag:server"
+            )["key"]
+        return keys
