@@ -189,6 +189,15 @@ class Pyheadscale(Target):
             "database": {"type": "sqlite", "sqlite": {"path": str(workdir / "db.sqlite")}},
             "noise": {"private_key_path": str(workdir / "noise.key")},
             "log": {"level": "warning"},
+            # Every simulated node comes from 127.0.0.1: the per-address limits would hold a real tailnet's
+            # nodes to one address's share, so they are lifted (the totals stay at their defaults).
+            "limits": {
+                "connections": {"per_source": 1_000_000},
+                "rate": {
+                    "handshakes": {"per_second": 1_000_000, "burst": 1_000_000},
+                    "registrations": {"per_second": 1_000_000, "burst": 1_000_000},
+                },
+            },
         }
         if tailnet.policy is not None:
             config["policy"] = {"mode": "file", "path": str(workdir / "policy.json")}
