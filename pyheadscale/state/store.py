@@ -225,7 +225,6 @@ class Store(Credentials):
         if node is None or node.expiry != expiry:
             return
         audit.actor.set("system")
-        log.info("node %d key expired", node_id)
         self.audit.record("node.key_expired", f"node:{node_id}", expiry=expiry.isoformat())
         self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
 
@@ -258,6 +257,8 @@ class Store(Credentials):
         if current is None:
             raise NotFound(f"node {node.id} not found")
         changes["updated_at"] = now()
+        if current.auth_key_id is not None and current.auth_key_id not in self.preauth_keys:
+            changes.setdefault("auth_key_id", None)  # its key was deleted: the database nulled the reference
         updated = replace(current, **changes)
         await self.db.update_node(updated)
         self._unindex(current)
@@ -315,8 +316,7 @@ class Store(Credentials):
             self.get_user(user_id)
         elif not tags:
             raise StateError("a node needs an owner: a user or at least one tag")
-        if tags:
-            expiry = None
+        expiry = None if tags else expiry
         hostname = str(hostinfo.get("Hostname") or "node")[:255]
         key_id = key.id if key is not None else None
         if key is not None:
