@@ -10,7 +10,7 @@ import pytest
 
 from pyheadscale import keys
 from pyheadscale.control.verify import DerpAccess
-from pyheadscale.state.errors import StateError
+from pyheadscale.state.errors import AuthFailed, StateError
 from tests.authz.conftest import decode_messages, map_request
 from tests.control.conftest import Harness, Node
 
@@ -118,3 +118,20 @@ async def test_a_node_whose_key_was_deleted_can_still_be_expired(harness: Harnes
         assert store.is_expired(store.nodes[node_id]) and store.nodes[node_id].auth_key_id is None
     await harness.restart()
     assert all(harness.store.is_expired(n) for n in harness.store.nodes.values())
+
+
+async def test_a_key_expired_while_a_registration_waits_its_turn_is_refused(harness: Harness) -> None:
+    store = harness.store
+    user = await store.create_user("late")
+    key, text = await store.create_preauth_key(user.id)
+    found = store.find_preauth_key(text)
+    await store.expire_preauth_key(key.id)
+    with pytest.raises(AuthFailed, match="expired"):
+        await store.register_with_key(
+            found,
+            machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
+            node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
+            hostinfo={"Hostname": "late"},
+            expiry=None,
+        )
+    assert store.nodes == {}
