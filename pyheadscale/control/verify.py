@@ -73,11 +73,14 @@ def verify_handler(access: DerpAccess) -> Callable[[web.Request], Awaitable[web.
     async def handle(request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY:
             return web.Response(status=413, text="request body too large\n")
+        raw = await request.read()  # already read, within the listener's request deadline
+        if len(raw) > MAX_BODY:
+            return web.Response(status=413, text="request body too large\n")
         try:
-            body = json.loads(await request.content.read(MAX_BODY + 1) or b"null")
+            body = json.loads(raw or b"null")
             node_key = body["NodePublic"]
             keys.parse_key(node_key, keys.NODE_PUBLIC_PREFIX)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
             return web.Response(status=400, text=f"invalid DERPAdmitClientRequest: {exc}\n")
         return web.json_response({"Allow": access.admits(node_key)})
 

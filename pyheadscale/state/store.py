@@ -115,7 +115,7 @@ class Store(Credentials):
         profile_pic_url: str = "",
     ) -> User:
         check_user_name(name)
-        if self.user_by_name(name) is not None and not provider_id:
+        if self.user_by_name(name) is not None:
             raise Conflict(f"user {name!r} already exists")
         user = User(0, name, display_name, email, provider, provider_id, profile_pic_url, now())
         user.id = await self.db.insert_user(user)
@@ -144,6 +144,8 @@ class Store(Credentials):
         """Refresh what an identity provider says about a user at each login: names change there."""
         user = self.get_user(user_id)
         check_user_name(name)
+        if self.user_by_name(name) not in (None, user):
+            raise Conflict(f"user {name!r} already exists")
         profile: dict[str, Any] = {
             "name": name,
             "display_name": display_name,
