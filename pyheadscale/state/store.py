@@ -200,10 +200,8 @@ class Store(Credentials):
         return node.expiry is not None and node.expiry <= now()
 
     def may_connect(self, node: Node) -> bool:
-        """Whether the node may get maps, send updates and use DERP: its key is current and it has an owner.
-
-        An expired (or logged-out) node has lost access until it registers again. A node with neither a user
-        nor a tag (older versions let a deleted user's keys make them) is owned by nobody and gets nothing.
+        """Whether the node may get maps, send updates and use DERP: its key is current (not expired or logged
+        out) and it has an owner, a tag or a user (old versions let deleted users' keys make ownerless nodes).
         """
         return not self.is_expired(node) and (bool(node.tags) or node.user_id in self.users)
 
