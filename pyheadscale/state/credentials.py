@@ -194,9 +194,11 @@ class Credentials(MutationGuard):
         self.audit.record("apikey.delete", f"apikey:{key_id}", prefix=key.prefix)
 
     def check_still_usable(self, key: PreAuthKey) -> None:
-        """A key validated before the mutation began may have been used up or removed since."""
+        """A key validated before the mutation began may have been used up, expired or removed since."""
         current = self.preauth_keys.get(key.id)
         if current is None:
             raise AuthFailed("invalid authkey")
+        if current.expiration is not None and current.expiration <= now():
+            raise AuthFailed("authkey expired")
         if current.used and not current.reusable:
             raise AuthFailed("authkey already used")

@@ -7,6 +7,9 @@ remembering to add it. Allowed means the request gets past authentication (its a
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,9 +24,12 @@ from tests.api.harness import LiveServer
 
 
 def api_routes() -> list[tuple[str, str, str]]:
-    """(method, path template, route name) of every /api/v1 route."""
-    # A server that is built but never started: enough for the API to lay out its routes.
-    app = api_application(Server(build_config({})), trusted=False)
+    """(method, path template, route name) of every /api/v1 route, read off an API application built for
+    a server that is never started (both mounts have the same routes; the trusted one needs no key)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="authz-routes-"))
+    server = Server(build_config({"server_url": "http://127.0.0.1:1", "unix_socket": ""}, data_dir=data_dir))
+    app = api_application(server, trusted=True)
+    shutil.rmtree(data_dir, ignore_errors=True)
     return sorted(
         {
             (r.method, r.resource.canonical, r.name or "")
