@@ -256,8 +256,9 @@ async def test_provider_identities_and_leftover_tables(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute(
             "INSERT INTO users (id, name, display_name, email, provider_identifier, provider, "
-            "profile_pic_url, created_at) VALUES (7, 'dana', 'Dana D', 'dana@idp.example', 'https://idp.example/sub-123', "
-            "'oidc', 'https://idp.example/dana.png', '2026-11-30 08:00:00.5+00:00')"
+            "profile_pic_url, created_at) VALUES (7, 'dana', 'Dana D', 'dana@idp.example', "
+            "'https://idp.example/sub-123', 'oidc', 'https://idp.example/dana.png', "
+            "'2026-11-30 08:00:00.5+00:00')"
         )
         db.execute("CREATE TABLE nodes_old (id integer PRIMARY KEY, hostname text)")
     db.close()
