@@ -276,3 +276,20 @@ async def test_provider_identities_and_leftover_tables(tmp_path: Path) -> None:
     finally:
         await store.db.close()
     assert "nodes_old" not in _tables(path) and "nodes_old" in _tables(backups(tmp_path)[0])
+
+
+async def test_shared_given_names_and_ephemeral_keys(tmp_path: Path) -> None:
+    """Headscale's given_name index is not unique everywhere, ours is: a repeat is renamed `<name>-<id>`. A
+    node is ephemeral when the key it registered with is (Headscale has no column for it)."""
+    path = copy_db("headscale-v0.29.2", tmp_path)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE nodes SET given_name = 'nodea' WHERE id = 2")
+        db.execute("UPDATE pre_auth_keys SET ephemeral = 1 WHERE id = 2")
+    db.close()
+    store = await open_store(path)
+    try:
+        assert (store.nodes[1].given_name, store.nodes[2].given_name) == ("nodea", "nodea-2")
+        assert store.nodes[2].ephemeral and not store.nodes[1].ephemeral
+        assert store.nodes[2].auth_key_id == 2 and store.preauth_keys[2].ephemeral
+    finally:
+        await store.db.close()
