@@ -179,6 +179,11 @@ REFUSED = {
     "missing table": (_sql("DROP TABLE api_keys"), "no api_keys table"),
     "malformed address": (_sql("UPDATE nodes SET ipv4 = 'not-an-address' WHERE id = 1"), "node 1"),
     "malformed hostinfo": (_sql("UPDATE nodes SET host_info = '[1, 2' WHERE id = 2"), "nodes row 2"),
+    # Found only when inserting, after Headscale's tables were dropped: all of it is rolled back.
+    "two nodes on one address": (
+        _sql("UPDATE nodes SET ipv4 = (SELECT ipv4 FROM nodes WHERE id = 1) WHERE id = 2"),
+        "nodes row 2 cannot be taken over",
+    ),
     "a node of a deleted user": (
         _sql("UPDATE users SET deleted_at = '2026-01-01 00:00:00+00:00' WHERE name = 'alice'"),
         "belongs to user",
