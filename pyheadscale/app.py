@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from aiohttp import web
 from derp.http import add_derp_routes
 from derp.server import DerpServer
 from derp.stun import start_stun_server
-from pyheadscale import keys
+from pyheadscale import keys, private_files
+from pyheadscale.api import meta
 from pyheadscale.api.app import api_application
+from pyheadscale.api.service import HeadscaleService
 from pyheadscale.audit import AuditLog
 from pyheadscale.auth.interactive import PendingLogins
 from pyheadscale.auth.oidc_login import OIDCLogin, start_oidc
@@ -28,6 +31,8 @@ from pyheadscale.control.ts2021 import ControlServer
 from pyheadscale.control.verify import DerpAccess, verify_handler
 from pyheadscale.db.database import Database
 from pyheadscale.derpmap import DERPMapSource
+from pyheadscale.extra_records import ExtraRecordsFile
+from pyheadscale.grpc.server import start_grpc
 from pyheadscale.listener import GuardedAppRunner, request_deadline
 from pyheadscale.mapper.builder import MapBuilder, MapContext
 from pyheadscale.mapper.distributor import Distributor
@@ -36,6 +41,8 @@ from pyheadscale.state.changes import Change, ChangeKind
 from pyheadscale.state.ipalloc import IPAllocator
 from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
+from pyheadscale.tls.acme_manager import ACMECertificates
+from pyheadscale.tls.certfiles import context_from_files
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +81,8 @@ class Server:
         self.derp: DerpServer | None = None
         self.register: RegisterHandler | None = None
         self.oidc: OIDCLogin | None = None
+        self.acme: ACMECertificates | None = None
+        self.service = HeadscaleService(self)
 
     async def start(self) -> None:
         """Bring the server up; on any failure, take down whatever had started and re-raise."""
@@ -85,9 +94,16 @@ class Server:
 
     async def _start(self) -> None:
         config = self.config
-        await asyncio.to_thread(Path(config.data_dir).mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(private_files.make_private_dir, Path(config.data_dir))
+        tls_context = await self._tls_context()
         noise_key = await asyncio.to_thread(_read_or_create_key, config.path(config.noise.private_key_path))
 
+        if config.database.type != "postgres":
+            await asyncio.to_thread(
+                private_files.ensure_private_file, config.path(config.database.sqlite.path)
+            )
+        if config.audit_log:
+            await asyncio.to_thread(private_files.ensure_private_file, config.path(config.audit_log))
         self.db = await Database.open(config)
         ips = IPAllocator(config.prefixes.v4, config.prefixes.v6, config.prefixes.allocation)
         store = self.store = Store(self.db, ips)
@@ -120,6 +136,7 @@ class Server:
 
         derp_source.on_change = derp_changed
         self._closers.append(derp_source.close)
+        await self._start_extra_records(builder, distributor)
 
         register = self.register = RegisterHandler(store, config, self.metrics, self.logins)
         maps = MapHandler(store, builder, distributor, self.metrics, keepalive=self.keepalive)
@@ -142,6 +159,7 @@ class Server:
         self._control = control
         app.router.add_get("/health", self._health)
         derp_access = DerpAccess(store)
+        meta.add_routes(app)
         app.router.add_post("/verify", verify_handler(derp_access))
         oidc = self.oidc = await start_oidc(config, store, self.logins)
         if oidc is not None:
@@ -161,12 +179,34 @@ class Server:
         await runner.setup()
         self._runners.append(runner)
         host, port = config.listen
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
-        log.info("pyheadscale listening on %s (server_url %s)", config.listen_addr, config.server_url)
+        await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls_context).start()
+        scheme = "https" if tls_context is not None else "http"
+        if self.acme is not None:
+            self.acme.begin()  # TLS-ALPN-01 is answered on this listener, so only now
+        log.info(
+            "pyheadscale listening on %s://%s (server_url %s)", scheme, config.listen_addr, config.server_url
+        )
         await self._start_unix_socket()
         await self._start_metrics()
+        grpc_server = await start_grpc(self)
+        if grpc_server is not None:
+            self._closers.append(lambda: grpc_server.stop(grace=1.0))
 
         self.ready.set()
+
+    async def _start_extra_records(self, builder: MapBuilder, distributor: Distributor) -> None:
+        """dns.extra_records_path: its records in every map, pushed to every node when the file changes."""
+        if not self.config.dns.extra_records_path:
+            return
+
+        def changed(records: list[dict[str, str]]) -> None:
+            builder.set_extra_records(records)
+            distributor.on_change(Change(ChangeKind.DNS))
+
+        records = ExtraRecordsFile(self.config.path(self.config.dns.extra_records_path), changed)
+        self._closers.append(records.close)
+        await records.start()
+        builder.set_extra_records(records.records)
 
     async def _start_derp(self, app: web.Application, config: Config, access: DerpAccess) -> None:
         server_cfg = config.derp.server
@@ -188,15 +228,27 @@ class Server:
         if not self.config.unix_socket:
             return
         path = self.config.path(self.config.unix_socket)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
+        mode = int(self.config.unix_socket_permission, 8)
+        sock = await asyncio.to_thread(private_files.bind_unix_socket, path, mode)
         local = web.Application()
         local.add_subapp("/api/v1", api_application(self, trusted=True))
         runner = web.AppRunner(local, access_log=None)
         await runner.setup()
         self._runners.append(runner)
-        await web.UnixSite(runner, str(path)).start()
-        os.chmod(path, int(self.config.unix_socket_permission, 8))
+        await web.SockSite(runner, sock).start()
+
+    async def _tls_context(self) -> ssl.SSLContext | None:
+        """TLS for listen_addr: from tls_cert_path/tls_key_path (a bad file stops the start), or from ACME."""
+        config = self.config
+        if config.tls_letsencrypt_hostname:
+            acme = self.acme = ACMECertificates(config)
+            self._closers.append(acme.close)
+            await acme.start()
+            return acme.context
+        if not config.tls_cert_path:
+            return None
+        cert, key = config.path(config.tls_cert_path), config.path(config.tls_key_path)
+        return await asyncio.to_thread(context_from_files, cert, key)
 
     async def _start_metrics(self) -> None:
         listen = self.config.metrics_listen

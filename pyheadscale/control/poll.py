@@ -110,6 +110,7 @@ class MapHandler:
             if req.OmitPeers:
                 # A "lite" update: the client only checks the status.
                 await request.response.respond(200, b"", "application/json")
+                self.metrics.hs_endpoint_updates.labels("ok").inc()
                 return
             full, _ = self.builder.full(node, req.Version)
             await request.response.respond(200, self._encode(full, "full", compress), "application/json")
@@ -135,7 +136,7 @@ class MapHandler:
 
     def _encode(self, message: dict[str, Any], kind: str, compress: bool) -> bytes:
         data = encode_message(message, compress)
-        self.metrics.map_messages.labels(kind).inc()
+        self.metrics.map_sent(kind)
         self.metrics.map_bytes.inc(len(data))
         return data
 
@@ -175,6 +176,11 @@ class MapHandler:
                     if session.closed:
                         kind = "revoked"
                     await response.send(self._encode(message, kind, compress))
+        except asyncio.CancelledError:
+            self.metrics.hs_map_ended.labels("cancelled").inc()
+            raise
+        else:
+            self.metrics.hs_map_ended.labels("done").inc()
         finally:
             self.streams -= 1
             self.distributor.remove(session)

@@ -29,8 +29,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 def database_url(config: Config) -> str:
     db = config.database
     if db.type == "postgres":
-        pg = db.postgres
-        return f"postgresql+asyncpg://{pg.user}:{pg.password}@{pg.host}:{pg.port}/{pg.name}"
+        return db.postgres.url().render_as_string(hide_password=False)
     path = config.path(db.sqlite.path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite+aiosqlite:///{path}"
@@ -139,15 +138,17 @@ class Database:
 
     @classmethod
     async def open(cls, config: Config) -> Database:
-        return await cls.open_url(database_url(config))
+        postgres = config.database.type == "postgres"
+        options = config.database.postgres.engine_options() if postgres else {}
+        return await cls.open_url(database_url(config), **options)
 
     @classmethod
-    async def open_url(cls, url: str) -> Database:
+    async def open_url(cls, url: str, **engine_options: Any) -> Database:
         """Open a database by URL (tests use in-memory or temporary SQLite files), taking over a Headscale
         database found there first (pyheadscale.db.headscale_import)."""
         if ":memory:" not in url:
-            await take_over_if_headscale(url, _run_migrations)
-        engine = create_async_engine(url)
+            await take_over_if_headscale(url, _run_migrations, **engine_options)
+        engine = create_async_engine(url, **engine_options)
         if url.startswith("sqlite"):
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         async with engine.begin() as conn:

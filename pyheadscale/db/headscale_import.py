@@ -134,9 +134,13 @@ def identify(conn: Connection) -> FoundHeadscale | None:
     return FoundHeadscale(release, columns, leftovers)
 
 
-async def take_over_if_headscale(url: str, run_migrations: Callable[[Connection], None]) -> None:
-    """Convert the database at `url` if it is Headscale's (see the module docstring); else do nothing."""
-    engine = create_async_engine(url)
+async def take_over_if_headscale(
+    url: str, run_migrations: Callable[[Connection], None], **engine_options: Any
+) -> None:
+    """Convert the database at `url` if it is Headscale's (see the module docstring); else do nothing.
+
+    `engine_options` are the ones the server connects with (PostgreSQL's TLS and pool settings)."""
+    engine = create_async_engine(url, **engine_options)
     sqlite = url.startswith("sqlite")
     if sqlite:
         # pysqlite would commit around DDL on its own; this makes the whole conversion one real transaction.

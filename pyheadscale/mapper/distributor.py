@@ -206,7 +206,7 @@ class Distributor:
 
     def on_change(self, change: Change) -> None:
         kind, node_id = change.kind, change.node_id
-        if kind in (ChangeKind.POLICY, ChangeKind.USERS, ChangeKind.DERP):
+        if kind in (ChangeKind.POLICY, ChangeKind.USERS, ChangeKind.DERP, ChangeKind.DNS):
             for group in self.sessions.values():
                 for session in group:
                     session.want_full()
