@@ -109,8 +109,8 @@ class Credentials(MutationGuard):
     async def verify_preauth_key(self, text: str) -> PreAuthKey:
         """`find_preauth_key`, with a bcrypt check (Headscale's keys) done on a worker thread first."""
         key, secret = self._preauth_key_named(text)
-        if key is not None:
-            await secret_keys.prove_bcrypt(secret, key.secret_hash)
+        if key is None or not await secret_keys.prove_bcrypt(secret, key.secret_hash):
+            raise AuthFailed("invalid authkey")
         return self.find_preauth_key(text)
 
     def _preauth_key_named(self, text: str) -> tuple[PreAuthKey | None, str]:
@@ -174,8 +174,8 @@ class Credentials(MutationGuard):
         """`authenticate_api_key`, with a bcrypt check (Headscale's keys) done on a worker thread first."""
         parts = secret_keys.split_key(text, secret_keys.API_KEY)
         key = next((k for k in self.api_keys.values() if parts and k.prefix == parts[0]), None)
-        if parts is not None and key is not None:
-            await secret_keys.prove_bcrypt(parts[1], key.secret_hash)
+        if parts is None or key is None or not await secret_keys.prove_bcrypt(parts[1], key.secret_hash):
+            return None
         return self.authenticate_api_key(text)
 
     @atomic
