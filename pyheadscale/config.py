@@ -539,6 +539,8 @@ def build_config(
         log.warning("config: %s", warning)
     if embedded:
         merged.setdefault("derp", {"server": {"enabled": True, "stun_listen_addr": "127.0.0.1:3478"}})
+    if "data_dir" in from_env:  # HEADSCALE_DATA_DIR wins over the file's directory, like any key
+        data_dir = None
     merged["data_dir"] = str(data_dir or merged.get("data_dir") or default_data_dir())
     try:
         return Config.model_validate(merged)

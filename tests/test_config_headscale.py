@@ -54,6 +54,9 @@ def test_environment_overrides_file_keys(tmp_path: Path, monkeypatch: pytest.Mon
     assert config.derp.server.enabled is True
     assert config.database.postgres.pass_.get_secret_value() == "from-env"
     assert config.oidc.scope == ["openid", "email"]
+    monkeypatch.setenv("HEADSCALE_DATA_DIR", str(tmp_path / "elsewhere"))
+    config, _source = load_config(config_file)
+    assert config.path("db.sqlite") == tmp_path / "elsewhere" / "db.sqlite"
 
 
 def test_every_model_key_has_its_environment_name() -> None:
