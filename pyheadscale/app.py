@@ -26,10 +26,11 @@ from pyheadscale.config import Config
 from pyheadscale.control.poll import KEEPALIVE_SECONDS, MapHandler
 from pyheadscale.control.register import RegisterHandler
 from pyheadscale.control.ts2021 import ControlServer
-from pyheadscale.control.verify import verify_handler
+from pyheadscale.control.verify import DerpAccess, verify_handler
 from pyheadscale.db.database import Database
 from pyheadscale.derpmap import DERPMapSource
 from pyheadscale.extra_records import ExtraRecordsFile
+from pyheadscale.listener import GuardedAppRunner, request_deadline
 from pyheadscale.mapper.builder import MapBuilder, MapContext
 from pyheadscale.mapper.distributor import Distributor
 from pyheadscale.metrics import Metrics
@@ -41,8 +42,6 @@ from pyheadscale.tls.acme_manager import ACMECertificates
 from pyheadscale.tls.certfiles import context_from_files
 
 log = logging.getLogger(__name__)
-
-EXPIRY_CHECK_SECONDS = 5.0
 
 
 def _read_or_create_key(path: Path) -> keys.PrivateKey:
@@ -73,7 +72,9 @@ class Server:
         self.metrics = Metrics()
         self.audit = AuditLog(None)
         self._control: ControlServer | None = None
-        self.logins = PendingLogins()
+        self.logins = PendingLogins(
+            config.limits.logins.max_pending, config.limits.logins.max_pending_per_source
+        )
         self.derp: DerpServer | None = None
         self.register: RegisterHandler | None = None
         self.oidc: OIDCLogin | None = None
@@ -103,7 +104,12 @@ class Server:
         ips = IPAllocator(config.prefixes.v4, config.prefixes.v6, config.prefixes.allocation)
         store = self.store = Store(self.db, ips)
         store.ephemeral_timeout = config.ephemeral_inactivity_timeout
-        store.audit = self.audit = AuditLog(config.path(config.audit_log) if config.audit_log else None)
+        store.audit = self.audit = AuditLog(
+            config.path(config.audit_log) if config.audit_log else None,
+            config.limits.audit,
+            config.limits.rate.audit_refusals,
+            on_suppressed=self.metrics.audit_suppressed.inc,
+        )
         await self.audit.start()
         self._closers.append(self.audit.close)
         await store.load()
@@ -137,13 +143,19 @@ class Server:
                 ("POST", "/machine/register"): register.handle,
                 ("POST", "/machine/map"): maps.handle,
             },
+            config.limits,
+            on_rate_limited=self.metrics.rate_limited.labels("handshakes").inc,
         )
 
-        app = web.Application(client_max_size=1 << 20, middlewares=[self.metrics.middleware])
+        limits = config.limits.connections
+        app = web.Application(
+            client_max_size=1 << 20, middlewares=[self.metrics.middleware, request_deadline(limits)]
+        )
         control.add_routes(app)
         self._control = control
         app.router.add_get("/health", self._health)
-        app.router.add_post("/verify", verify_handler(store))
+        derp_access = DerpAccess(store)
+        app.router.add_post("/verify", verify_handler(derp_access))
         oidc = self.oidc = await start_oidc(config, store, self.logins)
         if oidc is not None:
             self._closers.append(oidc.provider.close)
@@ -154,10 +166,11 @@ class Server:
             return web.json_response(ctx.derp_map)
 
         app.router.add_get("/derpmap/default", derp_map)
-        await self._start_derp(app, config)
+        await self._start_derp(app, config, derp_access)
         app.add_subapp("/api/v1", api_application(self, trusted=False))
 
-        runner = web.AppRunner(app, access_log=None)
+        refused = self.metrics.connections_refused
+        runner = GuardedAppRunner(app, limits, lambda reason: refused.labels(reason).inc(), access_log=None)
         await runner.setup()
         self._runners.append(runner)
         host, port = config.listen
@@ -171,7 +184,6 @@ class Server:
         await self._start_unix_socket()
         await self._start_metrics()
 
-        self._tasks.append(asyncio.get_running_loop().create_task(self._expiry_watch()))
         self.ready.set()
 
     async def _start_extra_records(self, builder: MapBuilder, distributor: Distributor) -> None:
@@ -188,19 +200,16 @@ class Server:
         await records.start()
         builder.set_extra_records(records.records)
 
-    async def _start_derp(self, app: web.Application, config: Config) -> None:
+    async def _start_derp(self, app: web.Application, config: Config, access: DerpAccess) -> None:
         server_cfg = config.derp.server
         if not server_cfg.enabled:
             return
         derp_key = await asyncio.to_thread(_read_or_create_key, config.path(server_cfg.private_key_path))
-        store = self.store
-        assert store is not None
-
-        async def known_node(node_public: bytes) -> bool:
-            return store.node_by_node_key(keys.node_public_text(node_public)) is not None
-
-        verify = known_node if server_cfg.verify_clients else None
+        verify = access.admits_raw if server_cfg.verify_clients else None
         derp = self.derp = DerpServer(derp_key.raw, verify_client=verify)
+        if verify is not None:
+            assert self.store is not None
+            self.store.subscribe(access.revoke_into(derp.close_client))
         add_derp_routes(app, derp)
         host, _, port = server_cfg.stun_listen_addr.rpartition(":")
         stun = await start_stun_server(host.strip("[]") or "0.0.0.0", int(port))
@@ -239,7 +248,11 @@ class Server:
             return
         metrics_app = web.Application()
         metrics_app.router.add_get("/metrics", self.metrics.handle)
-        runner = web.AppRunner(metrics_app, access_log=None)
+        # Unauthenticated like the main listener, so held to the same connection limits.
+        refused = self.metrics.connections_refused
+        runner = GuardedAppRunner(
+            metrics_app, self.config.limits.connections, lambda r: refused.labels(r).inc(), access_log=None
+        )
         await runner.setup()
         self._runners.append(runner)
         await web.TCPSite(runner, listen[0], listen[1], reuse_address=True).start()
@@ -248,19 +261,6 @@ class Server:
         if not self.ready.is_set() or self.db is None:
             return web.json_response({"status": "starting"}, status=503)
         return web.json_response({"status": "pass"})
-
-    async def _expiry_watch(self) -> None:
-        """Tell peers when a node's key expires: its Expired flag and MachineAuthorized change then."""
-        store = self.store
-        assert store is not None
-        expired: set[int] = {n.id for n in store.nodes.values() if store.is_expired(n)}
-        while True:
-            await asyncio.sleep(EXPIRY_CHECK_SECONDS)
-            now_expired = {n.id for n in store.nodes.values() if store.is_expired(n)}
-            for node_id in now_expired - expired:
-                log.info("node %d key expired", node_id)
-                store.key_expired(node_id)
-            expired = now_expired
 
     async def stop(self) -> None:
         for task in self._tasks:

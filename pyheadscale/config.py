@@ -30,11 +30,15 @@ from pydantic import (
 
 from pyheadscale import config_keys
 from pyheadscale.config_database import DatabaseConfig, PostgresConfig, SqliteConfig
+from pyheadscale.config_keys import ConfigError
+from pyheadscale.config_oidc import OIDCConfig, PKCEConfig
 
 __all__ = [
     "Config",
     "ConfigError",
     "DatabaseConfig",
+    "OIDCConfig",
+    "PKCEConfig",
     "PostgresConfig",
     "SqliteConfig",
     "build_config",
@@ -59,10 +63,6 @@ _UNIT_SECONDS = {
     "w": 7 * 86400,
     "y": 365 * 86400,
 }
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message lists each offending key."""
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -253,107 +253,6 @@ class NodeConfig(_Section):
         return at + self.expiry if self.expiry > timedelta(0) else None
 
 
-# Authorization-request parameters pyheadscale sets itself; oidc.extra_params may not override them.
-_OIDC_PROTOCOL_PARAMS = frozenset(
-    {
-        "client_id",
-        "redirect_uri",
-        "response_type",
-        "scope",
-        "state",
-        "nonce",
-        "code_challenge",
-        "code_challenge_method",
-    }
-)
-
-
-class PKCEConfig(_Section):
-    # Off by default, as in Headscale.
-    enabled: bool = False
-    method: Literal["S256", "plain"] = "S256"
-
-
-class OIDCConfig(_Section):
-    """Login through an OpenID provider; on when `issuer` is set, as Headscale activates it."""
-
-    only_start_if_oidc_is_available: bool = True
-    issuer: str = ""
-    client_id: str = ""
-    client_secret: SecretStr = SecretStr("")
-    client_secret_path: str = ""
-    scope: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
-    extra_params: dict[str, str] = Field(default_factory=dict)
-    allowed_domains: list[str] = Field(default_factory=list)
-    allowed_users: list[str] = Field(default_factory=list)
-    allowed_groups: list[str] = Field(default_factory=list)
-    email_verified_required: bool = True
-    use_expiry_from_token: bool = False
-    pkce: PKCEConfig = PKCEConfig()
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.issuer)
-
-    @field_validator("issuer")
-    @classmethod
-    def _issuer(cls, value: str) -> str:
-        parts = urlsplit(value)
-        bad = parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment
-        if value and bad:
-            raise ValueError(f"{value!r} is not an http(s) URL (the provider's issuer identifier)")
-        return value
-
-    @field_validator("scope")
-    @classmethod
-    def _scope(cls, value: list[str]) -> list[str]:
-        if "openid" not in value:
-            raise ValueError("must include 'openid'")
-        return value
-
-    @field_validator("extra_params")
-    @classmethod
-    def _extra(cls, value: dict[str, str]) -> dict[str, str]:
-        clash = sorted(_OIDC_PROTOCOL_PARAMS & set(value))
-        if clash:
-            raise ValueError(f"{', '.join(clash)} is set by pyheadscale itself and cannot be overridden")
-        return value
-
-    @field_validator("allowed_domains", "allowed_users")
-    @classmethod
-    def _lower(cls, value: list[str]) -> list[str]:
-        return [v.strip().lower() for v in value]
-
-    @model_validator(mode="after")
-    def _client(self) -> OIDCConfig:
-        if not self.issuer:
-            return self
-        if not self.client_id:
-            raise ValueError("client_id is required when issuer is set")
-        has_secret = bool(self.client_secret.get_secret_value())
-        if has_secret and self.client_secret_path:
-            raise ValueError("client_secret and client_secret_path are mutually exclusive")
-        if not has_secret and not self.client_secret_path:
-            raise ValueError("client_secret or client_secret_path is required when issuer is set")
-        return self
-
-    def read_client_secret(self) -> str:
-        """The client secret, from the config or the file `client_secret_path` names (env variables expanded).
-
-        Blocking file I/O: call it in a thread. Errors name the key.
-        """
-        if not self.client_secret_path:
-            return self.client_secret.get_secret_value()
-        path = Path(os.path.expandvars(self.client_secret_path)).expanduser()
-        try:
-            secret = path.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"oidc.client_secret_path: cannot read {path}: {exc.strerror}") from None
-        if not secret:
-            raise ConfigError(f"oidc.client_secret_path: {path} is empty")
-        return secret
-
-
 class TaildropConfig(_Section):
     """Taildrop file sharing between a user's own nodes (on by default, as in Headscale)."""
 
@@ -387,6 +286,72 @@ class CLIConfig(_Section):
 
 
 CHALLENGE_TYPES = ("HTTP-01", "TLS-ALPN-01")
+
+
+class RateConfig(_Section):
+    """A token bucket per source address: `burst` at once, refilled at `per_second`."""
+
+    per_second: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class ConnectionLimits(_Section):
+    max: int = Field(default=8192, ge=1)
+    per_source: int = Field(default=512, ge=1)
+    # A connection must finish its request head within this long of connecting (or of its last response).
+    header_timeout: timedelta = timedelta(seconds=15)
+    # A request body (plain HTTP, or an HTTP/2 request inside TS2021) must arrive within this long.
+    request_timeout: timedelta = timedelta(seconds=30)
+    # A TS2021 connection with no open request is closed after this long.
+    idle_timeout: timedelta = timedelta(minutes=2)
+
+    @field_validator("header_timeout", "request_timeout", "idle_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        duration = parse_duration(value)
+        if duration.total_seconds() <= 0:
+            raise ValueError(f"{value!r} must be a positive duration")
+        return duration
+
+
+class HTTP2Limits(_Section):
+    connection_buffer_bytes: int = Field(default=2 << 20, ge=64 << 10)
+    total_buffer_bytes: int = Field(default=64 << 20, ge=64 << 10)
+
+
+class RateLimits(_Section):
+    handshakes: RateConfig = RateConfig(per_second=10, burst=100)
+    registrations: RateConfig = RateConfig(per_second=5, burst=50)
+    api_auth_failures: RateConfig = RateConfig(per_second=0.2, burst=10)
+    # Audit entries for refusals of unauthenticated requests; beyond this they are only counted.
+    audit_refusals: RateConfig = RateConfig(per_second=1, burst=20)
+
+
+class LoginLimits(_Section):
+    max_pending: int = Field(default=10_000, ge=1)
+    max_pending_per_source: int = Field(default=32, ge=1)
+
+
+class AuditLimits(_Section):
+    field_length: int = Field(default=512, ge=16)
+    memory_bytes: int = Field(default=16 << 20, ge=64 << 10)
+    file_max_bytes: int = Field(default=64 << 20, ge=64 << 10)
+    file_backups: int = Field(default=3, ge=0)
+
+
+class HostinfoLimits(_Section):
+    max_bytes: int = Field(default=32 << 10, ge=1024)
+
+
+class LimitsConfig(_Section):
+    """pyheadscale's own `limits:` section (Headscale has no such keys): what a stranger can make us hold."""
+
+    connections: ConnectionLimits = ConnectionLimits()
+    http2: HTTP2Limits = HTTP2Limits()
+    rate: RateLimits = RateLimits()
+    logins: LoginLimits = LoginLimits()
+    audit: AuditLimits = AuditLimits()
+    hostinfo: HostinfoLimits = HostinfoLimits()
 
 
 class Config(_Section):
@@ -423,6 +388,7 @@ class Config(_Section):
     tls_letsencrypt_listen: str = ":http"
     acme_url: str = ""
     acme_email: str = ""
+    limits: LimitsConfig = LimitsConfig()
 
     @field_validator("server_url")
     @classmethod
@@ -548,6 +514,21 @@ def build_config(
         raise ConfigError(_format_errors(exc)) from None
 
 
+# libyaml's loader when PyYAML has it: it caps nesting depth, where the pure-Python one recurses without
+# limit and takes quadratic time on deeply nested flow collections.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_yaml(data: bytes) -> Any:
+    """A YAML document from a file's bytes; ValueError saying what is wrong with it."""
+    try:
+        return yaml.load(data.decode("utf-8"), Loader=_YAML_LOADER)  # a safe loader, C or Python
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {exc.start})") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ValueError(f"not valid YAML: {exc}") from None
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> tuple[Config, Path | None]:
     """Load the configuration file (searching Headscale's locations when none is given).
 
@@ -565,9 +546,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> tuple[Config, Pat
     for candidate in candidates:
         if candidate.is_file():
             try:
-                raw = yaml.safe_load(candidate.read_text()) or {}
-            except (yaml.YAMLError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"{candidate}: not valid YAML: {exc}") from None
+                raw = parse_yaml(candidate.read_bytes()) or {}
+            except ValueError as exc:
+                raise ConfigError(f"{candidate}: {exc}") from None
             except OSError as exc:
                 raise ConfigError(f"{candidate}: cannot read the config file: {exc.strerror}") from None
             data_dir = Path(str(raw["data_dir"])) if isinstance(raw, dict) and raw.get("data_dir") else None

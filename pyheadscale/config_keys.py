@@ -24,6 +24,11 @@ from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
 
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists each offending key."""
+
+
 ENV_PREFIX = "HEADSCALE_"
 
 # Keys Headscale reads that pyheadscale accepts without modelling them (they tune Go internals or features

@@ -42,6 +42,23 @@ class Metrics:
         self.auth_failures = Counter(
             "pyheadscale_auth_failures", "Refused authentication attempts", ["method"], registry=r
         )
+        self.rate_limited = Counter(
+            "pyheadscale_rate_limited",
+            "Requests refused by a per-source rate limit (429)",
+            ["limit"],
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "pyheadscale_connections_refused",
+            "Connections refused or closed by a connection limit or timeout",
+            ["reason"],
+            registry=r,
+        )
+        self.audit_suppressed = Counter(
+            "pyheadscale_audit_suppressed",
+            "Audit entries for unauthenticated refusals dropped by the audit rate limit",
+            registry=r,
+        )
         self.request_seconds = Histogram(
             "pyheadscale_http_request_seconds", "HTTP request latency", ["path", "status"], registry=r
         )

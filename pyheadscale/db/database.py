@@ -171,7 +171,11 @@ class Database:
         await self._update(schema.users, user.id, _to_row(user) | {"provider_id": user.provider_id or None})
 
     async def delete_user(self, user_id: int) -> None:
-        await self._delete(schema.users, user_id)
+        """Delete a user and its preauth keys in one transaction (the foreign key would only orphan them)."""
+        async with self.engine.begin() as conn:
+            keys = schema.pre_auth_keys
+            await conn.execute(delete(keys).where(keys.c.user_id == user_id))
+            await conn.execute(delete(schema.users).where(schema.users.c.id == user_id))
 
     async def insert_preauth_key(self, key: PreAuthKey) -> int:
         return await self._insert(schema.pre_auth_keys, _to_row(key))

@@ -233,5 +233,29 @@ class MapBuilder:
             patch["LastSeen"] = tailcfg.go_time(peer.last_seen)
         return patch
 
+    def revoked(self, node: Node, capver: int) -> dict[str, Any]:
+        """All a node that lost access gets: itself (Expired), no peers, a filter admitting nothing.
+
+        Nothing about anyone else (peers, DNS, the DERP map, user profiles but its own) is in it.
+        """
+        profile = self.user_profile(node)
+        itself = self.tail_node(node, None, capver, self_view=True)
+        # Expired, or owned by nobody (left so by an older version): either way it must log in again.
+        itself.update(Expired=True, MachineAuthorized=False)
+        response: dict[str, Any] = {
+            "KeepAlive": False,
+            "Node": itself,
+            "Peers": [],
+            "UserProfiles": [profile],
+            "ControlTime": tailcfg.go_time(datetime.now(UTC)),
+            "Debug": {"DisableLogTail": True},
+            "SSHPolicy": {"rules": []},
+        }
+        if capver >= tailcfg.CAPVER_PACKET_FILTERS:
+            response["PacketFilters"] = {"*": None}
+        else:
+            response["PacketFilter"] = []
+        return response
+
     def self_update(self, node: Node, capver: int) -> dict[str, Any]:
         return {"Node": self.tail_node(node, None, capver, self_view=True)}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pyheadscale.auth.oidc_claims import Claims, refusal, username_for
+from pyheadscale.auth.oidc_claims import Claims, refusal, username_candidates
 from pyheadscale.config import ConfigError, OIDCConfig, build_config
 
 BASE: dict[str, object] = {"issuer": "https://id.example.com", "client_id": "hs", "client_secret": "s3cret"}
@@ -91,6 +91,10 @@ def test_authorization_rules() -> None:
     assert refusal(relaxed, unverified) is None
 
 
+def username_for(claims: Claims, email_verified_required: bool) -> str:
+    return username_candidates(claims, email_verified_required)[0]
+
+
 def test_user_names_and_identity() -> None:
     assert username_for(claims(preferred_username="ann"), True) == "ann"
     spaced = claims(preferred_username="Ann Smith", email="ann@example.com", email_verified=True)
@@ -99,6 +103,13 @@ def test_user_names_and_identity() -> None:
         "an unverified email is not used when verification is required"
     )
     assert username_for(claims(sub="weird/sub id"), True) == "oidc-weird-sub-id"
+    assert username_candidates(claims(sub="u1"), True)[:3] == ["oidc-u1", "oidc-u1-2", "oidc-u1-3"], (
+        "more names to fall back on when one is taken"
+    )
+    squatter = claims(preferred_username="ann@example.com", email="bob@example.com", email_verified=True)
+    assert username_for(squatter, True) == "bob@example.com", "no name that is someone else's address"
+    own = claims(preferred_username="ann@example.com", email="ann@example.com", email_verified=True)
+    assert username_for(own, True) == "ann@example.com"
     assert claims().identifier == "https://id.example.com/u1"
     assert claims(email="ann@example.com").trusted_email(True) == ""
     assert claims(email="ann@example.com").trusted_email(False) == "ann@example.com"
