@@ -189,7 +189,7 @@ def apply_environment(
     keys |= dict(model_keys(model))
     for dotted, annotation in keys.items():
         text = environ.get(env_name(dotted))
-        if text is None:
+        if not text:  # viper ignores an empty variable (AllowEmptyEnv is off in Headscale)
             continue
         _put(merged, dotted, _env_value(dotted, text, annotation))
         applied.append(dotted)

@@ -59,6 +59,13 @@ def test_environment_overrides_file_keys(tmp_path: Path, monkeypatch: pytest.Mon
     assert config.path("db.sqlite") == tmp_path / "elsewhere" / "db.sqlite"
 
 
+def test_empty_environment_variable_is_not_a_value(tmp_path: Path) -> None:
+    config = build_config(
+        {"server_url": "http://file.example"}, data_dir=tmp_path, environ={"HEADSCALE_SERVER_URL": ""}
+    )
+    assert config.server_url == "http://file.example"
+
+
 def test_every_model_key_has_its_environment_name() -> None:
     """HEADSCALE_ + the dotted key with dots as underscores, upper-cased, for every key of the model."""
     leaves = dict(config_keys.model_keys(Config))
