@@ -389,6 +389,9 @@ class Config(_Section):
     acme_url: str = ""
     acme_email: str = ""
     limits: LimitsConfig = LimitsConfig()
+    # The remote gRPC API; served only with TLS or with grpc_allow_insecure, as in Headscale.
+    grpc_listen_addr: str = ":50443"
+    grpc_allow_insecure: bool = False
 
     @field_validator("server_url")
     @classmethod
