@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from pathlib import Path
 
@@ -146,9 +147,11 @@ def test_tls_key_combinations_are_checked(raw: dict[str, str], problem: str, tmp
 def test_serve_exits_with_the_key_named(
     pki: ServerPKI, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(
-        "os.umask", lambda _mask: 0o022
-    )  # main() would set the process umask for the test run
+    # main() would set the process umask and point the root logger at this test's captured stderr.
+    monkeypatch.setattr("os.umask", lambda _mask: 0o022)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
     config = tmp_path / "config.yaml"
     port = free_port()
     config.write_text(
