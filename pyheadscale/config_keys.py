@@ -194,8 +194,14 @@ def apply_environment(
     return merged, applied
 
 
-def _deep_copy(raw: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+MAX_DEPTH = 32
+"""Mappings nested deeper than this are refused: Headscale's keys go four levels down."""
+
+
+def _deep_copy(raw: Mapping[str, Any], depth: int = 0) -> dict[str, Any]:
+    if depth >= MAX_DEPTH:
+        raise ValueError(f"mappings nested deeper than {MAX_DEPTH} levels")
+    return {k: _deep_copy(v, depth + 1) if isinstance(v, Mapping) else v for k, v in raw.items()}
 
 
 def check_keys(model: type[BaseModel], raw: Mapping[str, Any]) -> KeyReport:

@@ -66,6 +66,16 @@ def test_empty_environment_variable_is_not_a_value(tmp_path: Path) -> None:
     assert config.server_url == "http://file.example"
 
 
+def test_deeply_nested_mapping_is_refused_not_a_crash(tmp_path: Path) -> None:
+    raw: dict[str, Any] = {}
+    node = raw
+    for _ in range(5000):
+        node["dns"] = {}
+        node = node["dns"]
+    with pytest.raises(ConfigError, match="nested deeper than"):
+        build_config(raw, data_dir=tmp_path)
+
+
 def test_every_model_key_has_its_environment_name() -> None:
     """HEADSCALE_ + the dotted key with dots as underscores, upper-cased, for every key of the model."""
     leaves = dict(config_keys.model_keys(Config))
