@@ -154,7 +154,7 @@ def _env_value(dotted: str, text: str, annotation: Any) -> Any:
         if _is_kind(annotation, dict) or structured:
             try:
                 return yaml.safe_load(text)
-            except yaml.YAMLError as exc:
+            except (yaml.YAMLError, RecursionError) as exc:
                 raise ValueError(f"{name}: not valid YAML/JSON: {exc}") from None
         return text.split()
     return text
