@@ -164,3 +164,17 @@ def test_serve_exits_with_the_key_named(
     assert "tls_cert_path: cannot read" in capsys.readouterr().err
     config.write_text(config.read_text().replace(str(tmp_path / "nope.pem"), str(pki.cert)))
     assert main(["-c", str(config), "configtest"]) == 0
+
+
+async def test_a_stalled_tls_handshake_is_closed_within_the_header_timeout(
+    start_tls_server: StartTLSServer,
+) -> None:
+    """Connection limits count a TLS connection once its handshake is done: the handshake has a deadline."""
+    server = await start_tls_server(limits={"connections": {"header_timeout": "1s"}})
+    host, port = server.config.listen
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        # Closed without a byte, well before asyncio's default handshake timeout of 60 s.
+        assert await asyncio.wait_for(reader.read(), 30) == b""
+    finally:
+        writer.close()
