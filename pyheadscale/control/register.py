@@ -154,7 +154,7 @@ class RegisterHandler:
 
         if req.Followup:
             return await self._follow_up(req, machine_key, source)
-        login = self.logins.start(machine_key, req.NodeKey, req.Hostinfo or {}, source=source)
+        login = self.logins.start(machine_key, req.NodeKey, req.Hostinfo or {}, source=source, expiry=expiry)
         log.info(
             "login %s waiting for approval (machine %s, hostname %r)",
             login.auth_id,
