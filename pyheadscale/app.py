@@ -53,6 +53,7 @@ from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
 from pyheadscale.tls.acme_manager import ACMECertificates
 from pyheadscale.tls.certfiles import context_from_files
+from pyheadscale.tls.site import TLSSite
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,14 @@ class Server:
         await runner.setup()
         self._runners.append(runner)
         host, port = config.listen
-        await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls_context).start()
+        if tls_context is None:
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+        else:
+            handshake = limits.header_timeout.total_seconds()
+            site = TLSSite(
+                runner, host, port, ssl_context=tls_context, handshake_timeout=handshake, reuse_address=True
+            )
+            await site.start()
         scheme = "https" if tls_context is not None else "http"
         if self.acme is not None:
             self.acme.begin()  # TLS-ALPN-01 is answered on this listener, so only now
