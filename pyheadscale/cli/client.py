@@ -54,6 +54,8 @@ class Target:
     socket_path: str | None = None
     api_key: str | None = None
     grpc_address: str | None = None
+    # cli.timeout and cli.insecure (skip certificate checks of a remote https:// or gRPC address).
+    timeout: float = TIMEOUT_SECONDS
     insecure: bool = False
 
     def describe(self) -> str:
@@ -69,10 +71,13 @@ def resolve_target(args: argparse.Namespace) -> Target:
         api_key = getattr(args, "api_key", None) or os.environ.get("HEADSCALE_CLI_API_KEY", "")
         if not api_key:
             raise CliError("a remote --address needs an API key: pass --api-key or set HEADSCALE_CLI_API_KEY")
+        timeout = getattr(args, "cli_timeout", None) or TIMEOUT_SECONDS
+        insecure = bool(getattr(args, "cli_insecure", False)) or os.environ.get(
+            "HEADSCALE_CLI_INSECURE", ""
+        ).strip().lower() in ("1", "true", "yes")
         if "://" not in address:
-            insecure = os.environ.get("HEADSCALE_CLI_INSECURE", "").strip().lower() in ("1", "true", "yes")
-            return Target("", api_key=api_key, grpc_address=address, insecure=insecure)
-        return Target(address.rstrip("/"), api_key=api_key)
+            return Target("", api_key=api_key, grpc_address=address, timeout=timeout, insecure=insecure)
+        return Target(address.rstrip("/"), api_key=api_key, timeout=timeout, insecure=insecure)
     try:
         config, _source = load_config(args.config)
     except ConfigError as exc:
@@ -93,10 +98,14 @@ class ApiClient:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        connector = aiohttp.UnixConnector(path=target.socket_path) if target.socket_path else None
+        connector: aiohttp.BaseConnector | None = None
+        if target.socket_path:
+            connector = aiohttp.UnixConnector(path=target.socket_path)
+        elif target.insecure:
+            connector = aiohttp.TCPConnector(ssl=False)
         headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
         self.session = aiohttp.ClientSession(
-            connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
+            connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=target.timeout)
         )
         self.grpc = (
             GrpcTransport(target.grpc_address, target.api_key or "", insecure=target.insecure)
@@ -130,7 +139,7 @@ class ApiClient:
             ) from None
         except TimeoutError:
             raise CliError(
-                f"no answer from pyheadscale at {self.target.describe()} within {TIMEOUT_SECONDS:g}s"
+                f"no answer from pyheadscale at {self.target.describe()} within {self.target.timeout:g}s"
             ) from None
         if not isinstance(body, dict):
             raise CliError("the server's answer was not a JSON object")
