@@ -32,6 +32,7 @@ from pyheadscale.control.verify import DerpAccess, verify_handler
 from pyheadscale.db.database import Database
 from pyheadscale.derpmap import DERPMapSource
 from pyheadscale.extra_records import ExtraRecordsFile
+from pyheadscale.grpc.local import start_local_socket
 from pyheadscale.grpc.server import start_grpc
 from pyheadscale.listener import GuardedAppRunner, request_deadline
 from pyheadscale.mapper.builder import MapBuilder, MapContext
@@ -235,7 +236,8 @@ class Server:
         runner = web.AppRunner(local, access_log=None)
         await runner.setup()
         self._runners.append(runner)
-        await web.SockSite(runner, sock).start()
+        # Shared with Headscale's CLI, which speaks gRPC here: see grpc/local.py.
+        self._closers.append(await start_local_socket(self, sock, runner))
 
     async def _tls_context(self) -> ssl.SSLContext | None:
         """TLS for listen_addr: from tls_cert_path/tls_key_path (a bad file stops the start), or from ACME."""

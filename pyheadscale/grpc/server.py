@@ -57,12 +57,20 @@ def _authenticate(server: Server, context: aio.ServicerContext) -> str | None:
     return None
 
 
-def _method(server: Server, rpc: Rpc) -> Callable[[Any, aio.ServicerContext], Awaitable[Any]]:
+LOCAL_ACTOR = "cli:unix-socket"
+
+
+def _method(
+    server: Server, rpc: Rpc, *, trusted: bool
+) -> Callable[[Any, aio.ServicerContext], Awaitable[Any]]:
     async def call(request: Any, context: aio.ServicerContext) -> Any:
-        refusal = _authenticate(server, context)
-        if refusal is not None:
-            server.metrics.auth_failures.labels("apikey").inc()
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal)
+        if trusted:
+            audit.actor.set(LOCAL_ACTOR)
+        else:
+            refusal = _authenticate(server, context)
+            if refusal is not None:
+                server.metrics.auth_failures.labels("apikey").inc()
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal)
         try:
             return await rpc(request)
         except ApiError as exc:
@@ -78,15 +86,16 @@ def _status(code: int) -> grpc.StatusCode:
     return next(status for status in grpc.StatusCode if status.value[0] == code)
 
 
-def service_handler(server: Server) -> grpc.GenericRpcHandler:
-    """Every rpc of the service, mapped onto `server.service`'s method of the same (Python) name."""
+def service_handler(server: Server, *, trusted: bool = False) -> grpc.GenericRpcHandler:
+    """Every rpc of the service, mapped onto `server.service`'s method of the same (Python) name; `trusted`
+    (the local socket) asks for no API key."""
     service = pb.DESCRIPTOR.services_by_name["HeadscaleService"]
     handlers = {}
     for method in service.methods:
         request_class = getattr(pb, method.input_type.name)
         response_class = getattr(pb, method.output_type.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _method(server, getattr(server.service, python_name(method.name))),
+            _method(server, getattr(server.service, python_name(method.name)), trusted=trusted),
             request_deserializer=request_class.FromString,
             response_serializer=response_class.SerializeToString,
         )
