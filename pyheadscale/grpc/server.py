@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -21,6 +20,7 @@ from pyheadscale import audit
 from pyheadscale.api.errors import ApiError, from_state_error
 from pyheadscale.api.gateway import python_name
 from pyheadscale.auth import secret_keys
+from pyheadscale.grpc.certificates import CertificateFiles
 from pyheadscale.grpc.schema import SERVICE_NAME, pb
 from pyheadscale.state.errors import StateError
 
@@ -102,15 +102,23 @@ def service_handler(server: Server, *, trusted: bool = False) -> grpc.GenericRpc
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
-def _credentials(cert_path: Path, key_path: Path) -> grpc.ServerCredentials:
-    return grpc.ssl_server_credentials([(key_path.read_bytes(), cert_path.read_bytes())])
+def certificate_source(server: Server) -> CertificateFiles | None:
+    """Where listen_addr's certificate comes from (files or ACME), for gRPC to serve the same one."""
+    config = server.config
+    if config.tls_cert_path and config.tls_key_path:
+        return CertificateFiles(config.path(config.tls_cert_path), config.path(config.tls_key_path))
+    if config.tls_letsencrypt_hostname:
+        cache = config.path(config.tls_letsencrypt_cache_dir)
+        hostname = config.tls_letsencrypt_hostname
+        return CertificateFiles(cache / hostname, None, fallback_hostname=hostname)
+    return None
 
 
 async def start_grpc(server: Server) -> aio.Server | None:
     """Listen on `grpc_listen_addr` when TLS or `grpc_allow_insecure` allows it; None when not served."""
     config = server.config
-    has_tls = bool(config.tls_cert_path and config.tls_key_path)
-    if not config.grpc_listen_addr or not (has_tls or config.grpc_allow_insecure):
+    certificates = certificate_source(server)
+    if not config.grpc_listen_addr or not (certificates is not None or config.grpc_allow_insecure):
         return None
     address = config.grpc_listen_addr
     if address.startswith(":"):
@@ -120,10 +128,8 @@ async def start_grpc(server: Server) -> aio.Server | None:
         options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES), ("grpc.max_concurrent_streams", 100)]
     )
     grpc_server.add_generic_rpc_handlers((service_handler(server),))
-    if has_tls:
-        credentials = await asyncio.to_thread(
-            _credentials, config.path(config.tls_cert_path), config.path(config.tls_key_path)
-        )
+    if certificates is not None:
+        credentials = await asyncio.to_thread(certificates.credentials)
         port = grpc_server.add_secure_port(address, credentials)
     else:
         log.warning("gRPC is running without security (grpc_allow_insecure)")
