@@ -58,7 +58,12 @@ class AuthFlow(Resource):
         return pb.AuthRegisterResponse(node=await complete_login(self, request.auth_id, request.user))
 
     async def auth_approve(self, request: Any) -> Any:
-        """Approve a returning machine's login: it keeps its node and owner."""
+        """Approve a waiting SSH check, or a returning machine's login (it keeps its node and owner)."""
+        check = self.server.ssh_checks.get(request.auth_id)
+        if check is not None:
+            self.server.ssh_checks.approve(check)
+            self.store.audit.record("ssh.check", f"node:{check.dst_id}", "approved", src=check.src_id)
+            return pb.AuthApproveResponse()
         login = self.server.logins.pending(checked_auth_id(request.auth_id))
         node = self.store.node_by_machine_key(login.machine_key)
         if node is None or node.user_id is None:
@@ -67,6 +72,12 @@ class AuthFlow(Resource):
         return pb.AuthApproveResponse()
 
     async def auth_reject(self, request: Any) -> Any:
+        """Refuse a waiting SSH check, or a pending login."""
+        check = self.server.ssh_checks.get(request.auth_id)
+        if check is not None:
+            self.server.ssh_checks.reject(check)
+            self.store.audit.record("ssh.check", f"node:{check.dst_id}", "rejected", src=check.src_id)
+            return pb.AuthRejectResponse()
         self.server.logins.reject(self.server.logins.pending(checked_auth_id(request.auth_id)))
         self.store.audit.record("node.register", f"login:{request.auth_id[-8:]}", "rejected")
         return pb.AuthRejectResponse()

@@ -36,7 +36,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     auth.required = True
     for name, func, help_text in (
         ("register", _register, "register the waiting machine as a node of --user"),
-        ("approve", _approve, "approve a returning machine's login (it keeps its node and owner)"),
+        (
+            "approve",
+            _approve,
+            "approve a waiting SSH check, or a returning machine's login (it keeps its node and owner)",
+        ),
         ("reject", _reject, "turn the waiting machine away"),
     ):
         parser = auth.add_parser(name, help=help_text)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from pyheadscale.cli import apikeys, auth, debug, health, meta, nodes, policy, preauthkeys, users
 from pyheadscale.config import ConfigError, load_config
+from pyheadscale.db.headscale_versions import UnsupportedHeadscaleDatabase
 
 LOG_LEVELS = {
     "trace": logging.DEBUG,
@@ -94,6 +95,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:  # found at start: a certificate that does not load, ...
         print(exc, file=sys.stderr)
         return 2
+    except UnsupportedHeadscaleDatabase as exc:
+        print(f"pyheadscale: not starting: {exc}. The database was left as it was.", file=sys.stderr)
+        return 1
     return 0
 
 
