@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 HTTP2_PREFACE_START = b"PRI"
 FIRST_BYTES_TIMEOUT = 10.0
 PIPE_CHUNK = 1 << 16
+PARTIAL_POLL_SECONDS = 0.05
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
@@ -56,7 +57,11 @@ async def _first_bytes(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> 
             head = None
         if head is not None and (len(head) >= len(HTTP2_PREFACE_START) or not head):
             return head
-        await _readable(loop, conn)
+        if head:
+            # Some bytes wait unread, so the socket stays readable: poll gently for the rest instead.
+            await asyncio.sleep(PARTIAL_POLL_SECONDS)
+        else:
+            await _readable(loop, conn)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

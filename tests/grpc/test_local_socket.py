@@ -32,9 +32,13 @@ async def test_silent_and_closed_connections_do_not_disturb_it(grpc_live: GrpcLi
     _reader, silent = await asyncio.open_unix_connection(grpc_live.socket_path)
     _reader2, closed = await asyncio.open_unix_connection(grpc_live.socket_path)
     closed.close()
-    _reader3, partial = await asyncio.open_unix_connection(grpc_live.socket_path)
+    partial_reader, partial = await asyncio.open_unix_connection(grpc_live.socket_path)
     partial.write(b"G")
     await partial.drain()
+    await asyncio.sleep(0.3)
+    partial.write(b"ET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    await partial.drain()
+    assert (await asyncio.wait_for(partial_reader.readline(), 10)).startswith(b"HTTP/1.1 200")
     connector = aiohttp.UnixConnector(path=grpc_live.socket_path)
     async with aiohttp.ClientSession(connector=connector) as session:
         async with session.get("http://localhost/api/v1/health") as resp:
