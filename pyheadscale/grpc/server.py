@@ -22,6 +22,7 @@ from pyheadscale.api.gateway import python_name
 from pyheadscale.auth import secret_keys
 from pyheadscale.grpc.certificates import CertificateFiles
 from pyheadscale.grpc.schema import SERVICE_NAME, pb
+from pyheadscale.ratelimit import RateLimiter, source_of
 from pyheadscale.state.errors import StateError
 
 if TYPE_CHECKING:
@@ -34,43 +35,70 @@ Rpc = Callable[[Any], Awaitable[Any]]
 MAX_REQUEST_BYTES = 1 << 20
 
 
-def _authenticate(server: Server, context: aio.ServicerContext) -> str | None:
-    """The refusal reason, or None with the audit actor set to the key that was presented."""
-    metadata = dict(context.invocation_metadata() or ())
-    scheme, _, token = str(metadata.get("authorization", "")).partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return "missing API key: send 'authorization: Bearer <api key>' metadata"
-    key = server.store.authenticate_api_key(token.strip()) if server.store is not None else None
-    if key is None:
-        parts = secret_keys.split_key(token.strip(), secret_keys.API_KEY)
-        audit.actor.set(f"remote:{context.peer()}")
+def peer_address(peer: str) -> str:
+    """The client's IP from gRPC's peer text (`ipv4:192.0.2.1:5000`, `ipv6:[2001:db8::1]:5000`)."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.rpartition("]")[0].lstrip("[")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    return peer
+
+
+class ApiKeyCheck:
+    """`authorization: Bearer <api key>` on every call, refused as the REST API refuses: counted, audited at
+    the audit log's refusal rate, and a source out of `limits.rate.api_auth_failures` tokens is turned away
+    (RESOURCE_EXHAUSTED) before its key is looked at."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        rate = server.config.limits.rate.api_auth_failures
+        self.failures = RateLimiter(
+            rate.per_second,
+            rate.burst,
+            on_limited=server.metrics.rate_limited.labels("api_auth_failures").inc,
+        )
+
+    async def refusal(self, context: aio.ServicerContext) -> tuple[grpc.StatusCode, str] | None:
+        """Why the call is refused, or None with the audit actor set to the key presented."""
+        server, source = self.server, peer_address(str(context.peer()))
+        if self.failures.limited(source_of(source)):
+            return grpc.StatusCode.RESOURCE_EXHAUSTED, "too many failed authentications from your address"
+        metadata = dict(context.invocation_metadata() or ())
+        scheme, _, token = str(metadata.get("authorization", "")).partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            reason = "missing API key: send 'authorization: Bearer <api key>' metadata"
+        else:
+            key = await server.store.verify_api_key(token) if server.store is not None else None
+            if key is not None:
+                audit.actor.set(f"apikey:{key.prefix}")
+                return None
+            reason = "invalid or expired API key"
+        server.metrics.auth_failures.labels("apikey").inc()
+        self.failures.retry_after(source_of(source))
         if server.store is not None:
-            server.store.audit.record(
-                "api.authenticate",
-                "grpc",
-                "denied",
-                reason="invalid or expired API key",
-                key_prefix=parts[0] if parts else None,
+            parts = secret_keys.split_key(token, secret_keys.API_KEY)
+            audit.actor.set(f"remote:{audit.clip(source, 64)}")
+            server.store.audit.record_refusal(
+                source, "api.authenticate", "grpc", reason=reason, key_prefix=parts[0] if parts else None
             )
-        return "invalid or expired API key"
-    audit.actor.set(f"apikey:{key.prefix}")
-    return None
+        return grpc.StatusCode.UNAUTHENTICATED, reason
 
 
 LOCAL_ACTOR = "cli:unix-socket"
 
 
 def _method(
-    server: Server, rpc: Rpc, *, trusted: bool
+    server: Server, rpc: Rpc, check: ApiKeyCheck | None
 ) -> Callable[[Any, aio.ServicerContext], Awaitable[Any]]:
     async def call(request: Any, context: aio.ServicerContext) -> Any:
-        if trusted:
+        if check is None:
             audit.actor.set(LOCAL_ACTOR)
         else:
-            refusal = _authenticate(server, context)
-            if refusal is not None:
-                server.metrics.auth_failures.labels("apikey").inc()
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal)
+            refused = await check.refusal(context)
+            if refused is not None:
+                await context.abort(*refused)
         try:
             return await rpc(request)
         except ApiError as exc:
@@ -90,12 +118,13 @@ def service_handler(server: Server, *, trusted: bool = False) -> grpc.GenericRpc
     """Every rpc of the service, mapped onto `server.service`'s method of the same (Python) name; `trusted`
     (the local socket) asks for no API key."""
     service = pb.DESCRIPTOR.services_by_name["HeadscaleService"]
+    check = None if trusted else ApiKeyCheck(server)
     handlers = {}
     for method in service.methods:
         request_class = getattr(pb, method.input_type.name)
         response_class = getattr(pb, method.output_type.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _method(server, getattr(server.service, python_name(method.name)), trusted=trusted),
+            _method(server, getattr(server.service, python_name(method.name)), check),
             request_deserializer=request_class.FromString,
             response_serializer=response_class.SerializeToString,
         )
