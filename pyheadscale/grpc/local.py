@@ -32,6 +32,8 @@ HTTP2_PREFACE_START = b"PRI"
 FIRST_BYTES_TIMEOUT = 10.0
 PIPE_CHUNK = 1 << 16
 PARTIAL_POLL_SECONDS = 0.05
+# Connections being told apart or piped to gRPC at once; a local CLI needs one.
+MAX_CONNECTIONS = 256
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
@@ -114,6 +116,10 @@ class LocalSocket:
         loop = asyncio.get_running_loop()
         while True:
             conn, _ = await loop.sock_accept(self.sock)
+            if len(self._connections) >= MAX_CONNECTIONS:
+                log.warning("local socket: %d connections open, refusing another", len(self._connections))
+                conn.close()
+                continue
             conn.setblocking(False)
             task = loop.create_task(self._serve(loop, conn))
             self._connections.add(task)

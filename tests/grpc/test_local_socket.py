@@ -6,8 +6,10 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import pytest
 from grpc import aio
 
+from pyheadscale.grpc import local
 from pyheadscale.grpc.schema import pb, services
 from tests.grpc.conftest import GrpcLive
 
@@ -45,3 +47,16 @@ async def test_silent_and_closed_connections_do_not_disturb_it(grpc_live: GrpcLi
             assert resp.status == 200 and await resp.json() == {"databaseConnectivity": True}
     silent.close()
     partial.close()
+
+
+async def test_connections_past_the_cap_are_closed(
+    grpc_live: GrpcLive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "MAX_CONNECTIONS", 2)
+    held = [await asyncio.open_unix_connection(grpc_live.socket_path) for _ in range(2)]
+    await asyncio.sleep(0.2)
+    reader, writer = await asyncio.open_unix_connection(grpc_live.socket_path)
+    assert await asyncio.wait_for(reader.read(1), 10) == b"", "refused: closed at once"
+    writer.close()
+    for _reader, held_writer in held:
+        held_writer.close()
