@@ -7,23 +7,26 @@ remembering to add it. Allowed means the request gets past authentication (its a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+import tempfile
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from pyheadscale.api.app import api_application
 from pyheadscale.api.auth import PUBLIC_ROUTES
+from pyheadscale.app import Server
+from pyheadscale.config import build_config
 from tests.api.conftest import Api
 from tests.api.harness import LiveServer
-
-if TYPE_CHECKING:
-    from pyheadscale.app import Server
 
 
 def api_routes() -> list[tuple[str, str, str]]:
     """(method, path template, route name) of every /api/v1 route."""
-    app = api_application(cast("Server", None), trusted=False)
+    # A server that is never started: the routes are all the application needs of it.
+    server = Server(build_config({"server_url": "http://127.0.0.1:1"}, data_dir=Path(tempfile.gettempdir())))
+    app = api_application(server, trusted=False)
     return sorted(
         {
             (r.method, r.resource.canonical, r.name or "")
