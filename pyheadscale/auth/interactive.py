@@ -5,6 +5,11 @@ The client's first RegisterRequest gets an AuthURL `<server_url>/register/<auth 
 request with `Followup` set to that URL and waits for the answer. The operator approves with `pyheadscale auth
 register --auth-id <id> --user NAME` (or rejects), which resolves the waiting request. A pending login lives
 for LIFETIME; a client that follows up on an expired or unknown id is given a fresh AuthURL.
+
+Anyone can start a login, so what they hold is bounded: one pending login per machine key (a new one replaces
+it), at most `max_per_source` per client address, and `max_pending` in all. When the table is full, the
+source holding the most logins loses its oldest one, so a flood from some addresses can only ever displace
+itself, never the one login a real user at another address is waiting on.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class PendingLogin:
     machine_key: str
     node_key: str
     hostinfo: dict[str, Any]
+    source: str = ""
     created: float = field(default_factory=time.monotonic)
     outcome: asyncio.Future[Node | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -49,25 +55,58 @@ class PendingLogin:
 
 
 class PendingLogins:
-    """Logins waiting for approval, by auth id."""
+    """Logins waiting for approval, by auth id (and indexed by machine key and by source)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_pending: int = MAX_PENDING, max_per_source: int = 32) -> None:
+        self.max_pending = max_pending
+        self.max_per_source = max_per_source
         self._pending: dict[str, PendingLogin] = {}
+        self._by_machine: dict[str, PendingLogin] = {}
+        self._by_source: dict[str, dict[str, PendingLogin]] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
 
     def start(
-        self, machine_key: str, node_key: str, hostinfo: dict[str, Any], *, auth_id: str | None = None
+        self,
+        machine_key: str,
+        node_key: str,
+        hostinfo: dict[str, Any],
+        *,
+        auth_id: str | None = None,
+        source: str = "",
     ) -> PendingLogin:
-        """A new pending login; `auth_id` is given only by `debug create-node`, which names its own."""
+        """A new pending login from `source` (a rate-limit key, see ratelimit.source_of), replacing any the
+        same machine had; `auth_id` is given only by `debug create-node`, which names its own."""
         self._prune()
-        if len(self._pending) >= MAX_PENDING:
-            raise OverflowError("too many logins are waiting for approval; try again later")
         if auth_id is not None and (not auth_id.startswith(AUTH_ID_PREFIX) or auth_id in self._pending):
             raise ValueError(f"auth id {auth_id!r} must start with {AUTH_ID_PREFIX!r} and not be in use")
+        previous = self._by_machine.get(machine_key)
+        if previous is not None:
+            self._drop(previous)
+        if source and len(self._by_source.get(source, ())) >= self.max_per_source:
+            raise OverflowError(
+                f"too many logins from your address are waiting for approval (limit {self.max_per_source});"
+                " try again later"
+            )
+        if len(self._pending) >= self.max_pending:
+            self._evict()
         login = PendingLogin(
-            auth_id or AUTH_ID_PREFIX + secrets.token_hex(12), machine_key, node_key, hostinfo
+            auth_id or AUTH_ID_PREFIX + secrets.token_hex(12), machine_key, node_key, hostinfo, source
         )
         self._pending[login.auth_id] = login
+        self._by_machine[machine_key] = login
+        self._by_source.setdefault(source, {})[login.auth_id] = login
         return login
+
+    def for_machine(self, machine_key: str) -> PendingLogin | None:
+        login = self._by_machine.get(machine_key)
+        return login if login is not None and self.get(login.auth_id) is login else None
+
+    def _evict(self) -> None:
+        """Make room: the oldest login of the source holding the most."""
+        crowded = max(self._by_source.values(), key=len)
+        self._drop(next(iter(crowded.values())))
 
     def get(self, auth_id: str) -> PendingLogin | None:
         login = self._pending.get(auth_id)
@@ -104,17 +143,27 @@ class PendingLogins:
         return node
 
     def resolve(self, login: PendingLogin, node: Node) -> None:
-        self._pending.pop(login.auth_id, None)
+        self._forget(login)
         if not login.outcome.done():
             login.outcome.set_result(node)
 
     def reject(self, login: PendingLogin) -> None:
-        self._pending.pop(login.auth_id, None)
+        self._forget(login)
         if not login.outcome.done():
             login.outcome.set_exception(LoginRejected("registration was rejected by the operator"))
 
-    def _drop(self, login: PendingLogin) -> None:
+    def _forget(self, login: PendingLogin) -> None:
         self._pending.pop(login.auth_id, None)
+        if self._by_machine.get(login.machine_key) is login:
+            del self._by_machine[login.machine_key]
+        same_source = self._by_source.get(login.source)
+        if same_source is not None:
+            same_source.pop(login.auth_id, None)
+            if not same_source:
+                del self._by_source[login.source]
+
+    def _drop(self, login: PendingLogin) -> None:
+        self._forget(login)
         if not login.outcome.done():
             login.outcome.set_result(None)
 

@@ -279,10 +279,10 @@ class OIDCLogin:
 
     def _expiry(self, claims: Claims) -> datetime | None:
         """When the node's key expires: at the ID token's expiry if so configured, else after the lifetime the
-        configuration gives logins (legacy oidc.expiry first, then node.expiry; zero means never)."""
+        configuration gives logins (node.expiry; zero means never)."""
         if self.oidc.use_expiry_from_token and claims.exp is not None:
             return datetime.fromtimestamp(claims.exp, UTC)
-        lifetime = self.oidc.expiry if self.oidc.expiry is not None else self.config.node.expiry
+        lifetime = self.config.node.expiry
         return now() + lifetime if lifetime.total_seconds() > 0 else None
 
     def _audit_denied(self, login: PendingLogin, reason: str, **details: object) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import ssl
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -42,10 +43,21 @@ class _Stream:
     reset: bool = False
 
 
-async def fetch_server_key(base_url: str, capver: int = DEFAULT_CAPVER) -> bytes:
-    """`GET /key?v=N` over plain HTTP/1.1, returning the server's Noise public key."""
+def _open(base_url: str, tls: ssl.SSLContext | None) -> Any:
+    """A connection to the server: TLS (with `tls`, or the system's trust) for an https:// URL."""
     parts = urlsplit(base_url)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+    if parts.scheme == "https":
+        context = tls or ssl.create_default_context()
+        return asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context)
+    return asyncio.open_connection(parts.hostname, parts.port or 80)
+
+
+async def fetch_server_key(
+    base_url: str, capver: int = DEFAULT_CAPVER, *, tls: ssl.SSLContext | None = None
+) -> bytes:
+    """`GET /key?v=N` over HTTP/1.1 (TLS for https://), returning the server's Noise public key."""
+    parts = urlsplit(base_url)
+    reader, writer = await _open(base_url, tls)
     try:
         writer.write(
             f"GET /key?v={capver} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode()
@@ -62,8 +74,16 @@ async def fetch_server_key(base_url: str, capver: int = DEFAULT_CAPVER) -> bytes
 class ControlClient:
     """One Noise + HTTP/2 connection to the control server, as one machine."""
 
-    def __init__(self, base_url: str, machine_key: keys.PrivateKey, *, capver: int = DEFAULT_CAPVER) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        machine_key: keys.PrivateKey,
+        *,
+        capver: int = DEFAULT_CAPVER,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.base_url = base_url
+        self.tls = tls
         self.machine_key = machine_key
         self.capver = capver
         self.early_payload: dict[str, Any] | None = None
@@ -84,9 +104,9 @@ class ControlClient:
 
     async def connect(self, server_public: bytes | None = None) -> None:
         if server_public is None:
-            server_public = await fetch_server_key(self.base_url, self.capver)
+            server_public = await fetch_server_key(self.base_url, self.capver, tls=self.tls)
         parts = urlsplit(self.base_url)
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+        reader, writer = await _open(self.base_url, self.tls)
         self._writer = writer
         initiator = noise.Initiator(self.machine_key, server_public, self.capver)
         init = base64.b64encode(initiator.initiation()).decode()

@@ -19,10 +19,12 @@ from aiohttp import web
 
 from derp.conn import HijackedHTTPConn
 from pyheadscale import keys
+from pyheadscale.config import LimitsConfig
 from pyheadscale.control import noise
-from pyheadscale.control.h2server import H2Server, InnerRequest
+from pyheadscale.control.h2server import BodyBudget, H2Limits, H2Server, InnerRequest
 from pyheadscale.control.noise_stream import NoiseStream
 from pyheadscale.control.recorder import record, recorder_dir
+from pyheadscale.ratelimit import RateLimiter, retry_after_header, source_of
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +47,24 @@ def early_payload(challenge_public: bytes) -> bytes:
 class ControlServer:
     """Serves TS2021 with the server's Noise key; `routes` maps inner paths to handlers."""
 
-    def __init__(self, server_key: keys.PrivateKey, routes: dict[tuple[str, str], InnerHandler]) -> None:
+    def __init__(
+        self,
+        server_key: keys.PrivateKey,
+        routes: dict[tuple[str, str], InnerHandler],
+        limits: LimitsConfig | None = None,
+        *,
+        on_rate_limited: Callable[[], None] | None = None,
+    ) -> None:
         self.server_key = server_key
         self.public_text = keys.machine_public_text(server_key.public())
         self.routes = routes
         self.connections: set[asyncio.Task[None]] = set()
+        limits = limits or LimitsConfig()
+        rate = limits.rate.handshakes
+        # A handshake costs us a Diffie-Hellman or three before we know who is asking.
+        self.handshakes = RateLimiter(rate.per_second, rate.burst, on_limited=on_rate_limited)
+        self.body_budget = BodyBudget(limits.http2.total_buffer_bytes)
+        self._limits = limits
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/key", self.handle_key)
@@ -67,6 +82,13 @@ class ControlServer:
         encoded = request.headers.get(HANDSHAKE_HEADER, "")
         if not encoded:
             return web.Response(status=400, text=f"missing {HANDSHAKE_HEADER} header\n")
+        wait = self.handshakes.retry_after(source_of(request.remote))
+        if wait:
+            return web.Response(
+                status=429,
+                text="too many handshakes from your address; retry later\n",
+                headers={"Retry-After": retry_after_header(wait)},
+            )
         try:
             init = base64.b64decode(encoded, validate=True)
             noise.parse_initiation(init)
@@ -116,7 +138,16 @@ class ControlServer:
         if task is not None:
             self.connections.add(task)
         try:
-            await H2Server(stream, dispatch, preface_timeout=HANDSHAKE_TIMEOUT).serve()
+            connections = self._limits.connections
+            h2_limits = H2Limits(
+                budget=self.body_budget,
+                connection_buffer=self._limits.http2.connection_buffer_bytes,
+                request_timeout=connections.request_timeout.total_seconds(),
+                idle_timeout=connections.idle_timeout.total_seconds(),
+                preface_timeout=HANDSHAKE_TIMEOUT,
+                parse_context={"hostinfo_max_bytes": self._limits.hostinfo.max_bytes},
+            )
+            await H2Server(stream, dispatch, h2_limits, source=request.remote or "").serve()
         finally:
             if task is not None:
                 self.connections.discard(task)

@@ -53,6 +53,7 @@ async def main(workdir: Path) -> dict[str, Any]:
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
             "allowed_domains": ["example.com"],
+            "pkce": {"enabled": True},
         },
     }
     server = Server(build_config(raw, data_dir=workdir / "server"))
