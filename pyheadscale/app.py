@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +18,36 @@ from derp.http import add_derp_routes
 from derp.server import DerpServer
 from derp.stun import start_stun_server
 from pyheadscale import keys, private_files
+from pyheadscale.api import meta
 from pyheadscale.api.app import api_application
+from pyheadscale.api.service import HeadscaleService
 from pyheadscale.audit import AuditLog
 from pyheadscale.auth.interactive import PendingLogins
 from pyheadscale.auth.oidc_login import OIDCLogin, start_oidc
 from pyheadscale.auth.register_page import register_page_handler
+from pyheadscale.auth.ssh_check_page import ssh_check_page_handler
+from pyheadscale.bootstrap_dns import BootstrapDNS
 from pyheadscale.config import Config
+from pyheadscale.control import unimplemented
+from pyheadscale.control.ping import PATH as PING_PATH
+from pyheadscale.control.ping import PingTracker
 from pyheadscale.control.poll import KEEPALIVE_SECONDS, MapHandler
 from pyheadscale.control.register import RegisterHandler
+from pyheadscale.control.ssh_action import PATH_PREFIX as SSH_ACTION_PREFIX
+from pyheadscale.control.ssh_action import SSHActionHandler, SSHChecks
 from pyheadscale.control.ts2021 import ControlServer
 from pyheadscale.control.verify import DerpAccess, verify_handler
 from pyheadscale.db.database import Database
 from pyheadscale.derpmap import DERPMapSource
 from pyheadscale.extra_records import ExtraRecordsFile
+from pyheadscale.grpc.server import start_grpc
 from pyheadscale.listener import GuardedAppRunner, request_deadline
 from pyheadscale.mapper.builder import MapBuilder, MapContext
 from pyheadscale.mapper.distributor import Distributor
 from pyheadscale.metrics import Metrics
+from pyheadscale.policy.tag_owners import tags_not_owned
 from pyheadscale.state.changes import Change, ChangeKind
+from pyheadscale.state.ha_routes import HAProber, RouterHealthState
 from pyheadscale.state.ipalloc import IPAllocator
 from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
@@ -75,10 +88,14 @@ class Server:
         self.logins = PendingLogins(
             config.limits.logins.max_pending, config.limits.logins.max_pending_per_source
         )
+        self.ssh_checks = SSHChecks()
+        self.pings = PingTracker()
+        self.router_health: RouterHealthState | None = None
         self.derp: DerpServer | None = None
         self.register: RegisterHandler | None = None
         self.oidc: OIDCLogin | None = None
         self.acme: ACMECertificates | None = None
+        self.service = HeadscaleService(self)
 
     async def start(self) -> None:
         """Bring the server up; on any failure, take down whatever had started and re-raise."""
@@ -114,7 +131,9 @@ class Server:
         self._closers.append(self.audit.close)
         await store.load()
 
-        policy = self.policy = PolicyManager(config, store)
+        router_health = self.router_health = RouterHealthState(store)
+        policy = self.policy = PolicyManager(config, store, router_health)
+        self.logins.tags_not_owned = lambda user_id, tags: tags_not_owned(policy.engine, user_id, tags)
         await policy.start()
         self._closers.append(policy.close)
         derp_source = DERPMapSource(config)
@@ -122,7 +141,11 @@ class Server:
         ctx = MapContext(config, store, policy, derp_source.current)
         builder = MapBuilder(ctx)
         distributor = Distributor(builder)
-        # The policy engine must see a change before the distributor builds deltas from it.
+        prober = HAProber(
+            config.node.routes.ha, config.server_url, store, policy, router_health, distributor, self.pings
+        )
+        # Router health, then the policy engine, must see a change before the distributor builds deltas.
+        store.subscribe(prober.on_change)
         store.subscribe(policy.on_change)
         store.subscribe(distributor.on_change)
 
@@ -137,12 +160,16 @@ class Server:
         register = self.register = RegisterHandler(store, config, self.metrics, self.logins)
         maps = MapHandler(store, builder, distributor, self.metrics, keepalive=self.keepalive)
         self.metrics.bind_store(store, lambda: maps.streams)
+        ssh_action = SSHActionHandler(store, policy, self.ssh_checks, config.server_url)
+        store.subscribe(self._forget_ssh_approvals)
         control = ControlServer(
             noise_key,
             {
                 ("POST", "/machine/register"): register.handle,
                 ("POST", "/machine/map"): maps.handle,
-            },
+            }
+            | dict.fromkeys(unimplemented.ROUTES, unimplemented.not_implemented),
+            {SSH_ACTION_PREFIX: ssh_action.handle},
             config.limits,
             on_rate_limited=self.metrics.rate_limited.labels("handshakes").inc,
         )
@@ -155,18 +182,23 @@ class Server:
         self._control = control
         app.router.add_get("/health", self._health)
         derp_access = DerpAccess(store)
+        meta.add_routes(app)
         app.router.add_post("/verify", verify_handler(derp_access))
         oidc = self.oidc = await start_oidc(config, store, self.logins)
         if oidc is not None:
             self._closers.append(oidc.provider.close)
             oidc.add_routes(app)
         app.router.add_get("/register/{auth_id}", register_page_handler(self.logins, oidc))
+        if oidc is not None:
+            oidc.ssh_checks = self.ssh_checks
+        app.router.add_get("/auth/{auth_id}", ssh_check_page_handler(self.ssh_checks, store, oidc))
 
         async def derp_map(_request: web.Request) -> web.Response:
             return web.json_response(ctx.derp_map)
 
         app.router.add_get("/derpmap/default", derp_map)
-        await self._start_derp(app, config, derp_access)
+        app.router.add_route("*", PING_PATH, self.pings.handle)
+        await self._start_derp(app, config, derp_access, lambda: ctx.derp_map)
         app.add_subapp("/api/v1", api_application(self, trusted=False))
 
         refused = self.metrics.connections_refused
@@ -183,7 +215,12 @@ class Server:
         )
         await self._start_unix_socket()
         await self._start_metrics()
+        grpc_server = await start_grpc(self)
+        if grpc_server is not None:
+            self._closers.append(lambda: grpc_server.stop(grace=1.0))
 
+        prober.start()
+        self._closers.append(prober.close)
         self.ready.set()
 
     async def _start_extra_records(self, builder: MapBuilder, distributor: Distributor) -> None:
@@ -200,7 +237,13 @@ class Server:
         await records.start()
         builder.set_extra_records(records.records)
 
-    async def _start_derp(self, app: web.Application, config: Config, access: DerpAccess) -> None:
+    async def _start_derp(
+        self,
+        app: web.Application,
+        config: Config,
+        access: DerpAccess,
+        derp_map: Callable[[], dict[str, Any]],
+    ) -> None:
         server_cfg = config.derp.server
         if not server_cfg.enabled:
             return
@@ -211,6 +254,7 @@ class Server:
             assert self.store is not None
             self.store.subscribe(access.revoke_into(derp.close_client))
         add_derp_routes(app, derp)
+        app.router.add_get("/bootstrap-dns", BootstrapDNS(derp_map).handle)
         host, _, port = server_cfg.stun_listen_addr.rpartition(":")
         stun = await start_stun_server(host.strip("[]") or "0.0.0.0", int(port))
         self._closers.append(stun.close)
@@ -257,6 +301,10 @@ class Server:
         self._runners.append(runner)
         await web.TCPSite(runner, listen[0], listen[1], reuse_address=True).start()
 
+    def _forget_ssh_approvals(self, change: Change) -> None:
+        if change.kind is ChangeKind.NODE_REMOVED and change.node_id is not None:
+            self.ssh_checks.forget_node(change.node_id)
+
     async def _health(self, _request: web.Request) -> web.Response:
         if not self.ready.is_set() or self.db is None:
             return web.json_response({"status": "starting"}, status=503)
@@ -267,6 +315,8 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.logins.close()
+        self.ssh_checks.close()
+        self.pings.close()
         if self._control is not None:
             await self._control.close()
         for runner in self._runners:

@@ -233,10 +233,40 @@ class EphemeralConfig(_Section):
         return parse_duration(value)
 
 
+class HARoutesConfig(_Section):
+    """Health probes of HA subnet routers (`node.routes.ha`); a `probe_interval` of 0 turns them off."""
+
+    probe_interval: timedelta = timedelta(seconds=10)
+    probe_timeout: timedelta = timedelta(seconds=5)
+
+    @field_validator("probe_interval", "probe_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> HARoutesConfig:
+        interval, timeout = self.probe_interval.total_seconds(), self.probe_timeout.total_seconds()
+        if interval == 0:
+            return self
+        if interval < 2:
+            raise ValueError(f"probe_interval ({interval:g}s) must be 0 (off) or at least 2s")
+        if timeout < 1:
+            raise ValueError(f"probe_timeout ({timeout:g}s) must be at least 1s")
+        if timeout >= interval:
+            raise ValueError(f"probe_timeout ({timeout:g}s) must be less than probe_interval ({interval:g}s)")
+        return self
+
+
+class RoutesConfig(_Section):
+    ha: HARoutesConfig = HARoutesConfig()
+
+
 class NodeConfig(_Section):
     # Default key lifetime of nodes owned by a user (tagged nodes never expire); 0 means never.
     expiry: timedelta = timedelta(0)
     ephemeral: EphemeralConfig = EphemeralConfig()
+    routes: RoutesConfig = RoutesConfig()
 
     @field_validator("expiry", mode="before")
     @classmethod
@@ -490,6 +520,9 @@ class Config(_Section):
     tls_letsencrypt_listen: str = ":http"
     acme_url: str = ""
     acme_email: str = ""
+    # The remote gRPC API; served only with TLS or with grpc_allow_insecure, as in Headscale.
+    grpc_listen_addr: str = ":50443"
+    grpc_allow_insecure: bool = False
 
     @field_validator("server_url")
     @classmethod

@@ -36,6 +36,7 @@ from pyheadscale.auth.oidc_sessions import (
 )
 from pyheadscale.auth.oidc_tokens import TokenInvalid
 from pyheadscale.config import Config
+from pyheadscale.control.ssh_action import PendingCheck, SSHChecks
 from pyheadscale.state.errors import Conflict, StateError
 from pyheadscale.state.ipalloc import AddressExhausted
 from pyheadscale.state.models import User
@@ -64,13 +65,15 @@ class OIDCLogin:
         self._secure_cookies = config.server_url.startswith("https://")
         # Two first logins of one person at once must not both create their user.
         self._users_lock = asyncio.Lock()
+        # Tailscale SSH checks approved by logging in (set by the server; see finish_ssh_check).
+        self.ssh_checks: SSHChecks | None = None
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get(CALLBACK_PATH, self.callback)
         app.router.add_post(CONFIRM_PATH, self.confirm)
 
-    async def start(self, request: web.Request, login: PendingLogin) -> web.StreamResponse:
-        """Send the browser to the provider for this pending login (with its own session for it)."""
+    async def start(self, request: web.Request, login: PendingLogin | PendingCheck) -> web.StreamResponse:
+        """Send the browser to the provider for this pending login or SSH check (with its own session)."""
         try:
             metadata = await self.provider.metadata()
         except ProviderError as exc:
@@ -138,6 +141,9 @@ class OIDCLogin:
 
     async def _finish(self, request: web.Request, session: LoginSession) -> web.Response:
         login = self.logins.get(session.auth_id)
+        check = self.ssh_checks.get(session.auth_id) if self.ssh_checks is not None else None
+        if login is None and check is not None:
+            return await self.finish_ssh_check(request, session, check)
         if login is None:
             return _expired()
         retry_url = f"{self.config.server_url}/register/{login.auth_id}"
@@ -215,6 +221,45 @@ class OIDCLogin:
             return _expired()
         audit.actor.set(f"oidc:{session.claims.identifier}")
         return await self._register(login, session.claims)
+
+    async def finish_ssh_check(
+        self, request: web.Request, session: LoginSession, check: PendingCheck
+    ) -> web.Response:
+        """Approve an SSH check for the person who owns its source node, as Headscale does: anyone else
+        logging in (or a tagged source, which no person owns) would defeat what the check protects."""
+        assert self.ssh_checks is not None
+        code = request.query.get("code", "")
+        if "error" in request.query or not code:
+            reason = (request.query.get("error_description") or request.query.get("error") or "no code")[:200]
+            return pages.page(
+                403, "SSH check not approved", f"The identity provider did not log you in: {reason}."
+            )
+        try:
+            claims = await self._claims(code, session)
+        except (TokenInvalid, ProviderError) as exc:
+            log.warning("OIDC SSH check %s: %s", check.auth_id, exc)
+            return pages.page(403, "SSH check not approved", f"The login could not be completed: {exc}.")
+        refused = refusal(self.oidc, claims)
+        if refused is not None:
+            return pages.refused(refused, "")
+        user = await self._user_for(claims)
+        src = self.store.nodes.get(check.src_id)
+        if src is None:
+            return pages.bad_request(410, "SSH check expired", "The source node no longer exists.")
+        if src.tags or src.user_id is None:
+            reason = "the source node is tagged: no person owns it"
+        elif src.user_id != user.id:
+            reason = "you are not the owner of the SSH source node"
+        else:
+            self.ssh_checks.approve(check)
+            self.store.audit.record(
+                "ssh.check", f"node:{check.dst_id}", "approved", src=check.src_id, user=user.id
+            )
+            return pages.page(200, "SSH session authorized", "You can return to your SSH session.")
+        self.store.audit.record(
+            "ssh.check", f"node:{check.dst_id}", "denied", src=check.src_id, reason=reason
+        )
+        return pages.page(403, "SSH check not approved", f"The SSH check was not approved: {reason}.")
 
     async def _claims(self, code: str, session: LoginSession) -> Claims:
         verifier = session.code_verifier if self.oidc.pkce.enabled else None

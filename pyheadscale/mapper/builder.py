@@ -17,6 +17,8 @@ from pyheadscale.state.store import Store
 
 BASELINE_CAPS = ("https://tailscale.com/cap/is-admin", "https://tailscale.com/cap/ssh")
 DEFAULT_AUTO_UPDATE_CAP = "default-auto-update"
+# Taildrop: a client offers and accepts files only when its own node carries this (taildrop.enabled).
+FILE_SHARING_CAP = "https://tailscale.com/cap/file-sharing"
 
 
 @dataclass(slots=True)
@@ -126,6 +128,8 @@ class MapBuilder:
         else:
             allowed, primary = (peer.allowed_ips, peer.primary_routes) if peer is not None else ([], [])
         cap_map: dict[str, Any] = {cap: [] for cap in BASELINE_CAPS} if self_view else {}
+        if self_view and self.ctx.config.taildrop.enabled:
+            cap_map[FILE_SHARING_CAP] = []
         if self_view:
             # auto_update.enabled: the tailnet's default for clients' auto-update, always sent (a JSON bool).
             cap_map[DEFAULT_AUTO_UPDATE_CAP] = [self.ctx.config.auto_update.enabled]
