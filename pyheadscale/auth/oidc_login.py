@@ -186,12 +186,16 @@ class OIDCLogin:
             log.info("OIDC login %s refused for %s: %s", login.auth_id, claims.identifier, refused)
             self._audit_denied(login, refused, email=claims.email, groups=claims.groups)
             return pages.refused(refused, retry_url)
+        try:
+            user_name = self._user_name(claims, self.store.user_by_provider_id(claims.identifier))
+        except Conflict as exc:
+            return pages.page(500, "Registration failed", f"The machine cannot be registered: {exc}.")
         csrf_token = self.sessions.identified(session, claims)
         account = " ".join(p for p in (claims.name, f"<{claims.email}>" if claims.email else "") if p)
         return pages.confirmation(
             machine_request(login),
             account or claims.identifier,
-            self._user_name(claims, self.store.user_by_provider_id(claims.identifier)),
+            user_name,
             CONFIRM_PATH,
             {"auth_id": login.auth_id, "csrf_token": csrf_token},
         )
