@@ -32,6 +32,17 @@ def source_of(address: str | None) -> str:
     return str(ip)
 
 
+def site_of(source: str) -> str:
+    """The wider network a source belongs to: the /48 of an IPv6 /64 (one site's allocation, which holds
+    65,536 /64s), the source itself otherwise."""
+    if source.endswith("/64"):
+        try:
+            return str(ipaddress.IPv6Network(source).supernet(new_prefix=48))
+        except ValueError:
+            return source
+    return source
+
+
 @dataclass(slots=True)
 class _Bucket:
     tokens: float
