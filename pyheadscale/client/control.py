@@ -62,8 +62,18 @@ async def fetch_server_key(base_url: str, capver: int = DEFAULT_CAPVER) -> bytes
 class ControlClient:
     """One Noise + HTTP/2 connection to the control server, as one machine."""
 
-    def __init__(self, base_url: str, machine_key: keys.PrivateKey, *, capver: int = DEFAULT_CAPVER) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        machine_key: keys.PrivateKey,
+        *,
+        capver: int = DEFAULT_CAPVER,
+        local_host: str | None = None,
+    ) -> None:
+        """`local_host` binds the connection's source address (benchmarks simulate many sources on
+        127.0.0.0/8)."""
         self.base_url = base_url
+        self.local_host = local_host
         self.machine_key = machine_key
         self.capver = capver
         self.early_payload: dict[str, Any] | None = None
@@ -86,7 +96,10 @@ class ControlClient:
         if server_public is None:
             server_public = await fetch_server_key(self.base_url, self.capver)
         parts = urlsplit(self.base_url)
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+        local_addr = (self.local_host, 0) if self.local_host else None
+        reader, writer = await asyncio.open_connection(
+            parts.hostname, parts.port or 80, local_addr=local_addr
+        )
         self._writer = writer
         initiator = noise.Initiator(self.machine_key, server_public, self.capver)
         init = base64.b64encode(initiator.initiation()).decode()
