@@ -87,15 +87,14 @@ class RateLimiter:
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             return 0.0
-        if self._on_limited is not None:
-            self._on_limited()
-        return (1.0 - bucket.tokens) / self.per_second
+        return self._refused(bucket)
 
     def limited(self, source: str) -> float:
-        """Whether `source` has no token left (0.0 if it has one), without taking one."""
+        """Like `retry_after` without taking a token: for limits on failures, counted only once known."""
         bucket = self._bucket(source)
-        if bucket.tokens >= 1.0:
-            return 0.0
+        return 0.0 if bucket.tokens >= 1.0 else self._refused(bucket)
+
+    def _refused(self, bucket: _Bucket) -> float:
         if self._on_limited is not None:
             self._on_limited()
         return (1.0 - bucket.tokens) / self.per_second
