@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pyheadscale.ratelimit import site_of
-from pyheadscale.state.errors import NotFound
+from pyheadscale.state.errors import NotFound, StateError
 from pyheadscale.state.models import Node, User
 from pyheadscale.state.store import Store
 
@@ -34,8 +35,19 @@ LIFETIME = 15 * 60.0
 MAX_PENDING = 10_000
 
 
+#: How many refused tags a refusal names; the rest are counted (RequestTags come from the client).
+MAX_TAGS_NAMED = 8
+
+
 class LoginRejected(Exception):
     pass
+
+
+class TagsRefused(StateError):
+    """The approving user does not own every tag the machine asked for."""
+
+
+TagCheck = Callable[[int, list[str]], list[str]]
 
 
 @dataclass(slots=True)
@@ -45,6 +57,8 @@ class PendingLogin:
     node_key: str
     hostinfo: dict[str, Any]
     source: str = ""
+    # The key expiry the client asked for (RegisterRequest.Expiry); it wins over the configured lifetime.
+    requested_expiry: datetime | None = None
     created: float = field(default_factory=time.monotonic)
     outcome: asyncio.Future[Node | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -56,6 +70,12 @@ class PendingLogin:
 
     def expired(self, now: float) -> bool:
         return now - self.created > LIFETIME
+
+    @property
+    def requested_tags(self) -> list[str]:
+        """`Hostinfo.RequestTags`, sorted and without repeats (as the node would carry them)."""
+        tags = self.hostinfo.get("RequestTags") or []
+        return sorted({str(t) for t in tags}) if isinstance(tags, list) else [str(tags)]
 
 
 class PendingLogins:
@@ -71,6 +91,9 @@ class PendingLogins:
 
     def __len__(self) -> int:
         return len(self._pending)
+        # user id, requested tags -> the tags that user may not give (set by the server to the policy's
+        # tagOwners); without it every requested tag is refused.
+        self.tags_not_owned: TagCheck | None = None
 
     def start(
         self,
@@ -80,6 +103,7 @@ class PendingLogins:
         *,
         auth_id: str | None = None,
         source: str = "",
+        expiry: datetime | None = None,
     ) -> PendingLogin:
         """A new pending login from `source` (a rate-limit key, see ratelimit.source_of), replacing any the
         same machine had; `auth_id` is given only by `debug create-node`, which names its own."""
@@ -102,7 +126,12 @@ class PendingLogins:
         if len(self._pending) >= self.max_pending:
             self._evict()
         login = PendingLogin(
-            auth_id or AUTH_ID_PREFIX + secrets.token_hex(12), machine_key, node_key, hostinfo, source
+            auth_id or AUTH_ID_PREFIX + secrets.token_hex(12),
+            machine_key,
+            node_key,
+            hostinfo,
+            source=source,
+            requested_expiry=expiry,
         )
         self._pending[login.auth_id] = login
         self._by_machine[machine_key] = login
@@ -139,16 +168,29 @@ class PendingLogins:
     async def approve(
         self, store: Store, login: PendingLogin, user: User, expiry: datetime | None, *, method: str
     ) -> Node:
-        """Register the waiting machine as `user`'s node (`method`: cli, oidc) and let its client proceed."""
+        """Register the waiting machine as `user`'s node (`method`: cli, oidc) and let its client proceed.
+
+        A machine that asked for tags (`--advertise-tags`) becomes a tagged node, owned by its tags and with
+        no key expiry, when `user` owns every one of them; otherwise the login is refused, naming the tags.
+        """
+        requested = login.requested_tags
+        if requested:
+            refused = self.tags_not_owned(user.id, requested) if self.tags_not_owned else requested
+            if refused:
+                reason = _tags_refusal(refused)
+                self._pending.pop(login.auth_id, None)
+                if not login.outcome.done():
+                    login.outcome.set_exception(LoginRejected(reason))
+                raise TagsRefused(f"{reason} for user {user.name!r}")
         node = await store.register(
             machine_key=login.machine_key,
             node_key=login.node_key,
             hostinfo=login.hostinfo,
-            user_id=user.id,
-            tags=[],
+            user_id=None if requested else user.id,
+            tags=requested,
             method=method,
             ephemeral=False,
-            expiry=expiry,
+            expiry=None if requested else (login.requested_expiry or expiry),
         )
         self.resolve(login, node)
         return node
@@ -187,6 +229,13 @@ class PendingLogins:
     def close(self) -> None:
         for login in list(self._pending.values()):
             self._drop(login)
+
+
+def _tags_refusal(refused: list[str]) -> str:
+    """Tailscale's and Headscale's wording, with Go's list formatting: `requested tags [tag:a tag:b] ...`."""
+    named = " ".join(t[:64] for t in refused[:MAX_TAGS_NAMED])
+    more = f" (and {len(refused) - MAX_TAGS_NAMED} more)" if len(refused) > MAX_TAGS_NAMED else ""
+    return f"requested tags [{named}]{more} are invalid or not permitted"
 
 
 def auth_id_from_followup(url: str) -> str:

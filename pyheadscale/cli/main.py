@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
-from pyheadscale import __version__
-from pyheadscale.cli import apikeys, auth, debug, health, nodes, policy, preauthkeys, users
+from pyheadscale.cli import apikeys, auth, debug, health, meta, nodes, policy, preauthkeys, users
 from pyheadscale.config import ConfigError, load_config
-from pyheadscale.keys import PrivateKey
+from pyheadscale.db.headscale_versions import UnsupportedHeadscaleDatabase
 
 LOG_LEVELS = {
     "trace": logging.DEBUG,
@@ -30,17 +32,52 @@ LOG_LEVELS = {
 }
 
 
+class JSONLogFormatter(logging.Formatter):
+    """`log.format: json`: one JSON object per line, with the fields Headscale's zerolog lines carry."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": ZEROLOG_LEVELS.get(record.levelno, record.levelname.lower()),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+ZEROLOG_LEVELS = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warn",
+    logging.ERROR: "error",
+}
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Root logging as the config says: `log.level` and `log.format` (text or json)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JSONLogFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(LOG_LEVELS[level])
+
+
 def _serve(args: argparse.Namespace) -> int:
     from pyheadscale.app import serve_forever
 
+    # Warnings about the file (deprecated or unknown keys) are logged while loading it.
+    logging.basicConfig(level=logging.INFO, format=TEXT_FORMAT)
     try:
         config, source = load_config(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=LOG_LEVELS[config.log.level], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(config.log.level, config.log.format)
+    # Whatever the server creates (database, logs, backups, keys) is for its own user only.
+    os.umask(0o077)
     if source is None:
         logging.getLogger("pyheadscale").info(
             "no config file found; running on embedded defaults in %s", config.data_dir
@@ -55,26 +92,26 @@ def _serve(args: argparse.Namespace) -> int:
         asyncio.run(serve_forever(config))
     except KeyboardInterrupt:
         pass
+    except ConfigError as exc:  # found at start: a certificate that does not load, ...
+        print(exc, file=sys.stderr)
+        return 2
+    except UnsupportedHeadscaleDatabase as exc:
+        print(f"pyheadscale: not starting: {exc}. The database was left as it was.", file=sys.stderr)
+        return 1
     return 0
 
 
 def _configtest(args: argparse.Namespace) -> int:
+    from pyheadscale.tls.certfiles import context_from_files
+
     try:
         config, source = load_config(args.config)
+        if config.tls_cert_path:  # the files must load, as `serve` will need them
+            context_from_files(config.path(config.tls_cert_path), config.path(config.tls_key_path))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
     print(f"configuration OK ({source or 'embedded defaults'}; data in {config.data_dir})")
-    return 0
-
-
-def _generate_private_key(_args: argparse.Namespace) -> int:
-    print(PrivateKey.generate().to_text())
-    return 0
-
-
-def _version(_args: argparse.Namespace) -> int:
-    print(__version__)
     return 0
 
 
@@ -102,20 +139,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("serve", help="run the server").set_defaults(func=_serve)
     sub.add_parser("configtest", help="validate the configuration").set_defaults(func=_configtest)
-    sub.add_parser("version", help="print the version").set_defaults(func=_version)
-    generate = sub.add_parser("generate", help="generate keys").add_subparsers(dest="what", metavar="WHAT")
-    generate.required = True
-    generate.add_parser("private-key", help="a new privkey: for noise.private_key_path").set_defaults(
-        func=_generate_private_key
-    )
+    meta.add_commands(sub, parser)
     for module in (users, nodes, preauthkeys, apikeys, auth, policy, debug, health):
         module.add_commands(sub)
+    meta.accept_config_after_the_verb(parser)
     return parser
+
+
+SERVER_SIDE = frozenset({"serve", "configtest", "version", "generate"})
+
+
+def _remote_from_config(args: argparse.Namespace) -> None:
+    """Management verbs: `cli.address`/`cli.api_key` from the config (or HEADSCALE_CLI_* through it) when no
+    flag gives them, as Headscale's CLI reads them. A config that does not load is reported by the verb."""
+    if args.command in SERVER_SIDE:
+        return
+    try:
+        config, _source = load_config(args.config)
+    except ConfigError:
+        return
+    if not args.address and config.cli.address:
+        args.address = config.cli.address
+    if not args.api_key and config.cli.api_key.get_secret_value():
+        args.api_key = config.cli.api_key.get_secret_value()
+    # Headscale's 5s default is tight for a loaded server: only a configured cli.timeout replaces ours.
+    if "timeout" in config.cli.model_fields_set:
+        args.cli_timeout = config.cli.timeout.total_seconds()
+    args.cli_insecure = config.cli.insecure
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _remote_from_config(args)
     return int(args.func(args) or 0)
 
 

@@ -10,12 +10,14 @@ import asyncio
 import base64
 import contextlib
 import json
+import ssl
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
+import aiohttp
 import h2.config
 import h2.connection
 import h2.events
@@ -25,6 +27,7 @@ from pyheadscale import keys
 from pyheadscale.control import noise
 from pyheadscale.control.noise_stream import NoiseStream
 from pyheadscale.control.ts2021 import EARLY_PAYLOAD_MAGIC, HANDSHAKE_HEADER, UPGRADE_PROTOCOL
+from pyheadscale.control.ws_bytes import WebSocketBytes
 
 DEFAULT_CAPVER = 130
 
@@ -42,10 +45,23 @@ class _Stream:
     reset: bool = False
 
 
-async def fetch_server_key(base_url: str, capver: int = DEFAULT_CAPVER) -> bytes:
-    """`GET /key?v=N` over plain HTTP/1.1, returning the server's Noise public key."""
+def _open(base_url: str, tls: ssl.SSLContext | None, local_host: str | None = None) -> Any:
+    """A connection to the server: TLS (with `tls`, or the system's trust) for an https:// URL; from
+    `local_host` when given."""
     parts = urlsplit(base_url)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+    local_addr = (local_host, 0) if local_host else None
+    if parts.scheme == "https":
+        context = tls or ssl.create_default_context()
+        return asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context, local_addr=local_addr)
+    return asyncio.open_connection(parts.hostname, parts.port or 80, local_addr=local_addr)
+
+
+async def fetch_server_key(
+    base_url: str, capver: int = DEFAULT_CAPVER, *, tls: ssl.SSLContext | None = None
+) -> bytes:
+    """`GET /key?v=N` over HTTP/1.1 (TLS for https://), returning the server's Noise public key."""
+    parts = urlsplit(base_url)
+    reader, writer = await _open(base_url, tls)
     try:
         writer.write(
             f"GET /key?v={capver} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode()
@@ -68,11 +84,13 @@ class ControlClient:
         machine_key: keys.PrivateKey,
         *,
         capver: int = DEFAULT_CAPVER,
+        tls: ssl.SSLContext | None = None,
         local_host: str | None = None,
     ) -> None:
         """`local_host` binds the connection's source address (benchmarks simulate many sources on
         127.0.0.0/8)."""
         self.base_url = base_url
+        self.tls = tls
         self.local_host = local_host
         self.machine_key = machine_key
         self.capver = capver
@@ -87,19 +105,21 @@ class ControlClient:
         self._window = asyncio.Event()
         self._closed = asyncio.Event()
         self._pending_h2 = b""
+        self._http: aiohttp.ClientSession | None = None
 
     @property
     def machine_key_text(self) -> str:
         return keys.machine_public_text(self.machine_key.public())
 
-    async def connect(self, server_public: bytes | None = None) -> None:
+    async def connect(self, server_public: bytes | None = None, *, websocket: bool = False) -> None:
+        """Upgrade with HTTP/1.1 as tailscaled does, or (`websocket`) as browser and WASM clients do."""
         if server_public is None:
-            server_public = await fetch_server_key(self.base_url, self.capver)
+            server_public = await fetch_server_key(self.base_url, self.capver, tls=self.tls)
+        if websocket:
+            await self._connect_websocket(server_public)
+            return
         parts = urlsplit(self.base_url)
-        local_addr = (self.local_host, 0) if self.local_host else None
-        reader, writer = await asyncio.open_connection(
-            parts.hostname, parts.port or 80, local_addr=local_addr
-        )
+        reader, writer = await _open(self.base_url, self.tls, self.local_host)
         self._writer = writer
         initiator = noise.Initiator(self.machine_key, server_public, self.capver)
         init = base64.b64encode(initiator.initiation()).decode()
@@ -121,6 +141,32 @@ class ControlClient:
 
         self._stream = NoiseStream(session, reader.readexactly, write)
         await self._read_early_payload()
+        self._h2.initiate_connection()
+        await self._flush()
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    async def _connect_websocket(self, server_public: bytes) -> None:
+        parts = urlsplit(self.base_url)
+        initiator = noise.Initiator(self.machine_key, server_public, self.capver)
+        init = quote(base64.b64encode(initiator.initiation()).decode(), safe="")
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        self._http = aiohttp.ClientSession()
+        try:
+            ws = await self._http.ws_connect(
+                f"{scheme}://{parts.netloc}/ts2021?{HANDSHAKE_HEADER}={init}", protocols=[UPGRADE_PROTOCOL]
+            )
+        except aiohttp.ClientError as exc:
+            raise ControlClientError(f"websocket upgrade refused: {exc}") from exc
+
+        async def receive() -> bytes | None:
+            message = await ws.receive()
+            return bytes(message.data) if message.type is aiohttp.WSMsgType.BINARY else None
+
+        transport = WebSocketBytes(receive, ws.send_bytes)
+        response = await transport.read_exactly(noise.HEADER_LEN)
+        length = struct.unpack(">H", response[1:3])[0]
+        session = initiator.finish(response + await transport.read_exactly(length))
+        self._stream = NoiseStream(session, transport.read_exactly, transport.write)
         self._h2.initiate_connection()
         await self._flush()
         self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
@@ -312,3 +358,5 @@ class ControlClient:
             self._writer.close()
             with contextlib.suppress(Exception):
                 await self._writer.wait_closed()
+        if self._http is not None:
+            await self._http.close()

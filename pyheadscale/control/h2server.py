@@ -198,7 +198,8 @@ class H2Server:
                     break
                 try:
                     events = self._conn.receive_data(data)
-                except h2.exceptions.ProtocolError as exc:
+                except (h2.exceptions.ProtocolError, UnicodeDecodeError) as exc:
+                    # UnicodeDecodeError: h2 decodes header values as UTF-8 and lets a bad byte through.
                     log.info("closing control connection after HTTP/2 protocol error: %s", exc)
                     await self.flush()
                     break

@@ -1,8 +1,8 @@
 """Recording the decrypted requests a client sends inside the Noise channel, for fixtures and debugging.
 
-Set `PYHEADSCALE_RECORD_DIR` and every inner request (method, path, headers, body) and the status it got is
-appended as a JSON line to `<dir>/<machine key prefix>.jsonl`. Preauth keys in bodies are masked before
-anything is written.
+Set `PYHEADSCALE_RECORD_DIR` and every inner request (method, path, query, headers, body) and the status it
+got is appended as a JSON line to `<dir>/<machine key prefix>.jsonl`. Preauth keys in bodies are masked
+before anything is written.
 """
 
 from __future__ import annotations

@@ -97,12 +97,12 @@ class RegisterHandler:
                 "ProfilePicURL": picture,
             },
             authorized=True,
-            expired=self.store.is_expired(node),
+            expired=not self.store.may_connect(node),
         )
 
-    def default_expiry(self) -> datetime | None:
-        lifetime = self.config.node.expiry
-        return now() + lifetime if lifetime.total_seconds() > 0 else None
+    def default_expiry(self, *, tagged: bool = False, requested: datetime | None = None) -> datetime | None:
+        """Key expiry for a node registering now (a login approved for a user: not tagged, nothing asked)."""
+        return self.config.node.expiry_for(tagged=tagged, requested=requested, at=now())
 
     async def _register(self, req: tailcfg.RegisterRequest, machine_key: str, source: str) -> dict[str, Any]:
         expiry = req.expiry
@@ -122,32 +122,39 @@ class RegisterHandler:
         # Node-key rotation: the machine proves it owns the old key by its machine key.
         if req.OldNodeKey and req.OldNodeKey != req.NodeKey:
             old = self.store.node_by_node_key(req.OldNodeKey)
-            if old is not None and old.machine_key == machine_key and not self.store.is_expired(old):
+            if old is not None and old.machine_key == machine_key and self.store.may_connect(old):
                 node = await self.store.rotate_node_key(old, req.NodeKey, req.Hostinfo or {})
                 return self._response_for(node)
 
         auth_key = req.Auth.AuthKey if req.Auth else ""
         if auth_key:
-            key = self.store.find_preauth_key(auth_key)
+            key = await self.store.verify_preauth_key(auth_key)
+            requested = (req.Hostinfo or {}).get("RequestTags") or []
+            if requested and self.store.node_by_machine_key(machine_key) is None:
+                # As Headscale: a new node joining with a preauth key takes its tags from the key alone.
+                raise AuthFailed(
+                    f"requested tags {', '.join(map(str, requested))} are invalid or not permitted: a node "
+                    "joining with a preauth key gets the key's tags only (drop --advertise-tags)"
+                )
             node = await self.store.register_with_key(
                 key,
                 machine_key=machine_key,
                 node_key=req.NodeKey,
                 hostinfo=req.Hostinfo or {},
-                expiry=self.default_expiry(),
+                expiry=self.default_expiry(tagged=bool(key.tags), requested=expiry),
             )
             log.info("registered node %d (%s) with preauth key %d", node.id, node.given_name, key.id)
             return self._response_for(node)
 
         if existing is not None:
             # A restarting client re-checks its registration; an expired node must log in again.
-            if self.store.is_expired(existing):
+            if not self.store.may_connect(existing):
                 return tailcfg.register_response(expired=True)
             return self._response_for(existing)
 
         if req.Followup:
             return await self._follow_up(req, machine_key, source)
-        login = self.logins.start(machine_key, req.NodeKey, req.Hostinfo or {}, source=source)
+        login = self.logins.start(machine_key, req.NodeKey, req.Hostinfo or {}, source=source, expiry=expiry)
         log.info(
             "login %s waiting for approval (machine %s, hostname %r)",
             login.auth_id,

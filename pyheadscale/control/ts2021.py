@@ -15,7 +15,7 @@ import logging
 import struct
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from derp.conn import HijackedHTTPConn
 from pyheadscale import keys
@@ -24,6 +24,7 @@ from pyheadscale.control import noise
 from pyheadscale.control.h2server import BodyBudget, H2Limits, H2Server, InnerRequest
 from pyheadscale.control.noise_stream import NoiseStream
 from pyheadscale.control.recorder import record, recorder_dir
+from pyheadscale.control.ws_bytes import WebSocketBytes
 from pyheadscale.ratelimit import RateLimiter, retry_after_header, source_of
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ HANDSHAKE_HEADER = "X-Tailscale-Handshake"
 EARLY_PAYLOAD_MAGIC = b"\xff\xff\xffTS"
 # How long a client may take, after the upgrade, to start speaking HTTP/2.
 HANDSHAKE_TIMEOUT = 30.0
+# A WebSocket message holds a few Noise records; nothing legitimate comes near this.
+WS_MAX_MESSAGE = 1 << 20
 
 InnerHandler = Callable[[InnerRequest, str], Awaitable[None]]
 
@@ -51,13 +54,16 @@ class ControlServer:
         self,
         server_key: keys.PrivateKey,
         routes: dict[tuple[str, str], InnerHandler],
+        prefix_routes: dict[str, InnerHandler] | None = None,
         limits: LimitsConfig | None = None,
         *,
         on_rate_limited: Callable[[], None] | None = None,
     ) -> None:
+        """`prefix_routes` serve every path under a prefix (paths with ids in them), any method."""
         self.server_key = server_key
         self.public_text = keys.machine_public_text(server_key.public())
         self.routes = routes
+        self.prefix_routes = prefix_routes or {}
         self.connections: set[asyncio.Task[None]] = set()
         limits = limits or LimitsConfig()
         rate = limits.rate.handshakes
@@ -77,18 +83,16 @@ class ControlServer:
         upgrade = request.headers.get("Upgrade", "").lower()
         if not upgrade:
             return web.Response(status=400, text="missing Upgrade header (is a proxy stripping it?)\n")
+        if upgrade == "websocket":
+            return await self.handle_websocket(request)
         if upgrade != UPGRADE_PROTOCOL:
             return web.Response(status=400, text=f"unsupported upgrade protocol {upgrade!r}\n")
         encoded = request.headers.get(HANDSHAKE_HEADER, "")
         if not encoded:
             return web.Response(status=400, text=f"missing {HANDSHAKE_HEADER} header\n")
-        wait = self.handshakes.retry_after(source_of(request.remote))
-        if wait:
-            return web.Response(
-                status=429,
-                text="too many handshakes from your address; retry later\n",
-                headers={"Retry-After": retry_after_header(wait)},
-            )
+        refused = self._rate_limited(request)
+        if refused is not None:
+            return refused
         try:
             init = base64.b64decode(encoded, validate=True)
             noise.parse_initiation(init)
@@ -104,25 +108,84 @@ class ControlServer:
             status=101, headers={"Upgrade": UPGRADE_PROTOCOL, "Connection": "upgrade"}
         )
         response.force_close()
-        await response.prepare(request)
-        conn = HijackedHTTPConn(request, response)
-        stream = NoiseStream(session, conn.read_exactly, conn.write)
-        challenge = keys.PrivateKey.generate()
-        # Handshake response and early payload go out together, before any HTTP/2 byte.
-        await conn.write(response_frame + session.send.seal_records(early_payload(challenge.public())))
+        try:
+            await response.prepare(request)
+            conn = HijackedHTTPConn(request, response)
+            stream = NoiseStream(session, conn.read_exactly, conn.write)
+            challenge = keys.PrivateKey.generate()
+            # Handshake response and early payload go out together, before any HTTP/2 byte.
+            await conn.write(response_frame + session.send.seal_records(early_payload(challenge.public())))
+        except ConnectionError as exc:
+            log.info("TS2021 client %s left during the upgrade: %s", request.remote, exc)
+            return response
+        try:
+            await self.serve_session(stream, request.remote or "")
+        finally:
+            conn.close()
+        return response
+
+    async def handle_websocket(self, request: web.Request) -> web.StreamResponse:
+        """The WebSocket form (browser and WASM clients): subprotocol `tailscale-control-protocol`, the
+        initiation base64 in the `X-Tailscale-Handshake` query parameter, then the Noise stream in binary
+        messages. Tailscale's server sends no early payload on this path, so neither do we."""
+        refused = self._rate_limited(request)
+        if refused is not None:
+            return refused
+        encoded = request.query.get(HANDSHAKE_HEADER, "")
+        try:
+            init = base64.b64decode(encoded, validate=True)
+            noise.parse_initiation(init)
+        except (binascii.Error, ValueError, noise.NoiseError) as exc:
+            return web.Response(status=400, text=f"invalid or missing {HANDSHAKE_HEADER} parameter: {exc}\n")
+        ws = web.WebSocketResponse(protocols=(UPGRADE_PROTOCOL,), compress=False, max_msg_size=WS_MAX_MESSAGE)
+        ready = ws.can_prepare(request)
+        if not ready.ok or ready.protocol != UPGRADE_PROTOCOL:
+            return web.Response(status=400, text=f"websocket must offer the {UPGRADE_PROTOCOL} subprotocol\n")
+        try:
+            response_frame, session = noise.respond(self.server_key, init)
+        except noise.NoiseError as exc:
+            log.info("refused TS2021 websocket handshake from %s: %s", request.remote, exc)
+            return web.Response(status=400, text="noise handshake failed\n")
+        await ws.prepare(request)
+
+        async def receive() -> bytes | None:
+            message = await ws.receive()
+            if message.type is WSMsgType.BINARY:
+                return bytes(message.data)
+            if message.type is WSMsgType.TEXT:
+                await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"binary messages only")
+            return None
+
+        transport = WebSocketBytes(receive, ws.send_bytes)
+        try:
+            await transport.write(response_frame)
+            await self.serve_session(
+                NoiseStream(session, transport.read_exactly, transport.write), request.remote or ""
+            )
+        except ConnectionError as exc:
+            log.info("TS2021 websocket from %s ended: %s", request.remote, exc)
+        finally:
+            await ws.close()
+        return ws
+
+    async def serve_session(self, stream: NoiseStream, remote: str) -> None:
+        """Serve HTTP/2 inside an established Noise session until it ends."""
+        session = stream.session
         machine_key = keys.machine_public_text(session.peer_static)
-        log.debug("TS2021 session from %s machine %s v%d", request.remote, machine_key[:13], session.version)
+        log.debug("TS2021 session from %s machine %s v%d", remote, machine_key[:13], session.version)
 
         record_dir = recorder_dir()
 
         async def dispatch(inner: InnerRequest) -> None:
             handler = self.routes.get((inner.method, inner.path))
             if handler is None:
-                handler = self._fallback(inner)
+                prefixed = (h for prefix, h in self.prefix_routes.items() if inner.path.startswith(prefix))
+                handler = next(prefixed, None) or self._fallback(inner)
             if record_dir is not None:
                 entry = {
                     "method": inner.method,
                     "path": inner.path,
+                    "query": inner.query,
                     "headers": inner.headers,
                     "body": inner.body.decode(errors="replace"),
                     "capver": session.version,
@@ -143,12 +206,21 @@ class ControlServer:
                 preface_timeout=HANDSHAKE_TIMEOUT,
                 parse_context={"hostinfo_max_bytes": self._limits.hostinfo.max_bytes},
             )
-            await H2Server(stream, dispatch, h2_limits, source=request.remote or "").serve()
+            await H2Server(stream, dispatch, h2_limits, source=remote).serve()
         finally:
             if task is not None:
                 self.connections.discard(task)
-            conn.close()
-        return response
+
+    def _rate_limited(self, request: web.Request) -> web.Response | None:
+        """A 429 for a source past its handshake budget (checked before any Diffie-Hellman)."""
+        wait = self.handshakes.retry_after(source_of(request.remote))
+        if not wait:
+            return None
+        return web.Response(
+            status=429,
+            text="too many handshakes from your address; retry later\n",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
 
     async def close(self) -> None:
         """End every TS2021 connection and wait for their handlers (and their state changes) to finish."""

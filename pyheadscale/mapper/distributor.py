@@ -72,6 +72,12 @@ class MapSession:
         self._changed: set[int] = set()
         self._removed: set[int] = set()
         self._patched: set[int] = set()
+        # A tailcfg.PingRequest to deliver with the next response (the latest one wins).
+        self._ping: dict[str, Any] | None = None
+
+    def send_ping(self, request: dict[str, Any]) -> None:
+        self._ping = request
+        self._signal()
 
     def want_full(self) -> None:
         self._full = True
@@ -126,6 +132,11 @@ class MapSession:
         node = store.nodes.get(self.node_id)
         if node is None:
             return None
+        if not store.may_connect(node):
+            # Expired or logged out since the stream opened: one last self-update, and the stream ends.
+            self.closed = True
+            self._forget(set(self.known_peers))
+            return builder.revoked(node, self.capver)
         if self._full:
             self._full = self._self = self._policy = False
             self._changed.clear()
@@ -138,8 +149,12 @@ class MapSession:
             if removed:
                 full["PeersRemoved"] = sorted(removed)
             self.sent_policy = builder.policy_fields(node, self.capver)
+            if self._ping is not None:
+                full["PingRequest"], self._ping = self._ping, None
             return full
         response: dict[str, Any] = {}
+        if self._ping is not None:
+            response["PingRequest"], self._ping = self._ping, None
         if self._self:
             self._self = False
             response.update(builder.self_update(node, self.capver))
@@ -199,9 +214,16 @@ class Distributor:
     def _knowing(self, node_id: int) -> list[MapSession]:
         return self.index.knowing(node_id)
 
+    def ping(self, node_id: int, request: dict[str, Any]) -> bool:
+        """Put a PingRequest in the node's map streams; False when it has none open."""
+        sessions = self.sessions.get(node_id, ())
+        for session in sessions:
+            session.send_ping(request)
+        return bool(sessions)
+
     def on_change(self, change: Change) -> None:
         kind, node_id = change.kind, change.node_id
-        if kind in (ChangeKind.POLICY, ChangeKind.USERS, ChangeKind.DERP):
+        if kind in (ChangeKind.POLICY, ChangeKind.USERS, ChangeKind.DERP, ChangeKind.DNS):
             for group in self.sessions.values():
                 for session in group:
                     session.want_full()

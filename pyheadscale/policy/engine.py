@@ -28,10 +28,11 @@ from pyheadscale.policy.filter import (
     reduce_for_node,
 )
 from pyheadscale.policy.model import Grant, Policy, parse_policy
-from pyheadscale.policy.netset import AddrSet
+from pyheadscale.policy.netset import AddrSet, IPNetwork
 from pyheadscale.policy.nodeattrs import DISABLE_IPV4, cap_map_for
 from pyheadscale.policy.peers import (
     Matcher,
+    RouterHealth,
     are_peers,
     matchers_of,
     peer_view,
@@ -44,7 +45,7 @@ from pyheadscale.policy.peers import (
 from pyheadscale.policy.policytests import run_policy_tests, run_ssh_tests
 from pyheadscale.policy.ssh import SSHCompiler, localpart_domain
 from pyheadscale.policy.types import PeerView, PolicyNode, PolicyUser
-from pyheadscale.policy.validate import validate_policy
+from pyheadscale.policy.validate import ambiguous_user_tokens, validate_policy
 
 DEFAULT_SERVER_URL = "https://unused"
 
@@ -94,7 +95,13 @@ class PolicyEngine:
         server_url: str = DEFAULT_SERVER_URL,
         owner_id: int | None = None,
         admin_ids: Iterable[int] | None = None,
+        router_health: RouterHealth | None = None,
+        primaries: dict[IPNetwork, int] | None = None,
     ) -> None:
+        """``router_health`` limits primary routers to online, answering ones; ``primaries`` (the election in
+        force under the engine this one replaces) keeps current primaries in place across a policy change."""
+        self.router_health = router_health
+        self._primaries: dict[IPNetwork, int] = dict(primaries or {})
         self.policy: Policy | None = parse_policy(policy_text) if policy_text is not None else None
         self.server_url = server_url
         self._owner_id = owner_id
@@ -118,7 +125,7 @@ class PolicyEngine:
             policy.groups if policy else {}, policy.hosts if policy else {}, self.tailnet
         )
         self._compiled: list[CompiledGrant] = [compile_grant(g, self.resolver) for g in self._grants]
-        self._primaries = primary_routers(self.tailnet.nodes.values())
+        self._primaries = self._elect()
         self._ssh = SSHCompiler(policy, self.resolver, self.server_url) if policy else None
         self._node_cache: dict[int, dict[str, Any]] = {}
         self._global_matcher_cache: list[Matcher] | None = None
@@ -127,6 +134,10 @@ class PolicyEngine:
     def set_nodes(self, users: Iterable[PolicyUser], nodes: Iterable[PolicyNode]) -> None:
         """Replace the whole tailnet (a full recompile)."""
         self._set_tailnet(list(users), list(nodes))
+
+    def ambiguous_user_tokens(self) -> list[str]:
+        """User tokens of the policy that now match several users: each grants nothing until resolved."""
+        return ambiguous_user_tokens(self.policy, self.tailnet) if self.policy is not None else []
 
     def add_or_update_node(self, node: PolicyNode) -> set[int]:
         """Add ``node`` or replace the node with its id; returns the ids of nodes whose results changed."""
@@ -147,6 +158,31 @@ class PolicyEngine:
         self._node_cache.pop(node_id, None)
         return self._node_changed(old, None, old_peers)
 
+    @property
+    def primaries(self) -> dict[IPNetwork, int]:
+        """Each subnet route's primary router (a copy)."""
+        return dict(self._primaries)
+
+    def _elect(self) -> dict[IPNetwork, int]:
+        return primary_routers(self.tailnet.nodes.values(), self._primaries, self.router_health)
+
+    def reelect_primaries(self) -> set[int]:
+        """Elect primary routers again after routers came, went or changed health.
+
+        Returns the routers that gained or lost a primary route; every cached peer map is dropped when there
+        is one, since any viewer may see those routes.
+        """
+        elected = self._elect()
+        if elected == self._primaries:
+            return set()
+        routes = set(elected) | set(self._primaries)
+        moved = {self._primaries.get(r) for r in routes if self._primaries.get(r) != elected.get(r)}
+        moved |= {elected.get(r) for r in routes if self._primaries.get(r) != elected.get(r)}
+        self._primaries = elected
+        for cache in self._node_cache.values():
+            cache.pop("peers", None)
+        return {i for i in moved if i is not None}
+
     def _alias_can_name(self, alias: Alias, node: PolicyNode) -> bool:
         """Whether ``node`` joining or leaving can change what ``alias`` resolves to."""
         kind = alias.kind
@@ -165,7 +201,7 @@ class PolicyEngine:
         changed = [n for n in (old, new) if n is not None]
         routes_changed = _routes_of(old) != _routes_of(new)
         if routes_changed:
-            self._primaries = primary_routers(self.tailnet.nodes.values())
+            self._primaries = self._elect()
         stale = {
             a for a in self.resolver.cached_aliases() if any(self._alias_can_name(a, n) for n in changed)
         }

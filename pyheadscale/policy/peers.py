@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pyheadscale.policy.aliases import Autogroup, Resolver
 from pyheadscale.policy.filter import CompiledGrant, Rule, via_served
@@ -126,12 +127,41 @@ def can_use_route(viewer: PolicyNode, route: IPNetwork, matchers: Iterable[Match
     return False
 
 
-def primary_routers(nodes: Iterable[PolicyNode]) -> dict[IPNetwork, int]:
-    """Each approved subnet route's primary router: the earliest registered node serving it."""
-    primaries: dict[IPNetwork, int] = {}
+class RouterHealth(Protocol):
+    """Which routers may carry a route now: online ones (candidates), and of those the ones answering."""
+
+    def is_candidate(self, node_id: int) -> bool: ...
+
+    def is_healthy(self, node_id: int) -> bool: ...
+
+
+def primary_routers(
+    nodes: Iterable[PolicyNode],
+    previous: dict[IPNetwork, int] | None = None,
+    health: RouterHealth | None = None,
+) -> dict[IPNetwork, int]:
+    """Each approved subnet route's primary router, among the candidates that serve it.
+
+    The previous primary keeps the route while it is a healthy candidate, so a router coming back does not
+    take its routes back (no flapping); otherwise the earliest registered healthy candidate wins. When every
+    candidate is unhealthy the previous primary keeps it if still a candidate: pointing peers at another
+    router the probes found unreachable would be no better. Without `health` every router is a healthy
+    candidate (the policy alone, as `policy check` and the compatibility corpus evaluate it).
+    """
+    previous = previous or {}
+    candidates: dict[IPNetwork, list[int]] = {}
     for node in nodes:
-        for route in node.subnet_routes:
-            primaries.setdefault(route, node.id)
+        if health is None or health.is_candidate(node.id):
+            for route in node.subnet_routes:
+                candidates.setdefault(route, []).append(node.id)
+    primaries: dict[IPNetwork, int] = {}
+    for route, ids in candidates.items():
+        healthy = [i for i in ids if health is None or health.is_healthy(i)]
+        current = previous.get(route)
+        if current in healthy or (not healthy and current in ids):
+            primaries[route] = current
+        elif healthy:
+            primaries[route] = healthy[0]
     return primaries
 
 

@@ -10,6 +10,7 @@ orders them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from pyheadscale.policy.aliases import Autogroup, Resolver
@@ -56,7 +57,16 @@ class _SSHSources:
 
 
 def _principals(addresses: AddrSet) -> list[dict[str, str]]:
-    return [{"nodeIP": text} for text in addresses.to_strings()]
+    """One principal per address of the source nodes.
+
+    tailscaled parses a principal's nodeIP as one address and compares it with the connection's source, so
+    the merged ranges an AddrSet renders (``100.64.0.1-100.64.0.2`` for two neighbours) would match nobody.
+    """
+    out: list[dict[str, str]] = []
+    for address_type, ranges in ((IPv4Address, addresses.v4), (IPv6Address, addresses.v6)):
+        for first, last in ranges:
+            out.extend({"nodeIP": str(address_type(i))} for i in range(first, last + 1))
+    return out
 
 
 class SSHCompiler:

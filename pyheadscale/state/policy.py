@@ -19,6 +19,7 @@ from typing import Any
 
 from pyheadscale.config import Config
 from pyheadscale.policy import PolicyEngine, PolicyError, PolicyNode, PolicyUser
+from pyheadscale.policy.peers import RouterHealth
 from pyheadscale.policy.types import PeerView
 from pyheadscale.state.changes import Change, ChangeKind
 from pyheadscale.state.models import Node
@@ -47,15 +48,20 @@ def policy_node(store: Store, node: Node) -> PolicyNode:
 class PolicyManager:
     """Owns the PolicyEngine; answers the mapper's per-node questions."""
 
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: Store, router_health: RouterHealth | None = None) -> None:
+        """`router_health` makes primary routers online, answering ones (the server's); without it the
+        policy alone decides, as for a tailnet at rest."""
         self.config = config
         self.store = store
+        self.router_health = router_health
         self.text: str | None = None
         self.updated_at: datetime | None = None
         self.engine = self._compile(None)
         self._file_stamp: tuple[float, int] | None = None
         self._task: asyncio.Task[None] | None = None
         self._approvals: set[asyncio.Task[Any]] = set()
+        # User tokens of the policy in force that match several users (reported once each).
+        self.ambiguous: list[str] = []
 
     # ---- what the mapper asks ----
 
@@ -77,13 +83,24 @@ class PolicyManager:
     # ---- loading and swapping ----
 
     def _users(self) -> list[PolicyUser]:
-        return [PolicyUser(u.id, u.name, u.email) for u in self.store.users.values()]
+        return [
+            PolicyUser(u.id, u.name, u.email, u.provider_id, name_from_provider=u.provider == "oidc")
+            for u in self.store.users.values()
+        ]
 
     def _nodes(self) -> list[PolicyNode]:
         return [policy_node(self.store, n) for n in sorted(self.store.nodes.values(), key=lambda n: n.id)]
 
     def _compile(self, text: str | None) -> PolicyEngine:
-        return PolicyEngine(text, self._users(), self._nodes(), server_url=self.config.server_url)
+        current = getattr(self, "engine", None)
+        return PolicyEngine(
+            text,
+            self._users(),
+            self._nodes(),
+            server_url=self.config.server_url,
+            router_health=self.router_health,
+            primaries=current.primaries if current is not None else None,
+        )
 
     def check(self, text: str) -> None:
         """Raise PolicyError if `text` would not be accepted against the current tailnet."""
@@ -165,12 +182,41 @@ class PolicyManager:
         kind, node_id = change.kind, change.node_id
         if kind is ChangeKind.USERS:
             self.engine.set_nodes(self._users(), self._nodes())
+            self._report_ambiguous()
         elif kind in (ChangeKind.NODE_ADDED, ChangeKind.NODE_UPDATED) and node_id in self.store.nodes:
             node = self.store.nodes[node_id]
             self._announce(self.engine.add_or_update_node(policy_node(self.store, node)))
             self._auto_approve(node)
         elif kind is ChangeKind.NODE_REMOVED and node_id is not None:
             self._announce(self.engine.remove_node(node_id))
+        elif kind is ChangeKind.NODE_ONLINE and node_id is not None:
+            router = self.engine.tailnet.nodes.get(node_id)
+            if router is not None and router.subnet_routes:
+                self.reelect()
+
+    def reelect(self) -> None:
+        """Elect primary routers again (a router came, went, or changed health); the peers of each router
+        whose primary routes moved learn its new PrimaryRoutes and AllowedIPs as a node update."""
+        moved = self.engine.reelect_primaries()
+        for router_id in sorted(moved):
+            log.info(
+                "primary routes moved: node %d now primary for %s",
+                router_id,
+                self.primary_routes_of(router_id),
+            )
+            self.store.notify(Change(ChangeKind.NODE_UPDATED, router_id))
+
+    def primary_routes_of(self, node_id: int) -> list[str]:
+        return sorted(str(r) for r, owner in self.engine.primaries.items() if owner == node_id)
+
+    def _report_ambiguous(self) -> None:
+        """A user change can make a policy token match two users; it then grants nothing (fails closed), and
+        the operator is told which token to make unique."""
+        ambiguous = self.engine.ambiguous_user_tokens()
+        for token in set(ambiguous) - set(self.ambiguous):
+            log.error("policy token %r matches several users and grants nothing until it is unique", token)
+            self.store.audit.record("policy.ambiguous", "policy", "refused", token=token)
+        self.ambiguous = ambiguous
 
     def _announce(self, affected: set[int]) -> None:
         """Other nodes' rules may name the node that changed (a group member joining): their filters too."""

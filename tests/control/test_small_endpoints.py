@@ -1,0 +1,131 @@
+"""The smaller client-facing endpoints: TS2021 over WebSocket, a client-requested key expiry, the requests
+Headscale declares unimplemented, and /bootstrap-dns."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+from pyheadscale import keys
+from pyheadscale.client.control import ControlClient
+from pyheadscale.control import noise
+from pyheadscale.mapper import tailcfg
+from tests.control.conftest import Harness, MapReader
+
+
+async def test_ts2021_over_websocket_registers_and_streams_a_map(harness: Harness) -> None:
+    client = ControlClient(harness.url, keys.PrivateKey.generate())
+    await asyncio.wait_for(client.connect(websocket=True), 5)
+    harness.clients.append(client)
+    assert client.early_payload is None, "the websocket form carries no early payload"
+    node_key = keys.PrivateKey.generate()
+    answer = await client.register(node_key, auth_key=await harness.preauth_key(), hostname="browser")
+    assert answer["MachineAuthorized"], answer
+    reader = MapReader(client.map_stream(node_key, hostname="browser"))
+    full = await reader.next()
+    assert full["Node"]["Name"].startswith("browser")
+    await reader.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "protocol", "message"),
+    [
+        ("", "tailscale-control-protocol", "invalid or missing X-Tailscale-Handshake parameter"),
+        (
+            "?X-Tailscale-Handshake=AAAA",
+            "tailscale-control-protocol",
+            "invalid or missing X-Tailscale-Handshake",
+        ),
+        (
+            "?X-Tailscale-Handshake={init}",
+            "",
+            "websocket must offer the tailscale-control-protocol subprotocol",
+        ),
+    ],
+)
+async def test_websocket_upgrade_refusals_name_the_problem(
+    harness: Harness, query: str, protocol: str, message: str
+) -> None:
+    server_public = keys.parse_key(
+        (await _get_json(f"{harness.url}/key?v=130"))["publicKey"], keys.MACHINE_PUBLIC_PREFIX
+    )
+    init = base64.b64encode(
+        noise.Initiator(keys.PrivateKey.generate(), server_public, 130).initiation()
+    ).decode()
+    headers = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(b"0123456789abcdef").decode(),
+    }
+    if protocol:
+        headers["Sec-WebSocket-Protocol"] = protocol
+    url = f"{harness.url}/ts2021{query.format(init=quote(init, safe=''))}"
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as resp:
+        body = await resp.text()
+    assert resp.status == 400 and message in body, body
+
+
+async def _get_json(url: str) -> Any:
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        return await resp.json()
+
+
+async def test_client_requested_key_expiry_is_kept(harness: Harness) -> None:
+    wanted = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
+    node = await harness.node("shortlived", expiry=tailcfg.go_time(wanted))
+    stored = harness.store.node_by_node_key(node.node_key_text)
+    assert stored.expiry == wanted
+
+
+async def test_default_expiry_applies_when_the_client_asks_none(make_harness: Any) -> None:
+    harness: Harness = await make_harness(node={"expiry": "2h"})
+    node = await harness.node("default")
+    stored = harness.store.node_by_node_key(node.node_key_text)
+    assert stored.expiry is not None
+    assert timedelta(hours=1, minutes=59) < stored.expiry - datetime.now(UTC) <= timedelta(hours=2)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/machine/set-dns"),
+        ("POST", "/machine/id-token"),
+        ("GET", "/machine/whoami"),
+        ("PATCH", "/machine/set-device-attr"),
+        ("POST", "/machine/audit-log"),
+    ],
+)
+async def test_requests_headscale_leaves_unimplemented_get_its_501(
+    harness: Harness, method: str, path: str
+) -> None:
+    node = await harness.node("n")
+    body = {
+        "NodeKey": node.node_key_text,
+        "Name": "_acme-challenge.n.example.com",
+        "Type": "TXT",
+        "Value": "x",
+    }
+    status, answer = await node.client.request(method, path, body)
+    assert (status, answer) == (501, b"Not implemented yet\n")
+
+
+async def test_bootstrap_dns_resolves_the_derp_map_hostnames(make_harness: Any) -> None:
+    harness: Harness = await make_harness(
+        derp={"server": {"enabled": True, "stun_listen_addr": "127.0.0.1:0"}}
+    )
+    async with aiohttp.ClientSession() as http, http.get(f"{harness.url}/bootstrap-dns") as resp:
+        answer = await resp.json()
+    assert resp.status == 200
+    assert answer == {"127.0.0.1": ["127.0.0.1"]}
+
+
+async def test_bootstrap_dns_is_absent_without_the_embedded_relay(harness: Harness) -> None:
+    async with aiohttp.ClientSession() as http, http.get(f"{harness.url}/bootstrap-dns") as resp:
+        assert resp.status == 404

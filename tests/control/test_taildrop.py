@@ -1,0 +1,40 @@
+"""Taildrop: the file-sharing capability a node's own map carries while `taildrop.enabled` is on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pyheadscale.config import ConfigError, build_config
+from pyheadscale.mapper.builder import FILE_SHARING_CAP
+from tests.control.conftest import Harness, open_map
+
+
+async def self_cap_map(harness: Harness) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    a = await harness.node("a")
+    await harness.node("b")
+    reader = open_map(a)
+    try:
+        full = await reader.next()
+    finally:
+        await reader.close()
+    return full["Node"]["CapMap"], full["Peers"]
+
+
+async def test_self_node_carries_file_sharing_by_default(make_harness: Any) -> None:
+    cap_map, peers = await self_cap_map(await make_harness())
+    assert cap_map[FILE_SHARING_CAP] == []
+    # Peers never carry it: the client decides a file target by owner or by the peer capability.
+    assert all(FILE_SHARING_CAP not in p["CapMap"] for p in peers)
+
+
+async def test_taildrop_disabled_withholds_the_capability(make_harness: Any) -> None:
+    cap_map, _ = await self_cap_map(await make_harness(taildrop={"enabled": False}))
+    assert FILE_SHARING_CAP not in cap_map
+    assert "https://tailscale.com/cap/ssh" in cap_map
+
+
+def test_taildrop_enabled_must_be_a_boolean() -> None:
+    with pytest.raises(ConfigError, match=r"taildrop\.enabled"):
+        build_config({"taildrop": {"enabled": "sometimes"}})

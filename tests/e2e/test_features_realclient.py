@@ -1,0 +1,104 @@
+"""Taildrop, SSH `check`, HA subnet routers and tags at login with the official tailscaled and CLI.
+
+Each scenario runs features_driver.py in its own loopback-only namespace; see that module for what happens.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.netns import REPO, run_driver
+
+DRIVER = REPO / "tests" / "e2e" / "features_driver.py"
+
+
+#: The pinned client and the oldest one Headscale v0.29 supports (tests/refbin.py); the newest stable needs a
+#: newer Go than these machines have.
+VERSIONS = ("1.90.9", "1.80.3")
+
+
+def scenario(
+    name: str, tmp_path: Path, reference_binary: Callable[[str], Path], version: str = "1.90.9"
+) -> dict[str, Any]:
+    daemon, cli = reference_binary(f"tailscaled@{version}"), reference_binary(f"tailscale@{version}")
+    args = [name, str(tmp_path / "work"), str(daemon), str(cli)]
+    result = run_driver(DRIVER, args, timeout=600)
+    assert "error" not in result, (result["error"], result.get("logs"))
+    return result
+
+
+@pytest.mark.realclient
+@pytest.mark.parametrize("version", VERSIONS)
+def test_taildrop_file_cp_and_get_between_two_tailscaled(
+    tmp_path: Path, reference_binary: Callable[[str], Path], version: str
+) -> None:
+    result = scenario("taildrop", tmp_path, reference_binary, version)
+    assert "nodeb" in result["targets"], result
+    assert result["ok"] and result["received"] == 64 * 1024, result
+
+
+@pytest.mark.realclient
+def test_taildrop_disabled_leaves_the_client_without_file_sharing(
+    tmp_path: Path, reference_binary: Callable[[str], Path]
+) -> None:
+    result = scenario("taildrop-disabled", tmp_path, reference_binary)
+    assert "file sharing not enabled" in result["targets"], result
+
+
+@pytest.mark.realclient
+@pytest.mark.parametrize("version", VERSIONS)
+def test_tailscale_ssh_check_waits_for_auth_approve_then_honours_check_period(
+    tmp_path: Path, reference_binary: Callable[[str], Path], version: str
+) -> None:
+    if shutil.which("ssh") is None:
+        pytest.skip("the ssh client (openssh-client) is not installed; .ci/run installs it")
+    result = scenario("ssh-check", tmp_path, reference_binary, version)
+    assert result["pending_checks"] == 1 and result["pair"] == result["ids"], result
+    assert result["approve"] == 200, result
+    assert "To approve it, visit: http://127.0.0.1:" in result["stderr"], result
+    assert result["ssh_exit"] == 0 and result["stdout"] == "checked-and-in\n", result
+    # Within checkPeriod the second connection needs no new check.
+    assert result["second_stdout"] == "again\n" and result["checks_after"] == 0, result
+
+
+@pytest.mark.realclient
+def test_ha_subnet_route_fails_over_when_the_primary_router_dies_mid_transfer(
+    tmp_path: Path, reference_binary: Callable[[str], Path]
+) -> None:
+    result = scenario("ha-routes", tmp_path, reference_binary)
+    assert result["first_primary"] in ("router1", "router2") and result["before"], result
+    assert result["killed"] == result["first_primary"] and result["ok_before_kill"] >= 1, result
+    assert result["pings_answered"] >= 4 and result["unhealthy_before_kill"] == [], result
+    assert result["failover_primary"] == result["expected"], result
+    assert result["resumed"], result
+    assert result["server_primary"] == ["198.51.100.0/24"], result
+
+
+@pytest.mark.realclient
+def test_advertise_tags_at_interactive_login_tagged_when_owned_refused_otherwise(
+    tmp_path: Path, reference_binary: Callable[[str], Path]
+) -> None:
+    result = scenario("login-tags", tmp_path, reference_binary)
+    owned, refused = result["owned"], result["refused"]
+    assert owned["waited"] and owned["approval"][0] == 200 and owned["up_exit"] == 0, owned
+    assert owned["stored_tags"] == ["tag:web"] and owned["self_tags"] == ["tag:web"], owned
+    assert refused["waited"] and refused["approval"][0] == 400 and refused["up_exit"] != 0, refused
+    assert "requested tags [tag:db] are invalid or not permitted" in refused["up_output"], refused
+    assert refused["stored_tags"] is None, refused
+
+
+@pytest.mark.realclient
+def test_ha_health_probes_fail_over_from_a_frozen_primary_and_do_not_flap_back(
+    tmp_path: Path, reference_binary: Callable[[str], Path]
+) -> None:
+    result = scenario("ha-routes-silent", tmp_path, reference_binary)
+    assert result["before"] and result["unhealthy_before_kill"] == [], result
+    assert result["still_connected"], "only the probes could have found a frozen router out"
+    assert result["failover_primary"] == result["expected"] and result["resumed"], result
+    assert result["unhealthy_after_resume"] == [], result
+    assert result["primary_after_resume"] == result["expected"], result
