@@ -383,6 +383,24 @@ class LimitsConfig(_Section):
     audit: AuditLimits = AuditLimits()
     hostinfo: HostinfoLimits = HostinfoLimits()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown_keys(cls, value: Any) -> Any:
+        """A misspelt limit would silently keep its default: say so, as for unknown top-level keys."""
+
+        def walk(raw: Any, model: type[BaseModel], where: str) -> None:
+            if not isinstance(raw, dict):
+                return
+            for key, item in raw.items():
+                info = model.model_fields.get(key)
+                if info is None:
+                    log.warning("config: unknown key %r is ignored", f"{where}.{key}")
+                elif isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+                    walk(item, info.annotation, f"{where}.{key}")
+
+        walk(value, cls, "limits")
+        return value
+
 
 class Config(_Section):
     """The whole configuration. Relative paths are resolved against `data_dir` by `resolve_paths`."""

@@ -45,13 +45,15 @@ class _Stream:
     reset: bool = False
 
 
-def _open(base_url: str, tls: ssl.SSLContext | None) -> Any:
-    """A connection to the server: TLS (with `tls`, or the system's trust) for an https:// URL."""
+def _open(base_url: str, tls: ssl.SSLContext | None, local_host: str | None = None) -> Any:
+    """A connection to the server: TLS (with `tls`, or the system's trust) for an https:// URL; from
+    `local_host` when given."""
     parts = urlsplit(base_url)
+    local_addr = (local_host, 0) if local_host else None
     if parts.scheme == "https":
         context = tls or ssl.create_default_context()
-        return asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context)
-    return asyncio.open_connection(parts.hostname, parts.port or 80)
+        return asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context, local_addr=local_addr)
+    return asyncio.open_connection(parts.hostname, parts.port or 80, local_addr=local_addr)
 
 
 async def fetch_server_key(
@@ -83,9 +85,13 @@ class ControlClient:
         *,
         capver: int = DEFAULT_CAPVER,
         tls: ssl.SSLContext | None = None,
+        local_host: str | None = None,
     ) -> None:
+        """`local_host` binds the connection's source address (benchmarks simulate many sources on
+        127.0.0.0/8)."""
         self.base_url = base_url
         self.tls = tls
+        self.local_host = local_host
         self.machine_key = machine_key
         self.capver = capver
         self.early_payload: dict[str, Any] | None = None
@@ -113,7 +119,7 @@ class ControlClient:
             await self._connect_websocket(server_public)
             return
         parts = urlsplit(self.base_url)
-        reader, writer = await _open(self.base_url, self.tls)
+        reader, writer = await _open(self.base_url, self.tls, self.local_host)
         self._writer = writer
         initiator = noise.Initiator(self.machine_key, server_public, self.capver)
         init = base64.b64encode(initiator.initiation()).decode()
