@@ -30,12 +30,13 @@ Public API:
 
 * ``derp.server.DerpServer(private_key, *, mesh_key=None, verify_client=None,
   verify_client_url=None, verify_client_url_fail_open=False, send_queue_depth=32,
-  keepalive_interval=60.0, write_timeout=2.0, handshake_timeout=10.0)``
+  keepalive_interval=60.0, write_timeout=2.0, handshake_timeout=10.0, reverify_interval=None)``
 
   - ``await accept(conn, *, ideal_node=None)`` runs one session over any ``derp.conn.Conn``
   - ``await start_mesh(urls, *, ssl=None)``; ``await close(*, restart_notice=None, grace=5.0)``
   - ``public_key``, ``private_key``, ``stats()``, ``client_keys()``, ``remote_client_keys()``,
     ``is_client_connected(key)``, ``connection_count()``
+  - ``close_client(key) -> int`` closes every connection of a key whose access was revoked
 
 * ``derp.http.add_derp_routes(app, server) -> None``
 * ``await derp.stun.start_stun_server(host, port) -> StunServer`` (``close()``, ``local_address``)
@@ -47,7 +48,11 @@ Verification: ``verify_client`` is awaited with the node's raw public key for
 every non-mesh client; ``verify_client_url`` instead POSTs
 ``{"NodePublic": "nodekey:<hex>", "Source": "<ip>"}`` and expects
 ``{"Allow": true}``, as derper's ``--verify-client-url`` does.  Mesh peers
-(holding the mesh key) skip both.
+(holding the mesh key) skip both.  Verification at login is not the end of
+it: the embedder calls ``close_client`` when a key loses access (pyheadscale
+does on every node change), and with ``reverify_interval`` the server asks
+again about every connected client that often and closes those clearly
+refused (``--reverify-interval`` of the standalone server).
 
 Not supported: the ``Derp-Fast-Start`` header and the TLS "meta certificate"
 that enables it (clients then do the ordinary 101 upgrade), Let's Encrypt

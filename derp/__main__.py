@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="admit clients when the admission URL is unreachable (ignored with --verify-clients)",
     )
     p.add_argument(
+        "--reverify-interval",
+        type=float,
+        default=60.0,
+        help="with --verify-client-url: re-ask about connected clients every this many seconds and close "
+        "those refused (a deleted or expired node's relay connection); 0 disables",
+    )
+    p.add_argument(
         "--print-derpmap", action="store_true", help="print a one-region DERPMap JSON and continue"
     )
     p.add_argument("--region-id", type=int, default=DEFAULT_REGION_ID, help="region ID for --print-derpmap")
@@ -161,6 +168,7 @@ async def serve(args: argparse.Namespace) -> None:
         mesh_key=mesh_key,
         verify_client_url=args.verify_client_url,
         verify_client_url_fail_open=args.verify_client_url_fail_open and not args.verify_clients,
+        reverify_interval=args.reverify_interval if args.reverify_interval > 0 else None,
     )
     app = web.Application()
     add_derp_routes(app, server)

@@ -108,7 +108,8 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     """Decode a JSON object with lower-cased keys: Go's decoder matches names case-insensitively."""
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: arrays nested thousands deep, which any client can box up and send before login.
         raise ProtocolError(f"{what} is not valid JSON") from exc
     if not isinstance(doc, dict):
         raise ProtocolError(f"{what} must be a JSON object")

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import nacl.public
 
 from derp import frames
-from derp.admission import AdmissionController
+from derp.admission import AdmissionController, Verdict
 from derp.client_conn import ClientConn, PacketCounters
 from derp.conn import Conn, read_frame
 from derp.frames import FrameType, PeerGoneReason, ProtocolError
@@ -40,6 +40,8 @@ DEFAULT_WRITE_TIMEOUT = 2.0
 MESH_WRITE_TIMEOUT = 30.0
 """Mesh peers get longer to absorb the initial flood of PeerPresent frames."""
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+REVERIFY_CONCURRENCY = 16
+"""Admission requests in flight at once while re-verifying connected clients."""
 DUPLICATE_HEALTH_MESSAGE = "duplicate connection for this node key; another connection is active"
 
 _SESSION_ERRORS = (
@@ -82,6 +84,7 @@ class DerpServer:
         keepalive_interval: float = frames.KEEPALIVE_INTERVAL,
         write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        reverify_interval: float | None = None,
     ) -> None:
         self._private_key = coerce_private_key(private_key)
         self._public_key = public_key_bytes(self._private_key)
@@ -96,6 +99,8 @@ class DerpServer:
         self._keepalive_interval = keepalive_interval
         self._write_timeout = write_timeout
         self._handshake_timeout = handshake_timeout
+        self._reverify_interval = reverify_interval
+        self._reverifier: asyncio.Task[None] | None = None
 
         self._clients: dict[bytes, _ClientSet] = {}
         self._watchers: set[ClientConn] = set()
@@ -103,6 +108,8 @@ class DerpServer:
         self._peer_gone_watchers: dict[bytes, set[ClientConn]] = {}
         self._meshes: list[MeshLink] = []
         self._logging_in: set[Conn] = set()
+        # Connections whose key is known but not yet registered (being admitted): close_client reaches them.
+        self._admitting: dict[bytes, set[Conn]] = {}
         self._sessions = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -167,6 +174,7 @@ class DerpServer:
         """
         self._sessions += 1
         self._idle.clear()
+        self._start_reverifier()
         try:
             client = await self._login(conn, not_ideal=bool(ideal_node))
             if client is not None:
@@ -194,15 +202,24 @@ class DerpServer:
             log.debug("derp login from %s failed: %s", conn.remote_ip, exc)
             return None
         can_mesh = mesh_keys_equal(self._mesh_key, info.mesh_key)
-        if not can_mesh and not await self._admit(key, conn.remote_ip):
-            log.info("derp client %s%s rejected by verification", conn.remote_ip, short_key(key))
-            return None
-        if self._closed:
-            return None
+        admitting = self._admitting.setdefault(key, set())
+        admitting.add(conn)
         try:
-            await conn.write(encode_server_info(self._private_key, key, ServerInfo()))
-        except _SESSION_ERRORS:
-            return None
+            if not can_mesh and not await self._admit(key, conn.remote_ip):
+                log.info("derp client %s%s rejected by verification", conn.remote_ip, short_key(key))
+                return None
+            if self._closed or conn not in admitting:  # closed by close_client while being admitted
+                return None
+            try:
+                await conn.write(encode_server_info(self._private_key, key, ServerInfo()))
+            except _SESSION_ERRORS:
+                return None
+            if conn not in admitting:
+                return None
+        finally:
+            admitting.discard(conn)
+            if not admitting and self._admitting.get(key) is admitting:
+                del self._admitting[key]
         return ClientConn(
             conn,
             key,
@@ -366,6 +383,61 @@ class DerpServer:
             self._peer_gone_from_region(client.key)
         self._broadcast(frames.encode_peer_gone(client.key, PeerGoneReason.DISCONNECTED))
 
+    def close_client(self, key: bytes) -> int:
+        """Close every connection of ``key``, those still logging in included (its access was revoked).
+
+        Returns how many were closed.
+        """
+        admitting = self._admitting.pop(key, set())
+        closed = len(admitting)
+        for conn in admitting:
+            conn.close()
+        admitting.clear()  # tells each one's login, should it still be running, that it was closed
+        client_set = self._clients.get(key)
+        for client in list(client_set.conns) if client_set is not None else ():
+            log.info("derp: closing %s: access revoked", client.label)
+            client.close()
+            closed += 1
+        return closed
+
+    def _start_reverifier(self) -> None:
+        verifying = self._verify_client is not None or self._admission is not None
+        if self._reverifier is None and verifying and self._reverify_interval and not self._closed:
+            self._reverifier = asyncio.get_running_loop().create_task(self._reverify_forever())
+
+    async def _reverify_forever(self) -> None:
+        """Ask again, every interval, about each connected client; close those now refused.
+
+        Only a clear refusal closes a client: if the admission URL is unreachable or answers something
+        else, connected clients stay (a control server restarting must not drop the whole region).
+        """
+        assert self._reverify_interval is not None
+        limit = asyncio.Semaphore(REVERIFY_CONCURRENCY)
+        while True:
+            await asyncio.sleep(self._reverify_interval)
+            keys = [k for k, cs in self._clients.items() if not any(c.can_mesh for c in cs.conns)]
+
+            async def check(key: bytes) -> None:
+                async with limit:
+                    if not await self._still_admitted(key):
+                        self.close_client(key)
+
+            await asyncio.gather(*(check(k) for k in keys))
+
+    async def _still_admitted(self, key: bytes) -> bool:
+        client_set = self._clients.get(key)
+        if client_set is None:
+            return True
+        try:
+            if self._verify_client is not None and not await self._verify_client(key):
+                return False
+            if self._admission is not None:
+                verdict = await self._admission.verdict(key, client_set.active.conn.remote_ip)
+                return verdict is not Verdict.DENY
+        except Exception:
+            log.exception("derp client re-verification failed for %s", short_key(key))
+        return True
+
     def _close_peer(self, key: bytes) -> None:
         client_set = self._clients.get(key)
         if client_set is None:
@@ -431,6 +503,9 @@ class DerpServer:
         if self._closed:
             return
         self._closed = True
+        if self._reverifier is not None:
+            self._reverifier.cancel()
+            await asyncio.gather(self._reverifier, return_exceptions=True)
         for link in self._meshes:
             await link.close()
         self._meshes.clear()

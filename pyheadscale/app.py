@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from aiohttp import web
 from derp.http import add_derp_routes
 from derp.server import DerpServer
 from derp.stun import start_stun_server
-from pyheadscale import keys
+from pyheadscale import keys, private_files
 from pyheadscale.api.app import api_application
 from pyheadscale.audit import AuditLog
 from pyheadscale.auth.interactive import PendingLogins
@@ -33,9 +34,11 @@ from pyheadscale.control.register import RegisterHandler
 from pyheadscale.control.ssh_action import PATH_PREFIX as SSH_ACTION_PREFIX
 from pyheadscale.control.ssh_action import SSHActionHandler, SSHChecks
 from pyheadscale.control.ts2021 import ControlServer
-from pyheadscale.control.verify import verify_handler
+from pyheadscale.control.verify import DerpAccess, verify_handler
 from pyheadscale.db.database import Database
 from pyheadscale.derpmap import DERPMapSource
+from pyheadscale.extra_records import ExtraRecordsFile
+from pyheadscale.listener import GuardedAppRunner, request_deadline
 from pyheadscale.mapper.builder import MapBuilder, MapContext
 from pyheadscale.mapper.distributor import Distributor
 from pyheadscale.metrics import Metrics
@@ -45,10 +48,10 @@ from pyheadscale.state.ha_routes import HAProber, RouterHealthState
 from pyheadscale.state.ipalloc import IPAllocator
 from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
+from pyheadscale.tls.acme_manager import ACMECertificates
+from pyheadscale.tls.certfiles import context_from_files
 
 log = logging.getLogger(__name__)
-
-EXPIRY_CHECK_SECONDS = 5.0
 
 
 def _read_or_create_key(path: Path) -> keys.PrivateKey:
@@ -79,13 +82,16 @@ class Server:
         self.metrics = Metrics()
         self.audit = AuditLog(None)
         self._control: ControlServer | None = None
-        self.logins = PendingLogins()
+        self.logins = PendingLogins(
+            config.limits.logins.max_pending, config.limits.logins.max_pending_per_source
+        )
         self.ssh_checks = SSHChecks()
         self.pings = PingTracker()
         self.router_health: RouterHealthState | None = None
         self.derp: DerpServer | None = None
         self.register: RegisterHandler | None = None
         self.oidc: OIDCLogin | None = None
+        self.acme: ACMECertificates | None = None
 
     async def start(self) -> None:
         """Bring the server up; on any failure, take down whatever had started and re-raise."""
@@ -97,14 +103,26 @@ class Server:
 
     async def _start(self) -> None:
         config = self.config
-        await asyncio.to_thread(Path(config.data_dir).mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(private_files.make_private_dir, Path(config.data_dir))
+        tls_context = await self._tls_context()
         noise_key = await asyncio.to_thread(_read_or_create_key, config.path(config.noise.private_key_path))
 
+        if config.database.type != "postgres":
+            await asyncio.to_thread(
+                private_files.ensure_private_file, config.path(config.database.sqlite.path)
+            )
+        if config.audit_log:
+            await asyncio.to_thread(private_files.ensure_private_file, config.path(config.audit_log))
         self.db = await Database.open(config)
         ips = IPAllocator(config.prefixes.v4, config.prefixes.v6, config.prefixes.allocation)
         store = self.store = Store(self.db, ips)
         store.ephemeral_timeout = config.ephemeral_inactivity_timeout
-        store.audit = self.audit = AuditLog(config.path(config.audit_log) if config.audit_log else None)
+        store.audit = self.audit = AuditLog(
+            config.path(config.audit_log) if config.audit_log else None,
+            config.limits.audit,
+            config.limits.rate.audit_refusals,
+            on_suppressed=self.metrics.audit_suppressed.inc,
+        )
         await self.audit.start()
         self._closers.append(self.audit.close)
         await store.load()
@@ -133,6 +151,7 @@ class Server:
 
         derp_source.on_change = derp_changed
         self._closers.append(derp_source.close)
+        await self._start_extra_records(builder, distributor)
 
         register = self.register = RegisterHandler(store, config, self.metrics, self.logins)
         maps = MapHandler(store, builder, distributor, self.metrics, keepalive=self.keepalive)
@@ -146,14 +165,20 @@ class Server:
                 ("POST", "/machine/map"): maps.handle,
             }
             | dict.fromkeys(unimplemented.ROUTES, unimplemented.not_implemented),
-            {SSH_ACTION_PREFIX: ssh_action.handle},
+            config.limits,
+            on_rate_limited=self.metrics.rate_limited.labels("handshakes").inc,
+            prefix_routes={SSH_ACTION_PREFIX: ssh_action.handle},
         )
 
-        app = web.Application(client_max_size=1 << 20, middlewares=[self.metrics.middleware])
+        limits = config.limits.connections
+        app = web.Application(
+            client_max_size=1 << 20, middlewares=[self.metrics.middleware, request_deadline(limits)]
+        )
         control.add_routes(app)
         self._control = control
         app.router.add_get("/health", self._health)
-        app.router.add_post("/verify", verify_handler(store))
+        derp_access = DerpAccess(store)
+        app.router.add_post("/verify", verify_handler(derp_access))
         oidc = self.oidc = await start_oidc(config, store, self.logins)
         if oidc is not None:
             self._closers.append(oidc.provider.close)
@@ -168,38 +193,58 @@ class Server:
 
         app.router.add_get("/derpmap/default", derp_map)
         app.router.add_route("*", PING_PATH, self.pings.handle)
-        await self._start_derp(app, config, lambda: ctx.derp_map)
+        await self._start_derp(app, config, derp_access, lambda: ctx.derp_map)
         app.add_subapp("/api/v1", api_application(self, trusted=False))
 
-        runner = web.AppRunner(app, access_log=None)
+        refused = self.metrics.connections_refused
+        runner = GuardedAppRunner(app, limits, lambda reason: refused.labels(reason).inc(), access_log=None)
         await runner.setup()
         self._runners.append(runner)
         host, port = config.listen
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
-        log.info("pyheadscale listening on %s (server_url %s)", config.listen_addr, config.server_url)
+        await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls_context).start()
+        scheme = "https" if tls_context is not None else "http"
+        if self.acme is not None:
+            self.acme.begin()  # TLS-ALPN-01 is answered on this listener, so only now
+        log.info(
+            "pyheadscale listening on %s://%s (server_url %s)", scheme, config.listen_addr, config.server_url
+        )
         await self._start_unix_socket()
         await self._start_metrics()
 
-        self._tasks.append(asyncio.get_running_loop().create_task(self._expiry_watch()))
         prober.start()
         self._closers.append(prober.close)
         self.ready.set()
 
+    async def _start_extra_records(self, builder: MapBuilder, distributor: Distributor) -> None:
+        """dns.extra_records_path: its records in every map, pushed to every node when the file changes."""
+        if not self.config.dns.extra_records_path:
+            return
+
+        def changed(records: list[dict[str, str]]) -> None:
+            builder.set_extra_records(records)
+            distributor.on_change(Change(ChangeKind.DNS))
+
+        records = ExtraRecordsFile(self.config.path(self.config.dns.extra_records_path), changed)
+        self._closers.append(records.close)
+        await records.start()
+        builder.set_extra_records(records.records)
+
     async def _start_derp(
-        self, app: web.Application, config: Config, derp_map: Callable[[], dict[str, Any]]
+        self,
+        app: web.Application,
+        config: Config,
+        access: DerpAccess,
+        derp_map: Callable[[], dict[str, Any]],
     ) -> None:
         server_cfg = config.derp.server
         if not server_cfg.enabled:
             return
         derp_key = await asyncio.to_thread(_read_or_create_key, config.path(server_cfg.private_key_path))
-        store = self.store
-        assert store is not None
-
-        async def known_node(node_public: bytes) -> bool:
-            return store.node_by_node_key(keys.node_public_text(node_public)) is not None
-
-        verify = known_node if server_cfg.verify_clients else None
+        verify = access.admits_raw if server_cfg.verify_clients else None
         derp = self.derp = DerpServer(derp_key.raw, verify_client=verify)
+        if verify is not None:
+            assert self.store is not None
+            self.store.subscribe(access.revoke_into(derp.close_client))
         add_derp_routes(app, derp)
         app.router.add_get("/bootstrap-dns", BootstrapDNS(derp_map).handle)
         host, _, port = server_cfg.stun_listen_addr.rpartition(":")
@@ -211,15 +256,27 @@ class Server:
         if not self.config.unix_socket:
             return
         path = self.config.path(self.config.unix_socket)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
+        mode = int(self.config.unix_socket_permission, 8)
+        sock = await asyncio.to_thread(private_files.bind_unix_socket, path, mode)
         local = web.Application()
         local.add_subapp("/api/v1", api_application(self, trusted=True))
         runner = web.AppRunner(local, access_log=None)
         await runner.setup()
         self._runners.append(runner)
-        await web.UnixSite(runner, str(path)).start()
-        os.chmod(path, int(self.config.unix_socket_permission, 8))
+        await web.SockSite(runner, sock).start()
+
+    async def _tls_context(self) -> ssl.SSLContext | None:
+        """TLS for listen_addr: from tls_cert_path/tls_key_path (a bad file stops the start), or from ACME."""
+        config = self.config
+        if config.tls_letsencrypt_hostname:
+            acme = self.acme = ACMECertificates(config)
+            self._closers.append(acme.close)
+            await acme.start()
+            return acme.context
+        if not config.tls_cert_path:
+            return None
+        cert, key = config.path(config.tls_cert_path), config.path(config.tls_key_path)
+        return await asyncio.to_thread(context_from_files, cert, key)
 
     async def _start_metrics(self) -> None:
         listen = self.config.metrics_listen
@@ -227,7 +284,11 @@ class Server:
             return
         metrics_app = web.Application()
         metrics_app.router.add_get("/metrics", self.metrics.handle)
-        runner = web.AppRunner(metrics_app, access_log=None)
+        # Unauthenticated like the main listener, so held to the same connection limits.
+        refused = self.metrics.connections_refused
+        runner = GuardedAppRunner(
+            metrics_app, self.config.limits.connections, lambda r: refused.labels(r).inc(), access_log=None
+        )
         await runner.setup()
         self._runners.append(runner)
         await web.TCPSite(runner, listen[0], listen[1], reuse_address=True).start()
@@ -240,19 +301,6 @@ class Server:
         if not self.ready.is_set() or self.db is None:
             return web.json_response({"status": "starting"}, status=503)
         return web.json_response({"status": "pass"})
-
-    async def _expiry_watch(self) -> None:
-        """Tell peers when a node's key expires: its Expired flag and MachineAuthorized change then."""
-        store = self.store
-        assert store is not None
-        expired: set[int] = {n.id for n in store.nodes.values() if store.is_expired(n)}
-        while True:
-            await asyncio.sleep(EXPIRY_CHECK_SECONDS)
-            now_expired = {n.id for n in store.nodes.values() if store.is_expired(n)}
-            for node_id in now_expired - expired:
-                log.info("node %d key expired", node_id)
-                store.key_expired(node_id)
-            expired = now_expired
 
     async def stop(self) -> None:
         for task in self._tasks:

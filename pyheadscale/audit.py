@@ -8,6 +8,12 @@ along.
 
 Secrets never reach an entry: preauth and API keys appear only as their public prefixes, and `record` refuses
 detail values that look like a full key.
+
+A stranger can make us write entries (every refused registration or API call is one), so nothing about an
+entry is unbounded: each string is cut to `limits.audit.field_length` and each list to MAX_LIST_ITEMS, the
+in-memory window holds at most `limits.audit.memory_bytes`, the file rotates at `limits.audit.file_max_bytes`
+keeping `file_backups` old files, and refusals of unauthenticated requests (`record_refusal`) are rate-limited
+per source: past the limit they are only counted, and the source's next entry says how many were dropped.
 """
 
 from __future__ import annotations
@@ -17,10 +23,14 @@ import contextvars
 import json
 import logging
 import re
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from pyheadscale.config import AuditLimits, RateConfig
+from pyheadscale.ratelimit import RateLimiter, source_of
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +38,51 @@ actor: contextvars.ContextVar[str] = contextvars.ContextVar("audit_actor", defau
 
 _SECRET = re.compile(r"(hskey-(auth|api)-[0-9a-f]{12}-[0-9a-f]+|privkey:[0-9a-f]{64})")
 MEMORY_ENTRIES = 10_000
+MAX_LIST_ITEMS = 64
+# Sources whose dropped refusals are being counted; past this the oldest count is forgotten.
+MAX_SUPPRESSED_SOURCES = 4096
 
 
-def redact(value: Any) -> Any:
+def clip(text: str, length: int) -> str:
+    """`text` cut to `length` characters, saying how much was cut (for attacker-influenced log fields)."""
+    if len(text) <= length:
+        return text
+    return f"{text[:length]}...(+{len(text) - length} chars)"
+
+
+def redact(value: Any, length: int = 512) -> Any:
+    """Secrets replaced, strings clipped to `length`, lists and objects to MAX_LIST_ITEMS entries."""
     if isinstance(value, str):
-        return _SECRET.sub("<redacted>", value)
-    if isinstance(value, list):
-        return [redact(v) for v in value]
+        return clip(_SECRET.sub("<redacted>", value), length)
+    if isinstance(value, list | tuple):
+        items = [redact(v, length) for v in value[:MAX_LIST_ITEMS]]
+        if len(value) > MAX_LIST_ITEMS:
+            items.append(f"...(+{len(value) - MAX_LIST_ITEMS} items)")
+        return items
     if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items()}
+        pairs = list(value.items())[:MAX_LIST_ITEMS]
+        return {clip(str(k), length): redact(v, length) for k, v in pairs}
     return value
 
 
 class AuditLog:
-    def __init__(self, path: Path | None) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        limits: AuditLimits | None = None,
+        refusals: RateConfig | None = None,
+        *,
+        on_suppressed: Callable[[], None] | None = None,
+    ) -> None:
         self.path = path
+        self.limits = limits or AuditLimits()
         self.entries: deque[dict[str, Any]] = deque(maxlen=MEMORY_ENTRIES)
+        self._sizes: deque[int] = deque()
+        self.memory_bytes = 0
+        refusals = refusals or RateConfig(per_second=1, burst=20)
+        self._refusals = RateLimiter(refusals.per_second, refusals.burst)
+        self._suppressed: OrderedDict[str, int] = OrderedDict()
+        self._on_suppressed = on_suppressed
         self._queue: asyncio.Queue[str | None] | None = None
         self._writer: asyncio.Task[None] | None = None
 
@@ -52,19 +91,46 @@ class AuditLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._queue = asyncio.Queue()
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop(self._queue, self.path))
+        rotation = _Rotation(self.path, self.limits.file_max_bytes, self.limits.file_backups)
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop(self._queue, rotation))
 
     def record(self, action: str, target: str, outcome: str = "success", **details: Any) -> None:
+        length = self.limits.field_length
         entry = {
             "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "actor": actor.get(),
+            "actor": redact(actor.get(), length),
             "action": action,
-            "target": target,
+            "target": redact(target, length),
             "outcome": outcome,
-        } | {k: redact(v) for k, v in details.items() if v is not None}
+        } | {k: redact(v, length) for k, v in details.items() if v is not None}
+        line = json.dumps(entry, default=str)
+        if len(self.entries) == self.entries.maxlen:
+            self.memory_bytes -= self._sizes.popleft()
         self.entries.append(entry)
+        self._sizes.append(len(line))
+        self.memory_bytes += len(line)
+        while self.memory_bytes > self.limits.memory_bytes and len(self.entries) > 1:
+            self.entries.popleft()
+            self.memory_bytes -= self._sizes.popleft()
         if self._queue is not None:
-            self._queue.put_nowait(json.dumps(entry, default=str))
+            self._queue.put_nowait(line)
+
+    def record_refusal(
+        self, source: str | None, action: str, target: str, outcome: str = "denied", **details: Any
+    ) -> bool:
+        """Record a refusal of an unauthenticated request from `source` (an address), unless that source is
+        past its audit rate; then only count it. Returns whether an entry was written."""
+        key = source_of(source)
+        if self._refusals.retry_after(key):
+            self._suppressed[key] = self._suppressed.pop(key, 0) + 1
+            if len(self._suppressed) > MAX_SUPPRESSED_SOURCES:
+                self._suppressed.popitem(last=False)
+            if self._on_suppressed is not None:
+                self._on_suppressed()
+            return False
+        dropped = self._suppressed.pop(key, None)
+        self.record(action, target, outcome, source=key, suppressed_before=dropped, **details)
+        return True
 
     def query(
         self, *, action: str | None = None, target: str | None = None, limit: int = 1000
@@ -79,7 +145,7 @@ class AuditLog:
         return out[-limit:]
 
     @staticmethod
-    async def _write_loop(queue: asyncio.Queue[str | None], path: Path) -> None:
+    async def _write_loop(queue: asyncio.Queue[str | None], rotation: _Rotation) -> None:
         """Write queued lines in batches until the closing sentinel (None) arrives."""
         closing = False
         while not closing:
@@ -91,9 +157,9 @@ class AuditLog:
             if not lines:
                 continue
             try:
-                await asyncio.to_thread(_append, path, lines)
+                await asyncio.to_thread(rotation.append, lines)
             except OSError as exc:
-                log.error("audit log: cannot write %s: %s", path, exc)
+                log.error("audit log: cannot write %s: %s", rotation.path, exc)
 
     async def close(self) -> None:
         """Flush every recorded line to the file, then stop the writer (never cancelled mid-write)."""
@@ -105,6 +171,41 @@ class AuditLog:
         await writer
 
 
-def _append(path: Path, lines: list[str]) -> None:
-    with path.open("a") as handle:
-        handle.write("\n".join(lines) + "\n")
+class _Rotation:
+    """Appends lines to the audit file, moving it to `.1` (and `.1` to `.2`, ...) when it would pass
+    `max_bytes`; with no backups the file simply starts over. Runs in the writer's thread only."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._size: int | None = None
+
+    def append(self, lines: list[str]) -> None:
+        if self._size is None:
+            self._size = self.path.stat().st_size if self.path.exists() else 0
+        chunk: list[bytes] = []
+        for line in lines:
+            data = line.encode() + b"\n"
+            if self._size and self._size + len(data) > self.max_bytes:
+                self._write(chunk)
+                chunk = []
+                self._rotate()
+            chunk.append(data)
+            self._size += len(data)
+        self._write(chunk)
+
+    def _write(self, chunk: list[bytes]) -> None:
+        if chunk:
+            with self.path.open("ab") as handle:
+                handle.write(b"".join(chunk))
+
+    def _rotate(self) -> None:
+        if self.backups == 0:
+            self.path.unlink(missing_ok=True)
+        for index in range(self.backups, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            newer = self.path if index == 1 else self.path.with_name(f"{self.path.name}.{index - 1}")
+            if newer.exists():
+                newer.replace(older)
+        self._size = 0

@@ -11,7 +11,8 @@ import ipaddress
 import logging
 import os
 import re
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -27,12 +28,37 @@ from pydantic import (
     model_validator,
 )
 
+from pyheadscale import config_keys
+from pyheadscale.config_database import DatabaseConfig, PostgresConfig, SqliteConfig
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DatabaseConfig",
+    "PostgresConfig",
+    "SqliteConfig",
+    "build_config",
+    "load_config",
+]
+
 log = logging.getLogger(__name__)
 
 CONFIG_SEARCH_PATHS = ("/etc/headscale/config.yaml", "~/.headscale/config.yaml", "./config.yaml")
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# Go's units plus the d/w/y that Headscale's node.expiry accepts (Prometheus durations).
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d|w|y)")
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1,
+    "m": 60,
+    "h": 3600,
+    "d": 86400,
+    "w": 7 * 86400,
+    "y": 365 * 86400,
+}
 
 
 class ConfigError(ValueError):
@@ -155,26 +181,6 @@ class DerpConfig(_Section):
         return value
 
 
-class SqliteConfig(_Section):
-    path: str = "db.sqlite"
-    write_ahead_log: bool = True
-
-
-class PostgresConfig(_Section):
-    host: str = "localhost"
-    port: int = 5432
-    name: str = "headscale"
-    user: str = "headscale"
-    password: str = ""
-    ssl: bool | str = False
-
-
-class DatabaseConfig(_Section):
-    type: Literal["sqlite", "sqlite3", "postgres"] = "sqlite"
-    sqlite: SqliteConfig = SqliteConfig()
-    postgres: PostgresConfig = PostgresConfig()
-
-
 class NameserversConfig(_Section):
     global_: list[str] = Field(default_factory=list, alias="global")
     split: dict[str, list[str]] = Field(default_factory=dict)
@@ -187,6 +193,8 @@ class DNSConfig(_Section):
     nameservers: NameserversConfig = NameserversConfig()
     search_domains: list[str] = Field(default_factory=list)
     extra_records: list[dict[str, str]] = Field(default_factory=list)
+    # A JSON file of extra records, re-read when it changes; exclusive with extra_records.
+    extra_records_path: str = ""
 
     @field_validator("base_domain")
     @classmethod
@@ -196,6 +204,14 @@ class DNSConfig(_Section):
         ):
             raise ValueError(f"{value!r} is not a valid domain name")
         return value.lower()
+
+    @model_validator(mode="after")
+    def _records_source(self) -> DNSConfig:
+        if "extra_records" in self.model_fields_set and self.extra_records_path:
+            raise ValueError(
+                "extra_records and extra_records_path are mutually exclusive: remove one of them"
+            )
+        return self
 
 
 class PolicyConfig(_Section):
@@ -209,7 +225,7 @@ class LogConfig(_Section):
 
 
 class EphemeralConfig(_Section):
-    inactivity_timeout: timedelta = timedelta(minutes=30)
+    inactivity_timeout: timedelta = timedelta(seconds=120)
 
     @field_validator("inactivity_timeout", mode="before")
     @classmethod
@@ -246,12 +262,8 @@ class RoutesConfig(_Section):
     ha: HARoutesConfig = HARoutesConfig()
 
 
-class TaildropConfig(_Section):
-    # Headscale's default: on. Off withholds the file-sharing capability from every node.
-    enabled: bool = True
-
-
 class NodeConfig(_Section):
+    # Default key lifetime of nodes owned by a user (tagged nodes never expire); 0 means never.
     expiry: timedelta = timedelta(0)
     ephemeral: EphemeralConfig = EphemeralConfig()
     routes: RoutesConfig = RoutesConfig()
@@ -260,6 +272,15 @@ class NodeConfig(_Section):
     @classmethod
     def _expiry(cls, value: Any) -> timedelta:
         return parse_duration(value)
+
+    def expiry_for(self, *, tagged: bool, requested: datetime | None, at: datetime) -> datetime | None:
+        """A registering node's key expiry, as Headscale chooses it: tagged nodes never expire; otherwise the
+        client's requested expiry when it asked for one, else `expiry` from now (none when it is 0)."""
+        if tagged:
+            return None
+        if requested is not None and requested > at:
+            return requested
+        return at + self.expiry if self.expiry > timedelta(0) else None
 
 
 # Authorization-request parameters pyheadscale sets itself; oidc.extra_params may not override them.
@@ -278,8 +299,8 @@ _OIDC_PROTOCOL_PARAMS = frozenset(
 
 
 class PKCEConfig(_Section):
-    # On by default (Headscale defaults it off): a provider that does not know PKCE ignores the parameters.
-    enabled: bool = True
+    # Off by default, as in Headscale.
+    enabled: bool = False
     method: Literal["S256", "plain"] = "S256"
 
 
@@ -298,12 +319,7 @@ class OIDCConfig(_Section):
     allowed_groups: list[str] = Field(default_factory=list)
     email_verified_required: bool = True
     use_expiry_from_token: bool = False
-    # Older Headscale releases' spelling of a login's node lifetime; node.expiry is the current one.
-    expiry: timedelta | None = None
     pkce: PKCEConfig = PKCEConfig()
-    # Removed by Headscale; refused so a config relying on them does not silently change meaning.
-    strip_email_domain: Any = None
-    map_legacy_users: Any = None
 
     @property
     def enabled(self) -> bool:
@@ -317,11 +333,6 @@ class OIDCConfig(_Section):
         if value and bad:
             raise ValueError(f"{value!r} is not an http(s) URL (the provider's issuer identifier)")
         return value
-
-    @field_validator("expiry", mode="before")
-    @classmethod
-    def _expiry(cls, value: Any) -> timedelta | None:
-        return None if value is None else parse_duration(value)
 
     @field_validator("scope")
     @classmethod
@@ -343,19 +354,10 @@ class OIDCConfig(_Section):
     def _lower(cls, value: list[str]) -> list[str]:
         return [v.strip().lower() for v in value]
 
-    @field_validator("strip_email_domain", "map_legacy_users")
-    @classmethod
-    def _removed(cls, value: Any) -> None:
-        if value is not None:
-            raise ValueError("was removed in Headscale 0.24 and is not supported; remove it from the file")
-        return None
-
     @model_validator(mode="after")
     def _client(self) -> OIDCConfig:
         if not self.issuer:
             return self
-        if self.expiry is not None:
-            log.warning("config: oidc.expiry is deprecated, use node.expiry (it wins for OIDC logins)")
         if not self.client_id:
             raise ValueError("client_id is required when issuer is set")
         has_secret = bool(self.client_secret.get_secret_value())
@@ -382,6 +384,107 @@ class OIDCConfig(_Section):
         return secret
 
 
+class RateConfig(_Section):
+    """A token bucket per source address: `burst` at once, refilled at `per_second`."""
+
+    per_second: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class ConnectionLimits(_Section):
+    max: int = Field(default=8192, ge=1)
+    per_source: int = Field(default=512, ge=1)
+    # A connection must finish its request head within this long of connecting (or of its last response).
+    header_timeout: timedelta = timedelta(seconds=15)
+    # A request body (plain HTTP, or an HTTP/2 request inside TS2021) must arrive within this long.
+    request_timeout: timedelta = timedelta(seconds=30)
+    # A TS2021 connection with no open request is closed after this long.
+    idle_timeout: timedelta = timedelta(minutes=2)
+
+    @field_validator("header_timeout", "request_timeout", "idle_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        duration = parse_duration(value)
+        if duration.total_seconds() <= 0:
+            raise ValueError(f"{value!r} must be a positive duration")
+        return duration
+
+
+class HTTP2Limits(_Section):
+    connection_buffer_bytes: int = Field(default=2 << 20, ge=64 << 10)
+    total_buffer_bytes: int = Field(default=64 << 20, ge=64 << 10)
+
+
+class RateLimits(_Section):
+    handshakes: RateConfig = RateConfig(per_second=10, burst=100)
+    registrations: RateConfig = RateConfig(per_second=5, burst=50)
+    api_auth_failures: RateConfig = RateConfig(per_second=0.2, burst=10)
+    # Audit entries for refusals of unauthenticated requests; beyond this they are only counted.
+    audit_refusals: RateConfig = RateConfig(per_second=1, burst=20)
+
+
+class LoginLimits(_Section):
+    max_pending: int = Field(default=10_000, ge=1)
+    max_pending_per_source: int = Field(default=32, ge=1)
+
+
+class AuditLimits(_Section):
+    field_length: int = Field(default=512, ge=16)
+    memory_bytes: int = Field(default=16 << 20, ge=64 << 10)
+    file_max_bytes: int = Field(default=64 << 20, ge=64 << 10)
+    file_backups: int = Field(default=3, ge=0)
+
+
+class HostinfoLimits(_Section):
+    max_bytes: int = Field(default=32 << 10, ge=1024)
+
+
+class LimitsConfig(_Section):
+    """pyheadscale's own `limits:` section (Headscale has no such keys): what a stranger can make us hold."""
+
+    connections: ConnectionLimits = ConnectionLimits()
+    http2: HTTP2Limits = HTTP2Limits()
+    rate: RateLimits = RateLimits()
+    logins: LoginLimits = LoginLimits()
+    audit: AuditLimits = AuditLimits()
+    hostinfo: HostinfoLimits = HostinfoLimits()
+
+
+class TaildropConfig(_Section):
+    """Taildrop file sharing between a user's own nodes (on by default, as in Headscale)."""
+
+    enabled: bool = True
+
+
+class AutoUpdateConfig(_Section):
+    """The tailnet-wide default for clients' auto-update, sent to every node as a capability."""
+
+    enabled: bool = False
+
+
+class LogTailConfig(_Section):
+    """Client log upload to Tailscale's servers: off unless asked for (pyheadscale never turns it on)."""
+
+    enabled: bool = False
+
+
+class CLIConfig(_Section):
+    """Where the management CLI connects when not over the local socket (or HEADSCALE_CLI_*)."""
+
+    address: str = ""
+    api_key: SecretStr = SecretStr("")
+    timeout: timedelta = timedelta(seconds=5)
+    insecure: bool = False
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+
+CHALLENGE_TYPES = ("HTTP-01", "TLS-ALPN-01")
+
+
 class Config(_Section):
     """The whole configuration. Relative paths are resolved against `data_dir` by `resolve_paths`."""
 
@@ -400,12 +503,23 @@ class Config(_Section):
     log: LogConfig = LogConfig()
     node: NodeConfig = NodeConfig()
     oidc: OIDCConfig = OIDCConfig()
-    taildrop: TaildropConfig = TaildropConfig()
     ephemeral_node_inactivity_timeout: timedelta | None = None
-    tls_cert_path: str = ""
     # pyheadscale's own: the audit log's JSON lines (relative to the data directory); "" keeps it in memory.
     audit_log: str = "audit.log"
+    taildrop: TaildropConfig = TaildropConfig()
+    auto_update: AutoUpdateConfig = AutoUpdateConfig()
+    logtail: LogTailConfig = LogTailConfig()
+    cli: CLIConfig = CLIConfig()
+    # TLS on listen_addr: certificate files, or a certificate from an ACME CA (not both).
+    tls_cert_path: str = ""
     tls_key_path: str = ""
+    limits: LimitsConfig = LimitsConfig()
+    tls_letsencrypt_hostname: str = ""
+    tls_letsencrypt_cache_dir: str = "/var/www/.cache"
+    tls_letsencrypt_challenge_type: str = "HTTP-01"
+    tls_letsencrypt_listen: str = ":http"
+    acme_url: str = ""
+    acme_email: str = ""
 
     @field_validator("server_url")
     @classmethod
@@ -427,9 +541,34 @@ class Config(_Section):
     def _ephemeral(cls, value: Any) -> timedelta | None:
         return None if value is None else parse_duration(value)
 
+    @field_validator("tls_letsencrypt_challenge_type")
+    @classmethod
+    def _challenge(cls, value: str) -> str:
+        if value not in CHALLENGE_TYPES:
+            raise ValueError(f"{value!r} is not supported: use {' or '.join(CHALLENGE_TYPES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _tls(self) -> Config:
+        if self.tls_letsencrypt_hostname and (self.tls_cert_path or self.tls_key_path):
+            raise ValueError("set either tls_letsencrypt_hostname or tls_cert_path/tls_key_path, not both")
+        if bool(self.tls_cert_path) != bool(self.tls_key_path):
+            missing = "tls_key_path" if self.tls_cert_path else "tls_cert_path"
+            raise ValueError(
+                f"{missing} is required with {'tls_cert_path' if self.tls_cert_path else 'tls_key_path'}"
+            )
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_cert_path or self.tls_letsencrypt_hostname)
+
     @property
     def ephemeral_inactivity_timeout(self) -> timedelta:
-        """The legacy top-level key wins when set, as Headscale reads it."""
+        """node.ephemeral.inactivity_timeout when the file sets it, else the deprecated top-level key, else
+        the default: the order Headscale reads them in."""
+        if "inactivity_timeout" in self.node.ephemeral.model_fields_set:
+            return self.node.ephemeral.inactivity_timeout
         return self.ephemeral_node_inactivity_timeout or self.node.ephemeral.inactivity_timeout
 
     @property
@@ -470,51 +609,80 @@ def _format_errors(exc: ValidationError) -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
-def build_config(raw: dict[str, Any], *, data_dir: Path | None = None, embedded: bool = False) -> Config:
-    """Validate a parsed config mapping. `embedded` switches on the one-command defaults (DERP relay on)."""
+def build_config(
+    raw: dict[str, Any],
+    *,
+    data_dir: Path | None = None,
+    embedded: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate a parsed config mapping, with HEADSCALE_<KEY> variables from `environ` applied over it.
+
+    `embedded` switches on the one-command defaults (DERP relay on). Keys Headscale removed are refused as
+    Headscale refuses them; deprecated and unknown keys are logged by their dotted name.
+    """
     if not isinstance(raw, dict):
         raise ConfigError("invalid configuration: the file must hold a YAML mapping of keys")
-    merged = dict(raw)
+    try:
+        merged, from_env = config_keys.apply_environment(Config, raw, environ or {})
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration:\n  {exc}") from None
+    for key in from_env:
+        log.info("config: %s set from the environment (%s)", key, config_keys.env_name(key))
+    report = config_keys.check_keys(Config, merged)
+    if report.fatal:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(report.fatal))
+    for warning in report.warnings:
+        log.warning("config: %s", warning)
     if embedded:
         merged.setdefault("derp", {"server": {"enabled": True, "stun_listen_addr": "127.0.0.1:3478"}})
-    merged["data_dir"] = str(data_dir or raw.get("data_dir") or default_data_dir())
-    known = set(Config.model_fields) | {
-        "grpc_listen_addr",
-        "grpc_allow_insecure",
-        "disable_check_updates",
-        "trusted_proxies",
-        "acme_url",
-        "acme_email",
-        "logtail",
-        "auto_update",
-        "randomize_client_port",
-    }
-    for key in raw:
-        if key not in known:
-            log.warning("config: unknown key %r is ignored", key)
+    merged["data_dir"] = str(data_dir or merged.get("data_dir") or default_data_dir())
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc)) from None
 
 
+# libyaml's loader when PyYAML has it: it caps nesting depth, where the pure-Python one recurses without
+# limit and takes quadratic time on deeply nested flow collections.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_yaml(data: bytes) -> Any:
+    """A YAML document from a file's bytes; ValueError saying what is wrong with it."""
+    try:
+        return yaml.load(data.decode("utf-8"), Loader=_YAML_LOADER)  # a safe loader, C or Python
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {exc.start})") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ValueError(f"not valid YAML: {exc}") from None
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> tuple[Config, Path | None]:
     """Load the configuration file (searching Headscale's locations when none is given).
 
     Returns the validated config and the file it came from (None when running on embedded defaults).
+    A file named by `path` or by HEADSCALE_CONFIG must exist: only the search is allowed to find nothing.
+    HEADSCALE_<KEY> environment variables override the file's keys, as in Headscale.
     """
-    candidates = [Path(path)] if path else [Path(p).expanduser() for p in CONFIG_SEARCH_PATHS]
-    env = os.environ.get("HEADSCALE_CONFIG") or os.environ.get("PYHEADSCALE_CONFIG")
-    if not path and env:
-        candidates = [Path(env)]
+    named, origin = (str(path), "-c/--config") if path else (None, "")
+    if named is None:
+        for variable in ("HEADSCALE_CONFIG", "PYHEADSCALE_CONFIG"):
+            if os.environ.get(variable):
+                named, origin = os.environ[variable], variable
+                break
+    candidates = [Path(named)] if named else [Path(p).expanduser() for p in CONFIG_SEARCH_PATHS]
     for candidate in candidates:
         if candidate.is_file():
             try:
-                raw = yaml.safe_load(candidate.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{candidate}: not valid YAML: {exc}") from None
+                raw = parse_yaml(candidate.read_bytes()) or {}
+            except ValueError as exc:
+                raise ConfigError(f"{candidate}: {exc}") from None
+            except OSError as exc:
+                raise ConfigError(f"{candidate}: cannot read the config file: {exc.strerror}") from None
             data_dir = Path(str(raw["data_dir"])) if isinstance(raw, dict) and raw.get("data_dir") else None
-            return build_config(raw, data_dir=data_dir or candidate.resolve().parent), candidate
-        if path:
-            raise ConfigError(f"config file {candidate} does not exist")
-    return build_config({}, embedded=True), None
+            config = build_config(raw, data_dir=data_dir or candidate.resolve().parent, environ=os.environ)
+            return config, candidate
+        if named:
+            raise ConfigError(f"config file {candidate} (from {origin}) does not exist")
+    return build_config({}, embedded=True, environ=os.environ), None

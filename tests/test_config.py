@@ -78,3 +78,12 @@ def test_not_yaml_mapping_is_refused(tmp_path: Path) -> None:
 )
 def test_go_durations(text: str | int, seconds: int) -> None:
     assert parse_duration(text).total_seconds() == seconds
+
+
+def test_example_config_has_no_unknown_or_removed_key(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.WARNING, "pyheadscale.config"):
+        config, _ = load_config(EXAMPLE)
+    assert [r.getMessage() for r in caplog.records] == []
+    assert config.taildrop.enabled and not config.auto_update.enabled and not config.tls_enabled

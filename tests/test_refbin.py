@@ -28,8 +28,16 @@ def test_unknown_program_is_named_in_the_error() -> None:
     ("name", "argv", "expected"),
     [
         ("tailscale", ["version"], refbin.TAILSCALE_PINNED.lstrip("v")),
-        (f"tailscale@{refbin.TAILSCALE_NEWEST.lstrip('v')}", ["version"], refbin.TAILSCALE_NEWEST.lstrip("v")),
-        (f"tailscale@{refbin.TAILSCALE_OLDEST.lstrip('v')}", ["version"], refbin.TAILSCALE_OLDEST.lstrip("v")),
+        (
+            f"tailscale@{refbin.TAILSCALE_NEWEST.lstrip('v')}",
+            ["version"],
+            refbin.TAILSCALE_NEWEST.lstrip("v"),
+        ),
+        (
+            f"tailscale@{refbin.TAILSCALE_OLDEST.lstrip('v')}",
+            ["version"],
+            refbin.TAILSCALE_OLDEST.lstrip("v"),
+        ),
         ("tailscaled", ["--version"], refbin.TAILSCALE_PINNED.lstrip("v")),
         ("headscale", ["version"], refbin.HEADSCALE_VERSION.lstrip("v")),
     ],

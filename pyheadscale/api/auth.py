@@ -14,6 +14,7 @@ from aiohttp.typedefs import Middleware
 from pyheadscale import audit
 from pyheadscale.api.errors import ApiError, Handler, unauthenticated
 from pyheadscale.auth import secret_keys
+from pyheadscale.ratelimit import RateLimiter, retry_after_header, source_of
 
 if TYPE_CHECKING:
     from pyheadscale.app import Server
@@ -32,19 +33,26 @@ async def local_actor(request: web.Request, handler: Handler) -> web.StreamRespo
 def bearer_auth(server: Server) -> Middleware:
     """A middleware requiring `Authorization: Bearer <api key>` on every route not named in PUBLIC_ROUTES.
 
-    Every refusal is counted and audited; the audit entry names the presented key by its public prefix at
-    most.
+    Every refusal is counted and audited (at the audit log's refusal rate); the audit entry names the
+    presented key by its public prefix at most. Each refusal takes a token from the source's
+    `limits.rate.api_auth_failures` bucket; a source with none left is answered 429 with Retry-After,
+    before its key is even looked at, until the bucket refills.
     """
+    rate = server.config.limits.rate.api_auth_failures
+    failures = RateLimiter(
+        rate.per_second, rate.burst, on_limited=server.metrics.rate_limited.labels("api_auth_failures").inc
+    )
 
     def refuse(request: web.Request, reason: str, token: str) -> ApiError:
         server.metrics.auth_failures.labels("apikey").inc()
+        failures.retry_after(source_of(request.remote))
         if server.store is not None:
             parts = secret_keys.split_key(token, secret_keys.API_KEY)
-            audit.actor.set(f"remote:{request.remote}")
-            server.store.audit.record(
+            audit.actor.set(f"remote:{audit.clip(str(request.remote), 64)}")
+            server.store.audit.record_refusal(
+                request.remote,
                 "api.authenticate",
                 f"api:{request.method} {request.path}",
-                "denied",
                 reason=reason,
                 key_prefix=parts[0] if parts else None,
             )
@@ -54,6 +62,13 @@ def bearer_auth(server: Server) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.match_info.route.name in PUBLIC_ROUTES:
             return await handler(request)
+        wait = failures.limited(source_of(request.remote))
+        if wait:
+            return web.json_response(
+                {"code": 8, "message": "too many failed authentications from your address; retry later"},
+                status=429,
+                headers={"Retry-After": retry_after_header(wait)},
+            )
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise refuse(request, "missing API key: send 'Authorization: Bearer <api key>'", "")

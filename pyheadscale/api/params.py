@@ -52,7 +52,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: arrays nested thousands deep, which json.loads cannot descend.
         raise invalid("request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise invalid("request body must be a JSON object")

@@ -5,6 +5,11 @@ The client's first RegisterRequest gets an AuthURL `<server_url>/register/<auth 
 request with `Followup` set to that URL and waits for the answer. The operator approves with `pyheadscale auth
 register --auth-id <id> --user NAME` (or rejects), which resolves the waiting request. A pending login lives
 for LIFETIME; a client that follows up on an expired or unknown id is given a fresh AuthURL.
+
+Anyone can start a login, so what they hold is bounded: one pending login per machine key (a new one replaces
+it), at most `max_per_source` per client address, and `max_pending` in all. When the table is full, the
+source holding the most logins loses its oldest one, so a flood from some addresses can only ever displace
+itself, never the one login a real user at another address is waiting on.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 from pyheadscale.state.errors import NotFound, StateError
 from pyheadscale.state.models import Node, User
+from pyheadscale.state.names import now
 from pyheadscale.state.store import Store
 
 AUTH_ID_PREFIX = "hskey-authreq-"
@@ -47,6 +53,7 @@ class PendingLogin:
     machine_key: str
     node_key: str
     hostinfo: dict[str, Any]
+    source: str = ""
     # The key expiry the client asked for (RegisterRequest.Expiry); it wins over the configured lifetime.
     requested_expiry: datetime | None = None
     created: float = field(default_factory=time.monotonic)
@@ -61,6 +68,11 @@ class PendingLogin:
     def expired(self, now: float) -> bool:
         return now - self.created > LIFETIME
 
+    def expiry_or(self, default: datetime | None) -> datetime | None:
+        """The key expiry the client asked for, while still ahead, else `default`."""
+        asked = self.requested_expiry
+        return asked if asked is not None and asked > now() else default
+
     @property
     def requested_tags(self) -> list[str]:
         """`Hostinfo.RequestTags`, sorted and without repeats (as the node would carry them)."""
@@ -69,13 +81,20 @@ class PendingLogin:
 
 
 class PendingLogins:
-    """Logins waiting for approval, by auth id."""
+    """Logins waiting for approval, by auth id (and indexed by machine key and by source)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_pending: int = MAX_PENDING, max_per_source: int = 32) -> None:
+        self.max_pending = max_pending
+        self.max_per_source = max_per_source
         self._pending: dict[str, PendingLogin] = {}
         # user id, requested tags -> the tags that user may not give (set by the server to the policy's
         # tagOwners); without it every requested tag is refused.
         self.tags_not_owned: TagCheck | None = None
+        self._by_machine: dict[str, PendingLogin] = {}
+        self._by_source: dict[str, dict[str, PendingLogin]] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
 
     def start(
         self,
@@ -84,19 +103,45 @@ class PendingLogins:
         hostinfo: dict[str, Any],
         *,
         auth_id: str | None = None,
+        source: str = "",
         expiry: datetime | None = None,
     ) -> PendingLogin:
-        """A new pending login; `auth_id` is given only by `debug create-node`, which names its own."""
+        """A new pending login from `source` (a rate-limit key, see ratelimit.source_of), replacing any the
+        same machine had; `auth_id` is given only by `debug create-node`, which names its own."""
         self._prune()
-        if len(self._pending) >= MAX_PENDING:
-            raise OverflowError("too many logins are waiting for approval; try again later")
         if auth_id is not None and (not auth_id.startswith(AUTH_ID_PREFIX) or auth_id in self._pending):
             raise ValueError(f"auth id {auth_id!r} must start with {AUTH_ID_PREFIX!r} and not be in use")
+        previous = self._by_machine.get(machine_key)
+        if previous is not None:
+            self._drop(previous)
+        if source and len(self._by_source.get(source, ())) >= self.max_per_source:
+            raise OverflowError(
+                f"too many logins from your address are waiting for approval (limit {self.max_per_source});"
+                " try again later"
+            )
+        if len(self._pending) >= self.max_pending:
+            self._evict()
         login = PendingLogin(
-            auth_id or AUTH_ID_PREFIX + secrets.token_hex(12), machine_key, node_key, hostinfo, expiry
+            auth_id or AUTH_ID_PREFIX + secrets.token_hex(12),
+            machine_key,
+            node_key,
+            hostinfo,
+            source=source,
+            requested_expiry=expiry,
         )
         self._pending[login.auth_id] = login
+        self._by_machine[machine_key] = login
+        self._by_source.setdefault(source, {})[login.auth_id] = login
         return login
+
+    def for_machine(self, machine_key: str) -> PendingLogin | None:
+        login = self._by_machine.get(machine_key)
+        return login if login is not None and self.get(login.auth_id) is login else None
+
+    def _evict(self) -> None:
+        """Make room: the oldest login of the source holding the most."""
+        crowded = max(self._by_source.values(), key=len)
+        self._drop(next(iter(crowded.values())))
 
     def get(self, auth_id: str) -> PendingLogin | None:
         login = self._pending.get(auth_id)
@@ -128,7 +173,7 @@ class PendingLogins:
             refused = self.tags_not_owned(user.id, requested) if self.tags_not_owned else requested
             if refused:
                 reason = _tags_refusal(refused)
-                self._pending.pop(login.auth_id, None)
+                self._forget(login)
                 if not login.outcome.done():
                     login.outcome.set_exception(LoginRejected(reason))
                 raise TagsRefused(f"{reason} for user {user.name!r}")
@@ -140,23 +185,33 @@ class PendingLogins:
             tags=requested,
             method=method,
             ephemeral=False,
-            expiry=None if requested else (login.requested_expiry or expiry),
+            expiry=None if requested else login.expiry_or(expiry),
         )
         self.resolve(login, node)
         return node
 
     def resolve(self, login: PendingLogin, node: Node) -> None:
-        self._pending.pop(login.auth_id, None)
+        self._forget(login)
         if not login.outcome.done():
             login.outcome.set_result(node)
 
     def reject(self, login: PendingLogin) -> None:
-        self._pending.pop(login.auth_id, None)
+        self._forget(login)
         if not login.outcome.done():
             login.outcome.set_exception(LoginRejected("registration was rejected by the operator"))
 
-    def _drop(self, login: PendingLogin) -> None:
+    def _forget(self, login: PendingLogin) -> None:
         self._pending.pop(login.auth_id, None)
+        if self._by_machine.get(login.machine_key) is login:
+            del self._by_machine[login.machine_key]
+        same_source = self._by_source.get(login.source)
+        if same_source is not None:
+            same_source.pop(login.auth_id, None)
+            if not same_source:
+                del self._by_source[login.source]
+
+    def _drop(self, login: PendingLogin) -> None:
+        self._forget(login)
         if not login.outcome.done():
             login.outcome.set_result(None)
 

@@ -28,6 +28,17 @@ def _flexible_bool(value: Any) -> bool:
     return value is True
 
 
+# The last second a datetime can hold (9999-12-31T23:59:59Z): later "expiry" claims are not a time at all.
+_MAX_TIMESTAMP = 253_402_300_799
+
+
+def _timestamp(value: Any) -> int | None:
+    """A NumericDate claim in whole seconds; None when it is not one (infinite, out of range)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= _MAX_TIMESTAMP:
+        return None
+    return int(value)
+
+
 def _string_list(value: Any) -> list[str]:
     """A groups claim may be a list or, from some providers, one space- or comma-separated string."""
     if isinstance(value, list):
@@ -62,7 +73,7 @@ class Claims:
             picture=str(merged.get("picture") or ""),
             preferred_username=str(merged.get("preferred_username") or ""),
             groups=_string_list(merged.get("groups")),
-            exp=int(id_token["exp"]) if isinstance(id_token.get("exp"), int | float) else None,
+            exp=_timestamp(id_token.get("exp")),
         )
 
     @property
@@ -97,15 +108,19 @@ def refusal(config: OIDCConfig, claims: Claims) -> str | None:
     return None
 
 
-def username_for(claims: Claims, email_verified_required: bool) -> str:
-    """The pyheadscale user name for these claims.
+def username_candidates(claims: Claims, email_verified_required: bool) -> list[str]:
+    """Names this person could have in pyheadscale, the preferred first; the caller takes the first free one.
 
-    Headscale takes `preferred_username` when it is a valid user name. It leaves the name empty otherwise,
-    which the store does not allow, so pyheadscale falls back to the trusted email address, then the subject.
+    Headscale takes `preferred_username` when it is a valid user name. An email-shaped one is taken only when
+    it is the person's own trusted address, so no one can sign up as somebody else's address; then come the
+    trusted email address and names made from the subject, which are never empty.
     """
     email = claims.trusted_email(email_verified_required)
-    for candidate in (claims.preferred_username, email, f"oidc-{claims.sub}"):
-        if 2 <= len(candidate) <= 63 and _USERNAME.fullmatch(candidate):
-            return candidate
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", claims.sub)[:58]
-    return f"oidc-{cleaned}"
+    preferred = claims.preferred_username
+    if "@" in preferred.rstrip("@") and preferred != email:
+        preferred = ""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", claims.sub)[:52]
+    candidates = [preferred, email, f"oidc-{claims.sub}", f"oidc-{cleaned}"]
+    valid = [c for c in candidates if 2 <= len(c) <= 63 and _USERNAME.fullmatch(c)]
+    valid += [f"oidc-{cleaned}-{n}" for n in range(2, 10)]
+    return list(dict.fromkeys(valid))

@@ -1,30 +1,43 @@
-"""OpenID Connect login for waiting machines: `/register/<auth id>` sends the browser to the provider, and
-`/oidc/callback` finishes the pending login as the user the provider vouched for.
+"""OpenID Connect login for waiting machines: `/register/<auth id>` sends the browser to the provider,
+`/oidc/callback` shows who the provider vouched for and which machine asks, and `/oidc/confirm` (a POST from
+that page) registers the machine to them.
 
 The flow is the authorization code flow with PKCE. The state ties the callback to the pending login it was
-started for and, through a cookie, to the browser that started it; the nonce ties the ID token to this very
-login. The person's claims are checked against the configured allowed domains, users and groups before any
-user or node is written, and a refusal is a 403 page saying why plus an audit entry.
+started for and, through the browser cookie, to the browser that started it; the nonce ties the ID token to
+this very login. The person's claims are checked against the configured allowed domains, users and groups, and
+a refusal is a 403 page saying why plus an audit entry. Nothing is written before the person confirms: a
+registration link someone else sent cannot register their machine with one click, because the confirmation
+names the machine and must come back from this browser with the anti-CSRF token of this login.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+import secrets
+import time
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from pyheadscale import audit
 from pyheadscale.auth import oidc_pages as pages
 from pyheadscale.auth.interactive import LIFETIME, PendingLogin, PendingLogins
-from pyheadscale.auth.oidc_claims import Claims, refusal, username_for
+from pyheadscale.auth.oidc_claims import Claims, refusal, username_candidates
 from pyheadscale.auth.oidc_provider import Provider, ProviderError
-from pyheadscale.auth.oidc_sessions import LoginSession, LoginSessions, cookie_name
+from pyheadscale.auth.oidc_sessions import (
+    BROWSER_COOKIE,
+    LoginSession,
+    LoginSessions,
+    TooManyBrowsers,
+    new_browser_id,
+    valid_browser_id,
+)
 from pyheadscale.auth.oidc_tokens import TokenInvalid
 from pyheadscale.config import Config
 from pyheadscale.control.ssh_action import PendingCheck, SSHChecks
-from pyheadscale.state.errors import StateError
+from pyheadscale.state.errors import Conflict, StateError
 from pyheadscale.state.ipalloc import AddressExhausted
 from pyheadscale.state.models import User
 from pyheadscale.state.names import now
@@ -33,6 +46,9 @@ from pyheadscale.state.store import Store
 log = logging.getLogger(__name__)
 
 CALLBACK_PATH = "/oidc/callback"
+CONFIRM_PATH = "/oidc/confirm"
+# How much of a client-chosen hostname or OS name a page shows.
+_SHOWN_CHARS = 100
 PROVIDER_NAME = "oidc"
 
 
@@ -43,8 +59,9 @@ class OIDCLogin:
         self.store = store
         self.logins = logins
         self.provider = provider
-        self.sessions = LoginSessions()
+        self.sessions = LoginSessions(self._pending)
         self.redirect_uri = config.server_url + CALLBACK_PATH
+        self._origin = _origin(config.server_url)
         self._secure_cookies = config.server_url.startswith("https://")
         # Two first logins of one person at once must not both create their user.
         self._users_lock = asyncio.Lock()
@@ -53,9 +70,10 @@ class OIDCLogin:
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get(CALLBACK_PATH, self.callback)
+        app.router.add_post(CONFIRM_PATH, self.confirm)
 
-    async def start(self, login: PendingLogin | PendingCheck) -> web.StreamResponse:
-        """Send the browser to the provider for this pending login or SSH check."""
+    async def start(self, request: web.Request, login: PendingLogin | PendingCheck) -> web.StreamResponse:
+        """Send the browser to the provider for this pending login or SSH check (with its own session)."""
         try:
             metadata = await self.provider.metadata()
         except ProviderError as exc:
@@ -65,7 +83,15 @@ class OIDCLogin:
                 "Identity provider unavailable",
                 "The identity provider cannot be reached right now; try this link again soon.",
             )
-        session = self.sessions.begin(login.auth_id)
+        browser = self._browser(request) or new_browser_id()
+        try:
+            session = self.sessions.begin(login.auth_id, browser)
+        except TooManyBrowsers:
+            return pages.bad_request(
+                429,
+                "Too many browsers",
+                "This login link has been opened in too many browsers already.",
+            )
         params = {
             **self.oidc.extra_params,
             "response_type": "code",
@@ -81,36 +107,37 @@ class OIDCLogin:
         location = self.provider.authorization_url(metadata, params)
         response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
         response.set_cookie(
-            session.cookie_name,
-            session.state,
+            BROWSER_COOKIE,
+            browser,
             max_age=int(LIFETIME),
-            path=CALLBACK_PATH,
+            path="/",
             httponly=True,
             samesite="Lax",
             secure=self._secure_cookies,
         )
         return response
 
+    def _browser(self, request: web.Request) -> str | None:
+        return valid_browser_id(request.cookies.get(BROWSER_COOKIE))
+
     async def callback(self, request: web.Request) -> web.StreamResponse:
-        """The provider's redirect back: check state and cookie, then finish the login or say why not."""
-        query = request.query
-        state = query.get("state", "")
-        session = self.sessions.peek(state) if state else None
+        """The provider's redirect back: check state and browser, then ask the person to confirm, or say why
+        not."""
+        state = request.query.get("state", "")
+        session = self.sessions.by_state(state) if state else None
         if session is None:
             return pages.bad_request(
                 400, "Unknown login", "This login response is unknown, has expired, or was already used."
             )
-        if request.cookies.get(cookie_name(state)) != state:
+        if self._browser(request) != session.browser:
             # Not the browser that started this login: someone else's callback link, or a forged one.
             return pages.bad_request(
                 403,
                 "Login does not match this browser",
                 "This login response does not belong to a login started in this browser.",
             )
-        self.sessions.take(state)
-        response = await self._finish(request, session)
-        response.del_cookie(session.cookie_name, path=CALLBACK_PATH)
-        return response
+        self.sessions.use_state(session)
+        return await self._finish(request, session)
 
     async def _finish(self, request: web.Request, session: LoginSession) -> web.Response:
         login = self.logins.get(session.auth_id)
@@ -118,11 +145,7 @@ class OIDCLogin:
         if login is None and check is not None:
             return await self.finish_ssh_check(request, session, check)
         if login is None:
-            return pages.bad_request(
-                410,
-                "Registration expired",
-                "The machine's registration request has expired or was already handled.",
-            )
+            return _expired()
         retry_url = f"{self.config.server_url}/register/{login.auth_id}"
         audit.actor.set(f"oidc:{self.oidc.issuer}")
         if "error" in request.query:
@@ -163,7 +186,43 @@ class OIDCLogin:
             log.info("OIDC login %s refused for %s: %s", login.auth_id, claims.identifier, refused)
             self._audit_denied(login, refused, email=claims.email, groups=claims.groups)
             return pages.refused(refused, retry_url)
-        return await self._register(login, claims)
+        csrf_token = self.sessions.identified(session, claims)
+        account = " ".join(p for p in (claims.name, f"<{claims.email}>" if claims.email else "") if p)
+        return pages.confirmation(
+            machine_request(login),
+            account or claims.identifier,
+            self._user_name(claims, self.store.user_by_provider_id(claims.identifier)),
+            CONFIRM_PATH,
+            {"auth_id": login.auth_id, "csrf_token": csrf_token},
+        )
+
+    async def confirm(self, request: web.Request) -> web.StreamResponse:
+        """The confirmation page's POST: only this writes the node, for the browser and login shown it."""
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != self._origin:
+            return pages.bad_request(403, "Confirmation refused", "This confirmation came from another site.")
+        form = await request.post()
+        auth_id, token = str(form.get("auth_id", "")), str(form.get("csrf_token", ""))
+        browser = self._browser(request)
+        session = self.sessions.awaiting_confirmation(auth_id, browser) if browser else None
+        if session is None or not secrets.compare_digest(token.encode(), session.csrf_token.encode()):
+            return pages.bad_request(
+                403,
+                "Confirmation refused",
+                "This confirmation does not belong to a login made in this browser, or it has expired.",
+            )
+        self.sessions.finish(session)
+        login = self.logins.get(auth_id)
+        if login is None or session.claims is None:
+            return _expired()
+        audit.actor.set(f"oidc:{session.claims.identifier}")
+        return await self._register(login, session.claims)
+
+    def _pending(self, auth_id: str) -> bool:
+        """Whether a login or an SSH check still waits on this auth id (its browser sessions are kept)."""
+        if self.logins.get(auth_id) is not None:
+            return True
+        return self.ssh_checks is not None and self.ssh_checks.get(auth_id) is not None
 
     async def finish_ssh_check(
         self, request: web.Request, session: LoginSession, check: PendingCheck
@@ -171,6 +230,7 @@ class OIDCLogin:
         """Approve an SSH check for the person who owns its source node, as Headscale does: anyone else
         logging in (or a tagged source, which no person owns) would defeat what the check protects."""
         assert self.ssh_checks is not None
+        self.sessions.finish(session)
         code = request.query.get("code", "")
         if "error" in request.query or not code:
             reason = (request.query.get("error_description") or request.query.get("error") or "no code")[:200]
@@ -217,11 +277,7 @@ class OIDCLogin:
         try:
             user = await self._user_for(claims)
             if self.logins.get(login.auth_id) is not login:
-                return pages.bad_request(
-                    410,
-                    "Registration expired",
-                    "The machine's registration request expired during the login.",
-                )
+                return _expired()
             expiry = self._expiry(claims)
             node = await self.logins.approve(self.store, login, user, expiry, method=PROVIDER_NAME)
         except (StateError, AddressExhausted) as exc:
@@ -236,29 +292,49 @@ class OIDCLogin:
         )
         return pages.success(node.given_name, user.display_name or user.email or user.name)
 
+    def _user_name(self, claims: Claims, user: User | None) -> str:
+        """The user name for these claims: never one another user holds. A known user keeps its name when
+        the one the provider now prefers is taken."""
+        for candidate in username_candidates(claims, self.oidc.email_verified_required):
+            holder = self.store.user_by_name(candidate)
+            if holder is None or (user is not None and holder.id == user.id):
+                return candidate
+            if user is not None:
+                return user.name
+        raise Conflict(f"every user name for {claims.identifier} is taken")
+
+    def _email(self, claims: Claims, user: User | None) -> str:
+        """The trusted email, unless another user has it: a policy token must never match two users."""
+        email = claims.trusted_email(self.oidc.email_verified_required)
+        if email and any(
+            u.email == email and (user is None or u.id != user.id) for u in self.store.users.values()
+        ):
+            log.warning("OIDC user %s: %s belongs to another user; not stored", claims.identifier, email)
+            return ""
+        return email
+
     async def _user_for(self, claims: Claims) -> User:
         """The user for these claims: created at the first login, refreshed from them at every later one."""
-        required = self.oidc.email_verified_required
-        profile = {
-            "display_name": claims.name,
-            "email": claims.trusted_email(required),
-            "profile_pic_url": claims.picture,
-        }
-        name = username_for(claims, required)
         async with self._users_lock:
             user = self.store.user_by_provider_id(claims.identifier)
+            profile = {
+                "name": self._user_name(claims, user),
+                "display_name": claims.name,
+                "email": self._email(claims, user),
+                "profile_pic_url": claims.picture,
+            }
             if user is None:
                 return await self.store.create_user(
-                    name, provider=PROVIDER_NAME, provider_id=claims.identifier, **profile
+                    provider=PROVIDER_NAME, provider_id=claims.identifier, **profile
                 )
-            return await self.store.update_user_profile(user.id, name=name, **profile)
+            return await self.store.update_user_profile(user.id, **profile)
 
     def _expiry(self, claims: Claims) -> datetime | None:
         """When the node's key expires: at the ID token's expiry if so configured, else after the lifetime the
-        configuration gives logins (legacy oidc.expiry first, then node.expiry; zero means never)."""
+        configuration gives logins (node.expiry; zero means never)."""
         if self.oidc.use_expiry_from_token and claims.exp is not None:
             return datetime.fromtimestamp(claims.exp, UTC)
-        lifetime = self.oidc.expiry if self.oidc.expiry is not None else self.config.node.expiry
+        lifetime = self.config.node.expiry
         return now() + lifetime if lifetime.total_seconds() > 0 else None
 
     def _audit_denied(self, login: PendingLogin, reason: str, **details: object) -> None:
@@ -272,6 +348,30 @@ class OIDCLogin:
             hostname=login.hostname,
             **details,
         )
+
+
+def machine_request(login: PendingLogin) -> pages.MachineRequest:
+    """The machine as the confirmation page shows it; everything but the key comes from the client itself."""
+    hostinfo = login.hostinfo
+    os_name = " ".join(str(hostinfo.get(k) or "") for k in ("OS", "OSVersion")).strip()
+    asked_at = datetime.now(UTC) - timedelta(seconds=time.monotonic() - login.created)
+    return pages.MachineRequest(
+        hostname=login.hostname[:_SHOWN_CHARS],
+        os=os_name[:_SHOWN_CHARS],
+        fingerprint=login.machine_key[: len("mkey:") + 16],
+        asked_at=asked_at,
+    )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _expired() -> web.Response:
+    return pages.bad_request(
+        410, "Registration expired", "The machine's registration request has expired or was already handled."
+    )
 
 
 async def start_oidc(config: Config, store: Store, logins: PendingLogins) -> OIDCLogin | None:

@@ -41,7 +41,7 @@ def register_page_handler(
                 "run `tailscale up` again for a new one\n",
             )
         if oidc is not None:
-            return await oidc.start(login)
+            return await oidc.start(request, login)
         intro = (
             f"The machine <b>{html.escape(login.hostname)}</b> asks to join this tailnet. "
             "To let it in, run this on the pyheadscale server:"

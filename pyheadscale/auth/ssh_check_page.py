@@ -40,7 +40,7 @@ def ssh_check_page_handler(
                 text="this SSH check link has expired or is unknown; connect again for a new one\n",
             )
         if oidc is not None:
-            return await oidc.start(check)
+            return await oidc.start(request, check)
         src, dst = store.nodes.get(check.src_id), store.nodes.get(check.dst_id)
         names = [
             html.escape(n.given_name) if n else f"node {i}"

@@ -33,6 +33,9 @@ class Target:
     base_url: str
     socket_path: str | None = None
     api_key: str | None = None
+    # cli.timeout and cli.insecure (skip certificate checks of a remote https:// address).
+    timeout: float = TIMEOUT_SECONDS
+    insecure: bool = False
 
     def describe(self) -> str:
         return f"unix socket {self.socket_path}" if self.socket_path else self.base_url
@@ -46,7 +49,9 @@ def resolve_target(args: argparse.Namespace) -> Target:
         if not api_key:
             raise CliError("a remote --address needs an API key: pass --api-key or set HEADSCALE_CLI_API_KEY")
         base = address if "://" in address else f"https://{address}"
-        return Target(base.rstrip("/"), api_key=api_key)
+        timeout = getattr(args, "cli_timeout", None) or TIMEOUT_SECONDS
+        insecure = bool(getattr(args, "cli_insecure", False))
+        return Target(base.rstrip("/"), api_key=api_key, timeout=timeout, insecure=insecure)
     try:
         config, _source = load_config(args.config)
     except ConfigError as exc:
@@ -67,10 +72,14 @@ class ApiClient:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        connector = aiohttp.UnixConnector(path=target.socket_path) if target.socket_path else None
+        connector: aiohttp.BaseConnector | None = None
+        if target.socket_path:
+            connector = aiohttp.UnixConnector(path=target.socket_path)
+        elif target.insecure:
+            connector = aiohttp.TCPConnector(ssl=False)
         headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
         self.session = aiohttp.ClientSession(
-            connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
+            connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=target.timeout)
         )
 
     async def close(self) -> None:
@@ -94,7 +103,7 @@ class ApiClient:
             ) from None
         except TimeoutError:
             raise CliError(
-                f"no answer from pyheadscale at {self.target.describe()} within {TIMEOUT_SECONDS:g}s"
+                f"no answer from pyheadscale at {self.target.describe()} within {self.target.timeout:g}s"
             ) from None
         if not isinstance(body, dict):
             raise CliError("the server's answer was not a JSON object")

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from pyheadscale import __version__
 from pyheadscale.cli import apikeys, auth, debug, health, nodes, policy, preauthkeys, users
@@ -30,17 +33,52 @@ LOG_LEVELS = {
 }
 
 
+class JSONLogFormatter(logging.Formatter):
+    """`log.format: json`: one JSON object per line, with the fields Headscale's zerolog lines carry."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": ZEROLOG_LEVELS.get(record.levelno, record.levelname.lower()),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+ZEROLOG_LEVELS = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warn",
+    logging.ERROR: "error",
+}
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Root logging as the config says: `log.level` and `log.format` (text or json)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JSONLogFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(LOG_LEVELS[level])
+
+
 def _serve(args: argparse.Namespace) -> int:
     from pyheadscale.app import serve_forever
 
+    # Warnings about the file (deprecated or unknown keys) are logged while loading it.
+    logging.basicConfig(level=logging.INFO, format=TEXT_FORMAT)
     try:
         config, source = load_config(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=LOG_LEVELS[config.log.level], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(config.log.level, config.log.format)
+    # Whatever the server creates (database, logs, backups, keys) is for its own user only.
+    os.umask(0o077)
     if source is None:
         logging.getLogger("pyheadscale").info(
             "no config file found; running on embedded defaults in %s", config.data_dir
@@ -55,12 +93,19 @@ def _serve(args: argparse.Namespace) -> int:
         asyncio.run(serve_forever(config))
     except KeyboardInterrupt:
         pass
+    except ConfigError as exc:  # found at start: a certificate that does not load, ...
+        print(exc, file=sys.stderr)
+        return 2
     return 0
 
 
 def _configtest(args: argparse.Namespace) -> int:
+    from pyheadscale.tls.certfiles import context_from_files
+
     try:
         config, source = load_config(args.config)
+        if config.tls_cert_path:  # the files must load, as `serve` will need them
+            context_from_files(config.path(config.tls_cert_path), config.path(config.tls_key_path))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -113,9 +158,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SERVER_SIDE = frozenset({"serve", "configtest", "version", "generate"})
+
+
+def _remote_from_config(args: argparse.Namespace) -> None:
+    """Management verbs: `cli.address`/`cli.api_key` from the config (or HEADSCALE_CLI_* through it) when no
+    flag gives them, as Headscale's CLI reads them. A config that does not load is reported by the verb."""
+    if args.command in SERVER_SIDE:
+        return
+    try:
+        config, _source = load_config(args.config)
+    except ConfigError:
+        return
+    if not args.address and config.cli.address:
+        args.address = config.cli.address
+    if not args.api_key and config.cli.api_key.get_secret_value():
+        args.api_key = config.cli.api_key.get_secret_value()
+    # Headscale's 5s default is tight for a loaded server: only a configured cli.timeout replaces ours.
+    if "timeout" in config.cli.model_fields_set:
+        args.cli_timeout = config.cli.timeout.total_seconds()
+    args.cli_insecure = config.cli.insecure
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _remote_from_config(args)
     return int(args.func(args) or 0)
 
 

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import ssl
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -44,10 +45,21 @@ class _Stream:
     reset: bool = False
 
 
-async def fetch_server_key(base_url: str, capver: int = DEFAULT_CAPVER) -> bytes:
-    """`GET /key?v=N` over plain HTTP/1.1, returning the server's Noise public key."""
+def _open(base_url: str, tls: ssl.SSLContext | None) -> Any:
+    """A connection to the server: TLS (with `tls`, or the system's trust) for an https:// URL."""
     parts = urlsplit(base_url)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+    if parts.scheme == "https":
+        context = tls or ssl.create_default_context()
+        return asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context)
+    return asyncio.open_connection(parts.hostname, parts.port or 80)
+
+
+async def fetch_server_key(
+    base_url: str, capver: int = DEFAULT_CAPVER, *, tls: ssl.SSLContext | None = None
+) -> bytes:
+    """`GET /key?v=N` over HTTP/1.1 (TLS for https://), returning the server's Noise public key."""
+    parts = urlsplit(base_url)
+    reader, writer = await _open(base_url, tls)
     try:
         writer.write(
             f"GET /key?v={capver} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode()
@@ -64,8 +76,16 @@ async def fetch_server_key(base_url: str, capver: int = DEFAULT_CAPVER) -> bytes
 class ControlClient:
     """One Noise + HTTP/2 connection to the control server, as one machine."""
 
-    def __init__(self, base_url: str, machine_key: keys.PrivateKey, *, capver: int = DEFAULT_CAPVER) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        machine_key: keys.PrivateKey,
+        *,
+        capver: int = DEFAULT_CAPVER,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.base_url = base_url
+        self.tls = tls
         self.machine_key = machine_key
         self.capver = capver
         self.early_payload: dict[str, Any] | None = None
@@ -88,12 +108,12 @@ class ControlClient:
     async def connect(self, server_public: bytes | None = None, *, websocket: bool = False) -> None:
         """Upgrade with HTTP/1.1 as tailscaled does, or (`websocket`) as browser and WASM clients do."""
         if server_public is None:
-            server_public = await fetch_server_key(self.base_url, self.capver)
+            server_public = await fetch_server_key(self.base_url, self.capver, tls=self.tls)
         if websocket:
             await self._connect_websocket(server_public)
             return
         parts = urlsplit(self.base_url)
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+        reader, writer = await _open(self.base_url, self.tls)
         self._writer = writer
         initiator = noise.Initiator(self.machine_key, server_public, self.capver)
         init = base64.b64encode(initiator.initiation()).decode()
@@ -127,7 +147,9 @@ class ControlClient:
         self._http = aiohttp.ClientSession()
         try:
             ws = await self._http.ws_connect(
-                f"{scheme}://{parts.netloc}/ts2021?{HANDSHAKE_HEADER}={init}", protocols=[UPGRADE_PROTOCOL]
+                f"{scheme}://{parts.netloc}/ts2021?{HANDSHAKE_HEADER}={init}",
+                protocols=[UPGRADE_PROTOCOL],
+                ssl=self.tls if self.tls is not None else True,
             )
         except aiohttp.ClientError as exc:
             raise ControlClientError(f"websocket upgrade refused: {exc}") from exc

@@ -9,7 +9,7 @@ from pyheadscale.mapper import tailcfg
 async def decode(request: InnerRequest, model: type[tailcfg.WireT]) -> tailcfg.WireT | None:
     """The body as `model`, or None once the client has been told why it was refused."""
     try:
-        return tailcfg.parse_request(model, request.body)
+        return tailcfg.parse_request(model, request.body, request.parse_context)
     except tailcfg.BadRequest as exc:
         await request.response.respond(400, str(exc).encode(), "text/plain")
         return None

@@ -3,6 +3,12 @@
 Each request runs as its own task once its body is complete; a long map poll is simply a request whose
 response never ends. Response bodies respect the peer's flow-control windows, so a client that stops reading
 stalls only its own stream, never the connection's other streams or the server.
+
+What a client can make us hold is bounded (see H2Limits): request bodies still arriving are buffered up to
+`connection_buffer` bytes per connection and `BodyBudget.limit` across all connections, and flow control is
+not replenished past that, so the client simply cannot send more; a request must be complete within
+`request_timeout` of its HEADERS or its stream is reset; a connection with no open request for
+`idle_timeout` is closed with GOAWAY.
 """
 
 from __future__ import annotations
@@ -10,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import h2.config
@@ -28,6 +36,50 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_BODY = 1 << 20
 MAX_CONCURRENT_STREAMS = 64
+# Streams a client may reset per RESET_WINDOW seconds before the connection is closed: opening and
+# cancelling streams at once ("rapid reset") would otherwise cost us a handler task each, with no stream
+# limit ever reached.
+MAX_CLIENT_RESETS = 200
+RESET_WINDOW = 10.0
+
+
+class BodyBudget:
+    """Bytes of unfinished request bodies held across every connection; over `limit`, no one gets more
+    flow-control credit until some is released. Connections starved by it are told when bytes come back."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._starved: set[H2Server] = set()
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used >= self.limit
+
+    def release(self, size: int) -> None:
+        self.used -= size
+        starved, self._starved = self._starved, set()
+        for server in starved:
+            server.credit_released()
+
+    def starve(self, server: H2Server) -> None:
+        self._starved.add(server)
+
+    def forget(self, server: H2Server) -> None:
+        self._starved.discard(server)
+
+
+@dataclass(slots=True)
+class H2Limits:
+    """What one connection may hold; `budget` is shared by every connection of the server."""
+
+    budget: BodyBudget = field(default_factory=lambda: BodyBudget(64 << 20))
+    connection_buffer: int = 2 << 20
+    request_timeout: float = 30.0
+    idle_timeout: float = 120.0
+    preface_timeout: float | None = None
+    # Handed to request parsers (decode), e.g. the Hostinfo size bound.
+    parse_context: dict[str, Any] = field(default_factory=dict)
 
 
 class StreamClosed(Exception):
@@ -44,12 +96,19 @@ class InnerRequest:
     headers: dict[str, str]
     body: bytes
     response: ResponseStream
+    # The client's address as the listener saw it (for per-source limits), and the parsers' bounds.
+    source: str = ""
+    parse_context: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class _Pending:
+    """A request whose body is still arriving: `unacked` flow-controlled bytes are credit not yet returned."""
+
     headers: dict[str, str]
+    deadline: asyncio.TimerHandle
     body: bytearray = field(default_factory=bytearray)
+    unacked: int = 0
 
 
 class ResponseStream:
@@ -88,9 +147,14 @@ class H2Server:
     """Serves one HTTP/2 connection over a NoiseStream until either side ends it."""
 
     def __init__(
-        self, stream: NoiseStream, handler: Handler, *, preface_timeout: float | None = None
+        self, stream: NoiseStream, handler: Handler, limits: H2Limits | None = None, *, source: str = ""
     ) -> None:
-        self._preface_timeout = preface_timeout
+        self._limits = limits or H2Limits()
+        self._source = source
+        self._buffered = 0
+        self._idle_since = time.monotonic()
+        self._reset_window_start = self._idle_since
+        self._resets = 0
         self._stream = stream
         self._handler = handler
         config = h2.config.H2Configuration(
@@ -99,6 +163,7 @@ class H2Server:
         self._conn = h2.connection.H2Connection(config=config)
         self._pending: dict[int, _Pending] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._window_open = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._closed = False
@@ -106,59 +171,90 @@ class H2Server:
     async def serve(self) -> None:
         self._conn.initiate_connection()
         self._conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS})
+        read: asyncio.Task[bytes] | None = None
         try:
             await self.flush()
             # A client sends its HTTP/2 preface right after the handshake; one that sends nothing is not let
             # hold a connection open forever.
-            try:
-                data = await asyncio.wait_for(self._stream.read(), self._preface_timeout)
-            except TimeoutError:
-                log.info("closing control connection: no HTTP/2 preface within %ss", self._preface_timeout)
+            read = asyncio.ensure_future(self._stream.read())
+            done, _ = await asyncio.wait({read}, timeout=self._limits.preface_timeout)
+            if not done:
+                log.info(
+                    "closing control connection: no HTTP/2 preface within %ss", self._limits.preface_timeout
+                )
                 return
             while not self._closed:
+                data = read.result()
                 if not data:
                     break
                 try:
                     events = self._conn.receive_data(data)
-                except h2.exceptions.ProtocolError as exc:
+                except (h2.exceptions.ProtocolError, UnicodeDecodeError) as exc:
+                    # UnicodeDecodeError: h2 decodes header values as UTF-8 and lets a bad byte through.
                     log.info("closing control connection after HTTP/2 protocol error: %s", exc)
                     await self.flush()
                     break
                 for event in events:
                     self._on_event(event)
                 await self.flush()
-                data = await self._stream.read()
+                if self._closed:
+                    break
+                read = asyncio.ensure_future(self._stream.read())
+                if not await self._wait_while_busy(read):
+                    log.info("closing control connection: idle for %ss", self._limits.idle_timeout)
+                    self._conn.close_connection()
+                    await self.flush()
+                    break
         except (NoiseError, ConnectionError, StreamClosed) as exc:
             log.info("control connection ended: %s", exc)
         finally:
             self._closed = True
             self._window_open.set()
+            self._limits.budget.forget(self)
+            if read is not None and not read.done():
+                read.cancel()
+            for stream_id in list(self._pending):
+                self._drop_pending(stream_id)
             tasks = list(self._tasks.values())
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if read is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await read
+
+    async def _wait_while_busy(self, read: asyncio.Task[bytes]) -> bool:
+        """Wait for `read`; False when the connection had no open request for idle_timeout first."""
+        while True:
+            idle = not self._pending and not self._tasks
+            timeout = self._limits.idle_timeout
+            if idle:
+                timeout -= time.monotonic() - self._idle_since
+                if timeout <= 0:
+                    return False
+            done, _ = await asyncio.wait({read}, timeout=timeout)
+            if done:
+                return True
 
     def _on_event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
             headers = {str(k): str(v) for k, v in (event.headers or [])}
-            self._pending[event.stream_id] = _Pending(headers)
+            deadline = asyncio.get_running_loop().call_later(
+                self._limits.request_timeout, self._request_timed_out, event.stream_id
+            )
+            self._pending[event.stream_id] = _Pending(headers, deadline)
         elif isinstance(event, h2.events.DataReceived):
-            pending = self._pending.get(event.stream_id)
-            self._conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            if pending is None:
-                return
-            pending.body += event.data or b""
-            if len(pending.body) > MAX_REQUEST_BODY:
-                del self._pending[event.stream_id]
-                self._conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self._on_data(event)
         elif isinstance(event, h2.events.StreamEnded):
-            pending = self._pending.pop(event.stream_id, None)
+            pending = self._take_pending(event.stream_id)
             if pending is not None:
                 self._dispatch(event.stream_id, pending)
         elif isinstance(event, h2.events.StreamReset):
-            self._pending.pop(event.stream_id, None)
+            if event.remote_reset:
+                self._count_reset()
+            self._drop_pending(event.stream_id)
             task = self._tasks.get(event.stream_id)
             if task is not None:
                 task.cancel()
@@ -167,6 +263,101 @@ class H2Server:
             self._window_open.set()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._closed = True
+
+    def _count_reset(self) -> None:
+        now = time.monotonic()
+        if now - self._reset_window_start > RESET_WINDOW:
+            self._reset_window_start, self._resets = now, 0
+        self._resets += 1
+        if self._resets > MAX_CLIENT_RESETS:
+            log.info(
+                "closing control connection: more than %d streams reset in %ss",
+                MAX_CLIENT_RESETS,
+                RESET_WINDOW,
+            )
+            self._conn.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+            self._closed = True
+
+    def _on_data(self, event: h2.events.DataReceived) -> None:
+        stream_id, size = event.stream_id, event.flow_controlled_length or 0
+        pending = self._pending.get(stream_id)
+        if pending is None:  # a stream we already refused: its bytes are not ours to hold
+            self._conn.acknowledge_received_data(size, stream_id)
+            return
+        data = event.data or b""
+        pending.body += data
+        pending.unacked += size
+        self._buffered += len(data)
+        self._limits.budget.used += len(data)
+        if len(pending.body) > MAX_REQUEST_BODY:
+            self._drop_pending(stream_id)
+            self._conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        self._grant_credit()
+
+    def _grant_credit(self) -> None:
+        """Return flow-control credit to streams still sending, as far as the buffers allow."""
+        budget = self._limits.budget
+        for stream_id, pending in self._pending.items():
+            if self._buffered >= self._limits.connection_buffer:
+                return
+            if budget.exhausted:
+                budget.starve(self)
+                return
+            if pending.unacked:
+                self._conn.acknowledge_received_data(pending.unacked, stream_id)
+                pending.unacked = 0
+
+    def credit_released(self) -> None:
+        """The shared budget has room again: grant what we held back and send the WINDOW_UPDATEs."""
+        if self._closed:
+            return
+        self._grant_credit()
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._quiet_flush())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _quiet_flush(self) -> None:
+        with contextlib.suppress(StreamClosed):
+            await self.flush()
+
+    def _take_pending(self, stream_id: int) -> _Pending | None:
+        """Remove a pending request, releasing its buffered bytes and the credit held back for it."""
+        pending = self._pending.pop(stream_id, None)
+        if pending is None:
+            return None
+        pending.deadline.cancel()
+        self._buffered -= len(pending.body)
+        if pending.unacked and not self._closed:
+            self._conn.acknowledge_received_data(pending.unacked, stream_id)
+            pending.unacked = 0
+        if not self._pending and not self._tasks:
+            self._idle_since = time.monotonic()
+        self._limits.budget.release(len(pending.body))
+        if not self._closed:
+            self._grant_credit()
+        return pending
+
+    def _drop_pending(self, stream_id: int) -> None:
+        pending = self._take_pending(stream_id)
+        if pending is not None:
+            pending.body = bytearray()
+
+    def _request_timed_out(self, stream_id: int) -> None:
+        if stream_id not in self._pending or self._closed:
+            return
+        log.info(
+            "resetting control stream %d: request not complete within %ss",
+            stream_id,
+            self._limits.request_timeout,
+        )
+        self._drop_pending(stream_id)
+        with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            self._conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+        self._flush_soon()
 
     def _dispatch(self, stream_id: int, pending: _Pending) -> None:
         target = urlsplit(pending.headers.get(":path", "/"))
@@ -178,6 +369,8 @@ class H2Server:
             headers={k: v for k, v in pending.headers.items() if not k.startswith(":")},
             body=bytes(pending.body),
             response=response,
+            source=self._source,
+            parse_context=self._limits.parse_context,
         )
         task = asyncio.get_running_loop().create_task(self._run(request))
         self._tasks[stream_id] = task
@@ -193,7 +386,7 @@ class H2Server:
         except (StreamClosed, asyncio.CancelledError):
             pass
         except Exception:
-            log.exception("handler for %s %s failed", request.method, request.path)
+            log.exception("handler for %s %.200s failed", request.method, request.path)
             with contextlib.suppress(Exception):
                 if not request.response.started:
                     await request.response.respond(500, b"internal error", "text/plain")
@@ -202,6 +395,8 @@ class H2Server:
                     await self.flush()
         finally:
             self._tasks.pop(stream_id, None)
+            if not self._pending and not self._tasks:
+                self._idle_since = time.monotonic()
 
     def send_headers(self, stream_id: int, headers: list[tuple[str, str]], *, end_stream: bool) -> None:
         try:

@@ -23,7 +23,7 @@ from pyheadscale.mapper import tailcfg
 from pyheadscale.mapper.builder import MapBuilder
 from pyheadscale.mapper.distributor import Distributor, MapSession
 from pyheadscale.metrics import Metrics
-from pyheadscale.state.errors import NotFound
+from pyheadscale.state.errors import AccessRevoked, NotFound
 from pyheadscale.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -92,28 +92,51 @@ class MapHandler:
         if node.machine_key != machine_key:
             await request.response.respond(401, b"node key does not belong to this machine", "text/plain")
             return
-        if not req.ReadOnly:
-            try:
+        compress = req.Compress == "zstd"
+        try:
+            if not self.store.may_connect(node):
+                raise AccessRevoked("node key expired")
+            if not req.ReadOnly:
                 node = await self.store.update_from_map_request(
                     node, disco_key=req.DiscoKey or None, endpoints=req.Endpoints, hostinfo=req.Hostinfo
                 )
-            except NotFound:  # deleted while this request was in flight
-                await request.response.respond(404, b"node not found", "text/plain")
-                return
-        compress = req.Compress == "zstd"
+        except NotFound:  # deleted while this request was in flight
+            await request.response.respond(404, b"node not found", "text/plain")
+            return
+        except AccessRevoked:
+            await self._refuse_revoked(request, node.id, req, compress)
+            return
         if not req.Stream:
             if req.OmitPeers:
                 # A "lite" update: the client only checks the status.
                 await request.response.respond(200, b"", "application/json")
+                self.metrics.hs_endpoint_updates.labels("ok").inc()
                 return
             full, _ = self.builder.full(node, req.Version)
             await request.response.respond(200, self._encode(full, "full", compress), "application/json")
             return
         await self._stream(request, node.id, req.Version, compress)
 
+    async def _refuse_revoked(
+        self, request: InnerRequest, node_id: int, req: tailcfg.MapRequest, compress: bool
+    ) -> None:
+        """An expired node's request: its update is dropped, and it learns only that it expired.
+
+        A lite update (OmitPeers without Stream) is refused outright; a map request, streaming or not, gets
+        one message holding its own expired node and nothing about anyone else, and the response ends.
+        """
+        node = self.store.nodes.get(node_id)
+        if node is None:
+            await request.response.respond(404, b"node not found", "text/plain")
+        elif req.OmitPeers and not req.Stream:
+            await request.response.respond(403, b"node key expired: log in again", "text/plain")
+        else:
+            message = self._encode(self.builder.revoked(node, req.Version), "revoked", compress)
+            await request.response.respond(200, message, "application/json")
+
     def _encode(self, message: dict[str, Any], kind: str, compress: bool) -> bytes:
         data = encode_message(message, compress)
-        self.metrics.map_messages.labels(kind).inc()
+        self.metrics.map_sent(kind)
         self.metrics.map_bytes.inc(len(data))
         return data
 
@@ -133,6 +156,12 @@ class MapHandler:
                     async with asyncio.timeout(interval):
                         await session.wake.wait()
                 except TimeoutError:
+                    node = self.store.nodes.get(node_id)
+                    if node is not None and not self.store.may_connect(node):
+                        # Expiry timers run on the loop's clock; a wall clock that jumped past a node's
+                        # expiry is caught here, at the latest one keep-alive interval later.
+                        session.want_full()
+                        continue
                     await response.send(self._encode({"KeepAlive": True}, "keepalive", compress))
                     continue
                 now = time.monotonic()
@@ -144,7 +173,14 @@ class MapHandler:
                 if message is not None:
                     last_sent = time.monotonic()
                     kind = "full" if "Node" in message and "Peers" in message else "delta"
+                    if session.closed:
+                        kind = "revoked"
                     await response.send(self._encode(message, kind, compress))
+        except asyncio.CancelledError:
+            self.metrics.hs_map_ended.labels("cancelled").inc()
+            raise
+        else:
+            self.metrics.hs_map_ended.labels("done").inc()
         finally:
             self.streams -= 1
             self.distributor.remove(session)

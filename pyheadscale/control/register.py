@@ -19,6 +19,7 @@ from pyheadscale.control.decode import decode
 from pyheadscale.control.h2server import InnerRequest
 from pyheadscale.mapper import tailcfg
 from pyheadscale.metrics import Metrics
+from pyheadscale.ratelimit import RateLimiter, retry_after_header, source_of
 from pyheadscale.state.errors import AuthFailed, StateError
 from pyheadscale.state.ipalloc import AddressExhausted
 from pyheadscale.state.models import Node
@@ -34,23 +35,36 @@ class RegisterHandler:
         self.store = store
         self.config = config
         self.metrics = metrics
+        rate = config.limits.rate.registrations
+        self.rate = RateLimiter(
+            rate.per_second, rate.burst, on_limited=metrics.rate_limited.labels("registrations").inc
+        )
 
     async def handle(self, request: InnerRequest, machine_key: str) -> None:
+        source = source_of(request.source)
+        wait = self.rate.retry_after(source)
+        if wait:
+            # tailscaled reads a non-200 register answer as an error and retries with backoff.
+            await request.response.start(429, {"retry-after": retry_after_header(wait)})
+            await request.response.send(b"too many registrations from your address; retry later\n", end=True)
+            return
         req = await decode(request, tailcfg.RegisterRequest)
         if req is None:
             return
         audit.actor.set(f"machine:{machine_key[5:17]}")
         try:
-            response = await self._register(req, machine_key)
+            response = await self._register(req, machine_key, source)
             self.metrics.registrations.labels("ok").inc()
         except AuthFailed as exc:
-            log.warning("registration refused for machine %s: %s", machine_key[:13], exc)
+            log.warning(
+                "registration refused for machine %s: %s", machine_key[:13], audit.clip(str(exc), 200)
+            )
             self.metrics.registrations.labels("refused").inc()
             self.metrics.auth_failures.labels("authkey").inc()
-            self.store.audit.record(
+            self.store.audit.record_refusal(
+                request.source,
                 "node.register",
                 f"machine:{machine_key[5:17]}",
-                "denied",
                 reason=str(exc),
                 hostname=(req.Hostinfo or {}).get("Hostname"),
             )
@@ -83,14 +97,14 @@ class RegisterHandler:
                 "ProfilePicURL": picture,
             },
             authorized=True,
-            expired=self.store.is_expired(node),
+            expired=not self.store.may_connect(node),
         )
 
-    def default_expiry(self) -> datetime | None:
-        lifetime = self.config.node.expiry
-        return now() + lifetime if lifetime.total_seconds() > 0 else None
+    def default_expiry(self, *, tagged: bool = False, requested: datetime | None = None) -> datetime | None:
+        """Key expiry for a node registering now (a login approved for a user: not tagged, nothing asked)."""
+        return self.config.node.expiry_for(tagged=tagged, requested=requested, at=now())
 
-    async def _register(self, req: tailcfg.RegisterRequest, machine_key: str) -> dict[str, Any]:
+    async def _register(self, req: tailcfg.RegisterRequest, machine_key: str, source: str) -> dict[str, Any]:
         expiry = req.expiry
         existing = self.store.node_by_node_key(req.NodeKey)
         if existing is not None and existing.machine_key != machine_key:
@@ -108,7 +122,7 @@ class RegisterHandler:
         # Node-key rotation: the machine proves it owns the old key by its machine key.
         if req.OldNodeKey and req.OldNodeKey != req.NodeKey:
             old = self.store.node_by_node_key(req.OldNodeKey)
-            if old is not None and old.machine_key == machine_key and not self.store.is_expired(old):
+            if old is not None and old.machine_key == machine_key and self.store.may_connect(old):
                 node = await self.store.rotate_node_key(old, req.NodeKey, req.Hostinfo or {})
                 return self._response_for(node)
 
@@ -120,40 +134,42 @@ class RegisterHandler:
                 machine_key=machine_key,
                 node_key=req.NodeKey,
                 hostinfo=req.Hostinfo or {},
-                # A client may ask for its key to expire sooner or later than the configured lifetime.
-                expiry=expiry if expiry is not None else self.default_expiry(),
+                expiry=self.default_expiry(tagged=bool(key.tags), requested=expiry),
             )
             log.info("registered node %d (%s) with preauth key %d", node.id, node.given_name, key.id)
             return self._response_for(node)
 
         if existing is not None:
             # A restarting client re-checks its registration; an expired node must log in again.
-            if self.store.is_expired(existing):
+            if not self.store.may_connect(existing):
                 return tailcfg.register_response(expired=True)
             return self._response_for(existing)
 
         if req.Followup:
-            return await self._follow_up(req, machine_key)
-        login = self.logins.start(machine_key, req.NodeKey, req.Hostinfo or {}, expiry=expiry)
+            return await self._follow_up(req, machine_key, source)
+        login = self.logins.start(machine_key, req.NodeKey, req.Hostinfo or {}, source=source, expiry=expiry)
         log.info(
             "login %s waiting for approval (machine %s, hostname %r)",
             login.auth_id,
             machine_key[:13],
-            login.hostname,
+            audit.clip(login.hostname, 64),
         )
         return tailcfg.register_response(auth_url=f"{self.config.server_url}/register/{login.auth_id}")
 
-    async def _follow_up(self, req: tailcfg.RegisterRequest, machine_key: str) -> dict[str, Any]:
+    async def _follow_up(self, req: tailcfg.RegisterRequest, machine_key: str, source: str) -> dict[str, Any]:
         """Wait for the operator's verdict; an unknown or expired login starts over with a new URL."""
         login = self.logins.get(auth_id_from_followup(req.Followup))
         if login is None or login.machine_key != machine_key:
-            fresh = self.logins.start(machine_key, req.NodeKey, req.Hostinfo or {})
+            fresh = self.logins.start(machine_key, req.NodeKey, req.Hostinfo or {}, source=source)
             return tailcfg.register_response(auth_url=f"{self.config.server_url}/register/{fresh.auth_id}")
         try:
             node = await asyncio.shield(login.outcome)
         except LoginRejected as exc:
             raise AuthFailed(str(exc)) from None
         if node is None:
-            fresh = self.logins.start(machine_key, req.NodeKey, req.Hostinfo or {})
+            # Replaced by a newer login of the same machine (then point there), or expired.
+            fresh = self.logins.for_machine(machine_key) or self.logins.start(
+                machine_key, req.NodeKey, req.Hostinfo or {}, source=source
+            )
             return tailcfg.register_response(auth_url=f"{self.config.server_url}/register/{fresh.auth_id}")
         return self._response_for(node)

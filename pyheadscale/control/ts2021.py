@@ -19,11 +19,13 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from derp.conn import HijackedHTTPConn
 from pyheadscale import keys
+from pyheadscale.config import LimitsConfig
 from pyheadscale.control import noise
-from pyheadscale.control.h2server import H2Server, InnerRequest
+from pyheadscale.control.h2server import BodyBudget, H2Limits, H2Server, InnerRequest
 from pyheadscale.control.noise_stream import NoiseStream
 from pyheadscale.control.recorder import record, recorder_dir
 from pyheadscale.control.ws_bytes import WebSocketBytes
+from pyheadscale.ratelimit import RateLimiter, retry_after_header, source_of
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,9 @@ class ControlServer:
         self,
         server_key: keys.PrivateKey,
         routes: dict[tuple[str, str], InnerHandler],
+        limits: LimitsConfig | None = None,
+        *,
+        on_rate_limited: Callable[[], None] | None = None,
         prefix_routes: dict[str, InnerHandler] | None = None,
     ) -> None:
         """`prefix_routes` serve every path under a prefix (paths with ids in them), any method."""
@@ -60,6 +65,12 @@ class ControlServer:
         self.routes = routes
         self.prefix_routes = prefix_routes or {}
         self.connections: set[asyncio.Task[None]] = set()
+        limits = limits or LimitsConfig()
+        rate = limits.rate.handshakes
+        # A handshake costs us a Diffie-Hellman or three before we know who is asking.
+        self.handshakes = RateLimiter(rate.per_second, rate.burst, on_limited=on_rate_limited)
+        self.body_budget = BodyBudget(limits.http2.total_buffer_bytes)
+        self._limits = limits
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/key", self.handle_key)
@@ -79,6 +90,9 @@ class ControlServer:
         encoded = request.headers.get(HANDSHAKE_HEADER, "")
         if not encoded:
             return web.Response(status=400, text=f"missing {HANDSHAKE_HEADER} header\n")
+        limited = self._rate_limited(request)
+        if limited is not None:
+            return limited
         try:
             init = base64.b64decode(encoded, validate=True)
             noise.parse_initiation(init)
@@ -94,17 +108,31 @@ class ControlServer:
             status=101, headers={"Upgrade": UPGRADE_PROTOCOL, "Connection": "upgrade"}
         )
         response.force_close()
-        await response.prepare(request)
-        conn = HijackedHTTPConn(request, response)
-        stream = NoiseStream(session, conn.read_exactly, conn.write)
-        challenge = keys.PrivateKey.generate()
-        # Handshake response and early payload go out together, before any HTTP/2 byte.
-        await conn.write(response_frame + session.send.seal_records(early_payload(challenge.public())))
         try:
-            await self.serve_session(stream, str(request.remote))
+            await response.prepare(request)
+            conn = HijackedHTTPConn(request, response)
+            stream = NoiseStream(session, conn.read_exactly, conn.write)
+            challenge = keys.PrivateKey.generate()
+            # Handshake response and early payload go out together, before any HTTP/2 byte.
+            await conn.write(response_frame + session.send.seal_records(early_payload(challenge.public())))
+        except ConnectionError as exc:
+            log.info("TS2021 client %s left during the upgrade: %s", request.remote, exc)
+            return response
+        try:
+            await self.serve_session(stream, request.remote or "")
         finally:
             conn.close()
         return response
+
+    def _rate_limited(self, request: web.Request) -> web.Response | None:
+        wait = self.handshakes.retry_after(source_of(request.remote))
+        if not wait:
+            return None
+        return web.Response(
+            status=429,
+            text="too many handshakes from your address; retry later\n",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
 
     async def handle_websocket(self, request: web.Request) -> web.StreamResponse:
         """The WebSocket form (browser and WASM clients): subprotocol `tailscale-control-protocol`, the
@@ -120,6 +148,9 @@ class ControlServer:
         ready = ws.can_prepare(request)
         if not ready.ok or ready.protocol != UPGRADE_PROTOCOL:
             return web.Response(status=400, text=f"websocket must offer the {UPGRADE_PROTOCOL} subprotocol\n")
+        limited = self._rate_limited(request)
+        if limited is not None:
+            return limited
         try:
             response_frame, session = noise.respond(self.server_key, init)
         except noise.NoiseError as exc:
@@ -138,9 +169,8 @@ class ControlServer:
         transport = WebSocketBytes(receive, ws.send_bytes)
         try:
             await transport.write(response_frame)
-            await self.serve_session(
-                NoiseStream(session, transport.read_exactly, transport.write), str(request.remote)
-            )
+            stream = NoiseStream(session, transport.read_exactly, transport.write)
+            await self.serve_session(stream, request.remote or "")
         except ConnectionError as exc:
             log.info("TS2021 websocket from %s ended: %s", request.remote, exc)
         finally:
@@ -176,7 +206,16 @@ class ControlServer:
         if task is not None:
             self.connections.add(task)
         try:
-            await H2Server(stream, dispatch, preface_timeout=HANDSHAKE_TIMEOUT).serve()
+            connections = self._limits.connections
+            h2_limits = H2Limits(
+                budget=self.body_budget,
+                connection_buffer=self._limits.http2.connection_buffer_bytes,
+                request_timeout=connections.request_timeout.total_seconds(),
+                idle_timeout=connections.idle_timeout.total_seconds(),
+                preface_timeout=HANDSHAKE_TIMEOUT,
+                parse_context={"hostinfo_max_bytes": self._limits.hostinfo.max_bytes},
+            )
+            await H2Server(stream, dispatch, h2_limits, source=remote).serve()
         finally:
             if task is not None:
                 self.connections.discard(task)

@@ -28,8 +28,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 def database_url(config: Config) -> str:
     db = config.database
     if db.type == "postgres":
-        pg = db.postgres
-        return f"postgresql+asyncpg://{pg.user}:{pg.password}@{pg.host}:{pg.port}/{pg.name}"
+        return db.postgres.url().render_as_string(hide_password=False)
     path = config.path(db.sqlite.path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite+aiosqlite:///{path}"
@@ -138,12 +137,14 @@ class Database:
 
     @classmethod
     async def open(cls, config: Config) -> Database:
-        return await cls.open_url(database_url(config))
+        postgres = config.database.type == "postgres"
+        options = config.database.postgres.engine_options() if postgres else {}
+        return await cls.open_url(database_url(config), **options)
 
     @classmethod
-    async def open_url(cls, url: str) -> Database:
+    async def open_url(cls, url: str, **engine_options: Any) -> Database:
         """Open a database by URL (tests use in-memory or temporary SQLite files)."""
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, **engine_options)
         if url.startswith("sqlite"):
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         async with engine.begin() as conn:
@@ -170,7 +171,11 @@ class Database:
         await self._update(schema.users, user.id, _to_row(user) | {"provider_id": user.provider_id or None})
 
     async def delete_user(self, user_id: int) -> None:
-        await self._delete(schema.users, user_id)
+        """Delete a user and its preauth keys in one transaction (the foreign key would only orphan them)."""
+        async with self.engine.begin() as conn:
+            keys = schema.pre_auth_keys
+            await conn.execute(delete(keys).where(keys.c.user_id == user_id))
+            await conn.execute(delete(schema.users).where(schema.users.c.id == user_id))
 
     async def insert_preauth_key(self, key: PreAuthKey) -> int:
         return await self._insert(schema.pre_auth_keys, _to_row(key))

@@ -18,6 +18,7 @@ from pyheadscale.state.store import Store
 BASELINE_CAPS = ("https://tailscale.com/cap/is-admin", "https://tailscale.com/cap/ssh")
 # Taildrop: a client offers and accepts files only when its own node carries this (taildrop.enabled).
 FILE_SHARING_CAP = "https://tailscale.com/cap/file-sharing"
+DEFAULT_AUTO_UPDATE_CAP = "default-auto-update"
 
 
 @dataclass(slots=True)
@@ -30,7 +31,8 @@ class MapContext:
     derp_map: dict[str, Any]
 
 
-def _dns_config(config: Config) -> dict[str, Any]:
+def _dns_config(config: Config, extra_records: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """The DNSConfig every node gets; `extra_records` (from dns.extra_records_path) replace the config's."""
     dns = config.dns
     resolvers = [{"Addr": a} for a in dns.nameservers.global_]
     out: dict[str, Any] = {"Proxied": dns.magic_dns}
@@ -43,8 +45,9 @@ def _dns_config(config: Config) -> dict[str, Any]:
     domains = ([dns.base_domain] if dns.base_domain else []) + list(dns.search_domains)
     if domains:
         out["Domains"] = domains
-    if dns.extra_records:
-        out["ExtraRecords"] = dns.extra_records
+    records = dns.extra_records if extra_records is None else extra_records
+    if records:
+        out["ExtraRecords"] = records
     return out
 
 
@@ -54,6 +57,10 @@ class MapBuilder:
         self._dns = _dns_config(ctx.config)
         # node id -> (the record the entries were built from, capver -> recipient-independent peer fields)
         self._peer_bases: dict[int, tuple[Node, dict[int, dict[str, Any]]]] = {}
+
+    def set_extra_records(self, records: list[dict[str, str]]) -> None:
+        """New records from dns.extra_records_path: later maps carry them (push with a DNS change)."""
+        self._dns = _dns_config(self.ctx.config, records)
 
     def fqdn(self, node: Node) -> str:
         base = self.ctx.config.base_domain
@@ -124,6 +131,8 @@ class MapBuilder:
         if self_view and self.ctx.config.taildrop.enabled:
             cap_map[FILE_SHARING_CAP] = []
         if self_view:
+            # auto_update.enabled: the tailnet's default for clients' auto-update, always sent (a JSON bool).
+            cap_map[DEFAULT_AUTO_UPDATE_CAP] = [self.ctx.config.auto_update.enabled]
             cap_map.update(self.ctx.policy.cap_map(node.id))
         out: dict[str, Any] = {
             "ID": node.id,
@@ -227,6 +236,30 @@ class MapBuilder:
         if not online and peer.last_seen is not None:
             patch["LastSeen"] = tailcfg.go_time(peer.last_seen)
         return patch
+
+    def revoked(self, node: Node, capver: int) -> dict[str, Any]:
+        """All a node that lost access gets: itself (Expired), no peers, a filter admitting nothing.
+
+        Nothing about anyone else (peers, DNS, the DERP map, user profiles but its own) is in it.
+        """
+        profile = self.user_profile(node)
+        itself = self.tail_node(node, None, capver, self_view=True)
+        # Expired, or owned by nobody (left so by an older version): either way it must log in again.
+        itself.update(Expired=True, MachineAuthorized=False)
+        response: dict[str, Any] = {
+            "KeepAlive": False,
+            "Node": itself,
+            "Peers": [],
+            "UserProfiles": [profile],
+            "ControlTime": tailcfg.go_time(datetime.now(UTC)),
+            "Debug": {"DisableLogTail": True},
+            "SSHPolicy": {"rules": []},
+        }
+        if capver >= tailcfg.CAPVER_PACKET_FILTERS:
+            response["PacketFilters"] = {"*": None}
+        else:
+            response["PacketFilter"] = []
+        return response
 
     def self_update(self, node: Node, capver: int) -> dict[str, Any]:
         return {"Node": self.tail_node(node, None, capver, self_view=True)}

@@ -132,6 +132,11 @@ class MapSession:
         node = store.nodes.get(self.node_id)
         if node is None:
             return None
+        if not store.may_connect(node):
+            # Expired or logged out since the stream opened: one last self-update, and the stream ends.
+            self.closed = True
+            self._forget(set(self.known_peers))
+            return builder.revoked(node, self.capver)
         if self._full:
             self._full = self._self = self._policy = False
             self._changed.clear()
@@ -218,7 +223,7 @@ class Distributor:
 
     def on_change(self, change: Change) -> None:
         kind, node_id = change.kind, change.node_id
-        if kind in (ChangeKind.POLICY, ChangeKind.USERS, ChangeKind.DERP):
+        if kind in (ChangeKind.POLICY, ChangeKind.USERS, ChangeKind.DERP, ChangeKind.DNS):
             for group in self.sessions.values():
                 for session in group:
                     session.want_full()

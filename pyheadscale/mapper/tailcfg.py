@@ -15,9 +15,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from pyheadscale import keys
+from pyheadscale.mapper import hostinfo as hostinfo_fields
 
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 TAGGED_DEVICES_USER_ID = 2147455555
@@ -28,6 +29,7 @@ CAPVER_HOME_DERP = 111
 CAPVER_PACKET_FILTERS = 81
 # Oldest client capability version we serve (Tailscale v1.62, as Headscale's window goes back that far).
 MIN_CAPVER = 88
+MAX_ENDPOINTS = 256
 
 
 class BadRequest(ValueError):
@@ -69,66 +71,14 @@ def parse_go_time(text: str | None) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
-# Hostinfo and Endpoints travel from a node to every peer verbatim, and a Tailscale client decodes them into
-# typed Go structs: one wrongly typed field fails the peer's whole MapResponse. So the fields peers decode are
-# checked here against tailcfg.Hostinfo's types (null is always fine; unknown fields pass, Go ignores them).
-_HOSTINFO_STRINGS = frozenset(
-    {
-        "IPNVersion",
-        "FrontendLogID",
-        "BackendLogID",
-        "OS",
-        "OSVersion",
-        "Env",
-        "Distro",
-        "DistroVersion",
-        "DistroCodeName",
-        "App",
-        "Package",
-        "DeviceModel",
-        "PushDeviceToken",
-        "Hostname",
-        "Machine",
-        "GoArch",
-        "GoArchVar",
-        "GoVersion",
-        "Cloud",
-        "ServicesHash",
-        "ExitNodeID",
-    }
-)
-_HOSTINFO_BOOLS = frozenset(
-    {  # bool and opt.Bool: both decode only true, false and null
-        "ShieldsUp",
-        "ShareeNode",
-        "NoLogsNoSupport",
-        "RemoteConfig",
-        "WireIngress",
-        "IngressEnabled",
-        "AllowsUpdate",
-        "PeerRelay",
-        "Container",
-        "Desktop",
-        "Userspace",
-        "UserspaceRouter",
-        "AppConnector",
-        "StateEncrypted",
-    }
-)
-_HOSTINFO_STRING_LISTS = frozenset({"RequestTags", "WoLMACs", "sshHostKeys"})
-_NETINFO_BOOLS = frozenset(
-    {
-        "MappingVariesByDestIP",
-        "WorkingIPv6",
-        "OSHasIPv6",
-        "WorkingUDP",
-        "WorkingICMPv4",
-        "HavePortMap",
-        "UPnP",
-        "PMP",
-        "PCP",
-    }
-)
+# Hostinfo and Endpoints travel from a node to every peer, and a Tailscale client decodes them into typed Go
+# structs: one wrongly typed field fails the peer's whole MapResponse. So the fields peers decode are checked
+# here against tailcfg.Hostinfo's types (null is always fine), then `bound_hostinfo` drops unknown fields and
+# holds the rest to real clients' sizes.
+_HOSTINFO_STRINGS = hostinfo_fields.STRING_FIELDS
+_HOSTINFO_BOOLS = hostinfo_fields.BOOL_FIELDS
+_HOSTINFO_STRING_LISTS = hostinfo_fields.STRING_LIST_FIELDS
+_NETINFO_BOOLS = hostinfo_fields.NETINFO_BOOLS
 
 
 def _is_int(value: Any) -> bool:
@@ -286,10 +236,14 @@ class _NodeRequest(_Wire):
 
     @field_validator("Hostinfo")
     @classmethod
-    def _hostinfo(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            check_hostinfo(value)
-        return value
+    def _hostinfo(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        check_hostinfo(value)
+        context = info.context or {}
+        return hostinfo_fields.bound_hostinfo(
+            value, context.get("hostinfo_max_bytes", hostinfo_fields.DEFAULT_MAX_BYTES)
+        )
 
 
 class RegisterRequest(_NodeRequest):
@@ -329,6 +283,9 @@ class MapRequest(_NodeRequest):
     @field_validator("Endpoints")
     @classmethod
     def _endpoints(cls, value: list[str] | None) -> list[str] | None:
+        # Pushed to every peer like Hostinfo; a client lists its interfaces' addresses and STUN results.
+        if value is not None and len(value) > MAX_ENDPOINTS:
+            raise ValueError(f"more than {MAX_ENDPOINTS} endpoints")
         for endpoint in value or ():
             check_endpoint(endpoint)
         return value
@@ -342,10 +299,12 @@ class MapRequest(_NodeRequest):
         return str(value)
 
 
-def parse_request(model: type[WireT], body: bytes) -> WireT:
-    """Parse a JSON request body into `model`, raising BadRequest with the failing field's name."""
+def parse_request(model: type[WireT], body: bytes, context: dict[str, Any] | None = None) -> WireT:
+    """Parse a JSON request body into `model`, raising BadRequest with the failing field's name.
+
+    `context` carries the configured bounds (`hostinfo_max_bytes`)."""
     try:
-        return model.model_validate_json(body or b"{}")
+        return model.model_validate_json(body or b"{}", context=context)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"

@@ -106,6 +106,12 @@ def parse_alias(text: str) -> Alias:
     raise AliasSyntaxError(f"{text!r}: invalid address")
 
 
+def is_email_token(token: str) -> bool:
+    """Whether a user token is email-shaped (``local@domain``) rather than a name (``name@``)."""
+    local, at, domain = token.rpartition("@")
+    return bool(at and local and domain)
+
+
 def user_domain_of(alias: Alias) -> str:
     """The domain of a ``user:*@domain`` alias."""
     return alias.text.rpartition("@")[2]
@@ -193,12 +199,27 @@ class Tailnet:
                     del addresses[index]
 
     def find_users(self, token: str) -> list[PolicyUser]:
-        """Users a ``user@domain`` / ``name@`` token names (by email, else by name)."""
+        """Every user a user token could mean.
+
+        An email-shaped token (``alice@example.com``) means the user with that email (the server passes only
+        emails an operator set or the identity provider verified), that provider identity, or that name when
+        an operator chose it; a name an identity provider chose (``preferred_username``) never counts, or
+        anyone could claim to be ``alice@example.com`` there. A name token (``alice@``) means that name or
+        that provider identity.
+        """
         trimmed = token.removesuffix("@")
-        return [u for u in self.users if trimmed in (u.email, u.name)]
+        if is_email_token(token):
+            return [
+                u
+                for u in self.users
+                if trimmed in (u.email, u.provider_id) or (trimmed == u.name and not u.name_from_provider)
+            ]
+        return [u for u in self.users if trimmed in (u.name, u.provider_id)]
 
     def user_ids_for(self, token: str) -> set[int]:
-        return {u.id for u in self.find_users(token)}
+        """The one user a token names; none when it matches several, so an ambiguous token grants nothing."""
+        found = self.find_users(token)
+        return {found[0].id} if len(found) == 1 else set()
 
     def user_ids_in_domain(self, domain: str) -> set[int]:
         return {u.id for u in self.users if u.email.rpartition("@")[2].lower() == domain.lower()}

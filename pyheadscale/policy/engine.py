@@ -45,7 +45,7 @@ from pyheadscale.policy.peers import (
 from pyheadscale.policy.policytests import run_policy_tests, run_ssh_tests
 from pyheadscale.policy.ssh import SSHCompiler, localpart_domain
 from pyheadscale.policy.types import PeerView, PolicyNode, PolicyUser
-from pyheadscale.policy.validate import validate_policy
+from pyheadscale.policy.validate import ambiguous_user_tokens, validate_policy
 
 DEFAULT_SERVER_URL = "https://unused"
 
@@ -134,6 +134,10 @@ class PolicyEngine:
     def set_nodes(self, users: Iterable[PolicyUser], nodes: Iterable[PolicyNode]) -> None:
         """Replace the whole tailnet (a full recompile)."""
         self._set_tailnet(list(users), list(nodes))
+
+    def ambiguous_user_tokens(self) -> list[str]:
+        """User tokens of the policy that now match several users: each grants nothing until resolved."""
+        return ambiguous_user_tokens(self.policy, self.tailnet) if self.policy is not None else []
 
     def add_or_update_node(self, node: PolicyNode) -> set[int]:
         """Add ``node`` or replace the node with its id; returns the ids of nodes whose results changed."""

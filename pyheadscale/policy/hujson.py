@@ -21,6 +21,9 @@ JSONPath = tuple[str | int, ...]
 _WHITESPACE = " \t\r\n"
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _NUMBER_CHARS = frozenset("0123456789+-.eE")
+# No policy nests anywhere near this deep; the limit keeps the recursive parser (and the position table, whose
+# keys grow with the depth) bounded on hostile input.
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,8 @@ class _Parser:
                 return
 
     def parse_value(self, path: JSONPath) -> Any:
+        if len(path) > MAX_DEPTH:
+            raise self.fail(f"values nested more than {MAX_DEPTH} levels deep")
         self.positions[path] = self.position()
         ch = self.text[self.index] if self.index < len(self.text) else ""
         if ch == "{":

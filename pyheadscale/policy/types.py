@@ -31,11 +31,18 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True)
 class PolicyUser:
-    """A tailnet user as the policy sees it."""
+    """A tailnet user as the policy sees it.
+
+    ``email`` only when it can be relied on (set by an operator, or verified by the identity provider);
+    ``provider_id`` the identity provider's identifier (issuer/subject); ``name_from_provider`` when the
+    name was chosen at the identity provider rather than by an operator.
+    """
 
     id: int
     name: str
     email: str = ""
+    provider_id: str = ""
+    name_from_provider: bool = False
 
 
 @dataclass(frozen=True)

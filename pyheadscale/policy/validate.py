@@ -8,7 +8,7 @@ e-mail domains) take a :class:`Tailnet`.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 
 from pyheadscale.policy.aliases import Alias, AliasKind, Autogroup, Tailnet, user_domain_of
@@ -263,11 +263,50 @@ class _Checker:
             self.fail(f'tag not found: "{approver.text}"', path)
 
     def check_user_references(self) -> None:
-        """A user token matching several users is ambiguous and rejected."""
-        for name, members in self.policy.groups.items():
-            for i, member in enumerate(members):
-                if len(self.tailnet.find_users(member)) > 1:
-                    self.fail(f'multiple users found: token "{member}"', ("groups", name, i))
+        """A user token matching several users is ambiguous and rejected (it would grant nothing)."""
+        for token, path in user_references(self.policy):
+            if len(self.tailnet.find_users(token)) > 1:
+                self.fail(f'multiple users found: token "{token}"', path)
+
+
+def user_references(policy: Policy) -> Iterator[tuple[str, Path]]:
+    """Every user token in the policy, with where it is: groups, ACLs, grants, SSH, nodeAttrs, tagOwners and
+    autoApprovers."""
+
+    def users_among(aliases: Iterable[Alias], path: Path) -> Iterator[tuple[str, Path]]:
+        for i, alias in enumerate(aliases):
+            if alias.kind is AliasKind.USER:
+                yield alias.text, (*path, i)
+
+    def user_texts(texts: Iterable[str], path: Path) -> Iterator[tuple[str, Path]]:
+        for i, text in enumerate(texts):
+            if "@" in text and not text.startswith(("group:", "tag:", "autogroup:")):
+                yield text, (*path, i)
+
+    for name, members in policy.groups.items():
+        yield from user_texts(members, ("groups", name))
+    for tag, owners in policy.tag_owners.items():
+        yield from user_texts(owners, ("tagOwners", tag))
+    for acl in policy.acls or []:
+        yield from users_among(acl.sources, (*acl.path, "src"))
+        yield from users_among((d.alias for d in acl.destinations), (*acl.path, "dst"))
+    for grant in policy.grants or []:
+        yield from users_among(grant.sources, (*grant.path, "src"))
+        yield from users_among(grant.destinations, (*grant.path, "dst"))
+    for rule in policy.ssh:
+        yield from users_among(rule.sources, (*rule.path, "src"))
+        yield from users_among(rule.destinations, (*rule.path, "dst"))
+    for entry in policy.node_attrs:
+        yield from users_among(entry.targets, (*entry.path, "target"))
+    for network, approvers in policy.route_approvers.items():
+        yield from users_among(approvers, ("autoApprovers", "routes", str(network)))
+    yield from users_among(policy.exit_node_approvers, ("autoApprovers", "exitNode"))
+
+
+def ambiguous_user_tokens(policy: Policy, tailnet: Tailnet) -> list[str]:
+    """The policy's user tokens that match more than one user (each grants nothing while it does)."""
+    found = {token for token, _ in user_references(policy) if len(tailnet.find_users(token)) > 1}
+    return sorted(found)
 
 
 def _go_duration(period: timedelta) -> str:

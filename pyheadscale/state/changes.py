@@ -27,6 +27,7 @@ class ChangeKind(enum.Enum):
     POLICY_NODES = "policy_nodes"
     USERS = "users"
     DERP = "derp"
+    DNS = "dns"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,3 +17,7 @@ class Conflict(StateError):
 
 class AuthFailed(StateError):
     """A key or login was refused; the message is safe to send to the client (it never echoes a secret)."""
+
+
+class AccessRevoked(StateError):
+    """The node's key expired or it was logged out: it may do nothing until it registers again."""

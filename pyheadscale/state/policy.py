@@ -60,6 +60,8 @@ class PolicyManager:
         self._file_stamp: tuple[float, int] | None = None
         self._task: asyncio.Task[None] | None = None
         self._approvals: set[asyncio.Task[Any]] = set()
+        # User tokens of the policy in force that match several users (reported once each).
+        self.ambiguous: list[str] = []
 
     # ---- what the mapper asks ----
 
@@ -81,7 +83,10 @@ class PolicyManager:
     # ---- loading and swapping ----
 
     def _users(self) -> list[PolicyUser]:
-        return [PolicyUser(u.id, u.name, u.email) for u in self.store.users.values()]
+        return [
+            PolicyUser(u.id, u.name, u.email, u.provider_id, name_from_provider=u.provider == "oidc")
+            for u in self.store.users.values()
+        ]
 
     def _nodes(self) -> list[PolicyNode]:
         return [policy_node(self.store, n) for n in sorted(self.store.nodes.values(), key=lambda n: n.id)]
@@ -177,6 +182,7 @@ class PolicyManager:
         kind, node_id = change.kind, change.node_id
         if kind is ChangeKind.USERS:
             self.engine.set_nodes(self._users(), self._nodes())
+            self._report_ambiguous()
         elif kind in (ChangeKind.NODE_ADDED, ChangeKind.NODE_UPDATED) and node_id in self.store.nodes:
             node = self.store.nodes[node_id]
             self._announce(self.engine.add_or_update_node(policy_node(self.store, node)))
@@ -202,6 +208,15 @@ class PolicyManager:
 
     def primary_routes_of(self, node_id: int) -> list[str]:
         return sorted(str(r) for r, owner in self.engine.primaries.items() if owner == node_id)
+
+    def _report_ambiguous(self) -> None:
+        """A user change can make a policy token match two users; it then grants nothing (fails closed), and
+        the operator is told which token to make unique."""
+        ambiguous = self.engine.ambiguous_user_tokens()
+        for token in set(ambiguous) - set(self.ambiguous):
+            log.error("policy token %r matches several users and grants nothing until it is unique", token)
+            self.store.audit.record("policy.ambiguous", "policy", "refused", token=token)
+        self.ambiguous = ambiguous
 
     def _announce(self, affected: set[int]) -> None:
         """Other nodes' rules may name the node that changed (a group member joining): their filters too."""

@@ -20,7 +20,8 @@ from pyheadscale.audit import AuditLog
 from pyheadscale.db.database import Database
 from pyheadscale.state.changes import Change, ChangeKind
 from pyheadscale.state.credentials import Credentials
-from pyheadscale.state.errors import Conflict, NotFound, StateError
+from pyheadscale.state.errors import AccessRevoked, AuthFailed, Conflict, NotFound, StateError
+from pyheadscale.state.expiry import ExpiryTimers
 from pyheadscale.state.ipalloc import IPAllocator
 from pyheadscale.state.models import ApiKey, Node, PreAuthKey, User
 from pyheadscale.state.mutations import atomic
@@ -46,6 +47,7 @@ class Store(Credentials):
         self._sessions: dict[int, int] = {}
         self._subscribers: list[Subscriber] = []
         self._ephemeral_timers: dict[int, asyncio.TimerHandle] = {}
+        self._expiry = ExpiryTimers(self._expiry_passed)
         self.ephemeral_timeout = timedelta(minutes=30)
         self.audit = AuditLog(None)
 
@@ -113,7 +115,7 @@ class Store(Credentials):
         profile_pic_url: str = "",
     ) -> User:
         check_user_name(name)
-        if self.user_by_name(name) is not None and not provider_id:
+        if self.user_by_name(name) is not None:
             raise Conflict(f"user {name!r} already exists")
         user = User(0, name, display_name, email, provider, provider_id, profile_pic_url, now())
         user.id = await self.db.insert_user(user)
@@ -142,6 +144,8 @@ class Store(Credentials):
         """Refresh what an identity provider says about a user at each login: names change there."""
         user = self.get_user(user_id)
         check_user_name(name)
+        if self.user_by_name(name) not in (None, user):
+            raise Conflict(f"user {name!r} already exists")
         profile: dict[str, Any] = {
             "name": name,
             "display_name": display_name,
@@ -160,15 +164,16 @@ class Store(Credentials):
 
     @atomic
     async def delete_user(self, user_id: int) -> None:
+        """Delete a user and, in the same transaction, its preauth keys: a key never outlives its owner."""
         self.get_user(user_id)
         if any(n.user_id == user_id for n in self.nodes.values()):
             raise Conflict(f"user {user_id} still has nodes; delete or move them first")
         await self.db.delete_user(user_id)
         del self.users[user_id]
         self.audit.record("user.delete", f"user:{user_id}")
-        for key in self.preauth_keys.values():
-            if key.user_id == user_id:
-                key.user_id = None
+        for key in [k for k in self.preauth_keys.values() if k.user_id == user_id]:
+            del self.preauth_keys[key.id]
+            self.audit.record("preauthkey.delete", f"preauthkey:{key.id}", prefix=key.prefix, user_id=user_id)
         self._emit(Change(ChangeKind.USERS))
 
     # ---- nodes: lookups ----
@@ -194,11 +199,37 @@ class Store(Credentials):
     def is_expired(node: Node) -> bool:
         return node.expiry is not None and node.expiry <= now()
 
+    def may_connect(self, node: Node) -> bool:
+        """Whether the node may get maps, send updates and use DERP: its key is current and it has an owner.
+
+        An expired (or logged-out) node has lost access until it registers again. A node with neither a user
+        nor a tag (older versions let a deleted user's keys make them) is owned by nobody and gets nothing.
+        """
+        return not self.is_expired(node) and (bool(node.tags) or node.user_id in self.users)
+
+    def _with_access(self, node: Node) -> Node:
+        """The node's record as it is now; AccessRevoked if it lost access while the caller waited."""
+        current = self.get_node(node.id)
+        if not self.may_connect(current):
+            raise AccessRevoked("node key expired: log in again")
+        return current
+
     def _index(self, node: Node) -> None:
         self.nodes[node.id] = node
         self._by_node_key[node.node_key] = node.id
         self._by_machine_key[node.machine_key] = node.id
         self._given_names.add(node.given_name)
+        self._expiry.watch(node.id, node.expiry)
+
+    def _expiry_passed(self, node_id: int, expiry: datetime) -> None:
+        """The clock passed a node's expiry: nothing is written, but every viewer must learn of it."""
+        node = self.nodes.get(node_id)
+        if node is None or node.expiry != expiry:
+            return
+        audit.actor.set("system")
+        log.info("node %d key expired", node_id)
+        self.audit.record("node.key_expired", f"node:{node_id}", expiry=expiry.isoformat())
+        self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
 
     def _unindex(self, node: Node) -> None:
         self.nodes.pop(node.id, None)
@@ -248,6 +279,9 @@ class Store(Credentials):
     ) -> Node:
         """Register (or re-register) the machine under a validated preauth key (its tags make it tagged)."""
         tags = list(key.tags)
+        if not tags and (key.user_id is None or key.user_id not in self.users):
+            # Left by an older version that kept a deleted user's keys: it names no owner any more.
+            raise AuthFailed("authkey is no longer valid: its user was deleted")
         return await self.register(
             machine_key=machine_key,
             node_key=node_key,
@@ -274,9 +308,17 @@ class Store(Credentials):
         expiry: datetime | None,
         key: PreAuthKey | None = None,
     ) -> Node:
-        """Register a machine as a node, or log a known machine in again keeping its id and addresses."""
+        """Register a machine as a node, or log a known machine in again keeping its id and addresses.
+
+        Every node has an owner: a user, or its tags. Tagged nodes never expire by `node.expiry` (as in
+        Headscale); an operator can still expire one explicitly.
+        """
         if user_id is not None:
             self.get_user(user_id)
+        elif not tags:
+            raise StateError("a node needs an owner: a user or at least one tag")
+        if tags:
+            expiry = None
         hostname = str(hostinfo.get("Hostname") or "node")[:255]
         key_id = key.id if key is not None else None
         if key is not None:
@@ -364,6 +406,7 @@ class Store(Credentials):
     @atomic
     async def rotate_node_key(self, node: Node, new_node_key: str, hostinfo: dict[str, Any]) -> Node:
         """OldNodeKey rotation: the machine replaces its node key and keeps everything else."""
+        node = self._with_access(node)
         if self.node_by_node_key(new_node_key) not in (None, node):
             raise Conflict("node key already registered to another machine")
         updated = await self._replace(node, node_key=new_node_key, hostinfo=hostinfo or node.hostinfo)
@@ -403,7 +446,11 @@ class Store(Credentials):
 
     @atomic
     async def set_tags(self, node_id: int, tags: Iterable[str]) -> Node:
-        updated = await self._replace(self.get_node(node_id), tags=validate_tags(tags))
+        node = self.get_node(node_id)
+        tag_list = validate_tags(tags)
+        if not tag_list and node.user_id is None:
+            raise StateError("a tagged node keeps at least one tag: it has no user to own it otherwise")
+        updated = await self._replace(node, tags=tag_list)
         self.audit.record("node.tag", f"node:{node_id}", tags=updated.tags)
         self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
         return updated
@@ -435,7 +482,12 @@ class Store(Credentials):
         endpoints: list[str] | None,
         hostinfo: dict[str, Any] | None,
     ) -> Node:
-        """Apply what a MapRequest reports: endpoint, DERP and disco changes are patches, Hostinfo is not."""
+        """Apply what a MapRequest reports: endpoint, DERP and disco changes are patches, Hostinfo is not.
+
+        Refused (AccessRevoked) for a node that has lost access, judged on its record as it is now: it may
+        have expired while this request waited its turn.
+        """
+        node = self._with_access(node)
         changes: dict[str, Any] = {}
         if disco_key and disco_key != node.disco_key:
             changes["disco_key"] = disco_key
@@ -486,15 +538,11 @@ class Store(Credentials):
         self.audit.record("node.delete", f"node:{node_id}", hostname=node.hostname)
         self.ips.release([node.ipv4, node.ipv6])
         self._sessions.pop(node_id, None)
+        self._expiry.stop(node_id)
         timer = self._ephemeral_timers.pop(node_id, None)
         if timer is not None:
             timer.cancel()
         self._emit(Change(ChangeKind.NODE_REMOVED, node_id))
-
-    def key_expired(self, node_id: int) -> None:
-        """The clock passed a node's expiry: nothing is written, but every viewer must learn of it."""
-        if node_id in self.nodes:
-            self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
 
     # ---- presence ----
 
@@ -545,6 +593,7 @@ class Store(Credentials):
         for timer in self._ephemeral_timers.values():
             timer.cancel()
         self._ephemeral_timers.clear()
+        self._expiry.close()
         await self.wait_for_mutations()
 
 

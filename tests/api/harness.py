@@ -57,9 +57,10 @@ class LiveServer:
         return str(self.raw["unix_socket"])
 
     @classmethod
-    async def start(cls, data_dir: Path) -> LiveServer:
+    async def start(cls, data_dir: Path, **extra: Any) -> LiveServer:
+        """`extra`: config keys merged over the defaults (e.g. `policy={"mode": "database"}`)."""
         socket_dir = Path(tempfile.mkdtemp(prefix="phs-"))
-        raw = server_config(data_dir, socket_dir)
+        raw = server_config(data_dir, socket_dir) | extra
         server = Server(build_config(raw, data_dir=data_dir), keepalive=30.0)
         await server.start()
         return cls(server, raw, socket_dir)

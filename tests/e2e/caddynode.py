@@ -48,9 +48,10 @@ class CaddyNode:
             HOME=str(self.dir),
             XDG_CONFIG_HOME=str(self.dir / "config"),
             XDG_DATA_HOME=str(self.dir / "data"),
-            **CLIENT_ENV,
-            **(extra_env or {}),
         )
+        # extra_env may override CLIENT_ENV's knobs (e.g. DERP over TLS), never its no-logs/no-portmapper.
+        self.env |= CLIENT_ENV | (extra_env or {})
+        self.env |= {k: CLIENT_ENV[k] for k in ("TS_NO_LOGS_NO_SUPPORT", "TS_DISABLE_PORTMAPPER")}
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:

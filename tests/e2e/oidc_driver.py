@@ -1,7 +1,8 @@
 """Real tsnet clients logging in through a real OpenID provider (npm's oidc-provider).
 
 Node A (no auth key) gets a login URL; a browser (an HTTP client with cookies) follows it through the
-provider's sign-in and consent pages as alice, and A joins. Node C (no auth key) tries the same as bob, whose
+provider's sign-in and consent pages as alice, is shown pyheadscale's confirmation page naming node A, presses
+its button, and A joins. Node C (no auth key) tries the same as bob, whose
 email domain is not in `oidc.allowed_domains`: the browser ends on a refusal page and C never joins. Node B
 (preauth key) then fetches A's page over the tailnet, so A's node is really part of the tailnet.
 
@@ -52,6 +53,7 @@ async def main(workdir: Path) -> dict[str, Any]:
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
             "allowed_domains": ["example.com"],
+            "pkce": {"enabled": True},
         },
     }
     server = Server(build_config(raw, data_dir=workdir / "server"))
@@ -70,11 +72,18 @@ async def main(workdir: Path) -> dict[str, Any]:
         await node_a.start()
         await node_c.start()
 
-        page = await browser.log_in(await login_url(server, "nodea"), "alice")
+        asking = await browser.log_in(await login_url(server, "nodea"), "alice", confirm=False)
+        result["confirmation_page"] = {
+            "status": asking.status,
+            "names_machine": "Hostname: nodea" in asking.text and "Machine key: mkey:" in asking.text,
+            "names_account": "alice@example.com" in asking.text,
+            "registered_before_confirming": any(n.hostname == "nodea" for n in store.nodes.values()),
+        }
+        page = await browser.confirm(asking)
         result["alice_page"] = {
             "status": page.status,
             "success": "Login successful" in page.text,
-            "via_provider": any("/interaction/" in u for u in page.trail),
+            "via_provider": any("/interaction/" in u for u in asking.trail),
         }
         joined = await wait_until(
             lambda: any(n.hostname == "nodea" and store.is_online(n.id) for n in store.nodes.values()), 60

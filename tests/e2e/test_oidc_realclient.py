@@ -1,4 +1,5 @@
-"""Real tsnet clients through a real OpenID provider: an allowed user's node joins, an outsider is refused."""
+"""Real tsnet clients through a real OpenID provider: an allowed user's node joins once they confirm it on
+pyheadscale's confirmation page, an outsider is refused."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ def test_tsnet_node_joins_through_oidc_and_an_outside_domain_is_refused() -> Non
     install_provider()
     result = run_driver(HERE / "oidc_driver.py", [], timeout=300)
     assert result["ok"], result
+    assert result["confirmation_page"] == {
+        "status": 200,
+        "names_machine": True,
+        "names_account": True,
+        "registered_before_confirming": False,
+    }, result
     assert result["alice_page"] == {"status": 200, "success": True, "via_provider": True}, result
     assert result["a"] == {"online": True, "method": "oidc", "owner_email": "alice@example.com"}, result
     assert result["bob_page"] == {"status": 403, "says_why": True}, result

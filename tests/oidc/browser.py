@@ -2,7 +2,7 @@
 finds.
 
 It does what a person does at the provider: open the login link, sign in, press Continue on the consent page,
-and land on whatever page pyheadscale shows at the end.
+press pyheadscale's confirmation button, and land on whatever page pyheadscale shows at the end.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class Page:
     text: str
     # Every URL the browser was sent through on the way to this page (redirects included).
     trail: list[str]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Browser:
@@ -59,11 +60,19 @@ class Browser:
     async def close(self) -> None:
         await self.session.close()
 
-    async def _load(self, method: str, url: str, data: dict[str, str] | None = None) -> Page:
-        async with self.session.request(method, url, data=data, allow_redirects=True) as response:
+    async def _load(
+        self,
+        method: str,
+        url: str,
+        data: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Page:
+        async with self.session.request(
+            method, url, data=data, headers=headers, allow_redirects=True
+        ) as response:
             text = await response.text()
             trail = [str(r.url) for r in response.history] + [str(response.url)]
-            return Page(response.status, str(response.url), text, trail)
+            return Page(response.status, str(response.url), text, trail, dict(response.headers))
 
     async def get(self, url: str) -> Page:
         return await self._load("GET", url)
@@ -74,8 +83,11 @@ class Browser:
             assert response.status in (302, 303), (response.status, await response.text())
             return response.headers["Location"]
 
-    async def log_in(self, url: str, username: str, password: str | None = None) -> Page:
-        """Open `url` and get through the provider's sign-in and consent pages; the page it ends on."""
+    async def log_in(
+        self, url: str, username: str, password: str | None = None, *, confirm: bool = True
+    ) -> Page:
+        """Open `url` and get through the provider's sign-in and consent pages and, with `confirm`,
+        pyheadscale's confirmation page; the page it ends on."""
         page = await self.get(url)
         trail = list(page.trail)
         for _ in range(4):
@@ -88,5 +100,21 @@ class Browser:
                 data |= {"login": username, "password": password or f"{username}-password"}
             page = await self._load("POST", urljoin(page.url, form.action), data)
             trail += page.trail
+        if confirm and confirmation_form(page) is not None:
+            page = await self.confirm(page)
+            trail += page.trail
         page.trail = trail
         return page
+
+    async def confirm(self, page: Page, *, headers: dict[str, str] | None = None, **changes: str) -> Page:
+        """Press the button of pyheadscale's confirmation page (its form fields changed by `changes`)."""
+        form = confirmation_form(page)
+        assert form is not None, page.text
+        return await self._load("POST", urljoin(page.url, form.action), form.fields | changes, headers)
+
+
+def confirmation_form(page: Page) -> Form | None:
+    """The form of pyheadscale's "Confirm the machine" page, if that is the page."""
+    if "Confirm the machine" not in page.text:
+        return None
+    return next((f for f in forms(page.text) if f.action.endswith("/oidc/confirm")), None)

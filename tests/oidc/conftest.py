@@ -129,6 +129,8 @@ async def oidc_setup(provider_installed: Path, tmp_path: Path) -> AsyncIterator[
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
             "scope": ["openid", "profile", "email", "groups"],
+            # The test provider requires PKCE; Headscale (and so pyheadscale) leaves it off by default.
+            "pkce": {"enabled": True},
             **(oidc or {}),
         }
         server = Server(build_config(raw, data_dir=data_dir), keepalive=30.0)

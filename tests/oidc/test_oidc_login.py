@@ -187,12 +187,10 @@ async def test_unverified_email_allowed_when_not_required(oidc_setup: StartSetup
 async def test_node_expiry_from_token_or_config(oidc_setup: StartSetup, new_browser: Any) -> None:
     from_token = await oidc_setup({"use_expiry_from_token": True})
     from_config = await oidc_setup(node={"expiry": "2h"})
-    legacy = await oidc_setup({"expiry": "30m"}, node={"expiry": "2h"})
-    # ID tokens live an hour here; node.expiry says two hours; the legacy oidc.expiry wins over it.
+    # ID tokens live an hour here; node.expiry says two hours (oidc.expiry is refused, as in Headscale).
     cases = (
         (from_token, timedelta(hours=1)),
         (from_config, timedelta(hours=2)),
-        (legacy, timedelta(minutes=30)),
     )
     for setup, lifetime in cases:
         machine = Machine(setup.live, "laptop")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pyheadscale.auth.oidc_claims import Claims, refusal, username_for
+from pyheadscale.auth.oidc_claims import Claims, refusal, username_candidates
 from pyheadscale.config import ConfigError, OIDCConfig, build_config
 
 BASE: dict[str, object] = {"issuer": "https://id.example.com", "client_id": "hs", "client_secret": "s3cret"}
@@ -27,7 +27,7 @@ def test_defaults_and_activation() -> None:
     cfg = oidc()
     assert cfg.enabled and cfg.scope == ["openid", "profile", "email"]
     assert cfg.email_verified_required and not cfg.use_expiry_from_token
-    assert (cfg.pkce.enabled, cfg.pkce.method) == (True, "S256")
+    assert (cfg.pkce.enabled, cfg.pkce.method) == (False, "S256"), "Headscale's PKCE default: off"
     assert "s3cret" not in repr(cfg), "the client secret never shows in a repr or a log line"
 
 
@@ -39,8 +39,8 @@ def test_config_errors_name_the_key() -> None:
     clash = config_error(BASE | {"extra_params": {"nonce": "x"}})
     assert "oidc.extra_params: nonce is set by pyheadscale" in clash
     assert "oidc.pkce.method" in config_error(BASE | {"pkce": {"method": "S512"}})
-    assert "oidc.strip_email_domain: was removed" in config_error(BASE | {"strip_email_domain": True})
-    assert "oidc.expiry" in config_error(BASE | {"expiry": "soon"})
+    assert "'oidc.strip_email_domain' was removed" in config_error(BASE | {"strip_email_domain": True})
+    assert "'oidc.expiry' was removed" in config_error(BASE | {"expiry": "30m"})
 
 
 def test_client_secret_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,6 +91,10 @@ def test_authorization_rules() -> None:
     assert refusal(relaxed, unverified) is None
 
 
+def username_for(claims: Claims, email_verified_required: bool) -> str:
+    return username_candidates(claims, email_verified_required)[0]
+
+
 def test_user_names_and_identity() -> None:
     assert username_for(claims(preferred_username="ann"), True) == "ann"
     spaced = claims(preferred_username="Ann Smith", email="ann@example.com", email_verified=True)
@@ -99,6 +103,13 @@ def test_user_names_and_identity() -> None:
         "an unverified email is not used when verification is required"
     )
     assert username_for(claims(sub="weird/sub id"), True) == "oidc-weird-sub-id"
+    assert username_candidates(claims(sub="u1"), True)[:3] == ["oidc-u1", "oidc-u1-2", "oidc-u1-3"], (
+        "more names to fall back on when one is taken"
+    )
+    squatter = claims(preferred_username="ann@example.com", email="bob@example.com", email_verified=True)
+    assert username_for(squatter, True) == "bob@example.com", "no name that is someone else's address"
+    own = claims(preferred_username="ann@example.com", email="ann@example.com", email_verified=True)
+    assert username_for(own, True) == "ann@example.com"
     assert claims().identifier == "https://id.example.com/u1"
     assert claims(email="ann@example.com").trusted_email(True) == ""
     assert claims(email="ann@example.com").trusted_email(False) == "ann@example.com"

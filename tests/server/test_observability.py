@@ -71,7 +71,8 @@ async def test_metrics_endpoint_counts_nodes_streams_and_maps(start_server: Star
     finally:
         await client.close()
     values = {
-        line.split(" ")[0]: float(line.split(" ")[1])
+        # Label values may hold spaces (Headscale's endpoint="GET /key"): the value is after the last one.
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
         if line and not line.startswith("#")
     }

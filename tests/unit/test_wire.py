@@ -254,10 +254,11 @@ FIXTURE_HOSTINFO = {
 }
 
 
-def test_real_hostinfo_accepted() -> None:
+def test_real_hostinfo_accepted_and_unknown_fields_dropped() -> None:
     tailcfg.check_hostinfo(FIXTURE_HOSTINFO)
     body = json.dumps({"NodeKey": NODE_KEY, "Hostinfo": FIXTURE_HOSTINFO, "Endpoints": ["1.2.3.4:41641"]})
-    assert tailcfg.parse_request(tailcfg.MapRequest, body.encode()).Hostinfo == FIXTURE_HOSTINFO
+    known = {k: v for k, v in FIXTURE_HOSTINFO.items() if k != "SomeFutureField"}
+    assert tailcfg.parse_request(tailcfg.MapRequest, body.encode()).Hostinfo == known
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,154 @@
+"""Bounding a client's Hostinfo to what real Tailscale clients send.
+
+A node's Hostinfo is stored and pushed to every peer that may see it, so its size is a cost every peer pays
+on each change. `bound_hostinfo` keeps only the fields tailcfg.Hostinfo defines (v1.80 to v1.104; unknown
+fields are dropped, as a Go client would drop them on decode anyway), holds every string and list to a size
+no real client comes near, and the whole to `limits.hostinfo.max_bytes` of JSON. What is over a bound is
+refused with an error naming the field, never silently cut: a cut Hostname or route list would be a lie. The
+one exception is Services, which is informational: past MAX_SERVICES the rest are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+DEFAULT_MAX_BYTES = 32 << 10
+MAX_STRING = 256
+# SSH host keys are the one long string a client sends (an RSA-4096 public key is ~750 characters).
+MAX_SSH_HOST_KEY = 4096
+MAX_SSH_HOST_KEYS = 16
+MAX_LIST = 256
+MAX_ROUTES = 1024
+# Services are informational (the host's listening ports, when the client shares them) and a busy host may
+# have hundreds: past this many the rest are dropped rather than the client refused.
+MAX_SERVICES = 128
+MAX_DERP_LATENCIES = 256
+
+STRING_FIELDS = frozenset(
+    {
+        "IPNVersion",
+        "FrontendLogID",
+        "BackendLogID",
+        "OS",
+        "OSVersion",
+        "Env",
+        "Distro",
+        "DistroVersion",
+        "DistroCodeName",
+        "App",
+        "Package",
+        "DeviceModel",
+        "PushDeviceToken",
+        "Hostname",
+        "Machine",
+        "GoArch",
+        "GoArchVar",
+        "GoVersion",
+        "Cloud",
+        "ServicesHash",
+        "ExitNodeID",
+    }
+)
+BOOL_FIELDS = frozenset(
+    {  # bool and opt.Bool: both decode only true, false and null
+        "ShieldsUp",
+        "ShareeNode",
+        "NoLogsNoSupport",
+        "RemoteConfig",
+        "WireIngress",
+        "IngressEnabled",
+        "AllowsUpdate",
+        "PeerRelay",
+        "Container",
+        "Desktop",
+        "Userspace",
+        "UserspaceRouter",
+        "AppConnector",
+        "StateEncrypted",
+    }
+)
+STRING_LIST_FIELDS = frozenset({"RequestTags", "WoLMACs", "sshHostKeys"})
+OBJECT_FIELDS = frozenset({"RoutableIPs", "Services", "NetInfo", "Location", "TPM"})
+HOSTINFO_FIELDS = STRING_FIELDS | BOOL_FIELDS | STRING_LIST_FIELDS | OBJECT_FIELDS
+
+NETINFO_BOOLS = frozenset(
+    {
+        "MappingVariesByDestIP",
+        "HairPinning",  # dropped from tailcfg in v1.104, still sent by older clients
+        "WorkingIPv6",
+        "OSHasIPv6",
+        "WorkingUDP",
+        "WorkingICMPv4",
+        "HavePortMap",
+        "UPnP",
+        "PMP",
+        "PCP",
+    }
+)
+NETINFO_FIELDS = NETINFO_BOOLS | {"PreferredDERP", "LinkType", "DERPLatency", "FirewallMode"}
+SERVICE_FIELDS = frozenset({"Proto", "Port", "Description"})
+LOCATION_FIELDS = frozenset(
+    {"Country", "CountryCode", "City", "CityCode", "Latitude", "Longitude", "Priority"}
+)
+TPM_FIELDS = frozenset(
+    {"Manufacturer", "Vendor", "Model", "FirmwareVersion", "SpecRevision", "FamilyIndicator"}
+)
+
+
+def _known(obj: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k in fields}
+
+
+def _check_strings(obj: dict[str, Any], where: str) -> None:
+    for name, value in obj.items():
+        if isinstance(value, str) and len(value) > MAX_STRING:
+            raise ValueError(f"{where}.{name} is longer than {MAX_STRING} characters")
+
+
+def _check_list(value: Any, where: str, limit: int) -> None:
+    if isinstance(value, list) and len(value) > limit:
+        raise ValueError(f"{where} has more than {limit} entries")
+
+
+def bound_hostinfo(hostinfo: dict[str, Any], max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
+    """Hostinfo with only tailcfg's fields; ValueError naming the field when one is over its bound.
+
+    Expects a Hostinfo whose types `check_hostinfo` already accepted.
+    """
+    out = _known(hostinfo, HOSTINFO_FIELDS)
+    _check_strings(out, "Hostinfo")
+    for name in ("RequestTags", "WoLMACs"):
+        _check_list(out.get(name), f"Hostinfo.{name}", MAX_LIST)
+        for item in out.get(name) or ():
+            if len(item) > MAX_STRING:
+                raise ValueError(f"Hostinfo.{name} has an entry longer than {MAX_STRING} characters")
+    _check_list(out.get("sshHostKeys"), "Hostinfo.sshHostKeys", MAX_SSH_HOST_KEYS)
+    for key in out.get("sshHostKeys") or ():
+        if len(key) > MAX_SSH_HOST_KEY:
+            raise ValueError(f"Hostinfo.sshHostKeys has a key longer than {MAX_SSH_HOST_KEY} characters")
+    _check_list(out.get("RoutableIPs"), "Hostinfo.RoutableIPs", MAX_ROUTES)
+    if isinstance(out.get("Services"), list):
+        services = out["Services"][:MAX_SERVICES]
+        out["Services"] = [_known(s, SERVICE_FIELDS) for s in services if isinstance(s, dict)]
+        for service in out["Services"]:
+            _check_strings(service, "Hostinfo.Services[]")
+    if isinstance(out.get("NetInfo"), dict):
+        netinfo = out["NetInfo"] = _known(out["NetInfo"], NETINFO_FIELDS)
+        _check_strings(netinfo, "Hostinfo.NetInfo")
+        latency = netinfo.get("DERPLatency")
+        if isinstance(latency, dict):
+            if len(latency) > MAX_DERP_LATENCIES:
+                raise ValueError(f"Hostinfo.NetInfo.DERPLatency has more than {MAX_DERP_LATENCIES} entries")
+            if any(len(k) > MAX_STRING for k in latency):
+                raise ValueError("Hostinfo.NetInfo.DERPLatency has an overlong region name")
+    for name, fields in (("Location", LOCATION_FIELDS), ("TPM", TPM_FIELDS)):
+        if isinstance(out.get(name), dict):
+            out[name] = _known(out[name], fields)
+            _check_strings(out[name], f"Hostinfo.{name}")
+    size = len(json.dumps(out, separators=(",", ":")))
+    if size > max_bytes:
+        raise ValueError(
+            f"Hostinfo is {size} bytes of JSON, over the limit of {max_bytes} (limits.hostinfo.max_bytes)"
+        )
+    return out

@@ -1,0 +1,48 @@
+"""Authorization tests run on the existing harnesses: the control-plane Harness (our TS2021 client), the API's
+live server (unix socket and TCP listener) and the CLI runner. This module only re-exports their fixtures and
+adds helpers the revocation tests share."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from typing import Any
+
+from derp import frames
+from tests.api.conftest import api, live, tcp  # noqa: F401  (fixtures)
+from tests.cli.conftest import cli, config_file  # noqa: F401  (fixtures)
+from tests.control.conftest import Node, free_port, harness, make_harness  # noqa: F401  (fixtures)
+
+SLOW = 20.0
+"""The bound on any one wait in these tests: generous, as CI machines are shared and slow."""
+
+REFUSED = (ConnectionError, frames.ProtocolError, EOFError, asyncio.IncompleteReadError)
+"""How a DERP login the relay refuses ends, as the client sees it."""
+
+
+def decode_messages(data: bytes) -> list[dict[str, Any]]:
+    """Uncompressed map messages: each a 4-byte little-endian length and a JSON MapResponse."""
+    out = []
+    while data:
+        (size,) = struct.unpack("<I", data[:4])
+        out.append(json.loads(data[4 : 4 + size]))
+        data = data[4 + size :]
+    return out
+
+
+async def map_request(node: Node, **fields: Any) -> tuple[int, bytes]:
+    """One MapRequest from `node` (not streaming unless `Stream` is given): (status, body)."""
+    body: dict[str, Any] = {
+        "Version": node.client.capver,
+        "NodeKey": node.node_key_text,
+        "DiscoKey": "discokey:" + "22" * 32,
+        "Compress": "",
+    } | fields
+    return await node.client.request("POST", "/machine/map", body)
+
+
+def derp_config(stun_port: int | None = None) -> dict[str, Any]:
+    """The embedded relay, verifying clients, with STUN on a free loopback port."""
+    port = stun_port or free_port()
+    return {"server": {"enabled": True, "verify_clients": True, "stun_listen_addr": f"127.0.0.1:{port}"}}

@@ -1,0 +1,142 @@
+"""Issue 8 point 9: unfinished HTTP/2 request bodies inside TS2021 pin bounded memory, for bounded time."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pyheadscale import keys
+from pyheadscale.client.control import ControlClient, _Stream
+from pyheadscale.control.h2server import MAX_CLIENT_RESETS
+from tests.control.conftest import Harness
+
+MiB = 1 << 20
+
+
+def open_unfinished(client: ControlClient, count: int) -> list[int]:
+    """`count` register requests whose HEADERS promise a 1 MiB body that never ends."""
+    h2conn: Any = client._h2
+    ids = []
+    for _ in range(count):
+        stream_id = h2conn.get_next_available_stream_id()
+        client._streams[stream_id] = _Stream()
+        h2conn.send_headers(
+            stream_id,
+            [
+                (":method", "POST"),
+                (":path", "/machine/register"),
+                (":scheme", "http"),
+                (":authority", "control"),
+                ("content-length", str(MiB)),
+            ],
+        )
+        ids.append(stream_id)
+    return ids
+
+
+async def push_bodies(client: ControlClient, ids: list[int], budget: int, stall: float = 1.0) -> int:
+    """Send body bytes on `ids` as fast as the server's flow control allows, up to `budget` bytes in all,
+    until it has granted nothing for `stall` seconds. Returns the bytes sent."""
+    h2conn: Any = client._h2
+    sent = 0
+    chunk = b"x" * 16384
+    while sent < budget:
+        progressed = False
+        for stream_id in ids:
+            if client._streams[stream_id].reset:
+                continue
+            window = min(h2conn.local_flow_control_window(stream_id), len(chunk), budget - sent)
+            if window > 0:
+                h2conn.send_data(stream_id, chunk[:window])
+                sent += window
+                progressed = True
+        await client._flush()
+        if not progressed:
+            client._window.clear()
+            try:
+                await asyncio.wait_for(client._window.wait(), stall)
+            except TimeoutError:
+                return sent
+    return sent
+
+
+async def test_unfinished_bodies_bounded_per_connection(make_harness: Any) -> None:
+    harness: Harness = await make_harness(limits={"http2": {"connection_buffer_bytes": MiB}})
+    client = await harness.client()
+    ids = open_unfinished(client, 32)
+    sent = await push_bodies(client, ids, 16 * MiB)
+    # One connection buffer, plus the one window of credit already in flight when it filled.
+    assert sent <= MiB + 2 * 65535, sent
+    control: Any = harness.server._control
+    assert control.body_budget.used <= MiB + 2 * 65535
+
+
+async def test_unfinished_bodies_bounded_across_connections(make_harness: Any) -> None:
+    harness: Harness = await make_harness(
+        limits={"http2": {"connection_buffer_bytes": MiB, "total_buffer_bytes": MiB}}
+    )
+    total = 0
+    for _ in range(4):
+        client = await harness.client()
+        total += await push_bodies(client, open_unfinished(client, 8), 4 * MiB, stall=0.5)
+    assert total <= MiB + 4 * 2 * 65535, total
+
+
+async def test_request_deadline_resets_unfinished_stream(make_harness: Any) -> None:
+    harness: Harness = await make_harness(
+        limits={"connections": {"request_timeout": "1s", "idle_timeout": "1m"}}
+    )
+    client = await harness.client()
+    ids = open_unfinished(client, 2)
+    await push_bodies(client, ids, 1000, stall=0.1)
+
+    for stream_id in ids:  # a reset stream's data queue ends with None
+        while await asyncio.wait_for(client._streams[stream_id].data.get(), 10) is not None:
+            pass
+        assert client._streams[stream_id].reset
+    control: Any = harness.server._control
+    assert control.body_budget.used == 0
+    # The connection itself still serves complete requests.
+    status, _ = await client.request("POST", "/machine/register", b"{}")
+    assert status == 400
+
+
+async def test_released_credit_lets_a_waiting_body_finish(make_harness: Any) -> None:
+    """Once stalled streams time out, the budget they held serves the next client's request."""
+    harness: Harness = await make_harness(
+        limits={
+            "connections": {"request_timeout": "2s"},
+            "http2": {"connection_buffer_bytes": MiB, "total_buffer_bytes": MiB},
+        }
+    )
+    hog = await harness.client()
+    await push_bodies(hog, open_unfinished(hog, 8), 4 * MiB, stall=0.5)
+    control: Any = harness.server._control
+    assert control.body_budget.exhausted
+    client = await harness.client()
+    body = {
+        "NodeKey": keys.node_public_text(keys.PrivateKey.generate().public()),
+        "Hostinfo": {"Hostname": "after-the-hog"},
+        "Auth": {"AuthKey": await harness.preauth_key()},
+        "Padding": "x" * (256 << 10),  # more than the initial windows: it needs credit the hog holds
+    }
+    status, data = await asyncio.wait_for(client.request("POST", "/machine/register", body), 20)
+    assert status == 200 and b'"MachineAuthorized": true' in data, data
+
+
+async def test_rapid_reset_closes_the_connection(make_harness: Any) -> None:
+    """Opening and cancelling streams at once costs a task each; past the limit the connection is closed."""
+    harness: Harness = await make_harness()
+    client = await harness.client()
+    h2conn: Any = client._h2
+    for _ in range(MAX_CLIENT_RESETS + 50):
+        stream_id = h2conn.get_next_available_stream_id()
+        client._streams[stream_id] = _Stream()
+        h2conn.send_headers(
+            stream_id,
+            [(":method", "POST"), (":path", "/machine/map"), (":scheme", "http"), (":authority", "x")],
+            end_stream=True,
+        )
+        h2conn.reset_stream(stream_id)
+        await client._flush()
+    await asyncio.wait_for(client._closed.wait(), 10)
