@@ -18,7 +18,9 @@ from derp.http import add_derp_routes
 from derp.server import DerpServer
 from derp.stun import start_stun_server
 from pyheadscale import keys, private_files
+from pyheadscale.api import meta
 from pyheadscale.api.app import api_application
+from pyheadscale.api.service import HeadscaleService
 from pyheadscale.audit import AuditLog
 from pyheadscale.auth.interactive import PendingLogins
 from pyheadscale.auth.oidc_login import OIDCLogin, start_oidc
@@ -38,6 +40,7 @@ from pyheadscale.control.verify import DerpAccess, verify_handler
 from pyheadscale.db.database import Database
 from pyheadscale.derpmap import DERPMapSource
 from pyheadscale.extra_records import ExtraRecordsFile
+from pyheadscale.grpc.server import start_grpc
 from pyheadscale.listener import GuardedAppRunner, request_deadline
 from pyheadscale.mapper.builder import MapBuilder, MapContext
 from pyheadscale.mapper.distributor import Distributor
@@ -92,6 +95,7 @@ class Server:
         self.register: RegisterHandler | None = None
         self.oidc: OIDCLogin | None = None
         self.acme: ACMECertificates | None = None
+        self.service = HeadscaleService(self)
 
     async def start(self) -> None:
         """Bring the server up; on any failure, take down whatever had started and re-raise."""
@@ -165,9 +169,9 @@ class Server:
                 ("POST", "/machine/map"): maps.handle,
             }
             | dict.fromkeys(unimplemented.ROUTES, unimplemented.not_implemented),
+            {SSH_ACTION_PREFIX: ssh_action.handle},
             config.limits,
             on_rate_limited=self.metrics.rate_limited.labels("handshakes").inc,
-            prefix_routes={SSH_ACTION_PREFIX: ssh_action.handle},
         )
 
         limits = config.limits.connections
@@ -178,6 +182,7 @@ class Server:
         self._control = control
         app.router.add_get("/health", self._health)
         derp_access = DerpAccess(store)
+        meta.add_routes(app)
         app.router.add_post("/verify", verify_handler(derp_access))
         oidc = self.oidc = await start_oidc(config, store, self.logins)
         if oidc is not None:
@@ -210,6 +215,9 @@ class Server:
         )
         await self._start_unix_socket()
         await self._start_metrics()
+        grpc_server = await start_grpc(self)
+        if grpc_server is not None:
+            self._closers.append(lambda: grpc_server.stop(grace=1.0))
 
         prober.start()
         self._closers.append(prober.close)

@@ -520,6 +520,9 @@ class Config(_Section):
     tls_letsencrypt_listen: str = ":http"
     acme_url: str = ""
     acme_email: str = ""
+    # The remote gRPC API; served only with TLS or with grpc_allow_insecure, as in Headscale.
+    grpc_listen_addr: str = ":50443"
+    grpc_allow_insecure: bool = False
 
     @field_validator("server_url")
     @classmethod

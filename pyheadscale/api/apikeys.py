@@ -1,15 +1,14 @@
-"""API keys: list, create, expire, delete (`/apikey`). The key text appears once, in the create response."""
+"""API keys: list, create, expire, delete. The key text appears once, in the create response."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from aiohttp import web
+from datetime import UTC, timedelta
+from typing import Any
 
 from pyheadscale.api import serialize
 from pyheadscale.api.errors import invalid
-from pyheadscale.api.params import field, json_body, optional_id, optional_time_field, str_field
-from pyheadscale.api.resource import Resource, reply
+from pyheadscale.api.resource import Resource
+from pyheadscale.grpc.schema import pb
 from pyheadscale.state.models import ApiKey
 from pyheadscale.state.names import now
 
@@ -18,41 +17,31 @@ DEFAULT_LIFETIME = timedelta(days=90)
 
 
 class ApiKeys(Resource):
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.get("/apikey", self.list),
-            web.post("/apikey", self.create),
-            web.post("/apikey/expire", self.expire),
-            web.delete("/apikey/{prefix}", self.delete),
-        ]
+    def _api_key(self, request: Any) -> ApiKey:
+        """By id or by prefix (bare or masked), never both, as Headscale names a key."""
+        if request.id and request.prefix:
+            raise invalid("provide either id or prefix, not both")
+        if request.id:
+            return self.store.get_api_key(request.id)
+        if not request.prefix:
+            raise invalid("must provide id or prefix")
+        return self.store.api_key_by_prefix(request.prefix)
 
-    def _find(self, key_id: int | None, prefix: str) -> ApiKey:
-        if key_id is not None and prefix:
-            raise invalid("name the API key by id or by prefix, not both")
-        if key_id is not None:
-            return self.store.get_api_key(key_id)
-        if not prefix:
-            raise invalid("name the API key by id or by prefix")
-        return self.store.api_key_by_prefix(prefix)
-
-    async def list(self, _request: web.Request) -> web.Response:
+    async def list_api_keys(self, _request: Any) -> Any:
         keys = sorted(self.store.api_keys.values(), key=lambda k: k.id)
-        return reply({"api_keys": [serialize.api_key(k) for k in keys]})
+        return pb.ListApiKeysResponse(api_keys=[serialize.api_key(k) for k in keys])
 
-    async def create(self, request: web.Request) -> web.Response:
-        expiration = optional_time_field(await json_body(request), "expiration")
+    async def create_api_key(self, request: Any) -> Any:
+        expiration = request.expiration.ToDatetime(UTC) if request.HasField("expiration") else None
         if expiration is not None and expiration <= now():
             raise invalid("expiration is in the past")
         _key, text = await self.store.create_api_key(expiration or now() + DEFAULT_LIFETIME)
-        return reply({"api_key": text})
+        return pb.CreateApiKeyResponse(api_key=text)
 
-    async def expire(self, request: web.Request) -> web.Response:
-        body = await json_body(request)
-        key = self._find(optional_id(field(body, "id"), "id"), str_field(body, "prefix"))
-        await self.store.expire_api_key(key.id)
-        return reply()
+    async def expire_api_key(self, request: Any) -> Any:
+        await self.store.expire_api_key(self._api_key(request).id)
+        return pb.ExpireApiKeyResponse()
 
-    async def delete(self, request: web.Request) -> web.Response:
-        key = self.store.api_key_by_prefix(request.match_info["prefix"])
-        await self.store.delete_api_key(key.id)
-        return reply()
+    async def delete_api_key(self, request: Any) -> Any:
+        await self.store.delete_api_key(self._api_key(request).id)
+        return pb.DeleteApiKeyResponse()

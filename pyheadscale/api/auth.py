@@ -72,7 +72,7 @@ def bearer_auth(server: Server) -> Middleware:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise refuse(request, "missing API key: send 'Authorization: Bearer <api key>'", "")
-        key = server.store.authenticate_api_key(token) if server.store is not None else None
+        key = await server.store.verify_api_key(token) if server.store is not None else None
         if key is None:
             raise refuse(request, "invalid or expired API key", token)
         audit.actor.set(f"apikey:{key.prefix}")

@@ -1,31 +1,26 @@
-"""Debugging aids (`/debug/...`): a machine-less pending login to register with `auth register`, for tests."""
+"""Debugging aid: a machine-less pending login to register with `auth register`, for tests."""
 
 from __future__ import annotations
 
 import ipaddress
-
-from aiohttp import web
+from typing import Any
 
 from pyheadscale import keys
+from pyheadscale.api import serialize
 from pyheadscale.api.errors import invalid
-from pyheadscale.api.params import json_body, str_field, str_list_field
-from pyheadscale.api.resource import Resource, reply
+from pyheadscale.api.resource import Resource
+from pyheadscale.grpc.schema import pb
 from pyheadscale.keys import PrivateKey
 
 
 class Debug(Resource):
-    def routes(self) -> list[web.RouteDef]:
-        return [web.post("/debug/node", self.create_node)]
-
-    async def create_node(self, request: web.Request) -> web.Response:
+    async def debug_create_node(self, request: Any) -> Any:
         """A pending login as if a machine named `name` advertising `routes` had asked to join."""
-        body = await json_body(request)
-        auth_id, name, user_ref = str_field(body, "key"), str_field(body, "name"), str_field(body, "user")
-        if not auth_id or not name or not user_ref:
+        if not request.key or not request.name or not request.user:
             raise invalid("key (an auth id), name and user are required")
-        user = self.store.resolve_user(user_ref)
+        user = self.store.resolve_user(request.user)
         routes = []
-        for route in str_list_field(body, "routes"):
+        for route in request.routes:
             try:
                 routes.append(str(ipaddress.ip_network(route)))
             except ValueError:
@@ -33,21 +28,21 @@ class Debug(Resource):
         machine_key = keys.machine_public_text(PrivateKey.generate().public())
         node_key = keys.node_public_text(PrivateKey.generate().public())
         try:
-            login = self.server.logins.start(
-                machine_key, node_key, {"Hostname": name, "RoutableIPs": routes}, auth_id=auth_id
+            self.server.logins.start(
+                machine_key, node_key, {"Hostname": request.name, "RoutableIPs": routes}, auth_id=request.key
             )
         except ValueError as exc:
             raise invalid(str(exc)) from None
-        return reply(
-            {
-                "node": {
-                    "name": name,
-                    "given_name": name,
-                    "user": {"id": str(user.id), "name": user.name},
-                    "machine_key": machine_key,
-                    "node_key": node_key,
-                    "available_routes": routes,
-                    "auth_id": login.auth_id,
-                }
-            }
+        # What would register, as Headscale echoes it: no id or addresses yet, zero times.
+        node = pb.Node(
+            machine_key=machine_key,
+            node_key=node_key,
+            disco_key=serialize.ZERO_DISCO_KEY,
+            name=request.name,
+            user=serialize.user(user),
+            last_seen=serialize.zero_time(),
+            expiry=serialize.zero_time(),
+            created_at=serialize.zero_time(),
+            available_routes=routes,
         )
+        return pb.DebugCreateNodeResponse(node=node)

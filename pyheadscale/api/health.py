@@ -1,19 +1,17 @@
-"""`/health`: whether the server can reach its database."""
+"""Health: whether the server can reach its database."""
 
 from __future__ import annotations
 
-from aiohttp import web
+from typing import Any
 
 from pyheadscale.api.errors import ApiError, GrpcCode
-from pyheadscale.api.resource import Resource, reply
+from pyheadscale.api.resource import Resource
+from pyheadscale.grpc.schema import pb
 
 
 class Health(Resource):
-    def routes(self) -> list[web.RouteDef]:
-        return [web.get("/health", self.health)]
-
-    async def health(self, _request: web.Request) -> web.Response:
+    async def health(self, _request: Any) -> Any:
         db = self.server.db
         if db is None or not await db.ping():
-            raise ApiError(GrpcCode.INTERNAL, "database unreachable")
-        return reply({"database_connectivity": True})
+            raise ApiError(GrpcCode.INTERNAL, "pinging database: unreachable")
+        return pb.HealthResponse(database_connectivity=True)

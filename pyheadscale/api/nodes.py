@@ -1,29 +1,23 @@
-"""Nodes: list, get, delete, expire, rename, move, tag, approve routes, register (`/node`)."""
+"""Nodes: list, get, delete, expire, rename, tag, approve routes, register, backfill addresses; and move
+(`POST /node/{node_id}/user`), which pyheadscale keeps although Headscale dropped it."""
 
 from __future__ import annotations
 
 import ipaddress
+from datetime import UTC
+from typing import Any
 
 from aiohttp import web
 
 from pyheadscale.api import serialize
 from pyheadscale.api.authflow import complete_login
 from pyheadscale.api.errors import invalid
-from pyheadscale.api.params import (
-    bool_field,
-    check_tags,
-    field,
-    json_body,
-    optional_time_field,
-    parse_id,
-    parse_time,
-    path_id,
-    str_list_field,
-)
+from pyheadscale.api.params import check_tags, field, json_body, parse_id, path_id
+from pyheadscale.api.protojson import to_json
 from pyheadscale.api.resource import Resource, reply
+from pyheadscale.grpc.schema import pb
 from pyheadscale.state.errors import Conflict
-from pyheadscale.state.models import Node
-from pyheadscale.state.names import now
+from pyheadscale.state.names import dns_label, now
 
 _EXIT_ROUTES = ("0.0.0.0/0", "::/0")
 
@@ -46,94 +40,84 @@ def parse_routes(routes: list[str]) -> list[str]:
 class Nodes(Resource):
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.get("/node", self.list),
-            web.post("/node/register", self.register),
-            web.post("/node/backfillips", self.backfill_ips),
-            web.get("/node/{node_id}", self.get),
-            web.delete("/node/{node_id}", self.delete),
-            web.post("/node/{node_id}/expire", self.expire),
-            web.post("/node/{node_id}/rename/{new_name}", self.rename),
             web.post("/node/{node_id}/user", self.move),
-            web.post("/node/{node_id}/tags", self.set_tags),
-            web.post("/node/{node_id}/approve_routes", self.approve_routes),
+            web.post("/node/{node_id}/rename/", self.rename_to_hostname),
         ]
 
-    def _node(self, request: web.Request) -> Node:
-        return self.store.get_node(path_id(request, "node_id", "node id"))
+    def _node(self, node_id: int) -> Any:
+        return serialize.node(self.store, self.store.get_node(node_id))
 
-    def _reply(self, node: Node) -> web.Response:
-        return reply({"node": serialize.node(self.store, node)})
-
-    async def list(self, request: web.Request) -> web.Response:
-        """All nodes, or one user's (`?user=` takes a name, or an id as our CLI also accepts)."""
+    async def list_nodes(self, request: Any) -> Any:
+        """All nodes, or one user's (`user` takes a name, or an id as our CLI also accepts)."""
         nodes = sorted(self.store.nodes.values(), key=lambda n: n.id)
-        ref = request.query.get("user", "")
-        if ref:
-            owner = self.store.resolve_user(ref)
+        if request.user:
+            owner = self.store.resolve_user(request.user)
             nodes = [n for n in nodes if n.user_id == owner.id and not n.tags]
-        return reply({"nodes": [serialize.node(self.store, n) for n in nodes]})
+        return pb.ListNodesResponse(nodes=[serialize.node(self.store, n, listed=True) for n in nodes])
 
-    async def get(self, request: web.Request) -> web.Response:
-        return self._reply(self._node(request))
+    async def get_node(self, request: Any) -> Any:
+        return pb.GetNodeResponse(node=self._node(request.node_id))
 
-    async def delete(self, request: web.Request) -> web.Response:
-        await self.store.delete_node(self._node(request).id)
-        return reply()
+    async def delete_node(self, request: Any) -> Any:
+        await self.store.delete_node(self.store.get_node(request.node_id).id)
+        return pb.DeleteNodeResponse()
 
-    async def expire(self, request: web.Request) -> web.Response:
-        """Expire now by default; `expiry` sets a time instead, `disable_expiry` removes expiry altogether.
-
-        Both are read from the body, or from the query string as grpc-gateway also binds them there.
-        """
-        node = self._node(request)
-        body = await json_body(request)
-        expiry = optional_time_field(body, "expiry")
-        disable = bool_field(body, "disable_expiry")
-        if "expiry" in request.query:
-            expiry = parse_time(request.query["expiry"], "expiry")
-        if request.query.get("disable_expiry", "").lower() in ("true", "1"):
-            disable = True
-        if disable and expiry is not None:
+    async def expire_node(self, request: Any) -> Any:
+        """Expire now by default; `expiry` sets a time instead, `disable_expiry` removes expiry altogether."""
+        node = self.store.get_node(request.node_id)
+        has_expiry = request.HasField("expiry")
+        if request.disable_expiry and has_expiry:
             raise invalid("cannot set both disable_expiry and expiry")
-        updated = await self.store.set_expiry(node.id, None if disable else expiry or now())
-        return self._reply(updated)
+        if request.disable_expiry:
+            expiry = None
+        else:
+            expiry = request.expiry.ToDatetime(UTC) if has_expiry else now()
+        updated = await self.store.set_expiry(node.id, expiry)
+        return pb.ExpireNodeResponse(node=serialize.node(self.store, updated))
 
-    async def rename(self, request: web.Request) -> web.Response:
-        node = self._node(request)
+    async def rename_node(self, request: Any) -> Any:
+        """An empty name gives the node the name its hostname makes again, as Headscale does."""
+        node = self.store.get_node(request.node_id)
         try:
-            updated = await self.store.rename_node(node.id, request.match_info["new_name"])
+            updated = await self.store.rename_node(node.id, request.new_name or dns_label(node.hostname))
         except Conflict as exc:
             # Headscale reports a taken name as invalid input (400), not a conflict.
             raise invalid(str(exc)) from None
-        return self._reply(updated)
+        return pb.RenameNodeResponse(node=serialize.node(self.store, updated))
+
+    async def set_tags(self, request: Any) -> Any:
+        node = self.store.get_node(request.node_id)
+        tags = check_tags(list(request.tags), "tags")
+        if not tags:
+            raise invalid("tags must not be empty: a tagged node keeps at least one tag")
+        updated = await self.store.set_tags(node.id, tags)
+        return pb.SetTagsResponse(node=serialize.node(self.store, updated))
+
+    async def set_approved_routes(self, request: Any) -> Any:
+        node = self.store.get_node(request.node_id)
+        updated = await self.store.set_approved_routes(node.id, parse_routes(list(request.routes)))
+        return pb.SetApprovedRoutesResponse(node=serialize.node(self.store, updated))
+
+    async def backfill_node_ips(self, request: Any) -> Any:
+        """Addresses for families a node lacks (after a prefix was added); guarded by `confirmed`."""
+        if not request.confirmed:
+            raise invalid("backfilling node IPs changes addresses: not confirmed (pass confirmed=true)")
+        return pb.BackfillNodeIPsResponse(changes=await self.store.backfill_ips())
+
+    async def register_node(self, request: Any) -> Any:
+        """Completing an interactive login, the older way: `user` and `key` (the auth id)."""
+        return pb.RegisterNodeResponse(node=await complete_login(self, request.key, request.user))
+
+    async def rename_to_hostname(self, request: web.Request) -> web.Response:
+        """RenameNode with an empty name, which gRPC can send but a REST path segment cannot."""
+        node_id = path_id(request, "node_id", "node id")
+        answer = await self.rename_node(pb.RenameNodeRequest(node_id=node_id, new_name=""))
+        return reply(to_json(answer))
 
     async def move(self, request: web.Request) -> web.Response:
-        node = self._node(request)
-        body = await json_body(request)
-        user_ref = field(body, "user")
+        node = self.store.get_node(path_id(request, "node_id", "node id"))
+        user_ref = field(await json_body(request), "user")
         if user_ref in (None, ""):
             raise invalid("user is required: the id of the user to move the node to")
         updated = await self.store.move_node(node.id, parse_id(user_ref, "user"))
-        return self._reply(updated)
-
-    async def set_tags(self, request: web.Request) -> web.Response:
-        node = self._node(request)
-        tags = check_tags(str_list_field(await json_body(request), "tags"), "tags")
-        if not tags:
-            raise invalid("tags must not be empty: a tagged node keeps at least one tag")
-        return self._reply(await self.store.set_tags(node.id, tags))
-
-    async def approve_routes(self, request: web.Request) -> web.Response:
-        node = self._node(request)
-        routes = parse_routes(str_list_field(await json_body(request), "routes"))
-        return self._reply(await self.store.set_approved_routes(node.id, routes))
-
-    async def backfill_ips(self, request: web.Request) -> web.Response:
-        """Addresses for families a node lacks (after a prefix was added); guarded by `?confirmed=true`."""
-        if request.query.get("confirmed", "").lower() != "true":
-            raise invalid("backfilling node IPs changes addresses: not confirmed (pass confirmed=true)")
-        return reply({"changes": await self.store.backfill_ips()})
-
-    async def register(self, request: web.Request) -> web.Response:
-        """Completing an interactive login, the older way: `?user=NAME&key=<auth id>`."""
-        return await complete_login(self, request.query.get("key", ""), request.query.get("user", ""))
+        return reply({"node": to_json(serialize.node(self.store, updated))})

@@ -1,14 +1,12 @@
-"""Reading request input (path ids, query parameters, JSON bodies), validated with messages naming the field.
+"""Input checks shared by the service and pyheadscale's extra routes: ids, JSON bodies, tag names.
 
-Headscale's JSON carries 64-bit ids as strings (protobuf's int64 mapping); we accept a string or a number,
-and a body may spell a field in snake_case (proto names) or camelCase (protojson's default), as grpc-gateway
-does.
+The Headscale rpcs take their input as headscale.v1 messages (see gateway.py); what is here serves the
+routes beyond Headscale's (a path id, a JSON body read by hand) and the tag rules every caller gets.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -32,21 +30,8 @@ def path_id(request: web.Request, name: str, what: str) -> int:
     return parse_id(request.match_info[name], what)
 
 
-def parse_time(value: Any, what: str) -> datetime:
-    """An RFC 3339 timestamp (a `Z` suffix or an offset; naive times are taken as UTC)."""
-    if not isinstance(value, str) or not value.strip():
-        raise invalid(f"{what} must be an RFC 3339 timestamp such as 2030-01-02T15:04:05Z")
-    try:
-        stamp = datetime.fromisoformat(value.strip().replace("z", "Z"))
-    except ValueError:
-        raise invalid(
-            f"{what} {value[:40]!r} is not an RFC 3339 timestamp such as 2030-01-02T15:04:05Z"
-        ) from None
-    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
-
-
 async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object; an empty body reads as `{}` (every body field is optional somewhere)."""
+    """The request's JSON object; an empty body reads as `{}`."""
     raw = await request.read()
     if not raw.strip():
         return {}
@@ -60,48 +45,12 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
 def field(body: dict[str, Any], name: str) -> Any:
     """A body field by its proto name or its camelCase form; None when absent."""
     if name in body:
         return body[name]
-    return body.get(_camel(name))
-
-
-def str_field(body: dict[str, Any], name: str) -> str:
-    value = field(body, name)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise invalid(f"{name} must be a string")
-    return value
-
-
-def bool_field(body: dict[str, Any], name: str) -> bool:
-    value = field(body, name)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise invalid(f"{name} must be true or false")
-    return value
-
-
-def str_list_field(body: dict[str, Any], name: str) -> list[str]:
-    value = field(body, name)
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise invalid(f"{name} must be a list of strings")
-    return value
-
-
-def optional_time_field(body: dict[str, Any], name: str) -> datetime | None:
-    value = field(body, name)
-    return None if value in (None, "") else parse_time(value, name)
+    head, *rest = name.split("_")
+    return body.get(head + "".join(part.title() for part in rest))
 
 
 def check_tags(tags: list[str], what: str) -> list[str]:
@@ -114,10 +63,3 @@ def check_tags(tags: list[str], what: str) -> list[str]:
         if any(ch.isspace() for ch in tag):
             raise invalid(f"{what}: {tag[:60]!r} must not contain spaces")
     return tags
-
-
-def optional_id(value: Any, what: str) -> int | None:
-    """An optional id: absent, empty or "0" (protobuf's zero value) mean none."""
-    if value in (None, "", 0, "0"):
-        return None
-    return parse_id(value, what)

@@ -1,21 +1,18 @@
-"""The policy in force (`/policy`): read it in either mode, replace it in `database` mode."""
+"""The policy: read it in either mode, replace it in `database` mode, check one against the live tailnet."""
 
 from __future__ import annotations
 
-from aiohttp import web
+from typing import Any
 
 from pyheadscale.api import serialize
 from pyheadscale.api.errors import ApiError, GrpcCode, invalid
-from pyheadscale.api.params import json_body, str_field
-from pyheadscale.api.resource import Resource, reply
+from pyheadscale.api.resource import Resource
+from pyheadscale.grpc.schema import pb
 from pyheadscale.policy import PolicyError
 from pyheadscale.state.policy import PolicyManager
 
 
 class Policy(Resource):
-    def routes(self) -> list[web.RouteDef]:
-        return [web.get("/policy", self.get), web.put("/policy", self.set)]
-
     @property
     def manager(self) -> PolicyManager:
         manager = self.server.policy
@@ -23,19 +20,28 @@ class Policy(Resource):
             raise ApiError(GrpcCode.FAILED_PRECONDITION, "server is still starting")
         return manager
 
-    def _reply(self) -> web.Response:
+    async def get_policy(self, _request: Any) -> Any:
         manager = self.manager
-        return reply({"policy": manager.text or "", "updatedAt": serialize.timestamp(manager.updated_at)})
+        return pb.GetPolicyResponse(
+            policy=manager.text or "", updated_at=serialize.timestamp(manager.updated_at)
+        )
 
-    async def get(self, _request: web.Request) -> web.Response:
-        return self._reply()
-
-    async def set(self, request: web.Request) -> web.Response:
-        text = str_field(await json_body(request), "policy")
-        if not text.strip():
+    async def set_policy(self, request: Any) -> Any:
+        if not request.policy.strip():
             raise invalid("policy is required: the HuJSON policy document as a string")
         try:
-            await self.manager.set_policy(text)
+            await self.manager.set_policy(request.policy)
         except PolicyError as exc:
             raise invalid(f"setting policy: {exc}") from None
-        return self._reply()
+        manager = self.manager
+        return pb.SetPolicyResponse(
+            policy=manager.text or "", updated_at=serialize.timestamp(manager.updated_at)
+        )
+
+    async def check_policy(self, request: Any) -> Any:
+        """Compile `policy` against the current users and nodes, running its `tests`; nothing changes."""
+        try:
+            self.manager.check(request.policy)
+        except PolicyError as exc:
+            raise invalid(str(exc)) from None
+        return pb.CheckPolicyResponse()

@@ -1,4 +1,4 @@
-"""The base of each resource module: access to the server's store, and the JSON reply helper."""
+"""The base of each service part: access to the server's store, and the JSON reply helper for extra routes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ if TYPE_CHECKING:
 
 
 class Resource:
-    """One group of endpoints. Subclasses list their routes; handlers read the store at request time."""
+    """One group of rpcs (methods named after them, taking and returning headscale.v1 messages).
+
+    `routes()` lists the HTTP routes this part serves beyond Headscale's own bindings (pyheadscale's
+    additions); the gateway maps the rpcs.
+    """
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -27,7 +31,7 @@ class Resource:
         return store
 
     def routes(self) -> list[web.RouteDef]:
-        raise NotImplementedError
+        return []
 
 
 def reply(body: dict[str, Any] | None = None) -> web.Response:

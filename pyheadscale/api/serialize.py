@@ -1,4 +1,4 @@
-"""Records to Headscale's v1 JSON: proto field names, ids as strings, RFC 3339 timestamps, null when unset.
+"""Records to headscale.v1 messages, the one shape the REST gateway, the gRPC server and the CLI all print.
 
 Secrets never leave through here: preauth keys are shown masked (`hskey-auth-<prefix>-***`) unless the caller
 passes the full text it has just created, and API keys only ever as their masked prefix.
@@ -6,83 +6,94 @@ passes the full text it has just created, and API keys only ever as their masked
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from pyheadscale.auth import secret_keys
+from pyheadscale.grpc.schema import pb
 from pyheadscale.state.models import ApiKey, Node, PreAuthKey, User
 from pyheadscale.state.store import Store
 
 # Headscale presents tagged nodes as owned by this synthetic user (tags are their identity, not a person).
 TAGGED_DEVICES_USER_ID = 2147455555
 TAGGED_DEVICES_NAME = "tagged-devices"
+TAGGED_DEVICES_DISPLAY_NAME = "Tagged Devices"
+
+# Go's zero time.Time, which Headscale writes where a time was never set (0001-01-01T00:00:00Z).
+ZERO_TIME_SECONDS = -62135596800
+# The text of an all-zero disco key, which Headscale shows for a node that never sent one.
+ZERO_DISCO_KEY = "discokey:" + "0" * 64
 
 _REGISTER_METHODS = {
-    "authkey": "REGISTER_METHOD_AUTH_KEY",
-    "oidc": "REGISTER_METHOD_OIDC",
-    "cli": "REGISTER_METHOD_CLI",
+    "authkey": pb.REGISTER_METHOD_AUTH_KEY,
+    "oidc": pb.REGISTER_METHOD_OIDC,
+    "cli": pb.REGISTER_METHOD_CLI,
 }
 
-Json = dict[str, Any]
+Message = Any
 
 
-def timestamp(value: datetime | None) -> str | None:
-    """RFC 3339 in UTC with a `Z`, as protojson writes a Timestamp; None (JSON null) when unset."""
+def timestamp(value: datetime | None) -> Timestamp | None:
+    """A protobuf Timestamp, or None to leave the field unset."""
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
 
 
-def user(record: User) -> Json:
-    return {
-        "id": str(record.id),
-        "name": record.name,
-        "created_at": timestamp(record.created_at),
-        "display_name": record.display_name,
-        "email": record.email,
-        "provider_id": record.provider_id,
-        "provider": record.provider,
-        "profile_pic_url": record.profile_pic_url,
-    }
+def zero_time() -> Timestamp:
+    return Timestamp(seconds=ZERO_TIME_SECONDS)
 
 
-def _tagged_devices_user() -> Json:
-    return {
-        "id": str(TAGGED_DEVICES_USER_ID),
-        "name": TAGGED_DEVICES_NAME,
-        "created_at": None,
-        "display_name": "",
-        "email": "",
-        "provider_id": "",
-        "provider": "",
-        "profile_pic_url": "",
-    }
+def user(record: User) -> Message:
+    return pb.User(
+        id=record.id,
+        name=record.name,
+        created_at=timestamp(record.created_at),
+        display_name=record.display_name,
+        email=record.email,
+        provider_id=record.provider_id,
+        provider=record.provider,
+        profile_pic_url=record.profile_pic_url,
+    )
 
 
-def preauth_key(store: Store, record: PreAuthKey, full_text: str | None = None) -> Json:
+def tagged_devices_user() -> Message:
+    return pb.User(
+        id=TAGGED_DEVICES_USER_ID,
+        name=TAGGED_DEVICES_NAME,
+        created_at=zero_time(),
+        display_name=TAGGED_DEVICES_DISPLAY_NAME,
+    )
+
+
+def preauth_key(store: Store, record: PreAuthKey, full_text: str | None = None) -> Message:
     """A preauth key; `full_text` is given only in the response that creates it."""
     owner = store.users.get(record.user_id) if record.user_id is not None else None
-    return {
-        "user": user(owner) if owner is not None else None,
-        "id": str(record.id),
-        "key": full_text or secret_keys.masked(secret_keys.PREAUTH_KEY, record.prefix),
-        "reusable": record.reusable,
-        "ephemeral": record.ephemeral,
-        "used": record.used,
-        "expiration": timestamp(record.expiration),
-        "created_at": timestamp(record.created_at),
-        "acl_tags": list(record.tags),
-    }
+    return pb.PreAuthKey(
+        user=user(owner) if owner is not None else None,
+        id=record.id,
+        key=full_text or secret_keys.masked(secret_keys.PREAUTH_KEY, record.prefix),
+        reusable=record.reusable,
+        ephemeral=record.ephemeral,
+        used=record.used,
+        expiration=timestamp(record.expiration),
+        created_at=timestamp(record.created_at),
+        acl_tags=list(record.tags),
+    )
 
 
-def api_key(record: ApiKey) -> Json:
-    return {
-        "id": str(record.id),
-        "prefix": secret_keys.masked(secret_keys.API_KEY, record.prefix),
-        "expiration": timestamp(record.expiration),
-        "created_at": timestamp(record.created_at),
-        "last_seen": timestamp(record.last_seen),
-    }
+def api_key(record: ApiKey) -> Message:
+    return pb.ApiKey(
+        id=record.id,
+        prefix=secret_keys.masked(secret_keys.API_KEY, record.prefix),
+        expiration=timestamp(record.expiration),
+        created_at=timestamp(record.created_at),
+        last_seen=timestamp(record.last_seen),
+    )
 
 
 def serving_routes(node: Node) -> list[str]:
@@ -91,30 +102,32 @@ def serving_routes(node: Node) -> list[str]:
     return [route for route in node.approved_routes if route in announced]
 
 
-def node(store: Store, record: Node) -> Json:
+def node(store: Store, record: Node, *, listed: bool = False) -> Message:
+    """A node. A tagged node has no owner: listings show the synthetic tagged-devices user, single-node
+    answers no user at all, as Headscale does."""
     if record.tags:
-        owner: Json | None = _tagged_devices_user()
+        owner = tagged_devices_user() if listed else None
     else:
         found = store.users.get(record.user_id) if record.user_id is not None else None
         owner = user(found) if found is not None else None
     key = store.preauth_keys.get(record.auth_key_id) if record.auth_key_id is not None else None
-    return {
-        "id": str(record.id),
-        "machine_key": record.machine_key,
-        "node_key": record.node_key,
-        "disco_key": record.disco_key,
-        "ip_addresses": [address.split("/")[0] for address in record.addresses()],
-        "name": record.hostname,
-        "user": owner,
-        "last_seen": timestamp(record.last_seen),
-        "expiry": timestamp(record.expiry),
-        "pre_auth_key": preauth_key(store, key) if key is not None else None,
-        "created_at": timestamp(record.created_at),
-        "register_method": _REGISTER_METHODS.get(record.register_method, "REGISTER_METHOD_UNSPECIFIED"),
-        "given_name": record.given_name,
-        "online": store.is_online(record.id),
-        "approved_routes": list(record.approved_routes),
-        "available_routes": record.announced_routes,
-        "subnet_routes": serving_routes(record),
-        "tags": list(record.tags),
-    }
+    return pb.Node(
+        id=record.id,
+        machine_key=record.machine_key,
+        node_key=record.node_key,
+        disco_key=record.disco_key or ZERO_DISCO_KEY,
+        ip_addresses=[address.split("/")[0] for address in record.addresses()],
+        name=record.hostname,
+        user=owner,
+        last_seen=timestamp(record.last_seen),
+        expiry=timestamp(record.expiry),
+        pre_auth_key=preauth_key(store, key) if key is not None else None,
+        created_at=timestamp(record.created_at),
+        register_method=_REGISTER_METHODS.get(record.register_method, pb.REGISTER_METHOD_UNSPECIFIED),
+        given_name=record.given_name,
+        online=store.is_online(record.id),
+        approved_routes=list(record.approved_routes),
+        available_routes=list(record.announced_routes),
+        subnet_routes=serving_routes(record),
+        tags=list(record.tags),
+    )

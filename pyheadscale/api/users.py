@@ -1,61 +1,44 @@
-"""Users: list, create, rename, delete (`/user`)."""
+"""Users: list, create, rename, delete."""
 
 from __future__ import annotations
 
-from aiohttp import web
+from typing import Any
 
 from pyheadscale.api import serialize
-from pyheadscale.api.errors import ApiError, GrpcCode
-from pyheadscale.api.params import json_body, optional_id, path_id, str_field
-from pyheadscale.api.resource import Resource, reply
+from pyheadscale.api.errors import ApiError, GrpcCode, invalid
+from pyheadscale.api.resource import Resource
+from pyheadscale.grpc.schema import pb
 from pyheadscale.state.errors import Conflict
 
 
 class Users(Resource):
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.get("/user", self.list),
-            web.post("/user", self.create),
-            web.post("/user/{old_id}/rename/{new_name}", self.rename),
-            web.delete("/user/{id}", self.delete),
-        ]
-
-    async def list(self, request: web.Request) -> web.Response:
+    async def list_users(self, request: Any) -> Any:
         """Filters as Headscale applies them: by name, else by email, else by id; none lists everyone."""
-        query = request.query
-        user_id = optional_id(query.get("id"), "id")
         users = sorted(self.store.users.values(), key=lambda u: u.id)
-        if query.get("name"):
-            users = [u for u in users if u.name == query["name"]]
-        elif query.get("email"):
-            users = [u for u in users if u.email == query["email"]]
-        elif user_id is not None:
-            users = [u for u in users if u.id == user_id]
-        return reply({"users": [serialize.user(u) for u in users]})
+        if request.name:
+            users = [u for u in users if u.name == request.name]
+        elif request.email:
+            users = [u for u in users if u.email == request.email]
+        elif request.id:
+            users = [u for u in users if u.id == request.id]
+        return pb.ListUsersResponse(users=[serialize.user(u) for u in users])
 
-    async def create(self, request: web.Request) -> web.Response:
-        body = await json_body(request)
-        name = str_field(body, "name")
-        if not name:
-            raise ApiError(GrpcCode.INVALID_ARGUMENT, "name is required")
+    async def create_user(self, request: Any) -> Any:
+        if not request.name:
+            raise invalid("name is required")
         user = await self.store.create_user(
-            name,
-            str_field(body, "display_name"),
-            str_field(body, "email"),
-            profile_pic_url=str_field(body, "picture_url"),
+            request.name, request.display_name, request.email, profile_pic_url=request.picture_url
         )
-        return reply({"user": serialize.user(user)})
+        return pb.CreateUserResponse(user=serialize.user(user))
 
-    async def rename(self, request: web.Request) -> web.Response:
-        user_id = path_id(request, "old_id", "user id")
-        user = await self.store.rename_user(user_id, request.match_info["new_name"])
-        return reply({"user": serialize.user(user)})
+    async def rename_user(self, request: Any) -> Any:
+        user = await self.store.rename_user(request.old_id, request.new_name)
+        return pb.RenameUserResponse(user=serialize.user(user))
 
-    async def delete(self, request: web.Request) -> web.Response:
-        user_id = path_id(request, "id", "user id")
+    async def delete_user(self, request: Any) -> Any:
         try:
-            await self.store.delete_user(user_id)
+            await self.store.delete_user(request.id)
         except Conflict as exc:
             # Headscale answers "user still has nodes" as a failed precondition (400), not a conflict.
             raise ApiError(GrpcCode.FAILED_PRECONDITION, str(exc)) from None
-        return reply()
+        return pb.DeleteUserResponse()

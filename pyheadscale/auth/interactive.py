@@ -87,14 +87,14 @@ class PendingLogins:
         self.max_pending = max_pending
         self.max_per_source = max_per_source
         self._pending: dict[str, PendingLogin] = {}
-        # user id, requested tags -> the tags that user may not give (set by the server to the policy's
-        # tagOwners); without it every requested tag is refused.
-        self.tags_not_owned: TagCheck | None = None
         self._by_machine: dict[str, PendingLogin] = {}
         self._by_source: dict[str, dict[str, PendingLogin]] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
+        # user id, requested tags -> the tags that user may not give (set by the server to the policy's
+        # tagOwners); without it every requested tag is refused.
+        self.tags_not_owned: TagCheck | None = None
 
     def start(
         self,

@@ -7,49 +7,52 @@ from typing import Any
 
 from pyheadscale.cli.client import ApiClient, CliError, api_command
 from pyheadscale.cli.durations import expiration_from
-from pyheadscale.cli.output import add_output_flags, emit, table, when
+from pyheadscale.cli.output import add_output_flags, emit, stamp_of, table, when
 
 HEADER = ["ID", "Prefix", "Expiration", "Created"]
 
 
-def _which(args: argparse.Namespace) -> dict[str, str]:
+def _which(args: argparse.Namespace) -> dict[str, Any]:
     if args.id is not None and args.prefix:
         raise CliError("give --prefix or --id, not both")
     if args.id is not None:
         if args.id <= 0:
             raise CliError("--id must be a positive key id")
-        return {"id": str(args.id)}
+        return {"id": int(args.id)}
     if not args.prefix:
         raise CliError("which key? give --prefix PREFIX or --id ID")
     return {"prefix": args.prefix}
 
 
 async def _create(client: ApiClient, args: argparse.Namespace) -> None:
-    result = await client.post("/apikey", {"expiration": expiration_from(args.expiration)})
-    emit(args, result["api_key"], lambda: str(result["api_key"]))
+    key = (await client.rpc("CreateApiKey", expiration=expiration_from(args.expiration))).api_key
+    emit(args, key, lambda: str(key))
 
 
 async def _list(client: ApiClient, args: argparse.Namespace) -> None:
-    keys = (await client.get("/apikey"))["api_keys"]
-    rows = [[k["id"], k["prefix"], when(k["expiration"]), when(k["created_at"])] for k in keys]
+    keys = list((await client.rpc("ListApiKeys")).api_keys)
+    rows = [
+        [str(k.id), k.prefix, when(stamp_of(k, "expiration")), when(stamp_of(k, "created_at"))] for k in keys
+    ]
     emit(args, keys, lambda: table(HEADER, rows))
 
 
 async def _expire(client: ApiClient, args: argparse.Namespace) -> None:
-    result = await client.post("/apikey/expire", _which(args))
+    result = await client.rpc("ExpireApiKey", **_which(args))
     emit(args, result, lambda: "Key expired")
 
 
 async def _delete(client: ApiClient, args: argparse.Namespace) -> None:
+    """The REST binding always carries a prefix in its path: a key named by id is looked up first."""
     named = _which(args)
     prefix = named.get("prefix")
     if prefix is None:
-        keys: list[dict[str, Any]] = (await client.get("/apikey"))["api_keys"]
-        match = next((k for k in keys if k["id"] == named["id"]), None)
+        keys = (await client.rpc("ListApiKeys")).api_keys
+        match = next((k for k in keys if k.id == named["id"]), None)
         if match is None:
             raise CliError(f"API key {named['id']} not found")
-        prefix = str(match["prefix"])
-    result = await client.delete(f"/apikey/{prefix}")
+        prefix = match.prefix
+    result = await client.rpc("DeleteApiKey", prefix=prefix)
     emit(args, result, lambda: "Key deleted")
 
 

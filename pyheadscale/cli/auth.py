@@ -5,43 +5,27 @@ from __future__ import annotations
 import argparse
 
 from pyheadscale.cli.client import ApiClient, api_command
-from pyheadscale.cli.nodes import NODE_HEADER, node_row
 from pyheadscale.cli.output import add_output_flags, emit, table
 
 
 async def _register(client: ApiClient, args: argparse.Namespace) -> None:
-    result = await client.post("/auth/register", {"auth_id": args.auth_id, "user": args.user})
-    emit(
-        args,
-        result["node"],
-        lambda: (
-            f"Node {result['node']['given_name']} registered\n"
-            f"{table(NODE_HEADER, [node_row(result['node'])])}"
-        ),
-    )
+    node = (await client.rpc("AuthRegister", auth_id=args.auth_id, user=args.user)).node
+    emit(args, node, lambda: f"Node {node.given_name} registered")
 
 
 async def _approve(client: ApiClient, args: argparse.Namespace) -> None:
-    result = await client.post("/auth/approve", {"auth_id": args.auth_id})
-    if "ssh_check" in result:
-        check = result["ssh_check"]
-        emit(
-            args,
-            check,
-            lambda: f"SSH check approved: node {check['src_node_id']} -> node {check['dst_node_id']}",
-        )
-        return
-    emit(args, result["node"], lambda: f"Auth request approved: node {result['node']['given_name']}")
+    result = await client.rpc("AuthApprove", auth_id=args.auth_id)
+    emit(args, result, lambda: "Auth request approved")
 
 
 async def _reject(client: ApiClient, args: argparse.Namespace) -> None:
-    result = await client.post("/auth/reject", {"auth_id": args.auth_id})
+    result = await client.rpc("AuthReject", auth_id=args.auth_id)
     emit(args, result, lambda: "Auth request rejected")
 
 
 async def _list(client: ApiClient, args: argparse.Namespace) -> None:
     result = await client.get("/auth/pending")
-    rows = [[p["auth_id"], p["hostname"], p["machine_key"]] for p in result["pending"]]
+    rows = [[p["authId"], p["hostname"], p["machineKey"]] for p in result["pending"]]
     emit(args, result["pending"], lambda: table(["Auth ID", "Hostname", "Machine key"], rows))
 
 

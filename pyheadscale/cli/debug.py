@@ -14,11 +14,11 @@ from pyheadscale.config import ConfigError, load_config
 
 
 async def _create_node(client: ApiClient, args: argparse.Namespace) -> None:
-    body = {"key": args.key, "name": args.name, "user": args.user, "routes": split_list(args.route)}
-    result = await client.post("/debug/node", body)
+    fields = {"key": args.key, "name": args.name, "user": args.user, "routes": split_list(args.route)}
+    node = (await client.rpc("DebugCreateNode", **fields)).node
     emit(
         args,
-        result["node"],
+        node,
         lambda: (
             f"Node {args.name} created; register it with "
             f"`pyheadscale auth register --auth-id {args.key} --user {args.user}`"

@@ -9,12 +9,9 @@ from pyheadscale.cli.output import add_output_flags, emit
 
 
 async def _health(client: ApiClient, args: argparse.Namespace) -> None:
-    result = await client.get("/health")
-    emit(
-        args,
-        result,
-        lambda: f"database connectivity: {'ok' if result['database_connectivity'] else 'FAILED'}",
-    )
+    result = await client.rpc("Health")
+    state = "ok" if result.database_connectivity else "FAILED"
+    emit(args, result, lambda: f"database connectivity: {state}")
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -16,10 +16,9 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from pyheadscale import __version__
-from pyheadscale.cli import apikeys, auth, debug, health, nodes, policy, preauthkeys, users
+from pyheadscale.cli import apikeys, auth, debug, health, meta, nodes, policy, preauthkeys, users
 from pyheadscale.config import ConfigError, load_config
-from pyheadscale.keys import PrivateKey
+from pyheadscale.db.headscale_versions import UnsupportedHeadscaleDatabase
 
 LOG_LEVELS = {
     "trace": logging.DEBUG,
@@ -96,6 +95,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:  # found at start: a certificate that does not load, ...
         print(exc, file=sys.stderr)
         return 2
+    except UnsupportedHeadscaleDatabase as exc:
+        print(f"pyheadscale: not starting: {exc}. The database was left as it was.", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -110,16 +112,6 @@ def _configtest(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     print(f"configuration OK ({source or 'embedded defaults'}; data in {config.data_dir})")
-    return 0
-
-
-def _generate_private_key(_args: argparse.Namespace) -> int:
-    print(PrivateKey.generate().to_text())
-    return 0
-
-
-def _version(_args: argparse.Namespace) -> int:
-    print(__version__)
     return 0
 
 
@@ -147,14 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("serve", help="run the server").set_defaults(func=_serve)
     sub.add_parser("configtest", help="validate the configuration").set_defaults(func=_configtest)
-    sub.add_parser("version", help="print the version").set_defaults(func=_version)
-    generate = sub.add_parser("generate", help="generate keys").add_subparsers(dest="what", metavar="WHAT")
-    generate.required = True
-    generate.add_parser("private-key", help="a new privkey: for noise.private_key_path").set_defaults(
-        func=_generate_private_key
-    )
+    meta.add_commands(sub, parser)
     for module in (users, nodes, preauthkeys, apikeys, auth, policy, debug, health):
         module.add_commands(sub)
+    meta.accept_config_after_the_verb(parser)
     return parser
 
 

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import argparse
 from typing import Any
-from urllib.parse import quote
 
 from pyheadscale import keys
+from pyheadscale.api.protojson import from_json
 from pyheadscale.cli.client import ApiClient, CliError, api_command
-from pyheadscale.cli.output import add_output_flags, confirm, emit, is_past, joined, split_list, table, when
+from pyheadscale.cli.output import (
+    add_output_flags,
+    confirm,
+    emit,
+    is_past,
+    joined,
+    split_list,
+    stamp_of,
+    table,
+    when,
+)
 from pyheadscale.cli.users import find_user
+from pyheadscale.grpc.schema import pb
 
 NODE_HEADER = [
     "ID",
@@ -29,69 +40,68 @@ NODE_HEADER = [
 ROUTES_HEADER = ["ID", "Hostname", "Approved", "Available", "Serving (Primary)"]
 
 
-def node_row(node: dict[str, Any]) -> list[str]:
-    key = node.get("pre_auth_key") or {}
+def node_row(node: Any) -> list[str]:
+    expiry = stamp_of(node, "expiry")
     return [
-        node["id"],
-        node["name"],
-        node["given_name"],
-        keys.short(node["machine_key"]),
-        keys.short(node["node_key"]),
-        (node.get("user") or {}).get("name", ""),
-        joined(node["tags"]),
-        joined(node["ip_addresses"]),
-        str(bool(key.get("ephemeral"))).lower(),
-        when(node["last_seen"]),
-        when(node["expiry"], empty="N/A"),
-        "online" if node["online"] else "offline",
-        "yes" if is_past(node["expiry"]) else "no",
+        str(node.id),
+        node.name,
+        node.given_name,
+        keys.short(node.machine_key),
+        keys.short(node.node_key),
+        node.user.name,
+        joined(node.tags),
+        joined(node.ip_addresses),
+        str(node.pre_auth_key.ephemeral).lower(),
+        when(stamp_of(node, "last_seen")),
+        when(expiry, empty="N/A"),
+        "online" if node.online else "offline",
+        "yes" if is_past(expiry) else "no",
     ]
 
 
-def _route_row(node: dict[str, Any]) -> list[str]:
+def _route_row(node: Any) -> list[str]:
     return [
-        node["id"],
-        node["given_name"],
-        joined(node["approved_routes"]),
-        joined(node["available_routes"]),
-        joined(node["subnet_routes"]),
+        str(node.id),
+        node.given_name,
+        joined(node.approved_routes),
+        joined(node.available_routes),
+        joined(node.subnet_routes),
     ]
 
 
-def _node_path(args: argparse.Namespace, suffix: str = "") -> str:
+def _node_id(args: argparse.Namespace) -> int:
     if args.identifier is None:
         raise CliError("which node? give --identifier ID")
     if args.identifier <= 0:
         raise CliError("--identifier must be a positive node id")
-    return f"/node/{args.identifier}{suffix}"
+    return int(args.identifier)
 
 
-def _show_node(args: argparse.Namespace, result: dict[str, Any], done: str) -> None:
-    emit(args, result["node"], lambda: f"{done}\n{table(NODE_HEADER, [node_row(result['node'])])}")
+def _show_node(args: argparse.Namespace, node: Any, done: str) -> None:
+    emit(args, node, lambda: done)
 
 
 async def _list(client: ApiClient, args: argparse.Namespace) -> None:
-    params = {"user": args.user} if args.user else None
-    nodes = (await client.get("/node", params))["nodes"]
+    nodes = list((await client.rpc("ListNodes", **({"user": args.user} if args.user else {}))).nodes)
     emit(args, nodes, lambda: table(NODE_HEADER, [node_row(n) for n in nodes]))
 
 
 async def _list_routes(client: ApiClient, args: argparse.Namespace) -> None:
-    if args.identifier is not None:
-        nodes = [(await client.get(_node_path(args)))["node"]]
-    else:
-        nodes = [
-            n for n in (await client.get("/node"))["nodes"] if n["approved_routes"] or n["available_routes"]
-        ]
+    """Nodes with any route (announced, approved or served); with --identifier only that one."""
+    nodes = list((await client.rpc("ListNodes")).nodes)
+    if args.identifier:
+        nodes = [n for n in nodes if n.id == args.identifier] or nodes
+    nodes = [n for n in nodes if n.subnet_routes or n.approved_routes or n.available_routes]
     emit(args, nodes, lambda: table(ROUTES_HEADER, [_route_row(n) for n in nodes]))
 
 
 async def _delete(client: ApiClient, args: argparse.Namespace) -> None:
-    node = (await client.get(_node_path(args)))["node"]
-    if not await confirm(args, f"Do you want to delete the node {node['given_name']!r} (id {node['id']})?"):
-        raise CliError("not confirmed; nothing deleted (pass --force to skip the question)")
-    result = await client.delete(_node_path(args))
-    emit(args, result, lambda: f"Node {node['given_name']} deleted")
+    node = (await client.rpc("GetNode", node_id=_node_id(args))).node
+    if not await confirm(args, f"Do you want to remove the node {node.name}?"):
+        emit(args, {"Result": "Node not deleted"}, lambda: "Node not deleted")
+        return
+    await client.rpc("DeleteNode", node_id=node.id)
+    emit(args, {"Result": "Node deleted"}, lambda: "Node deleted")
 
 
 async def _backfill_ips(client: ApiClient, args: argparse.Namespace) -> None:
@@ -100,48 +110,56 @@ async def _backfill_ips(client: ApiClient, args: argparse.Namespace) -> None:
     )
     if not await confirm(args, question):
         raise CliError("not confirmed; nothing changed (pass --force to skip the question)")
-    result = await client.post("/node/backfillips", params={"confirmed": "true"})
-    emit(args, result, lambda: "\n".join(result["changes"]) or "Every node already has its addresses")
+    changes = list((await client.rpc("BackfillNodeIPs", confirmed=True)).changes)
+    emit(args, changes, lambda: "Node IPs backfilled successfully")
 
 
 async def _expire(client: ApiClient, args: argparse.Namespace) -> None:
     if args.disable and args.expiry:
         raise CliError("give --expiry or --disable, not both")
-    body: dict[str, Any] = {"disable_expiry": True} if args.disable else {}
+    fields: dict[str, Any] = {"disable_expiry": True} if args.disable else {}
     if args.expiry:
-        body["expiry"] = args.expiry
-    result = await client.post(_node_path(args, "/expire"), body)
-    expiry = result["node"]["expiry"]
-    done = "Node expiry disabled" if expiry is None else f"Node expires at {when(expiry)}"
-    _show_node(args, result, done)
+        fields["expiry"] = args.expiry
+    node = (await client.rpc("ExpireNode", node_id=_node_id(args), **fields)).node
+    if args.disable:
+        done = "Node expiry disabled"
+    else:
+        done = "Node expiration updated" if args.expiry else "Node expired"
+    _show_node(args, node, done)
 
 
 async def _rename(client: ApiClient, args: argparse.Namespace) -> None:
-    result = await client.post(_node_path(args, f"/rename/{quote(args.new_name, safe='')}"))
-    _show_node(args, result, f"Node renamed to {result['node']['given_name']}")
+    """Without NEW_NAME the node takes a name from its hostname again, as Headscale does."""
+    if args.new_name:
+        node = (await client.rpc("RenameNode", node_id=_node_id(args), new_name=args.new_name)).node
+    else:
+        node = from_json(await client.post(f"/node/{_node_id(args)}/rename/"), pb.RenameNodeResponse).node
+    _show_node(args, node, "Node renamed")
 
 
 async def _move(client: ApiClient, args: argparse.Namespace) -> None:
     if not args.user:
         raise CliError("which user? give --user ID")
     user = await find_user(client, args.user)
-    result = await client.post(_node_path(args, "/user"), {"user": user["id"]})
-    _show_node(args, result, f"Node moved to user {user['name']}")
+    result = await client.post(f"/node/{_node_id(args)}/user", {"user": str(user.id)})
+    node = from_json(result, pb.GetNodeResponse).node
+    _show_node(args, node, f"Node moved to user {user.name}")
 
 
 async def _tag(client: ApiClient, args: argparse.Namespace) -> None:
-    result = await client.post(_node_path(args, "/tags"), {"tags": split_list(args.tags)})
-    _show_node(args, result, "Node tags updated")
+    node = (await client.rpc("SetTags", node_id=_node_id(args), tags=split_list(args.tags))).node
+    _show_node(args, node, "Node updated")
 
 
 async def _approve_routes(client: ApiClient, args: argparse.Namespace) -> None:
-    result = await client.post(_node_path(args, "/approve_routes"), {"routes": split_list(args.routes)})
-    _show_node(args, result, "Node routes approved")
+    routes = split_list(args.routes)
+    node = (await client.rpc("SetApprovedRoutes", node_id=_node_id(args), routes=routes)).node
+    _show_node(args, node, "Node updated")
 
 
 async def _register(client: ApiClient, args: argparse.Namespace) -> None:
-    result = await client.post("/node/register", params={"user": args.user, "key": args.key})
-    _show_node(args, result, "Node registered")
+    node = (await client.rpc("RegisterNode", user=args.user, key=args.key)).node
+    _show_node(args, node, f"Node {node.given_name} registered")
 
 
 def _identifier(parser: argparse.ArgumentParser) -> None:
@@ -174,7 +192,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     rename = verb("rename", [], "rename a node (its DNS name)", _rename)
     _identifier(rename)
-    rename.add_argument("new_name", metavar="NEW_NAME")
+    rename.add_argument("new_name", metavar="NEW_NAME", nargs="?", default="")
 
     move = verb("move", ["mv"], "move a node to another user", _move)
     _identifier(move)

@@ -1,20 +1,21 @@
-"""Printing results: a readable table by default, or `-o json|json-line|yaml` carrying the API's JSON as is.
+"""Printing results: a readable table by default, or `-o json|json-line|yaml` as Headscale's CLI prints them.
 
-Machine formats print exactly what the API answered (same field names), so scripts written against Headscale's
-CLI output keep working.
+Machine formats print the headscale.v1 messages the way Headscale's Go CLI serializes its structs (see
+gostruct), so scripts written against `headscale ... -o json` keep working.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import yaml
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from pyheadscale.cli import gostruct
 
 FORMATS = ("json", "json-line", "yaml")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -42,10 +43,10 @@ def output_format(args: argparse.Namespace) -> str:
 
 def render(data: Any, fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(data, indent=2)
+        return gostruct.dumps_json(data, indent=True)
     if fmt == "json-line":
-        return json.dumps(data, separators=(",", ":"))
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n")
+        return gostruct.dumps_json(data, indent=False)
+    return gostruct.dumps_yaml(data)
 
 
 def table(header: Sequence[str], rows: Rows) -> str:
@@ -73,24 +74,20 @@ def emit_error(args: argparse.Namespace, message: str) -> None:
     print(render({"error": message}, fmt) if fmt else f"Error: {message}", file=sys.stderr)
 
 
-def when(stamp: str | None, *, empty: str = "") -> str:
-    """An API timestamp shown in UTC to the second."""
-    if not stamp:
+def when(stamp: Timestamp | None, *, empty: str = "") -> str:
+    """A message's timestamp shown in UTC to the second; `empty` when unset."""
+    if stamp is None:
         return empty
-    try:
-        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return stamp
-    return parsed.astimezone(UTC).strftime(TIME_FORMAT)
+    return stamp.ToDatetime(UTC).strftime(TIME_FORMAT)
 
 
-def is_past(stamp: str | None) -> bool:
-    if not stamp:
-        return False
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")) <= datetime.now(UTC)
-    except ValueError:
-        return False
+def is_past(stamp: Timestamp | None) -> bool:
+    return stamp is not None and stamp.ToDatetime(UTC) <= datetime.now(UTC)
+
+
+def stamp_of(message: Any, field: str) -> Timestamp | None:
+    """The Timestamp field `field` of `message`, or None when unset."""
+    return getattr(message, field) if message.HasField(field) else None
 
 
 def joined(values: Sequence[str] | None) -> str:
@@ -112,8 +109,9 @@ async def confirm(args: argparse.Namespace, prompt: str) -> bool:
     """
     if getattr(args, "force", False):
         return True
+    print(f"{prompt} [y/N] ", end="", file=sys.stderr, flush=True)
     try:
-        answer = await asyncio.to_thread(input, f"{prompt} [y/N] ")
+        answer = await asyncio.to_thread(input)
     except EOFError:
         return False
     return answer.strip().lower() in ("y", "yes")

@@ -5,71 +5,84 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from pyheadscale.auth import secret_keys
 from pyheadscale.cli.client import ApiClient, CliError, api_command
 from pyheadscale.cli.durations import expiration_from
-from pyheadscale.cli.output import add_output_flags, emit, joined, split_list, table, when
+from pyheadscale.cli.output import add_output_flags, emit, joined, split_list, stamp_of, table, when
 from pyheadscale.cli.users import find_user
 
 HEADER = ["ID", "Key/Prefix", "Reusable", "Ephemeral", "Used", "Expiration", "Created", "Owner"]
 
 
-def _row(key: dict[str, Any]) -> list[str]:
-    owner = joined(key["acl_tags"]) or (key.get("user") or {}).get("name", "") or "-"
+def _row(key: Any) -> list[str]:
+    owner = joined(key.acl_tags) or key.user.name or "-"
     return [
-        key["id"],
-        key["key"],
-        str(key["reusable"]).lower(),
-        str(key["ephemeral"]).lower(),
-        str(key["used"]).lower(),
-        when(key["expiration"]),
-        when(key["created_at"]),
+        str(key.id),
+        key.key,
+        str(key.reusable).lower(),
+        str(key.ephemeral).lower(),
+        str(key.used).lower(),
+        when(stamp_of(key, "expiration")),
+        when(stamp_of(key, "created_at")),
         owner,
     ]
 
 
-async def _which_key(client: ApiClient, args: argparse.Namespace) -> dict[str, str]:
-    """The key named on the command line: --id, or --key (full or masked) optionally with -u."""
+def _prefix(text: str) -> str:
+    parts = secret_keys.split_key(text, secret_keys.PREAUTH_KEY)
+    if parts is not None:
+        return parts[0]
+    return text.strip().removeprefix(secret_keys.PREAUTH_KEY).removesuffix("-***")
+
+
+async def _which_key(client: ApiClient, args: argparse.Namespace) -> int:
+    """The id of the key named on the command line: --id, or --key (full or masked) optionally with -u,
+    looked up in the listing (the API names keys by id only)."""
     if args.id is not None:
         if args.id <= 0:
             raise CliError("--id must be a positive key id")
-        return {"id": str(args.id)}
+        return int(args.id)
     if not args.key:
         raise CliError("which key? give --id ID (or --key KEY, with -u USER)")
-    named = {"key": args.key}
-    if args.user:
-        named["user"] = (await find_user(client, args.user))["id"]
-    return named
+    owner = (await find_user(client, args.user)).id if args.user else None
+    prefix = _prefix(args.key)
+    for key in (await client.rpc("ListPreAuthKeys")).pre_auth_keys:
+        if _prefix(key.key) == prefix and (owner is None or key.user.id == owner):
+            return int(key.id)
+    raise CliError(f"preauth key {secret_keys.masked(secret_keys.PREAUTH_KEY, prefix[:12])} not found")
 
 
 async def _create(client: ApiClient, args: argparse.Namespace) -> None:
     tags = split_list(args.tags)
     if not args.user and not tags:
         raise CliError("a preauth key needs a user (-u USER_ID) or tags (--tags tag:a,tag:b)")
-    body: dict[str, Any] = {
+    fields: dict[str, Any] = {
         "reusable": args.reusable,
         "ephemeral": args.ephemeral,
         "acl_tags": tags,
         "expiration": expiration_from(args.expiration),
     }
     if args.user:
-        body["user"] = (await find_user(client, args.user))["id"]
-    key = (await client.post("/preauthkey", body))["pre_auth_key"]
-    emit(args, key, lambda: str(key["key"]))
+        fields["user"] = str((await find_user(client, args.user)).id)
+    key = (await client.rpc("CreatePreAuthKey", **fields)).pre_auth_key
+    emit(args, key, lambda: str(key.key))
 
 
 async def _list(client: ApiClient, args: argparse.Namespace) -> None:
-    params = {"user": (await find_user(client, args.user))["id"]} if args.user else None
-    keys = (await client.get("/preauthkey", params))["pre_auth_keys"]
+    keys = list((await client.rpc("ListPreAuthKeys")).pre_auth_keys)
+    if args.user:
+        owner = (await find_user(client, args.user)).id
+        keys = [k for k in keys if k.user.id == owner]
     emit(args, keys, lambda: table(HEADER, [_row(k) for k in keys]))
 
 
 async def _expire(client: ApiClient, args: argparse.Namespace) -> None:
-    result = await client.post("/preauthkey/expire", await _which_key(client, args))
+    result = await client.rpc("ExpirePreAuthKey", id=await _which_key(client, args))
     emit(args, result, lambda: "Key expired")
 
 
 async def _delete(client: ApiClient, args: argparse.Namespace) -> None:
-    result = await client.delete("/preauthkey", await _which_key(client, args))
+    result = await client.rpc("DeletePreAuthKey", id=await _which_key(client, args))
     emit(args, result, lambda: "Key deleted")
 
 

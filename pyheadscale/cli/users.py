@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import argparse
 from typing import Any
-from urllib.parse import quote
 
 from pyheadscale.cli.client import ApiClient, CliError, api_command
-from pyheadscale.cli.output import add_output_flags, confirm, emit, table, when
+from pyheadscale.cli.output import add_output_flags, confirm, emit, stamp_of, table, when
 
 
-async def find_user(client: ApiClient, ref: str) -> dict[str, Any]:
-    """A user by id or by name, as the verbs that take `-u` accept either."""
+async def find_user(client: ApiClient, ref: str) -> Any:
+    """A user (headscale.v1.User) by id or by name, as the verbs that take `-u` accept either."""
     ref = ref.strip()
     if ref.isdigit():
-        users = (await client.get("/user", {"id": ref}))["users"]
+        users = (await client.rpc("ListUsers", id=ref)).users
         if users:
-            return dict(users[0])
-    users = (await client.get("/user", {"name": ref}))["users"]
+            return users[0]
+    users = (await client.rpc("ListUsers", name=ref)).users
     if not users:
         raise CliError(f"user {ref!r} not found")
-    return dict(users[0])
+    return users[0]
 
 
 def _identified_user(args: argparse.Namespace) -> str:
@@ -33,24 +32,26 @@ def _identified_user(args: argparse.Namespace) -> str:
     raise CliError("which user? give --identifier ID or --name NAME")
 
 
-def _user_rows(users: list[dict[str, Any]]) -> list[list[str]]:
-    return [[u["id"], u["display_name"], u["name"], u["email"], when(u["created_at"])] for u in users]
+def _user_rows(users: list[Any]) -> list[list[str]]:
+    return [[str(u.id), u.display_name, u.name, u.email, when(stamp_of(u, "created_at"))] for u in users]
 
 
 async def _create(client: ApiClient, args: argparse.Namespace) -> None:
-    body = {
-        "name": args.name,
-        "display_name": args.display_name,
-        "email": args.email,
-        "picture_url": args.picture_url,
-    }
-    result = await client.post("/user", body)
-    emit(args, result["user"], lambda: f"User {result['user']['name']} created (id {result['user']['id']})")
+    user = (
+        await client.rpc(
+            "CreateUser",
+            name=args.name,
+            display_name=args.display_name,
+            email=args.email,
+            picture_url=args.picture_url,
+        )
+    ).user
+    emit(args, user, lambda: "User created")
 
 
 async def _list(client: ApiClient, args: argparse.Namespace) -> None:
     params = {"id": str(args.identifier or ""), "name": args.name or "", "email": args.email or ""}
-    users = (await client.get("/user", {k: v for k, v in params.items() if v}))["users"]
+    users = list((await client.rpc("ListUsers", **{k: v for k, v in params.items() if v})).users)
     emit(args, users, lambda: table(["ID", "Name", "Username", "Email", "Created"], _user_rows(users)))
 
 
@@ -58,18 +59,19 @@ async def _rename(client: ApiClient, args: argparse.Namespace) -> None:
     if not args.new_name:
         raise CliError("--new-name is required")
     user = await find_user(client, _identified_user(args))
-    result = await client.post(f"/user/{user['id']}/rename/{quote(args.new_name, safe='')}")
-    emit(args, result["user"], lambda: f"User {user['name']} renamed to {result['user']['name']}")
+    renamed = (await client.rpc("RenameUser", old_id=user.id, new_name=args.new_name)).user
+    emit(args, renamed, lambda: "User renamed")
 
 
 async def _destroy(client: ApiClient, args: argparse.Namespace) -> None:
     user = await find_user(client, _identified_user(args))
     if not await confirm(
-        args, f"Do you want to remove the user {user['name']!r} (id {user['id']}) and all its keys?"
+        args, f"Do you want to remove the user {user.name!r} (id {user.id}) and all its keys?"
     ):
-        raise CliError("not confirmed; nothing removed (pass --force to skip the question)")
-    result = await client.delete(f"/user/{user['id']}")
-    emit(args, result, lambda: f"User {user['name']} destroyed")
+        emit(args, {"Result": "User not destroyed"}, lambda: "User not destroyed")
+        return
+    result = await client.rpc("DeleteUser", id=user.id)
+    emit(args, result, lambda: "User destroyed")
 
 
 def _identify(parser: argparse.ArgumentParser) -> None:

@@ -128,7 +128,14 @@ class RegisterHandler:
 
         auth_key = req.Auth.AuthKey if req.Auth else ""
         if auth_key:
-            key = self.store.find_preauth_key(auth_key)
+            key = await self.store.verify_preauth_key(auth_key)
+            requested = (req.Hostinfo or {}).get("RequestTags") or []
+            if requested and self.store.node_by_machine_key(machine_key) is None:
+                # As Headscale: a new node joining with a preauth key takes its tags from the key alone.
+                raise AuthFailed(
+                    f"requested tags {', '.join(map(str, requested))} are invalid or not permitted: a node "
+                    "joining with a preauth key gets the key's tags only (drop --advertise-tags)"
+                )
             node = await self.store.register_with_key(
                 key,
                 machine_key=machine_key,

@@ -54,10 +54,10 @@ class ControlServer:
         self,
         server_key: keys.PrivateKey,
         routes: dict[tuple[str, str], InnerHandler],
+        prefix_routes: dict[str, InnerHandler] | None = None,
         limits: LimitsConfig | None = None,
         *,
         on_rate_limited: Callable[[], None] | None = None,
-        prefix_routes: dict[str, InnerHandler] | None = None,
     ) -> None:
         """`prefix_routes` serve every path under a prefix (paths with ids in them), any method."""
         self.server_key = server_key
@@ -90,9 +90,9 @@ class ControlServer:
         encoded = request.headers.get(HANDSHAKE_HEADER, "")
         if not encoded:
             return web.Response(status=400, text=f"missing {HANDSHAKE_HEADER} header\n")
-        limited = self._rate_limited(request)
-        if limited is not None:
-            return limited
+        refused = self._rate_limited(request)
+        if refused is not None:
+            return refused
         try:
             init = base64.b64decode(encoded, validate=True)
             noise.parse_initiation(init)
@@ -124,20 +124,13 @@ class ControlServer:
             conn.close()
         return response
 
-    def _rate_limited(self, request: web.Request) -> web.Response | None:
-        wait = self.handshakes.retry_after(source_of(request.remote))
-        if not wait:
-            return None
-        return web.Response(
-            status=429,
-            text="too many handshakes from your address; retry later\n",
-            headers={"Retry-After": retry_after_header(wait)},
-        )
-
     async def handle_websocket(self, request: web.Request) -> web.StreamResponse:
         """The WebSocket form (browser and WASM clients): subprotocol `tailscale-control-protocol`, the
         initiation base64 in the `X-Tailscale-Handshake` query parameter, then the Noise stream in binary
         messages. Tailscale's server sends no early payload on this path, so neither do we."""
+        refused = self._rate_limited(request)
+        if refused is not None:
+            return refused
         encoded = request.query.get(HANDSHAKE_HEADER, "")
         try:
             init = base64.b64decode(encoded, validate=True)
@@ -148,9 +141,6 @@ class ControlServer:
         ready = ws.can_prepare(request)
         if not ready.ok or ready.protocol != UPGRADE_PROTOCOL:
             return web.Response(status=400, text=f"websocket must offer the {UPGRADE_PROTOCOL} subprotocol\n")
-        limited = self._rate_limited(request)
-        if limited is not None:
-            return limited
         try:
             response_frame, session = noise.respond(self.server_key, init)
         except noise.NoiseError as exc:
@@ -169,8 +159,9 @@ class ControlServer:
         transport = WebSocketBytes(receive, ws.send_bytes)
         try:
             await transport.write(response_frame)
-            stream = NoiseStream(session, transport.read_exactly, transport.write)
-            await self.serve_session(stream, request.remote or "")
+            await self.serve_session(
+                NoiseStream(session, transport.read_exactly, transport.write), request.remote or ""
+            )
         except ConnectionError as exc:
             log.info("TS2021 websocket from %s ended: %s", request.remote, exc)
         finally:
@@ -219,6 +210,17 @@ class ControlServer:
         finally:
             if task is not None:
                 self.connections.discard(task)
+
+    def _rate_limited(self, request: web.Request) -> web.Response | None:
+        """A 429 for a source past its handshake budget (checked before any Diffie-Hellman)."""
+        wait = self.handshakes.retry_after(source_of(request.remote))
+        if not wait:
+            return None
+        return web.Response(
+            status=429,
+            text="too many handshakes from your address; retry later\n",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
 
     async def close(self) -> None:
         """End every TS2021 connection and wait for their handlers (and their state changes) to finish."""

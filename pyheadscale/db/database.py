@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from pyheadscale.config import Config
 from pyheadscale.db import schema
+from pyheadscale.db.headscale_import import take_over_if_headscale
 from pyheadscale.state.models import ApiKey, Node, PreAuthKey, User
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -143,7 +144,10 @@ class Database:
 
     @classmethod
     async def open_url(cls, url: str, **engine_options: Any) -> Database:
-        """Open a database by URL (tests use in-memory or temporary SQLite files)."""
+        """Open a database by URL (tests use in-memory or temporary SQLite files), taking over a Headscale
+        database found there first (pyheadscale.db.headscale_import)."""
+        if ":memory:" not in url:
+            await take_over_if_headscale(url, _run_migrations, **engine_options)
         engine = create_async_engine(url, **engine_options)
         if url.startswith("sqlite"):
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

@@ -16,9 +16,9 @@ from pyheadscale.state.models import Node
 from pyheadscale.state.store import Store
 
 BASELINE_CAPS = ("https://tailscale.com/cap/is-admin", "https://tailscale.com/cap/ssh")
+DEFAULT_AUTO_UPDATE_CAP = "default-auto-update"
 # Taildrop: a client offers and accepts files only when its own node carries this (taildrop.enabled).
 FILE_SHARING_CAP = "https://tailscale.com/cap/file-sharing"
-DEFAULT_AUTO_UPDATE_CAP = "default-auto-update"
 
 
 @dataclass(slots=True)

@@ -93,12 +93,11 @@ class Credentials(MutationGuard):
         self.audit.record("preauthkey.delete", f"preauthkey:{key_id}")
 
     def find_preauth_key(self, text: str) -> PreAuthKey:
-        """The usable key matching `text`, or AuthFailed with a reason safe to show the client."""
-        parts = secret_keys.split_key(text, secret_keys.PREAUTH_KEY)
-        if parts is None:
-            raise AuthFailed("invalid authkey format")
-        prefix, secret = parts
-        key = next((k for k in self.preauth_keys.values() if k.prefix == prefix), None)
+        """The usable key matching `text`, or AuthFailed with a reason safe to show the client.
+
+        On the event loop, prefer `verify_preauth_key`: a key made by Headscale may have a bcrypt hash.
+        """
+        key, secret = self._preauth_key_named(text)
         if key is None or not secret_keys.secret_matches(secret, key.secret_hash):
             raise AuthFailed("invalid authkey")
         if key.expiration is not None and key.expiration <= now():
@@ -106,6 +105,24 @@ class Credentials(MutationGuard):
         if key.used and not key.reusable:
             raise AuthFailed("authkey already used")
         return key
+
+    async def verify_preauth_key(self, text: str) -> PreAuthKey:
+        """`find_preauth_key`, with a bcrypt check (Headscale's keys) done on a worker thread first."""
+        key, secret = self._preauth_key_named(text)
+        if key is not None:
+            await secret_keys.prove_bcrypt(secret, key.secret_hash)
+        return self.find_preauth_key(text)
+
+    def _preauth_key_named(self, text: str) -> tuple[PreAuthKey | None, str]:
+        """The key whose prefix `text` carries (not yet checked against its secret) and the secret part."""
+        parts = secret_keys.split_key(text, secret_keys.PREAUTH_KEY)
+        if parts is None:
+            legacy = secret_keys.legacy_preauth_prefix(text)
+            if legacy is None:
+                raise AuthFailed("invalid authkey format")
+            parts = legacy, text.strip()
+        prefix, secret = parts
+        return next((k for k in self.preauth_keys.values() if k.prefix == prefix), None), secret
 
     # ---- API keys ----
 
@@ -141,7 +158,10 @@ class Credentials(MutationGuard):
         return self.authenticate_api_key(text) is not None
 
     def authenticate_api_key(self, text: str) -> ApiKey | None:
-        """The known, unexpired API key `text` names, else None (constant-time on the secret)."""
+        """The known, unexpired API key `text` names, else None (constant-time on the secret).
+
+        On the event loop, prefer `verify_api_key`: a key taken over from Headscale carries a bcrypt hash.
+        """
         parts = secret_keys.split_key(text, secret_keys.API_KEY)
         if parts is None:
             return None
@@ -149,6 +169,14 @@ class Credentials(MutationGuard):
         if key is None or not secret_keys.secret_matches(parts[1], key.secret_hash):
             return None
         return key if key.expiration is None or key.expiration > now() else None
+
+    async def verify_api_key(self, text: str) -> ApiKey | None:
+        """`authenticate_api_key`, with a bcrypt check (Headscale's keys) done on a worker thread first."""
+        parts = secret_keys.split_key(text, secret_keys.API_KEY)
+        key = next((k for k in self.api_keys.values() if parts and k.prefix == parts[0]), None)
+        if parts is not None and key is not None:
+            await secret_keys.prove_bcrypt(parts[1], key.secret_hash)
+        return self.authenticate_api_key(text)
 
     @atomic
     async def expire_api_key(self, key_id: int) -> ApiKey:

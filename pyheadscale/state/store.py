@@ -330,7 +330,7 @@ class Store(Credentials):
             updated = await self._replace(
                 existing,
                 node_key=node_key,
-                hostinfo=hostinfo,
+                hostinfo=_keep_netinfo(hostinfo, existing.hostinfo),
                 hostname=hostname,
                 user_id=user_id,
                 tags=tags,
@@ -409,7 +409,11 @@ class Store(Credentials):
         node = self._with_access(node)
         if self.node_by_node_key(new_node_key) not in (None, node):
             raise Conflict("node key already registered to another machine")
-        updated = await self._replace(node, node_key=new_node_key, hostinfo=hostinfo or node.hostinfo)
+        updated = await self._replace(
+            node,
+            node_key=new_node_key,
+            hostinfo=_keep_netinfo(hostinfo, node.hostinfo) if hostinfo else node.hostinfo,
+        )
         self.audit.record("node.rotate_key", f"node:{node.id}")
         self._emit(Change(ChangeKind.NODE_UPDATED, updated.id))
         return updated
@@ -494,6 +498,8 @@ class Store(Credentials):
         if endpoints is not None and endpoints != node.endpoints:
             changes["endpoints"] = endpoints
         full = False
+        if hostinfo:
+            hostinfo = _keep_netinfo(hostinfo, node.hostinfo)
         if hostinfo and hostinfo != node.hostinfo:
             changes["hostinfo"] = hostinfo
             # A change confined to NetInfo (home DERP, latencies) is a patch; anything else peers see in full.
@@ -595,6 +601,19 @@ class Store(Credentials):
         self._ephemeral_timers.clear()
         self._expiry.close()
         await self.wait_for_mutations()
+
+
+def _keep_netinfo(incoming: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """`incoming` Hostinfo, with the node's last NetInfo when it carries none.
+
+    A client reports NetInfo (home DERP, latencies) only when its netcheck result changes: after a logout and
+    login, or a node-key rotation, its new Hostinfo has none although nothing changed. Dropping the old one
+    would leave peers without the node's home DERP, unable to reach it through a relay (Headscale keeps it
+    too).
+    """
+    if incoming.get("NetInfo") or not current.get("NetInfo"):
+        return incoming
+    return {**incoming, "NetInfo": current["NetInfo"]}
 
 
 def _without_netinfo(hostinfo: dict[str, Any]) -> dict[str, Any]:

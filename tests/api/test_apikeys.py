@@ -21,7 +21,7 @@ def _bearer(key: str) -> dict[str, str]:
 async def _create(api: Api, **body: str) -> str:
     status, result = await api.post("/apikey", json=body)
     assert status == 200
-    return str(result["api_key"])
+    return str(result["apiKey"])
 
 
 async def test_create_list_and_shape(api: Api) -> None:
@@ -30,20 +30,20 @@ async def test_create_list_and_shape(api: Api) -> None:
     assert match is not None
     status, body = await api.get("/apikey")
     assert status == 200
-    (listed,) = body["api_keys"]
+    (listed,) = body["apiKeys"]
     assert listed == {
         "id": "1",
         "prefix": f"hskey-api-{match.group(1)}-***",
         "expiration": "2099-01-01T00:00:00Z",
-        "created_at": listed["created_at"],
-        "last_seen": None,
+        "createdAt": listed["createdAt"],
+        "lastSeen": None,
     }
     assert match.group(2) not in str(body)
 
 
 async def test_default_lifetime_is_ninety_days(api: Api) -> None:
     await _create(api)
-    expiration = (await api.get("/apikey"))[1]["api_keys"][0]["expiration"]
+    expiration = (await api.get("/apikey"))[1]["apiKeys"][0]["expiration"]
     days = (datetime.fromisoformat(expiration.replace("Z", "+00:00")) - datetime.now(UTC)).days
     assert 88 <= days <= 90
 
@@ -95,7 +95,7 @@ async def test_expired_key_is_refused(api: Api, tcp: Api) -> None:
 async def test_expire_by_id_or_masked_prefix(api: Api, tcp: Api) -> None:
     first, second = await _create(api), await _create(api)
     assert (await api.post("/apikey/expire", json={"id": "1"})) == (200, {})
-    masked = (await api.get("/apikey"))[1]["api_keys"][1]["prefix"]
+    masked = (await api.get("/apikey"))[1]["apiKeys"][1]["prefix"]
     assert (await api.post("/apikey/expire", json={"prefix": masked})) == (200, {})
     for key in (first, second):
         assert (await tcp.get("/health", headers=_bearer(key)))[0] == 401
@@ -103,9 +103,9 @@ async def test_expire_by_id_or_masked_prefix(api: Api, tcp: Api) -> None:
 
 async def test_expire_refusals(api: Api) -> None:
     await _create(api)
-    prefix = (await api.get("/apikey"))[1]["api_keys"][0]["prefix"]
+    prefix = (await api.get("/apikey"))[1]["apiKeys"][0]["prefix"]
     for body, status, message in (
-        ({}, 400, "by id or by prefix"),
+        ({}, 400, "must provide id or prefix"),
         ({"id": "1", "prefix": prefix}, 400, "not both"),
         ({"id": "9"}, 404, "API key 9 not found"),
         ({"prefix": "abcabcabcabc"}, 404, "not found"),
@@ -125,6 +125,15 @@ async def test_delete(api: Api, tcp: Api, live: LiveServer) -> None:
     assert (await tcp.get("/health", headers=_bearer(key)))[0] == 401
     status, body = await api.delete(f"/apikey/{prefix}")
     assert status == 404 and prefix in body["message"]
+
+
+async def test_delete_names_the_key_by_prefix_or_id_never_both(api: Api, live: LiveServer) -> None:
+    """The path always carries a prefix; `?id=` as well is refused, as Headscale's DeleteApiKey does."""
+    prefix = KEY.match(await _create(api)).group(1)  # type: ignore[union-attr]
+    status, body = await api.delete(f"/apikey/{prefix}", params={"id": "1"})
+    assert (status, body["message"]) == (400, "provide either id or prefix, not both")
+    status, body = await api.delete(f"/apikey/hskey-api-{prefix}-***")
+    assert (status, body) == (200, {}) and live.store.api_keys == {}
 
 
 async def test_keys_survive_a_restart(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ async def test_cli_approval_lets_the_waiting_client_in(live: LiveServer, cli: Ru
         assert not waiting.done(), "the follow-up must wait for the operator"
 
         listed = await cli("auth", "list", "-o", "json")
-        assert [p["auth_id"] for p in listed.json()] == [auth_id]
+        assert [p["authId"] for p in listed.json()] == [auth_id]
         result = await cli("auth", "register", "--auth-id", auth_id, "--user", "alice", "-o", "json")
         assert result.code == 0, result.err
         assert result.json()["given_name"] == "laptop"

@@ -10,7 +10,7 @@ async def test_auth_approve_decides_an_ssh_check(live: LiveServer, cli: RunCli) 
     check = live.server.ssh_checks.open(3, 4)
     result = await cli("auth", "approve", "--auth-id", check.auth_id)
     assert result.code == 0, result.err
-    assert "SSH check approved: node 3 -> node 4" in result.out
+    assert result.out == "Auth request approved\n"  # Headscale's text, for logins and checks alike
     assert check.verdict.done() and check.verdict.result() is True
     again = await cli("auth", "approve", "--auth-id", check.auth_id)
     assert again.code != 0 and "no login is waiting" in again.err

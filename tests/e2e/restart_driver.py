@@ -152,7 +152,7 @@ async def main(workdir: Path) -> dict[str, Any]:
         # The clients' map polls come back on their own, after their reconnect backoff.
         for waited in range(90):
             listed = await cli(config_path, "nodes", "list")
-            result["online_after"] = {n["given_name"]: n["online"] for n in listed}
+            result["online_after"] = {n["given_name"]: n.get("online", False) for n in listed}
             result["online_after_seconds"] = waited
             if all(result["online_after"].values()):
                 break

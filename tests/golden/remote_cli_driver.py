@@ -1,0 +1,73 @@
+"""Driver (run under `unshare -n`): the golden scenario against pyheadscale, its CLI steps run by Headscale's
+own `headscale` binary in remote mode over pyheadscale's gRPC API. Prints {"rest": ..., "cli": ...}."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from pyheadscale.app import Server
+from pyheadscale.config import build_config
+from tests.api.harness import server_config
+from tests.e2e.netns import free_port, setup_loopback_only
+from tests.golden.scenario import Step, run
+from tests.grpc.headscale_cli_driver import headscale, self_signed
+
+
+async def main(binary: str) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="hs-remote-"))
+    socket_dir = Path(tempfile.mkdtemp(prefix="phs-"))
+    cert, key = self_signed(work)
+    raw = server_config(work, socket_dir)
+    grpc_address = f"127.0.0.1:{free_port()}"
+    raw.update(
+        grpc_listen_addr=grpc_address,
+        tls_cert_path=str(cert),
+        tls_key_path=str(key),
+        policy={"mode": "database"},
+    )
+    server = Server(build_config(raw, data_dir=work), keepalive=30.0)
+    await server.start()
+    try:
+        assert server.store is not None
+        _record, api_key = await server.store.create_api_key(datetime.now(UTC) + timedelta(hours=24))
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(work),
+            "HEADSCALE_CLI_ADDRESS": grpc_address,
+            "HEADSCALE_CLI_API_KEY": api_key,
+            "HEADSCALE_CLI_INSECURE": "true",
+            "HEADSCALE_DISABLE_CHECK_UPDATES": "true",
+        }
+        base = str(raw["server_url"]) + "/api/v1"
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {api_key}"}) as session:
+
+            async def call(step: Step) -> tuple[int, Any]:
+                async with session.request(
+                    step.method, base + step.path, params=step.params, json=step.body
+                ) as resp:
+                    return resp.status, await resp.json(content_type=None)
+
+            async def run_cli(argv: tuple[str, ...]) -> str:
+                return str((await headscale(binary, env, *argv))["out"])
+
+            rest, outputs = await run(call, run_cli)
+        return {"rest": rest, "cli": outputs}
+    finally:
+        await server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    setup_loopback_only()
+    print(json.dumps(asyncio.run(main(sys.argv[1]))), flush=True)

@@ -1,0 +1,133 @@
+"""Driver (run under `unshare -n`): Headscale's own CLI, remote mode, against pyheadscale's gRPC API.
+
+Starts pyheadscale with TLS on its gRPC listener (a self-signed certificate: the remote CLI always speaks
+TLS, HEADSCALE_CLI_INSECURE only skips verifying it), then runs the real `headscale` binary with
+HEADSCALE_CLI_ADDRESS / HEADSCALE_CLI_API_KEY and prints one JSON line: each command's exit code and output,
+and what the store holds afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import shutil
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from pyheadscale import keys
+from pyheadscale.app import Server
+from pyheadscale.config import build_config
+from tests.api.harness import server_config
+from tests.e2e.netns import free_port, setup_loopback_only
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "grpc.crt", directory / "grpc.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+async def headscale(binary: str, env: dict[str, str], *argv: str) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        binary,
+        *argv,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return {"argv": list(argv), "code": proc.returncode, "out": out.decode(), "err": err.decode()}
+
+
+async def main(binary: str) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="hs-cli-"))
+    socket_dir = Path(tempfile.mkdtemp(prefix="phs-"))
+    cert, key = self_signed(work)
+    raw = server_config(work, socket_dir)
+    grpc_address = f"127.0.0.1:{free_port()}"
+    raw.update(grpc_listen_addr=grpc_address, tls_cert_path=str(cert), tls_key_path=str(key))
+    server = Server(build_config(raw, data_dir=work), keepalive=30.0)
+    await server.start()
+    try:
+        store = server.store
+        assert store is not None
+        _record, api_key = await store.create_api_key(datetime.now(UTC) + timedelta(hours=1))
+        alice = await store.create_user("alice")
+        preauth, _text = await store.create_preauth_key(alice.id)
+        node = await store.register_with_key(
+            preauth,
+            machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
+            node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
+            hostinfo={"Hostname": "router", "RoutableIPs": ["10.0.0.0/24"]},
+            expiry=None,
+        )
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(work),
+            "HEADSCALE_CLI_ADDRESS": grpc_address,
+            "HEADSCALE_CLI_API_KEY": api_key,
+            "HEADSCALE_CLI_INSECURE": "true",
+            "HEADSCALE_DISABLE_CHECK_UPDATES": "true",
+        }
+        runs = [
+            await headscale(binary, env, "users", "list", "-o", "json"),
+            await headscale(binary, env, "users", "list"),
+            await headscale(binary, env, "nodes", "list", "-o", "json"),
+            await headscale(binary, env, "nodes", "list"),
+            await headscale(
+                binary, env, "preauthkeys", "create", "-u", str(alice.id), "--reusable", "-o", "json"
+            ),
+            await headscale(binary, env, "nodes", "approve-routes", "-i", str(node.id), "-r", "10.0.0.0/24"),
+            await headscale(binary, env, "users", "create", "bob", "-o", "json"),
+            await headscale(binary, env, "nodes", "delete", "-i", "99", "--force"),
+        ]
+        wrong_key = dict(env, HEADSCALE_CLI_API_KEY=api_key[:-4] + "0000")
+        refused = await headscale(binary, wrong_key, "users", "list")
+        return {
+            "runs": runs,
+            "refused": refused,
+            "approved_routes": store.nodes[node.id].approved_routes,
+            "reusable_keys": sum(1 for k in store.preauth_keys.values() if k.reusable),
+            "users": sorted(u.name for u in store.users.values()),
+        }
+    finally:
+        await server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    setup_loopback_only()
+    print(json.dumps(asyncio.run(main(sys.argv[1]))), flush=True)
