@@ -26,6 +26,7 @@ from typing import Any
 from pyheadscale.ratelimit import site_of
 from pyheadscale.state.errors import NotFound, StateError
 from pyheadscale.state.models import Node, User
+from pyheadscale.state.names import now
 from pyheadscale.state.store import Store
 
 AUTH_ID_PREFIX = "hskey-authreq-"
@@ -70,6 +71,11 @@ class PendingLogin:
 
     def expired(self, now: float) -> bool:
         return now - self.created > LIFETIME
+
+    def expiry_or(self, default: datetime | None) -> datetime | None:
+        """The key expiry the client asked for, while still ahead, else `default`."""
+        asked = self.requested_expiry
+        return asked if asked is not None and asked > now() else default
 
     @property
     def requested_tags(self) -> list[str]:
@@ -178,7 +184,7 @@ class PendingLogins:
             refused = self.tags_not_owned(user.id, requested) if self.tags_not_owned else requested
             if refused:
                 reason = _tags_refusal(refused)
-                self._pending.pop(login.auth_id, None)
+                self._forget(login)
                 if not login.outcome.done():
                     login.outcome.set_exception(LoginRejected(reason))
                 raise TagsRefused(f"{reason} for user {user.name!r}")
@@ -190,7 +196,7 @@ class PendingLogins:
             tags=requested,
             method=method,
             ephemeral=False,
-            expiry=None if requested else (login.requested_expiry or expiry),
+            expiry=None if requested else login.expiry_or(expiry),
         )
         self.resolve(login, node)
         return node

@@ -153,7 +153,9 @@ class ControlClient:
         self._http = aiohttp.ClientSession()
         try:
             ws = await self._http.ws_connect(
-                f"{scheme}://{parts.netloc}/ts2021?{HANDSHAKE_HEADER}={init}", protocols=[UPGRADE_PROTOCOL]
+                f"{scheme}://{parts.netloc}/ts2021?{HANDSHAKE_HEADER}={init}",
+                protocols=[UPGRADE_PROTOCOL],
+                ssl=self.tls if self.tls is not None else True,
             )
         except aiohttp.ClientError as exc:
             raise ControlClientError(f"websocket upgrade refused: {exc}") from exc
