@@ -146,8 +146,8 @@ class Server:
 Attack = Callable[[Server, float, dict[str, Any]], Awaitable[None]]
 
 
-async def connect(server: Server, server_key: bytes) -> ControlClient | None:
-    client = ControlClient(server.url, keys.PrivateKey.generate())
+async def connect(server: Server, server_key: bytes, source: str | None = None) -> ControlClient | None:
+    client = ControlClient(server.url, keys.PrivateKey.generate(), local_host=source)
     try:
         await asyncio.wait_for(client.connect(server_key), 10)
         return client
@@ -193,24 +193,33 @@ async def audit_flood(server: Server, seconds: float, notes: dict[str, Any]) -> 
 
 
 async def login_flood(server: Server, seconds: float, notes: dict[str, Any]) -> None:
+    """Logins from 200 loopback sources (127.0.1.x), each as many as it is let; then one real login from
+    a fresh source must still get its AuthURL."""
     key = await fetch_server_key(server.url)
     deadline = time.monotonic() + seconds
     counts = {"auth_urls": 0, "refused": 0, "no_connection": 0}
     clients: list[ControlClient] = []
-    while time.monotonic() < deadline:
-        client = await connect(server, key)
-        if client is None:
-            counts["no_connection"] += 1
-            await asyncio.sleep(0.1)
-            continue
-        clients.append(client)
-        try:
-            answer = await client.register(keys.PrivateKey.generate(), hostname="flood")
-            counts["auth_urls" if answer.get("AuthURL") else "refused"] += 1
-        except ControlClientError:
-            counts["refused"] += 1
-    notes.update(counts)
-    for client in clients:
+
+    async def flood(source: str) -> None:
+        while time.monotonic() < deadline:
+            client = await connect(server, key, source)
+            if client is None:
+                counts["no_connection"] += 1
+                await asyncio.sleep(0.5)
+                continue
+            clients.append(client)
+            try:
+                answer = await client.register(keys.PrivateKey.generate(), hostname="flood")
+                counts["auth_urls" if answer.get("AuthURL") else "refused"] += 1
+            except ControlClientError:
+                counts["refused"] += 1
+                await asyncio.sleep(0.5)
+
+    await asyncio.gather(*(flood(f"127.0.1.{i}") for i in range(1, 201)))
+    real = await connect(server, key, "127.0.0.2")
+    answer = await real.register(keys.PrivateKey.generate(), hostname="laptop") if real else {}
+    notes.update(counts, real_login_got_url=bool(answer.get("AuthURL")))
+    for client in [*clients, *([real] if real else [])]:
         await client.close()
 
 

@@ -44,8 +44,10 @@ def run_round(examples: int, selection: str | None, workdir: Path) -> tuple[dict
     if junit.exists():
         for case in ET.parse(junit).iter("testcase"):
             for problem in [*case.iter("failure"), *case.iter("error")]:
-                detail = (problem.text or problem.get("message") or "").strip().splitlines()
-                found = [line for line in detail if line.startswith("E ")][:12]
+                detail = (problem.text or "").splitlines()
+                # pytest's "E ..." lines, also inside the "| " blocks of a Hypothesis ExceptionGroup.
+                found = [line.lstrip(" |")[:300] for line in detail if line.lstrip(" |").startswith("E ")]
+                found = found[:12] or [str(problem.get("message", ""))[:300]]
                 failures.append(f"{case.get('classname')}::{case.get('name')}\n    " + "\n    ".join(found))
     return executions, failures
 

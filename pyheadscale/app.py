@@ -40,6 +40,7 @@ from pyheadscale.control.verify import DerpAccess, verify_handler
 from pyheadscale.db.database import Database
 from pyheadscale.derpmap import DERPMapSource
 from pyheadscale.extra_records import ExtraRecordsFile
+from pyheadscale.grpc.local import start_local_socket
 from pyheadscale.grpc.server import start_grpc
 from pyheadscale.listener import GuardedAppRunner, request_deadline
 from pyheadscale.mapper.builder import MapBuilder, MapContext
@@ -53,6 +54,7 @@ from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
 from pyheadscale.tls.acme_manager import ACMECertificates
 from pyheadscale.tls.certfiles import context_from_files
+from pyheadscale.tls.site import TLSSite
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +183,8 @@ class Server:
         control.add_routes(app)
         self._control = control
         app.router.add_get("/health", self._health)
-        derp_access = DerpAccess(store)
         meta.add_routes(app)
+        derp_access = DerpAccess(store)
         app.router.add_post("/verify", verify_handler(derp_access))
         oidc = self.oidc = await start_oidc(config, store, self.logins)
         if oidc is not None:
@@ -206,7 +208,14 @@ class Server:
         await runner.setup()
         self._runners.append(runner)
         host, port = config.listen
-        await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls_context).start()
+        if tls_context is None:
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+        else:
+            handshake = limits.header_timeout.total_seconds()
+            site = TLSSite(
+                runner, host, port, ssl_context=tls_context, handshake_timeout=handshake, reuse_address=True
+            )
+            await site.start()
         scheme = "https" if tls_context is not None else "http"
         if self.acme is not None:
             self.acme.begin()  # TLS-ALPN-01 is answered on this listener, so only now
@@ -271,7 +280,8 @@ class Server:
         runner = web.AppRunner(local, access_log=None)
         await runner.setup()
         self._runners.append(runner)
-        await web.SockSite(runner, sock).start()
+        # Shared with Headscale's CLI, which speaks gRPC here: see grpc/local.py.
+        self._closers.append(await start_local_socket(self, sock, runner))
 
     async def _tls_context(self) -> ssl.SSLContext | None:
         """TLS for listen_addr: from tls_cert_path/tls_key_path (a bad file stops the start), or from ACME."""

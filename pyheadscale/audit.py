@@ -22,6 +22,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import os
 import re
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -197,7 +198,9 @@ class _Rotation:
 
     def _write(self, chunk: list[bytes]) -> None:
         if chunk:
-            with self.path.open("ab") as handle:
+            # Owner-only from creation, also for each file a rotation starts.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "ab") as handle:
                 handle.write(b"".join(chunk))
 
     def _rotate(self) -> None:

@@ -30,11 +30,15 @@ from pydantic import (
 
 from pyheadscale import config_keys
 from pyheadscale.config_database import DatabaseConfig, PostgresConfig, SqliteConfig
+from pyheadscale.config_keys import ConfigError
+from pyheadscale.config_oidc import OIDCConfig, PKCEConfig
 
 __all__ = [
     "Config",
     "ConfigError",
     "DatabaseConfig",
+    "OIDCConfig",
+    "PKCEConfig",
     "PostgresConfig",
     "SqliteConfig",
     "build_config",
@@ -59,10 +63,6 @@ _UNIT_SECONDS = {
     "w": 7 * 86400,
     "y": 365 * 86400,
 }
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message lists each offending key."""
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -283,105 +283,39 @@ class NodeConfig(_Section):
         return at + self.expiry if self.expiry > timedelta(0) else None
 
 
-# Authorization-request parameters pyheadscale sets itself; oidc.extra_params may not override them.
-_OIDC_PROTOCOL_PARAMS = frozenset(
-    {
-        "client_id",
-        "redirect_uri",
-        "response_type",
-        "scope",
-        "state",
-        "nonce",
-        "code_challenge",
-        "code_challenge_method",
-    }
-)
+class TaildropConfig(_Section):
+    """Taildrop file sharing between a user's own nodes (on by default, as in Headscale)."""
+
+    enabled: bool = True
 
 
-class PKCEConfig(_Section):
-    # Off by default, as in Headscale.
+class AutoUpdateConfig(_Section):
+    """The tailnet-wide default for clients' auto-update, sent to every node as a capability."""
+
     enabled: bool = False
-    method: Literal["S256", "plain"] = "S256"
 
 
-class OIDCConfig(_Section):
-    """Login through an OpenID provider; on when `issuer` is set, as Headscale activates it."""
+class LogTailConfig(_Section):
+    """Client log upload to Tailscale's servers: off unless asked for (pyheadscale never turns it on)."""
 
-    only_start_if_oidc_is_available: bool = True
-    issuer: str = ""
-    client_id: str = ""
-    client_secret: SecretStr = SecretStr("")
-    client_secret_path: str = ""
-    scope: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
-    extra_params: dict[str, str] = Field(default_factory=dict)
-    allowed_domains: list[str] = Field(default_factory=list)
-    allowed_users: list[str] = Field(default_factory=list)
-    allowed_groups: list[str] = Field(default_factory=list)
-    email_verified_required: bool = True
-    use_expiry_from_token: bool = False
-    pkce: PKCEConfig = PKCEConfig()
+    enabled: bool = False
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.issuer)
 
-    @field_validator("issuer")
+class CLIConfig(_Section):
+    """Where the management CLI connects when not over the local socket (or HEADSCALE_CLI_*)."""
+
+    address: str = ""
+    api_key: SecretStr = SecretStr("")
+    timeout: timedelta = timedelta(seconds=5)
+    insecure: bool = False
+
+    @field_validator("timeout", mode="before")
     @classmethod
-    def _issuer(cls, value: str) -> str:
-        parts = urlsplit(value)
-        bad = parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment
-        if value and bad:
-            raise ValueError(f"{value!r} is not an http(s) URL (the provider's issuer identifier)")
-        return value
+    def _timeout(cls, value: Any) -> timedelta:
+        return parse_duration(value)
 
-    @field_validator("scope")
-    @classmethod
-    def _scope(cls, value: list[str]) -> list[str]:
-        if "openid" not in value:
-            raise ValueError("must include 'openid'")
-        return value
 
-    @field_validator("extra_params")
-    @classmethod
-    def _extra(cls, value: dict[str, str]) -> dict[str, str]:
-        clash = sorted(_OIDC_PROTOCOL_PARAMS & set(value))
-        if clash:
-            raise ValueError(f"{', '.join(clash)} is set by pyheadscale itself and cannot be overridden")
-        return value
-
-    @field_validator("allowed_domains", "allowed_users")
-    @classmethod
-    def _lower(cls, value: list[str]) -> list[str]:
-        return [v.strip().lower() for v in value]
-
-    @model_validator(mode="after")
-    def _client(self) -> OIDCConfig:
-        if not self.issuer:
-            return self
-        if not self.client_id:
-            raise ValueError("client_id is required when issuer is set")
-        has_secret = bool(self.client_secret.get_secret_value())
-        if has_secret and self.client_secret_path:
-            raise ValueError("client_secret and client_secret_path are mutually exclusive")
-        if not has_secret and not self.client_secret_path:
-            raise ValueError("client_secret or client_secret_path is required when issuer is set")
-        return self
-
-    def read_client_secret(self) -> str:
-        """The client secret, from the config or the file `client_secret_path` names (env variables expanded).
-
-        Blocking file I/O: call it in a thread. Errors name the key.
-        """
-        if not self.client_secret_path:
-            return self.client_secret.get_secret_value()
-        path = Path(os.path.expandvars(self.client_secret_path)).expanduser()
-        try:
-            secret = path.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"oidc.client_secret_path: cannot read {path}: {exc.strerror}") from None
-        if not secret:
-            raise ConfigError(f"oidc.client_secret_path: {path} is empty")
-        return secret
+CHALLENGE_TYPES = ("HTTP-01", "TLS-ALPN-01")
 
 
 class RateConfig(_Section):
@@ -449,40 +383,23 @@ class LimitsConfig(_Section):
     audit: AuditLimits = AuditLimits()
     hostinfo: HostinfoLimits = HostinfoLimits()
 
-
-class TaildropConfig(_Section):
-    """Taildrop file sharing between a user's own nodes (on by default, as in Headscale)."""
-
-    enabled: bool = True
-
-
-class AutoUpdateConfig(_Section):
-    """The tailnet-wide default for clients' auto-update, sent to every node as a capability."""
-
-    enabled: bool = False
-
-
-class LogTailConfig(_Section):
-    """Client log upload to Tailscale's servers: off unless asked for (pyheadscale never turns it on)."""
-
-    enabled: bool = False
-
-
-class CLIConfig(_Section):
-    """Where the management CLI connects when not over the local socket (or HEADSCALE_CLI_*)."""
-
-    address: str = ""
-    api_key: SecretStr = SecretStr("")
-    timeout: timedelta = timedelta(seconds=5)
-    insecure: bool = False
-
-    @field_validator("timeout", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _timeout(cls, value: Any) -> timedelta:
-        return parse_duration(value)
+    def _unknown_keys(cls, value: Any) -> Any:
+        """A misspelt limit would silently keep its default: say so, as for unknown top-level keys."""
 
+        def walk(raw: Any, model: type[BaseModel], where: str) -> None:
+            if not isinstance(raw, dict):
+                return
+            for key, item in raw.items():
+                info = model.model_fields.get(key)
+                if info is None:
+                    log.warning("config: unknown key %r is ignored", f"{where}.{key}")
+                elif isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+                    walk(item, info.annotation, f"{where}.{key}")
 
-CHALLENGE_TYPES = ("HTTP-01", "TLS-ALPN-01")
+        walk(value, cls, "limits")
+        return value
 
 
 class Config(_Section):
@@ -513,13 +430,13 @@ class Config(_Section):
     # TLS on listen_addr: certificate files, or a certificate from an ACME CA (not both).
     tls_cert_path: str = ""
     tls_key_path: str = ""
-    limits: LimitsConfig = LimitsConfig()
     tls_letsencrypt_hostname: str = ""
     tls_letsencrypt_cache_dir: str = "/var/www/.cache"
     tls_letsencrypt_challenge_type: str = "HTTP-01"
     tls_letsencrypt_listen: str = ":http"
     acme_url: str = ""
     acme_email: str = ""
+    limits: LimitsConfig = LimitsConfig()
     # The remote gRPC API; served only with TLS or with grpc_allow_insecure, as in Headscale.
     grpc_listen_addr: str = ":50443"
     grpc_allow_insecure: bool = False
@@ -639,6 +556,8 @@ def build_config(
         log.warning("config: %s", warning)
     if embedded:
         merged.setdefault("derp", {"server": {"enabled": True, "stun_listen_addr": "127.0.0.1:3478"}})
+    if "data_dir" in from_env:  # HEADSCALE_DATA_DIR wins over the file's directory, like any key
+        data_dir = None
     merged["data_dir"] = str(data_dir or merged.get("data_dir") or default_data_dir())
     try:
         return Config.model_validate(merged)

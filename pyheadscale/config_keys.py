@@ -24,6 +24,11 @@ from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
 
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists each offending key."""
+
+
 ENV_PREFIX = "HEADSCALE_"
 
 # Keys Headscale reads that pyheadscale accepts without modelling them (they tune Go internals or features
@@ -149,7 +154,7 @@ def _env_value(dotted: str, text: str, annotation: Any) -> Any:
         if _is_kind(annotation, dict) or structured:
             try:
                 return yaml.safe_load(text)
-            except yaml.YAMLError as exc:
+            except (yaml.YAMLError, RecursionError) as exc:
                 raise ValueError(f"{name}: not valid YAML/JSON: {exc}") from None
         return text.split()
     return text
@@ -182,15 +187,21 @@ def apply_environment(
     keys |= dict(model_keys(model))
     for dotted, annotation in keys.items():
         text = environ.get(env_name(dotted))
-        if text is None:
+        if not text:  # viper ignores an empty variable (AllowEmptyEnv is off in Headscale)
             continue
         _put(merged, dotted, _env_value(dotted, text, annotation))
         applied.append(dotted)
     return merged, applied
 
 
-def _deep_copy(raw: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+MAX_DEPTH = 32
+"""Mappings nested deeper than this are refused: Headscale's keys go four levels down."""
+
+
+def _deep_copy(raw: Mapping[str, Any], depth: int = 0) -> dict[str, Any]:
+    if depth >= MAX_DEPTH:
+        raise ValueError(f"mappings nested deeper than {MAX_DEPTH} levels")
+    return {k: _deep_copy(v, depth + 1) if isinstance(v, Mapping) else v for k, v in raw.items()}
 
 
 def check_keys(model: type[BaseModel], raw: Mapping[str, Any]) -> KeyReport:

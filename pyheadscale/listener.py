@@ -101,9 +101,6 @@ class GuardedServer(web.Server):
                 del self._per_source[source]
         super().connection_lost(handler, exc)
 
-    def open_connections(self, source: str | None = None) -> int:
-        return len(self._sources) if source is None else self._per_source.get(source_of(source), 0)
-
     def _refuse(self, transport: asyncio.Transport, reason: str, text: bytes) -> None:
         if self._on_refused is not None:
             self._on_refused(reason)

@@ -32,6 +32,17 @@ def source_of(address: str | None) -> str:
     return str(ip)
 
 
+def site_of(source: str) -> str:
+    """The wider network a source belongs to: the /48 of an IPv6 /64 (one site's allocation, which holds
+    65,536 /64s), the source itself otherwise."""
+    if source.endswith("/64"):
+        try:
+            return str(ipaddress.IPv6Network(source).supernet(new_prefix=48))
+        except ValueError:
+            return source
+    return source
+
+
 @dataclass(slots=True)
 class _Bucket:
     tokens: float
@@ -76,15 +87,14 @@ class RateLimiter:
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             return 0.0
-        if self._on_limited is not None:
-            self._on_limited()
-        return (1.0 - bucket.tokens) / self.per_second
+        return self._refused(bucket)
 
     def limited(self, source: str) -> float:
-        """Whether `source` has no token left (0.0 if it has one), without taking one."""
+        """Like `retry_after` without taking a token: for limits on failures, counted only once known."""
         bucket = self._bucket(source)
-        if bucket.tokens >= 1.0:
-            return 0.0
+        return 0.0 if bucket.tokens >= 1.0 else self._refused(bucket)
+
+    def _refused(self, bucket: _Bucket) -> float:
         if self._on_limited is not None:
             self._on_limited()
         return (1.0 - bucket.tokens) / self.per_second

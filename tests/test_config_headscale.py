@@ -54,6 +54,26 @@ def test_environment_overrides_file_keys(tmp_path: Path, monkeypatch: pytest.Mon
     assert config.derp.server.enabled is True
     assert config.database.postgres.pass_.get_secret_value() == "from-env"
     assert config.oidc.scope == ["openid", "email"]
+    monkeypatch.setenv("HEADSCALE_DATA_DIR", str(tmp_path / "elsewhere"))
+    config, _source = load_config(config_file)
+    assert config.path("db.sqlite") == tmp_path / "elsewhere" / "db.sqlite"
+
+
+def test_empty_environment_variable_is_not_a_value(tmp_path: Path) -> None:
+    config = build_config(
+        {"server_url": "http://file.example"}, data_dir=tmp_path, environ={"HEADSCALE_SERVER_URL": ""}
+    )
+    assert config.server_url == "http://file.example"
+
+
+def test_deeply_nested_mapping_is_refused_not_a_crash(tmp_path: Path) -> None:
+    raw: dict[str, Any] = {}
+    node = raw
+    for _ in range(5000):
+        node["dns"] = {}
+        node = node["dns"]
+    with pytest.raises(ConfigError, match="nested deeper than"):
+        build_config(raw, data_dir=tmp_path)
 
 
 def test_every_model_key_has_its_environment_name() -> None:

@@ -7,9 +7,10 @@ register --auth-id <id> --user NAME` (or rejects), which resolves the waiting re
 for LIFETIME; a client that follows up on an expired or unknown id is given a fresh AuthURL.
 
 Anyone can start a login, so what they hold is bounded: one pending login per machine key (a new one replaces
-it), at most `max_per_source` per client address, and `max_pending` in all. When the table is full, the
-source holding the most logins loses its oldest one, so a flood from some addresses can only ever displace
-itself, never the one login a real user at another address is waiting on.
+it), at most `max_per_source` per client address (an IPv6 /64), SITE_FACTOR times that per IPv6 /48, and
+`max_pending` in all. When the table is full, the site holding the most logins loses its oldest one, so a
+flood from some addresses can only ever displace itself, never the one login a real user elsewhere is
+waiting on (unless the flood comes from more sites than `max_pending`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pyheadscale.ratelimit import site_of
 from pyheadscale.state.errors import NotFound, StateError
 from pyheadscale.state.models import Node, User
+from pyheadscale.state.names import now
 from pyheadscale.state.store import Store
 
 AUTH_ID_PREFIX = "hskey-authreq-"
+# An IPv6 site (/48) may hold this many times a single source's limit.
+SITE_FACTOR = 4
 LIFETIME = 15 * 60.0
 MAX_PENDING = 10_000
 
@@ -67,6 +72,11 @@ class PendingLogin:
     def expired(self, now: float) -> bool:
         return now - self.created > LIFETIME
 
+    def expiry_or(self, default: datetime | None) -> datetime | None:
+        """The key expiry the client asked for, while still ahead, else `default`."""
+        asked = self.requested_expiry
+        return asked if asked is not None and asked > now() else default
+
     @property
     def requested_tags(self) -> list[str]:
         """`Hostinfo.RequestTags`, sorted and without repeats (as the node would carry them)."""
@@ -83,6 +93,7 @@ class PendingLogins:
         self._pending: dict[str, PendingLogin] = {}
         self._by_machine: dict[str, PendingLogin] = {}
         self._by_source: dict[str, dict[str, PendingLogin]] = {}
+        self._by_site: dict[str, dict[str, PendingLogin]] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -113,6 +124,11 @@ class PendingLogins:
                 f"too many logins from your address are waiting for approval (limit {self.max_per_source});"
                 " try again later"
             )
+        if source and len(self._by_site.get(site_of(source), ())) >= SITE_FACTOR * self.max_per_source:
+            raise OverflowError(
+                f"too many logins from your network ({site_of(source)}) are waiting for approval;"
+                " try again later"
+            )
         if len(self._pending) >= self.max_pending:
             self._evict()
         login = PendingLogin(
@@ -126,6 +142,7 @@ class PendingLogins:
         self._pending[login.auth_id] = login
         self._by_machine[machine_key] = login
         self._by_source.setdefault(source, {})[login.auth_id] = login
+        self._by_site.setdefault(site_of(source), {})[login.auth_id] = login
         return login
 
     def for_machine(self, machine_key: str) -> PendingLogin | None:
@@ -133,8 +150,8 @@ class PendingLogins:
         return login if login is not None and self.get(login.auth_id) is login else None
 
     def _evict(self) -> None:
-        """Make room: the oldest login of the source holding the most."""
-        crowded = max(self._by_source.values(), key=len)
+        """Make room: the oldest login of the site holding the most."""
+        crowded = max(self._by_site.values(), key=len)
         self._drop(next(iter(crowded.values())))
 
     def get(self, auth_id: str) -> PendingLogin | None:
@@ -167,7 +184,7 @@ class PendingLogins:
             refused = self.tags_not_owned(user.id, requested) if self.tags_not_owned else requested
             if refused:
                 reason = _tags_refusal(refused)
-                self._pending.pop(login.auth_id, None)
+                self._forget(login)
                 if not login.outcome.done():
                     login.outcome.set_exception(LoginRejected(reason))
                 raise TagsRefused(f"{reason} for user {user.name!r}")
@@ -179,7 +196,7 @@ class PendingLogins:
             tags=requested,
             method=method,
             ephemeral=False,
-            expiry=None if requested else (login.requested_expiry or expiry),
+            expiry=None if requested else login.expiry_or(expiry),
         )
         self.resolve(login, node)
         return node
@@ -198,11 +215,12 @@ class PendingLogins:
         self._pending.pop(login.auth_id, None)
         if self._by_machine.get(login.machine_key) is login:
             del self._by_machine[login.machine_key]
-        same_source = self._by_source.get(login.source)
-        if same_source is not None:
-            same_source.pop(login.auth_id, None)
-            if not same_source:
-                del self._by_source[login.source]
+        for index, key in ((self._by_source, login.source), (self._by_site, site_of(login.source))):
+            same = index.get(key)
+            if same is not None:
+                same.pop(login.auth_id, None)
+                if not same:
+                    del index[key]
 
     def _drop(self, login: PendingLogin) -> None:
         self._forget(login)

@@ -59,7 +59,7 @@ class OIDCLogin:
         self.store = store
         self.logins = logins
         self.provider = provider
-        self.sessions = LoginSessions(lambda auth_id: logins.get(auth_id) is not None)
+        self.sessions = LoginSessions(self._pending)
         self.redirect_uri = config.server_url + CALLBACK_PATH
         self._origin = _origin(config.server_url)
         self._secure_cookies = config.server_url.startswith("https://")
@@ -186,12 +186,16 @@ class OIDCLogin:
             log.info("OIDC login %s refused for %s: %s", login.auth_id, claims.identifier, refused)
             self._audit_denied(login, refused, email=claims.email, groups=claims.groups)
             return pages.refused(refused, retry_url)
+        try:
+            user_name = self._user_name(claims, self.store.user_by_provider_id(claims.identifier))
+        except Conflict as exc:
+            return pages.page(500, "Registration failed", f"The machine cannot be registered: {exc}.")
         csrf_token = self.sessions.identified(session, claims)
         account = " ".join(p for p in (claims.name, f"<{claims.email}>" if claims.email else "") if p)
         return pages.confirmation(
             machine_request(login),
             account or claims.identifier,
-            self._user_name(claims, self.store.user_by_provider_id(claims.identifier)),
+            user_name,
             CONFIRM_PATH,
             {"auth_id": login.auth_id, "csrf_token": csrf_token},
         )
@@ -218,12 +222,19 @@ class OIDCLogin:
         audit.actor.set(f"oidc:{session.claims.identifier}")
         return await self._register(login, session.claims)
 
+    def _pending(self, auth_id: str) -> bool:
+        """Whether a login or an SSH check still waits on this auth id (its browser sessions are kept)."""
+        if self.logins.get(auth_id) is not None:
+            return True
+        return self.ssh_checks is not None and self.ssh_checks.get(auth_id) is not None
+
     async def finish_ssh_check(
         self, request: web.Request, session: LoginSession, check: PendingCheck
     ) -> web.Response:
         """Approve an SSH check for the person who owns its source node, as Headscale does: anyone else
         logging in (or a tagged source, which no person owns) would defeat what the check protects."""
         assert self.ssh_checks is not None
+        self.sessions.finish(session)
         code = request.query.get("code", "")
         if "error" in request.query or not code:
             reason = (request.query.get("error_description") or request.query.get("error") or "no code")[:200]

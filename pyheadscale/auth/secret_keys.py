@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
 
 import bcrypt
 
@@ -38,8 +37,10 @@ LEGACY_MARK = "legacy:"
 _URL_SAFE = "[A-Za-z0-9_-]"
 _LEGACY_API_KEY = re.compile(rf"({_URL_SAFE}{{7}})\.({_URL_SAFE}{{32}})")
 _BCRYPT_MARK = b"$2"
-_bcrypt_slots = threading.BoundedSemaphore(2)
-"""At most two bcrypt checks run at once, whoever asks: a flood of wrong secrets costs two cores, no more."""
+BCRYPT_AT_ONCE = 2
+"""bcrypt checks running at once, whoever asks: a flood of wrong secrets costs two worker threads, no more,
+and the rest wait on the event loop rather than holding the threads file I/O needs."""
+_bcrypt_slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 _bcrypt_passed: dict[bytes, bytes] = {}
 """bcrypt hash -> SHA-256 of the secret that matched it: each imported key pays for bcrypt once."""
 
@@ -94,18 +95,33 @@ def secret_matches(secret: str, stored_hash: bytes) -> bool:
     return _check_bcrypt(secret, stored_hash)
 
 
-async def prove_bcrypt(secret: str, stored_hash: bytes) -> None:
-    """Check a bcrypt-hashed secret on a worker thread (bcrypt is slow by design), remembering a pass so the
-    synchronous `secret_matches` that follows is cheap. Does nothing for our own SHA-256 hashes."""
-    if not is_bcrypt(stored_hash) or stored_hash in _bcrypt_passed:
-        return
-    await asyncio.to_thread(_check_bcrypt, secret, stored_hash)
+async def prove_bcrypt(secret: str, stored_hash: bytes) -> bool:
+    """Whether `secret` matches a bcrypt hash, checked on a worker thread (bcrypt is slow by design); a pass
+    is remembered, so the synchronous `secret_matches` after it is cheap. True for our own SHA-256 hashes,
+    which `secret_matches` checks at no cost: only a False here settles anything."""
+    if not is_bcrypt(stored_hash):
+        return True
+    passed = _bcrypt_passed.get(stored_hash)
+    if passed is None:
+        async with _slots():
+            passed = _bcrypt_passed.get(stored_hash)  # proven while this one waited?
+            if passed is None:
+                return await asyncio.to_thread(_check_bcrypt, secret, stored_hash)
+    return hmac.compare_digest(hash_secret(secret), passed)
+
+
+def _slots() -> asyncio.Semaphore:
+    """The running loop's bcrypt semaphore (one loop in a server; tests run many, one after another)."""
+    global _bcrypt_slots
+    loop = asyncio.get_running_loop()
+    if _bcrypt_slots is None or _bcrypt_slots[0] is not loop:
+        _bcrypt_slots = (loop, asyncio.Semaphore(BCRYPT_AT_ONCE))
+    return _bcrypt_slots[1]
 
 
 def _check_bcrypt(secret: str, stored_hash: bytes) -> bool:
     try:
-        with _bcrypt_slots:
-            ok = bcrypt.checkpw(secret.encode(), stored_hash)
+        ok = bcrypt.checkpw(secret.encode(), stored_hash)
     except ValueError:  # not a well-formed bcrypt hash
         return False
     if ok:

@@ -53,9 +53,9 @@ class Target:
     base_url: str
     socket_path: str | None = None
     api_key: str | None = None
-    # cli.timeout and cli.insecure (skip certificate checks of a remote https:// address).
-    timeout: float = TIMEOUT_SECONDS
     grpc_address: str | None = None
+    # cli.timeout and cli.insecure (skip certificate checks of a remote https:// or gRPC address).
+    timeout: float = TIMEOUT_SECONDS
     insecure: bool = False
 
     def describe(self) -> str:
@@ -75,7 +75,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
         insecure = bool(getattr(args, "cli_insecure", False)) or os.environ.get(
             "HEADSCALE_CLI_INSECURE", ""
         ).strip().lower() in ("1", "true", "yes")
-        if "://" not in address:  # host:port is Headscale's gRPC address
+        if "://" not in address:
             return Target("", api_key=api_key, grpc_address=address, timeout=timeout, insecure=insecure)
         return Target(address.rstrip("/"), api_key=api_key, timeout=timeout, insecure=insecure)
     try:

@@ -47,13 +47,15 @@ class _Stream:
     reset: bool = False
 
 
-def _open(base_url: str, tls: ssl.SSLContext | None) -> Any:
-    """A connection to the server: TLS (with `tls`, or the system's trust) for an https:// URL."""
+def _open(base_url: str, tls: ssl.SSLContext | None, local_host: str | None = None) -> Any:
+    """A connection to the server: TLS (with `tls`, or the system's trust) for an https:// URL; from
+    `local_host` when given."""
     parts = urlsplit(base_url)
+    local_addr = (local_host, 0) if local_host else None
     if parts.scheme == "https":
         context = tls or ssl.create_default_context()
-        return asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context)
-    return asyncio.open_connection(parts.hostname, parts.port or 80)
+        return asyncio.open_connection(parts.hostname, parts.port or 443, ssl=context, local_addr=local_addr)
+    return asyncio.open_connection(parts.hostname, parts.port or 80, local_addr=local_addr)
 
 
 async def fetch_server_key(
@@ -116,9 +118,13 @@ class ControlClient:
         *,
         capver: int = DEFAULT_CAPVER,
         tls: ssl.SSLContext | None = None,
+        local_host: str | None = None,
     ) -> None:
+        """`local_host` binds the connection's source address (benchmarks simulate many sources on
+        127.0.0.0/8)."""
         self.base_url = base_url
         self.tls = tls
+        self.local_host = local_host
         self.machine_key = machine_key
         self.capver = capver
         self.early_payload: dict[str, Any] | None = None
@@ -146,7 +152,7 @@ class ControlClient:
             await self._connect_websocket(server_public)
             return
         parts = urlsplit(self.base_url)
-        reader, writer = await _open(self.base_url, self.tls)
+        reader, writer = await _open(self.base_url, self.tls, self.local_host)
         self._writer = writer
         initiator = noise.Initiator(self.machine_key, server_public, self.capver)
         init = base64.b64encode(initiator.initiation()).decode()
@@ -180,7 +186,9 @@ class ControlClient:
         self._http = aiohttp.ClientSession()
         try:
             ws = await self._http.ws_connect(
-                f"{scheme}://{parts.netloc}/ts2021?{HANDSHAKE_HEADER}={init}", protocols=[UPGRADE_PROTOCOL]
+                f"{scheme}://{parts.netloc}/ts2021?{HANDSHAKE_HEADER}={init}",
+                protocols=[UPGRADE_PROTOCOL],
+                ssl=self.tls if self.tls is not None else True,
             )
         except aiohttp.ClientError as exc:
             raise ControlClientError(f"websocket upgrade refused: {exc}") from exc

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_BODY = 1 << 20
 MAX_CONCURRENT_STREAMS = 64
+# Decoded headers of one request (h2's default is 64 KiB); a real client's are a few hundred bytes. Headers of
+# requests still arriving count against the body buffers too.
+MAX_HEADER_LIST_SIZE = 16 << 10
 # Streams a client may reset per RESET_WINDOW seconds before the connection is closed: opening and
 # cancelling streams at once ("rapid reset") would otherwise cost us a handler task each, with no stream
 # limit ever reached.
@@ -107,6 +110,7 @@ class _Pending:
 
     headers: dict[str, str]
     deadline: asyncio.TimerHandle
+    header_bytes: int = 0
     body: bytearray = field(default_factory=bytearray)
     unacked: int = 0
 
@@ -170,7 +174,12 @@ class H2Server:
 
     async def serve(self) -> None:
         self._conn.initiate_connection()
-        self._conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS})
+        self._conn.update_settings(
+            {
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
+            }
+        )
         read: asyncio.Task[bytes] | None = None
         try:
             await self.flush()
@@ -244,7 +253,10 @@ class H2Server:
             deadline = asyncio.get_running_loop().call_later(
                 self._limits.request_timeout, self._request_timed_out, event.stream_id
             )
-            self._pending[event.stream_id] = _Pending(headers, deadline)
+            size = sum(len(k) + len(v) + 32 for k, v in headers.items())  # RFC 9113's header list size
+            self._pending[event.stream_id] = _Pending(headers, deadline, size)
+            self._buffered += size
+            self._limits.budget.used += size
         elif isinstance(event, h2.events.DataReceived):
             self._on_data(event)
         elif isinstance(event, h2.events.StreamEnded):
@@ -330,13 +342,14 @@ class H2Server:
         if pending is None:
             return None
         pending.deadline.cancel()
-        self._buffered -= len(pending.body)
+        held = len(pending.body) + pending.header_bytes
+        self._buffered -= held
         if pending.unacked and not self._closed:
             self._conn.acknowledge_received_data(pending.unacked, stream_id)
             pending.unacked = 0
         if not self._pending and not self._tasks:
             self._idle_since = time.monotonic()
-        self._limits.budget.release(len(pending.body))
+        self._limits.budget.release(held)
         if not self._closed:
             self._grant_credit()
         return pending

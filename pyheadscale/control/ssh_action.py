@@ -166,6 +166,15 @@ class SSHActionHandler:
             log.warning("SSH action for dst node %d asked by another machine %s", dst_id, machine_key[:13])
             await _text(request, 401, "machine key does not match dst node")
             return
+        if not self.store.may_connect(dst):
+            await _text(request, 403, "node key expired: log in again")
+            return
+        src = self.store.nodes.get(src_id)
+        if src is None or not self.store.may_connect(src):
+            # A source that was deleted or lost access gets no session, approved before or not.
+            body = json.dumps({"reject": True, **_FORWARDING}).encode()
+            await request.response.respond(200, body, "application/json; charset=utf-8")
+            return
         auth_id = (request.query.get("auth_id") or [""])[0]
         local_user = (request.query.get("local_user") or [""])[0]
         try:

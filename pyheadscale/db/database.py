@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from pyheadscale.config import Config
 from pyheadscale.db import schema
 from pyheadscale.db.headscale_import import take_over_if_headscale
+from pyheadscale.mapper.hostinfo import bound_stored_hostinfo
 from pyheadscale.state.models import ApiKey, Node, PreAuthKey, User
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -109,7 +110,7 @@ def _node(row: Any) -> Node:
         ipv4=ipaddress.IPv4Address(m["ipv4"]) if m["ipv4"] else None,
         ipv6=ipaddress.IPv6Address(m["ipv6"]) if m["ipv6"] else None,
         endpoints=list(m["endpoints"] or []),
-        hostinfo=dict(m["hostinfo"] or {}),
+        hostinfo=bound_stored_hostinfo(m["hostinfo"] or {}),
         register_method=m["register_method"],
         auth_key_id=m["auth_key_id"],
         ephemeral=m["ephemeral"],

@@ -82,6 +82,8 @@ class FoundHeadscale:
 
 @dataclasses.dataclass(slots=True)
 class Converted:
+    """Headscale's rows as rows of our tables, with their ids."""
+
     users: list[dict[str, Any]]
     preauth_keys: list[dict[str, Any]]
     api_keys: list[dict[str, Any]]
@@ -260,9 +262,8 @@ def _read_all(conn: Connection, found: FoundHeadscale) -> Converted:
     preauth_keys = [_preauth_key(r) for r in rows("pre_auth_keys")]
     user_ids = {u["id"] for u in users}
     key_by_id = {k["id"]: k for k in preauth_keys}
-    for (
-        key
-    ) in preauth_keys:  # keys of a user Headscale soft-deleted: ON DELETE SET NULL, as a hard delete does
+    # Keys of a user Headscale soft-deleted lose their user (ON DELETE SET NULL), as after a hard delete.
+    for key in preauth_keys:
         if key["user_id"] not in user_ids:
             key["user_id"] = None
     nodes = [_node(r, key_by_id, user_ids) for r in rows("nodes")]

@@ -152,3 +152,23 @@ def bound_hostinfo(hostinfo: dict[str, Any], max_bytes: int = DEFAULT_MAX_BYTES)
             f"Hostinfo is {size} bytes of JSON, over the limit of {max_bytes} (limits.hostinfo.max_bytes)"
         )
     return out
+
+
+def bound_stored_hostinfo(hostinfo: Any) -> dict[str, Any]:
+    """A Hostinfo read back from the database (written before these bounds, or by Headscale) held to them:
+    a row cannot be refused, so one over a bound keeps only its short scalar fields until the node sends a
+    fresh Hostinfo, which it does on its next map request."""
+    if not isinstance(hostinfo, dict):
+        return {}
+    from pyheadscale.mapper.tailcfg import check_hostinfo  # tailcfg imports this module
+
+    try:
+        check_hostinfo(hostinfo)
+        return bound_hostinfo(hostinfo)
+    except ValueError:
+        return {
+            k: v
+            for k, v in hostinfo.items()
+            if (k in STRING_FIELDS and isinstance(v, str) and len(v) <= MAX_STRING)
+            or (k in BOOL_FIELDS and isinstance(v, bool))
+        }

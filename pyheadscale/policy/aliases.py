@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import enum
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pyheadscale.policy.netset import EMPTY, EVERYTHING, INTERNET, TAILNET_ADDRESSES, AddrSet, IPNetwork
@@ -141,6 +141,11 @@ class Tailnet:
             frozenset(admin_ids) if admin_ids is not None else frozenset(u.id for u in self.users)
         )
         self._user_ids_by_name = {u.name: u.id for u in self.users}
+        # User tokens resolve through these (every rule names users: a scan per token was O(tokens x users)).
+        self._by_email = _index(self.users, lambda u: [u.email] if u.email else [])
+        self._by_name = _index(self.users, lambda u: [u.name])
+        self._by_operator_name = _index(self.users, lambda u: [] if u.name_from_provider else [u.name])
+        self._by_provider_id = _index(self.users, lambda u: [u.provider_id] if u.provider_id else [])
         self.nodes: dict[int, PolicyNode] = {}
         self._by_user: dict[int, dict[int, PolicyNode]] = {}
         self._by_tag: dict[str, dict[int, PolicyNode]] = {}
@@ -208,13 +213,13 @@ class Tailnet:
         that provider identity.
         """
         trimmed = token.removesuffix("@")
-        if is_email_token(token):
-            return [
-                u
-                for u in self.users
-                if trimmed in (u.email, u.provider_id) or (trimmed == u.name and not u.name_from_provider)
-            ]
-        return [u for u in self.users if trimmed in (u.name, u.provider_id)]
+        indexes: list[dict[str, list[PolicyUser]]] = (
+            [self._by_email, self._by_provider_id, self._by_operator_name]
+            if is_email_token(token)
+            else [self._by_name, self._by_provider_id]
+        )
+        found = {u.id: u for index in indexes for u in index.get(trimmed, ())}
+        return list(found.values())
 
     def user_ids_for(self, token: str) -> set[int]:
         """The one user a token names; none when it matches several, so an ambiguous token grants nothing."""
@@ -268,6 +273,14 @@ class Tailnet:
                     seen.setdefault(route, None)
             self._subnet_routes = list(seen)
         return list(self._subnet_routes)
+
+
+def _index(users: list[PolicyUser], keys: Callable[[PolicyUser], list[str]]) -> dict[str, list[PolicyUser]]:
+    index: dict[str, list[PolicyUser]] = {}
+    for user in users:
+        for key in keys(user):
+            index.setdefault(key, []).append(user)
+    return index
 
 
 def _addresses_of(nodes: Iterable[PolicyNode]) -> AddrSet:

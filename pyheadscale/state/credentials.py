@@ -109,8 +109,8 @@ class Credentials(MutationGuard):
     async def verify_preauth_key(self, text: str) -> PreAuthKey:
         """`find_preauth_key`, with a bcrypt check (Headscale's keys) done on a worker thread first."""
         key, secret = self._preauth_key_named(text)
-        if key is not None:
-            await secret_keys.prove_bcrypt(secret, key.secret_hash)
+        if key is None or not await secret_keys.prove_bcrypt(secret, key.secret_hash):
+            raise AuthFailed("invalid authkey")
         return self.find_preauth_key(text)
 
     def _preauth_key_named(self, text: str) -> tuple[PreAuthKey | None, str]:
@@ -174,8 +174,8 @@ class Credentials(MutationGuard):
         """`authenticate_api_key`, with a bcrypt check (Headscale's keys) done on a worker thread first."""
         parts = secret_keys.split_key(text, secret_keys.API_KEY)
         key = next((k for k in self.api_keys.values() if parts and k.prefix == parts[0]), None)
-        if parts is not None and key is not None:
-            await secret_keys.prove_bcrypt(parts[1], key.secret_hash)
+        if parts is None or key is None or not await secret_keys.prove_bcrypt(parts[1], key.secret_hash):
+            return None
         return self.authenticate_api_key(text)
 
     @atomic
@@ -194,9 +194,11 @@ class Credentials(MutationGuard):
         self.audit.record("apikey.delete", f"apikey:{key_id}", prefix=key.prefix)
 
     def check_still_usable(self, key: PreAuthKey) -> None:
-        """A key validated before the mutation began may have been used up or removed since."""
+        """A key validated before the mutation began may have been used up, expired or removed since."""
         current = self.preauth_keys.get(key.id)
         if current is None:
             raise AuthFailed("invalid authkey")
+        if current.expiration is not None and current.expiration <= now():
+            raise AuthFailed("authkey expired")
         if current.used and not current.reusable:
             raise AuthFailed("authkey already used")

@@ -22,6 +22,7 @@ from pyheadscale.state.changes import Change, ChangeKind
 from pyheadscale.state.credentials import Credentials
 from pyheadscale.state.errors import AccessRevoked, AuthFailed, Conflict, NotFound, StateError
 from pyheadscale.state.expiry import ExpiryTimers
+from pyheadscale.state.hostinfo import keep_netinfo, without_netinfo
 from pyheadscale.state.ipalloc import IPAllocator
 from pyheadscale.state.models import ApiKey, Node, PreAuthKey, User
 from pyheadscale.state.mutations import atomic
@@ -200,10 +201,8 @@ class Store(Credentials):
         return node.expiry is not None and node.expiry <= now()
 
     def may_connect(self, node: Node) -> bool:
-        """Whether the node may get maps, send updates and use DERP: its key is current and it has an owner.
-
-        An expired (or logged-out) node has lost access until it registers again. A node with neither a user
-        nor a tag (older versions let a deleted user's keys make them) is owned by nobody and gets nothing.
+        """Whether the node may get maps, send updates and use DERP: its key is current (not expired or logged
+        out) and it has an owner, a tag or a user (old versions let deleted users' keys make ownerless nodes).
         """
         return not self.is_expired(node) and (bool(node.tags) or node.user_id in self.users)
 
@@ -227,7 +226,6 @@ class Store(Credentials):
         if node is None or node.expiry != expiry:
             return
         audit.actor.set("system")
-        log.info("node %d key expired", node_id)
         self.audit.record("node.key_expired", f"node:{node_id}", expiry=expiry.isoformat())
         self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
 
@@ -260,6 +258,8 @@ class Store(Credentials):
         if current is None:
             raise NotFound(f"node {node.id} not found")
         changes["updated_at"] = now()
+        if current.auth_key_id is not None and current.auth_key_id not in self.preauth_keys:
+            changes.setdefault("auth_key_id", None)  # its key was deleted: the database nulled the reference
         updated = replace(current, **changes)
         await self.db.update_node(updated)
         self._unindex(current)
@@ -317,8 +317,7 @@ class Store(Credentials):
             self.get_user(user_id)
         elif not tags:
             raise StateError("a node needs an owner: a user or at least one tag")
-        if tags:
-            expiry = None
+        expiry = None if tags else expiry
         hostname = str(hostinfo.get("Hostname") or "node")[:255]
         key_id = key.id if key is not None else None
         if key is not None:
@@ -330,7 +329,7 @@ class Store(Credentials):
             updated = await self._replace(
                 existing,
                 node_key=node_key,
-                hostinfo=_keep_netinfo(hostinfo, existing.hostinfo),
+                hostinfo=keep_netinfo(hostinfo, existing.hostinfo),
                 hostname=hostname,
                 user_id=user_id,
                 tags=tags,
@@ -409,11 +408,8 @@ class Store(Credentials):
         node = self._with_access(node)
         if self.node_by_node_key(new_node_key) not in (None, node):
             raise Conflict("node key already registered to another machine")
-        updated = await self._replace(
-            node,
-            node_key=new_node_key,
-            hostinfo=_keep_netinfo(hostinfo, node.hostinfo) if hostinfo else node.hostinfo,
-        )
+        hostinfo = keep_netinfo(hostinfo, node.hostinfo) if hostinfo else node.hostinfo
+        updated = await self._replace(node, node_key=new_node_key, hostinfo=hostinfo)
         self.audit.record("node.rotate_key", f"node:{node.id}")
         self._emit(Change(ChangeKind.NODE_UPDATED, updated.id))
         return updated
@@ -499,11 +495,11 @@ class Store(Credentials):
             changes["endpoints"] = endpoints
         full = False
         if hostinfo:
-            hostinfo = _keep_netinfo(hostinfo, node.hostinfo)
+            hostinfo = keep_netinfo(hostinfo, node.hostinfo)
         if hostinfo and hostinfo != node.hostinfo:
             changes["hostinfo"] = hostinfo
             # A change confined to NetInfo (home DERP, latencies) is a patch; anything else peers see in full.
-            full = _without_netinfo(hostinfo) != _without_netinfo(node.hostinfo)
+            full = without_netinfo(hostinfo) != without_netinfo(node.hostinfo)
             hostname = str(hostinfo.get("Hostname") or node.hostname)[:255]
             if hostname != node.hostname:
                 changes["hostname"] = hostname
@@ -601,20 +597,3 @@ class Store(Credentials):
         self._ephemeral_timers.clear()
         self._expiry.close()
         await self.wait_for_mutations()
-
-
-def _keep_netinfo(incoming: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
-    """`incoming` Hostinfo, with the node's last NetInfo when it carries none.
-
-    A client reports NetInfo (home DERP, latencies) only when its netcheck result changes: after a logout and
-    login, or a node-key rotation, its new Hostinfo has none although nothing changed. Dropping the old one
-    would leave peers without the node's home DERP, unable to reach it through a relay (Headscale keeps it
-    too).
-    """
-    if incoming.get("NetInfo") or not current.get("NetInfo"):
-        return incoming
-    return {**incoming, "NetInfo": current["NetInfo"]}
-
-
-def _without_netinfo(hostinfo: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in hostinfo.items() if k != "NetInfo"}

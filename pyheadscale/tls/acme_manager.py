@@ -23,6 +23,7 @@ from aiohttp import web
 
 from pyheadscale import private_files
 from pyheadscale.config import Config, ConfigError
+from pyheadscale.listener import GuardedAppRunner
 from pyheadscale.tls import acme_issuer
 from pyheadscale.tls.certfiles import base_context
 
@@ -72,6 +73,7 @@ class ACMECertificates:
         self.cache_dir = config.path(config.tls_letsencrypt_cache_dir)
         self.listen = listen_address(config.tls_letsencrypt_listen)
         self.server_url = config.server_url
+        self.connection_limits = config.limits.connections
         self.renew_before = renew_before or RENEW_BEFORE
         self.retry_after = retry_after or RETRY_AFTER
         if self.challenge_type == "TLS-ALPN-01" and not config.listen_addr.endswith(":443"):
@@ -103,7 +105,8 @@ class ACMECertificates:
         if self.challenge_type == "HTTP-01":
             app = web.Application()
             app.router.add_route("*", "/{tail:.*}", self._http_handler)
-            self._runner = web.AppRunner(app, access_log=None)
+            # Open to anyone like listen_addr, so held to the same connection limits.
+            self._runner = GuardedAppRunner(app, self.connection_limits, access_log=None)
             await self._runner.setup()
             host, port = self.listen
             try:

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from derp.admission import AdmissionController, Verdict
 from derp.client import DerpClient
 from derp.server import DerpServer
 from pyheadscale import keys
@@ -255,3 +256,46 @@ async def test_standalone_derper_process_reverifies(harness: Harness, tmp_path: 
             await connect(relay.url, b)
     finally:
         await relay.stop()
+
+
+async def test_admission_verdicts() -> None:
+    """Only a 200 that does not allow the key is a refusal re-verification acts on; the rest is unclear."""
+    answers: dict[str, Callable[[], web.Response]] = {}
+
+    async def verify(request: web.Request) -> web.Response:
+        return answers[request.query["case"]]()
+
+    app = web.Application()
+    app.router.add_post("/verify", verify)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    sock = loopback_socket()
+    await web.SockSite(runner, sock).start()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}/verify"
+    cases = {
+        "allow": (lambda: web.json_response({"Allow": True}), Verdict.ALLOW),
+        "allow-any-case": (lambda: web.json_response({"allow": True}), Verdict.ALLOW),
+        "deny": (lambda: web.json_response({"Allow": False}), Verdict.DENY),
+        "no-field": (lambda: web.json_response({}), Verdict.DENY),
+        "error": (lambda: web.Response(status=500), Verdict.UNCLEAR),
+        "not-json": (lambda: web.Response(text="<html>"), Verdict.UNCLEAR),
+        "not-object": (lambda: web.json_response([True]), Verdict.UNCLEAR),
+    }
+    key = keys.PrivateKey.generate().public()
+    try:
+        for case, (respond, expected) in cases.items():
+            answers[case] = respond
+            admission = AdmissionController(f"{base}?case={case}")
+            try:
+                assert await admission.verdict(key, "127.0.0.1") is expected, case
+                assert await admission.allows(key, "127.0.0.1") is (expected is Verdict.ALLOW), case
+            finally:
+                await admission.close()
+    finally:
+        await runner.cleanup()
+    gone = AdmissionController(base, fail_open=True)  # the listener is closed now
+    try:
+        assert await gone.verdict(key, "127.0.0.1") is Verdict.NO_ANSWER
+        assert await gone.allows(key, "127.0.0.1") is True
+    finally:
+        await gone.close()

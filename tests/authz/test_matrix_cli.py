@@ -145,6 +145,7 @@ LOCAL: dict[str, Callable[[dict[str, str]], list[str]]] = {
     "policy check": lambda v: ["policy", "check", v["policy"]],
     "policy simulate": lambda v: ["policy", "simulate", *v["cases"].split("\n")],
     "dump-config": lambda v: ["dump-config"],
+    "completion": lambda v: ["completion", "bash"],
 }
 NOT_CALLED = {"serve"}
 SIMULATE_CASE = {

@@ -4,12 +4,13 @@ version left ownerless are refused when used."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
 from pyheadscale import keys
 from pyheadscale.control.verify import DerpAccess
-from pyheadscale.state.errors import StateError
+from pyheadscale.state.errors import AuthFailed, StateError
 from tests.authz.conftest import decode_messages, map_request
 from tests.control.conftest import Harness, Node
 
@@ -97,3 +98,40 @@ async def test_ownerless_nodes_left_by_older_versions_get_nothing(harness: Harne
     assert [p["ID"] for p in decode_messages(body)[0]["Peers"]] == [
         store.node_by_node_key(a.node_key_text).id
     ]
+
+
+async def test_a_node_whose_key_was_deleted_can_still_be_expired(harness: Harness) -> None:
+    """Deleting a preauth key (or the user whose tagged key made a node) nulls the node's reference in the
+    database; the node's next write must not put the dangling id back (a foreign key error that left the node
+    impossible to expire or update)."""
+    store = harness.store
+    owner = await store.create_user("ops")
+    _, tagged_key = await store.create_preauth_key(owner.id, tags=["tag:server"])
+    tagged = await harness.node("server", auth_key=tagged_key)
+    plain = await harness.node("laptop")
+    tagged_id = store.node_by_node_key(tagged.node_key_text).id
+    plain_id = store.node_by_node_key(plain.node_key_text).id
+    await store.delete_user(owner.id)  # takes the tagged key with it
+    await store.delete_preauth_key(store.nodes[plain_id].auth_key_id)
+    for node_id in (tagged_id, plain_id):
+        await store.set_expiry(node_id, datetime.now(UTC))
+        assert store.is_expired(store.nodes[node_id]) and store.nodes[node_id].auth_key_id is None
+    await harness.restart()
+    assert all(harness.store.is_expired(n) for n in harness.store.nodes.values())
+
+
+async def test_a_key_expired_while_a_registration_waits_its_turn_is_refused(harness: Harness) -> None:
+    store = harness.store
+    user = await store.create_user("late")
+    key, text = await store.create_preauth_key(user.id)
+    found = store.find_preauth_key(text)
+    await store.expire_preauth_key(key.id)
+    with pytest.raises(AuthFailed, match="expired"):
+        await store.register_with_key(
+            found,
+            machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
+            node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
+            hostinfo={"Hostname": "late"},
+            expiry=None,
+        )
+    assert store.nodes == {}

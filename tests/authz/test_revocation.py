@@ -4,6 +4,7 @@ restores it. Tagged nodes do not expire by `node.expiry`."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -208,3 +209,26 @@ async def test_a_missed_expiry_is_caught_at_the_next_keepalive(
     finally:
         await ra.close()
         await rb.close()
+
+
+async def test_ssh_checks_refuse_expired_nodes(harness: Harness) -> None:
+    """Tailscale SSH `check`: an expired destination is refused; an expired source is rejected even when a
+    check for the pair was approved within its checkPeriod."""
+    a, b = await harness.node("a"), await harness.node("b")
+    store = harness.store
+    a_id, b_id = (store.node_by_node_key(n.node_key_text).id for n in (a, b))
+    rule = {"action": "check", "src": ["alice@"], "dst": ["alice@"], "users": ["root"], "checkPeriod": "1h"}
+    assert harness.server.policy is not None
+    harness.server.policy.apply(
+        json.dumps({"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}], "ssh": [rule]})
+    )
+    harness.server.ssh_checks.record_approval(a_id, b_id)
+    path = f"/machine/ssh/action/{a_id}/to/{b_id}?local_user=root"
+    status, body = await b.client.request("GET", path)
+    assert status == 200 and json.loads(body).get("accept") is True  # approved within the period
+    await store.set_expiry(a_id, datetime.now(UTC))
+    status, body = await b.client.request("GET", path)
+    assert status == 200 and json.loads(body).get("reject") is True
+    await store.set_expiry(b_id, datetime.now(UTC))
+    status, body = await b.client.request("GET", f"/machine/ssh/action/{a_id}/to/{b_id}")
+    assert status == 403

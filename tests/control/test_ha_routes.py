@@ -178,3 +178,24 @@ async def test_ping_response_endpoint(harness: Harness, method: str, query: str,
         http.request(method, f"{harness.url}/machine/ping-response{query}") as resp,
     ):
         assert resp.status == status
+
+
+async def test_a_new_policy_keeps_the_elected_primary(make_harness: Any) -> None:
+    harness: Harness = await make_harness(node={"routes": {"ha": {"probe_interval": "0"}}})
+    r1, r2 = await make_router(harness, "r1"), await make_router(harness, "r2")
+    viewer = await Viewer.open(harness)
+    r1.start()
+    await viewer.wait_primary({r1.id})
+    r2.start()
+    await r1.stop()
+    await viewer.wait_primary({r2.id})
+    r1.start()
+    await asyncio.sleep(0.5)
+    assert harness.server.policy is not None
+    harness.server.policy.apply('{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}')
+    full = await viewer.reader.wait_for(lambda m: "Peers" in m)  # a new policy: everyone's full map
+    assert primary_of(full["Peers"]) == {r2.id}
+    assert harness.server.policy.primary_routes_of(r2.id) == [ROUTE]
+    await r1.stop()
+    await r2.stop()
+    await viewer.reader.close()

@@ -129,3 +129,28 @@ async def test_bootstrap_dns_resolves_the_derp_map_hostnames(make_harness: Any) 
 async def test_bootstrap_dns_is_absent_without_the_embedded_relay(harness: Harness) -> None:
     async with aiohttp.ClientSession() as http, http.get(f"{harness.url}/bootstrap-dns") as resp:
         assert resp.status == 404
+
+
+async def test_client_requested_expiry_holds_for_an_interactive_login(make_harness: Any) -> None:
+    harness: Harness = await make_harness(node={"expiry": "1h"})
+    await harness.store.create_user("alice")
+    wanted = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
+    client = await harness.client()
+    node_key = keys.PrivateKey.generate()
+    first = await client.register(node_key, hostname="laptop", expiry=tailcfg.go_time(wanted))
+    auth_url = first["AuthURL"]
+    waiting = asyncio.ensure_future(
+        client.register(node_key, hostname="laptop", expiry=tailcfg.go_time(wanted), followup=auth_url)
+    )
+    await asyncio.sleep(0.1)
+    _, secret = await harness.store.create_api_key(None)
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {secret}"}) as http,
+        http.post(
+            f"{harness.url}/api/v1/auth/register",
+            json={"auth_id": auth_url.rsplit("/", 1)[1], "user": "alice"},
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+    assert (await asyncio.wait_for(waiting, 5))["MachineAuthorized"]
+    assert harness.store.node_by_machine_key(client.machine_key_text).expiry == wanted

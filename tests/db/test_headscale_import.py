@@ -179,6 +179,11 @@ REFUSED = {
     "missing table": (_sql("DROP TABLE api_keys"), "no api_keys table"),
     "malformed address": (_sql("UPDATE nodes SET ipv4 = 'not-an-address' WHERE id = 1"), "node 1"),
     "malformed hostinfo": (_sql("UPDATE nodes SET host_info = '[1, 2' WHERE id = 2"), "nodes row 2"),
+    # Found only when inserting, after Headscale's tables were dropped: all of it is rolled back.
+    "two nodes on one address": (
+        _sql("UPDATE nodes SET ipv4 = (SELECT ipv4 FROM nodes WHERE id = 1) WHERE id = 2"),
+        "nodes row 2 cannot be taken over",
+    ),
     "a node of a deleted user": (
         _sql("UPDATE users SET deleted_at = '2026-01-01 00:00:00+00:00' WHERE name = 'alice'"),
         "belongs to user",
@@ -257,7 +262,8 @@ async def test_provider_identities_and_leftover_tables(tmp_path: Path) -> None:
         db.execute(
             "INSERT INTO users (id, name, display_name, email, provider_identifier, provider, "
             "profile_pic_url, created_at) VALUES (7, 'dana', 'Dana D', 'dana@idp.example', "
-            "'https://idp.example/sub-123', 'oidc', 'https://idp.example/dana.png', '2026-11-30 08:00:00.5+00:00')"
+            "'https://idp.example/sub-123', 'oidc', 'https://idp.example/dana.png', "
+            "'2026-11-30 08:00:00.5+00:00')"
         )
         db.execute("CREATE TABLE nodes_old (id integer PRIMARY KEY, hostname text)")
     db.close()
@@ -275,3 +281,20 @@ async def test_provider_identities_and_leftover_tables(tmp_path: Path) -> None:
     finally:
         await store.db.close()
     assert "nodes_old" not in _tables(path) and "nodes_old" in _tables(backups(tmp_path)[0])
+
+
+async def test_shared_given_names_and_ephemeral_keys(tmp_path: Path) -> None:
+    """Headscale's given_name index is not unique everywhere, ours is: a repeat is renamed `<name>-<id>`. A
+    node is ephemeral when the key it registered with is (Headscale has no column for it)."""
+    path = copy_db("headscale-v0.29.2", tmp_path)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE nodes SET given_name = 'nodea' WHERE id = 2")
+        db.execute("UPDATE pre_auth_keys SET ephemeral = 1 WHERE id = 2")
+    db.close()
+    store = await open_store(path)
+    try:
+        assert (store.nodes[1].given_name, store.nodes[2].given_name) == ("nodea", "nodea-2")
+        assert store.nodes[2].ephemeral and not store.nodes[1].ephemeral
+        assert store.nodes[2].auth_key_id == 2 and store.preauth_keys[2].ephemeral
+    finally:
+        await store.db.close()

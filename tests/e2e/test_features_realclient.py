@@ -17,9 +17,9 @@ from tests.e2e.netns import REPO, run_driver
 DRIVER = REPO / "tests" / "e2e" / "features_driver.py"
 
 
-#: The pinned client and the oldest one Headscale v0.29 supports (tests/refbin.py); the newest stable needs a
-#: newer Go than these machines have.
-VERSIONS = ("1.90.9", "1.80.3")
+#: The pinned client, the newest stable that builds here, and the oldest one Headscale v0.29 supports
+#: (tests/refbin.py).
+VERSIONS = ("1.90.9", "1.102.5", "1.80.3")
 
 
 def scenario(

@@ -209,11 +209,6 @@ def test_tagged_key_makes_a_tagged_node(lab: dict[str, dict[str, Any]]) -> None:
     assert found["server"] == {"tags": ["tag:server"], "user_id": None}, found
 
 
-@pytest.mark.xfail(
-    reason="tags at interactive/OIDC login (issue 10 section 3) are not implemented: the node registers "
-    "untagged for the approving user although alice owns tag:server",
-    strict=False,
-)
 def test_advertise_tags_at_interactive_login(lab: dict[str, dict[str, Any]]) -> None:
     found = evidence(lab, "advertise_tags_at_login")
     assert found["login"]["up_exit"] == 0, found

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyheadscale.control.h2server import H2Server, InnerRequest
+from pyheadscale.control.h2server import H2Limits, H2Server, InnerRequest
 from pyheadscale.control.noise_stream import NoiseStream
 from tests.fuzz import bounds
 from tests.fuzz.seeds import mutated_bytes, recorded_requests
@@ -83,7 +83,7 @@ async def handler(request: InnerRequest) -> None:
 
 async def serve(chunks: list[bytes]) -> bytes:
     stream = FakeStream(chunks)
-    await H2Server(cast(NoiseStream, stream), handler, preface_timeout=5.0).serve()
+    await H2Server(cast(NoiseStream, stream), handler, H2Limits(preface_timeout=5.0)).serve()
     return stream.output
 
 

@@ -34,6 +34,8 @@ async def main(binary: str) -> dict[str, Any]:
         tls_cert_path=str(cert),
         tls_key_path=str(key),
         policy={"mode": "database"},
+        # The certificate serves listen_addr too (TLS on both, as in Headscale).
+        server_url=str(raw["server_url"]).replace("http://", "https://"),
     )
     server = Server(build_config(raw, data_dir=work), keepalive=30.0)
     await server.start()
@@ -49,7 +51,9 @@ async def main(binary: str) -> dict[str, Any]:
             "HEADSCALE_DISABLE_CHECK_UPDATES": "true",
         }
         base = str(raw["server_url"]) + "/api/v1"
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {api_key}"}) as session:
+        async with aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {api_key}"}, connector=aiohttp.TCPConnector(ssl=False)
+        ) as session:
 
             async def call(step: Step) -> tuple[int, Any]:
                 async with session.request(

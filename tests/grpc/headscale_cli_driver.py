@@ -115,9 +115,18 @@ async def main(binary: str) -> dict[str, Any]:
         ]
         wrong_key = dict(env, HEADSCALE_CLI_API_KEY=api_key[:-4] + "0000")
         refused = await headscale(binary, wrong_key, "users", "list")
+        # Local mode: no address, the config's unix_socket, where Headscale's CLI speaks gRPC.
+        local_config = work / "headscale-cli.yaml"
+        local_config.write_text(f"unix_socket: {raw['unix_socket']}\ndisable_check_updates: true\n")
+        local_env = {key: env[key] for key in ("PATH", "HOME", "HEADSCALE_DISABLE_CHECK_UPDATES")}
+        local = [
+            await headscale(binary, local_env, "-c", str(local_config), "users", "list", "-o", "json"),
+            await headscale(binary, local_env, "-c", str(local_config), "users", "create", "carol"),
+        ]
         return {
             "runs": runs,
             "refused": refused,
+            "local": local,
             "approved_routes": store.nodes[node.id].approved_routes,
             "reusable_keys": sum(1 for k in store.preauth_keys.values() if k.reusable),
             "users": sorted(u.name for u in store.users.values()),

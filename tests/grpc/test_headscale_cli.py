@@ -1,4 +1,5 @@
-"""Headscale v0.29.2's own CLI, in remote mode, manages pyheadscale over gRPC (inside a private namespace)."""
+"""Headscale v0.29.2's own CLI manages pyheadscale over gRPC, remotely (TLS, API key) and locally (the unix
+socket, shared with the REST API), inside a private namespace."""
 
 from __future__ import annotations
 
@@ -35,8 +36,12 @@ def test_headscale_cli_drives_pyheadscale(reference_binary: Callable[[str], Path
     assert approved["code"] == 0, approved
     assert result["approved_routes"] == ["10.0.0.0/24"]
 
-    assert runs["users create bob -o json"]["code"] == 0 and result["users"] == ["alice", "bob"]
+    assert runs["users create bob -o json"]["code"] == 0 and result["users"] == ["alice", "bob", "carol"]
     missing = runs["nodes delete -i 99 --force"]
     assert missing["code"] != 0 and "node 99 not found" in missing["err"] + missing["out"], missing
+    local_list, local_create = result["local"]
+    assert local_list["code"] == 0, local_list
+    assert [u["name"] for u in json.loads(local_list["out"])] == ["alice", "bob"]
+    assert local_create["code"] == 0 and "carol" in result["users"], local_create
     refused = result["refused"]
     assert refused["code"] != 0 and "invalid or expired API key" in refused["err"] + refused["out"], refused

@@ -131,3 +131,19 @@ async def test_an_oversized_request_is_refused(grpc_live: GrpcLive) -> None:
             await stub.CheckPolicy(pb.CheckPolicyRequest(policy="x" * (2 << 20)), metadata=_auth(key))
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert (await stub.Health(pb.HealthRequest(), metadata=_auth(key))).database_connectivity
+
+
+async def test_repeated_refusals_are_rate_limited(grpc_live: GrpcLive) -> None:
+    """As on REST: a source that keeps presenting bad keys is turned away before its key is checked."""
+    bad = _auth("hskey-api-000000000000-" + "0" * 64)
+    burst = grpc_live.server.config.limits.rate.api_auth_failures.burst
+    codes = []
+    async with aio.insecure_channel(grpc_live.grpc_address) as channel:
+        stub: Any = services.HeadscaleServiceStub(channel)
+        for _ in range(int(burst) + 5):
+            with pytest.raises(aio.AioRpcError) as refused:
+                await stub.ListUsers(pb.ListUsersRequest(), metadata=bad)
+            codes.append(refused.value.code())
+    assert codes[0] == grpc.StatusCode.UNAUTHENTICATED
+    assert codes[-1] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert grpc_live.server.metrics.auth_failures.labels("apikey")._value.get() >= 1

@@ -48,6 +48,7 @@ def check_rotated(directory: Path) -> None:
     files = sorted(p.name for p in directory.iterdir())
     assert files == ["audit.log", "audit.log.1", "audit.log.2"]
     assert all((directory / name).stat().st_size <= 64 << 10 for name in files)
+    assert all((directory / name).stat().st_mode & 0o077 == 0 for name in files)
     last = (directory / "audit.log").read_text().splitlines()[-1]
     assert json.loads(last)["target"] == "machine:599"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pyheadscale import keys
 from pyheadscale.client.control import ControlClient, _Stream
-from pyheadscale.control.h2server import MAX_CLIENT_RESETS
+from pyheadscale.control.h2server import MAX_CLIENT_RESETS, MAX_HEADER_LIST_SIZE
 from tests.control.conftest import Harness
 
 MiB = 1 << 20
@@ -140,3 +140,26 @@ async def test_rapid_reset_closes_the_connection(make_harness: Any) -> None:
         h2conn.reset_stream(stream_id)
         await client._flush()
     await asyncio.wait_for(client._closed.wait(), 10)
+
+
+async def test_oversized_request_headers_refused(make_harness: Any) -> None:
+    """Headers past MAX_HEADER_LIST_SIZE end the connection (h2 would take 64 KiB per stream otherwise)."""
+    harness: Harness = await make_harness()
+    client = await harness.client()
+    h2conn: Any = client._h2
+    stream_id = h2conn.get_next_available_stream_id()
+    client._streams[stream_id] = _Stream()
+    h2conn.send_headers(
+        stream_id,
+        [
+            (":method", "POST"),
+            (":path", "/machine/register"),
+            (":scheme", "http"),
+            (":authority", "x"),
+            ("x-padding", "p" * (MAX_HEADER_LIST_SIZE + 1024)),
+        ],
+    )
+    await client._flush()
+    await asyncio.wait_for(client._closed.wait(), 10)
+    node = await harness.node("still-serving")
+    assert node.register["MachineAuthorized"]

@@ -10,7 +10,7 @@ import pytest
 
 from pyheadscale.client.control import ControlClientError
 from pyheadscale.mapper import tailcfg
-from pyheadscale.mapper.hostinfo import DEFAULT_MAX_BYTES, bound_hostinfo
+from pyheadscale.mapper.hostinfo import DEFAULT_MAX_BYTES, bound_hostinfo, bound_stored_hostinfo
 from tests.control.conftest import Harness, open_map
 
 FIXTURES = sorted((Path(__file__).resolve().parents[2] / "fixtures" / "tsnet-1.90.9").glob("*.jsonl"))
@@ -121,3 +121,19 @@ def test_endpoints_are_bounded() -> None:
         tailcfg.parse_request(tailcfg.MapRequest, body)
     body = json.dumps({"NodeKey": "nodekey:" + "1" * 64, "Endpoints": endpoints[:40]}).encode()
     assert tailcfg.parse_request(tailcfg.MapRequest, body).Endpoints == endpoints[:40]
+
+
+async def test_oversized_hostinfo_in_the_database_is_bounded_on_load(make_harness: Any) -> None:
+    """Rows written before these bounds (or by Headscale) are held to them when read back."""
+    harness: Harness = await make_harness()
+    node = await harness.node("old")
+    record = harness.store.node_by_node_key(node.node_key_text)
+    node_id = record.id
+    stored = {"Hostname": "old", "OS": "linux", "OSVersion": "v" * 1_000_000, "Junk": "x" * 1000}
+    # The store writes what it is given; only the wire parser bounds a client's Hostinfo.
+    await harness.store.update_from_map_request(record, disco_key=None, endpoints=None, hostinfo=stored)
+    await node.client.close()
+    await harness.restart()
+    loaded = harness.store.nodes[node_id].hostinfo
+    assert loaded == {"Hostname": "old", "OS": "linux"}
+    assert bound_stored_hostinfo({"Hostname": "ok", "Junk": 1}) == {"Hostname": "ok"}

@@ -39,3 +39,12 @@ def test_bad_limits_name_the_key(tmp_path: Path, limits: dict[str, object], mess
     with pytest.raises(ConfigError) as info:
         build_config({"limits": limits}, data_dir=tmp_path)
     assert message in str(info.value)
+
+
+def test_misspelt_limit_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    limits = {"conections": {"max": 3}, "rate": {"handshakes": {"per_second": 1, "burst": 1, "brust": 3}}}
+    config = build_config({"limits": limits}, data_dir=tmp_path)
+    assert config.limits.connections == LimitsConfig().connections
+    warnings = [r.getMessage() for r in caplog.records]
+    assert "config: unknown key 'limits.conections' is ignored" in warnings
+    assert "config: unknown key 'limits.rate.handshakes.brust' is ignored" in warnings

@@ -78,3 +78,21 @@ async def test_interactive_flood_over_the_wire(make_harness: object) -> None:
         refused.append(bool(answer["Error"]))
     assert len(harness.server.logins) == 5 and refused.count(True) == 4
     assert "from your address" in answer["Error"]
+
+
+async def test_an_ipv6_site_is_held_to_a_few_sources_worth() -> None:
+    """One /48 holds 65,536 /64s: it may not spread a flood over them."""
+    from pyheadscale.auth.interactive import SITE_FACTOR
+    from pyheadscale.ratelimit import source_of
+
+    logins = PendingLogins(max_pending=1000, max_per_source=4)
+    started = refused = 0
+    for subnet in range(100):
+        try:
+            logins.start(mkey(subnet), NODE, {}, source=source_of(f"2001:db8:0:{subnet:x}::1"))
+            started += 1
+        except OverflowError as exc:
+            assert "2001:db8::/48" in str(exc)
+            refused += 1
+    assert started == SITE_FACTOR * 4 and refused == 100 - started
+    logins.start(mkey(5000), NODE, {}, source=source_of("2001:db8:1::1"))  # another site is unaffected

@@ -12,6 +12,7 @@ import pytest
 
 from pyheadscale.policy import PolicyError
 from pyheadscale.state.errors import Conflict
+from tests.oidc.browser import Browser
 from tests.oidc.conftest import StartSetup
 from tests.oidc.test_oidc_login import Machine
 
@@ -100,3 +101,17 @@ async def test_oidc_never_takes_a_name_another_user_holds(oidc_setup: StartSetup
         await store.update_user_profile(
             oidc_carol.id, name="carol", display_name="", email="", profile_pic_url=""
         )
+
+
+async def test_when_every_name_is_taken_the_login_says_so(oidc_setup: StartSetup, browser: Browser) -> None:
+    setup = await oidc_setup()
+    store = setup.live.store
+    for name in ["carol", "oidc-carol", *(f"oidc-carol-{n}" for n in range(2, 10))]:
+        await store.create_user(name)
+    machine = Machine(setup.live, "laptop")
+    try:
+        page = await browser.log_in(await machine.start(), "carol", confirm=False)
+        assert page.status == 500 and "every user name for" in page.text, page.text
+        assert not store.nodes and len(store.users) == 10
+    finally:
+        await machine.close()

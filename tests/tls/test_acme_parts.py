@@ -139,3 +139,20 @@ def test_tls_alpn01_validation_certificate() -> None:
     assert isinstance(extension.value, x509.UnrecognizedExtension)
     assert extension.critical and extension.value.value == b"\x04\x20" + digest
     assert b"PRIVATE KEY" in key_pem
+
+
+async def test_http01_listener_is_held_to_the_header_timeout(tmp_path: Path) -> None:
+    config = acme_config(tmp_path, limits={"connections": {"header_timeout": "1s"}})
+    certificates = ACMECertificates(config)
+    await certificates.start()
+    host, port = listen_address(config.tls_letsencrypt_listen)
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET /.well-known/acme-challenge/x HTTP/1.1\r\n")  # and never the rest of the head
+        try:
+            answer = await asyncio.wait_for(reader.read(), 30)
+        finally:
+            writer.close()
+        assert not answer.startswith(b"HTTP/1.1 404"), "the request was never complete"
+    finally:
+        await certificates.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from pathlib import Path
 
@@ -146,9 +147,11 @@ def test_tls_key_combinations_are_checked(raw: dict[str, str], problem: str, tmp
 def test_serve_exits_with_the_key_named(
     pki: ServerPKI, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(
-        "os.umask", lambda _mask: 0o022
-    )  # main() would set the process umask for the test run
+    # main() would set the process umask and point the root logger at this test's captured stderr.
+    monkeypatch.setattr("os.umask", lambda _mask: 0o022)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
     config = tmp_path / "config.yaml"
     port = free_port()
     config.write_text(
@@ -161,3 +164,17 @@ def test_serve_exits_with_the_key_named(
     assert "tls_cert_path: cannot read" in capsys.readouterr().err
     config.write_text(config.read_text().replace(str(tmp_path / "nope.pem"), str(pki.cert)))
     assert main(["-c", str(config), "configtest"]) == 0
+
+
+async def test_a_stalled_tls_handshake_is_closed_within_the_header_timeout(
+    start_tls_server: StartTLSServer,
+) -> None:
+    """Connection limits count a TLS connection once its handshake is done: the handshake has a deadline."""
+    server = await start_tls_server(limits={"connections": {"header_timeout": "1s"}})
+    host, port = server.config.listen
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        # Closed without a byte, well before asyncio's default handshake timeout of 60 s.
+        assert await asyncio.wait_for(reader.read(), 30) == b""
+    finally:
+        writer.close()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import bcrypt
+import pytest
 
 from pyheadscale.auth import secret_keys
 
@@ -32,14 +34,26 @@ def test_legacy_preauth_keys_are_found_by_their_start() -> None:
     assert secret_keys.secret_matches(clear, hashlib.sha256(clear.encode()).digest())
 
 
-async def test_bcrypt_hashes_are_checked_once_then_remembered() -> None:
+async def test_bcrypt_hashes_are_checked_off_the_loop_once_then_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     stored = bcrypt.hashpw(SECRET.encode(), bcrypt.gensalt(rounds=4))
+    wrong = "wrong" + SECRET[5:]
+    checks: list[int] = []
+    checkpw = bcrypt.checkpw
+
+    def counted(password: bytes, hashed: bytes) -> bool:
+        checks.append(threading.get_ident())
+        return checkpw(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", counted)
     assert secret_keys.is_bcrypt(stored)
-    assert not secret_keys.secret_matches("wrong" + SECRET[5:], stored)
-    await secret_keys.prove_bcrypt(SECRET, stored)
-    assert secret_keys._bcrypt_passed[stored] == secret_keys.hash_secret(SECRET)
-    assert secret_keys.secret_matches(SECRET, stored)
-    assert not secret_keys.secret_matches(
-        "wrong" + SECRET[5:], stored
-    )  # the memo never accepts another secret
+    assert not await secret_keys.prove_bcrypt(wrong, stored)
+    assert await secret_keys.prove_bcrypt(SECRET, stored)
+    assert len(checks) == 2 and threading.get_ident() not in checks  # both on worker threads
+    # Proven: the synchronous check and later proofs cost no bcrypt, and never accept another secret.
+    assert secret_keys.secret_matches(SECRET, stored) and await secret_keys.prove_bcrypt(SECRET, stored)
+    assert not secret_keys.secret_matches(wrong, stored) and not await secret_keys.prove_bcrypt(wrong, stored)
+    assert len(checks) == 2
+    assert await secret_keys.prove_bcrypt(SECRET, secret_keys.hash_secret(SECRET))  # ours: nothing to prove
     assert not secret_keys.secret_matches(SECRET, b"$2a$10$not-a-bcrypt-hash")
