@@ -312,7 +312,7 @@ async def _storm(
     await server.wait_ready()
     result["restart_s"] = time.monotonic() - started
     profiler = None
-    if args.py_spy:
+    if args.py_spy and server.name == "pyheadscale":  # py-spy reads Python processes only
         out = args.py_spy.with_name(f"{args.py_spy.stem}-{server.name}-{result['nodes']}{args.py_spy.suffix}")
         profiler = start_profiler(out, server.pid)
     try:

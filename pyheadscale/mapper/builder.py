@@ -51,12 +51,22 @@ def _dns_config(config: Config, extra_records: list[dict[str, str]] | None = Non
     return out
 
 
+@dataclass(slots=True)
+class _PeerRendering:
+    """One peer record at one capability version: the fields every recipient shares, and the last entry."""
+
+    base: dict[str, Any]
+    entry: dict[str, Any] | None = None
+    # The record's last_seen when `entry` was made: the store sets it in place when the node goes offline.
+    last_seen: datetime | None = None
+
+
 class MapBuilder:
     def __init__(self, ctx: MapContext) -> None:
         self.ctx = ctx
         self._dns = _dns_config(ctx.config)
-        # node id -> (the record the entries were built from, capver -> recipient-independent peer fields)
-        self._peer_bases: dict[int, tuple[Node, dict[int, dict[str, Any]]]] = {}
+        # node id -> (the record the entries were built from, capver -> that peer's rendering)
+        self._peer_bases: dict[int, tuple[Node, dict[int, _PeerRendering]]] = {}
 
     def set_extra_records(self, records: list[dict[str, str]]) -> None:
         """New records from dns.extra_records_path: later maps carry them (push with a DNS change)."""
@@ -79,8 +89,8 @@ class MapBuilder:
         """Drop what is cached for a removed node."""
         self._peer_bases.pop(node_id, None)
 
-    def _peer_base(self, node: Node, capver: int) -> dict[str, Any]:
-        """`node` as tailcfg.Node without the fields that depend on the recipient or the clock.
+    def _peer_rendering(self, node: Node, capver: int) -> _PeerRendering:
+        """`node`'s rendering as a peer: its recipient-independent fields, and the last entry made from them.
 
         A full map holds every peer and a join reaches every peer, so each node is rendered for many
         recipients; rendering it once per record and capability version keeps a full map at a dict copy per
@@ -90,22 +100,38 @@ class MapBuilder:
         entry = self._peer_bases.get(node.id)
         if entry is None or entry[0] is not node:
             entry = self._peer_bases[node.id] = (node, {})
-        base = entry[1].get(capver)
-        if base is None:
-            base = entry[1][capver] = self._render(node, None, capver, self_view=False)
-        return base
+        rendering = entry[1].get(capver)
+        if rendering is None:
+            rendering = entry[1][capver] = _PeerRendering(self._render(node, None, capver, self_view=False))
+        return rendering
 
     def tail_node(
         self, node: Node, peer: PeerView | None, capver: int, *, self_view: bool = False
     ) -> dict[str, Any]:
-        """A node as tailcfg.Node, as seen by a peer (`peer` gives its routes) or by itself."""
+        """A node as tailcfg.Node, as seen by a peer (`peer` gives its routes) or by itself.
+
+        A peer's entry is shared by every recipient with the same view of it (routes, presence, expiry): in
+        a restart storm each full map would otherwise copy and fill one dict per peer, N times per peer. It
+        is read-only for callers; anything that differs makes a new one.
+        """
         if self_view:
             return self._render(node, None, capver, self_view=True)
         assert peer is not None
         store = self.ctx.store
-        out = dict(self._peer_base(node, capver))
+        rendering = self._peer_rendering(node, capver)
         expired = store.is_expired(node)
         online = store.is_online(node.id)
+        last = rendering.entry
+        if (
+            last is not None
+            and last["Online"] is online
+            and last["Expired"] is expired
+            and last["AllowedIPs"] == peer.allowed_ips
+            and last["PrimaryRoutes"] == peer.primary_routes
+            and rendering.last_seen == node.last_seen
+        ):
+            return last
+        out = dict(rendering.base)
         out["AllowedIPs"] = peer.allowed_ips
         out["PrimaryRoutes"] = peer.primary_routes
         out["Online"] = online
@@ -114,6 +140,7 @@ class MapBuilder:
         out["CapMap"] = {}
         if not online and node.last_seen is not None:
             out["LastSeen"] = tailcfg.go_time(node.last_seen)
+        rendering.entry, rendering.last_seen = out, node.last_seen
         return out
 
     def _render(self, node: Node, peer: PeerView | None, capver: int, *, self_view: bool) -> dict[str, Any]:

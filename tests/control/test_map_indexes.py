@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,63 @@ def test_incremental_peer_maps_equal_fresh_ones() -> None:
         fresh = _fresh_peers(text, nodes)
         assert {n.id: engine.peers(n.id) for n in nodes} == fresh, text
         assert all(engine.peer_view(a, b) == fresh[a].get(b) for a in fresh for b in fresh), text
+
+
+async def test_shared_peer_entries_equal_a_fresh_rendering(tmp_path: Path, monkeypatch: Any) -> None:
+    """A peer's entry is shared by recipients with the same view, and is never stale.
+
+    Going offline sets the record's last_seen in place; an entry made while the peer was offline before must
+    not be reused with the old LastSeen.
+    """
+    from pyheadscale import keys
+
+    harness = await Harness(tmp_path / "srv").start()
+    try:
+        store = harness.server.store
+        assert store is not None
+        builder = _distributor(harness.server).builder
+        alice = await store.create_user("alice")
+        nodes = []
+        for i in range(3):
+            nodes.append(
+                await store.register(
+                    machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
+                    node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
+                    hostinfo={"Hostname": f"h{i}"},
+                    user_id=alice.id,
+                    tags=[],
+                    method="authkey",
+                    ephemeral=False,
+                    expiry=None,
+                )
+            )
+        peer = nodes[0]
+
+        def entry_for(viewer: int) -> Any:
+            view = builder.ctx.policy.peer_view(viewer, peer.id)
+            assert view is not None
+            return builder.tail_node(store.nodes[peer.id], view, 130)
+
+        def fresh(viewer: int) -> Any:
+            view = builder.ctx.policy.peer_view(viewer, peer.id)
+            out = builder._render(store.nodes[peer.id], view, 130, self_view=False)
+            out["CapMap"] = {}
+            return out
+
+        assert entry_for(nodes[1].id) is entry_for(nodes[2].id)
+        assert entry_for(nodes[1].id) == fresh(nodes[1].id)
+        import pyheadscale.state.store as store_module
+
+        for hour in (1, 2):  # online, offline (last_seen set in place), online, offline an hour later
+            stamp = datetime(2026, 1, 1, hour, tzinfo=UTC)
+            monkeypatch.setattr(store_module, "now", lambda stamp=stamp: stamp)
+            store.connected(peer.id)
+            if hour == 1:  # the second time nobody renders it while it is online
+                assert entry_for(nodes[1].id)["Online"] is True
+                assert entry_for(nodes[1].id) == fresh(nodes[1].id)
+            await store.disconnected(peer.id)
+            offline = entry_for(nodes[2].id)
+            assert offline == fresh(nodes[2].id)
+            assert offline["LastSeen"] == fresh(nodes[2].id)["LastSeen"]
+    finally:
+        await harness.stop()
