@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import multiprocessing
 import socket
 import statistics
@@ -26,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -43,7 +44,10 @@ BATCH = 16
 _STAMP = struct.Struct(">QQ")  # sequence number, send time in ns
 
 
-def run_on(loop_name: str, coro: Coroutine[Any, Any, Any]) -> Any:
+T = TypeVar("T")
+
+
+def run_on(loop_name: str, coro: Coroutine[Any, Any, T]) -> T:
     if loop_name == "uvloop":
         import uvloop
 
@@ -170,7 +174,7 @@ def run_one(loop_name: str, packets: int, seconds: float) -> dict[str, float]:
             await wait_for_port(port)
             return await bench(f"http://127.0.0.1:{port}/derp", packets, seconds)
 
-        return run_on(loop_name, main())  # type: ignore[no-any-return]
+        return run_on(loop_name, main())
     finally:
         server.terminate()
         server.join(5)
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
             except ImportError:
                 print("uvloop not installed; skipping it")
                 continue
-        runners[name] = lambda name=name: run_one(name, args.packets, args.seconds)
+        runners[name] = functools.partial(run_one, name, args.packets, args.seconds)
     print(f"DERP relay on loopback, {PACKET_SIZE}-byte packets, window {WINDOW}")
     print(f"{'loop':8} {'packets':>8} {'pkt/s':>10} {'MB/s':>8} {'p50 µs':>8} {'p99 µs':>8}")
     for name, run in runners.items():
