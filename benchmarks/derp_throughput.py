@@ -13,8 +13,11 @@ The same load is then driven, from the same event loop, against Go's
 ``derper`` (tailscale's reference relay, built by tests/refbin.py) listening
 on 127.0.0.1 with plain HTTP, no STUN, no mesh, no client verification and
 no bootstrap DNS, so it never talks to anything outside loopback; each loop's
-rows end with our figures as a ratio of derper's.  Where derper cannot be
-had (no Go toolchain) the reason is printed and only our rows are shown.
+rows end with our figures as a ratio of derper's (for latency, above 1 means
+we are slower).  Both clients share one Python process, which can be the
+bottleneck for derper's figure, so the throughput ratio is an upper bound on
+how close we are.  Where derper cannot be had (no Go toolchain) the reason
+is printed and only our rows are shown.
 
 Runs are bounded by packet count and by wall time (each server gets
 --seconds per loop).  Usage:
