@@ -6,6 +6,7 @@ Failures say what was wrong with the header but never echo the presented key.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -38,14 +39,17 @@ def bearer_auth(server: Server) -> Middleware:
     `limits.rate.api_auth_failures` bucket; a source with none left is answered 429 with Retry-After,
     before its key is even looked at, until the bucket refills.
     """
-    rate = server.config.limits.rate.api_auth_failures
-    failures = RateLimiter(
-        rate.per_second, rate.burst, on_limited=server.metrics.rate_limited.labels("api_auth_failures").inc
-    )
+
+    @functools.cache
+    def failures() -> RateLimiter:
+        """Made at the first request: the routes are also built without a server, to be listed."""
+        rate = server.config.limits.rate.api_auth_failures
+        limited = server.metrics.rate_limited.labels("api_auth_failures").inc
+        return RateLimiter(rate.per_second, rate.burst, on_limited=limited)
 
     def refuse(request: web.Request, reason: str, token: str) -> ApiError:
         server.metrics.auth_failures.labels("apikey").inc()
-        failures.retry_after(source_of(request.remote))
+        failures().retry_after(source_of(request.remote))
         if server.store is not None:
             parts = secret_keys.split_key(token, secret_keys.API_KEY)
             audit.actor.set(f"remote:{audit.clip(str(request.remote), 64)}")
@@ -62,7 +66,7 @@ def bearer_auth(server: Server) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.match_info.route.name in PUBLIC_ROUTES:
             return await handler(request)
-        wait = failures.limited(source_of(request.remote))
+        wait = failures().limited(source_of(request.remote))
         if wait:
             return web.json_response(
                 {"code": 8, "message": "too many failed authentications from your address; retry later"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -12,7 +13,7 @@ from pyheadscale.client.control import ControlClientError, read_early_payload
 from pyheadscale.control.ts2021 import EARLY_PAYLOAD_MAGIC
 
 
-def _reader(frames: list[bytes]):  # type: ignore[no-untyped-def]
+def _reader(frames: list[bytes]) -> Callable[[], Awaitable[bytes]]:
     queue = list(frames)
 
     async def read() -> bytes:
