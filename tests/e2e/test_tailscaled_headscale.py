@@ -131,3 +131,9 @@ def test_ephemeral_node_is_cleaned_up(lab: Lab) -> None:
 
 def test_nothing_can_leave_the_lab(lab: Lab) -> None:
     same.test_nothing_can_leave_the_lab(lab)
+
+
+@pytest.mark.parametrize("version", [refbin.TAILSCALE_OLDEST, refbin.TAILSCALE_NEWEST])
+def test_client_versions_join_and_talk(version: str) -> None:
+    """The oldest and newest pinned clients join Headscale and go direct, as they do with pyheadscale."""
+    same.assert_joined_and_talking(same.drive(version, same.JOIN_AND_TALK, timeout=300, control="headscale"))
