@@ -9,22 +9,37 @@ do not share a CPU's event loop); both clients run in this process.
   the server's per-client queue, so the figure is relay capacity rather than
   how fast the server can drop packets.
 
-Runs are bounded by packet count and by wall time.  Usage:
+The same load is then driven, from the same event loop, against Go's
+``derper`` (tailscale's reference relay, built by tests/refbin.py) listening
+on 127.0.0.1 with plain HTTP, no STUN, no mesh, no client verification and
+no bootstrap DNS, so it never talks to anything outside loopback; each loop's
+rows end with our figures as a ratio of derper's (for latency, above 1 means
+we are slower).  Both clients share one Python process, which can be the
+bottleneck for derper's figure, so the throughput ratio is an upper bound on
+how close we are.  Where derper cannot be had (no Go toolchain) the reason
+is printed and only our rows are shown.
+
+Runs are bounded by packet count and by wall time (each server gets
+--seconds per loop).  Usage:
 
     python benchmarks/derp_throughput.py [--packets 50000] [--seconds 10] [--loops asyncio,uvloop]
+                                         [--no-derper] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import socket
 import statistics
 import struct
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +51,7 @@ from derp import frames
 from derp.client import DerpClient
 from derp.http import add_derp_routes
 from derp.server import DEFAULT_SEND_QUEUE_DEPTH, DerpServer
+from tests import refbin
 
 PACKET_SIZE = 1200
 WINDOW = DEFAULT_SEND_QUEUE_DEPTH * 3 // 4
@@ -144,7 +160,7 @@ async def bench(url: str, packets: int, seconds: float) -> dict[str, float]:
         "p99_us": quantiles[98],
         "packets": received,
         "pps": received / elapsed,
-        "mbps": received * PACKET_SIZE / elapsed / 1e6,
+        "gbps": received * PACKET_SIZE * 8 / elapsed / 1e9,
     }
 
 
@@ -159,21 +175,96 @@ async def wait_for_port(port: int) -> None:
                 await asyncio.sleep(0.05)
 
 
-def run_one(loop_name: str, packets: int, seconds: float) -> dict[str, float]:
+def run_ours(loop_name: str, packets: int, seconds: float) -> dict[str, float]:
     port = free_port()
     ctx = multiprocessing.get_context("spawn")
     server = ctx.Process(target=serve_forever, args=(loop_name, port), daemon=True)
     server.start()
     try:
-
-        async def main() -> dict[str, float]:
-            await wait_for_port(port)
-            return await bench(f"http://127.0.0.1:{port}/derp", packets, seconds)
-
-        return run_on(loop_name, main())  # type: ignore[no-any-return]
+        return run_clients(loop_name, port, packets, seconds)
     finally:
         server.terminate()
         server.join(5)
+
+
+def run_clients(loop_name: str, port: int, packets: int, seconds: float) -> dict[str, float]:
+    async def main() -> dict[str, float]:
+        await wait_for_port(port)
+        return await bench(f"http://127.0.0.1:{port}/derp", packets, seconds)
+
+    result: dict[str, float] = run_on(loop_name, main())
+    return result
+
+
+def derper_command(derper: Path, port: int, state_dir: Path) -> list[str]:
+    """derper serving plain HTTP on loopback only: every flag that could reach out is off or left unset."""
+    return [
+        str(derper),
+        f"-a=127.0.0.1:{port}",  # not :443 and certmode not manual: plain HTTP, no ACME
+        "-http-port=-1",
+        "-stun=false",
+        f"-c={state_dir / 'derper.key'}",  # its node key, written on first start
+        "-home=blank",
+        # Left at their defaults (empty/false): -verify-clients, -verify-client-url, -mesh-with,
+        # -bootstrap-dns-names, -unpublished-bootstrap-dns-names, -secrets-url.
+    ]
+
+
+def run_derper(derper: Path, loop_name: str, packets: int, seconds: float) -> dict[str, float]:
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="derper-bench-") as state_dir:
+        log = Path(state_dir) / "derper.log"
+        with log.open("wb") as log_file:
+            process = subprocess.Popen(
+                derper_command(derper, port, Path(state_dir)),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=state_dir,
+            )
+        try:
+            try:
+                return run_clients(loop_name, port, packets, seconds)
+            except (TimeoutError, OSError) as exc:
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"derper run failed ({exc!r}); its log ends:\n{tail}") from exc
+        finally:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+def find_derper() -> tuple[Path | None, str]:
+    """derper's path, or None and the reason it cannot be had."""
+    try:
+        return refbin.binary("derper"), ""
+    except refbin.Unavailable as exc:
+        return None, str(exc)
+
+
+def ratios(ours: dict[str, float], theirs: dict[str, float]) -> dict[str, float]:
+    """Our figure divided by derper's, for throughput and latency (latency: above 1 means we are slower)."""
+    return {
+        key: ours[key] / theirs[key] if theirs[key] else float("nan")
+        for key in ("pps", "gbps", "p50_us", "p99_us")
+    }
+
+
+def row(loop: str, server: str, r: dict[str, float]) -> str:
+    return (
+        f"{loop:8} {server:12} {r['packets']:>8.0f} {r['pps']:>10.0f} {r['gbps']:>7.3f} "
+        f"{r['p50_us']:>8.0f} {r['p99_us']:>8.0f}"
+    )
+
+
+def ratio_row(loop: str, r: dict[str, float]) -> str:
+    return (
+        f"{loop:8} {'ratio':12} {'':>8} {r['pps']:>9.2f}x {r['gbps']:>6.2f}x "
+        f"{r['p50_us']:>7.2f}x {r['p99_us']:>7.2f}x"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,26 +272,53 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--packets", type=int, default=50_000, help="packets per throughput run")
-    parser.add_argument("--seconds", type=float, default=10.0, help="wall-time cap per event loop")
+    parser.add_argument("--seconds", type=float, default=10.0, help="wall-time cap per server and event loop")
     parser.add_argument("--loops", default="asyncio,uvloop", help="comma-separated: asyncio, uvloop")
+    parser.add_argument("--no-derper", action="store_true", help="do not run Go's derper for comparison")
+    parser.add_argument("--json", action="store_true", help="also print the results as one JSON object, last")
     args = parser.parse_args(argv)
-    runners: dict[str, Callable[[], dict[str, float]]] = {}
+    if args.packets < 2 or args.seconds <= 0:
+        parser.error("--packets must be at least 2 and --seconds positive")
+    loops = []
     for name in args.loops.split(","):
+        if name not in ("asyncio", "uvloop"):
+            parser.error(f"unknown event loop {name!r} in --loops (known: asyncio, uvloop)")
         if name == "uvloop":
             try:
                 import uvloop  # noqa: F401
             except ImportError:
                 print("uvloop not installed; skipping it")
                 continue
-        runners[name] = lambda name=name: run_one(name, args.packets, args.seconds)
+        loops.append(name)
+    derper: Path | None = None
+    derper_missing = "not requested (--no-derper)"
+    if not args.no_derper:
+        derper, derper_missing = find_derper()
     print(f"DERP relay on loopback, {PACKET_SIZE}-byte packets, window {WINDOW}")
-    print(f"{'loop':8} {'packets':>8} {'pkt/s':>10} {'MB/s':>8} {'p50 µs':>8} {'p99 µs':>8}")
-    for name, run in runners.items():
-        r = run()
-        print(
-            f"{name:8} {r['packets']:>8.0f} {r['pps']:>10.0f} {r['mbps']:>8.1f} "
-            f"{r['p50_us']:>8.0f} {r['p99_us']:>8.0f}"
-        )
+    if derper is None:
+        print(f"derper not compared: {derper_missing}")
+    print(f"{'loop':8} {'server':12} {'packets':>8} {'pkt/s':>10} {'Gbit/s':>7} {'p50 µs':>8} {'p99 µs':>8}")
+    results: list[dict[str, Any]] = []
+    for name in loops:
+        ours = run_ours(name, args.packets, args.seconds)
+        print(row(name, "pyheadscale", ours), flush=True)
+        result: dict[str, Any] = {"loop": name, "pyheadscale": ours}
+        if derper is not None:
+            theirs = run_derper(derper, name, args.packets, args.seconds)
+            print(row(name, "derper", theirs), flush=True)
+            result["derper"] = theirs
+            result["ratio"] = ratios(ours, theirs)
+            print(ratio_row(name, result["ratio"]), flush=True)
+        results.append(result)
+    if args.json:
+        report = {
+            "packet_size": PACKET_SIZE,
+            "window": WINDOW,
+            "derper": str(derper) if derper is not None else None,
+            "derper_missing": derper_missing if derper is None else None,
+            "runs": results,
+        }
+        print(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pyheadscale.config import AuditLimits, RateConfig
+from pyheadscale.config_limits import AuditLimits, RateConfig
 from pyheadscale.ratelimit import RateLimiter, source_of
 
 log = logging.getLogger(__name__)

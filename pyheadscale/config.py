@@ -19,8 +19,6 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -31,60 +29,27 @@ from pydantic import (
 from pyheadscale import config_keys
 from pyheadscale.config_database import DatabaseConfig, PostgresConfig, SqliteConfig
 from pyheadscale.config_keys import ConfigError
+from pyheadscale.config_limits import LimitsConfig
 from pyheadscale.config_oidc import OIDCConfig, PKCEConfig
+from pyheadscale.config_section import Section, parse_duration
 
 __all__ = [
     "Config",
     "ConfigError",
     "DatabaseConfig",
+    "LimitsConfig",
     "OIDCConfig",
     "PKCEConfig",
     "PostgresConfig",
     "SqliteConfig",
     "build_config",
     "load_config",
+    "parse_duration",
 ]
 
 log = logging.getLogger(__name__)
 
 CONFIG_SEARCH_PATHS = ("/etc/headscale/config.yaml", "~/.headscale/config.yaml", "./config.yaml")
-
-# Go's units plus the d/w/y that Headscale's node.expiry accepts (Prometheus durations).
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d|w|y)")
-_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1,
-    "m": 60,
-    "h": 3600,
-    "d": 86400,
-    "w": 7 * 86400,
-    "y": 365 * 86400,
-}
-
-
-def parse_duration(value: Any) -> timedelta:
-    """Parse a Go-style duration ("30m", "1h30m", "90s", "0") or a number of seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=float(value))
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a duration (use e.g. '30m', '3h', '90s')")
-    text = value.strip()
-    if text in ("0", ""):
-        return timedelta(0)
-    pos, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if pos != len(text):
-        raise ValueError(f"{value!r} is not a duration (use e.g. '30m', '3h', '90s')")
-    return timedelta(seconds=total)
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -94,15 +59,11 @@ def _host_port(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class NoiseConfig(_Section):
+class NoiseConfig(Section):
     private_key_path: str = "noise_private.key"
 
 
-class PrefixesConfig(_Section):
+class PrefixesConfig(Section):
     v4: str | None = "100.64.0.0/10"
     v6: str | None = "fd7a:115c:a1e0::/48"
     allocation: Literal["sequential", "random"] = "sequential"
@@ -134,7 +95,7 @@ class PrefixesConfig(_Section):
         return self
 
 
-class DerpServerConfig(_Section):
+class DerpServerConfig(Section):
     enabled: bool = False
     region_id: int = 999
     region_code: str = "headscale"
@@ -160,7 +121,7 @@ class DerpServerConfig(_Section):
         return value
 
 
-class DerpConfig(_Section):
+class DerpConfig(Section):
     server: DerpServerConfig = DerpServerConfig()
     urls: list[str] = Field(default_factory=list)
     paths: list[str] = Field(default_factory=list)
@@ -181,12 +142,12 @@ class DerpConfig(_Section):
         return value
 
 
-class NameserversConfig(_Section):
+class NameserversConfig(Section):
     global_: list[str] = Field(default_factory=list, alias="global")
     split: dict[str, list[str]] = Field(default_factory=dict)
 
 
-class DNSConfig(_Section):
+class DNSConfig(Section):
     magic_dns: bool = True
     base_domain: str = "tailnet.internal"
     override_local_dns: bool = True
@@ -214,17 +175,17 @@ class DNSConfig(_Section):
         return self
 
 
-class PolicyConfig(_Section):
+class PolicyConfig(Section):
     mode: Literal["file", "database"] = "file"
     path: str = ""
 
 
-class LogConfig(_Section):
+class LogConfig(Section):
     level: Literal["trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"] = "info"
     format: Literal["text", "json"] = "text"
 
 
-class EphemeralConfig(_Section):
+class EphemeralConfig(Section):
     inactivity_timeout: timedelta = timedelta(seconds=120)
 
     @field_validator("inactivity_timeout", mode="before")
@@ -233,7 +194,7 @@ class EphemeralConfig(_Section):
         return parse_duration(value)
 
 
-class HARoutesConfig(_Section):
+class HARoutesConfig(Section):
     """Health probes of HA subnet routers (`node.routes.ha`); a `probe_interval` of 0 turns them off."""
 
     probe_interval: timedelta = timedelta(seconds=10)
@@ -258,11 +219,11 @@ class HARoutesConfig(_Section):
         return self
 
 
-class RoutesConfig(_Section):
+class RoutesConfig(Section):
     ha: HARoutesConfig = HARoutesConfig()
 
 
-class NodeConfig(_Section):
+class NodeConfig(Section):
     # Default key lifetime of nodes owned by a user (tagged nodes never expire); 0 means never.
     expiry: timedelta = timedelta(0)
     ephemeral: EphemeralConfig = EphemeralConfig()
@@ -283,25 +244,25 @@ class NodeConfig(_Section):
         return at + self.expiry if self.expiry > timedelta(0) else None
 
 
-class TaildropConfig(_Section):
+class TaildropConfig(Section):
     """Taildrop file sharing between a user's own nodes (on by default, as in Headscale)."""
 
     enabled: bool = True
 
 
-class AutoUpdateConfig(_Section):
+class AutoUpdateConfig(Section):
     """The tailnet-wide default for clients' auto-update, sent to every node as a capability."""
 
     enabled: bool = False
 
 
-class LogTailConfig(_Section):
+class LogTailConfig(Section):
     """Client log upload to Tailscale's servers: off unless asked for (pyheadscale never turns it on)."""
 
     enabled: bool = False
 
 
-class CLIConfig(_Section):
+class CLIConfig(Section):
     """Where the management CLI connects when not over the local socket (or HEADSCALE_CLI_*)."""
 
     address: str = ""
@@ -318,91 +279,7 @@ class CLIConfig(_Section):
 CHALLENGE_TYPES = ("HTTP-01", "TLS-ALPN-01")
 
 
-class RateConfig(_Section):
-    """A token bucket per source address: `burst` at once, refilled at `per_second`."""
-
-    per_second: float = Field(gt=0)
-    burst: int = Field(ge=1)
-
-
-class ConnectionLimits(_Section):
-    max: int = Field(default=8192, ge=1)
-    per_source: int = Field(default=512, ge=1)
-    # A connection must finish its request head within this long of connecting (or of its last response).
-    header_timeout: timedelta = timedelta(seconds=15)
-    # A request body (plain HTTP, or an HTTP/2 request inside TS2021) must arrive within this long.
-    request_timeout: timedelta = timedelta(seconds=30)
-    # A TS2021 connection with no open request is closed after this long.
-    idle_timeout: timedelta = timedelta(minutes=2)
-
-    @field_validator("header_timeout", "request_timeout", "idle_timeout", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> timedelta:
-        duration = parse_duration(value)
-        if duration.total_seconds() <= 0:
-            raise ValueError(f"{value!r} must be a positive duration")
-        return duration
-
-
-class HTTP2Limits(_Section):
-    connection_buffer_bytes: int = Field(default=2 << 20, ge=64 << 10)
-    total_buffer_bytes: int = Field(default=64 << 20, ge=64 << 10)
-
-
-class RateLimits(_Section):
-    handshakes: RateConfig = RateConfig(per_second=10, burst=100)
-    registrations: RateConfig = RateConfig(per_second=5, burst=50)
-    api_auth_failures: RateConfig = RateConfig(per_second=0.2, burst=10)
-    # Audit entries for refusals of unauthenticated requests; beyond this they are only counted.
-    audit_refusals: RateConfig = RateConfig(per_second=1, burst=20)
-
-
-class LoginLimits(_Section):
-    max_pending: int = Field(default=10_000, ge=1)
-    max_pending_per_source: int = Field(default=32, ge=1)
-
-
-class AuditLimits(_Section):
-    field_length: int = Field(default=512, ge=16)
-    memory_bytes: int = Field(default=16 << 20, ge=64 << 10)
-    file_max_bytes: int = Field(default=64 << 20, ge=64 << 10)
-    file_backups: int = Field(default=3, ge=0)
-
-
-class HostinfoLimits(_Section):
-    max_bytes: int = Field(default=32 << 10, ge=1024)
-
-
-class LimitsConfig(_Section):
-    """pyheadscale's own `limits:` section (Headscale has no such keys): what a stranger can make us hold."""
-
-    connections: ConnectionLimits = ConnectionLimits()
-    http2: HTTP2Limits = HTTP2Limits()
-    rate: RateLimits = RateLimits()
-    logins: LoginLimits = LoginLimits()
-    audit: AuditLimits = AuditLimits()
-    hostinfo: HostinfoLimits = HostinfoLimits()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unknown_keys(cls, value: Any) -> Any:
-        """A misspelt limit would silently keep its default: say so, as for unknown top-level keys."""
-
-        def walk(raw: Any, model: type[BaseModel], where: str) -> None:
-            if not isinstance(raw, dict):
-                return
-            for key, item in raw.items():
-                info = model.model_fields.get(key)
-                if info is None:
-                    log.warning("config: unknown key %r is ignored", f"{where}.{key}")
-                elif isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
-                    walk(item, info.annotation, f"{where}.{key}")
-
-        walk(value, cls, "limits")
-        return value
-
-
-class Config(_Section):
+class Config(Section):
     """The whole configuration. Relative paths are resolved against `data_dir` by `resolve_paths`."""
 
     server_url: str = "http://127.0.0.1:8080"

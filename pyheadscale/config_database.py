@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from sqlalchemy.engine import URL
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+from pyheadscale.config_section import Section
 
 
-class SqliteConfig(_Section):
+class SqliteConfig(Section):
     path: str = "db.sqlite"
     write_ahead_log: bool = True
     wal_autocheckpoint: int = 1000
@@ -21,7 +19,7 @@ class SqliteConfig(_Section):
 _PG_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
-class PostgresConfig(_Section):
+class PostgresConfig(Section):
     """Headscale's PostgreSQL keys. `host` may be a unix-socket directory (starting with "/"), as in libpq."""
 
     host: str = "localhost"
@@ -95,7 +93,7 @@ class PostgresConfig(_Section):
         }
 
 
-class DatabaseConfig(_Section):
+class DatabaseConfig(Section):
     type: Literal["sqlite", "sqlite3", "postgres"] = "sqlite"
     sqlite: SqliteConfig = SqliteConfig()
     postgres: PostgresConfig = PostgresConfig.model_validate({})

@@ -8,15 +8,12 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from pyheadscale.config_keys import ConfigError
+from pyheadscale.config_section import Section
 
 log = logging.getLogger(__name__)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 # Authorization-request parameters pyheadscale sets itself; oidc.extra_params may not override them.
@@ -34,13 +31,13 @@ _OIDC_PROTOCOL_PARAMS = frozenset(
 )
 
 
-class PKCEConfig(_Section):
+class PKCEConfig(Section):
     # Off by default, as in Headscale.
     enabled: bool = False
     method: Literal["S256", "plain"] = "S256"
 
 
-class OIDCConfig(_Section):
+class OIDCConfig(Section):
     """Login through an OpenID provider; on when `issuer` is set, as Headscale activates it."""
 
     only_start_if_oidc_is_available: bool = True

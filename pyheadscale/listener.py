@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler
 
-from pyheadscale.config import ConnectionLimits
+from pyheadscale.config_limits import ConnectionLimits
 from pyheadscale.ratelimit import source_of
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from derp.conn import HijackedHTTPConn
 from pyheadscale import keys
-from pyheadscale.config import LimitsConfig
+from pyheadscale.config_limits import LimitsConfig
 from pyheadscale.control import noise
 from pyheadscale.control.h2server import BodyBudget, H2Limits, H2Server, InnerRequest
 from pyheadscale.control.noise_stream import NoiseStream

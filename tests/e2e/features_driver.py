@@ -8,6 +8,9 @@ Scenarios:
 * taildrop-disabled: the same with `taildrop.enabled: false`; A's client refuses to list targets.
 * ssh-check: B runs Tailscale SSH under a `check` rule; A connects with ssh (ProxyCommand `tailscale nc`),
   the connection waits until the check is approved through the REST API (what `auth approve` calls).
+* ssh-accept: B runs Tailscale SSH under an `accept` rule (alice's nodes, as root, to her own nodes); A gets
+  in at once and runs a command; A as a local user the rule does not list, and C (bob's node, not in the
+  rule's src for B) are refused by B's tailscaled.
 
 * ha-routes: routers R1 and R2 both serve 198.51.100.0/24 (a host on this namespace's lo); client C, with
   --accept-routes, fetches from that host over the tailnet in a loop while the primary router's tailscaled
@@ -56,6 +59,18 @@ SSH_CHECK_POLICY = {
             "dst": ["autogroup:self"],
             "users": ["root"],
             "checkPeriod": "1h",
+        }
+    ],
+}
+
+SSH_ACCEPT_POLICY = {
+    "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+    "ssh": [
+        {
+            "action": "accept",
+            "src": ["autogroup:member"],
+            "dst": ["autogroup:self"],
+            "users": ["root"],
         }
     ],
 }
@@ -157,6 +172,39 @@ async def taildrop_disabled(s: Scenario) -> dict[str, Any]:
     return {"targets": await a.cli("file", "cp", "--targets", check=False)}
 
 
+async def start_ssh(client: TailscaledNode, login: str, command: str) -> asyncio.subprocess.Process:
+    """The OpenSSH client on `client`, reaching `login` (user@tailnet-ip) through `tailscale nc`."""
+    proxy = f"{client.tailscale} --socket={client.socket} nc %h %p"
+    return await asyncio.create_subprocess_exec(
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-o",
+        f"ProxyCommand={proxy}",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        login,
+        command,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=client.env,
+    )
+
+
+async def ssh_outcome(ssh: asyncio.subprocess.Process, limit: float) -> tuple[int | None, str, str]:
+    """Exit status, stdout and stderr (tails) of an ssh run, killed after `limit` seconds."""
+    try:
+        out, err = await asyncio.wait_for(ssh.communicate(), limit)
+    except TimeoutError:
+        ssh.kill()
+        out, err = await ssh.communicate()
+    return ssh.returncode, out.decode()[-2000:], err.decode()[-2000:]
+
+
 async def ssh_check(s: Scenario) -> dict[str, Any]:
     assert s.server.policy is not None
     s.server.policy.apply(json.dumps(SSH_CHECK_POLICY))
@@ -166,64 +214,48 @@ async def ssh_check(s: Scenario) -> dict[str, Any]:
     await b.up(s.url, "--ssh", auth_key=key)
     peer = await a.wait_for_peer("nodeb")
     b_ip = peer["TailscaleIPs"][0]
-    proxy = f"{s.tailscale} --socket={a.socket} nc %h %p"
-    ssh = await asyncio.create_subprocess_exec(
-        "ssh",
-        "-F",
-        "/dev/null",
-        "-o",
-        f"ProxyCommand={proxy}",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        f"root@{b_ip}",
-        "echo checked-and-in",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=a.env,
-    )
+    ssh = await start_ssh(a, f"root@{b_ip}", "echo checked-and-in")
     checks = await eventually(lambda: asyncio.sleep(0, s.server.ssh_checks.list()), 60)
     result: dict[str, Any] = {"pending_checks": len(checks or [])}
     if checks:
         check = checks[0]
         result["pair"] = [check.src_id, check.dst_id]
         result["approve"] = (await s.api("POST", "/auth/approve", {"auth_id": check.auth_id}))[0]
-    try:
-        out, err = await asyncio.wait_for(ssh.communicate(), 90)
-    except TimeoutError:
-        ssh.kill()
-        out, err = await ssh.communicate()
-    result.update(ssh_exit=ssh.returncode, stdout=out.decode()[-2000:], stderr=err.decode()[-2000:])
+    code, out, err = await ssh_outcome(ssh, 90)
+    result.update(ssh_exit=code, stdout=out, stderr=err)
     nodes = {n.hostname: n.id for n in s.store.nodes.values()}
     result["ids"] = [nodes.get("nodea"), nodes.get("nodeb")]
     # A second connection within checkPeriod goes straight in.
-    again = await asyncio.create_subprocess_exec(
-        "ssh",
-        "-F",
-        "/dev/null",
-        "-o",
-        f"ProxyCommand={proxy}",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        f"root@{b_ip}",
-        "echo again",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=a.env,
-    )
-    try:
-        out2, _ = await asyncio.wait_for(again.communicate(), 60)
-    except TimeoutError:
-        again.kill()
-        out2, _ = await again.communicate()
-    result.update(second_stdout=out2.decode()[-500:], checks_after=len(s.server.ssh_checks.list()))
+    _, out2, _ = await ssh_outcome(await start_ssh(a, f"root@{b_ip}", "echo again"), 60)
+    result.update(second_stdout=out2[-500:], checks_after=len(s.server.ssh_checks.list()))
+    return result
+
+
+async def ssh_accept(s: Scenario) -> dict[str, Any]:
+    assert s.server.policy is not None
+    s.server.policy.apply(json.dumps(SSH_ACCEPT_POLICY))
+    alice, bob = await s.auth_key("alice"), await s.auth_key("bob")
+    a, b, c = await s.node("nodea"), await s.node("nodeb"), await s.node("nodec")
+    await a.up(s.url, auth_key=alice)
+    await b.up(s.url, "--ssh", auth_key=alice)
+    await c.up(s.url, auth_key=bob)
+    b_ip = (await a.wait_for_peer("nodeb"))["TailscaleIPs"][0]
+    await c.wait_for_peer("nodeb")
+    result: dict[str, Any] = {}
+    # Tailscale SSH can start answering a moment after the peer appears; retry the allowed login a few
+    # times (each attempt is a fresh connection that must get in without any check).
+    for attempt in range(1, 6):
+        code, out, err = await ssh_outcome(await start_ssh(a, f"root@{b_ip}", "echo accepted-and-in"), 60)
+        result.update(attempts=attempt, ssh_exit=code, stdout=out, stderr=err)
+        if code == 0 or "tailnet policy" in err:
+            break
+        await asyncio.sleep(2)
+    result["checks_seen"] = len(s.server.ssh_checks.list())
+    code, out, err = await ssh_outcome(await start_ssh(a, f"nobody@{b_ip}", "echo wrong-user-in"), 60)
+    result["other_user"] = {"ssh_exit": code, "stdout": out, "stderr": err}
+    code, out, err = await ssh_outcome(await start_ssh(c, f"root@{b_ip}", "echo other-owner-in"), 60)
+    result["other_owner"] = {"ssh_exit": code, "stdout": out, "stderr": err}
+    result["checks_after"] = len(s.server.ssh_checks.list())
     return result
 
 
@@ -407,6 +439,7 @@ SCENARIOS: dict[str, Callable[[Scenario], Awaitable[dict[str, Any]]]] = {
     "taildrop": taildrop,
     "taildrop-disabled": taildrop_disabled,
     "ssh-check": ssh_check,
+    "ssh-accept": ssh_accept,
     "ha-routes": ha_routes,
     "ha-routes-silent": functools.partial(ha_routes, freeze=True),
     "login-tags": login_tags,

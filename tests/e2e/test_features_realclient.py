@@ -1,4 +1,4 @@
-"""Taildrop, SSH `check`, HA subnet routers and tags at login with the official tailscaled and CLI.
+"""Taildrop, SSH `accept` and `check`, HA subnet routers and login tags with the official tailscaled and CLI.
 
 Each scenario runs features_driver.py in its own loopback-only namespace; see that module for what happens.
 """
@@ -64,6 +64,27 @@ def test_tailscale_ssh_check_waits_for_auth_approve_then_honours_check_period(
     assert result["ssh_exit"] == 0 and result["stdout"] == "checked-and-in\n", result
     # Within checkPeriod the second connection needs no new check.
     assert result["second_stdout"] == "again\n" and result["checks_after"] == 0, result
+
+
+@pytest.mark.realclient
+def test_tailscale_ssh_accept_lets_the_owner_in_at_once_and_refuses_others(
+    tmp_path: Path, reference_binary: Callable[[str], Path]
+) -> None:
+    if shutil.which("ssh") is None:
+        pytest.skip("the ssh client (openssh-client) is not installed; .ci/run installs it")
+    result = scenario("ssh-accept", tmp_path, reference_binary)
+    # alice's node, as root, to her own node: in, with no check and no approval URL.
+    assert result["ssh_exit"] == 0 and result["stdout"] == "accepted-and-in\n", result
+    assert "To approve" not in result["stderr"], result
+    assert result["checks_seen"] == 0 and result["checks_after"] == 0, result
+    # A local user the rule does not list: refused by name.
+    wrong_user = result["other_user"]
+    assert wrong_user["ssh_exit"] != 0 and wrong_user["stdout"] == "", result
+    assert 'tailnet policy does not permit you to SSH as user "nobody"' in wrong_user["stderr"], result
+    # bob's node is not in the rule's src for alice's node (autogroup:self): refused outright.
+    other_owner = result["other_owner"]
+    assert other_owner["ssh_exit"] != 0 and other_owner["stdout"] == "", result
+    assert "tailnet policy does not permit you to SSH to this node" in other_owner["stderr"], result
 
 
 @pytest.mark.realclient

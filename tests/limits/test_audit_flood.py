@@ -10,7 +10,7 @@ import pytest
 
 from pyheadscale import keys
 from pyheadscale.audit import AuditLog
-from pyheadscale.config import AuditLimits, RateConfig
+from pyheadscale.config_limits import AuditLimits, RateConfig
 from tests.control.conftest import Harness
 
 
