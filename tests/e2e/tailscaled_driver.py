@@ -1,6 +1,7 @@
 """The official tailscaled against pyheadscale in a lab of namespaces, NATs and servers (see topology.py).
 
-usage: tailscaled_driver.py --tailscaled BIN --tailscale BIN [--scenarios a,b,...] [--record DIR] [WORKDIR]
+usage: tailscaled_driver.py --tailscaled BIN --tailscale BIN [--scenarios a,b,...] [--record DIR]
+                            [--control pyheadscale|headscale --headscale BIN] [WORKDIR]
 
 Runs under `unshare --net --mount` (topology.run_lab_driver). The driver's own namespace is the control
 host (198.51.100.1): pyheadscale with its embedded DERP relay and STUN. Around it:
@@ -17,6 +18,10 @@ pyheadscale listens on 198.51.100.1:8080 (plain HTTP, which is also the DERP por
 Scenarios (tailscaled_scenarios.py) run in the order given on one shared lab, each recording what the CLI and
 real traffic showed; a scenario that raises records its error and the rest still run. Prints one JSON line:
 {"scenarios": {name: evidence}, "logs": {...}}. The assertions live in test_tailscaled.py.
+
+With `--control headscale` the control host runs real Headscale v0.29.2 instead (headscale_control.py),
+with the equivalent config and its own CLI for users, keys and approvals, so every scenario's behaviour can
+be compared side by side (test_tailscaled_headscale.py).
 
 WORKDIR keeps every log and state file for debugging (default: a temporary directory). To look around by
 hand, end the list with the `hold` scenario (the lab stays up for ten minutes) and enter a host with
@@ -47,6 +52,7 @@ from pyheadscale.app import Server
 from pyheadscale.config import load_config
 from pyheadscale.state.models import Node
 from pyheadscale.state.store import Store
+from tests.e2e.headscale_control import HeadscaleNode, HeadscaleServer, HeadscaleStore, headscale_config
 from tests.e2e.tailscaled import Tailscaled
 from tests.e2e.tlsfront import make_certificate, start_tls_front
 from tests.e2e.topology import CONTROL_ADDRESS, Host, Lab
@@ -63,6 +69,8 @@ BASE_DOMAIN = "tailnet.test"
 EXTRA_RECORD = ("db.tailnet.test", "203.0.113.10")
 WHOAMI_PORT, DENIED_PORT = 8001, 8999
 EPHEMERAL_TIMEOUT = "5s"
+HEADSCALE_EPHEMERAL_TIMEOUT = "66s"
+"""Headscale v0.29.2 refuses to start with node.ephemeral.inactivity_timeout below 1m5s."""
 
 POLICY = {
     "tagOwners": {"tag:server": ["alice@"]},
@@ -76,7 +84,9 @@ POLICY = {
 class Run:
     """The lab, the server and the nodes of one driver run; what scenarios use."""
 
-    def __init__(self, workdir: Path, lab: Lab, server: Server, tailscaled: Path, tailscale: Path) -> None:
+    def __init__(
+        self, workdir: Path, lab: Lab, server: Server | HeadscaleServer, tailscaled: Path, tailscale: Path
+    ) -> None:
         self.workdir, self.lab, self.server = workdir, lab, server
         self.binaries = {"tailscaled": tailscaled, "tailscale": tailscale}
         self.nodes: dict[str, Tailscaled] = {}
@@ -86,12 +96,18 @@ class Run:
         self.daemon_env: dict[str, str] = {}
 
     @property
-    def store(self) -> Store:
+    def store(self) -> Store | HeadscaleStore:
         assert self.server.store is not None
         return self.server.store
 
-    def node(self, hostname: str) -> Node | None:
+    def node(self, hostname: str) -> Node | HeadscaleNode | None:
         return next((n for n in self.store.nodes.values() if n.hostname == hostname), None)
+
+    def is_expired(self, node: Node | HeadscaleNode) -> bool:
+        """Whether the server counts the node's key as expired (each server by its own rule)."""
+        if isinstance(node, HeadscaleNode):
+            return HeadscaleStore.is_expired(node)
+        return Store.is_expired(node)
 
     async def tailscaled(self, host: Host, name: str | None = None) -> Tailscaled:
         """Start a tailscaled on `host` (named after it unless told otherwise)."""
@@ -101,9 +117,16 @@ class Run:
         return daemon
 
     async def pyheadscale(self, *args: str) -> tuple[int, str]:
-        """The operator CLI against this server (over its unix socket): exit status and output."""
+        """The operator CLI against this server (over its unix socket): exit status and output.
+
+        Against Headscale, Headscale's own CLI: the subcommands and flags the scenarios use are the same.
+        """
+        if isinstance(self.server, HeadscaleServer):
+            argv = self.server.cli_argv()
+        else:
+            argv = [sys.executable, "-m", "pyheadscale", "-c", str(self.config_path)]
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pyheadscale", "-c", str(self.config_path), *args,
+            *argv, *args,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
@@ -151,10 +174,24 @@ class Run:
         return predicate()
 
 
-def server_config(workdir: Path) -> Path:
-    """pyheadscale's config.yaml for the lab: what an operator would write for this network."""
+DNS = {
+    "magic_dns": True,
+    "base_domain": BASE_DOMAIN,
+    "override_local_dns": False,
+    "nameservers": {"global": [], "split": {SPLIT_DNS_ZONE: [INET_ADDRESS]}},
+    "extra_records": [{"name": EXTRA_RECORD[0], "type": "A", "value": EXTRA_RECORD[1]}],
+}
+
+
+def policy_file(workdir: Path) -> Path:
     policy = workdir / "policy.json"
     policy.write_text(json.dumps(POLICY, indent=2))
+    return policy
+
+
+def server_config(workdir: Path) -> Path:
+    """pyheadscale's config.yaml for the lab: what an operator would write for this network."""
+    policy = policy_file(workdir)
     config = {
         "server_url": LOGIN_SERVER,
         "listen_addr": f"{CONTROL_ADDRESS}:{CONTROL_PORT}",
@@ -171,13 +208,7 @@ def server_config(workdir: Path) -> Path:
         },
         "node": {"ephemeral": {"inactivity_timeout": EPHEMERAL_TIMEOUT}},
         "policy": {"mode": "file", "path": str(policy)},
-        "dns": {
-            "magic_dns": True,
-            "base_domain": BASE_DOMAIN,
-            "override_local_dns": False,
-            "nameservers": {"global": [], "split": {SPLIT_DNS_ZONE: [INET_ADDRESS]}},
-            "extra_records": [{"name": EXTRA_RECORD[0], "type": "A", "value": EXTRA_RECORD[1]}],
-        },
+        "dns": DNS,
     }
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -222,8 +253,24 @@ async def main(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"scenarios": {}}
     if args.record:
         os.environ["PYHEADSCALE_RECORD_DIR"] = str(args.record)
-    config, _ = load_config(server_config(workdir))
-    server = Server(config)
+    server: Server | HeadscaleServer
+    if args.control == "headscale":
+        server = HeadscaleServer(
+            args.headscale,
+            headscale_config(
+                workdir / "headscale",
+                server_url=LOGIN_SERVER,
+                listen_addr=f"{CONTROL_ADDRESS}:{CONTROL_PORT}",
+                control_address=CONTROL_ADDRESS,
+                policy=policy_file(workdir),
+                dns=DNS,
+                ephemeral_timeout=HEADSCALE_EPHEMERAL_TIMEOUT,
+            ),
+            f"{LOGIN_SERVER}/health",
+        )
+    else:
+        config, _ = load_config(server_config(workdir))
+        server = Server(config)
     await server.start()
     run = Run(workdir, lab, server, args.tailscaled, args.tailscale)
     ca, cert, key = make_certificate(workdir / "tls", CONTROL_ADDRESS)
@@ -234,10 +281,21 @@ async def main(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         await run.service(lab.hosts["inet"], "serve-whoami", "0.0.0.0", str(WHOAMI_PORT))
         await run.service(lab.hosts["inet"], "serve-dns", INET_ADDRESS, SPLIT_DNS_ZONE, SPLIT_DNS_ANSWER)
         await run.service(lab.hosts["lanhost"], "serve-whoami", "0.0.0.0", str(WHOAMI_PORT))
-        user = await run.store.create_user("alice")
-        _, run.keys["alice"] = await run.store.create_preauth_key(user.id, reusable=True)
-        _, run.keys["ephemeral"] = await run.store.create_preauth_key(user.id, reusable=True, ephemeral=True)
-        _, run.keys["tagged"] = await run.store.create_preauth_key(None, reusable=True, tags=["tag:server"])
+        if isinstance(server, HeadscaleServer):
+            alice = await server.create_user("alice")
+            run.keys["alice"] = await server.create_preauth_key(alice, "--reusable")
+            run.keys["ephemeral"] = await server.create_preauth_key(alice, "--reusable", "--ephemeral")
+            run.keys["tagged"] = await server.create_preauth_key(None, "--reusable", "--tags", "tag:server")
+        else:
+            assert server.store is not None
+            user = await server.store.create_user("alice")
+            _, run.keys["alice"] = await server.store.create_preauth_key(user.id, reusable=True)
+            _, run.keys["ephemeral"] = await server.store.create_preauth_key(
+                user.id, reusable=True, ephemeral=True
+            )
+            _, run.keys["tagged"] = await server.store.create_preauth_key(
+                None, reusable=True, tags=["tag:server"]
+            )
         for name, scenario in scenarios:
             started = time.monotonic()
             evidence: dict[str, Any] = {}
@@ -259,6 +317,8 @@ async def main(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             if failed:
                 result.setdefault("logs", {})[daemon.name] = daemon.log_tail(3000)
             await daemon.stop()
+        if failed and isinstance(server, HeadscaleServer):
+            result.setdefault("logs", {})["headscale"] = server.log_tail(6000)
         for proc in run.services:
             if proc.returncode is None:
                 proc.kill()
@@ -273,6 +333,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tailscaled", type=Path, required=True)
     parser.add_argument("--tailscale", type=Path, required=True)
     parser.add_argument("--scenarios", type=lambda s: s.split(","), default=["join", "direct"])
+    parser.add_argument("--control", choices=("pyheadscale", "headscale"), default="pyheadscale")
+    parser.add_argument("--headscale", type=Path, help="the headscale binary, for --control headscale")
     parser.add_argument("--record", type=Path, help="record every client's decrypted requests here")
     parser.add_argument("workdir", nargs="?", type=Path, help="keep logs and state here (default: a tmp dir)")
     return parser.parse_args()
@@ -280,6 +342,8 @@ def parse_args() -> argparse.Namespace:
 
 def run_main() -> None:
     args = parse_args()
+    if args.control == "headscale" and args.headscale is None:
+        raise SystemExit("--control headscale needs --headscale BIN")
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
         logging.basicConfig(filename=args.workdir / "server.log", level=logging.INFO)

@@ -401,7 +401,7 @@ async def logout_relogin(run: Run) -> dict[str, Any]:
         "after_logout": after_logout,
         "server_after_logout": {
             "exists": server_logged_out is not None,
-            "expired": bool(server_logged_out and run.store.is_expired(server_logged_out)),
+            "expired": bool(server_logged_out and run.is_expired(server_logged_out)),
         },
         "c_peer_d_after_logout": peer_summary(c_view).get("d"),
         "relogin": relogin,

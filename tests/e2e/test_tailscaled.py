@@ -5,11 +5,16 @@ scenario of tailscaled_scenarios.py in order on it and reports what the clients 
 judges one scenario. The version matrix runs the join-and-talk scenarios again with the oldest and newest
 pinned clients (tests/refbin.py). Skips, naming the reason, without Go (no reference binaries), without
 private namespaces or without nftables.
+
+`PYHEADSCALE_LAB_CONTROL=headscale` runs this module's lab against real Headscale v0.29.2 instead (the
+driver's `--control headscale`), to see every difference raw; test_tailscaled_headscale.py is the
+side-by-side run with the differences seen so far marked.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +81,27 @@ def binaries(version: str) -> list[str]:
     return ["--tailscaled", paths[0], "--tailscale", paths[1]]
 
 
-def drive(version: str, scenarios: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+def control_args(control: str) -> list[str]:
+    """The driver's --control arguments: pyheadscale (the default), or real Headscale (skips when unbuilt)."""
+    if control == "pyheadscale":
+        return []
+    if control != "headscale":
+        raise ValueError(f"PYHEADSCALE_LAB_CONTROL must be pyheadscale or headscale, not {control!r}")
+    try:
+        headscale = refbin.binary("headscale")
+    except refbin.Unavailable as exc:
+        pytest.skip(f"reference program headscale unavailable: {exc}")
+    return ["--control", "headscale", "--headscale", str(headscale)]
+
+
+def drive(
+    version: str, scenarios: list[str], timeout: float, control: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """One driver run; `control` defaults to $PYHEADSCALE_LAB_CONTROL, else pyheadscale."""
+    control = control or os.environ.get("PYHEADSCALE_LAB_CONTROL") or "pyheadscale"
     result = run_lab_driver(
         HERE / "tailscaled_driver.py",
-        [*binaries(version), "--scenarios", ",".join(scenarios)],
+        [*binaries(version), *control_args(control), "--scenarios", ",".join(scenarios)],
         timeout=timeout,
     )
     assert set(result["scenarios"]) == set(scenarios), result
