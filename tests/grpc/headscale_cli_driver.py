@@ -38,6 +38,18 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def remote_env(home: Path, grpc_address: str, api_key: str) -> dict[str, str]:
+    """Headscale's CLI in remote mode: pyheadscale's gRPC at `grpc_address`, its TLS unverified."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "HEADSCALE_CLI_ADDRESS": grpc_address,
+        "HEADSCALE_CLI_API_KEY": api_key,
+        "HEADSCALE_CLI_INSECURE": "true",
+        "HEADSCALE_DISABLE_CHECK_UPDATES": "true",
+    }
+
+
 async def headscale(binary: str, env: dict[str, str], *argv: str) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         binary,
@@ -73,14 +85,7 @@ async def main(binary: str) -> dict[str, Any]:
             hostinfo={"Hostname": "router", "RoutableIPs": ["10.0.0.0/24"]},
             expiry=None,
         )
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(work),
-            "HEADSCALE_CLI_ADDRESS": grpc_address,
-            "HEADSCALE_CLI_API_KEY": api_key,
-            "HEADSCALE_CLI_INSECURE": "true",
-            "HEADSCALE_DISABLE_CHECK_UPDATES": "true",
-        }
+        env = remote_env(work, grpc_address, api_key)
         runs = [
             await headscale(binary, env, "users", "list", "-o", "json"),
             await headscale(binary, env, "users", "list"),
