@@ -41,7 +41,7 @@ import tempfile
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -59,7 +59,10 @@ BATCH = 16
 _STAMP = struct.Struct(">QQ")  # sequence number, send time in ns
 
 
-def run_on(loop_name: str, coro: Coroutine[Any, Any, Any]) -> Any:
+T = TypeVar("T")
+
+
+def run_on(loop_name: str, coro: Coroutine[Any, Any, T]) -> T:
     if loop_name == "uvloop":
         import uvloop
 

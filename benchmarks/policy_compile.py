@@ -11,12 +11,13 @@ routers.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from pyheadscale.policy import PolicyEngine, PolicyNode, PolicyUser
 
@@ -80,11 +81,18 @@ def make_node(index: int, rng: random.Random) -> PolicyNode:
     return PolicyNode(index, f"laptop{index}", f"user{user}", user + 1, (), ipv4, ipv6)
 
 
-def timed(label: str, action: Callable[[], Any]) -> Any:
+T = TypeVar("T")
+
+
+def timed(label: str, action: Callable[[], T]) -> T:
     start = time.perf_counter()
     result = action()
     print(f"  {label:52} {time.perf_counter() - start:9.3f} s")
     return result
+
+
+def filters_of(engine: PolicyEngine, node_ids: Iterable[int]) -> list[list[dict[str, Any]]]:
+    return [engine.filter_rules(i) for i in node_ids]
 
 
 def run(node_count: int) -> None:
@@ -124,12 +132,14 @@ def run(node_count: int) -> None:
             ),
         ),
     ):
-        affected = timed(f"{label} joins: incremental update", lambda j=joining: engine.add_or_update_node(j))
+        affected = timed(
+            f"{label} joins: incremental update", functools.partial(engine.add_or_update_node, joining)
+        )
         timed(
             f"{label} joins: filters of {len(affected)} affected nodes",
-            lambda a=affected: [engine.filter_rules(i) for i in a],
+            functools.partial(filters_of, engine, affected),
         )
-        timed(f"{label} joins: its own peers", lambda j=joining: engine.peers(j.id))
+        timed(f"{label} joins: its own peers", functools.partial(engine.peers, joining.id))
 
 
 def main(argv: list[str]) -> int:

@@ -12,7 +12,7 @@ import contextlib
 import json
 import ssl
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -313,7 +313,7 @@ class ControlClient:
         endpoints: list[str] | None = None,
         compress: bool = True,
         extra: dict[str, Any] | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """A streaming map poll: yields each MapResponse as it arrives."""
         body = {
             "Version": self.capver,

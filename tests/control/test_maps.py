@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ def changed_ids(message: dict[str, Any]) -> set[int]:
     return {p["ID"] for p in message.get("PeersChanged", [])}
 
 
-def patch_for(node_id: int, **fields: Any):  # type: ignore[no-untyped-def]
+def patch_for(node_id: int, **fields: Any) -> Callable[[dict[str, Any]], bool]:
     def match(message: dict[str, Any]) -> bool:
         return any(
             p["NodeID"] == node_id and all(p.get(k) == v for k, v in fields.items())
@@ -80,7 +81,8 @@ async def test_join_reaches_every_stream(harness: Harness, compress: bool) -> No
             assert new["Key"] == c.node_key_text
             assert any(p["ID"] == new["User"] for p in got["UserProfiles"])
     finally:
-        await ra.close(), await rb.close()
+        await ra.close()
+        await rb.close()
 
 
 async def test_endpoint_change_is_a_patch(harness: Harness) -> None:
@@ -106,7 +108,8 @@ async def test_endpoint_change_is_a_patch(harness: Harness) -> None:
         got = await ra.wait_for(patch_for(b_id, Endpoints=["192.0.2.7:41641"]))
         assert "PeersChanged" not in got or b_id not in changed_ids(got)
     finally:
-        await ra.close(), await rb.close()
+        await ra.close()
+        await rb.close()
 
 
 async def test_disconnect_sends_offline_patch(harness: Harness) -> None:
@@ -147,7 +150,8 @@ async def test_deleted_node_is_removed_from_peers(harness: Harness) -> None:
         assert status == 200
         assert [p["ID"] for p in json.loads(data[4:])["Peers"]] == []
     finally:
-        await ra.close(), await rb.close()
+        await ra.close()
+        await rb.close()
 
 
 async def test_keepalive_on_idle_stream(make_harness: Any) -> None:
@@ -183,7 +187,8 @@ async def test_hostinfo_change_is_a_full_peer_update(harness: Harness) -> None:
         )
         assert got["PeersChanged"]
     finally:
-        await ra.close(), await rb.close()
+        await ra.close()
+        await rb.close()
 
 
 async def test_one_shot_map_and_lite_update(harness: Harness) -> None:
@@ -274,7 +279,8 @@ async def test_rename_and_tags_reach_peers_and_self(harness: Harness) -> None:
         assert peer["User"] == tailcfg.TAGGED_DEVICES_USER_ID
         assert any(u["ID"] == tailcfg.TAGGED_DEVICES_USER_ID for u in got["UserProfiles"])
     finally:
-        await ra.close(), await rb.close()
+        await ra.close()
+        await rb.close()
 
 
 async def test_logout_reaches_own_stream_and_peers(harness: Harness) -> None:
@@ -286,7 +292,8 @@ async def test_logout_reaches_own_stream_and_peers(harness: Harness) -> None:
         mine = await rb.wait_for(lambda m: "Node" in m)
         assert mine["Node"]["Expired"] is True
     finally:
-        await ra.close(), await rb.close()
+        await ra.close()
+        await rb.close()
 
 
 async def test_home_derp_by_capability_version(harness: Harness) -> None:
@@ -300,7 +307,8 @@ async def test_home_derp_by_capability_version(harness: Harness) -> None:
     try:
         old_full, new_full = await ro.next(), await rn.next()
     finally:
-        await ro.close(), await rn.close()
+        await ro.close()
+        await rn.close()
     assert old_full["Node"]["DERP"] == "127.3.3.40:7" and old_full["Node"]["HomeDERP"] == 7
     assert new_full["Node"]["HomeDERP"] == 7 and "DERP" not in new_full["Node"]
     assert old_full["Node"]["Cap"] == 100

@@ -217,7 +217,8 @@ async def test_expiry_set_in_store_reaches_peers(harness: Harness) -> None:
         peer = next(p for p in got["PeersChanged"] if p["ID"] == b_id)
         assert peer["MachineAuthorized"] is False or peer["Expired"] is True
     finally:
-        await ra.close(), await rb.close()
+        await ra.close()
+        await rb.close()
 
 
 async def test_expiry_passing_reaches_peers(make_harness: Any) -> None:

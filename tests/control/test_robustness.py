@@ -217,9 +217,9 @@ async def test_garbage_after_upgrade_closes_connection(harness: Harness, case: s
         elif case == "short-record":
             raw.send(struct.pack(">BH", noise.MSG_RECORD, 4) + b"\x00" * 4)
         elif case == "tampered":
-            record = bytearray(send.seal_records(h2_request({})))
-            record[10] ^= 0xFF
-            raw.send(bytes(record))
+            tampered = bytearray(send.seal_records(h2_request({})))
+            tampered[10] ^= 0xFF
+            raw.send(bytes(tampered))
         elif case == "replayed":
             record = send.seal_records(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
             raw.send(record + record)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 from collections.abc import AsyncIterator
 
@@ -12,6 +13,7 @@ import pytest
 from derp import frames
 from derp.client import DerpClient
 from derp.frames import PeerGoneReason, PeerPresentFlags
+from derp.mesh import MeshLink
 from derp.server import DerpServer
 from tests.derp.harness import eventually, serving, within
 
@@ -25,6 +27,15 @@ async def recv_type(client: DerpClient, kind: type) -> frames.ServerMessage:
             return message
 
 
+def _link_up(link: MeshLink) -> bool:
+    return link.connected.is_set() or link.self_connect
+
+
+def _reaches_all(server: DerpServer, keys: set[bytes]) -> bool:
+    """Whether ``server`` has every one of ``keys`` as a local or a mesh-forwarded client."""
+    return server.client_keys() | server.remote_client_keys() >= keys
+
+
 @contextlib.asynccontextmanager
 async def meshed_region(count: int) -> AsyncIterator[list[tuple[DerpServer, str]]]:
     """``count`` servers sharing a mesh key, each meshing with every URL (itself included)."""
@@ -35,7 +46,7 @@ async def meshed_region(count: int) -> AsyncIterator[list[tuple[DerpServer, str]
             await server.start_mesh(urls)
         for server in servers:
             for link in server.mesh_links:
-                await eventually(lambda link=link: link.connected.is_set() or link.self_connect)
+                await eventually(functools.partial(_link_up, link))
         yield list(zip(servers, urls, strict=True))
 
 
@@ -71,11 +82,7 @@ async def test_region_with_three_servers() -> None:
         clients = [await DerpClient.connect(url) for _, url in region]
         try:
             for server, _ in region:
-                await eventually(
-                    lambda server=server: (
-                        server.client_keys() | server.remote_client_keys() >= {c.public_key for c in clients}
-                    )
-                )
+                await eventually(functools.partial(_reaches_all, server, {c.public_key for c in clients}))
             for sender in clients:
                 for receiver in clients:
                     if sender is not receiver:

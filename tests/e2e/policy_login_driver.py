@@ -120,8 +120,8 @@ async def main(workdir: Path) -> dict[str, Any]:
     config_path.write_text(yaml.safe_dump(raw))
     server = Server(build_config(raw, data_dir=workdir / "server"))
     await server.start()
-    store = server.store
-    assert store is not None
+    store, policy = server.store, server.policy
+    assert store is not None and policy is not None
     result: dict[str, Any] = {"ok": False}
     nodes: list[CaddyNode] = []
     try:
@@ -185,7 +185,7 @@ async def main(workdir: Path) -> dict[str, Any]:
 
         policy_file.write_text(json.dumps(ALLOW_SSH_ONLY))
         status, seconds = await fetch_until(proxy_port, False, 30)
-        result["denied"] = {"status": status, "after": seconds, "policy_in_force": server.policy.text}
+        result["denied"] = {"status": status, "after": seconds, "policy_in_force": policy.text}
 
         policy_file.write_text(json.dumps(ALLOW_WEB))
         status, seconds = await fetch_until(proxy_port, True, 30)

@@ -53,8 +53,9 @@ def test_capability_grants_compare_values_not_layout() -> None:
 
 def test_ssh_rules_compare_in_order_with_set_principals() -> None:
     accept = {"accept": True, "allowAgentForwarding": True}
+    principals = [{"nodeIP": "100.64.0.1"}, {"nodeIP": "100.64.0.2"}]
     first = {
-        "principals": [{"nodeIP": "100.64.0.1"}, {"nodeIP": "100.64.0.2"}],
+        "principals": principals,
         "sshUsers": {"root": "root"},
         "action": accept,
     }
@@ -63,7 +64,7 @@ def test_ssh_rules_compare_in_order_with_set_principals() -> None:
         "sshUsers": {"root": ""},
         "action": {"holdAndDelegate": "https://a.example/machine/ssh/action/1/to/2?local_user=x"},
     }
-    reordered = {**first, "principals": list(reversed(first["principals"])), "acceptEnv": []}
+    reordered = {**first, "principals": list(reversed(principals)), "acceptEnv": []}
     other_host = {
         **check,
         "action": {"holdAndDelegate": "https://b.example/machine/ssh/action/1/to/2?local_user=x"},

@@ -50,7 +50,7 @@ async def test_headscale_metric_names(start_server: StartServer) -> None:
         }
         status, _ = await client.request("POST", "/machine/map", lite)
         assert status == 200
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
     finally:
         await client.close()
     async with aiohttp.ClientSession() as http, http.get(f"{server.config.server_url}/health") as response:

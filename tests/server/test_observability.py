@@ -17,6 +17,7 @@ async def test_audit_log_tells_a_nodes_life_and_never_holds_a_secret(
     start_server: StartServer, tmp_path: Path
 ) -> None:
     server = await start_server()
+    assert server.store is not None
     store = server.store
     user = await store.create_user("alice")
     _, key = await store.create_preauth_key(user.id)
@@ -56,6 +57,7 @@ async def test_audit_log_tells_a_nodes_life_and_never_holds_a_secret(
 async def test_metrics_endpoint_counts_nodes_streams_and_maps(start_server: StartServer) -> None:
     port = free_port()
     server = await start_server(metrics_listen_addr=f"127.0.0.1:{port}")
+    assert server.store is not None
     user = await server.store.create_user("alice")
     _, key = await server.store.create_preauth_key(user.id)
     client = ControlClient(server.config.server_url, PrivateKey.generate())

@@ -64,6 +64,7 @@ async def test_policy_file_drives_filters_and_reload_reaches_connected_nodes(
     policy_file = tmp_path / "policy.hujson"
     policy_file.write_text("// alice may ssh to bob\n" + json.dumps(ALLOW_SSH) + "\n")
     server = await start_server(policy={"mode": "file", "path": str(policy_file)})
+    assert server.store is not None and server.policy is not None
     alice, _, alice_stream = await join(server, "alice")
     bob, _, bob_stream = await join(server, "bob")
     try:
@@ -99,6 +100,7 @@ async def test_invalid_policy_file_at_start_is_a_clear_error(
 
 async def test_database_mode_validates_stores_and_survives_restart(start_server: StartServer) -> None:
     server = await start_server(policy={"mode": "database"})
+    assert server.store is not None and server.policy is not None
     await server.store.create_user("alice")
     await server.store.create_user("bob")
     with pytest.raises(PolicyError):
@@ -111,6 +113,7 @@ async def test_database_mode_validates_stores_and_survives_restart(start_server:
     await server.stop()
 
     again = await start_server(policy={"mode": "database"})
+    assert again.policy is not None
     assert again.policy.text == json.dumps(ALLOW_SSH)
 
 
@@ -128,6 +131,7 @@ async def test_a_join_updates_the_filters_of_nodes_whose_rules_name_it(
         )
     )
     server = await start_server(policy={"mode": "file", "path": str(policy_file)})
+    assert server.store is not None and server.policy is not None
     first, _, first_stream = await join(server, "alice")
     second = None
     try:

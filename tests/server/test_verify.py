@@ -12,6 +12,7 @@ from tests.server.conftest import StartServer
 
 async def test_admits_registered_node_keys_only(start_server: StartServer) -> None:
     server = await start_server()
+    assert server.store is not None
     user = await server.store.create_user("alice")
     node_key = keys.node_public_text(PrivateKey.generate().public())
     await server.store.register(
@@ -42,6 +43,7 @@ async def test_admits_registered_node_keys_only(start_server: StartServer) -> No
 
 async def test_the_derp_packages_admission_client_speaks_to_it(start_server: StartServer) -> None:
     server = await start_server()
+    assert server.store is not None
     user = await server.store.create_user("alice")
     node = PrivateKey.generate()
     await server.store.register(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 import zstandard
@@ -17,13 +18,13 @@ from pyheadscale.mapper import tailcfg
 NODE_KEY = "nodekey:" + "ab" * 32
 
 
-def decode_message(data: bytes, compressed: bool) -> dict:  # type: ignore[type-arg]
+def decode_message(data: bytes, compressed: bool) -> dict[str, Any]:
     (size,) = struct.unpack("<I", data[:4])
     assert size == len(data) - 4
     body = data[4:]
     if compressed:
         body = zstandard.ZstdDecompressor().decompress(body)
-    return json.loads(body)  # type: ignore[no-any-return]
+    return json.loads(body)
 
 
 @pytest.mark.parametrize("compress", [True, False])
@@ -285,7 +286,9 @@ def test_real_hostinfo_accepted_and_unknown_fields_dropped() -> None:
     ],
 )
 @pytest.mark.parametrize("model", [tailcfg.RegisterRequest, tailcfg.MapRequest])
-def test_hostinfo_peers_cannot_decode_is_refused(patch: dict, where: str, model: type[tailcfg._Wire]) -> None:  # type: ignore[type-arg]
+def test_hostinfo_peers_cannot_decode_is_refused(
+    patch: dict[str, Any], where: str, model: type[tailcfg._Wire]
+) -> None:
     body = json.dumps({"NodeKey": NODE_KEY, "Hostinfo": {**FIXTURE_HOSTINFO, **patch}}).encode()
     with pytest.raises(tailcfg.BadRequest) as info:
         tailcfg.parse_request(model, body)
