@@ -57,12 +57,22 @@ class AuthFlow(Resource):
     async def auth_register(self, request: Any) -> Any:
         return pb.AuthRegisterResponse(node=await complete_login(self, request.auth_id, request.user))
 
+    def _settle_ssh_check(self, auth_id: str, *, approve: bool) -> bool:
+        """Approve or reject the waiting SSH check `auth_id` names, and audit it; False when none waits."""
+        check = self.server.ssh_checks.get(auth_id)
+        if check is None:
+            return False
+        if approve:
+            self.server.ssh_checks.approve(check)
+        else:
+            self.server.ssh_checks.reject(check)
+        outcome = "approved" if approve else "rejected"
+        self.store.audit.record("ssh.check", f"node:{check.dst_id}", outcome, src=check.src_id)
+        return True
+
     async def auth_approve(self, request: Any) -> Any:
         """Approve a waiting SSH check, or a returning machine's login (it keeps its node and owner)."""
-        check = self.server.ssh_checks.get(request.auth_id)
-        if check is not None:
-            self.server.ssh_checks.approve(check)
-            self.store.audit.record("ssh.check", f"node:{check.dst_id}", "approved", src=check.src_id)
+        if self._settle_ssh_check(request.auth_id, approve=True):
             return pb.AuthApproveResponse()
         login = self.server.logins.pending(checked_auth_id(request.auth_id))
         node = self.store.node_by_machine_key(login.machine_key)
@@ -73,10 +83,7 @@ class AuthFlow(Resource):
 
     async def auth_reject(self, request: Any) -> Any:
         """Refuse a waiting SSH check, or a pending login."""
-        check = self.server.ssh_checks.get(request.auth_id)
-        if check is not None:
-            self.server.ssh_checks.reject(check)
-            self.store.audit.record("ssh.check", f"node:{check.dst_id}", "rejected", src=check.src_id)
+        if self._settle_ssh_check(request.auth_id, approve=False):
             return pb.AuthRejectResponse()
         self.server.logins.reject(self.server.logins.pending(checked_auth_id(request.auth_id)))
         self.store.audit.record("node.register", f"login:{request.auth_id[-8:]}", "rejected")

@@ -10,19 +10,13 @@ from aiohttp import web
 
 from pyheadscale.auth.interactive import AUTH_ID_PREFIX, PendingLogins
 from pyheadscale.auth.oidc_login import OIDCLogin
+from pyheadscale.auth.operator_page import operator_page
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>pyheadscale: node registration</title>
-<style>body{{font-family:sans-serif;max-width:44em;margin:3em auto;padding:0 1em}}
-code{{background:#f3f3f3;padding:.6em;display:block;overflow-x:auto}}</style></head>
-<body><h1>Node registration</h1>
-<p>{intro}</p>
-<code>pyheadscale auth register --auth-id {auth_id} --user USERNAME</code>
+_COMMANDS = """<code>pyheadscale auth register --auth-id {auth_id} --user USERNAME</code>
 <p>(or, as older Headscale releases spell it:
 <code>pyheadscale nodes register --key {auth_id} --user USERNAME</code>)</p>
 <p>The machine waiting for this login will join as soon as the command has run;
 it does not need restarting.</p>
-</body></html>
 """
 
 
@@ -46,7 +40,8 @@ def register_page_handler(
             f"The machine <b>{html.escape(login.hostname)}</b> asks to join this tailnet. "
             "To let it in, run this on the pyheadscale server:"
         )
-        body = _PAGE.format(intro=intro, auth_id=html.escape(auth_id))
-        return web.Response(text=body, content_type="text/html")
+        body = _COMMANDS.format(auth_id=html.escape(auth_id))
+        page = operator_page("node registration", "Node registration", intro, body)
+        return web.Response(text=page, content_type="text/html")
 
     return handle

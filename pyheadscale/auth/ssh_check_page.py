@@ -8,20 +8,14 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from pyheadscale.auth.oidc_login import OIDCLogin
+from pyheadscale.auth.operator_page import operator_page
 from pyheadscale.control.ssh_action import SSHChecks
 from pyheadscale.state.store import Store
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>pyheadscale: SSH check</title>
-<style>body{{font-family:sans-serif;max-width:44em;margin:3em auto;padding:0 1em}}
-code{{background:#f3f3f3;padding:.6em;display:block;overflow-x:auto}}</style></head>
-<body><h1>Authentication check</h1>
-<p>{intro}</p>
-<code>pyheadscale auth approve --auth-id {auth_id}</code>
+_COMMANDS = """<code>pyheadscale auth approve --auth-id {auth_id}</code>
 <p>or, to turn it away:</p>
 <code>pyheadscale auth reject --auth-id {auth_id}</code>
 <p>The waiting SSH connection goes on as soon as the command has run.</p>
-</body></html>
 """
 
 
@@ -50,8 +44,8 @@ def ssh_check_page_handler(
             f"An SSH connection from <b>{names[0]}</b> to <b>{names[1]}</b> waits for approval. "
             "To let it in, run this on the pyheadscale server:"
         )
-        return web.Response(
-            text=_PAGE.format(intro=intro, auth_id=html.escape(auth_id)), content_type="text/html"
-        )
+        body = _COMMANDS.format(auth_id=html.escape(auth_id))
+        page = operator_page("SSH check", "Authentication check", intro, body)
+        return web.Response(text=page, content_type="text/html")
 
     return handle

@@ -16,15 +16,16 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import josepy
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from pyheadscale.tls.self_signed import self_signed_pem
 
 log = logging.getLogger(__name__)
 
@@ -50,27 +51,10 @@ class TLSALPN01(challenges.KeyAuthorizationChallenge):
     def validation(self, account_key: josepy.JWK, **kwargs: Any) -> tuple[bytes, bytes]:
         domain = str(kwargs["domain"])
         digest = hashlib.sha256(self.key_authorization(account_key).encode()).digest()
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
-        start = datetime.now(UTC) - timedelta(minutes=5)
         # The extension's value is the DER encoding of an OCTET STRING holding the digest.
         proof = x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, b"\x04\x20" + digest)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(start + timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
-            .add_extension(proof, critical=True)
-            .sign(key, hashes.SHA256())
-        )
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        return cert.public_bytes(serialization.Encoding.PEM), key_pem
+        key_pem, cert_pem = self_signed_pem(domain, [x509.DNSName(domain)], [(proof, True)])
+        return cert_pem, key_pem
 
 
 challenges.Challenge.register(TLSALPN01)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -25,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand
 
 from pyheadscale import keys
 from pyheadscale.app import Server
-from pyheadscale.config import build_config
-from tests.e2e.netns import CLIENT_ENV, free_port, setup_loopback_only
+from tests.authz.revocation_lab import comes_back, loopback_config
+from tests.e2e.netns import CLIENT_ENV, setup_loopback_only
 from tests.e2e.twonode_driver import wait_until
 
 
@@ -51,17 +50,7 @@ async def cli(tailscale: str, socket_path: Path, *args: str, limit: float = 60) 
 
 async def main(tailscaled: str, tailscale: str, workdir: Path) -> dict[str, Any]:
     setup_loopback_only()
-    port, stun_port = free_port(), free_port(socket.SOCK_DGRAM)
-    url = f"http://127.0.0.1:{port}"
-    config = build_config(
-        {
-            "server_url": url,
-            "listen_addr": f"127.0.0.1:{port}",
-            "metrics_listen_addr": "",
-            "derp": {"server": {"enabled": True, "stun_listen_addr": f"127.0.0.1:{stun_port}"}},
-        },
-        data_dir=workdir / "server",
-    )
+    config, url = loopback_config(workdir)
     result: dict[str, Any] = {"ok": False}
     server = Server(config)
     await server.start()
@@ -109,15 +98,7 @@ async def main(tailscaled: str, tailscale: str, workdir: Path) -> dict[str, Any]
         result["stream_closed"] = await wait_until(lambda: not store.is_online(node.id), 10)
         result["relay_closed"] = await wait_until(lambda: not derp.is_client_connected(node_key), 10)
         result["closed_after_s"] = round(time.monotonic() - started, 3)
-        back: list[str] = []
-        watch_until = time.monotonic() + 6
-        while time.monotonic() < watch_until:
-            if derp.is_client_connected(node_key):
-                back.append("relay")
-            if store.is_online(node.id):
-                back.append("map stream")
-            await asyncio.sleep(0.1)
-        result["came_back"] = sorted(set(back))
+        result["came_back"] = await comes_back(store, derp, node.id, node_key, 6)
         code, out = await cli(tailscale, socket_path, "status", "--json", limit=20)
         try:
             result["backend_state"] = json.loads(out).get("BackendState")

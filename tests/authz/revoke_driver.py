@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand
 
 from pyheadscale import keys
 from pyheadscale.app import Server
-from pyheadscale.config import build_config
+from tests.authz.revocation_lab import comes_back, loopback_config
 from tests.e2e.caddynode import CaddyNode
 from tests.e2e.netns import free_port, setup_loopback_only
 from tests.e2e.twonode_driver import http_get, wait_until
@@ -44,17 +43,8 @@ async def fetch(port: int, payload: bytes) -> bool:
 
 async def main(workdir: Path) -> dict[str, Any]:
     setup_loopback_only()
-    port, proxy_port, stun_port = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
-    url = f"http://127.0.0.1:{port}"
-    config = build_config(
-        {
-            "server_url": url,
-            "listen_addr": f"127.0.0.1:{port}",
-            "metrics_listen_addr": "",
-            "derp": {"server": {"enabled": True, "stun_listen_addr": f"127.0.0.1:{stun_port}"}},
-        },
-        data_dir=workdir / "server",
-    )
+    config, url = loopback_config(workdir)
+    proxy_port = free_port()
     result: dict[str, Any] = {"ok": False}
     server = Server(config)
     nodes: list[CaddyNode] = []
@@ -104,15 +94,7 @@ async def main(workdir: Path) -> dict[str, Any]:
         result["b_relay_closed"] = await wait_until(lambda: not derp.is_client_connected(b_key), 10)
         result["relay_closed_after_s"] = round(time.monotonic() - expired_at, 3)
         # B's client keeps trying; for the next few seconds it must never be on the relay or online again.
-        back: list[str] = []
-        watch_until = time.monotonic() + 8
-        while time.monotonic() < watch_until:
-            if derp.is_client_connected(b_key):
-                back.append("relay")
-            if store.is_online(b.id):
-                back.append("map stream")
-            await asyncio.sleep(0.1)
-        result["b_came_back"] = sorted(set(back))
+        result["b_came_back"] = await comes_back(store, derp, b.id, b_key, 8)
         result["fetched_after"] = await fetch(proxy_port, payload)
         # Whatever B reported after its expiry (its home DERP changes as the relay drops it) was refused.
         after = store.nodes[b.id]

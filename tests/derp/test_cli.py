@@ -22,7 +22,7 @@ from derp.client import DerpClient
 from derp.config import ConfigError, load_or_create_private_key
 from derp.derpmap import single_region_derpmap
 from tests.derp.harness import within
-from tests.derp.pki import make_pki
+from tests.pki import make_pki
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -121,7 +121,12 @@ def test_bad_flag_combinations_exit_nonzero(tmp_path: Path, args: list[str]) -> 
 
 
 async def test_standalone_with_tls_stun_and_persisted_key(tmp_path: Path) -> None:
-    pki = make_pki(tmp_path / "certs", hostname="derp.test", cert_stem="derp.test")
+    pki = make_pki(
+        tmp_path / "certs",
+        ["derp.test"],
+        ["127.0.0.1"],
+        file_names=("ca.crt", "derp.test.crt", "derp.test.key"),
+    )
     port, http_port, stun_port = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
     config = tmp_path / "derper.json"
     args = [

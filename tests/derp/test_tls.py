@@ -13,14 +13,14 @@ from derp import frames
 from derp.client import DerpClient
 from derp.server import DerpServer
 from tests.derp.harness import eventually, serving, within
-from tests.derp.pki import PrivatePKI, make_pki
+from tests.pki import ServerPKI, make_pki
 
 MESH_KEY = "3c" * 32
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PrivatePKI:
-    return make_pki(tmp_path_factory.mktemp("pki"))
+def pki(tmp_path_factory: pytest.TempPathFactory) -> ServerPKI:
+    return make_pki(tmp_path_factory.mktemp("pki"), ["localhost"], ["127.0.0.1"])
 
 
 async def recv_packet(client: DerpClient) -> frames.ReceivedPacket:
@@ -31,7 +31,7 @@ async def recv_packet(client: DerpClient) -> frames.ReceivedPacket:
 
 
 @pytest.mark.parametrize("websocket", [False, True], ids=["upgrade", "websocket"])
-async def test_relay_over_tls(pki: PrivatePKI, websocket: bool) -> None:
+async def test_relay_over_tls(pki: ServerPKI, websocket: bool) -> None:
     server = DerpServer(os.urandom(32))
     async with serving(server, tls=pki.server_context()) as url:
         assert url.startswith("https://")
@@ -45,7 +45,7 @@ async def test_relay_over_tls(pki: PrivatePKI, websocket: bool) -> None:
             await b.close()
 
 
-async def test_untrusted_certificate_is_refused(pki: PrivatePKI) -> None:
+async def test_untrusted_certificate_is_refused(pki: ServerPKI) -> None:
     server = DerpServer(os.urandom(32))
     async with serving(server, tls=pki.server_context()) as url:
         with pytest.raises(ssl.SSLCertVerificationError):
@@ -53,7 +53,7 @@ async def test_untrusted_certificate_is_refused(pki: PrivatePKI) -> None:
         assert server.connection_count() == 0
 
 
-async def test_plain_http_to_tls_port_leaves_it_serving(pki: PrivatePKI) -> None:
+async def test_plain_http_to_tls_port_leaves_it_serving(pki: ServerPKI) -> None:
     server = DerpServer(os.urandom(32))
     async with serving(server, tls=pki.server_context()) as url:
         plain = url.replace("https://", "http://")
@@ -65,7 +65,7 @@ async def test_plain_http_to_tls_port_leaves_it_serving(pki: PrivatePKI) -> None
         await client.close()
 
 
-async def test_mesh_over_tls(pki: PrivatePKI) -> None:
+async def test_mesh_over_tls(pki: ServerPKI) -> None:
     servers = [DerpServer(os.urandom(32), mesh_key=MESH_KEY) for _ in range(2)]
     async with contextlib.AsyncExitStack() as stack:
         urls = [await stack.enter_async_context(serving(s, tls=pki.server_context())) for s in servers]

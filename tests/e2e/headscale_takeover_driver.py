@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sqlite3
 import sys
@@ -43,8 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand
 
 from tests.db.pgserver import pg_bin, throwaway_postgres
 from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import CLIENT_ENV, free_port, setup_loopback_only
+from tests.e2e.netns import free_port, setup_loopback_only
 from tests.e2e.policy_login_driver import BODY, fetch_until
+from tests.e2e.tsd_node import TailscaledNode
 
 ROUTE = "10.99.0.0/24"
 """Approved for the tagged tsnet node, which does not announce it."""
@@ -95,67 +95,6 @@ def headscale_config(workdir: Path, port: int, stun_port: int, database: dict[st
         "unix_socket": str(workdir / "headscale.sock"),
         "unix_socket_permission": "0770",
     }
-
-
-class Tailscaled:
-    """The official tailscaled (userspace networking) and its CLI, logged in with `tailscale up`."""
-
-    def __init__(self, workdir: Path, name: str, tailscaled: str, tailscale: str) -> None:
-        self.name, self.tailscaled, self.tailscale = name, tailscaled, tailscale
-        self.dir = workdir / name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.socket = self.dir / "tailscaled.sock"
-        self.log_path = self.dir / "tailscaled.log"
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.proc = await asyncio.create_subprocess_exec(
-            self.tailscaled,
-            "--tun=userspace-networking",
-            f"--statedir={self.dir / 'state'}",
-            f"--socket={self.socket}",
-            "--port=0",
-            env={**os.environ, **CLIENT_ENV, "HOME": str(self.dir)},
-            stdout=log,
-            stderr=log,
-        )
-        for _ in range(100):
-            if self.socket.exists():
-                return
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"tailscaled did not start: {self.log_tail()}")
-
-    async def cli(self, *argv: str) -> str:
-        return await run(self.tailscale, f"--socket={self.socket}", *argv)
-
-    async def pings(self, address: str) -> bool:
-        """Whether a disco ping to `address` is answered (up to 20 tries; `tailscale ping` fails on none)."""
-        proc = await asyncio.create_subprocess_exec(
-            self.tailscale,
-            f"--socket={self.socket}",
-            "ping",
-            "--c=20",
-            address,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        out, _ = await proc.communicate()
-        return b"pong from" in out
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-
-    def log_tail(self, size: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-size:]
-        except OSError:
-            return ""
 
 
 class Process:
@@ -270,7 +209,7 @@ async def main(
             "pyheadscale", [sys.executable, "-m", "pyheadscale", "-c", str(config), "serve"], workdir, url
         )
         nodes: list[CaddyNode] = []
-        tailscaled = Tailscaled(workdir, "nodet", *tailscale_pair) if tailscale_pair else None
+        tailscaled = TailscaledNode(workdir, "nodet", *map(Path, tailscale_pair)) if tailscale_pair else None
         expected = {"nodea", "nodeb", *(["nodet"] if tailscaled else [])}
         try:
             await hs.start()
@@ -328,6 +267,7 @@ async def main(
                 await tailscaled.cli(
                     *("up", f"--login-server={url}", f"--authkey={user_key}", "--hostname=nodet"),
                     *(f"--advertise-routes={SUBNET}", "--timeout=120s"),
+                    limit=150,
                 )
                 listed = await wait_for(
                     lambda: _with(headscale_nodes(headscale, config), "nodet"), 60, "nodet in Headscale"

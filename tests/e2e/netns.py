@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,10 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(sock.getsockname()[1])
 
 
-def run_driver(driver: Path, args: list[str], *, timeout: float) -> dict[str, Any]:
-    """Run `driver` under `unshare -n` and return the JSON object it prints last on stdout.
+def run_driver(
+    driver: Path, args: list[str], *, timeout: float, unshare_flags: Sequence[str] = ("-n",)
+) -> dict[str, Any]:
+    """Run `driver` under `unshare <unshare_flags>` and return the JSON object it prints last on stdout.
 
     Skips the test when private namespaces are unavailable: without one a real client could reach the
     internet. The driver's environment carries CLIENT_ENV, so nothing it spawns phones home if it forgets.
@@ -78,7 +81,7 @@ def run_driver(driver: Path, args: list[str], *, timeout: float) -> dict[str, An
     env = dict(os.environ, **CLIENT_ENV)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     proc = subprocess.run(
-        ["unshare", "-n", sys.executable, str(driver), *args],
+        ["unshare", *unshare_flags, sys.executable, str(driver), *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -54,8 +54,9 @@ from pyheadscale.state.models import Node
 from pyheadscale.state.store import Store
 from tests.e2e.headscale_control import HeadscaleNode, HeadscaleServer, HeadscaleStore, headscale_config
 from tests.e2e.tailscaled import Tailscaled
-from tests.e2e.tlsfront import make_certificate, start_tls_front
+from tests.e2e.tlsfront import start_tls_front
 from tests.e2e.topology import CONTROL_ADDRESS, Host, Lab
+from tests.pki import make_pki
 
 CONTROL_PORT = 8080
 LOGIN_SERVER = f"http://{CONTROL_ADDRESS}:{CONTROL_PORT}"
@@ -273,9 +274,9 @@ async def main(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         server = Server(config)
     await server.start()
     run = Run(workdir, lab, server, args.tailscaled, args.tailscale)
-    ca, cert, key = make_certificate(workdir / "tls", CONTROL_ADDRESS)
-    front = await start_tls_front(CONTROL_ADDRESS, 443, (CONTROL_ADDRESS, CONTROL_PORT), cert, key)
-    run.daemon_env["SSL_CERT_FILE"] = str(ca)
+    tls = make_pki(workdir / "tls", [], [CONTROL_ADDRESS])
+    front = await start_tls_front(CONTROL_ADDRESS, 443, (CONTROL_ADDRESS, CONTROL_PORT), tls.cert, tls.key)
+    run.daemon_env["SSL_CERT_FILE"] = str(tls.ca_cert)
     try:
         run.lab.hosts.update(build_lab(lab))
         await run.service(lab.hosts["inet"], "serve-whoami", "0.0.0.0", str(WHOAMI_PORT))

@@ -37,17 +37,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
-import json
-import os
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.netns import CLIENT_ENV, REPO, unshare_available
+from tests.e2e.netns import run_driver, unshare_available
 
 WAN_BRIDGE = "wan"
 WAN_NETWORK = ipaddress.IPv4Network("198.51.100.0/24")
@@ -274,35 +271,7 @@ def run_lab_driver(driver: Path, args: list[str], *, timeout: float) -> dict[str
         pytest.skip(f"real-client test needs a private network namespace: {reason}")
     if subprocess.run(["sh", "-c", "command -v nft"], capture_output=True).returncode != 0:
         pytest.skip("the NAT routers need nftables (apt package nftables): nft is not installed")
-    env = dict(os.environ, **CLIENT_ENV)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     # A PID namespace too, with the driver as its init: however the driver ends (a timeout's SIGKILL
     # included), the kernel kills every daemon and server it started, wherever they were.
-    proc = subprocess.run(
-        [
-            "unshare",
-            "--net",
-            "--mount",
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--mount-proc",
-            sys.executable,
-            str(driver),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=REPO,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        raise AssertionError(
-            f"driver printed no result (exit {proc.returncode})\nstdout:\n{proc.stdout[-4000:]}\n"
-            f"stderr:\n{proc.stderr[-8000:]}"
-        )
-    result: dict[str, Any] = json.loads(lines[-1])
-    result["_stderr"] = proc.stderr[-8000:]
-    return result
+    flags = ["--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
+    return run_driver(driver, args, timeout=timeout, unshare_flags=flags)

@@ -104,6 +104,11 @@ class TailscaledNode:
             await asyncio.sleep(0.5)
         raise CLIError(f"{self.name}: peer {hostname} never came online")
 
+    async def pings(self, address: str) -> bool:
+        """Whether a disco ping to `address` is answered (up to 20 tries; `tailscale ping` fails on none)."""
+        out = await self.cli("ping", "--c=20", address, limit=300, check=False)
+        return "pong from" in out
+
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()

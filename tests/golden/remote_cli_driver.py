@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from pyheadscale.config import build_config
 from tests.api.harness import server_config
 from tests.e2e.netns import free_port, setup_loopback_only
 from tests.golden.scenario import Step, run
-from tests.grpc.headscale_cli_driver import headscale, self_signed
+from tests.grpc.headscale_cli_driver import headscale, remote_env, self_signed
 
 
 async def main(binary: str) -> dict[str, Any]:
@@ -42,14 +41,7 @@ async def main(binary: str) -> dict[str, Any]:
     try:
         assert server.store is not None
         _record, api_key = await server.store.create_api_key(datetime.now(UTC) + timedelta(hours=24))
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(work),
-            "HEADSCALE_CLI_ADDRESS": grpc_address,
-            "HEADSCALE_CLI_API_KEY": api_key,
-            "HEADSCALE_CLI_INSECURE": "true",
-            "HEADSCALE_DISABLE_CHECK_UPDATES": "true",
-        }
+        env = remote_env(work, grpc_address, api_key)
         base = str(raw["server_url"]) + "/api/v1"
         async with aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {api_key}"}, connector=aiohttp.TCPConnector(ssl=False)

@@ -20,42 +20,34 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from pyheadscale import keys
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
+from pyheadscale.tls.self_signed import self_signed_pem
 from tests.api.harness import server_config
 from tests.e2e.netns import free_port, setup_loopback_only
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .sign(key, hashes.SHA256())
-    )
+    """A self-signed certificate for 127.0.0.1 (files grpc.crt, grpc.key in `directory`)."""
+    key_pem, cert_pem = self_signed_pem("127.0.0.1", [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
     cert_path, key_path = directory / "grpc.crt", directory / "grpc.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    cert_path.write_bytes(cert_pem)
+    key_path.write_bytes(key_pem)
     return cert_path, key_path
+
+
+def remote_env(home: Path, grpc_address: str, api_key: str) -> dict[str, str]:
+    """Headscale's CLI in remote mode: pyheadscale's gRPC at `grpc_address`, its TLS unverified."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "HEADSCALE_CLI_ADDRESS": grpc_address,
+        "HEADSCALE_CLI_API_KEY": api_key,
+        "HEADSCALE_CLI_INSECURE": "true",
+        "HEADSCALE_DISABLE_CHECK_UPDATES": "true",
+    }
 
 
 async def headscale(binary: str, env: dict[str, str], *argv: str) -> dict[str, Any]:
@@ -93,14 +85,7 @@ async def main(binary: str) -> dict[str, Any]:
             hostinfo={"Hostname": "router", "RoutableIPs": ["10.0.0.0/24"]},
             expiry=None,
         )
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(work),
-            "HEADSCALE_CLI_ADDRESS": grpc_address,
-            "HEADSCALE_CLI_API_KEY": api_key,
-            "HEADSCALE_CLI_INSECURE": "true",
-            "HEADSCALE_DISABLE_CHECK_UPDATES": "true",
-        }
+        env = remote_env(work, grpc_address, api_key)
         runs = [
             await headscale(binary, env, "users", "list", "-o", "json"),
             await headscale(binary, env, "users", "list"),

@@ -41,7 +41,7 @@ from pyheadscale.tls import acme_manager
 from tests.e2e.caddynode import CaddyNode
 from tests.e2e.netns import free_port, setup_loopback_only
 from tests.e2e.twonode_driver import wait_until
-from tests.tls.certs import make_pki
+from tests.pki import make_pki
 
 HOSTNAME = "hs.example.com"
 UDP = socket.SOCK_DGRAM

@@ -12,7 +12,7 @@ import pytest
 
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
-from tests.tls.certs import ServerPKI, make_pki
+from tests.pki import ServerPKI, make_pki
 
 
 def free_port() -> int:

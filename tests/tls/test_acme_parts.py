@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pyheadscale.config import ConfigError, build_config
 from pyheadscale.tls import acme_issuer
 from pyheadscale.tls.acme_manager import ACMECertificates, listen_address
-from tests.tls.certs import make_pki
+from tests.pki import make_pki
 from tests.tls.conftest import free_port
 
 

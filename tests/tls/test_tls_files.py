@@ -15,7 +15,7 @@ from pyheadscale.cli.main import main
 from pyheadscale.client.control import ControlClient
 from pyheadscale.config import ConfigError, build_config
 from pyheadscale.keys import PrivateKey
-from tests.tls.certs import ServerPKI, write_other_key
+from tests.pki import ServerPKI, write_other_key
 from tests.tls.conftest import StartTLSServer, free_port, tls_raw_config
 
 

@@ -1,8 +1,11 @@
-"""A throwaway certificate authority and server certificates for TLS tests (made with `cryptography`)."""
+"""The tests' one throwaway certificate authority and server certificate (made with `cryptography`).
+
+Used by the TLS listener tests, the DERP TLS tests and the e2e lab's TLS front."""
 
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +24,14 @@ class ServerPKI:
     cert: Path
     key: Path
 
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_cert))
+
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
@@ -28,8 +39,17 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def make_pki(directory: Path, hostnames: list[str], addresses: list[str] | None = None) -> ServerPKI:
-    """A CA and a server certificate for `hostnames` (DNS SANs) and `addresses` (IP SANs), valid for a day."""
+def make_pki(
+    directory: Path,
+    hostnames: list[str],
+    addresses: list[str] | None = None,
+    *,
+    file_names: tuple[str, str, str] = ("ca.pem", "server.pem", "server.key"),
+) -> ServerPKI:
+    """A CA and a server certificate for `hostnames` (DNS SANs) and `addresses` (IP SANs), valid for a day.
+
+    Written to `directory` as `file_names`: (CA certificate, server certificate, server key).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     start = datetime.now(UTC) - timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -61,11 +81,12 @@ def make_pki(directory: Path, hostnames: list[str], addresses: list[str] | None 
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
+    common_name = (hostnames or addresses or ["server"])[0]
     names: list[x509.GeneralName] = [x509.DNSName(h) for h in hostnames]
     names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses or []]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (hostnames or ["server"])[0])]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -78,7 +99,7 @@ def make_pki(directory: Path, hostnames: list[str], addresses: list[str] | None 
         )
         .sign(ca_key, hashes.SHA256())
     )
-    pki = ServerPKI(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    pki = ServerPKI(*(directory / name for name in file_names))
     pki.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     pki.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     pki.key.write_bytes(_pem_key(key))
