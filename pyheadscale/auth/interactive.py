@@ -183,7 +183,7 @@ class PendingLogins:
         if requested:
             refused = self.tags_not_owned(user.id, requested) if self.tags_not_owned else requested
             if refused:
-                reason = _tags_refusal(refused)
+                reason = tags_refusal(refused)
                 self._forget(login)
                 if not login.outcome.done():
                     login.outcome.set_exception(LoginRejected(reason))
@@ -237,7 +237,7 @@ class PendingLogins:
             self._drop(login)
 
 
-def _tags_refusal(refused: list[str]) -> str:
+def tags_refusal(refused: list[str]) -> str:
     """Tailscale's and Headscale's wording, with Go's list formatting: `requested tags [tag:a tag:b] ...`."""
     named = " ".join(t[:64] for t in refused[:MAX_TAGS_NAMED])
     more = f" (and {len(refused) - MAX_TAGS_NAMED} more)" if len(refused) > MAX_TAGS_NAMED else ""

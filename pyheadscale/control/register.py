@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from pyheadscale import audit
-from pyheadscale.auth.interactive import LoginRejected, PendingLogins, auth_id_from_followup
+from pyheadscale.auth.interactive import LoginRejected, PendingLogins, auth_id_from_followup, tags_refusal
 from pyheadscale.config import Config
 from pyheadscale.control.decode import decode
 from pyheadscale.control.h2server import InnerRequest
@@ -133,8 +133,8 @@ class RegisterHandler:
             if requested and self.store.node_by_machine_key(machine_key) is None:
                 # As Headscale: a new node joining with a preauth key takes its tags from the key alone.
                 raise AuthFailed(
-                    f"requested tags {', '.join(map(str, requested))} are invalid or not permitted: a node "
-                    "joining with a preauth key gets the key's tags only (drop --advertise-tags)"
+                    f"{tags_refusal([str(t) for t in requested])}: a node joining with a preauth key gets the"
+                    " key's tags only (drop --advertise-tags)"
                 )
             node = await self.store.register_with_key(
                 key,

@@ -21,7 +21,7 @@ async def test_request_tags_with_a_preauth_key_are_refused(harness: Harness, tag
     client = await harness.client()
     answer = await client.register(keys.PrivateKey.generate(), auth_key=key, hostinfo=HOSTINFO)
     assert answer["MachineAuthorized"] is False
-    assert "requested tags tag:server are invalid or not permitted" in answer["Error"]
+    assert "requested tags [tag:server] are invalid or not permitted" in answer["Error"]
     assert not harness.store.nodes
 
 

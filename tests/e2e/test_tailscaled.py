@@ -242,7 +242,7 @@ def test_advertise_tags_with_a_user_key_is_refused(lab: dict[str, dict[str, Any]
     """As Headscale v0.29: the key decides a new node's tags, so `tailscale up` fails naming the tags."""
     found = evidence(lab, "advertise_tags_with_key")
     assert found["up_exit"] != 0, found
-    assert "requested tags tag:server are invalid or not permitted" in found["up_output"], found
+    assert "requested tags [tag:server] are invalid or not permitted" in found["up_output"], found
     assert found["server"] is None, found
 
 

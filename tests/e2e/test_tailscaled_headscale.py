@@ -102,11 +102,6 @@ def test_advertise_tags_at_interactive_login(lab: Lab) -> None:
     same.test_advertise_tags_at_interactive_login(lab)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Headscale words the refusal 'requested tags [tag:server] are invalid or not permitted' "
-    "(a Go slice, in brackets); pyheadscale says 'requested tags tag:server are invalid or not permitted'",
-)
 def test_advertise_tags_with_a_user_key_is_refused(lab: Lab) -> None:
     same.test_advertise_tags_with_a_user_key_is_refused(lab)
 
