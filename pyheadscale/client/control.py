@@ -172,7 +172,10 @@ class ControlClient:
             writer.write(data)
             await writer.drain()
 
-        self._stream = NoiseStream(session, reader.readexactly, write)
+        async def read_some() -> bytes:
+            return await reader.read(1 << 16)
+
+        self._stream = NoiseStream(session, read_some, write)
         await self._read_early_payload()
         self._h2.initiate_connection()
         await self._flush()
@@ -201,7 +204,7 @@ class ControlClient:
         response = await transport.read_exactly(noise.HEADER_LEN)
         length = struct.unpack(">H", response[1:3])[0]
         session = initiator.finish(response + await transport.read_exactly(length))
-        self._stream = NoiseStream(session, transport.read_exactly, transport.write)
+        self._stream = NoiseStream(session, transport.read_some, transport.write)
         self._h2.initiate_connection()
         await self._flush()
         self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())

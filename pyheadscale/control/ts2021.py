@@ -111,7 +111,7 @@ class ControlServer:
         try:
             await response.prepare(request)
             conn = HijackedHTTPConn(request, response)
-            stream = NoiseStream(session, conn.read_exactly, conn.write)
+            stream = NoiseStream(session, conn.read_some, conn.write)
             challenge = keys.PrivateKey.generate()
             # Handshake response and early payload go out together, before any HTTP/2 byte.
             await conn.write(response_frame + session.send.seal_records(early_payload(challenge.public())))
@@ -160,7 +160,7 @@ class ControlServer:
         try:
             await transport.write(response_frame)
             await self.serve_session(
-                NoiseStream(session, transport.read_exactly, transport.write), request.remote or ""
+                NoiseStream(session, transport.read_some, transport.write), request.remote or ""
             )
         except ConnectionError as exc:
             log.info("TS2021 websocket from %s ended: %s", request.remote, exc)
