@@ -1,7 +1,7 @@
 """An established Noise session over a byte stream: plaintext in, record frames out, and back.
 
 The receive side is `noise.RecordDecoder` fed with whatever the transport hands over; the send side seals and
-writes under one lock, and a write that does not complete breaks the send cipher (see `write`).
+writes under one lock, and a write that fails breaks the send cipher (see `write`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from pyheadscale.control.noise import RecordDecoder, Session
 
 #: The next bytes the transport received, however many; b"" once the stream has ended.
 ReadSome = Callable[[], Awaitable[bytes]]
+#: Hands all of the bytes to the transport before it first suspends (as StreamWriter.write + drain and
+#: aiohttp's response and WebSocket writes do), so a caller cancelled while it waits for the transport to
+#: drain loses nothing; raises when the bytes may not all go out.
 Write = Callable[[bytes], Awaitable[None]]
 
 
@@ -51,10 +54,10 @@ class NoiseStream:
         return self._plaintexts.popleft()
 
     async def write(self, plaintext: bytes) -> None:
-        """Seal and write `plaintext`. A write that raises (or is cancelled) may have delivered none, part or
-        all of the records, so the peer's receive nonce is behind ours or out of step: the send cipher is
-        marked broken and every later write raises NoiseError instead of sending records the peer cannot
-        open."""
+        """Seal and write `plaintext`. A write that raised may have delivered none, part or all of the
+        records, so the peer's receive nonce is behind ours or out of step: the send cipher is marked broken,
+        and every later write raises NoiseError instead of sending records the peer cannot open. Cancellation
+        is no failure: by the `Write` contract the bytes were all handed over before the first suspension."""
         if not plaintext:
             return
         # Sealing assigns nonces, so sealing and writing must happen in one order.
@@ -62,6 +65,6 @@ class NoiseStream:
             records = self.session.send.seal_records(plaintext)
             try:
                 await self._write(records)
-            except BaseException as exc:
+            except Exception as exc:
                 self.session.send.mark_broken(f"an earlier write failed ({type(exc).__name__})")
                 raise
