@@ -69,8 +69,14 @@ def test_the_graph_sees_known_imports() -> None:
     graph = import_graph()
     assert "derp.mesh" in graph["derp.server"]
     assert "pyheadscale.api.app" in graph["pyheadscale.app"]
-    assert "pyheadscale.api.errors" in graph["pyheadscale.api.resource"]
+    assert "pyheadscale.api.context" in graph["pyheadscale.api.resource"]
 
 
 def test_the_derp_mesh_never_imports_the_relay() -> None:
     assert "derp.server" not in reachable("derp.mesh")
+
+
+def test_the_api_never_imports_the_composition_root() -> None:
+    api = [name for name in import_graph() if name.startswith("pyheadscale.api.")]
+    assert api
+    assert {name for name in api if "pyheadscale.app" in reachable(name)} == set()
