@@ -1,22 +1,24 @@
-"""Benchmark: compile a large policy over 1,000 and 10,000 nodes, then one node joining.
+"""Benchmark: compile a large policy over 1,000 and 10,000 nodes, then nodes joining, changing and leaving.
 
-    python benchmarks/policy_compile.py [NODE_COUNT ...]
+    python benchmarks/policy_compile.py [NODE_COUNT ...] [--acls 390] [--json out.json]
 
-Prints wall-clock figures only; it asserts nothing about time. The policy has
-hundreds of rules over many groups and tags, like a big organisation's:
-per-team groups, per-service tags, team-to-service ACLs, grants with ports
-and app capabilities, a few ``autogroup:self`` rules, SSH rules and subnet
-routers.
+Each phase is timed twice: wall clock and this process's CPU time. The machine is shared, so the CPU column is
+the one to compare between runs. It asserts nothing about time. The policy has 500 rules by default (ACLs,
+grants and SSH rules) over many groups and tags, like a big organisation's: per-team groups, per-service tags,
+team-to-service ACLs, grants with ports and app capabilities, an ``autogroup:self`` rule, SSH rules and subnet
+routers. "full compile" is the engine plus every node's packet filter; "join" is the incremental update plus
+the packet filters of every node it reports affected (what the server computes before pushing deltas).
 """
 
 from __future__ import annotations
 
-import functools
+import argparse
 import json
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pyheadscale.policy import PolicyEngine, PolicyNode, PolicyUser
@@ -24,17 +26,18 @@ from pyheadscale.policy import PolicyEngine, PolicyNode, PolicyUser
 TEAMS = 60
 SERVICES = 200
 USERS = 600
-RULES = 300
+ACLS = 390
+GRANTS = 50
 
 
-def make_policy(rng: random.Random) -> str:
+def make_policy(rng: random.Random, acl_count: int = ACLS) -> str:
     groups = {
         f"group:team{t}": [f"user{u}@example.com" for u in rng.sample(range(USERS), 12)] for t in range(TEAMS)
     }
     tags = {f"tag:svc{s}": [f"group:team{s % TEAMS}"] for s in range(SERVICES)}
     tags["tag:router"] = ["group:team0"]
     acls: list[dict[str, Any]] = []
-    for _ in range(RULES):
+    for _ in range(acl_count - 2):
         src = [f"group:team{rng.randrange(TEAMS)}" for _ in range(2)]
         dst = [f"tag:svc{rng.randrange(SERVICES)}:{rng.choice(['22', '80,443', '5432', '8000-8999', '*'])}"]
         acls.append({"action": "accept", "src": src, "dst": dst})
@@ -47,7 +50,7 @@ def make_policy(rng: random.Random) -> str:
             "ip": ["tcp:443"],
             "app": {"example.com/cap/api": [{"role": "reader"}]},
         }
-        for _ in range(50)
+        for _ in range(GRANTS)
     ]
     ssh = [
         {"action": "accept", "src": [f"group:team{t}"], "dst": [f"tag:svc{t}"], "users": ["root", "ubuntu"]}
@@ -84,67 +87,88 @@ def make_node(index: int, rng: random.Random) -> PolicyNode:
 T = TypeVar("T")
 
 
-def timed(label: str, action: Callable[[], T]) -> T:
-    start = time.perf_counter()
-    result = action()
-    print(f"  {label:52} {time.perf_counter() - start:9.3f} s")
-    return result
+class Phases:
+    """Timed phases of one run: (label, wall seconds, CPU seconds), printed as they finish."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, float, float]] = []
+
+    def timed(self, label: str, action: Callable[[], T]) -> T:
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = action()
+        self.add(label, time.perf_counter() - wall, time.process_time() - cpu)
+        return result
+
+    def add(self, label: str, wall: float, cpu: float) -> None:
+        self.rows.append((label, wall, cpu))
+        print(f"| {label:58} | {wall:9.3f} | {cpu:9.3f} |", flush=True)
+
+    def total(self, label: str, parts: int) -> None:
+        """A row summing the last ``parts`` rows."""
+        last = self.rows[-parts:]
+        self.add(label, sum(r[1] for r in last), sum(r[2] for r in last))
 
 
-def filters_of(engine: PolicyEngine, node_ids: Iterable[int]) -> list[list[dict[str, Any]]]:
-    return [engine.filter_rules(i) for i in node_ids]
+def change(phases: Phases, label: str, action: Callable[[], set[int]], engine: PolicyEngine) -> None:
+    """An incremental update, then the filters of the nodes it reports affected: the join figure."""
+    affected = phases.timed(f"{label}: incremental update", action)
+    phases.timed(
+        f"{label}: filters of {len(affected)} affected nodes",
+        lambda: [engine.filter_rules(i) for i in affected],
+    )
+    phases.total(f"**{label}: total**", 2)
 
 
-def run(node_count: int) -> None:
+def run(node_count: int, acl_count: int) -> dict[str, Any]:
     rng = random.Random(node_count)
-    policy = make_policy(rng)
+    policy = make_policy(rng, acl_count)
     users = [PolicyUser(u + 1, f"user{u}", f"user{u}@example.com") for u in range(USERS)]
     nodes = [make_node(i, rng) for i in range(1, node_count + 1)]
-    print(
-        f"{node_count} nodes, {RULES + 2} ACLs, 50 grants, {TEAMS} SSH rules, {TEAMS} groups, {SERVICES} tags"
+    title = (
+        f"{node_count} nodes, {acl_count} ACLs, {GRANTS} grants, {TEAMS} SSH rules "
+        f"({acl_count + GRANTS + TEAMS} rules), {TEAMS} groups, {SERVICES} tags"
     )
-
-    engine = timed(
+    print(f"\n{title}\n\n| phase | wall s | CPU s |\n|---|---|---|")
+    phases = Phases()
+    engine = phases.timed(
         "parse, validate, resolve aliases, compile grants", lambda: PolicyEngine(policy, users, nodes)
     )
-    timed("packet filters for every node", lambda: [engine.filter_rules(n.id) for n in nodes])
+    phases.timed("packet filters for every node", lambda: [engine.filter_rules(n.id) for n in nodes])
+    phases.total("**full compile**", 2)
     sample = nodes[:: max(1, node_count // 100)]
-    timed(f"peers for {len(sample)} nodes", lambda: [engine.peers(n.id) for n in sample])
-    timed(f"SSH policies for {len(sample)} nodes", lambda: [engine.ssh_policy(n.id) for n in sample])
+    phases.timed(f"peers for {len(sample)} nodes", lambda: [engine.peers(n.id) for n in sample])
+    phases.timed(f"SSH policies for {len(sample)} nodes", lambda: [engine.ssh_policy(n.id) for n in sample])
 
-    for label, joining in (
-        (
-            "laptop",
-            PolicyNode(
-                node_count + 1, "new-laptop", "user7", 8, (), "100.127.255.1", "fd7a:115c:a1e0::ffff:1"
-            ),
-        ),
-        (
-            "service",
-            PolicyNode(
-                node_count + 2,
-                "new-svc",
-                None,
-                None,
-                ("tag:svc3",),
-                "100.127.255.2",
-                "fd7a:115c:a1e0::ffff:2",
-            ),
-        ),
-    ):
-        affected = timed(
-            f"{label} joins: incremental update", functools.partial(engine.add_or_update_node, joining)
-        )
-        timed(
-            f"{label} joins: filters of {len(affected)} affected nodes",
-            functools.partial(filters_of, engine, affected),
-        )
-        timed(f"{label} joins: its own peers", functools.partial(engine.peers, joining.id))
+    laptop = PolicyNode(
+        node_count + 1, "new-laptop", "user7", 8, (), "100.127.255.1", "fd7a:115c:a1e0::ffff:1"
+    )
+    service = PolicyNode(
+        node_count + 2, "new-svc", None, None, ("tag:svc3",), "100.127.255.2", "fd7a:115c:a1e0::ffff:2"
+    )
+    change(phases, "laptop joins", lambda: engine.add_or_update_node(laptop), engine)
+    phases.timed("laptop joins: its own peers", lambda: engine.peers(laptop.id))
+    change(phases, "service joins", lambda: engine.add_or_update_node(service), engine)
+    retagged = PolicyNode(service.id, service.hostname, None, None, ("tag:svc4",), service.ipv4, service.ipv6)
+    change(phases, "service changes tag", lambda: engine.add_or_update_node(retagged), engine)
+    change(phases, "laptop leaves", lambda: engine.remove_node(laptop.id), engine)
+    return {
+        "nodes": node_count,
+        "acls": acl_count,
+        "grants": GRANTS,
+        "ssh_rules": TEAMS,
+        "phases": [{"phase": label, "wall_s": wall, "cpu_s": cpu} for label, wall, cpu in phases.rows],
+    }
 
 
 def main(argv: list[str]) -> int:
-    for count in [int(a) for a in argv] or [1000, 10000]:
-        run(count)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("node_counts", nargs="*", type=int, default=[1000, 10000])
+    parser.add_argument("--acls", type=int, default=ACLS, help="ACL count (2 fixed ones included)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    results = [run(count, args.acls) for count in args.node_counts]
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

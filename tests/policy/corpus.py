@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-#: ``../shared/compat/policy`` relative to the repository root.
-CORPUS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "compat" / "policy"
+#: ``../shared/compat/policy`` relative to the repository root, unless ``PYHEADSCALE_POLICY_CORPUS`` names it
+#: (a git worktree's root has another parent than the main checkout's).
+CORPUS_DIR = Path(
+    os.environ.get("PYHEADSCALE_POLICY_CORPUS")
+    or Path(__file__).resolve().parents[2].parent / "shared" / "compat" / "policy"
+)
 
 
 def case_files() -> list[Path]:
