@@ -64,6 +64,11 @@ def _routes_of(node: PolicyNode | None) -> tuple[object, ...]:
     return (node.subnet_routes, node.exit_routes) if node is not None else ((), ())
 
 
+def _destinations_of(compiled: CompiledGrant) -> AddrSet:
+    """Every address a compiled grant's global rules let traffic or capabilities reach."""
+    return AddrSet.union_of(rule.destinations() for rule in compiled.rules)
+
+
 def _reach_of(compiled: CompiledGrant) -> AddrSet:
     """Every address a compiled grant's rules mention, as sources or destinations."""
     parts: list[AddrSet] = []
@@ -197,7 +202,14 @@ class PolicyEngine:
         return False
 
     def _node_changed(self, old: PolicyNode | None, new: PolicyNode | None, old_peers: set[int]) -> set[int]:
-        """Bring compiled state up to date after a node change; returns the affected node ids."""
+        """Bring compiled state up to date after a node change; returns the affected node ids.
+
+        Two sets are kept apart: the nodes whose results may have changed (returned; their peer maps and SSH
+        policies are dropped), and within them the nodes whose packet filter may have changed. A filter
+        holds the rules whose destination is the node, so a recompiled grant changes the filters of the
+        nodes its old or new rules reach, not of those it lets send: a laptop joining a group that may reach
+        a service changes the service's filter and the laptop's peers, not the filters of every group member.
+        """
         changed = [n for n in (old, new) if n is not None]
         routes_changed = _routes_of(old) != _routes_of(new)
         if routes_changed:
@@ -208,9 +220,12 @@ class PolicyEngine:
         self.resolver.forget(stale)
 
         touched = [n.addr_set for n in changed]
+        reached: list[AddrSet] = []
+        via_recompiled: set[str] = set()
         recompiled = False
         for index, grant in enumerate(self._grants):
-            uses_routes = routes_changed and any(a.kind is AliasKind.WILDCARD for a in grant.sources)
+            # ``*`` adds approved subnet routes to sources, and to what a capability is granted on.
+            uses_routes = routes_changed and any(a.kind is AliasKind.WILDCARD for a in _aliases_of(grant))
             if uses_routes or any(a in stale for a in _aliases_of(grant)):
                 recompiled = True
                 before, after = self._compiled[index], compile_grant(grant, self.resolver)
@@ -218,6 +233,10 @@ class PolicyEngine:
                 self._global_matcher_cache = None
                 self._destination_index = None
                 touched += [_reach_of(before), _reach_of(after)]
+                reached += [_destinations_of(before), _destinations_of(after)]
+                if before.via_part is not None or after.via_part is not None:
+                    # A via router's rules and peers follow the grant, whichever destination it serves.
+                    via_recompiled.update(grant.via)
         for rule in self.policy.ssh if self.policy else []:
             if any(a in stale for a in rule.sources):
                 touched.append(self.resolver.resolve_all(rule.destinations))
@@ -225,27 +244,27 @@ class PolicyEngine:
                     # localpart rules also land on the source devices themselves.
                     touched.append(self.resolver.resolve_all(rule.sources))
 
-        affected = {n.id for n in self.tailnet.nodes_in(AddrSet.union_of(touched))}
-        reach = AddrSet.union_of(touched)
-        affected.update(
-            n.id for n in self.tailnet.routers() if any(reach.overlaps_network(r) for r in n.subnet_routes)
-        )
+        filter_stale = {n.id for n in changed} | self._nodes_reached(AddrSet.union_of(reached))
+        filter_stale.update(n.id for tag in via_recompiled for n in self.tailnet.nodes_with_tag(tag))
+        if reached:
+            filter_stale.update(n.id for n in self.tailnet.routers() if n.is_exit_node)
+        affected = self._nodes_reached(AddrSet.union_of(touched)) | filter_stale
         affected.update(old_peers)
         owners = {self.tailnet.node_user_id(n) for n in changed} - {None}
         if owners and self._has_self_rules():
-            affected.update(n.id for n in self.tailnet.nodes_of_users(owners))  # type: ignore[arg-type]
+            own_devices = {n.id for n in self.tailnet.nodes_of_users(owners)}  # type: ignore[arg-type]
+            affected |= own_devices
+            filter_stale |= own_devices
         via_tags = {t for g in self._grants for t in g.via}
         if routes_changed or any(t in via_tags for n in changed for t in n.tags):
             affected.update(self.tailnet.nodes)
+            filter_stale.update(self.tailnet.nodes)
         routes_involved = routes_changed or (new is not None and bool(new.subnet_routes or new.exit_routes))
         simple = not routes_involved and not self.tailnet.routers() and not self._has_per_node_rules()
         # A join into such a tailnet only adds the node's own addresses to what aliases resolve to: the
         # affected nodes' filters (which may name it) are rebuilt, but their peer maps can only gain the node.
         plain_join = simple and old is None and new is not None
-        for node_id in affected:
-            cache = self._node_cache.pop(node_id, None)
-            if plain_join and cache is not None and "peers" in cache:
-                self._node_cache[node_id] = {"peers": cache["peers"]}
+        self._forget(affected, filter_stale, keep_peers=plain_join)
         if self._ssh is not None:
             self._ssh.forget()
         if new is not None:
@@ -257,10 +276,34 @@ class PolicyEngine:
             elif simple and not recompiled:
                 self._add_peer(new, gained)
             else:
-                for node_id in gained:
-                    self._node_cache.pop(node_id, None)
+                self._forget(gained, filter_stale, keep_peers=False)
             affected |= new_peers | {new.id}
         return {i for i in affected if i in self.tailnet.nodes}
+
+    def _nodes_reached(self, addresses: AddrSet) -> set[int]:
+        """Nodes with an address in ``addresses`` and routers whose subnet routes overlap them."""
+        reached = {n.id for n in self.tailnet.nodes_in(addresses)}
+        for router in self.tailnet.routers():
+            if any(addresses.overlaps_network(r) for r in router.subnet_routes):
+                reached.add(router.id)
+        return reached
+
+    def _forget(self, node_ids: Iterable[int], filter_stale: set[int], *, keep_peers: bool) -> None:
+        """Drop the cached results of ``node_ids``, keeping packet filters not in ``filter_stale`` (and with
+        ``keep_peers`` the peer maps, which the caller then updates)."""
+        for node_id in node_ids:
+            cache = self._node_cache.pop(node_id, None)
+            if cache is None:
+                continue
+            kept = {
+                key: value
+                for key, value in cache.items()
+                if (key == "peers" and keep_peers) or (key == "filter" and node_id not in filter_stale)
+            }
+            if kept:
+                self._node_cache[node_id] = kept
+        for node_id in filter_stale:
+            self._node_cache.get(node_id, {}).pop("filter", None)
 
     def _add_peer(self, peer: PolicyNode, viewers: Iterable[int]) -> None:
         """Add ``peer`` to the cached peer maps of ``viewers``, which gained it and nothing else.
