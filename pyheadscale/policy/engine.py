@@ -23,9 +23,10 @@ from pyheadscale.policy.filter import (
     Rule,
     allow_all_grant,
     compile_grant,
-    node_specific_rules,
     policy_grants,
     reduce_for_node,
+    self_rules,
+    via_rules,
 )
 from pyheadscale.policy.model import Grant, Policy, parse_policy
 from pyheadscale.policy.netset import AddrSet, IPNetwork
@@ -133,6 +134,7 @@ class PolicyEngine:
         self._primaries = self._elect()
         self._ssh = SSHCompiler(policy, self.resolver, self.server_url) if policy else None
         self._node_cache: dict[int, dict[str, Any]] = {}
+        self._self_rules: dict[int, list[list[Rule]]] = {}
         self._global_matcher_cache: list[Matcher] | None = None
         self._destination_index: DestinationIndex | None = None
 
@@ -234,6 +236,8 @@ class PolicyEngine:
                 self._destination_index = None
                 touched += [_reach_of(before), _reach_of(after)]
                 reached += [_destinations_of(before), _destinations_of(after)]
+                if before.self_part is not None or after.self_part is not None:
+                    self._self_rules.clear()
                 if before.via_part is not None or after.via_part is not None:
                     # A via router's rules and peers follow the grant, whichever destination it serves.
                     via_recompiled.update(grant.via)
@@ -251,6 +255,8 @@ class PolicyEngine:
         affected = self._nodes_reached(AddrSet.union_of(touched)) | filter_stale
         affected.update(old_peers)
         owners = {self.tailnet.node_user_id(n) for n in changed} - {None}
+        for owner in owners:
+            self._self_rules.pop(owner, None)  # type: ignore[arg-type]
         if owners and self._has_self_rules():
             own_devices = {n.id for n in self.tailnet.nodes_of_users(owners)}  # type: ignore[arg-type]
             affected |= own_devices
@@ -342,9 +348,27 @@ class PolicyEngine:
         return self._global_matcher_cache
 
     def _own_rules(self, node: PolicyNode) -> list[Rule]:
-        """The node's ``autogroup:self`` and ``via`` rules."""
-        per_node = (c for c in self._compiled if c.self_part is not None or c.via_part is not None)
-        return [r for c in per_node for r in node_specific_rules(c, node, self.resolver)]
+        """The node's ``autogroup:self`` and ``via`` rules, in grant order.
+
+        ``autogroup:self`` rules are the same for every device of one user, so they are made once per owner
+        (and dropped when one of the owner's devices or a grant with a self part changes).
+        """
+        owner = self.tailnet.node_user_id(node)
+        shared: list[list[Rule]] | None = None
+        if owner is not None and not node.is_tagged:
+            shared = self._self_rules.get(owner)
+            if shared is None:
+                shared = self._self_rules[owner] = [
+                    self_rules(c.self_part, node, self.resolver) if c.self_part is not None else []
+                    for c in self._compiled
+                ]
+        rules: list[Rule] = []
+        for index, compiled in enumerate(self._compiled):
+            if shared is not None:
+                rules += shared[index]
+            if compiled.via_part is not None:
+                rules += via_rules(compiled.via_part, node)
+        return rules
 
     def _own_matchers(self, node: PolicyNode) -> list[Matcher]:
         """Matchers of the node's per-node rules (``autogroup:self``, ``via``) only."""

@@ -3,8 +3,9 @@
 Compilation happens in two stages. :func:`compile_grant` resolves every
 grant (:func:`policy_grants` turns ACLs into grants) once per policy and tailnet into
 :class:`CompiledGrant`s: global rules plus the inputs of the per-node parts
-(``autogroup:self`` and ``via``). :func:`node_specific_rules` adds one
-node's own rules and :func:`reduce_for_node` (or, for the global rules, the
+(``autogroup:self`` and ``via``). :func:`self_rules` (the same for every
+device of one user) and :func:`via_rules` give one node's own rules and
+:func:`reduce_for_node` (or, for the global rules, the
 :class:`DestinationIndex`) keeps the parts of them
 whose destination is that node (its addresses, its approved subnet routes,
 or the internet when it is an exit node).
@@ -15,6 +16,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pyheadscale.policy.aliases import Alias, AliasKind, Autogroup, Resolver
@@ -44,6 +46,11 @@ class DstPort:
     ports: PortRange
 
     def to_wire(self) -> dict[str, Any]:
+        """Made once and shared by every filter holding this destination: callers must not modify it."""
+        return self._wire
+
+    @cached_property
+    def _wire(self) -> dict[str, Any]:
         return {"IP": self.ip, "Ports": self.ports.to_wire()}
 
 
@@ -156,11 +163,18 @@ def _dst_ports(destination: Alias, addresses: AddrSet, ports: Iterable[PortRange
     if destination.kind is AliasKind.WILDCARD:
         return [DstPort("*", EVERYTHING, p) for p in ports]
     out: list[DstPort] = []
-    for network in addresses.networks():
-        single = network.num_addresses == 1
-        text = str(network.network_address) if single else str(network)
-        part = AddrSet.of([network])
-        out.extend(DstPort(text, part, p) for p in ports)
+    ports = list(ports)
+    for version, first, last in addresses.ranges():
+        whole = AddrSet(v4=[(first, last)]) if version == 4 else AddrSet(v6=[(first, last)])
+        if first == last:
+            # Most destinations are single node addresses: no ipaddress objects for those.
+            out.extend(DstPort(whole.to_strings()[0], whole, p) for p in ports)
+            continue
+        for network in whole.networks():
+            single = network.num_addresses == 1
+            text = str(network.network_address) if single else str(network)
+            part = AddrSet.of([network])
+            out.extend(DstPort(text, part, p) for p in ports)
     return out
 
 
@@ -267,16 +281,6 @@ def via_rules(part: ViaPart, node: PolicyNode) -> list[Rule]:
             for p in entry.ports
         ]
         rules.append(Rule(part.sources, dst_ports, protocol_numbers(entry.protocol)))
-    return rules
-
-
-def node_specific_rules(compiled: CompiledGrant, node: PolicyNode, resolver: Resolver) -> list[Rule]:
-    """The ``autogroup:self`` and ``via`` rules a grant gives this one node."""
-    rules: list[Rule] = []
-    if compiled.self_part is not None:
-        rules.extend(self_rules(compiled.self_part, node, resolver))
-    if compiled.via_part is not None:
-        rules.extend(via_rules(compiled.via_part, node))
     return rules
 
 

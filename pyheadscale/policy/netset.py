@@ -9,6 +9,7 @@ inclusive ``(first, last)`` ranges, one per IP family.
 from __future__ import annotations
 
 import bisect
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -80,10 +81,12 @@ class AddrSet:
         v4: list[Range] = []
         v6: list[Range] = []
         for net in networks:
-            if isinstance(net, ipaddress.IPv4Address | ipaddress.IPv6Address):
-                net = ipaddress.ip_network(net)
             bucket = v4 if net.version == 4 else v6
-            bucket.append((int(net.network_address), int(net.broadcast_address)))
+            if isinstance(net, ipaddress.IPv4Address | ipaddress.IPv6Address):
+                value = int(net)
+                bucket.append((value, value))
+            else:
+                bucket.append((int(net.network_address), int(net.broadcast_address)))
         return cls(v4, v6)
 
     @classmethod
@@ -144,6 +147,10 @@ class AddrSet:
         ranges = self.v4 + self.v6
         return len(ranges) == 1 and ranges[0][0] == ranges[0][1]
 
+    def ranges(self) -> list[tuple[int, int, int]]:
+        """Every range as ``(version, first, last)``, IPv4 first."""
+        return [(4, f, la) for f, la in self.v4] + [(6, f, la) for f, la in self.v6]
+
     def networks(self) -> list[IPNetwork]:
         """The smallest list of CIDR prefixes that together make up this set."""
         result: list[IPNetwork] = []
@@ -168,7 +175,9 @@ class AddrSet:
         return [str(net) for net in self.networks()]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _range_string(version: int, first: int, last: int) -> str:
+    """Cached: every filter lists node addresses, and ``ipaddress`` formats IPv6 slowly (bounded memory)."""
     address_type = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
     if first == last:
         return str(address_type(first))
