@@ -311,6 +311,13 @@ class Resolver:
         for alias in aliases:
             self._cache.pop(alias, None)
 
+    def add_addresses(self, aliases: Iterable[Alias], addresses: AddrSet) -> None:
+        """Add a joining node's addresses to the cached resolutions of the aliases that name it."""
+        for alias in aliases:
+            cached = self._cache.get(alias)
+            if cached is not None:
+                self._cache[alias] = cached | addresses
+
     def resolve_all(self, aliases: Iterable[Alias]) -> AddrSet:
         return AddrSet.union_of(self.resolve(a) for a in aliases)
 

@@ -134,7 +134,7 @@ class PolicyEngine:
         self._primaries = self._elect()
         self._ssh = SSHCompiler(policy, self.resolver, self.server_url) if policy else None
         self._node_cache: dict[int, dict[str, Any]] = {}
-        self._self_rules: dict[int, list[list[Rule]]] = {}
+        self._self_rules: dict[int, dict[int, list[Rule]]] = {}
         self._global_matcher_cache: list[Matcher] | None = None
         self._destination_index: DestinationIndex | None = None
 
@@ -190,14 +190,22 @@ class PolicyEngine:
             cache.pop("peers", None)
         return {i for i in moved if i is not None}
 
-    def _alias_can_name(self, alias: Alias, node: PolicyNode) -> bool:
-        """Whether ``node`` joining or leaving can change what ``alias`` resolves to."""
+    def _alias_names(self, alias: Alias, node: PolicyNode) -> bool:
+        """Whether ``alias`` resolves to ``node``'s addresses because of what the node is (its tags, owner).
+
+        Exactly the node-dependent part of :meth:`Resolver.resolve`: the resolution of any other alias does
+        not change when this node joins, changes or leaves.
+        """
         kind = alias.kind
         if kind is AliasKind.TAG:
             return alias.text in node.tags
-        if kind is AliasKind.AUTOGROUP:
-            return alias.text in _NODE_DEPENDENT_AUTOGROUPS
-        if kind in (AliasKind.USER, AliasKind.USER_DOMAIN, AliasKind.GROUP):
+        if alias.is_autogroup(Autogroup.MEMBER):
+            return not node.is_tagged
+        if alias.is_autogroup(Autogroup.TAGGED):
+            return node.is_tagged
+        if kind in (AliasKind.USER, AliasKind.USER_DOMAIN, AliasKind.GROUP) or (
+            kind is AliasKind.AUTOGROUP and alias.text in _NODE_DEPENDENT_AUTOGROUPS
+        ):
             owner = self.tailnet.node_user_id(node)
             user_ids = self.resolver.user_ids_of(alias)
             return owner is not None and user_ids is not None and owner in user_ids
@@ -216,10 +224,12 @@ class PolicyEngine:
         routes_changed = _routes_of(old) != _routes_of(new)
         if routes_changed:
             self._primaries = self._elect()
-        stale = {
-            a for a in self.resolver.cached_aliases() if any(self._alias_can_name(a, n) for n in changed)
-        }
-        self.resolver.forget(stale)
+        stale = {a for a in self.resolver.cached_aliases() if any(self._alias_names(a, n) for n in changed)}
+        if old is None and new is not None:
+            # A join only adds the node's addresses to the aliases naming it.
+            self.resolver.add_addresses(stale, new.addr_set)
+        else:
+            self.resolver.forget(stale)
 
         touched = [n.addr_set for n in changed]
         reached: list[AddrSet] = []
@@ -353,19 +363,27 @@ class PolicyEngine:
         ``autogroup:self`` rules are the same for every device of one user, so they are made once per owner
         (and dropped when one of the owner's devices or a grant with a self part changes).
         """
+        per_node = [
+            (index, c)
+            for index, c in enumerate(self._compiled)
+            if c.self_part is not None or c.via_part is not None
+        ]
+        if not per_node:
+            return []
         owner = self.tailnet.node_user_id(node)
-        shared: list[list[Rule]] | None = None
+        shared: dict[int, list[Rule]] = {}
         if owner is not None and not node.is_tagged:
-            shared = self._self_rules.get(owner)
-            if shared is None:
-                shared = self._self_rules[owner] = [
-                    self_rules(c.self_part, node, self.resolver) if c.self_part is not None else []
-                    for c in self._compiled
-                ]
+            cached = self._self_rules.get(owner)
+            if cached is None:
+                cached = self._self_rules[owner] = {
+                    index: self_rules(c.self_part, node, self.resolver)
+                    for index, c in per_node
+                    if c.self_part is not None
+                }
+            shared = cached
         rules: list[Rule] = []
-        for index, compiled in enumerate(self._compiled):
-            if shared is not None:
-                rules += shared[index]
+        for index, compiled in per_node:
+            rules += shared.get(index, ())
             if compiled.via_part is not None:
                 rules += via_rules(compiled.via_part, node)
         return rules

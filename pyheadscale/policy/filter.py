@@ -327,10 +327,10 @@ class DestinationIndex:
         self.rules = rules
         self._by_address: dict[tuple[int, int], list[tuple[int, int]]] = {}
         self._wide: list[tuple[int, int]] = []
-        self._capability_rules: list[Rule] = []
+        self._capability_rules: list[tuple[Rule, AddrSet]] = []
         for i, rule in enumerate(rules):
             if rule.cap_grants:
-                self._capability_rules.append(rule)
+                self._capability_rules.append((rule, rule.destinations()))
                 continue
             for j, dst in enumerate(rule.dst_ports):
                 addresses = dst.addresses
@@ -373,4 +373,11 @@ class DestinationIndex:
             )
             for i, js in sorted(hits.items())
         ]
-        return reduced + reduce_for_node(self._capability_rules, node)
+        # A capability reaches a node on its own addresses or its subnet routes only (see reduce_for_node).
+        capabilities = [
+            rule
+            for rule, destinations in self._capability_rules
+            if node.has_ip_in(destinations)
+            or any(destinations.overlaps_network(route) for route in node.subnet_routes)
+        ]
+        return reduced + reduce_for_node(capabilities, node)
