@@ -137,6 +137,7 @@ class PolicyEngine:
         self._self_rules: dict[int, dict[int, list[Rule]]] = {}
         self._global_matcher_cache: list[Matcher] | None = None
         self._destination_index: DestinationIndex | None = None
+        self._per_node_grants: list[tuple[int, CompiledGrant]] | None = None
 
     def set_nodes(self, users: Iterable[PolicyUser], nodes: Iterable[PolicyNode]) -> None:
         """Replace the whole tailnet (a full recompile)."""
@@ -244,6 +245,7 @@ class PolicyEngine:
                 self._compiled[index] = after
                 self._global_matcher_cache = None
                 self._destination_index = None
+                self._per_node_grants = None
                 touched += [_reach_of(before), _reach_of(after)]
                 reached += [_destinations_of(before), _destinations_of(after)]
                 if before.self_part is not None or after.self_part is not None:
@@ -363,11 +365,13 @@ class PolicyEngine:
         ``autogroup:self`` rules are the same for every device of one user, so they are made once per owner
         (and dropped when one of the owner's devices or a grant with a self part changes).
         """
-        per_node = [
-            (index, c)
-            for index, c in enumerate(self._compiled)
-            if c.self_part is not None or c.via_part is not None
-        ]
+        if self._per_node_grants is None:
+            self._per_node_grants = [
+                (index, c)
+                for index, c in enumerate(self._compiled)
+                if c.self_part is not None or c.via_part is not None
+            ]
+        per_node = self._per_node_grants
         if not per_node:
             return []
         owner = self.tailnet.node_user_id(node)

@@ -327,10 +327,12 @@ class DestinationIndex:
         self.rules = rules
         self._by_address: dict[tuple[int, int], list[tuple[int, int]]] = {}
         self._wide: list[tuple[int, int]] = []
-        self._capability_rules: list[tuple[Rule, AddrSet]] = []
+        self._capability_rules: list[Rule] = []
+        self._capabilities_by_address: dict[tuple[int, int], list[int]] = {}
+        self._wide_capabilities: list[tuple[int, AddrSet]] = []
         for i, rule in enumerate(rules):
             if rule.cap_grants:
-                self._capability_rules.append((rule, rule.destinations()))
+                self._index_capability(rule)
                 continue
             for j, dst in enumerate(rule.dst_ports):
                 addresses = dst.addresses
@@ -340,6 +342,26 @@ class DestinationIndex:
                 else:
                     self._wide.append((i, j))
         self._sorted = {v: sorted(a for version, a in self._by_address if version == v) for v in (4, 6)}
+
+    def _index_capability(self, rule: Rule) -> None:
+        """Capability rules by the single addresses they reach, so a node's filter checks only its own."""
+        k = len(self._capability_rules)
+        self._capability_rules.append(rule)
+        destinations = rule.destinations()
+        for _, first, last in destinations.ranges():
+            if first != last:
+                self._wide_capabilities.append((k, destinations))
+                return
+        for version, first, _ in destinations.ranges():
+            self._capabilities_by_address.setdefault((version, first), []).append(k)
+
+    def _capabilities_for(self, node: PolicyNode) -> list[Rule]:
+        """The capability rules that may reach ``node``: on its own addresses or its subnet routes only."""
+        if node.subnet_routes:
+            return self._capability_rules
+        found = {k for ip in node.ips for k in self._capabilities_by_address.get((ip.version, int(ip)), ())}
+        found.update(k for k, destinations in self._wide_capabilities if node.has_ip_in(destinations))
+        return [self._capability_rules[k] for k in sorted(found)]
 
     def _singles_within(self, version: int, first: int, last: int) -> list[tuple[int, int]]:
         addresses = self._sorted[version]
@@ -373,11 +395,4 @@ class DestinationIndex:
             )
             for i, js in sorted(hits.items())
         ]
-        # A capability reaches a node on its own addresses or its subnet routes only (see reduce_for_node).
-        capabilities = [
-            rule
-            for rule, destinations in self._capability_rules
-            if node.has_ip_in(destinations)
-            or any(destinations.overlaps_network(route) for route in node.subnet_routes)
-        ]
-        return reduced + reduce_for_node(capabilities, node)
+        return reduced + reduce_for_node(self._capabilities_for(node), node)
