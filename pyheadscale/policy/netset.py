@@ -64,6 +64,25 @@ def _subtract(ranges: tuple[Range, ...], removed: tuple[Range, ...]) -> list[Ran
     return result
 
 
+#: Up to this many ranges are added to a set one by one (:meth:`AddrSet.__or__`).
+_FEW = 8
+
+
+def _with_range(
+    ranges: tuple[Range, ...], starts: list[int], first: int, last: int
+) -> tuple[tuple[Range, ...], list[int]]:
+    """``ranges`` (sorted, merged) with ``first..last`` added, merging the ranges it touches or adjoins."""
+    low = bisect.bisect_right(starts, first) - 1
+    if low >= 0 and ranges[low][1] + 1 >= first:
+        first = ranges[low][0]
+    else:
+        low += 1
+    high = bisect.bisect_right(starts, last + 1)
+    if high > low:
+        last = max(last, ranges[high - 1][1])
+    return (*ranges[:low], (first, last), *ranges[high:]), [*starts[:low], first, *starts[high:]]
+
+
 class AddrSet:
     """An immutable set of IPv4 and IPv6 addresses."""
 
@@ -111,7 +130,18 @@ class AddrSet:
         return f"AddrSet({self.to_strings()!r})"
 
     def __or__(self, other: AddrSet) -> AddrSet:
-        return AddrSet(self.v4 + other.v4, self.v6 + other.v6)
+        if len(other.v4) + len(other.v6) > _FEW:
+            return AddrSet(self.v4 + other.v4, self.v6 + other.v6)
+        # A node's addresses joining a large alias: splice them in rather than sort everything again.
+        v4, v4_starts, v6, v6_starts = self.v4, self._v4_starts, self.v6, self._v6_starts
+        for first, last in other.v4:
+            v4, v4_starts = _with_range(v4, v4_starts, first, last)
+        for first, last in other.v6:
+            v6, v6_starts = _with_range(v6, v6_starts, first, last)
+        merged = AddrSet.__new__(AddrSet)
+        merged.v4, merged._v4_starts, merged.v6, merged._v6_starts = v4, v4_starts, v6, v6_starts
+        merged._strings = None
+        return merged
 
     def __sub__(self, other: AddrSet) -> AddrSet:
         return AddrSet(_subtract(self.v4, other.v4), _subtract(self.v6, other.v6))
