@@ -38,15 +38,10 @@ from typing import Any
 
 from pyheadscale import keys
 from pyheadscale.client.control import ControlClient, ControlClientError, _Stream, fetch_server_key
+from tests.ports import free_port
 
 MiB = 1 << 20
 BAD_KEY = "hskey-auth-000000000000-" + "0" * 64
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def raise_fd_limit() -> None:

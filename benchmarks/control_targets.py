@@ -14,13 +14,14 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.ports import free_port
 
 SEGMENT_SIZE = 100
 # The groups-and-tags policy (`--policy roles`): node i is owned by ROLES[i % 5]; "server" nodes are tagged.
@@ -34,12 +35,6 @@ ROLES_POLICY = {
         {"action": "accept", "src": ["tag:server"], "dst": ["tag:server:*"]},
     ],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rss_bytes(pid: int) -> int:

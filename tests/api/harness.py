@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,12 +13,7 @@ from pyheadscale.app import Server
 from pyheadscale.config import build_config
 from pyheadscale.state.models import Node
 from pyheadscale.state.store import Store
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_port
 
 
 def server_config(data_dir: Path, socket_dir: Path) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from typing import Any
 from derp import frames
 from tests.api.conftest import api, live, tcp  # noqa: F401  (fixtures)
 from tests.cli.conftest import cli, config_file  # noqa: F401  (fixtures)
-from tests.control.conftest import Node, free_port, harness, make_harness  # noqa: F401  (fixtures)
+from tests.control.conftest import Node, harness, make_harness  # noqa: F401  (fixtures)
+from tests.ports import free_port
 
 SLOW = 20.0
 """The bound on any one wait in these tests: generous, as CI machines are shared and slow."""

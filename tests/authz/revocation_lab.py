@@ -11,7 +11,7 @@ from pathlib import Path
 from derp.server import DerpServer
 from pyheadscale.config import Config, build_config
 from pyheadscale.state.store import Store
-from tests.e2e.netns import free_port
+from tests.ports import free_port
 
 
 def loopback_config(workdir: Path) -> tuple[Config, str]:

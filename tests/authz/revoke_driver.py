@@ -28,8 +28,9 @@ from pyheadscale import keys
 from pyheadscale.app import Server
 from tests.authz.revocation_lab import comes_back, loopback_config
 from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.twonode_driver import http_get, wait_until
+from tests.ports import free_port
 
 PAYLOAD_SIZE = 64 * 1024
 

@@ -25,8 +25,8 @@ from pyheadscale import keys
 from tests.authz.conftest import REFUSED, SLOW, derp_config
 from tests.control.conftest import Harness, Node
 from tests.derp.harness import eventually, loopback_socket, serving, within
-from tests.e2e.netns import free_port
 from tests.e2e.relays import StandaloneRelay
+from tests.ports import free_port
 
 
 def derp_url(harness: Harness) -> str:

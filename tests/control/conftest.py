@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,7 @@ from pyheadscale import keys
 from pyheadscale.app import Server
 from pyheadscale.client.control import ControlClient
 from pyheadscale.config import Config, build_config
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_port
 
 
 def make_config(data_dir: Path, port: int, **extra: Any) -> Config:

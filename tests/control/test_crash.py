@@ -14,7 +14,8 @@ import yaml
 
 from pyheadscale import keys
 from pyheadscale.client.control import ControlClient
-from tests.control.conftest import Harness, MapReader, free_port
+from tests.control.conftest import Harness, MapReader
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

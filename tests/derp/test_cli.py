@@ -23,12 +23,7 @@ from derp.config import ConfigError, load_or_create_private_key
 from derp.derpmap import single_region_derpmap
 from tests.derp.harness import within
 from tests.pki import make_pki
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_port
 
 
 async def wait_for_tcp(port: int) -> None:

@@ -42,9 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand
 
 from tests.db.pgserver import pg_bin, throwaway_postgres
 from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.policy_login_driver import BODY, fetch_until
 from tests.e2e.tsd_node import TailscaledNode
+from tests.ports import free_port
 
 ROUTE = "10.99.0.0/24"
 """Approved for the tagged tsnet node, which does not announce it."""

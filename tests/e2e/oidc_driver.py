@@ -23,11 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
 from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.policy_login_driver import BODY, fetch_until
 from tests.e2e.twonode_driver import wait_until
 from tests.oidc.browser import Browser
 from tests.oidc.conftest import CLIENT_ID, CLIENT_SECRET, PROVIDER_DIR, start_provider, stop_provider
+from tests.ports import free_port
 
 
 async def login_url(server: Server, hostname: str) -> str:

@@ -32,8 +32,9 @@ from pyheadscale.client.control import ControlClient
 from pyheadscale.config import build_config
 from pyheadscale.keys import PrivateKey
 from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.twonode_driver import http_get, wait_until
+from tests.ports import free_port
 
 BODY = b"hello from node A"
 ALLOW_WEB = {"acls": [{"action": "accept", "src": ["*"], "dst": ["*:80"]}]}

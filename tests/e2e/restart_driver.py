@@ -26,8 +26,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand, without PYTHONPATH
 
 from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.policy_login_driver import BODY, fetch_until
+from tests.ports import free_port
 
 ALWAYS_DERP = {"TS_DEBUG_ALWAYS_USE_DERP": "1"}
 

@@ -46,8 +46,9 @@ from pyheadscale.app import Server
 from pyheadscale.config import build_config
 from pyheadscale.state.models import Node
 from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.relays import StandaloneRelay, write_derp_map
+from tests.ports import free_port
 
 PAYLOAD_SIZE = 128 * 1024
 MAP_REGION = 900

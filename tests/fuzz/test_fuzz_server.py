@@ -25,9 +25,10 @@ from pyheadscale.auth.oidc_sessions import BROWSER_COOKIE, new_browser_id
 from pyheadscale.config import build_config
 from pyheadscale.control import noise
 from pyheadscale.keys import PrivateKey
-from tests.api.harness import LiveServer, free_port, server_config
+from tests.api.harness import LiveServer, server_config
 from tests.fuzz import bounds
 from tests.fuzz.seeds import json_values, mutated_bytes
+from tests.ports import free_port
 
 BODY_ROUTES = [
     ("POST", "/apikey"),

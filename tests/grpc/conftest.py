@@ -13,7 +13,8 @@ import pytest
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
 from pyheadscale.state.store import Store
-from tests.api.harness import free_port, server_config
+from tests.api.harness import server_config
+from tests.ports import free_port
 
 
 @dataclass

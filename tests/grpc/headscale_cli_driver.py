@@ -26,7 +26,8 @@ from pyheadscale.app import Server
 from pyheadscale.config import build_config
 from pyheadscale.tls.self_signed import self_signed_pem
 from tests.api.harness import server_config
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import setup_loopback_only
+from tests.ports import free_port
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

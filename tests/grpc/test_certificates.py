@@ -12,8 +12,9 @@ from cryptography import x509
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
 from pyheadscale.grpc.certificates import CertificateFiles, split_pem
-from tests.api.harness import free_port, server_config
+from tests.api.harness import server_config
 from tests.grpc.headscale_cli_driver import self_signed
+from tests.ports import free_port
 
 
 def _presented(address: str) -> str:

@@ -19,9 +19,10 @@ from pyheadscale.cli.main import main
 from pyheadscale.config import build_config
 from pyheadscale.grpc.schema import pb, services
 from pyheadscale.grpc.server import start_grpc
-from tests.api.harness import free_port, server_config
+from tests.api.harness import server_config
 from tests.grpc.conftest import GrpcLive
 from tests.grpc.headscale_cli_driver import self_signed
+from tests.ports import free_port
 
 
 async def _key(live: GrpcLive) -> str:

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from tests.control.conftest import Harness
+from tests.ports import free_port
 
 FAST = {"connections": {"header_timeout": "1s", "request_timeout": "1s", "idle_timeout": "1s"}}
 
@@ -136,8 +137,6 @@ def test_connection_capacity_respects_the_fd_limit(monkeypatch: Any) -> None:
 
 
 async def test_silent_connection_to_metrics_listener_closed(make_harness: Any) -> None:
-    from tests.control.conftest import free_port
-
     port = free_port()
     await make_harness(limits=FAST, metrics_listen_addr=f"127.0.0.1:{port}")
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -16,10 +16,11 @@ import pytest
 from pyheadscale.app import Server
 from pyheadscale.auth.oidc_provider import ProviderError
 from pyheadscale.config import build_config
-from tests.api.harness import free_port, server_config
+from tests.api.harness import server_config
 from tests.oidc.browser import Browser
 from tests.oidc.conftest import CLIENT_SECRET, StartSetup
 from tests.oidc.test_oidc_login import Machine
+from tests.ports import free_port
 
 
 def with_query(url: str, **changes: str) -> str:

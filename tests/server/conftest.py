@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -11,13 +10,7 @@ import pytest
 
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
+from tests.ports import free_port
 
 StartServer = Callable[..., Awaitable[Server]]
 

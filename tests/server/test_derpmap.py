@@ -12,7 +12,8 @@ from aiohttp import web
 
 from pyheadscale.config import build_config
 from pyheadscale.derpmap import DERPMapError, DERPMapSource, embedded_region, parse_derp_map
-from tests.server.conftest import StartServer, free_port
+from tests.ports import free_port
+from tests.server.conftest import StartServer
 
 YAML_MAP = """
 regions:

@@ -10,7 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pyheadscale.client.control import ControlClient
 from pyheadscale.keys import PrivateKey, node_public_text
-from tests.server.conftest import StartServer, free_port
+from tests.ports import free_port
+from tests.server.conftest import StartServer
 
 
 async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

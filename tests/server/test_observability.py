@@ -10,7 +10,8 @@ import aiohttp
 
 from pyheadscale.client.control import ControlClient
 from pyheadscale.keys import PrivateKey
-from tests.server.conftest import StartServer, free_port
+from tests.ports import free_port
+from tests.server.conftest import StartServer
 
 
 async def test_audit_log_tells_a_nodes_life_and_never_holds_a_secret(

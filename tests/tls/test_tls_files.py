@@ -16,7 +16,8 @@ from pyheadscale.client.control import ControlClient
 from pyheadscale.config import ConfigError, build_config
 from pyheadscale.keys import PrivateKey
 from tests.pki import ServerPKI, write_other_key
-from tests.tls.conftest import StartTLSServer, free_port, tls_raw_config
+from tests.ports import free_port
+from tests.tls.conftest import StartTLSServer, tls_raw_config
 
 
 async def test_listen_addr_serves_https(start_tls_server: StartTLSServer, trust: ssl.SSLContext) -> None:

@@ -22,10 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
 from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.policy_login_driver import BODY, fetch_until
 from tests.e2e.twonode_driver import wait_until
 from tests.pki import make_pki
+from tests.ports import free_port
 
 # DERP goes over TLS like control does (netns.CLIENT_ENV would make it cleartext), and only through the relay.
 OVER_TLS = {"TS_DEBUG_USE_DERP_HTTP": "false", "TS_DEBUG_ALWAYS_USE_DERP": "1"}
