@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.api.conftest import Api
-from tests.api.harness import LiveServer
+from tests.live_server import LiveServer
 
 NODE_FIELDS = {
     "id",

@@ -20,7 +20,7 @@ from pyheadscale.api.auth import PUBLIC_ROUTES
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
 from tests.api.conftest import Api
-from tests.api.harness import LiveServer
+from tests.live_server import LiveServer
 
 
 def api_routes() -> list[tuple[str, str, str]]:
@@ -142,5 +142,5 @@ async def test_refused_callers_get_401_and_change_nothing(
 
 async def test_unix_socket_is_not_reachable_over_tcp(live: LiveServer) -> None:
     """The trusted mount is the socket only: the same path over TCP without a key is refused."""
-    async with aiohttp.ClientSession() as http, http.get(live.base_url + "/api/v1/user") as resp:
+    async with aiohttp.ClientSession() as http, http.get(live.url + "/api/v1/user") as resp:
         assert resp.status == 401

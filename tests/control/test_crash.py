@@ -14,7 +14,7 @@ import yaml
 
 from pyheadscale import keys
 from pyheadscale.client.control import ControlClient
-from tests.control.conftest import Harness, MapReader
+from tests.live_server import LiveServer, MapReader
 from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,7 +90,7 @@ async def test_sigkill_and_restart_keeps_nodes(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     port = free_port()
     # the user and key come from an in-process server on the same data directory
-    setup = Harness(data_dir, port=port)
+    setup = LiveServer(data_dir, port=port)
     await setup.start()
     auth_key = await setup.preauth_key()
     await setup.stop()

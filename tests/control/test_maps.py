@@ -12,7 +12,7 @@ import pytest
 
 from pyheadscale import keys
 from pyheadscale.mapper import tailcfg
-from tests.control.conftest import Harness, MapReader, open_map
+from tests.live_server import LiveServer, MapReader, StartLive, open_map
 
 JOIN_DEADLINE = 1.0
 
@@ -31,20 +31,19 @@ def patch_for(node_id: int, **fields: Any) -> Callable[[dict[str, Any]], bool]:
     return match
 
 
-async def test_full_map_contents(make_harness: Any) -> None:
-    harness: Harness = await make_harness(
+async def test_full_map_contents(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(
         dns={"base_domain": "example.ts.net", "nameservers": {"global": ["1.1.1.1"]}}
     )
-    a = await harness.node("alpha")
-    b = await harness.node("beta", auth_key=await harness.preauth_key("bob"))
+    a = await live.node("alpha")
+    b = await live.node("beta", auth_key=await live.preauth_key("bob"))
     reader = open_map(a, compress=False)
     try:
         full = await reader.next()
     finally:
         await reader.close()
-    store = harness.store
-    node_a = store.node_by_node_key(a.node_key_text)
-    node_b = store.node_by_node_key(b.node_key_text)
+    node_a = live.record(a)
+    node_b = live.record(b)
     me = full["Node"]
     assert me["ID"] == node_a.id and me["Key"] == a.node_key_text and me["Machine"] == a.machine_key_text
     assert me["Addresses"] == [f"{node_a.ipv4}/32", f"{node_a.ipv6}/128"]
@@ -66,14 +65,14 @@ async def test_full_map_contents(make_harness: Any) -> None:
 
 
 @pytest.mark.parametrize("compress", [True, False], ids=["zstd", "plain"])
-async def test_join_reaches_every_stream(harness: Harness, compress: bool) -> None:
-    a = await harness.node("a")
-    b = await harness.node("b")
+async def test_join_reaches_every_stream(live: LiveServer, compress: bool) -> None:
+    a = await live.node("a")
+    b = await live.node("b")
     ra, rb = open_map(a, compress=compress), open_map(b, compress=compress)
     try:
         await ra.next(), await rb.next()
-        c = await harness.node("c")
-        c_id = harness.store.node_by_node_key(c.node_key_text).id
+        c = await live.node("c")
+        c_id = live.record(c).id
         got_a = await ra.wait_for(lambda m: c_id in changed_ids(m), JOIN_DEADLINE)
         got_b = await rb.wait_for(lambda m: c_id in changed_ids(m), JOIN_DEADLINE)
         for got in (got_a, got_b):
@@ -85,13 +84,13 @@ async def test_join_reaches_every_stream(harness: Harness, compress: bool) -> No
         await rb.close()
 
 
-async def test_endpoint_change_is_a_patch(harness: Harness) -> None:
-    a = await harness.node("a")
-    b = await harness.node("b")
+async def test_endpoint_change_is_a_patch(live: LiveServer) -> None:
+    a = await live.node("a")
+    b = await live.node("b")
     ra, rb = open_map(a), open_map(b, endpoints=["10.0.0.1:41641"])
     try:
         await ra.next(), await rb.next()
-        b_id = harness.store.node_by_node_key(b.node_key_text).id
+        b_id = live.record(b).id
         status, _ = await b.client.request(
             "POST",
             "/machine/map",
@@ -112,21 +111,21 @@ async def test_endpoint_change_is_a_patch(harness: Harness) -> None:
         await rb.close()
 
 
-async def test_disconnect_sends_offline_patch(harness: Harness) -> None:
-    _a, _b, ra, rb, b_id = await harness.streaming_pair()
+async def test_disconnect_sends_offline_patch(live: LiveServer) -> None:
+    _a, _b, ra, rb, b_id = await live.streaming_pair()
     try:
         await ra.wait_for(patch_for(b_id, Online=True))
         await rb.close()
         got = await ra.wait_for(patch_for(b_id, Online=False))
         patch = next(p for p in got["PeersChangedPatch"] if p["NodeID"] == b_id)
         assert patch["LastSeen"].endswith("Z")
-        assert not harness.store.is_online(b_id)
+        assert not live.store.is_online(b_id)
     finally:
         await ra.close()
 
 
-async def test_closing_the_connection_takes_node_offline(harness: Harness) -> None:
-    _a, b, ra, _rb, b_id = await harness.streaming_pair()
+async def test_closing_the_connection_takes_node_offline(live: LiveServer) -> None:
+    _a, b, ra, _rb, b_id = await live.streaming_pair()
     try:
         await b.client.close()  # the TCP connection goes away without a stream reset
         await ra.wait_for(patch_for(b_id, Online=False))
@@ -134,10 +133,10 @@ async def test_closing_the_connection_takes_node_offline(harness: Harness) -> No
         await ra.close()
 
 
-async def test_deleted_node_is_removed_from_peers(harness: Harness) -> None:
-    a, _b, ra, rb, b_id = await harness.streaming_pair()
+async def test_deleted_node_is_removed_from_peers(live: LiveServer) -> None:
+    a, _b, ra, rb, b_id = await live.streaming_pair()
     try:
-        await harness.store.delete_node(b_id)
+        await live.store.delete_node(b_id)
         got = await ra.wait_for(lambda m: b_id in m.get("PeersRemoved", []))
         assert b_id not in changed_ids(got)
         assert await rb.ended()  # the deleted node's own stream ends
@@ -154,9 +153,9 @@ async def test_deleted_node_is_removed_from_peers(harness: Harness) -> None:
         await rb.close()
 
 
-async def test_keepalive_on_idle_stream(make_harness: Any) -> None:
-    harness: Harness = await make_harness(keepalive=0.5)
-    a = await harness.node("a")
+async def test_keepalive_on_idle_stream(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(keepalive=0.5)
+    a = await live.node("a")
     reader = open_map(a)
     try:
         await reader.next()
@@ -166,8 +165,8 @@ async def test_keepalive_on_idle_stream(make_harness: Any) -> None:
         await reader.close()
 
 
-async def test_hostinfo_change_is_a_full_peer_update(harness: Harness) -> None:
-    _a, b, ra, rb, b_id = await harness.streaming_pair()
+async def test_hostinfo_change_is_a_full_peer_update(live: LiveServer) -> None:
+    _a, b, ra, rb, b_id = await live.streaming_pair()
     try:
         status, _ = await b.client.request(
             "POST",
@@ -191,9 +190,9 @@ async def test_hostinfo_change_is_a_full_peer_update(harness: Harness) -> None:
         await rb.close()
 
 
-async def test_one_shot_map_and_lite_update(harness: Harness) -> None:
-    a = await harness.node("a")
-    await harness.node("b")
+async def test_one_shot_map_and_lite_update(live: LiveServer) -> None:
+    a = await live.node("a")
+    await live.node("b")
     status, data = await a.client.request(
         "POST", "/machine/map", {"Version": 130, "NodeKey": a.node_key_text, "Stream": False, "Compress": ""}
     )
@@ -209,9 +208,9 @@ async def test_one_shot_map_and_lite_update(harness: Harness) -> None:
     assert status == 200
 
 
-async def test_large_map_crosses_flow_control_window(harness: Harness) -> None:
+async def test_large_map_crosses_flow_control_window(live: LiveServer) -> None:
     """A map far larger than HTTP/2's initial 64 KiB window and than one Noise record arrives whole."""
-    store = harness.store
+    store = live.store
     user = store.user_by_name("alice") or await store.create_user("alice")
     key, _ = await store.create_preauth_key(user.id, reusable=True)
     for i in range(250):
@@ -226,7 +225,7 @@ async def test_large_map_crosses_flow_control_window(harness: Harness) -> None:
             },
             expiry=None,
         )
-    a = await harness.node("a")
+    a = await live.node("a")
     reader = open_map(a, compress=False)
     try:
         full = await reader.next()
@@ -236,15 +235,15 @@ async def test_large_map_crosses_flow_control_window(harness: Harness) -> None:
     assert len(json.dumps(full)) > 200_000
 
 
-async def test_two_streams_for_one_node(harness: Harness) -> None:
-    a = await harness.node("a")
-    b = await harness.node("b")
+async def test_two_streams_for_one_node(live: LiveServer) -> None:
+    a = await live.node("a")
+    b = await live.node("b")
     ra = open_map(a)
     rb1 = open_map(b)
     try:
         await ra.next(), await rb1.next()
-        b_id = harness.store.node_by_node_key(b.node_key_text).id
-        second = await harness.client(b.machine_key)
+        b_id = live.record(b).id
+        second = await live.client(b.machine_key)
         rb2 = MapReader(second.map_stream(b.node_key))
         await rb2.next()
         await rb1.close()
@@ -252,17 +251,17 @@ async def test_two_streams_for_one_node(harness: Harness) -> None:
         status, _ = await a.client.request(
             "POST", "/machine/map", {"NodeKey": a.node_key_text, "Stream": False, "ReadOnly": True}
         )
-        assert status == 200 and harness.store.is_online(b_id)
+        assert status == 200 and live.store.is_online(b_id)
         await rb2.close()
         await ra.wait_for(patch_for(b_id, Online=False))
     finally:
         await ra.close()
 
 
-async def test_rename_and_tags_reach_peers_and_self(harness: Harness) -> None:
-    _a, _b, ra, rb, b_id = await harness.streaming_pair()
+async def test_rename_and_tags_reach_peers_and_self(live: LiveServer) -> None:
+    _a, _b, ra, rb, b_id = await live.streaming_pair()
     try:
-        await harness.store.rename_node(b_id, "bravo")
+        await live.store.rename_node(b_id, "bravo")
         got = await ra.wait_for(
             lambda m: any(
                 p["ID"] == b_id and p["Name"].startswith("bravo.") for p in m.get("PeersChanged", [])
@@ -271,7 +270,7 @@ async def test_rename_and_tags_reach_peers_and_self(harness: Harness) -> None:
         assert got["PeersChanged"]
         mine = await rb.wait_for(lambda m: "Node" in m and m["Node"]["Name"].startswith("bravo."))
         assert mine["Node"]["ID"] == b_id
-        await harness.store.set_tags(b_id, ["tag:web"])
+        await live.store.set_tags(b_id, ["tag:web"])
         got = await ra.wait_for(
             lambda m: any(p["ID"] == b_id and p["Tags"] == ["tag:web"] for p in m.get("PeersChanged", []))
         )
@@ -283,8 +282,8 @@ async def test_rename_and_tags_reach_peers_and_self(harness: Harness) -> None:
         await rb.close()
 
 
-async def test_logout_reaches_own_stream_and_peers(harness: Harness) -> None:
-    _a, b, ra, rb, b_id = await harness.streaming_pair()
+async def test_logout_reaches_own_stream_and_peers(live: LiveServer) -> None:
+    _a, b, ra, rb, b_id = await live.streaming_pair()
     try:
         answer = await b.client.register(b.node_key, expiry="2001-01-01T00:00:00Z")
         assert answer["NodeKeyExpired"]
@@ -296,12 +295,12 @@ async def test_logout_reaches_own_stream_and_peers(harness: Harness) -> None:
         await rb.close()
 
 
-async def test_home_derp_by_capability_version(harness: Harness) -> None:
+async def test_home_derp_by_capability_version(live: LiveServer) -> None:
     """Clients before capability 111 read the home DERP from the legacy "127.3.3.40:N" string."""
     hostinfo = {"Hostname": "pytest", "OS": "linux", "NetInfo": {"PreferredDERP": 7}}
-    old = await harness.node("old")
+    old = await live.node("old")
     old.client.capver = 100
-    new = await harness.node("new")
+    new = await live.node("new")
     ro = open_map(old, extra={"Version": 100, "Hostinfo": hostinfo})
     rn = open_map(new, extra={"Hostinfo": hostinfo})
     try:
@@ -314,23 +313,24 @@ async def test_home_derp_by_capability_version(harness: Harness) -> None:
     assert old_full["Node"]["Cap"] == 100
 
 
-async def test_too_old_capability_version_refused(harness: Harness) -> None:
-    node = await harness.node("n")
+async def test_too_old_capability_version_refused(live: LiveServer) -> None:
+    node = await live.node("n")
     status, data = await node.client.request(
         "POST", "/machine/map", {"Version": 50, "NodeKey": node.node_key_text, "Stream": True}
     )
     assert status == 400 and b"too old" in data
 
 
-async def test_burst_of_changes_loses_nothing(harness: Harness) -> None:
+async def test_burst_of_changes_loses_nothing(live: LiveServer) -> None:
     """Many joins, patches and removals at once: the deltas a stream gets add up to the current tailnet."""
-    watcher = await harness.node("watcher")
+    watcher = await live.node("watcher")
     reader = open_map(watcher)
     try:
         first = await reader.next()
         view = {p["ID"] for p in first["Peers"]}
-        store = harness.store
+        store = live.store
         user = store.user_by_name("alice")
+        assert user is not None
         key, _ = await store.create_preauth_key(user.id, reusable=True)
 
         async def join(i: int) -> int:

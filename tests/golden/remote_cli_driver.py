@@ -16,10 +16,10 @@ import aiohttp
 
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
-from tests.api.harness import server_config
 from tests.e2e.netns import setup_loopback_only
 from tests.golden.scenario import Step, run
 from tests.grpc.headscale_cli_driver import headscale, remote_env, self_signed
+from tests.live_server import server_config
 from tests.ports import free_port
 
 

@@ -29,9 +29,9 @@ from pyheadscale.app import Server
 from pyheadscale.cli.main import main as cli_main
 from pyheadscale.config import build_config
 from tests import refbin
-from tests.api.harness import server_config
 from tests.e2e.netns import run_driver
 from tests.golden.scenario import CLI_STEPS, REST_STEPS, Step, run
+from tests.live_server import server_config
 
 GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "headscale-api-v0.29.2"
 

@@ -25,8 +25,8 @@ from pyheadscale import keys
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
 from pyheadscale.tls.self_signed import self_signed_pem
-from tests.api.harness import server_config
 from tests.e2e.netns import setup_loopback_only
+from tests.live_server import server_config
 from tests.ports import free_port
 
 

@@ -12,8 +12,8 @@ from cryptography import x509
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
 from pyheadscale.grpc.certificates import CertificateFiles, split_pem
-from tests.api.harness import server_config
 from tests.grpc.headscale_cli_driver import self_signed
+from tests.live_server import server_config
 from tests.ports import free_port
 
 

@@ -19,13 +19,12 @@ from pyheadscale.cli.main import main
 from pyheadscale.config import build_config
 from pyheadscale.grpc.schema import pb, services
 from pyheadscale.grpc.server import start_grpc
-from tests.api.harness import server_config
-from tests.grpc.conftest import GrpcLive
 from tests.grpc.headscale_cli_driver import self_signed
+from tests.live_server import LiveServer, server_config
 from tests.ports import free_port
 
 
-async def _key(live: GrpcLive) -> str:
+async def _key(live: LiveServer) -> str:
     _record, text = await live.store.create_api_key(None)
     return str(text)
 
@@ -34,7 +33,7 @@ def _auth(key: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {key}"),)
 
 
-async def test_calls_need_a_valid_api_key(grpc_live: GrpcLive) -> None:
+async def test_calls_need_a_valid_api_key(grpc_live: LiveServer) -> None:
     async with aio.insecure_channel(grpc_live.grpc_address) as channel:
         stub: Any = services.HeadscaleServiceStub(channel)
         with pytest.raises(aio.AioRpcError) as missing:
@@ -49,7 +48,7 @@ async def test_calls_need_a_valid_api_key(grpc_live: GrpcLive) -> None:
         assert list(answer.users) == []
 
 
-async def test_users_nodes_and_keys_round_trip(grpc_live: GrpcLive) -> None:
+async def test_users_nodes_and_keys_round_trip(grpc_live: LiveServer) -> None:
     key = await _key(grpc_live)
     async with aio.insecure_channel(grpc_live.grpc_address) as channel:
         stub: Any = services.HeadscaleServiceStub(channel)
@@ -122,7 +121,7 @@ async def test_our_cli_reaches_the_grpc_api_as_headscales_does(tmp_path: Path) -
         await server.stop()
 
 
-async def test_an_oversized_request_is_refused(grpc_live: GrpcLive) -> None:
+async def test_an_oversized_request_is_refused(grpc_live: LiveServer) -> None:
     key = await _key(grpc_live)
     async with aio.insecure_channel(
         grpc_live.grpc_address, options=[("grpc.max_send_message_length", 8 << 20)]
@@ -134,7 +133,7 @@ async def test_an_oversized_request_is_refused(grpc_live: GrpcLive) -> None:
         assert (await stub.Health(pb.HealthRequest(), metadata=_auth(key))).database_connectivity
 
 
-async def test_repeated_refusals_are_rate_limited(grpc_live: GrpcLive) -> None:
+async def test_repeated_refusals_are_rate_limited(grpc_live: LiveServer) -> None:
     """As on REST: a source that keeps presenting bad keys is turned away before its key is checked."""
     bad = _auth("hskey-api-000000000000-" + "0" * 64)
     burst = grpc_live.server.config.limits.rate.api_auth_failures.burst

@@ -16,7 +16,7 @@ import pytest
 from pyheadscale.app import Server
 from pyheadscale.auth.oidc_provider import ProviderError
 from pyheadscale.config import build_config
-from tests.api.harness import server_config
+from tests.live_server import server_config
 from tests.oidc.browser import Browser
 from tests.oidc.conftest import CLIENT_SECRET, StartSetup
 from tests.oidc.test_oidc_login import Machine
@@ -31,7 +31,7 @@ def with_query(url: str, **changes: str) -> str:
 
 async def test_unknown_state_and_missing_parameters(oidc_setup: StartSetup, browser: Browser) -> None:
     setup = await oidc_setup()
-    callback = f"{setup.live.base_url}/oidc/callback"
+    callback = f"{setup.live.url}/oidc/callback"
     for url in (callback, f"{callback}?code=abc", f"{callback}?state=forged-state-value&code=abc"):
         page = await browser.get(url)
         assert page.status == 400, url
@@ -47,7 +47,7 @@ async def test_replayed_callback_is_refused(
     try:
         page = await browser.log_in(await machine.start(), "alice")
         assert page.status == 200, page.text
-        callback = next(u for u in page.trail if u.startswith(f"{setup.live.base_url}/oidc/callback?"))
+        callback = next(u for u in page.trail if u.startswith(f"{setup.live.url}/oidc/callback?"))
         await machine.answer()
 
         replay = await browser.get(callback)

@@ -7,11 +7,11 @@ import aiohttp
 from derp.admission import AdmissionController
 from pyheadscale import keys
 from pyheadscale.keys import PrivateKey
-from tests.server.conftest import StartServer
+from tests.live_server import StartLive
 
 
-async def test_admits_registered_node_keys_only(start_server: StartServer) -> None:
-    server = await start_server()
+async def test_admits_registered_node_keys_only(start_live: StartLive) -> None:
+    server = (await start_live()).server
     assert server.store is not None
     user = await server.store.create_user("alice")
     node_key = keys.node_public_text(PrivateKey.generate().public())
@@ -41,8 +41,8 @@ async def test_admits_registered_node_keys_only(start_server: StartServer) -> No
         assert status == 400
 
 
-async def test_the_derp_packages_admission_client_speaks_to_it(start_server: StartServer) -> None:
-    server = await start_server()
+async def test_the_derp_packages_admission_client_speaks_to_it(start_live: StartLive) -> None:
+    server = (await start_live()).server
     assert server.store is not None
     user = await server.store.create_user("alice")
     node = PrivateKey.generate()
