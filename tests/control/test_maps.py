@@ -4,8 +4,10 @@ changes."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -122,6 +124,36 @@ async def test_disconnect_sends_offline_patch(live: LiveServer) -> None:
         assert not live.store.is_online(b_id)
     finally:
         await ra.close()
+
+
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 time as Go and protobuf JSON write it."""
+    return datetime.fromisoformat(text)
+
+
+async def test_last_seen_is_stored_when_the_last_stream_closes(live: LiveServer) -> None:
+    """Going offline stamps last_seen in the database, not only in memory: peers, the API and a restarted
+    server all report the moment the stream closed."""
+    _a, _b, ra, rb, b_id = await live.streaming_pair()
+    try:
+        await ra.wait_for(patch_for(b_id, Online=True))
+        connected = datetime.now(UTC)
+        await rb.close()
+        got = await ra.wait_for(patch_for(b_id, Online=False))
+    finally:
+        await ra.close()
+    patch = next(p for p in got["PeersChangedPatch"] if p["NodeID"] == b_id)
+    went_offline = parse_time(patch["LastSeen"])
+    assert went_offline >= connected
+
+    async def reported() -> tuple[bool, datetime]:
+        status, body = await live.local_api("GET", f"/node/{b_id}")
+        assert status == 200, body
+        return body["node"]["online"], parse_time(body["node"]["lastSeen"])
+
+    assert await reported() == (False, went_offline)
+    await live.restart()
+    assert await reported() == (False, went_offline), "last_seen was not stored"
 
 
 async def test_closing_the_connection_takes_node_offline(live: LiveServer) -> None:
@@ -367,3 +399,59 @@ async def test_burst_of_changes_loses_nothing(live: LiveServer) -> None:
             assert endpoints[node_id] == [f"192.0.2.{node_id % 250}:1"]
     finally:
         await reader.close()
+
+
+POLICY_FIELDS = ("PacketFilter", "PacketFilters", "SSHPolicy")
+
+
+def covers(source: str, address: str) -> bool:
+    """Whether a FilterRule source (`*`, a CIDR, an `a-b` range or one IP) includes `address`."""
+    ip = ipaddress.ip_address(address)
+    if source == "*":
+        return True
+    if "-" in source:
+        first, last = (ipaddress.ip_address(part) for part in source.split("-"))
+        return first.version == ip.version and int(first) <= int(ip) <= int(last)
+    return ip in ipaddress.ip_network(source, strict=False)
+
+
+async def test_a_delta_carries_the_policy_fields_only_when_they_changed(start_live: StartLive) -> None:
+    """A join can change some nodes' packet filters and not others': the nodes whose rules name the newcomer
+    get their new filter in a delta; the others get the newcomer as a peer and no filter or SSH policy."""
+    live = await start_live(policy={"mode": "database"})
+    policy = {
+        "acls": [
+            {"action": "accept", "src": ["alice@"], "dst": ["bob@:22"]},  # bob's filter lists alice's nodes
+            {"action": "accept", "src": ["*"], "dst": ["alice@:80"]},  # alice's does not depend on who joins
+        ]
+    }
+    status, body = await live.local_api("PUT", "/policy", {"policy": json.dumps(policy)})
+    assert status == 200, body
+    alice1 = await live.node("alice1")
+    bob = await live.node("bob", auth_key=await live.preauth_key("bob"))
+    ra, rb = open_map(alice1), open_map(bob)
+    try:
+        for full in (await ra.next(), await rb.next()):
+            assert "PacketFilters" in full and "SSHPolicy" in full
+        alice2 = await live.node("alice2")
+        newcomer = live.record(alice2)
+        assert newcomer.ipv4 is not None
+
+        def bob_filter_admits_newcomer(message: dict[str, Any]) -> bool:
+            rules = message.get("PacketFilters", {}).get("base") or []
+            return any(covers(src, str(newcomer.ipv4)) for rule in rules for src in rule["SrcIPs"])
+
+        await rb.wait_for(bob_filter_admits_newcomer)
+        await ra.wait_for(lambda m: newcomer.id in changed_ids(m))
+        # Everything the join caused reaches alice1 before the newcomer's coming online does.
+        rc = open_map(alice2)
+        try:
+            await ra.wait_for(patch_for(newcomer.id, Online=True))
+        finally:
+            await rc.close()
+        deltas = ra.messages[1:]
+        sent = [field for message in deltas for field in POLICY_FIELDS if field in message]
+        assert sent == [], f"alice1's filter and SSH policy did not change, yet a delta carried {sent}"
+    finally:
+        await ra.close()
+        await rb.close()
