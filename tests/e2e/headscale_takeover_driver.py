@@ -45,6 +45,7 @@ from tests.e2e.caddynode import CaddyNode
 from tests.e2e.netns import setup_loopback_only
 from tests.e2e.policy_login_driver import BODY, fetch_until
 from tests.e2e.tsd_node import TailscaledNode
+from tests.headscale_config import headscale_config
 from tests.ports import free_port
 
 ROUTE = "10.99.0.0/24"
@@ -55,47 +56,6 @@ POLICY = {
     "tagOwners": {"tag:server": ["alice@"]},
     "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
 }
-
-
-def headscale_config(workdir: Path, port: int, stun_port: int, database: dict[str, Any]) -> dict[str, Any]:
-    """A Headscale v0.29.2 config, written the way its config-example.yaml is; pyheadscale reads it as is."""
-    return {
-        "server_url": f"http://127.0.0.1:{port}",
-        "listen_addr": f"127.0.0.1:{port}",
-        "metrics_listen_addr": f"127.0.0.1:{free_port()}",
-        "grpc_listen_addr": f"127.0.0.1:{free_port()}",
-        "grpc_allow_insecure": False,
-        "noise": {"private_key_path": str(workdir / "noise_private.key")},
-        "prefixes": {"v4": "100.64.0.0/10", "v6": "fd7a:115c:a1e0::/48", "allocation": "sequential"},
-        "derp": {
-            "server": {
-                "enabled": True,
-                "region_id": 999,
-                "region_code": "headscale",
-                "region_name": "Headscale Embedded DERP",
-                "verify_clients": True,
-                "stun_listen_addr": f"127.0.0.1:{stun_port}",
-                "private_key_path": str(workdir / "derp_server_private.key"),
-                "automatically_add_embedded_derp_region": True,
-            },
-            "urls": [],
-            "paths": [],
-            "auto_update_enabled": False,
-            "update_frequency": "24h",
-        },
-        "disable_check_updates": True,
-        "database": database,
-        "log": {"level": "info", "format": "text"},
-        "policy": {"mode": "database", "path": ""},
-        "dns": {
-            "magic_dns": True,
-            "base_domain": "tailnet.example",
-            "override_local_dns": False,
-            "nameservers": {"global": []},
-        },
-        "unix_socket": str(workdir / "headscale.sock"),
-        "unix_socket_permission": "0770",
-    }
 
 
 class Process:
@@ -204,7 +164,16 @@ async def main(
         port, stun_port, proxy_port = free_port(), free_port(), free_port()
         url = f"http://127.0.0.1:{port}"
         config = workdir / "config.yaml"
-        config.write_text(yaml.safe_dump(headscale_config(workdir, port, stun_port, database)))
+        raw = headscale_config(
+            workdir,
+            server_url=f"http://127.0.0.1:{port}",
+            listen_addr=f"127.0.0.1:{port}",
+            metrics_listen_addr=f"127.0.0.1:{free_port()}",
+            grpc_listen_addr=f"127.0.0.1:{free_port()}",
+            stun_listen_addr=f"127.0.0.1:{stun_port}",
+            database=database,
+        )
+        config.write_text(yaml.safe_dump(raw))
         hs = Process("headscale", [headscale, "-c", str(config), "serve"], workdir, url)
         ours = Process(
             "pyheadscale", [sys.executable, "-m", "pyheadscale", "-c", str(config), "serve"], workdir, url
