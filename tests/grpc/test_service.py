@@ -20,7 +20,7 @@ from pyheadscale.config import build_config
 from pyheadscale.grpc.schema import pb, services
 from pyheadscale.grpc.server import start_grpc
 from tests.grpc.headscale_cli_driver import self_signed
-from tests.live_server import LiveServer, server_config
+from tests.live_server import LiveServer, StartLive
 from tests.ports import free_port
 
 
@@ -80,45 +80,40 @@ async def test_not_served_without_tls_or_allow_insecure(tmp_path: Path) -> None:
     assert await start_grpc(server) is None
 
 
-async def test_our_cli_reaches_the_grpc_api_as_headscales_does(tmp_path: Path) -> None:
+async def test_our_cli_reaches_the_grpc_api_as_headscales_does(start_live: StartLive, tmp_path: Path) -> None:
     """HEADSCALE_CLI_ADDRESS=host:port (no scheme) is the gRPC API over TLS; INSECURE accepts any cert."""
     cert, key = self_signed(tmp_path)
-    raw = server_config(tmp_path, tmp_path)
     address = f"127.0.0.1:{free_port()}"
-    raw.update(grpc_listen_addr=address, tls_cert_path=str(cert), tls_key_path=str(key))
-    server = Server(build_config(raw, data_dir=tmp_path), keepalive=30.0)
-    await server.start()
-    try:
-        assert server.store is not None
-        await server.store.create_user("alice")
-        _record, api_key = await server.store.create_api_key(None)
+    live = await start_live(grpc_listen_addr=address, tls_cert_path=str(cert), tls_key_path=str(key))
+    server = live.server
+    assert server.store is not None
+    await server.store.create_user("alice")
+    _record, api_key = await server.store.create_api_key(None)
 
-        def run(*argv: str, **env: str) -> tuple[int, str, str]:
-            saved = dict(os.environ)
-            os.environ.update({"HEADSCALE_CLI_ADDRESS": address, "HEADSCALE_CLI_API_KEY": api_key, **env})
-            out, err = io.StringIO(), io.StringIO()
-            try:
-                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                    code = main(list(argv))
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
-            return code, out.getvalue(), err.getvalue()
+    def run(*argv: str, **env: str) -> tuple[int, str, str]:
+        saved = dict(os.environ)
+        os.environ.update({"HEADSCALE_CLI_ADDRESS": address, "HEADSCALE_CLI_API_KEY": api_key, **env})
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(list(argv))
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        return code, out.getvalue(), err.getvalue()
 
-        code, out, err = await asyncio.to_thread(
-            run, "users", "list", "-o", "json", HEADSCALE_CLI_INSECURE="true"
-        )
-        assert code == 0, err
-        assert [u["name"] for u in json.loads(out)] == ["alice"]
-        code, out, err = await asyncio.to_thread(run, "users", "create", "bob", HEADSCALE_CLI_INSECURE="true")
-        assert (code, out) == (0, "User created\n") and server.store.user_by_name("bob") is not None
-        # Without INSECURE the self-signed certificate is not trusted: a clean error, no traceback.
-        code, out, err = await asyncio.to_thread(run, "users", "list", HEADSCALE_CLI_INSECURE="false")
-        assert code == 1 and err.startswith("Error: ") and "Traceback" not in err
-        code, out, err = await asyncio.to_thread(run, "auth", "list", HEADSCALE_CLI_INSECURE="true")
-        assert code == 1 and "REST API" in err
-    finally:
-        await server.stop()
+    code, out, err = await asyncio.to_thread(
+        run, "users", "list", "-o", "json", HEADSCALE_CLI_INSECURE="true"
+    )
+    assert code == 0, err
+    assert [u["name"] for u in json.loads(out)] == ["alice"]
+    code, out, err = await asyncio.to_thread(run, "users", "create", "bob", HEADSCALE_CLI_INSECURE="true")
+    assert (code, out) == (0, "User created\n") and server.store.user_by_name("bob") is not None
+    # Without INSECURE the self-signed certificate is not trusted: a clean error, no traceback.
+    code, out, err = await asyncio.to_thread(run, "users", "list", HEADSCALE_CLI_INSECURE="false")
+    assert code == 1 and err.startswith("Error: ") and "Traceback" not in err
+    code, out, err = await asyncio.to_thread(run, "auth", "list", HEADSCALE_CLI_INSECURE="true")
+    assert code == 1 and "REST API" in err
 
 
 async def test_an_oversized_request_is_refused(grpc_live: LiveServer) -> None:
