@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from pyheadscale import keys
-from pyheadscale.client.control import ControlClient, ControlClientError, _Stream, fetch_server_key
+from pyheadscale.client.control import ControlClient, ControlClientError, fetch_server_key
+from tests.live_server import send_request_headers
 from tests.ports import free_port
 
 MiB = 1 << 20
@@ -232,17 +233,7 @@ async def h2_bodies(server: Server, seconds: float, notes: dict[str, Any]) -> No
         clients.append(client)
         h2conn: Any = client._h2
         for _ in range(64):
-            stream_id = h2conn.get_next_available_stream_id()
-            client._streams[stream_id] = _Stream()
-            h2conn.send_headers(
-                stream_id,
-                [
-                    (":method", "POST"),
-                    (":path", "/machine/register"),
-                    (":scheme", "http"),
-                    (":authority", "x"),
-                ],
-            )
+            stream_id = send_request_headers(client)
             window = min(h2conn.local_flow_control_window(stream_id), len(chunk))
             if window > 0:
                 h2conn.send_data(stream_id, chunk[:window])

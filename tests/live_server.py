@@ -20,7 +20,7 @@ import aiohttp
 
 from pyheadscale import keys
 from pyheadscale.app import Server
-from pyheadscale.client.control import ControlClient
+from pyheadscale.client.control import ControlClient, _Stream
 from pyheadscale.config import Config, build_config
 from pyheadscale.state.models import Node
 from pyheadscale.state.store import Store
@@ -127,6 +127,23 @@ class MapReader:
         except (asyncio.CancelledError, Exception):
             pass
         await self._stream.aclose()
+
+
+def send_request_headers(
+    client: ControlClient,
+    *headers: tuple[str, str],
+    path: str = "/machine/register",
+    end_stream: bool = False,
+) -> int:
+    """Queue the HEADERS of a POST to `path` on the client's TS2021 connection, and nothing more: the start of
+    a request a hostile client may never finish. `headers` follow the pseudo-headers; the caller sends any
+    body (`client._h2.send_data`) and flushes. Returns the stream id."""
+    h2conn: Any = client._h2
+    stream_id = int(h2conn.get_next_available_stream_id())
+    client._streams[stream_id] = _Stream()
+    pseudo = [(":method", "POST"), (":path", path), (":scheme", "http"), (":authority", "control")]
+    h2conn.send_headers(stream_id, pseudo + list(headers), end_stream=end_stream)
+    return stream_id
 
 
 def open_map(node: ClientNode, **kwargs: Any) -> MapReader:

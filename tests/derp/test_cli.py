@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import socket
 import stat
 import sys
@@ -24,6 +23,7 @@ from derp.derpmap import single_region_derpmap
 from tests.derp.harness import within
 from tests.pki import make_pki
 from tests.ports import free_port
+from tests.processes import stop_process
 
 
 async def wait_for_tcp(port: int) -> None:
@@ -51,13 +51,7 @@ async def derper(args: Sequence[str]) -> AsyncIterator[asyncio.subprocess.Proces
     try:
         yield process
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await within(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await stop_process(process)
 
 
 def test_listen_address_forms() -> None:

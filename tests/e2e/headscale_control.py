@@ -27,6 +27,7 @@ import aiohttp
 import yaml
 
 from tests.headscale_config import headscale_config
+from tests.processes import stop_process
 
 HEADSCALE_VERSION = "v0.29.2"
 
@@ -209,11 +210,4 @@ class HeadscaleServer:
             return ""
 
     async def stop(self) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        self.proc.terminate()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 15)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
+        await stop_process(self.proc, 15)

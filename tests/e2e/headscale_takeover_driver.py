@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import signal
 import sqlite3
 import sys
 import tempfile
@@ -41,12 +40,13 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand, without PYTHONPATH
 
 from tests.db.pgserver import pg_bin, throwaway_postgres
-from tests.e2e.caddynode import CaddyNode
+from tests.e2e.caddynode import CaddyNode, proxy_site, responder_site
 from tests.e2e.netns import setup_loopback_only
 from tests.e2e.policy_login_driver import BODY, fetch_until
 from tests.e2e.tsd_node import TailscaledNode
 from tests.headscale_config import headscale_config
 from tests.ports import free_port
+from tests.processes import stop_process
 
 ROUTE = "10.99.0.0/24"
 """Approved for the tagged tsnet node, which does not announce it."""
@@ -81,13 +81,7 @@ class Process:
         raise RuntimeError(f"{self.name} did not become healthy: {self.log_tail()}")
 
     async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 30)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc, 30)
 
     def log_tail(self, size: int = 4000) -> str:
         try:
@@ -207,7 +201,7 @@ async def main(
                 "nodea",
                 url,
                 user_key,
-                f':80 {{\n  bind tailscale/nodea\n  respond "{BODY.decode()}"\n}}\n',
+                responder_site("nodea", BODY),
             )
             nodes.append(node_a)
             await node_a.start()
@@ -222,8 +216,7 @@ async def main(
                 "nodeb",
                 url,
                 tag_key,
-                f":{proxy_port} {{\n  bind 127.0.0.1\n"
-                f"  reverse_proxy http://{a_ip}:80 {{\n    transport tailscale nodeb\n  }}\n}}\n",
+                proxy_site("nodeb", proxy_port, a_ip),
             )
             nodes.append(node_b)
             await node_b.start()

@@ -25,7 +25,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand, without PYTHONPATH
 
-from tests.e2e.caddynode import CaddyNode
+from tests.e2e.caddynode import CaddyNode, proxy_site, responder_site, stop_nodes
 from tests.e2e.netns import setup_loopback_only
 from tests.e2e.policy_login_driver import BODY, fetch_until
 from tests.ports import free_port
@@ -118,7 +118,7 @@ async def main(workdir: Path) -> dict[str, Any]:
             "nodea",
             url,
             key,
-            f':80 {{\n  bind tailscale/nodea\n  respond "{BODY.decode()}"\n}}\n',
+            responder_site("nodea", BODY),
             extra_env=ALWAYS_DERP,
         )
         nodes.append(node_a)
@@ -133,8 +133,7 @@ async def main(workdir: Path) -> dict[str, Any]:
             "nodeb",
             url,
             key,
-            f":{proxy_port} {{\n  bind 127.0.0.1\n"
-            f"  reverse_proxy http://{a_ip}:80 {{\n    transport tailscale nodeb\n  }}\n}}\n",
+            proxy_site("nodeb", proxy_port, a_ip),
             extra_env=ALWAYS_DERP,
         )
         nodes.append(node_b)
@@ -161,10 +160,8 @@ async def main(workdir: Path) -> dict[str, Any]:
         result["ok"] = True
         return result
     finally:
-        for caddy in nodes:
-            await caddy.stop()
+        await stop_nodes(nodes, result)
         if not result.get("ok"):
-            result["logs"] = {caddy.name: caddy.log_tail() for caddy in nodes}
             result["server_log"] = (workdir / "server.log").read_text(errors="replace")[-3000:]
         await server.stop()
 

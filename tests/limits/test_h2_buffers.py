@@ -6,32 +6,16 @@ import asyncio
 from typing import Any
 
 from pyheadscale import keys
-from pyheadscale.client.control import ControlClient, _Stream
+from pyheadscale.client.control import ControlClient
 from pyheadscale.control.h2server import MAX_CLIENT_RESETS, MAX_HEADER_LIST_SIZE
-from tests.live_server import LiveServer, StartLive
+from tests.live_server import LiveServer, StartLive, send_request_headers
 
 MiB = 1 << 20
 
 
 def open_unfinished(client: ControlClient, count: int) -> list[int]:
     """`count` register requests whose HEADERS promise a 1 MiB body that never ends."""
-    h2conn: Any = client._h2
-    ids = []
-    for _ in range(count):
-        stream_id = h2conn.get_next_available_stream_id()
-        client._streams[stream_id] = _Stream()
-        h2conn.send_headers(
-            stream_id,
-            [
-                (":method", "POST"),
-                (":path", "/machine/register"),
-                (":scheme", "http"),
-                (":authority", "control"),
-                ("content-length", str(MiB)),
-            ],
-        )
-        ids.append(stream_id)
-    return ids
+    return [send_request_headers(client, ("content-length", str(MiB))) for _ in range(count)]
 
 
 async def push_bodies(client: ControlClient, ids: list[int], budget: int, stall: float = 1.0) -> int:
@@ -130,13 +114,7 @@ async def test_rapid_reset_closes_the_connection(start_live: StartLive) -> None:
     client = await live.client()
     h2conn: Any = client._h2
     for _ in range(MAX_CLIENT_RESETS + 50):
-        stream_id = h2conn.get_next_available_stream_id()
-        client._streams[stream_id] = _Stream()
-        h2conn.send_headers(
-            stream_id,
-            [(":method", "POST"), (":path", "/machine/map"), (":scheme", "http"), (":authority", "x")],
-            end_stream=True,
-        )
+        stream_id = send_request_headers(client, path="/machine/map", end_stream=True)
         h2conn.reset_stream(stream_id)
         await client._flush()
     await asyncio.wait_for(client._closed.wait(), 10)
@@ -146,19 +124,7 @@ async def test_oversized_request_headers_refused(start_live: StartLive) -> None:
     """Headers past MAX_HEADER_LIST_SIZE end the connection (h2 would take 64 KiB per stream otherwise)."""
     live: LiveServer = await start_live()
     client = await live.client()
-    h2conn: Any = client._h2
-    stream_id = h2conn.get_next_available_stream_id()
-    client._streams[stream_id] = _Stream()
-    h2conn.send_headers(
-        stream_id,
-        [
-            (":method", "POST"),
-            (":path", "/machine/register"),
-            (":scheme", "http"),
-            (":authority", "x"),
-            ("x-padding", "p" * (MAX_HEADER_LIST_SIZE + 1024)),
-        ],
-    )
+    send_request_headers(client, ("x-padding", "p" * (MAX_HEADER_LIST_SIZE + 1024)))
     await client._flush()
     await asyncio.wait_for(client._closed.wait(), 10)
     node = await live.node("still-serving")
