@@ -19,10 +19,11 @@ from pyheadscale.state.store import Store
 from pyheadscale.tailcfg import node as tailnode
 from pyheadscale.tailcfg.derp_map import DERPMap
 from pyheadscale.tailcfg.dns import DNSConfig, DNSRecord, Resolver
-from pyheadscale.tailcfg.filter import FilterRule, SSHPolicy
+from pyheadscale.tailcfg.filter import FilterRule
 from pyheadscale.tailcfg.gotime import go_time
 from pyheadscale.tailcfg.map_response import CAPVER_PACKET_FILTERS, CLEAR_FILTERS, MapResponse
 from pyheadscale.tailcfg.node import CAPVER_HOME_DERP, NodeCapMap, PeerChange, UserProfile
+from pyheadscale.tailcfg.ssh import SSHPolicy
 
 BASELINE_CAPS = ("https://tailscale.com/cap/is-admin", "https://tailscale.com/cap/ssh")
 DEFAULT_AUTO_UPDATE_CAP = "default-auto-update"

@@ -4,7 +4,7 @@
 - hostinfo: the Hostinfo a node reports, checked against tailcfg's types and bounded;
 - register: RegisterResponse;
 - map_response: MapResponse, and how a client applies each field of a delta;
-- node, dns, derp_map, filter: the parts of a MapResponse;
+- node, dns, derp_map, filter, ssh: the parts of a MapResponse (ssh also the SSHAction a check answers);
 - frame: map frames (length, optional zstd, JSON), encoded by the server, decoded by our client and tests;
 - gotime: times as Go's JSON writes them.
 

@@ -1,8 +1,8 @@
-"""The policy a node enforces, as the map carries it: tailcfg.FilterRule (packets) and tailcfg.SSHPolicy.
+"""The packet filter a node enforces, as the map carries it: tailcfg.FilterRule.
 
-The policy engine (pyheadscale/policy/) compiles these; the mapper puts them in MapResponse.PacketFilter(s)
-and MapResponse.SSHPolicy. A FilterRule matches or does not: a packet is allowed when any rule admits it, so
-the order of rules does not matter.
+The policy engine (pyheadscale/policy/filter.py) compiles it, the mapper puts it in MapResponse.PacketFilters
+(or PacketFilter). A FilterRule matches or does not: a packet is allowed when any rule admits it, so the order
+of rules does not matter.
 """
 
 from typing import Any, NotRequired, TypedDict
@@ -36,9 +36,3 @@ class FilterRule(TypedDict):
     IPProto: NotRequired[list[int]]
     """IP protocol numbers; absent means TCP, UDP and ICMP."""
     CapGrant: NotRequired[list[CapGrant]]
-
-
-class SSHPolicy(TypedDict):
-    """Tailscale SSH: the rules a node's SSH server applies, first match wins (keys are Go's JSON tags)."""
-
-    rules: list[dict[str, Any]]

@@ -19,8 +19,9 @@ from typing import TypedDict
 
 from pyheadscale.tailcfg.derp_map import DERPMap
 from pyheadscale.tailcfg.dns import DNSConfig
-from pyheadscale.tailcfg.filter import FilterRule, SSHPolicy
+from pyheadscale.tailcfg.filter import FilterRule
 from pyheadscale.tailcfg.node import Node, PeerChange, UserProfile
+from pyheadscale.tailcfg.ssh import SSHPolicy
 
 # Clients from this capability version on understand MapResponse.PacketFilters (named, incremental filters).
 CAPVER_PACKET_FILTERS = 81
@@ -67,7 +68,6 @@ class MapResponse(TypedDict, total=False):
     UserProfiles: list[UserProfile]
     """Profiles added or changed since the last message; a client never drops one because it is absent."""
     SSHPolicy: SSHPolicy
-    """The whole SSH policy, replacing the last one."""
     ControlTime: str
     """The server's clock when it made the message (Go time)."""
     Debug: Debug

@@ -13,13 +13,14 @@ from typing import Any
 
 from pyheadscale.tailcfg.derp_map import DERPMap, DERPNode, DERPRegion
 from pyheadscale.tailcfg.dns import DNSConfig
-from pyheadscale.tailcfg.filter import FilterRule, SSHPolicy
+from pyheadscale.tailcfg.filter import FilterRule
 from pyheadscale.tailcfg.frame import decode_frames, encode_frame
 from pyheadscale.tailcfg.gotime import go_time
 from pyheadscale.tailcfg.map_response import MapResponse
 from pyheadscale.tailcfg.node import Node, PeerChange, UserProfile, user_profile
 from pyheadscale.tailcfg.register import RegisterResponse, register_response
 from pyheadscale.tailcfg.requests import MapRequest, RegisterRequest, parse_request
+from pyheadscale.tailcfg.ssh import SSHAction, SSHPolicy, SSHRule
 from tests.control.conftest import Harness
 
 NODE_KEY = "nodekey:" + "ab" * 32
@@ -75,7 +76,21 @@ def _full_map() -> MapResponse:
         "IPProto": [6],
         "CapGrant": [{"Dsts": ["100.64.0.1/32"], "CapMap": {"tailscale.com/cap/drive": [{"shares": ["*"]}]}}],
     }
-    ssh: SSHPolicy = {"rules": [{"principals": [{"nodeIP": "100.64.0.2"}], "action": {"accept": True}}]}
+    check: SSHRule = {
+        "principals": [{"nodeIP": "100.64.0.2"}],
+        "sshUsers": {"*": "="},
+        "action": {
+            "message": "approve at ...",
+            "holdAndDelegate": "https://hs.example.com/machine/ssh/action/1",
+        },
+        "acceptEnv": ["LANG"],
+    }
+    accept: SSHRule = {
+        "principals": [{"any": True}],
+        "sshUsers": {"root": "root"},
+        "action": {"accept": True, "allowAgentForwarding": True},
+    }
+    ssh: SSHPolicy = {"rules": [check, accept]}
     return {
         "KeepAlive": False,
         "Node": _node(1),
@@ -203,13 +218,29 @@ def _check_message(message: dict[str, Any]) -> None:
     for rules in message.get("PacketFilters", {}).values():
         for rule in rules or []:
             _check_shape(rule, FilterRule, "FilterRule")
+    for ssh_rule in message.get("SSHPolicy", {}).get("rules", []):
+        _check_shape(ssh_rule, SSHRule, "SSHRule")
+        _check_shape(ssh_rule["action"], SSHAction, "SSHAction")
 
 
 async def test_what_a_server_writes_is_what_the_types_declare(harness: Harness) -> None:
-    """A full map, a join (PeersChanged), an endpoint change (PeersChangedPatch), a keep-alive and the last
-    message to a node that lost access: every field in them is declared, every required field present."""
-    _, b, ra, rb, b_id = await harness.streaming_pair()
+    """A full map, a join (PeersChanged), an endpoint change (PeersChangedPatch), a keep-alive, an SSH check's
+    action and the last message to a node that lost access: every field in them is declared, every required
+    field present."""
+    assert harness.server.policy is not None
+    ssh = [
+        {"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["root"]},
+        {"action": "check", "src": ["alice@"], "dst": ["alice@"], "users": ["admin"]},
+    ]
+    acls = [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]
+    harness.server.policy.apply(json.dumps({"acls": acls, "ssh": ssh}))
+    a, b, ra, rb, b_id = await harness.streaming_pair()
+    a_id = harness.store.node_by_node_key(a.node_key_text).id
     try:
+        assert ra.messages[0]["SSHPolicy"]["rules"], "the policy's SSH rules reach the map"
+        status, body = await b.client.request("GET", f"/machine/ssh/action/{a_id}/to/{b_id}?local_user=admin")
+        assert status == 200
+        _check_shape(json.loads(body), SSHAction, "SSHAction")
         await harness.node("c")
         await ra.wait_for(lambda m: bool(m.get("PeersChanged")))
         status, _ = await b.client.request(
