@@ -19,11 +19,9 @@ from pyheadscale.state.store import Store
 from pyheadscale.tailcfg import node as tailnode
 from pyheadscale.tailcfg.derp_map import DERPMap
 from pyheadscale.tailcfg.dns import DNSConfig, DNSRecord, Resolver
-from pyheadscale.tailcfg.filter import FilterRule
 from pyheadscale.tailcfg.gotime import go_time
 from pyheadscale.tailcfg.map_response import CAPVER_PACKET_FILTERS, CLEAR_FILTERS, MapResponse
 from pyheadscale.tailcfg.node import CAPVER_HOME_DERP, NodeCapMap, PeerChange, UserProfile
-from pyheadscale.tailcfg.ssh import SSHPolicy
 
 BASELINE_CAPS = ("https://tailscale.com/cap/is-admin", "https://tailscale.com/cap/ssh")
 DEFAULT_AUTO_UPDATE_CAP = "default-auto-update"
@@ -209,12 +207,11 @@ class MapBuilder:
 
     def policy_fields(self, node: Node, capver: int) -> MapResponse:
         """The node's packet filter and SSH policy, as a full map carries them and a delta may."""
-        # The policy engine compiles both in tailcfg's shapes (pyheadscale/policy/filter.py and ssh.py).
-        rules = cast(list[FilterRule], self.ctx.policy.filter_rules(node.id))
+        rules = self.ctx.policy.filter_rules(node.id)
         fields: MapResponse = (
             {"PacketFilters": {"base": rules}} if capver >= CAPVER_PACKET_FILTERS else {"PacketFilter": rules}
         )
-        fields["SSHPolicy"] = cast(SSHPolicy | None, self.ctx.policy.ssh_policy(node.id)) or {"rules": []}
+        fields["SSHPolicy"] = self.ctx.policy.ssh_policy(node.id) or {"rules": []}
         return fields
 
     def full(self, node: Node, capver: int) -> tuple[MapResponse, set[int]]:
