@@ -58,6 +58,7 @@ from pyheadscale.state.ipalloc import IPAllocator
 from pyheadscale.state.names import now
 from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
+from pyheadscale.tailcfg.derp_map import DERPMap
 from pyheadscale.tls.acme_manager import ACMECertificates
 from pyheadscale.tls.certfiles import context_from_files
 from pyheadscale.tls.site import TLSSite
@@ -352,7 +353,7 @@ class Server:
         app: web.Application,
         store: Store,
         access: DerpAccess,
-        derp_map: Callable[[], dict[str, Any]],
+        derp_map: Callable[[], DERPMap],
     ) -> DerpServer | None:
         """The embedded DERP relay and STUN, when derp.server.enabled."""
         server_cfg = self.config.derp.server

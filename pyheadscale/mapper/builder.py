@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple, cast
+from typing import Literal, NamedTuple, cast
 from urllib.parse import urlsplit
 
 from pyheadscale.config import Config
@@ -47,8 +47,8 @@ class MapContext:
     config: Config
     store: Store
     policy: NetworkPolicy
-    derp_map: dict[str, Any]
-    """tailcfg.DERPMap JSON, as pyheadscale.derpmap merges it."""
+    derp_map: DERPMap
+    """As pyheadscale.derpmap merges it."""
 
 
 def _dns_config(config: Config, extra_records: list[dict[str, str]] | None = None) -> DNSConfig:
@@ -231,7 +231,7 @@ class MapBuilder:
         response: MapResponse = {
             "KeepAlive": False,
             "Node": self.tail_node(node, None, capver, self_view=True),
-            "DERPMap": cast(DERPMap, self.ctx.derp_map),
+            "DERPMap": self.ctx.derp_map,
             "Peers": peer_nodes,
             "DNSConfig": self._dns,
             "Domain": self.domain,

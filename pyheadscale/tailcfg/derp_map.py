@@ -1,38 +1,47 @@
 """tailcfg.DERPMap: the DERP relay regions a node may use, and their servers.
 
-The map comes from operators' files and URLs (pyheadscale/derpmap.py) and the embedded relay; fields of those
-are passed through as given, so the types below list what clients read and allow the rest.
+The map comes from operators' files and URLs (pyheadscale/derpmap.py) and the embedded relay. Regions from
+files and URLs are passed through as written, with only their RegionID and Nodes checked, so every other field
+may be missing (a Go client reads a missing field as its zero value).
 """
 
-from typing import NotRequired, TypedDict
+from typing import TypedDict
 
 
-class DERPNode(TypedDict):
+class DERPNode(TypedDict, total=False):
     """One relay server of a region."""
 
     Name: str
     RegionID: int
     HostName: str
-    IPv4: NotRequired[str]
-    IPv6: NotRequired[str]
-    STUNPort: NotRequired[int]
+    CertName: str
+    IPv4: str
+    IPv6: str
+    STUNPort: int
     """0 means 3478, -1 means no STUN."""
-    DERPPort: NotRequired[int]
+    STUNOnly: bool
+    DERPPort: int
     """0 means 443."""
-    InsecureForTests: NotRequired[bool]
+    InsecureForTests: bool
+    STUNTestIP: str
+    CanPort80: bool
 
 
-class DERPRegion(TypedDict):
+class _DERPRegionRequired(TypedDict):
     RegionID: int
+    Nodes: list[DERPNode]
+
+
+class DERPRegion(_DERPRegionRequired, total=False):
     RegionCode: str
     RegionName: str
-    Nodes: list[DERPNode]
-    Avoid: NotRequired[bool]
-    NoMeasureNoHome: NotRequired[bool]
+    Avoid: bool
+    """Do not pick this region as home (deprecated in tailcfg: NoMeasureNoHome says it precisely)."""
+    NoMeasureNoHome: bool
+    """Never measure this region or pick it as home; use it only to reach a peer whose home it is."""
 
 
 class DERPMap(TypedDict):
     """Region id (a JSON object key, so a string) -> region. Always sent whole: it replaces the last one."""
 
     Regions: dict[str, DERPRegion]
-    OmitDefaultRegions: NotRequired[bool]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ from pyheadscale.tailcfg.node import Node, PeerChange, UserProfile, user_profile
 from pyheadscale.tailcfg.register import RegisterResponse, register_response
 from pyheadscale.tailcfg.requests import MapRequest, RegisterRequest, parse_request
 from pyheadscale.tailcfg.ssh import SSHAction, SSHPolicy, SSHRule
-from tests.control.conftest import Harness
+from tests.control.conftest import Harness, free_port
 
 NODE_KEY = "nodekey:" + "ab" * 32
 
@@ -223,10 +224,14 @@ def _check_message(message: dict[str, Any]) -> None:
         _check_shape(ssh_rule["action"], SSHAction, "SSHAction")
 
 
-async def test_what_a_server_writes_is_what_the_types_declare(harness: Harness) -> None:
+async def test_what_a_server_writes_is_what_the_types_declare(
+    make_harness: Callable[..., Awaitable[Harness]],
+) -> None:
     """A full map, a join (PeersChanged), an endpoint change (PeersChangedPatch), a keep-alive, an SSH check's
     action and the last message to a node that lost access: every field in them is declared, every required
-    field present."""
+    field present. The embedded relay is on, so the DERP map has a region."""
+    relay = {"server": {"enabled": True, "stun_listen_addr": f"127.0.0.1:{free_port()}"}}
+    harness = await make_harness(derp=relay)
     assert harness.server.policy is not None
     ssh = [
         {"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["root"]},
@@ -238,6 +243,7 @@ async def test_what_a_server_writes_is_what_the_types_declare(harness: Harness) 
     a_id = harness.store.node_by_node_key(a.node_key_text).id
     try:
         assert ra.messages[0]["SSHPolicy"]["rules"], "the policy's SSH rules reach the map"
+        assert ra.messages[0]["DERPMap"]["Regions"], "the embedded relay's region is in the map"
         status, body = await b.client.request("GET", f"/machine/ssh/action/{a_id}/to/{b_id}?local_user=admin")
         assert status == 200
         _check_shape(json.loads(body), SSHAction, "SSHAction")
