@@ -1,4 +1,8 @@
-"""Assembling and running the server: keys, database, store, maps, DERP, and the HTTP listeners."""
+"""The composition root: assembling and running the server (keys, database, state, maps, DERP, the listeners).
+
+`Server.start()` builds every part once and hands each exactly what it uses (the API gets its narrow context,
+the control server its handlers); none of the parts imports this module back.
+"""
 
 from __future__ import annotations
 
@@ -417,7 +421,6 @@ class Server:
 
     async def stop(self) -> None:
         """Take down whatever started, newest first; a part failing to close does not keep the rest up."""
-        self.ready.clear()
         while self._closers:
             close = self._closers.pop()
             with contextlib.suppress(Exception):
