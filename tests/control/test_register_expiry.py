@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 from pyheadscale.keys import PrivateKey
 from pyheadscale.state.names import now
-from tests.live_server import LiveServer
-
-MakeHarness = Callable[..., Awaitable[LiveServer]]
+from tests.live_server import LiveServer, StartLive
 
 
 async def _register(live: LiveServer, key: str, **kwargs: Any) -> Any:
@@ -20,7 +17,7 @@ async def _register(live: LiveServer, key: str, **kwargs: Any) -> Any:
     return live.store.node_by_machine_key(client.machine_key_text)
 
 
-async def test_tagged_nodes_never_get_the_default_expiry(start_live: MakeHarness) -> None:
+async def test_tagged_nodes_never_get_the_default_expiry(start_live: StartLive) -> None:
     live = await start_live(node={"expiry": "1d"})
     user = await live.store.create_user("alice")
     _, personal = await live.store.create_preauth_key(user.id)
@@ -33,7 +30,7 @@ async def test_tagged_nodes_never_get_the_default_expiry(start_live: MakeHarness
     assert server.expiry is None, "tagged nodes are exempt from node.expiry"
 
 
-async def test_a_clients_requested_expiry_is_honoured(start_live: MakeHarness) -> None:
+async def test_a_clients_requested_expiry_is_honoured(start_live: StartLive) -> None:
     live = await start_live(node={"expiry": "1d"})
     user = await live.store.create_user("alice")
     _, key = await live.store.create_preauth_key(user.id)

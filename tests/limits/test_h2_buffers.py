@@ -51,7 +51,7 @@ async def test_unfinished_bodies_bounded_per_connection(start_live: StartLive) -
     sent = await push_bodies(client, ids, 16 * MiB)
     # One connection buffer, plus the one window of credit already in flight when it filled.
     assert sent <= MiB + 2 * 65535, sent
-    control: Any = live.server._control
+    control: Any = live.server.components.control
     assert control.body_budget.used <= MiB + 2 * 65535
 
 
@@ -78,7 +78,7 @@ async def test_request_deadline_resets_unfinished_stream(start_live: StartLive) 
         while await asyncio.wait_for(client._streams[stream_id].data.get(), 10) is not None:
             pass
         assert client._streams[stream_id].reset
-    control: Any = live.server._control
+    control: Any = live.server.components.control
     assert control.body_budget.used == 0
     # The connection itself still serves complete requests.
     status, _ = await client.request("POST", "/machine/register", b"{}")
@@ -95,7 +95,7 @@ async def test_released_credit_lets_a_waiting_body_finish(start_live: StartLive)
     )
     hog = await live.client()
     await push_bodies(hog, open_unfinished(hog, 8), 4 * MiB, stall=0.5)
-    control: Any = live.server._control
+    control: Any = live.server.components.control
     assert control.body_budget.exhausted
     client = await live.client()
     body = {

@@ -97,15 +97,14 @@ async def test_connections_per_source_limited(start_live: StartLive) -> None:
 async def test_idle_ts2021_connection_closed(start_live: StartLive) -> None:
     live: LiveServer = await start_live(limits=FAST)
     client = await live.client()
-    assert live.server._control is not None
     started = time.monotonic()
     await asyncio.wait_for(client._closed.wait(), 10)
     assert time.monotonic() - started < 10
-    assert not live.server._control.connections or await _drained(live)
+    assert not live.server.components.control.connections or await _drained(live)
 
 
 async def _drained(live: LiveServer) -> bool:
-    control: Any = live.server._control
+    control: Any = live.server.components.control
     for _ in range(50):
         if not control.connections:
             return True
