@@ -43,16 +43,15 @@ class InvalidKeyError(ValueError):
 
 
 def _parse_hex(text: object, prefix: str, what: str) -> bytes:
+    form = f"a string beginning with {prefix!r}" if prefix else "a string of hex digits"
     if not isinstance(text, str):
-        raise InvalidKeyError(
-            f"a {what} must be a string beginning with {prefix!r}, got {type(text).__name__}"
-        )
+        raise InvalidKeyError(f"a {what} must be {form}, got {type(text).__name__}")
     if not text.startswith(prefix):
-        expected = f"begin with {prefix!r}" if prefix else "be bare hex digits"
-        raise InvalidKeyError(f"a {what} must {expected}")
+        raise InvalidKeyError(f"a {what} must begin with {prefix!r}")
     body = text[len(prefix) :]
     if len(body) != 2 * KEY_LEN:
-        raise InvalidKeyError(f"a {what} has {2 * KEY_LEN} hex digits after {prefix!r}, got {len(body)}")
+        after = f" after {prefix!r}" if prefix else ""
+        raise InvalidKeyError(f"a {what} has {2 * KEY_LEN} hex digits{after}, got {len(body)}")
     if not _HEX_DIGITS.issuperset(body):
         raise InvalidKeyError(f"a {what} has a character that is not a hex digit")
     return bytes.fromhex(body)
@@ -260,6 +259,11 @@ class DerpMeshKey:
         if theirs is None or not any(theirs._raw):
             return False
         return hmac.compare_digest(self._raw, theirs._raw)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DerpMeshKey) and hmac.compare_digest(self._raw, other._raw)
+
+    __hash__ = None  # type: ignore[assignment]  # a secret: compared in constant time, never hashed
 
     def __repr__(self) -> str:
         return "DerpMeshKey(<redacted>)"

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from pyheadscale import keys
 from pyheadscale.mapper import hostinfo as hostinfo_fields
+from tailkey import DiscoPublic, NodePublic
 
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 TAGGED_DEVICES_USER_ID = 2147455555
@@ -203,10 +203,10 @@ class AuthInfo(_Wire):
 
 
 def _node_key_or_empty(value: Any) -> str:
+    """A node key's canonical text form (what the node table stores), or "" when absent."""
     if value in (None, ""):
         return ""
-    keys.parse_key(value, keys.NODE_PUBLIC_PREFIX)
-    return str(value)
+    return NodePublic.from_text(value).text
 
 
 class _NodeRequest(_Wire):
@@ -230,7 +230,7 @@ class _NodeRequest(_Wire):
         key = _node_key_or_empty(value)
         if not key:
             raise ValueError("a node key is required")
-        if keys.is_zero_key(key):
+        if NodePublic.from_text(key).is_zero():
             raise ValueError("the all-zero node key is not a key")
         return key
 
@@ -293,10 +293,10 @@ class MapRequest(_NodeRequest):
     @field_validator("DiscoKey", mode="before")
     @classmethod
     def _disco(cls, value: Any) -> str:
-        if value in (None, "") or keys.is_zero_key(str(value)):
+        if value in (None, ""):
             return ""
-        keys.parse_key(value, keys.DISCO_PUBLIC_PREFIX)
-        return str(value)
+        key = DiscoPublic.from_text(value)
+        return "" if key.is_zero() else key.text
 
 
 def parse_request(model: type[WireT], body: bytes, context: dict[str, Any] | None = None) -> WireT:

@@ -204,7 +204,12 @@ def test_mesh_key_text_and_comparison() -> None:
 
 @pytest.mark.parametrize(
     "text, problem",
-    [("abcd", "got 4"), ("ab" * 31 + "zz", "not a hex digit"), ("ab" * 33, "got 66"), (None, "string")],
+    [
+        ("abcd", "has 64 hex digits, got 4"),
+        ("ab" * 31 + "zz", "not a hex digit"),
+        ("ab" * 33, "got 66"),
+        (None, "must be a string of hex digits, got NoneType"),
+    ],
 )
 def test_malformed_mesh_key_is_refused(text: object, problem: str) -> None:
     with pytest.raises(InvalidKeyError) as info:
