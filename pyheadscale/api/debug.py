@@ -27,7 +27,7 @@ class Debug(Resource):
         machine_key = MachinePrivate.generate().public().text
         node_key = NodePrivate.generate().public().text
         try:
-            self.server.logins.start(
+            self.context.logins.start(
                 machine_key, node_key, {"Hostname": request.name, "RoutableIPs": routes}, auth_id=request.key
             )
         except ValueError as exc:

@@ -19,6 +19,7 @@ from pyheadscale.policy.aliases import Alias, AliasKind, AliasSyntaxError, parse
 from pyheadscale.policy.netset import IPNetwork
 from pyheadscale.policy.ports import PortRange, parse_destination, parse_protocol, parse_protocol_ports
 from pyheadscale.policy.types import PolicyError
+from pyheadscale.tags import tag_problem
 
 Path = tuple[str | int, ...]
 
@@ -312,23 +313,13 @@ def _parse_hosts(reader: _Reader, value: Any, path: Path) -> dict[str, IPNetwork
     return hosts
 
 
-def check_tag_name(tag: str) -> str | None:
-    """Why ``tag`` is not a valid tag name, or ``None``."""
-    if not tag.startswith("tag:"):
-        return f"{tag!r}: tags must start with 'tag:'"
-    rest = tag[len("tag:") :]
-    if not rest or not ("a" <= rest[0] <= "z" or "A" <= rest[0] <= "Z"):
-        return "tag names must start with a letter, after 'tag:'"
-    return None
-
-
 def _parse_tag_owners(reader: _Reader, value: Any, path: Path) -> dict[str, list[str]]:
     if not isinstance(value, dict):
         raise reader.fail("expected an object", path)
     owners: dict[str, list[str]] = {}
     for tag, tag_owners in value.items():
         tag_path = (*path, tag)
-        problem = check_tag_name(tag)
+        problem = tag_problem(tag)
         if problem:
             raise reader.fail(f'tagOwners["{tag}"]: {problem}', tag_path)
         owners[tag] = reader.strings(tag_owners, tag_path)
@@ -389,7 +380,7 @@ def _parse_grant(reader: _Reader, value: Any, path: Path) -> Grant:
     if "via" in fields:
         via = reader.strings(*fields["via"])
         for i, tag in enumerate(via):
-            if not tag.startswith("tag:"):
+            if tag_problem(tag):
                 raise reader.fail("via can only be a tag", (*fields["via"][1], i))
     return Grant(
         path=path,

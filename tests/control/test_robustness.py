@@ -169,6 +169,19 @@ class RawSession:
         self.writer.close()
 
 
+async def closed_after(harness: Harness, data: bytes, *, sealed: bool = False) -> bool:
+    """Send `data` (`sealed`: as Noise records) in a fresh session, then end our side: True when the server
+    closes."""
+    raw = await RawSession.open(harness)
+    try:
+        raw.send(raw.session.send.seal_records(data) if sealed else data)
+        await raw.writer.drain()
+        raw.writer.write_eof()
+        return await raw.closed_by_server()
+    finally:
+        raw.close()
+
+
 def h2_request(body: dict[str, Any] | bytes, path: str = "/machine/register", method: str = "POST") -> bytes:
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
@@ -559,14 +572,7 @@ async def test_fuzzed_http2_inside_noise(harness: Harness) -> None:
             data[rng.randrange(len(data))] = rng.randrange(256)
         if rng.random() < 0.3:
             data = data[: rng.randrange(len(data))]
-        raw = await RawSession.open(harness)
-        try:
-            raw.send(raw.session.send.seal_records(bytes(data)))
-            await raw.writer.drain()
-            raw.writer.write_eof()
-            assert await raw.closed_by_server()
-        finally:
-            raw.close()
+        assert await closed_after(harness, bytes(data), sealed=True)
     await still_serving(harness)
 
 
@@ -575,14 +581,8 @@ async def test_fuzzed_bytes_after_upgrade(harness: Harness) -> None:
 
     rng = random.Random(4077)
     for _ in range(25):
-        raw = await RawSession.open(harness)
-        try:
-            raw.send(bytes(rng.randrange(256) for _ in range(rng.randint(1, 600))))
-            await raw.writer.drain()
-            raw.writer.write_eof()
-            assert await raw.closed_by_server()
-        finally:
-            raw.close()
+        junk = bytes(rng.randrange(256) for _ in range(rng.randint(1, 600)))
+        assert await closed_after(harness, junk)
     await still_serving(harness)
 
 

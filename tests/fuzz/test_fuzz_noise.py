@@ -73,14 +73,15 @@ def record_streams(draw: st.DrawFn) -> tuple[noise.Session, bytes]:
 
 
 async def read_all(session: noise.Session, data: bytes) -> int:
-    reader = asyncio.StreamReader()
-    reader.feed_data(data)
-    reader.feed_eof()
+    pieces = [data]
+
+    async def read_some() -> bytes:
+        return pieces.pop() if pieces else b""
 
     async def discard(_: bytes) -> None:
         return None
 
-    stream = NoiseStream(session, reader.readexactly, discard)
+    stream = NoiseStream(session, read_some, discard)
     total = 0
     while chunk := await stream.read():
         assert len(chunk) <= noise.MAX_PLAINTEXT_SIZE
