@@ -25,6 +25,7 @@ from pyheadscale.mapper.distributor import Distributor, MapSession
 from pyheadscale.metrics import Metrics
 from pyheadscale.state.errors import AccessRevoked, NotFound
 from pyheadscale.state.store import Store
+from tailkey import MachinePublic
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class MapHandler:
         self.distributor = distributor
         self.keepalive = keepalive
 
-    async def handle(self, request: InnerRequest, machine_key: str) -> None:
+    async def handle(self, request: InnerRequest, machine_key: MachinePublic) -> None:
         req = await decode(request, tailcfg.MapRequest)
         if req is None:
             return
@@ -89,7 +90,7 @@ class MapHandler:
         if node is None:
             await request.response.respond(404, b"node not found", "text/plain")
             return
-        if node.machine_key != machine_key:
+        if node.machine_key != machine_key.text:
             await request.response.respond(401, b"node key does not belong to this machine", "text/plain")
             return
         compress = req.Compress == "zstd"

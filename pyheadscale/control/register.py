@@ -25,6 +25,7 @@ from pyheadscale.state.ipalloc import AddressExhausted
 from pyheadscale.state.models import Node
 from pyheadscale.state.names import now
 from pyheadscale.state.store import Store
+from tailkey import MachinePublic
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ class RegisterHandler:
             rate.per_second, rate.burst, on_limited=metrics.rate_limited.labels("registrations").inc
         )
 
-    async def handle(self, request: InnerRequest, machine_key: str) -> None:
+    async def handle(self, request: InnerRequest, machine_key: MachinePublic) -> None:
+        machine = machine_key.text  # how the node table and pending logins hold it
         source = source_of(request.source)
         wait = self.rate.retry_after(source)
         if wait:
@@ -51,20 +53,18 @@ class RegisterHandler:
         req = await decode(request, tailcfg.RegisterRequest)
         if req is None:
             return
-        audit.actor.set(f"machine:{machine_key[5:17]}")
+        audit.actor.set(f"machine:{machine[5:17]}")
         try:
-            response = await self._register(req, machine_key, source)
+            response = await self._register(req, machine, source)
             self.metrics.registrations.labels("ok").inc()
         except AuthFailed as exc:
-            log.warning(
-                "registration refused for machine %s: %s", machine_key[:13], audit.clip(str(exc), 200)
-            )
+            log.warning("registration refused for machine %s: %s", machine[:13], audit.clip(str(exc), 200))
             self.metrics.registrations.labels("refused").inc()
             self.metrics.auth_failures.labels("authkey").inc()
             self.store.audit.record_refusal(
                 request.source,
                 "node.register",
-                f"machine:{machine_key[5:17]}",
+                f"machine:{machine[5:17]}",
                 reason=str(exc),
                 hostname=(req.Hostinfo or {}).get("Hostname"),
             )

@@ -37,7 +37,8 @@ HANDSHAKE_TIMEOUT = 30.0
 # A WebSocket message holds a few Noise records; nothing legitimate comes near this.
 WS_MAX_MESSAGE = 1 << 20
 
-InnerHandler = Callable[[InnerRequest, str], Awaitable[None]]
+InnerHandler = Callable[[InnerRequest, MachinePublic], Awaitable[None]]
+"""Serves one inner request for the machine whose Noise static key opened the session."""
 
 
 def early_payload(challenge_public: ChallengePublic) -> bytes:
@@ -159,8 +160,8 @@ class ControlServer:
     async def serve_session(self, stream: NoiseStream, remote: str) -> None:
         """Serve HTTP/2 inside an established Noise session until it ends."""
         session = stream.session
-        machine_key = MachinePublic(session.peer_static).text
-        log.debug("TS2021 session from %s machine %s v%d", remote, machine_key[:13], session.version)
+        machine_key = MachinePublic(session.peer_static)
+        log.debug("TS2021 session from %s machine %s v%d", remote, machine_key.short(), session.version)
 
         record_dir = recorder_dir()
 
@@ -236,7 +237,7 @@ class ControlServer:
     def _fallback(self, inner: InnerRequest) -> InnerHandler:
         known_paths = {path for _, path in self.routes}
 
-        async def not_found(req: InnerRequest, _machine_key: str) -> None:
+        async def not_found(req: InnerRequest, _machine_key: MachinePublic) -> None:
             if req.path in known_paths:
                 await req.response.respond(405, f"method {req.method} not allowed\n".encode(), "text/plain")
             elif req.path.startswith("/machine/"):
