@@ -27,7 +27,7 @@ from pyheadscale.control import noise
 from pyheadscale.control.noise_stream import NoiseStream
 from pyheadscale.control.ts2021 import EARLY_PAYLOAD_MAGIC, HANDSHAKE_HEADER, UPGRADE_PROTOCOL
 from pyheadscale.control.ws_bytes import WebSocketBytes
-from tailkey import MachinePrivate, MachinePublic, NodePrivate
+from tailkey import DiscoPublic, MachinePrivate, MachinePublic, NodePrivate
 
 DEFAULT_CAPVER = 130
 # A server's early payload is one small JSON object (the node key challenge).
@@ -350,7 +350,7 @@ class ControlClient:
         body = {
             "Version": self.capver,
             "NodeKey": node_key.public().text,
-            "DiscoKey": "discokey:" + "11" * 32,
+            "DiscoKey": DiscoPublic(b"\x11" * 32).text,
             "Stream": True,
             "Compress": "zstd" if compress else "",
             "Hostinfo": {"Hostname": hostname, "OS": "linux"},

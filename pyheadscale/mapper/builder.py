@@ -14,11 +14,14 @@ from pyheadscale.mapper.policy_view import NetworkPolicy
 from pyheadscale.policy.types import PeerView
 from pyheadscale.state.models import Node
 from pyheadscale.state.store import Store
+from tailkey import DiscoPublic
 
 BASELINE_CAPS = ("https://tailscale.com/cap/is-admin", "https://tailscale.com/cap/ssh")
 DEFAULT_AUTO_UPDATE_CAP = "default-auto-update"
 # Taildrop: a client offers and accepts files only when its own node carries this (taildrop.enabled).
 FILE_SHARING_CAP = "https://tailscale.com/cap/file-sharing"
+NO_DISCO_KEY = DiscoPublic.zero().text
+"""What a peer that never sent a disco key shows (Headscale sends the zero key)."""
 
 
 @dataclass(slots=True)
@@ -165,7 +168,7 @@ class MapBuilder:
             "Key": node.node_key,
             "KeyExpiry": tailcfg.go_time(node.expiry),
             "Machine": node.machine_key,
-            "DiscoKey": node.disco_key or "discokey:" + "0" * 64,
+            "DiscoKey": node.disco_key or NO_DISCO_KEY,
             "Addresses": addresses,
             "AllowedIPs": allowed,
             "Endpoints": node.endpoints,
