@@ -130,7 +130,7 @@ class DerpServer:
     def closed(self) -> bool:
         return self._closed
 
-    def is_client_connected(self, key: bytes) -> bool:
+    def is_client_connected(self, key: NodePublic) -> bool:
         return key in self._clients
 
     def client_keys(self) -> set[bytes]:
@@ -381,7 +381,7 @@ class DerpServer:
             self._peer_gone_from_region(client.key)
         self._broadcast(frames.encode_peer_gone(client.key, PeerGoneReason.DISCONNECTED))
 
-    def close_client(self, key: bytes) -> int:
+    def close_client(self, key: NodePublic) -> int:
         """Close every connection of ``key``, those still logging in included (its access was revoked).
 
         Returns how many were closed.
