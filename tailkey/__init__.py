@@ -51,7 +51,7 @@ def _parse_hex(text: object, prefix: str, what: str) -> bytes:
     body = text[len(prefix) :]
     if len(body) != 2 * KEY_LEN:
         after = f" after {prefix!r}" if prefix else ""
-        raise InvalidKeyError(f"a {what} has {2 * KEY_LEN} hex digits{after}, got {len(body)}")
+        raise InvalidKeyError(f"a {what} must have {2 * KEY_LEN} hex digits{after}, got {len(body)}")
     if not _HEX_DIGITS.issuperset(body):
         raise InvalidKeyError(f"a {what} has a character that is not a hex digit")
     return bytes.fromhex(body)

@@ -181,7 +181,7 @@ REFUSED = {
     "malformed hostinfo": (_sql("UPDATE nodes SET host_info = '[1, 2' WHERE id = 2"), "nodes row 2"),
     "malformed node key": (
         _sql("UPDATE nodes SET node_key = 'nodekey:' || substr(node_key, 10) || 'zz' WHERE id = 1"),
-        "nodes row 1 has a malformed node_key: a node key has 64 hex digits after 'nodekey:', got 65",
+        "nodes row 1 has a malformed node_key: a node key must have 64 hex digits after 'nodekey:', got 65",
     ),
     "a node key in the machine key column": (
         _sql("UPDATE nodes SET machine_key = node_key WHERE id = 2"),

@@ -205,7 +205,7 @@ def test_mesh_key_text_and_comparison() -> None:
 @pytest.mark.parametrize(
     "text, problem",
     [
-        ("abcd", "has 64 hex digits, got 4"),
+        ("abcd", "must have 64 hex digits, got 4"),
         ("ab" * 31 + "zz", "not a hex digit"),
         ("ab" * 33, "got 66"),
         (None, "must be a string of hex digits, got NoneType"),

@@ -176,7 +176,7 @@ def test_old_node_key_may_be_zero() -> None:
         (
             "NodeKey",
             "nodekey:" + SECRET_HEX[:-1],
-            "NodeKey: a node key has 64 hex digits after 'nodekey:', got 63",
+            "NodeKey: a node key must have 64 hex digits after 'nodekey:', got 63",
         ),
         (
             "NodeKey",
