@@ -3,7 +3,9 @@
 Tailscale runs `Noise_IK_25519_ChaChaPoly_BLAKE2s` with the prologue "Tailscale Control Protocol v<N>". The
 handshake is standard Noise and is done by the `noiseprotocol` library. The transport is not: Tailscale
 encodes the ChaCha20-Poly1305 nonce as a *big-endian* 64-bit counter (standard Noise uses little-endian), so
-transport records are sealed here with the session keys the handshake produced.
+transport records are sealed here with the session keys the handshake produced. Nothing here does I/O: a
+`RecordDecoder` turns received bytes, in whatever pieces they arrive, into plaintexts (noise_stream.py reads
+and writes them).
 
 Frames on the wire:
   initiation  version(2, BE) | type=1 | length(2, BE) | e(32) | enc(s)(48) | tag(16)

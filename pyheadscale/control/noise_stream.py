@@ -35,14 +35,6 @@ class NoiseStream:
         self._decoder = RecordDecoder(session.recv)
         self._plaintexts: deque[bytes] = deque()
 
-    @property
-    def version(self) -> int:
-        return self.session.version
-
-    @property
-    def peer_static(self) -> bytes:
-        return self.session.peer_static
-
     async def read(self) -> bytes:
         # Zero-byte records are allowed in TS2021 (controlbase reads past them): b"" only means end of stream.
         while not self._plaintexts:

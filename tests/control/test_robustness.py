@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import struct
+from collections import deque
 from typing import Any
 
 import h2.config
@@ -128,6 +129,8 @@ class RawSession:
         self.reader = reader
         self.writer = writer
         self.session = session
+        self._decoder = noise.RecordDecoder(session.recv)
+        self._plaintexts: deque[bytes] = deque()
 
     @classmethod
     async def open(cls, harness: Harness) -> RawSession:
@@ -149,8 +152,14 @@ class RawSession:
         return raw
 
     async def read_record(self) -> bytes:
-        header = await asyncio.wait_for(self.reader.readexactly(3), 5)
-        return self.session.recv.open(await self.reader.readexactly(noise.parse_record_header(header)))
+        """The plaintext of the server's next record (zero-byte ones too)."""
+        while not self._plaintexts:
+            data = await asyncio.wait_for(self.reader.read(65536), 5)
+            if not data:
+                self._decoder.end()
+                raise ConnectionError("the server closed the connection")
+            self._plaintexts.extend(self._decoder.feed(data))
+        return self._plaintexts.popleft()
 
     def send(self, data: bytes) -> None:
         self.writer.write(data)
