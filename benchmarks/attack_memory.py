@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from pyheadscale.client.control import ControlClient, ControlClientError, _Stream, fetch_server_key
-from tailkey import MachinePrivate, MachinePublic, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, MachinePublic, NodePrivate
 
 MiB = 1 << 20
 BAD_KEY = "hskey-auth-000000000000-" + "0" * 64

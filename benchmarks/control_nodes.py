@@ -21,7 +21,7 @@ from typing import Any
 
 from pyheadscale.client import control
 from pyheadscale.client.control import ControlClient, fetch_server_key
-from tailkey import MachinePrivate, MachinePublic, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, MachinePublic, NodePrivate
 
 PROBE_PREFIX = "probe-"
 MOVED_ENDPOINT_PREFIX = "192.0.2."

@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.control_nodes import MOVED_ENDPOINT_PREFIX, PROBE_PREFIX, use_fast_json, worker_main
 from benchmarks.control_targets import Headscale, Layout, Pyheadscale, Target, cpu_seconds, layout, rss_bytes
 from pyheadscale.client.control import ControlClient
-from tailkey import MachinePrivate, MachinePublic, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, MachinePublic, NodePrivate
 
 PHASE_TIMEOUT = 300.0
 SETTLE_SECONDS = 0.5

@@ -22,7 +22,7 @@ from derp.derpmap import DEFAULT_REGION_ID, single_region_derpmap
 from derp.http import add_derp_routes
 from derp.server import DerpServer
 from derp.stun import StunServer, start_stun_server
-from tailkey import DerpMeshKey, InvalidKeyError, NodePrivate
+from pyheadscale.tailkey import DerpMeshKey, InvalidKeyError, NodePrivate
 
 log = logging.getLogger("derper")
 

@@ -16,7 +16,7 @@ import logging
 
 import aiohttp
 
-from tailkey import NodePublic
+from pyheadscale.tailkey import NodePublic
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from derp.handshake import (
     decode_server_key,
     encode_client_info,
 )
-from tailkey import DerpMeshKey, NodePrivate, NodePublic
+from pyheadscale.tailkey import DerpMeshKey, NodePrivate, NodePublic
 
 MAX_RESPONSE_HEADER = 16 << 10
 SSLOption = ssl_module.SSLContext | bool | None

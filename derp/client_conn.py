@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from derp import frames
 from derp.conn import Conn
 from derp.handshake import ClientInfo
-from tailkey import NodePublic
+from pyheadscale.tailkey import NodePublic
 
 log = logging.getLogger(__name__)
 

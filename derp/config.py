@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from tailkey import NodePrivate
+from pyheadscale.tailkey import NodePrivate
 
 
 class ConfigError(ValueError):

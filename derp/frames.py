@@ -12,7 +12,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from tailkey import KEY_LEN, NONCE_LEN
+from pyheadscale.tailkey import KEY_LEN, NONCE_LEN
 
 MAGIC = "DERP🔑".encode()
 """Eight bytes that open the server-key frame, so clients can tell DERP from other protocols."""

@@ -23,7 +23,7 @@ from derp.frames import (
     ProtocolError,
     encode_frame,
 )
-from tailkey import DerpMeshKey, InvalidKeyError, NodePrivate, NodePublic
+from pyheadscale.tailkey import DerpMeshKey, InvalidKeyError, NodePrivate, NodePublic
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from derp import frames
 from derp.client import DerpClient
 from derp.client_conn import PacketCounters
 from derp.frames import ProtocolError
-from tailkey import DerpMeshKey, NodePrivate
+from pyheadscale.tailkey import DerpMeshKey, NodePrivate
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from derp.handshake import (
     encode_server_key,
 )
 from derp.mesh import MeshLink
-from tailkey import DerpMeshKey, NodePrivate, NodePublic
+from pyheadscale.tailkey import DerpMeshKey, NodePrivate, NodePublic
 
 log = logging.getLogger(__name__)
 

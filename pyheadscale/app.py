@@ -63,10 +63,10 @@ from pyheadscale.state.names import now
 from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
 from pyheadscale.tailcfg.derp_map import DERPMap
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from pyheadscale.tls.acme_manager import ACMECertificates
 from pyheadscale.tls.certfiles import context_from_files
 from pyheadscale.tls.site import TLSSite
-from tailkey import MachinePrivate, NodePrivate
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pyheadscale.api import serialize
 from pyheadscale.api.errors import invalid
 from pyheadscale.api.resource import Resource
 from pyheadscale.grpc.schema import pb
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 
 
 class Debug(Resource):

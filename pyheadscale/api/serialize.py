@@ -15,7 +15,7 @@ from pyheadscale.auth import secret_keys
 from pyheadscale.grpc.schema import pb
 from pyheadscale.state.models import ApiKey, Node, PreAuthKey, User
 from pyheadscale.state.store import Store
-from tailkey import DiscoPublic
+from pyheadscale.tailkey import DiscoPublic
 
 # Headscale presents tagged nodes as owned by this synthetic user (tags are their identity, not a person).
 TAGGED_DEVICES_USER_ID = 2147455555

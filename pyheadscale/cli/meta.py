@@ -9,7 +9,7 @@ import shtab
 from pyheadscale import __version__
 from pyheadscale.api.meta import HEADSCALE_API_VERSION, version_info
 from pyheadscale.cli.output import add_output_flags, emit
-from tailkey import MachinePrivate
+from pyheadscale.tailkey import MachinePrivate
 
 SHELLS = ("bash", "zsh", "fish", "powershell", "tcsh")
 

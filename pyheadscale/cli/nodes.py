@@ -20,7 +20,7 @@ from pyheadscale.cli.output import (
 )
 from pyheadscale.cli.users import find_user
 from pyheadscale.grpc.schema import pb
-from tailkey import InvalidKeyError, MachinePublic, NodePublic
+from pyheadscale.tailkey import InvalidKeyError, MachinePublic, NodePublic
 
 NODE_HEADER = [
     "ID",

@@ -27,7 +27,7 @@ from pyheadscale.control.noise_stream import NoiseStream
 from pyheadscale.control.ts2021 import EARLY_PAYLOAD_MAGIC, HANDSHAKE_HEADER, UPGRADE_PROTOCOL
 from pyheadscale.control.ws_bytes import WebSocketBytes
 from pyheadscale.tailcfg.frame import FrameDecoder, FrameError
-from tailkey import DiscoPublic, MachinePrivate, MachinePublic, NodePrivate
+from pyheadscale.tailkey import DiscoPublic, MachinePrivate, MachinePublic, NodePrivate
 
 DEFAULT_CAPVER = 130
 # A server's early payload is one small JSON object (the node key challenge).

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from noise.connection import Keypair, NoiseConnection
 from noise.exceptions import NoiseInvalidMessage, NoiseValueError
 
-from tailkey import MachinePrivate, MachinePublic
+from pyheadscale.tailkey import MachinePrivate, MachinePublic
 
 PROTOCOL_NAME = b"Noise_IK_25519_ChaChaPoly_BLAKE2s"
 PROLOGUE_PREFIX = b"Tailscale Control Protocol v"

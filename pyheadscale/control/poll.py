@@ -22,7 +22,7 @@ from pyheadscale.state.store import Store
 from pyheadscale.tailcfg.frame import encode_frame
 from pyheadscale.tailcfg.map_response import KEEPALIVE
 from pyheadscale.tailcfg.requests import MapRequest
-from tailkey import MachinePublic
+from pyheadscale.tailkey import MachinePublic
 
 log = logging.getLogger(__name__)
 

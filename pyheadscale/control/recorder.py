@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tailkey import MachinePublic
+from pyheadscale.tailkey import MachinePublic
 
 _AUTH_KEY = re.compile(r'("AuthKey"\s*:\s*")[^"]*(")')
 

@@ -26,7 +26,7 @@ from pyheadscale.state.store import Store
 from pyheadscale.tailcfg.node import TAGGED_DEVICES_USER_ID
 from pyheadscale.tailcfg.register import RegisterResponse, register_response
 from pyheadscale.tailcfg.requests import RegisterRequest
-from tailkey import MachinePublic
+from pyheadscale.tailkey import MachinePublic
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from pyheadscale.state.errors import NotFound
 from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
 from pyheadscale.tailcfg.ssh import SSHAction
-from tailkey import MachinePublic
+from pyheadscale.tailkey import MachinePublic
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from pyheadscale.control.noise_stream import NoiseStream
 from pyheadscale.control.recorder import record, recorder_dir
 from pyheadscale.control.ws_bytes import WebSocketBytes
 from pyheadscale.ratelimit import RateLimiter, retry_after_header, source_of
-from tailkey import ChallengePrivate, ChallengePublic, MachinePrivate, MachinePublic
+from pyheadscale.tailkey import ChallengePrivate, ChallengePublic, MachinePrivate, MachinePublic
 
 log = logging.getLogger(__name__)
 

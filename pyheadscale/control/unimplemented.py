@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from pyheadscale.control.h2server import InnerRequest
-from tailkey import MachinePublic
+from pyheadscale.tailkey import MachinePublic
 
 ROUTES = (
     ("POST", "/machine/set-dns"),

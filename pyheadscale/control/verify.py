@@ -21,7 +21,7 @@ from aiohttp import web
 
 from pyheadscale.state.changes import Change, ChangeKind
 from pyheadscale.state.store import Store
-from tailkey import InvalidKeyError, NodePublic
+from pyheadscale.tailkey import InvalidKeyError, NodePublic
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from pyheadscale.auth import secret_keys
 from pyheadscale.db import schema
 from pyheadscale.db.headscale_versions import UnsupportedHeadscaleDatabase, release_of
-from tailkey import DiscoPublic, InvalidKeyError, MachinePublic, NodePublic
+from pyheadscale.tailkey import DiscoPublic, InvalidKeyError, MachinePublic, NodePublic
 
 log = logging.getLogger("pyheadscale.db")
 

@@ -8,7 +8,7 @@ Go's field names; the docstrings say how a client applies each field.
 from typing import Any, NotRequired, TypedDict
 
 from pyheadscale.tailcfg.hostinfo import Hostinfo
-from tailkey import DiscoPublic
+from pyheadscale.tailkey import DiscoPublic
 
 # The UserID and profile every tagged node is shown under (tailscale's and Headscale's value).
 TAGGED_DEVICES_USER_ID = 2147455555

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from pyheadscale.tailcfg import hostinfo as hostinfo_fields
 from pyheadscale.tailcfg.gotime import parse_go_time
-from tailkey import DiscoPublic, NodePublic
+from pyheadscale.tailkey import DiscoPublic, NodePublic
 
 # Oldest client capability version we serve (Tailscale v1.62, as Headscale's window goes back that far).
 MIN_CAPVER = 88

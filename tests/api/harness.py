@@ -13,7 +13,7 @@ from pyheadscale.app import Server
 from pyheadscale.config import build_config
 from pyheadscale.state.models import Node
 from pyheadscale.state.store import Store
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from pyheadscale.client.control import ControlClient
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.api.conftest import Api
 from tests.api.harness import LiveServer
 

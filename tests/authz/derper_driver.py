@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand
 from derp.client import DerpClient
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.authz.conftest import REFUSED
 from tests.e2e.netns import free_port, setup_loopback_only
 

@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand, without PYTHONPATH
 
 from pyheadscale.app import Server
-from tailkey import NodePublic
+from pyheadscale.tailkey import NodePublic
 from tests.authz.revocation_lab import comes_back, loopback_config
 from tests.e2e.netns import CLIENT_ENV, setup_loopback_only
 from tests.e2e.twonode_driver import wait_until

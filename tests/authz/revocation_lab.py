@@ -11,7 +11,7 @@ from pathlib import Path
 from derp.server import DerpServer
 from pyheadscale.config import Config, build_config
 from pyheadscale.state.store import Store
-from tailkey import NodePublic
+from pyheadscale.tailkey import NodePublic
 from tests.e2e.netns import free_port
 
 

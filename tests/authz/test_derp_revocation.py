@@ -21,7 +21,7 @@ from aiohttp import web
 from derp.admission import AdmissionController, Verdict
 from derp.client import DerpClient
 from derp.server import DerpServer
-from tailkey import NodePrivate
+from pyheadscale.tailkey import NodePrivate
 from tests.authz.conftest import REFUSED, SLOW, derp_config
 from tests.control.conftest import Harness, Node
 from tests.derp.harness import eventually, loopback_socket, serving, within

@@ -19,7 +19,7 @@ import pytest
 
 from pyheadscale.auth.interactive import AUTH_ID_PREFIX
 from pyheadscale.cli.main import build_parser
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.api.harness import LiveServer
 from tests.cli.conftest import RunCli
 

@@ -16,7 +16,7 @@ import pytest
 
 from derp.client import DerpClient
 from pyheadscale.client.control import ControlClient
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.authz.conftest import REFUSED, SLOW, decode_messages, derp_config, map_request
 from tests.control.conftest import Harness, Node
 from tests.derp.harness import within

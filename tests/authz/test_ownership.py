@@ -10,7 +10,7 @@ import pytest
 
 from pyheadscale.control.verify import DerpAccess
 from pyheadscale.state.errors import AuthFailed, StateError
-from tailkey import MachinePrivate, NodePrivate, NodePublic
+from pyheadscale.tailkey import MachinePrivate, NodePrivate, NodePublic
 from tests.authz.conftest import decode_messages, map_request
 from tests.control.conftest import Harness, Node
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pyheadscale.state import store as store_module
-from tailkey import NodePrivate
+from pyheadscale.tailkey import NodePrivate
 from tests.authz.conftest import SLOW, decode_messages, map_request
 from tests.control.conftest import Harness, Node, open_map
 

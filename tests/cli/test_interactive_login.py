@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 
 from pyheadscale.client.control import ControlClient
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.api.harness import LiveServer
 from tests.cli.conftest import RunCli
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from tailkey import MachinePublic, NodePublic
+from pyheadscale.tailkey import MachinePublic, NodePublic
 from tests.api.harness import LiveServer
 from tests.cli.conftest import RunCli
 

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from pyheadscale.client.control import ControlClient
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.control.conftest import Harness, MapReader, free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tailkey import NodePrivate
+from pyheadscale.tailkey import NodePrivate
 from tests.control.conftest import Harness
 
 

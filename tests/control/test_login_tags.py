@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 
 from pyheadscale.client.control import ControlClient
-from tailkey import NodePrivate
+from pyheadscale.tailkey import NodePrivate
 from tests.control.conftest import Harness
 
 POLICY = {

@@ -61,7 +61,7 @@ async def test_reverse_index_follows_joins_leaves_tags_and_policy(tmp_path: Path
         sessions: dict[int, MapSession] = {}
 
         async def join(user_id: int, n: int) -> int:
-            from tailkey import MachinePrivate, NodePrivate
+            from pyheadscale.tailkey import MachinePrivate, NodePrivate
 
             node = await store.register(
                 machine_key=MachinePrivate.generate().public().text,
@@ -170,7 +170,7 @@ async def test_shared_peer_entries_equal_a_fresh_rendering(tmp_path: Path, monke
     Going offline sets the record's last_seen in place; an entry made while the peer was offline before must
     not be reused with the old LastSeen.
     """
-    from tailkey import MachinePrivate, NodePrivate
+    from pyheadscale.tailkey import MachinePrivate, NodePrivate
 
     harness = await Harness(tmp_path / "srv").start()
     try:

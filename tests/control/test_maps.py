@@ -12,7 +12,7 @@ import pytest
 
 from pyheadscale.tailcfg.frame import decode_frames
 from pyheadscale.tailcfg.node import TAGGED_DEVICES_USER_ID
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.control.conftest import Harness, MapReader, open_map
 
 JOIN_DEADLINE = 1.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tailkey import NodePrivate
+from pyheadscale.tailkey import NodePrivate
 from tests.control.conftest import Harness, MapReader
 
 HOSTINFO = {"Hostname": "roamer", "OS": "linux", "GoArch": "amd64"}

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pyheadscale.tailcfg.node import TAGGED_DEVICES_USER_ID
-from tailkey import NodePrivate
+from pyheadscale.tailkey import NodePrivate
 from tests.control.conftest import Harness, open_map
 
 TAGGED = TAGGED_DEVICES_USER_ID

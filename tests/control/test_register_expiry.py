@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from pyheadscale.state.names import now
-from tailkey import NodePrivate
+from pyheadscale.tailkey import NodePrivate
 from tests.control.conftest import Harness
 
 MakeHarness = Callable[..., Awaitable[Harness]]

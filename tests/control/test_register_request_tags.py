@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tailkey import NodePrivate
+from pyheadscale.tailkey import NodePrivate
 from tests.control.conftest import Harness
 
 HOSTINFO = {"Hostname": "tagme", "OS": "linux", "RequestTags": ["tag:server"]}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.control.conftest import Harness, MapReader, Node
 from tests.e2e.features_driver import SSH_CHECK_POLICY
 

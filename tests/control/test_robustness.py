@@ -17,7 +17,7 @@ import pytest
 
 from pyheadscale.client.control import fetch_server_key
 from pyheadscale.control import noise
-from tailkey import MachinePrivate, MachinePublic, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, MachinePublic, NodePrivate
 from tests.control.conftest import Harness, open_map
 
 

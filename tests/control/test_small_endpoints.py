@@ -15,7 +15,7 @@ import pytest
 from pyheadscale.client.control import ControlClient
 from pyheadscale.control import noise
 from pyheadscale.tailcfg.gotime import go_time
-from tailkey import MachinePrivate, MachinePublic, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, MachinePublic, NodePrivate
 from tests.control.conftest import Harness, MapReader
 
 

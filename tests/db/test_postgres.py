@@ -9,7 +9,7 @@ from pathlib import Path
 from pyheadscale.app import Server
 from pyheadscale.client.control import ControlClient
 from pyheadscale.config import build_config
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ from derp.handshake import (
     encode_server_info,
     encode_server_key,
 )
-from tailkey import DerpMeshKey, NodePrivate, NodePublic
+from pyheadscale.tailkey import DerpMeshKey, NodePrivate, NodePublic
 
 
 def split(frame: bytes) -> tuple[int, bytes]:

@@ -15,7 +15,7 @@ from derp.client import DerpClient
 from derp.frames import PeerGoneReason, PeerPresentFlags
 from derp.mesh import MeshLink
 from derp.server import DerpServer
-from tailkey import DerpMeshKey
+from pyheadscale.tailkey import DerpMeshKey
 from tests.derp.harness import eventually, serving, within
 
 MESH_KEY = "5a" * 32

@@ -13,7 +13,7 @@ from aiohttp import web
 from derp import frames
 from derp.client import DerpClient
 from derp.server import DerpServer
-from tailkey import NodePrivate, NodePublic
+from pyheadscale.tailkey import NodePrivate, NodePublic
 from tests.derp.harness import loopback_socket, serving, within
 
 MESH_KEY = "11" * 32

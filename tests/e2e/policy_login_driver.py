@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand
 from pyheadscale.app import Server
 from pyheadscale.client.control import ControlClient
 from pyheadscale.config import build_config
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.e2e.caddynode import CaddyNode
 from tests.e2e.netns import free_port, setup_loopback_only
 from tests.e2e.twonode_driver import http_get, wait_until

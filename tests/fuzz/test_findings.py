@@ -16,7 +16,7 @@ from derp.server import DerpServer
 from pyheadscale.auth.oidc_claims import Claims
 from pyheadscale.config import ConfigError, load_config
 from pyheadscale.policy import PolicyEngine, PolicyError, hujson
-from tailkey import NodePrivate
+from pyheadscale.tailkey import NodePrivate
 from tests.fuzz.test_fuzz_derp import MemoryConn
 from tests.fuzz.test_fuzz_h2 import serve
 

@@ -16,7 +16,7 @@ from derp.conn import Conn
 from derp.frames import FrameType, ProtocolError
 from derp.handshake import ClientInfo, ServerInfo, decode_client_info, decode_server_info
 from derp.server import DerpServer
-from tailkey import DerpMeshKey, NodePrivate
+from pyheadscale.tailkey import DerpMeshKey, NodePrivate
 from tests.fuzz import bounds
 from tests.fuzz.seeds import deeply_nested, json_values, mutated_bytes
 

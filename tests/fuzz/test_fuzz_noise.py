@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from pyheadscale.control import noise
 from pyheadscale.control.noise_stream import NoiseStream
-from tailkey import MachinePrivate
+from pyheadscale.tailkey import MachinePrivate
 from tests.fuzz import bounds
 from tests.fuzz.seeds import mutated_bytes
 

@@ -24,7 +24,7 @@ from pyheadscale.auth.interactive import PendingLogin
 from pyheadscale.auth.oidc_sessions import BROWSER_COOKIE, new_browser_id
 from pyheadscale.config import build_config
 from pyheadscale.control import noise
-from tailkey import MachinePrivate, MachinePublic
+from pyheadscale.tailkey import MachinePrivate, MachinePublic
 from tests.api.harness import LiveServer, free_port, server_config
 from tests.fuzz import bounds
 from tests.fuzz.seeds import json_values, mutated_bytes

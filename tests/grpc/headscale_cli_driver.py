@@ -23,8 +23,8 @@ from cryptography import x509
 
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from pyheadscale.tls.self_signed import self_signed_pem
-from tailkey import MachinePrivate, NodePrivate
 from tests.api.harness import server_config
 from tests.e2e.netns import free_port, setup_loopback_only
 

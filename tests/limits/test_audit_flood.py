@@ -10,7 +10,7 @@ import pytest
 
 from pyheadscale.audit import AuditLog
 from pyheadscale.config_limits import AuditLimits, RateConfig
-from tailkey import NodePrivate
+from pyheadscale.tailkey import NodePrivate
 from tests.control.conftest import Harness
 
 

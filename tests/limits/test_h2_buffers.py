@@ -7,7 +7,7 @@ from typing import Any
 
 from pyheadscale.client.control import ControlClient, _Stream
 from pyheadscale.control.h2server import MAX_CLIENT_RESETS, MAX_HEADER_LIST_SIZE
-from tailkey import NodePrivate
+from pyheadscale.tailkey import NodePrivate
 from tests.control.conftest import Harness
 
 MiB = 1 << 20

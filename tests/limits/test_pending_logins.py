@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pyheadscale.auth.interactive import PendingLogins
-from tailkey import NodePrivate
+from pyheadscale.tailkey import NodePrivate
 from tests.control.conftest import Harness
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from pyheadscale.client.control import ControlClient, ControlClientError
 from pyheadscale.ratelimit import RateLimiter, source_of
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.control.conftest import Harness
 from tests.e2e.netns import run_driver
 

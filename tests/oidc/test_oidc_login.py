@@ -11,7 +11,7 @@ from typing import Any
 
 from pyheadscale.client.control import ControlClient
 from pyheadscale.state.names import now
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.api.harness import LiveServer
 from tests.oidc.browser import Browser
 from tests.oidc.conftest import StartSetup

@@ -13,7 +13,7 @@ import pytest
 from pyheadscale import extra_records
 from pyheadscale.client.control import ControlClient
 from pyheadscale.config import ConfigError
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.server.conftest import StartServer
 
 GRAFANA = {"name": "grafana.tailnet.internal", "type": "A", "value": "100.64.0.3"}

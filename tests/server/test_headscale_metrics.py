@@ -9,7 +9,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyheadscale.client.control import ControlClient
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.server.conftest import StartServer, free_port
 
 

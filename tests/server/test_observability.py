@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 
 from pyheadscale.client.control import ControlClient
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.server.conftest import StartServer, free_port
 
 

@@ -13,7 +13,7 @@ import pytest
 from pyheadscale.client.control import ControlClient
 from pyheadscale.policy import PolicyError
 from pyheadscale.tailcfg.filter import FilterRule
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.server.conftest import StartServer
 
 ALLOW_SSH = {"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:22"]}]}

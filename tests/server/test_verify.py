@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 
 from derp.admission import AdmissionController
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.server.conftest import StartServer
 
 

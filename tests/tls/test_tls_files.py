@@ -14,7 +14,7 @@ from pyheadscale.app import Server
 from pyheadscale.cli.main import main
 from pyheadscale.client.control import ControlClient
 from pyheadscale.config import ConfigError, build_config
-from tailkey import MachinePrivate, NodePrivate
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.pki import ServerPKI, write_other_key
 from tests.tls.conftest import StartTLSServer, free_port, tls_raw_config
 

@@ -20,7 +20,7 @@ from noise.connection import Keypair, NoiseConnection
 
 from pyheadscale.control import noise
 from pyheadscale.control.noise_stream import NoiseStream
-from tailkey import MachinePrivate
+from pyheadscale.tailkey import MachinePrivate
 
 # Fixed ephemeral keys are the point of the vector and cross-check tests; noiseprotocol warns about them.
 pytestmark = pytest.mark.filterwarnings("ignore:One of ephemeral keypairs is already set:UserWarning")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pyheadscale.control.recorder import record, recorder_dir
-from tailkey import MachinePublic
+from pyheadscale.tailkey import MachinePublic
 
 MACHINE = MachinePublic(b"\xab" * 32)
 

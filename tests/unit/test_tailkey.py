@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from tailkey import (
+from pyheadscale.tailkey import (
     ChallengePrivate,
     ChallengePublic,
     DerpMeshKey,
@@ -224,7 +224,7 @@ def test_mypy_tells_key_roles_apart(tmp_path: Path) -> None:
     program.write_text(
         textwrap.dedent(
             """
-            from tailkey import MachinePrivate, MachinePublic, NodePrivate, NodePublic
+            from pyheadscale.tailkey import MachinePrivate, MachinePublic, NodePrivate, NodePublic
 
             def route(key: NodePublic) -> None: ...
 

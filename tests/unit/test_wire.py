@@ -23,7 +23,7 @@ from pyheadscale.tailcfg.requests import (
     check_endpoint,
     parse_request,
 )
-from tailkey import ChallengePublic
+from pyheadscale.tailkey import ChallengePublic
 
 NODE_KEY = "nodekey:" + "ab" * 32
 SECRET_HEX = "9f3c6a1be2d04d55b7a8e61c0f2394de5ab1c7e8f90d2a3b4c5d6e7f8091a2b3"
