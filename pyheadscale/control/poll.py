@@ -18,6 +18,7 @@ from typing import Any
 import zstandard
 
 from pyheadscale.control.decode import decode
+from pyheadscale.control.full_maps import FullMapTurns
 from pyheadscale.control.h2server import InnerRequest
 from pyheadscale.mapper import tailcfg
 from pyheadscale.mapper.builder import MapBuilder
@@ -80,6 +81,7 @@ class MapHandler:
         self.builder = builder
         self.distributor = distributor
         self.keepalive = keepalive
+        self.full_maps = FullMapTurns()
 
     async def handle(self, request: InnerRequest, machine_key: str) -> None:
         req = await decode(request, tailcfg.MapRequest)
@@ -112,8 +114,10 @@ class MapHandler:
                 await request.response.respond(200, b"", "application/json")
                 self.metrics.hs_endpoint_updates.labels("ok").inc()
                 return
-            full, _ = self.builder.full(node, req.Version)
-            await request.response.respond(200, self._encode(full, "full", compress), "application/json")
+            async with self.full_maps.turn():
+                full, _ = self.builder.full(node, req.Version)
+                data = self._encode(full, "full", compress)
+            await request.response.respond(200, data, "application/json")
             return
         await self._stream(request, node.id, req.Version, compress)
 
@@ -139,6 +143,16 @@ class MapHandler:
         self.metrics.map_sent(kind)
         self.metrics.map_bytes.inc(len(data))
         return data
+
+    def _take(self, session: MapSession, compress: bool) -> bytes | None:
+        """The session's pending changes as one encoded message, or None when nothing is pending."""
+        message = session.take_pending(self.builder)
+        if message is None:
+            return None
+        kind = "full" if "Node" in message and "Peers" in message else "delta"
+        if session.closed:
+            kind = "revoked"
+        return self._encode(message, kind, compress)
 
     async def _stream(self, request: InnerRequest, node_id: int, capver: int, compress: bool) -> None:
         session = MapSession(node_id, capver)
@@ -169,13 +183,14 @@ class MapHandler:
                     await asyncio.sleep(self.batch)
                 if session.closed:
                     break
-                message = session.take_pending(self.builder)
-                if message is not None:
+                if session.full_pending:
+                    async with self.full_maps.turn():
+                        data = None if session.closed else self._take(session, compress)
+                else:
+                    data = self._take(session, compress)
+                if data is not None:
                     last_sent = time.monotonic()
-                    kind = "full" if "Node" in message and "Peers" in message else "delta"
-                    if session.closed:
-                        kind = "revoked"
-                    await response.send(self._encode(message, kind, compress))
+                    await response.send(data)
         except asyncio.CancelledError:
             self.metrics.hs_map_ended.labels("cancelled").inc()
             raise

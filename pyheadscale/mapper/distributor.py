@@ -83,6 +83,11 @@ class MapSession:
         self._full = True
         self._signal()
 
+    @property
+    def full_pending(self) -> bool:
+        """Whether the next message is a full map (O(peers) to build, so it waits its turn)."""
+        return self._full
+
     def want_self(self) -> None:
         self._self = True
         self._signal()
