@@ -22,8 +22,8 @@ from pyheadscale.config import Config
 from pyheadscale.db import schema
 from pyheadscale.db.headscale_import import take_over_if_headscale
 from pyheadscale.db.writer import Writer, sqlite_pragmas, writer_for
-from pyheadscale.mapper.hostinfo import bound_stored_hostinfo
 from pyheadscale.state.models import ApiKey, Node, PreAuthKey, User
+from pyheadscale.tailcfg.hostinfo import bound_stored_hostinfo
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -221,9 +221,6 @@ class Database:
 
     async def delete_api_key(self, key_id: int) -> None:
         await self._delete(schema.api_keys, key_id)
-
-    async def insert_node(self, node: Node) -> int:
-        return await self._insert(schema.nodes, _to_row(node))
 
     async def update_node(self, node: Node) -> None:
         await self._update(schema.nodes, node.id, _to_row(node))
