@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pyheadscale import keys
+from pyheadscale.control.register import RegisterHandler
 from pyheadscale.tailcfg.node import TAGGED_DEVICES_USER_ID
 from tests.control.conftest import Harness, open_map
 
@@ -292,8 +293,9 @@ async def test_registrations_past_the_in_flight_bound_get_429_with_retry_after(h
     """While the store is busy, registrations queue up to the bound; the next is told when to come back,
     is not queued, and nothing of it is stored; those queued all complete once the store is free."""
     key = await harness.preauth_key(reusable=True)
-    handler = harness.server.register
-    assert handler is not None
+    route = harness.server.components.control.routes[("POST", "/machine/register")]
+    handler = getattr(route, "__self__", None)
+    assert isinstance(handler, RegisterHandler)
     handler.max_in_flight = 2
     clients = [await harness.client() for _ in range(3)]
     body = {"Version": clients[0].capver, "Hostinfo": {"Hostname": "n"}, "Auth": {"AuthKey": key}}
