@@ -19,9 +19,9 @@ import types
 from multiprocessing.connection import Connection
 from typing import Any
 
-from pyheadscale import keys
 from pyheadscale.client import control
 from pyheadscale.client.control import ControlClient, fetch_server_key
+from tailkey import MachinePrivate, MachinePublic, NodePrivate
 
 PROBE_PREFIX = "probe-"
 MOVED_ENDPOINT_PREFIX = "192.0.2."
@@ -51,8 +51,8 @@ class SimulatedNode:
     def __init__(self, index: int, hostname: str) -> None:
         self.index = index
         self.hostname = hostname
-        self.machine_key = keys.PrivateKey.generate()
-        self.node_key = keys.PrivateKey.generate()
+        self.machine_key = MachinePrivate.generate()
+        self.node_key = NodePrivate.generate()
         self.client: ControlClient | None = None
         self.first_map: asyncio.Future[float] | None = None
         # When the latest stream's first full map arrived, and how many peers it held.
@@ -71,7 +71,7 @@ class Worker:
         self.nodes: list[SimulatedNode] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.sightings: list[tuple[str, float]] = []
-        self.server_key: bytes | None = None
+        self.server_key: MachinePublic | None = None
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

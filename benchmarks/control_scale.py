@@ -61,8 +61,8 @@ from benchmarks.control_targets import (
     listen_overflows,
     rss_bytes,
 )
-from pyheadscale import keys
 from pyheadscale.client.control import ControlClient
+from tailkey import MachinePrivate, MachinePublic, NodePrivate
 
 PHASE_TIMEOUT = 300.0
 SETTLE_SECONDS = 0.5
@@ -258,8 +258,8 @@ async def _changes(
     """Probe joins and endpoint moves, and how long each takes to reach everyone who may see it."""
     expected = sum(1 for i in range(n) if server.layout.sees_probe(i))
     result["probe_viewers"] = expected
-    server_public = keys.parse_key(
-        json.loads(await server.http_get(server.port, "/key?v=130"))["publicKey"], keys.MACHINE_PUBLIC_PREFIX
+    server_public = MachinePublic.from_text(
+        json.loads(await server.http_get(server.port, "/key?v=130"))["publicKey"]
     )
     join_all: list[float] = []
     join_each: list[float] = []
@@ -269,10 +269,10 @@ async def _changes(
     cpu0 = cpu_seconds(server.pid)
     for j in range(args.joins):
         name = f"{PROBE_PREFIX}{j}"
-        client = ControlClient(server.url, keys.PrivateKey.generate())
+        client = ControlClient(server.url, MachinePrivate.generate())
         probes.append(client)
         await client.connect(server_public)
-        node_key = keys.PrivateKey.generate()
+        node_key = NodePrivate.generate()
         before = await server.map_metrics()
         sent = time.monotonic()
         await client.register(node_key, auth_key=auth[server.layout.probe_owner], hostname=name)
@@ -289,7 +289,7 @@ async def _changes(
             "/machine/map",
             {
                 "Version": client.capver,
-                "NodeKey": keys.node_public_text(node_key.public()),
+                "NodeKey": node_key.public().text,
                 "DiscoKey": "discokey:" + "22" * 32,
                 "Stream": False,
                 "OmitPeers": True,

@@ -2,7 +2,8 @@
 module (under `if TYPE_CHECKING:` or inside a function too).
 
 Dependencies point one way: the composition root (pyheadscale.app) imports the API, never the reverse, and the
-DERP relay owns its mesh links, which report back through callbacks instead of importing the relay.
+DERP relay owns its mesh links, which report back through callbacks instead of importing the relay. The key
+types (tailkey) are shared by both and import neither, so the relay runs alone (python -m derp).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("pyheadscale", "derp")
+PACKAGES = ("pyheadscale", "derp", "tailkey")
 
 
 def _module_files() -> dict[str, Path]:
@@ -71,6 +72,7 @@ def test_the_graph_sees_known_imports() -> None:
     assert "derp.mesh" in graph["derp.server"]
     assert "pyheadscale.api.app" in graph["pyheadscale.app"]
     assert "pyheadscale.api.context" in graph["pyheadscale.api.resource"]
+    assert "tailkey" in graph["derp.handshake"] and "tailkey" in graph["pyheadscale.control.ts2021"]
 
 
 def test_the_derp_mesh_never_imports_the_relay() -> None:
@@ -82,3 +84,11 @@ def test_the_apis_never_import_the_composition_root() -> None:
     apis = [name for name in import_graph() if name.startswith(("pyheadscale.api.", "pyheadscale.grpc."))]
     assert len(apis) > 10
     assert {name for name in apis if "pyheadscale.app" in reachable(name)} == set()
+
+
+def test_derp_and_the_key_types_stand_alone() -> None:
+    """derp needs only tailkey; tailkey needs nothing of ours."""
+    derp = [name for name in import_graph() if name == "derp" or name.startswith("derp.")]
+    assert derp
+    assert {name for name in derp if any(m.startswith("pyheadscale") for m in reachable(name))} == set()
+    assert reachable("tailkey") == set()

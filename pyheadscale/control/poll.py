@@ -23,6 +23,7 @@ from pyheadscale.state.store import Store
 from pyheadscale.tailcfg.frame import encode_frame
 from pyheadscale.tailcfg.map_response import KEEPALIVE
 from pyheadscale.tailcfg.requests import MapRequest
+from tailkey import MachinePublic
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class MapHandler:
         self.keepalive = keepalive
         self.full_maps = FullMapTurns()
 
-    async def handle(self, request: InnerRequest, machine_key: str) -> None:
+    async def handle(self, request: InnerRequest, machine_key: MachinePublic) -> None:
         req = await decode(request, MapRequest)
         if req is None:
             return
@@ -66,7 +67,7 @@ class MapHandler:
         if node is None:
             await request.response.respond(404, b"node not found", "text/plain")
             return
-        if node.machine_key != machine_key:
+        if node.machine_key != machine_key.text:
             await request.response.respond(401, b"node key does not belong to this machine", "text/plain")
             return
         compress = req.Compress == "zstd"

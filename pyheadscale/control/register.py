@@ -28,6 +28,7 @@ from pyheadscale.state.store import Store
 from pyheadscale.tailcfg.node import TAGGED_DEVICES_USER_ID
 from pyheadscale.tailcfg.register import RegisterResponse, register_response
 from pyheadscale.tailcfg.requests import RegisterRequest
+from tailkey import MachinePublic
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,8 @@ class RegisterHandler:
         # one would have waited.
         self._latency = 0.01
 
-    async def handle(self, request: InnerRequest, machine_key: str) -> None:
+    async def handle(self, request: InnerRequest, machine_key: MachinePublic) -> None:
+        machine = machine_key.text  # how the node table and pending logins hold it
         source = source_of(request.source)
         wait = self.rate.retry_after(source)
         if wait:
@@ -82,9 +84,9 @@ class RegisterHandler:
         req = await decode(request, RegisterRequest)
         if req is None:
             return
-        audit.actor.set(f"machine:{machine_key[5:17]}")
+        audit.actor.set(f"machine:{machine[5:17]}")
         try:
-            response = await self._register(req, machine_key, source)
+            response = await self._register(req, machine, source)
             self.metrics.registrations.labels("ok").inc()
         except Busy as exc:
             self.metrics.registrations.labels("busy").inc()
@@ -96,15 +98,13 @@ class RegisterHandler:
             )
             return
         except AuthFailed as exc:
-            log.warning(
-                "registration refused for machine %s: %s", machine_key[:13], audit.clip(str(exc), 200)
-            )
+            log.warning("registration refused for machine %s: %s", machine[:13], audit.clip(str(exc), 200))
             self.metrics.registrations.labels("refused").inc()
             self.metrics.auth_failures.labels("authkey").inc()
             self.store.audit.record_refusal(
                 request.source,
                 "node.register",
-                f"machine:{machine_key[5:17]}",
+                f"machine:{machine[5:17]}",
                 reason=str(exc),
                 hostname=(req.Hostinfo or {}).get("Hostname"),
             )

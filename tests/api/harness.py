@@ -9,11 +9,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pyheadscale import keys
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
 from pyheadscale.state.models import Node
 from pyheadscale.state.store import Store
+from tailkey import MachinePrivate, NodePrivate
 
 
 def free_port() -> int:
@@ -79,13 +79,13 @@ class LiveServer:
     ) -> Node:
         """Register a node the way a client with a preauth key would, announcing `routes`."""
         key, _text = await self.store.create_preauth_key(user_id, tags=tags)
-        machine = keys.PrivateKey.generate()
-        node_key = keys.PrivateKey.generate()
+        machine = MachinePrivate.generate()
+        node_key = NodePrivate.generate()
         hostinfo = {"Hostname": hostname, "RoutableIPs": list(routes)}
         return await self.store.register_with_key(
             key,
-            machine_key=keys.machine_public_text(machine.public()),
-            node_key=keys.node_public_text(node_key.public()),
+            machine_key=machine.public().text,
+            node_key=node_key.public().text,
             hostinfo=hostinfo,
             expiry=None,
         )

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from derp.client import DerpClient
-from pyheadscale import keys
 from pyheadscale.client.control import ControlClient
+from tailkey import MachinePrivate, NodePrivate
 from tests.authz.conftest import REFUSED, SLOW, decode_messages, derp_config, map_request
 from tests.control.conftest import Harness, Node
 from tests.derp.harness import within
@@ -101,17 +101,17 @@ class Actor:
     """Who acts: the machine's client and the node key it presents, and the node that key names (if any)."""
 
     client: ControlClient
-    node_key: keys.PrivateKey
+    node_key: NodePrivate
     node_id: int | None
     victim: int  # the node whose state must not change unless the actor is allowed to change it
-    derp_key: keys.PrivateKey  # the node key it presents to the relay
+    derp_key: NodePrivate  # the node key it presents to the relay
 
     @property
     def node_key_text(self) -> str:
-        return keys.node_public_text(self.node_key.public())
+        return self.node_key.public().text
 
     def as_node(self) -> Node:
-        return Node(self.client, keys.PrivateKey.generate(), self.node_key, {})
+        return Node(self.client, MachinePrivate.generate(), self.node_key, {})
 
 
 async def make_actor(harness: Harness, name: str) -> Actor:
@@ -133,11 +133,11 @@ async def make_actor(harness: Harness, name: str) -> Actor:
         user = await store.create_user(
             "carol", email="carol@example.com", provider="oidc", provider_id="https://idp.example/carol"
         )
-        machine, node_key = keys.PrivateKey.generate(), keys.PrivateKey.generate()
+        machine, node_key = MachinePrivate.generate(), NodePrivate.generate()
         client = await harness.client(machine)
         login = harness.server.logins.start(
-            keys.machine_public_text(machine.public()),
-            keys.node_public_text(node_key.public()),
+            machine.public().text,
+            node_key.public().text,
             {"Hostname": "carol-laptop"},
         )
         node = await harness.server.logins.approve(store, login, user, None, method="oidc")
@@ -154,10 +154,10 @@ async def make_actor(harness: Harness, name: str) -> Actor:
     if name == "a-as-b":
         b = await harness.node("b", auth_key=await harness.preauth_key("bob"))
         b_id = store.node_by_node_key(b.node_key_text).id
-        return Actor(a.client, b.node_key, None, b_id, keys.PrivateKey.generate())
+        return Actor(a.client, b.node_key, None, b_id, NodePrivate.generate())
     assert name == "unknown-machine"
     # It can name A's node key in control requests, but has no node key of its own the relay would know.
-    return Actor(await harness.client(), a.node_key, None, a_id, keys.PrivateKey.generate())
+    return Actor(await harness.client(), a.node_key, None, a_id, NodePrivate.generate())
 
 
 def snapshot(harness: Harness, node_id: int) -> Any:
@@ -201,14 +201,14 @@ async def do_register(harness: Harness, actor: Actor) -> str:
 
 
 async def do_rotate(harness: Harness, actor: Actor) -> str:
-    fresh = keys.PrivateKey.generate()
+    fresh = NodePrivate.generate()
     answer = await actor.client.register(fresh, old_node_key=actor.node_key_text)
     if answer["Error"]:
         return "refused"
     if answer["AuthURL"]:
         return "sent to log in"
     assert answer["MachineAuthorized"] is True and not answer["NodeKeyExpired"]
-    assert harness.store.node_by_node_key(keys.node_public_text(fresh.public())).id == actor.node_id
+    assert harness.store.node_by_node_key(fresh.public().text).id == actor.node_id
     return "rotated"
 
 
@@ -227,7 +227,7 @@ async def do_logout(harness: Harness, actor: Actor) -> str:
 
 async def do_derp(harness: Harness, actor: Actor) -> str:
     try:
-        client = await within(DerpClient.connect(f"{harness.url}/derp", actor.derp_key.raw), SLOW)
+        client = await within(DerpClient.connect(f"{harness.url}/derp", actor.derp_key), SLOW)
     except REFUSED:
         return "refused"
     await client.close()

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from pyheadscale import keys
 from pyheadscale.state import store as store_module
+from tailkey import NodePrivate
 from tests.authz.conftest import SLOW, decode_messages, map_request
 from tests.control.conftest import Harness, Node, open_map
 
@@ -144,7 +144,7 @@ async def test_only_registering_again_restores_access(harness: Harness) -> None:
     b_id = harness.store.node_by_node_key(b.node_key_text).id
     await harness.store.set_expiry(b_id, datetime.now(UTC))
     # Rotating the expired key does not revive it: the client is sent to log in.
-    fresh = keys.PrivateKey.generate()
+    fresh = NodePrivate.generate()
     answer = await b.client.register(fresh, old_node_key=b.node_key_text)
     assert answer["MachineAuthorized"] is False and answer["AuthURL"], answer
     assert harness.store.is_expired(harness.store.nodes[b_id])

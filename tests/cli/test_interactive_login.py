@@ -7,15 +7,15 @@ import asyncio
 import aiohttp
 
 from pyheadscale.client.control import ControlClient
-from pyheadscale.keys import PrivateKey
+from tailkey import MachinePrivate, NodePrivate
 from tests.api.harness import LiveServer
 from tests.cli.conftest import RunCli
 
 
-async def start_login(live: LiveServer) -> tuple[ControlClient, PrivateKey, str]:
-    client = ControlClient(live.base_url, PrivateKey.generate())
+async def start_login(live: LiveServer) -> tuple[ControlClient, NodePrivate, str]:
+    client = ControlClient(live.base_url, MachinePrivate.generate())
     await client.connect()
-    node_key = PrivateKey.generate()
+    node_key = NodePrivate.generate()
     first = await client.register(node_key, hostname="laptop")
     assert not first["MachineAuthorized"]
     assert first["AuthURL"].startswith(f"{live.base_url}/register/hskey-authreq-"), first

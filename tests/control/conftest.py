@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from pyheadscale import keys
 from pyheadscale.app import Server
 from pyheadscale.client.control import ControlClient
 from pyheadscale.config import Config, build_config
+from tailkey import MachinePrivate, NodePrivate
 
 
 def free_port() -> int:
@@ -40,8 +40,8 @@ class Node:
     def __init__(
         self,
         client: ControlClient,
-        machine_key: keys.PrivateKey,
-        node_key: keys.PrivateKey,
+        machine_key: MachinePrivate,
+        node_key: NodePrivate,
         register: dict[str, Any],
     ) -> None:
         self.client = client
@@ -51,11 +51,11 @@ class Node:
 
     @property
     def node_key_text(self) -> str:
-        return keys.node_public_text(self.node_key.public())
+        return self.node_key.public().text
 
     @property
     def machine_key_text(self) -> str:
-        return keys.machine_public_text(self.machine_key.public())
+        return self.machine_key.public().text
 
 
 class Harness:
@@ -95,8 +95,8 @@ class Harness:
         self.server = Server(self.config, keepalive=self.keepalive)
         await self.server.start()
 
-    async def client(self, machine_key: keys.PrivateKey | None = None) -> ControlClient:
-        client = ControlClient(self.url, machine_key or keys.PrivateKey.generate())
+    async def client(self, machine_key: MachinePrivate | None = None) -> ControlClient:
+        client = ControlClient(self.url, machine_key or MachinePrivate.generate())
         await asyncio.wait_for(client.connect(), 5)
         self.clients.append(client)
         return client
@@ -115,8 +115,8 @@ class Harness:
         return a, b, ra, rb, self.store.node_by_node_key(b.node_key_text).id
 
     async def node(self, hostname: str = "node", *, auth_key: str | None = None, **kwargs: Any) -> Node:
-        machine_key = keys.PrivateKey.generate()
-        node_key = keys.PrivateKey.generate()
+        machine_key = MachinePrivate.generate()
+        node_key = NodePrivate.generate()
         client = await self.client(machine_key)
         if auth_key is None:
             auth_key = await self.preauth_key()

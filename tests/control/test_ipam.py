@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pyheadscale import keys
+from tailkey import NodePrivate
 from tests.control.conftest import Harness
 
 
@@ -43,7 +43,7 @@ async def test_exhaustion_is_a_clear_registration_error(make_harness: Any) -> No
         "/machine/register",
         {
             "Version": 130,
-            "NodeKey": keys.node_public_text(keys.PrivateKey.generate().public()),
+            "NodeKey": NodePrivate.generate().public().text,
             "Auth": {"AuthKey": key},
             "Hostinfo": {"Hostname": "third"},
         },

@@ -9,8 +9,8 @@ from typing import Any
 
 import aiohttp
 
-from pyheadscale import keys
 from pyheadscale.client.control import ControlClient
+from tailkey import NodePrivate
 from tests.control.conftest import Harness
 
 POLICY = {
@@ -40,7 +40,7 @@ async def login(
     if policy and harness.server.policy.text is None:
         harness.server.policy.apply(json.dumps(POLICY))
     client = await harness.client()
-    node_key = keys.PrivateKey.generate()
+    node_key = NodePrivate.generate()
     info = {"Hostname": hostname, "OS": "linux", "RequestTags": tags}
     first = await client.register(node_key, hostinfo=info)
     auth_url = first["AuthURL"]

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from pyheadscale import keys
 from pyheadscale.tailcfg.frame import decode_frames
 from pyheadscale.tailcfg.node import TAGGED_DEVICES_USER_ID
+from tailkey import MachinePrivate, NodePrivate
 from tests.control.conftest import Harness, MapReader, open_map
 
 JOIN_DEADLINE = 1.0
@@ -218,8 +218,8 @@ async def test_large_map_crosses_flow_control_window(harness: Harness) -> None:
     for i in range(250):
         await store.register_with_key(
             key,
-            machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
-            node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
+            machine_key=MachinePrivate.generate().public().text,
+            node_key=NodePrivate.generate().public().text,
             hostinfo={
                 "Hostname": f"bulk-{i}",
                 "OS": "linux",
@@ -337,8 +337,8 @@ async def test_burst_of_changes_loses_nothing(harness: Harness) -> None:
         async def join(i: int) -> int:
             node = await store.register_with_key(
                 key,
-                machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
-                node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
+                machine_key=MachinePrivate.generate().public().text,
+                node_key=NodePrivate.generate().public().text,
                 hostinfo={"Hostname": f"burst-{i}"},
                 expiry=None,
             )

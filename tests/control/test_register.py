@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from pyheadscale import keys
 from pyheadscale.control.register import RegisterHandler
 from pyheadscale.tailcfg.node import TAGGED_DEVICES_USER_ID
+from tailkey import NodePrivate
 from tests.control.conftest import Harness, open_map
 
 TAGGED = TAGGED_DEVICES_USER_ID
@@ -29,7 +29,7 @@ async def eventually(predicate: Any, limit: float = 5.0) -> None:
 
 async def register_new(harness: Harness, auth_key: str, hostname: str = "n") -> dict[str, Any]:
     client = await harness.client()
-    return await client.register(keys.PrivateKey.generate(), auth_key=auth_key, hostname=hostname)
+    return await client.register(NodePrivate.generate(), auth_key=auth_key, hostname=hostname)
 
 
 async def test_reusable_key_registers_many(harness: Harness) -> None:
@@ -75,7 +75,7 @@ async def test_invalid_key_refused(harness: Harness, bad: str) -> None:
 
 async def test_no_key_unknown_node_refused(harness: Harness) -> None:
     client = await harness.client()
-    answer = await client.register(keys.PrivateKey.generate())
+    answer = await client.register(NodePrivate.generate())
     assert answer["MachineAuthorized"] is False
     # either refused outright or sent to the interactive login URL, but never registered
     assert answer["AuthURL"].startswith(harness.url + "/") or "preauth key" in answer["Error"], answer
@@ -108,10 +108,10 @@ async def test_reregistration_keeps_identity(harness: Harness) -> None:
     after = harness.store.node_by_node_key(node.node_key_text)
     assert (after.id, after.ipv4, after.ipv6) == (before.id, before.ipv4, before.ipv6)
     # the same machine with a brand-new node key (e.g. state wiped, machine key kept)
-    new_key = keys.PrivateKey.generate()
+    new_key = NodePrivate.generate()
     third = await client.register(new_key, auth_key=key, hostname="a")
     assert third["MachineAuthorized"]
-    moved = harness.store.node_by_node_key(keys.node_public_text(new_key.public()))
+    moved = harness.store.node_by_node_key(new_key.public().text)
     assert (moved.id, moved.ipv4, moved.ipv6) == (before.id, before.ipv4, before.ipv6)
     assert harness.store.node_by_node_key(node.node_key_text) is None
     assert len(harness.store.nodes) == 1
@@ -123,10 +123,10 @@ async def test_reregistration_keeps_identity(harness: Harness) -> None:
 async def test_old_node_key_rotation(harness: Harness) -> None:
     node = await harness.node("rot")
     before = harness.store.node_by_node_key(node.node_key_text)
-    new_key = keys.PrivateKey.generate()
+    new_key = NodePrivate.generate()
     answer = await node.client.register(new_key, old_node_key=node.node_key_text)
     assert answer["MachineAuthorized"] and not answer["Error"]
-    new_text = keys.node_public_text(new_key.public())
+    new_text = new_key.public().text
     after = harness.store.node_by_node_key(new_text)
     assert after is not None and (after.id, after.ipv4, after.ipv6) == (before.id, before.ipv4, before.ipv6)
     assert after.node_key == new_text
@@ -143,7 +143,7 @@ async def test_old_node_key_rotation(harness: Harness) -> None:
 async def test_rotation_from_another_machine_is_not_honoured(harness: Harness) -> None:
     victim = await harness.node("victim")
     thief = await harness.client()
-    new_key = keys.PrivateKey.generate()
+    new_key = NodePrivate.generate()
     answer = await thief.register(new_key, old_node_key=victim.node_key_text)
     assert answer["MachineAuthorized"] is False
     assert harness.store.node_by_node_key(victim.node_key_text) is not None
@@ -301,13 +301,13 @@ async def test_registrations_past_the_in_flight_bound_get_429_with_retry_after(h
     body = {"Version": clients[0].capver, "Hostinfo": {"Hostname": "n"}, "Auth": {"AuthKey": key}}
 
     def register(client: Any) -> Any:
-        node_key = keys.node_public_text(keys.PrivateKey.generate().public())
+        node_key = NodePrivate.generate().public().text
         return client.request("POST", "/machine/register", body | {"NodeKey": node_key})
 
     async with harness.store._mutation_lock:  # the store is busy with something else
         queued = [asyncio.ensure_future(register(c)) for c in clients[:2]]
         await eventually(lambda: handler.in_flight == 2)
-        node_key = keys.node_public_text(keys.PrivateKey.generate().public())
+        node_key = NodePrivate.generate().public().text
         payload = json.dumps(body | {"NodeKey": node_key}).encode()
         _, refused = await asyncio.wait_for(clients[2]._open("POST", "/machine/register", payload), 10)
         assert refused.status == 429

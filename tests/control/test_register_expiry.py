@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from pyheadscale.keys import PrivateKey
 from pyheadscale.state.names import now
+from tailkey import NodePrivate
 from tests.control.conftest import Harness
 
 MakeHarness = Callable[..., Awaitable[Harness]]
@@ -15,7 +15,7 @@ MakeHarness = Callable[..., Awaitable[Harness]]
 
 async def _register(harness: Harness, key: str, **kwargs: Any) -> Any:
     client = await harness.client()
-    answer = await client.register(PrivateKey.generate(), auth_key=key, **kwargs)
+    answer = await client.register(NodePrivate.generate(), auth_key=key, **kwargs)
     assert answer["MachineAuthorized"], answer
     return harness.store.node_by_machine_key(client.machine_key_text)
 

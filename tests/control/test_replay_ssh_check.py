@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from pyheadscale import keys
+from tailkey import MachinePrivate, NodePrivate
 from tests.control.conftest import Harness, MapReader, Node
 from tests.e2e.features_driver import SSH_CHECK_POLICY
 
@@ -29,9 +29,9 @@ async def join(
     harness: Harness, entries: list[dict[str, Any]], auth_key: str, readers: list[MapReader]
 ) -> Node:
     """Replay a node's register and map requests; returns it once its map stream has sent the full map."""
-    machine_key, node_key = keys.PrivateKey.generate(), keys.PrivateKey.generate()
+    machine_key, node_key = MachinePrivate.generate(), NodePrivate.generate()
     client = await harness.client(machine_key)
-    node_key_text = keys.node_public_text(node_key.public())
+    node_key_text = node_key.public().text
     register: dict[str, Any] = {}
     for entry in entries:
         if entry["method"] != "POST":

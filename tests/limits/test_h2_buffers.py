@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pyheadscale import keys
 from pyheadscale.client.control import ControlClient, _Stream
 from pyheadscale.control.h2server import MAX_CLIENT_RESETS, MAX_HEADER_LIST_SIZE
+from tailkey import NodePrivate
 from tests.control.conftest import Harness
 
 MiB = 1 << 20
@@ -115,7 +115,7 @@ async def test_released_credit_lets_a_waiting_body_finish(make_harness: Any) -> 
     assert control.body_budget.exhausted
     client = await harness.client()
     body = {
-        "NodeKey": keys.node_public_text(keys.PrivateKey.generate().public()),
+        "NodeKey": NodePrivate.generate().public().text,
         "Hostinfo": {"Hostname": "after-the-hog"},
         "Auth": {"AuthKey": await harness.preauth_key()},
         "Padding": "x" * (256 << 10),  # more than the initial windows: it needs credit the hog holds

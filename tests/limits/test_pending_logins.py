@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pyheadscale import keys
 from pyheadscale.auth.interactive import PendingLogins
+from tailkey import NodePrivate
 from tests.control.conftest import Harness
 
 
@@ -67,14 +67,14 @@ async def test_interactive_flood_over_the_wire(make_harness: object) -> None:
         }
     )
     client = await harness.client()
-    answers = [await client.register(keys.PrivateKey.generate(), hostname="flood") for _ in range(20)]
+    answers = [await client.register(NodePrivate.generate(), hostname="flood") for _ in range(20)]
     # One machine key: each new login replaces its previous one.
     assert all(a["AuthURL"] for a in answers)
     assert len(harness.server.logins) == 1
     flooders = [await harness.client() for _ in range(8)]
     refused = []
     for flooder in flooders:
-        answer = await flooder.register(keys.PrivateKey.generate(), hostname="flood")
+        answer = await flooder.register(NodePrivate.generate(), hostname="flood")
         refused.append(bool(answer["Error"]))
     assert len(harness.server.logins) == 5 and refused.count(True) == 4
     assert "from your address" in answer["Error"]

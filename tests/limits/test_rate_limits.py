@@ -9,9 +9,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pyheadscale import keys
 from pyheadscale.client.control import ControlClient, ControlClientError
 from pyheadscale.ratelimit import RateLimiter, source_of
+from tailkey import MachinePrivate, NodePrivate
 from tests.control.conftest import Harness
 from tests.e2e.netns import run_driver
 
@@ -52,7 +52,7 @@ async def test_handshakes_rate_limited(make_harness: Any) -> None:
     harness: Harness = await make_harness(limits={"rate": {"handshakes": SLOW}})
     for _ in range(3):
         await harness.client()
-    client = ControlClient(harness.url, keys.PrivateKey.generate())
+    client = ControlClient(harness.url, MachinePrivate.generate())
     try:
         await client.connect()
         raise AssertionError("the fourth handshake was accepted")
@@ -67,7 +67,7 @@ async def test_registrations_rate_limited(make_harness: Any) -> None:
     harness: Harness = await make_harness(limits={"rate": {"registrations": SLOW}})
     client = await harness.client()
     for _ in range(3):
-        await client.register(keys.PrivateKey.generate(), auth_key="hskey-auth-000000000000-" + "0" * 64)
+        await client.register(NodePrivate.generate(), auth_key="hskey-auth-000000000000-" + "0" * 64)
     _, stream = await client._open("POST", "/machine/register", b"{}")
     assert stream.status == 429
     assert int(stream.headers["retry-after"]) >= 1

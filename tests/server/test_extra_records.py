@@ -13,7 +13,7 @@ import pytest
 from pyheadscale import extra_records
 from pyheadscale.client.control import ControlClient
 from pyheadscale.config import ConfigError
-from pyheadscale.keys import PrivateKey
+from tailkey import MachinePrivate, NodePrivate
 from tests.server.conftest import StartServer
 
 GRAFANA = {"name": "grafana.tailnet.internal", "type": "A", "value": "100.64.0.3"}
@@ -45,9 +45,9 @@ async def test_records_reach_nodes_and_file_changes_are_pushed(
     assert store is not None
     user = await store.create_user("alice")
     _, key = await store.create_preauth_key(user.id)
-    client = ControlClient(server.config.server_url, PrivateKey.generate())
+    client = ControlClient(server.config.server_url, MachinePrivate.generate())
     await client.connect()
-    node_key = PrivateKey.generate()
+    node_key = NodePrivate.generate()
     try:
         await client.register(node_key, auth_key=key)
         stream = client.map_stream(node_key)

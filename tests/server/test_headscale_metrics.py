@@ -9,7 +9,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyheadscale.client.control import ControlClient
-from pyheadscale.keys import PrivateKey, node_public_text
+from tailkey import MachinePrivate, NodePrivate
 from tests.server.conftest import StartServer, free_port
 
 
@@ -34,16 +34,16 @@ async def test_headscale_metric_names(start_server: StartServer) -> None:
     assert store is not None
     user = await store.create_user("alice")
     _, key = await store.create_preauth_key(user.id)
-    client = ControlClient(server.config.server_url, PrivateKey.generate())
+    client = ControlClient(server.config.server_url, MachinePrivate.generate())
     await client.connect()
-    node_key = PrivateKey.generate()
+    node_key = NodePrivate.generate()
     try:
         await client.register(node_key, auth_key=key)
         stream = client.map_stream(node_key)
         assert "Node" in await asyncio.wait_for(stream.__anext__(), 10)
         lite: dict[str, Any] = {
             "Version": client.capver,
-            "NodeKey": node_public_text(node_key.public()),
+            "NodeKey": node_key.public().text,
             "OmitPeers": True,
             "Stream": False,
             "Endpoints": ["192.0.2.7:41641"],

@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 
 from pyheadscale.client.control import ControlClient
-from pyheadscale.keys import PrivateKey
+from tailkey import MachinePrivate, NodePrivate
 from tests.server.conftest import StartServer, free_port
 
 
@@ -21,12 +21,12 @@ async def test_audit_log_tells_a_nodes_life_and_never_holds_a_secret(
     store = server.store
     user = await store.create_user("alice")
     _, key = await store.create_preauth_key(user.id)
-    client = ControlClient(server.config.server_url, PrivateKey.generate())
+    client = ControlClient(server.config.server_url, MachinePrivate.generate())
     await client.connect()
     try:
-        refused = await client.register(PrivateKey.generate(), auth_key=key[:-4] + "0000")
+        refused = await client.register(NodePrivate.generate(), auth_key=key[:-4] + "0000")
         assert refused["Error"] == "invalid authkey"
-        accepted = await client.register(PrivateKey.generate(), auth_key=key, hostname="laptop")
+        accepted = await client.register(NodePrivate.generate(), auth_key=key, hostname="laptop")
         assert accepted["MachineAuthorized"]
     finally:
         await client.close()
@@ -60,9 +60,9 @@ async def test_metrics_endpoint_counts_nodes_streams_and_maps(start_server: Star
     assert server.store is not None
     user = await server.store.create_user("alice")
     _, key = await server.store.create_preauth_key(user.id)
-    client = ControlClient(server.config.server_url, PrivateKey.generate())
+    client = ControlClient(server.config.server_url, MachinePrivate.generate())
     await client.connect()
-    node_key = PrivateKey.generate()
+    node_key = NodePrivate.generate()
     try:
         await client.register(node_key, auth_key=key)
         stream = client.map_stream(node_key)
