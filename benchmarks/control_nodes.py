@@ -153,7 +153,14 @@ class Worker:
             self.tasks.append(loop.create_task(self._follow(node, time.monotonic())))
             return await node.first_map
 
-        results = await self._bounded([open_one(n) for n in ready])
+        # Every stream at once, as each tailscaled opens its map poll right after registering: held back
+        # behind `concurrency`, a node would sit on an idle connection until the server closes it.
+        gate = self.concurrency
+        self.concurrency = len(ready) or 1
+        try:
+            results = await self._bounded([open_one(n) for n in ready])
+        finally:
+            self.concurrency = gate
         latencies = [r for r in results if isinstance(r, float)]
         errors = [repr(r) for r in results if isinstance(r, BaseException)]
         maps = [(n.index, n.full_map_at, n.full_map_peers) for n in ready if n.full_map_peers >= 0]

@@ -15,7 +15,8 @@ HTTP/2 and zstd, the same clients for both targets). Then it measures:
   memory per idle stream (RSS with N streams open minus RSS with N nodes registered and none connected);
 * restart storm: the server is stopped (SIGTERM) and started again on the same database; once it answers,
   every node reconnects at once (new Noise connection, new map stream); the figure is the time until the
-  last stream holds its full map, checked to hold every peer the layout says it should;
+  last stream holds its full map, checked to hold every peer the layout says it should, with the kernel's
+  listen-queue overflows meanwhile (counted for the whole network namespace);
 * server memory, and bytes on the wire per change (pyheadscale's own /metrics; Headscale has no such counter).
 
 `--policy roles` registers four users and tagged servers under a policy with groups and tags; `--policy
@@ -50,7 +51,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.control_nodes import MOVED_ENDPOINT_PREFIX, PROBE_PREFIX, use_fast_json, worker_main
-from benchmarks.control_targets import Headscale, Layout, Pyheadscale, Target, cpu_seconds, layout, rss_bytes
+from benchmarks.control_targets import (
+    Headscale,
+    Layout,
+    Pyheadscale,
+    Target,
+    cpu_seconds,
+    layout,
+    listen_overflows,
+    rss_bytes,
+)
 from pyheadscale.client.control import ControlClient
 from pyheadscale.tailkey import MachinePrivate, MachinePublic, NodePrivate
 
@@ -316,9 +326,10 @@ async def _storm(
         out = args.py_spy.with_name(f"{args.py_spy.stem}-{server.name}-{result['nodes']}{args.py_spy.suffix}")
         profiler = start_profiler(out, server.pid)
     try:
-        cpu0 = cpu_seconds(server.pid)
+        cpu0, overflows = cpu_seconds(server.pid), listen_overflows()
         started = time.monotonic()
         replies = await workers.call([("storm", args.storm_concurrency)] * args.workers)
+        result["storm_listen_overflows"] = listen_overflows() - overflows
         _check(replies, "storm")
         arrived = [at - started for r in replies for _, at, _ in r["maps"]]
         result["storm_all_s"] = max(arrived) if arrived else float("nan")
@@ -392,6 +403,7 @@ ROWS = (
     ("  storm p50 (s)", "storm_p50", 1, ".1f"),
     ("  storm p99 (s)", "storm_p99", 1, ".1f"),
     ("  maps missing peers", "storm_short_maps", 1, "d"),
+    ("  listen queue overflows", "storm_listen_overflows", 1, "d"),
     ("  server CPU (s)", "storm_cpu_s", 1, ".1f"),
     ("  server RSS after (MB)", "storm_rss_mb", 1, ".0f"),
 )

@@ -51,7 +51,7 @@ from pyheadscale.extra_records import ExtraRecordsFile
 from pyheadscale.grpc.local import start_local_socket
 from pyheadscale.grpc.server import start_grpc
 from pyheadscale.health import HealthCheck
-from pyheadscale.listener import GuardedAppRunner, request_deadline
+from pyheadscale.listener import LISTEN_BACKLOG, GuardedAppRunner, request_deadline
 from pyheadscale.mapper.builder import MapBuilder, MapContext
 from pyheadscale.mapper.distributor import Distributor
 from pyheadscale.metrics import Metrics
@@ -306,11 +306,17 @@ class Server:
         closers.extend([control.close, pings.close, ssh_checks.close, logins.close])
         host, port = config.listen
         if tls_context is None:
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            await web.TCPSite(runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG).start()
         else:
             handshake = limits.header_timeout.total_seconds()
             site = TLSSite(
-                runner, host, port, ssl_context=tls_context, handshake_timeout=handshake, reuse_address=True
+                runner,
+                host,
+                port,
+                ssl_context=tls_context,
+                handshake_timeout=handshake,
+                reuse_address=True,
+                backlog=LISTEN_BACKLOG,
             )
             await site.start()
         scheme = "https" if tls_context is not None else "http"

@@ -4,11 +4,13 @@ expiry."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from pyheadscale.control.register import RegisterHandler
 from pyheadscale.tailcfg.node import TAGGED_DEVICES_USER_ID
 from pyheadscale.tailkey import NodePrivate
 from tests.control.conftest import Harness, open_map
@@ -285,3 +287,41 @@ async def test_same_hostname_gets_unique_names(harness: Harness) -> None:
     client = await harness.client(nodes[1].machine_key)
     await client.register(nodes[1].node_key, auth_key=key, hostname="Same Host")
     assert harness.store.node_by_node_key(nodes[1].node_key_text).given_name == "same-host-1"
+
+
+async def test_registrations_past_the_in_flight_bound_get_429_with_retry_after(harness: Harness) -> None:
+    """While the store is busy, registrations queue up to the bound; the next is told when to come back,
+    is not queued, and nothing of it is stored; those queued all complete once the store is free."""
+    key = await harness.preauth_key(reusable=True)
+    route = harness.server.components.control.routes[("POST", "/machine/register")]
+    handler = getattr(route, "__self__", None)
+    assert isinstance(handler, RegisterHandler)
+    handler.max_in_flight = 2
+    clients = [await harness.client() for _ in range(3)]
+    body = {"Version": clients[0].capver, "Hostinfo": {"Hostname": "n"}, "Auth": {"AuthKey": key}}
+
+    def register(client: Any) -> Any:
+        node_key = NodePrivate.generate().public().text
+        return client.request("POST", "/machine/register", body | {"NodeKey": node_key})
+
+    async with harness.store._mutation_lock:  # the store is busy with something else
+        queued = [asyncio.ensure_future(register(c)) for c in clients[:2]]
+        await eventually(lambda: handler.in_flight == 2)
+        node_key = NodePrivate.generate().public().text
+        payload = json.dumps(body | {"NodeKey": node_key}).encode()
+        _, refused = await asyncio.wait_for(clients[2]._open("POST", "/machine/register", payload), 10)
+        assert refused.status == 429
+        assert int(refused.headers["retry-after"]) >= 1
+        assert b"busy registering other nodes" in (await asyncio.wait_for(refused.data.get(), 10) or b"")
+        assert len(harness.store.nodes) == 0
+    answers = await asyncio.wait_for(asyncio.gather(*queued), 30)
+    assert [status for status, _ in answers] == [200, 200]
+    assert len(harness.store.nodes) == 2
+    status, _ = await asyncio.wait_for(register(clients[2]), 10)
+    assert status == 200 and handler.in_flight == 0
+    assert (
+        harness.server.metrics.registry.get_sample_value(
+            "pyheadscale_registrations_total", {"outcome": "busy"}
+        )
+        == 1
+    )
