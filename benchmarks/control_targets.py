@@ -44,6 +44,13 @@ def rss_bytes(pid: int) -> int:
     return int(match.group(1)) * 1024 if match else 0
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listen queue was full (this network namespace)."""
+    lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()]
+    names, values = (row for row in lines if row[0] == "TcpExt:")
+    return int(values[names.index("ListenOverflows")])
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -16,14 +16,14 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from derp.http import add_derp_routes
 from derp.server import DerpServer
 from derp.stun import start_stun_server
-from pyheadscale import keys, private_files
+from pyheadscale import private_files
 from pyheadscale.api import meta
 from pyheadscale.api.app import api_application
 from pyheadscale.api.auth import ApiKeyGuard
@@ -51,7 +51,7 @@ from pyheadscale.extra_records import ExtraRecordsFile
 from pyheadscale.grpc.local import start_local_socket
 from pyheadscale.grpc.server import start_grpc
 from pyheadscale.health import HealthCheck
-from pyheadscale.listener import GuardedAppRunner, request_deadline
+from pyheadscale.listener import LISTEN_BACKLOG, GuardedAppRunner, request_deadline
 from pyheadscale.mapper.builder import MapBuilder, MapContext
 from pyheadscale.mapper.distributor import Distributor
 from pyheadscale.metrics import Metrics
@@ -63,6 +63,7 @@ from pyheadscale.state.names import now
 from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
 from pyheadscale.tailcfg.derp_map import DERPMap
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from pyheadscale.tls.acme_manager import ACMECertificates
 from pyheadscale.tls.certfiles import context_from_files
 from pyheadscale.tls.site import TLSSite
@@ -70,12 +71,16 @@ from pyheadscale.tls.site import TLSSite
 log = logging.getLogger(__name__)
 
 
-def _read_or_create_key(path: Path) -> keys.PrivateKey:
-    """Load a `privkey:` key file, creating it (mode 0600) on first start."""
+PrivateT = TypeVar("PrivateT", MachinePrivate, NodePrivate)
+
+
+def _read_or_create_key(path: Path, kind: type[PrivateT]) -> PrivateT:
+    """Load a `privkey:` key file (the Noise machine key or the DERP node key), creating it (mode 0600) on
+    first start."""
     if path.exists():
-        return keys.PrivateKey.from_text(path.read_text())
+        return kind.from_text(path.read_text().strip())  # the file ends in a newline
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = keys.PrivateKey.generate()
+    key = kind.generate()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(key.to_text() + "\n")
@@ -182,7 +187,9 @@ class Server:
         metrics = Metrics()
         await asyncio.to_thread(private_files.make_private_dir, Path(config.data_dir))
         acme, tls_context = await self._tls_context()
-        noise_key = await asyncio.to_thread(_read_or_create_key, config.path(config.noise.private_key_path))
+        noise_key = await asyncio.to_thread(
+            _read_or_create_key, config.path(config.noise.private_key_path), MachinePrivate
+        )
 
         if config.database.type != "postgres":
             await asyncio.to_thread(
@@ -299,11 +306,17 @@ class Server:
         closers.extend([control.close, pings.close, ssh_checks.close, logins.close])
         host, port = config.listen
         if tls_context is None:
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            await web.TCPSite(runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG).start()
         else:
             handshake = limits.header_timeout.total_seconds()
             site = TLSSite(
-                runner, host, port, ssl_context=tls_context, handshake_timeout=handshake, reuse_address=True
+                runner,
+                host,
+                port,
+                ssl_context=tls_context,
+                handshake_timeout=handshake,
+                reuse_address=True,
+                backlog=LISTEN_BACKLOG,
             )
             await site.start()
         scheme = "https" if tls_context is not None else "http"
@@ -363,9 +376,11 @@ class Server:
         server_cfg = self.config.derp.server
         if not server_cfg.enabled:
             return None
-        derp_key = await asyncio.to_thread(_read_or_create_key, self.config.path(server_cfg.private_key_path))
-        verify = access.admits_raw if server_cfg.verify_clients else None
-        derp = DerpServer(derp_key.raw, verify_client=verify)
+        derp_key = await asyncio.to_thread(
+            _read_or_create_key, self.config.path(server_cfg.private_key_path), NodePrivate
+        )
+        verify = access.admits_key if server_cfg.verify_clients else None
+        derp = DerpServer(derp_key, verify_client=verify)
         if verify is not None:
             store.subscribe(access.revoke_into(derp.close_client))
         add_derp_routes(app, derp)

@@ -18,12 +18,12 @@ from typing import Any
 
 import aiohttp
 
-from pyheadscale import keys
 from pyheadscale.app import Server
 from pyheadscale.client.control import ControlClient, _Stream
 from pyheadscale.config import Config, build_config
 from pyheadscale.state.models import Node
 from pyheadscale.state.store import Store
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.ports import free_port
 
 KEEPALIVE = 1.0
@@ -56,8 +56,8 @@ class ClientNode:
     def __init__(
         self,
         client: ControlClient,
-        machine_key: keys.PrivateKey,
-        node_key: keys.PrivateKey,
+        machine_key: MachinePrivate,
+        node_key: NodePrivate,
         register: dict[str, Any],
     ) -> None:
         self.client = client
@@ -67,11 +67,11 @@ class ClientNode:
 
     @property
     def node_key_text(self) -> str:
-        return keys.node_public_text(self.node_key.public())
+        return self.node_key.public().text
 
     @property
     def machine_key_text(self) -> str:
-        return keys.machine_public_text(self.machine_key.public())
+        return self.machine_key.public().text
 
 
 class MapReader:
@@ -242,9 +242,9 @@ class LiveServer:
             async with session.request(method, f"http://localhost/api/v1{path}", data=data) as response:
                 return response.status, await response.json(content_type=None)
 
-    async def client(self, machine_key: keys.PrivateKey | None = None) -> ControlClient:
+    async def client(self, machine_key: MachinePrivate | None = None) -> ControlClient:
         """A connected TS2021 client (a new machine key unless one is given)."""
-        client = ControlClient(self.url, machine_key or keys.PrivateKey.generate())
+        client = ControlClient(self.url, machine_key or MachinePrivate.generate())
         await asyncio.wait_for(client.connect(), 5)
         self.clients.append(client)
         return client
@@ -258,8 +258,8 @@ class LiveServer:
 
     async def node(self, hostname: str = "node", *, auth_key: str | None = None, **kwargs: Any) -> ClientNode:
         """A new machine registered through the client (`kwargs` go to `ControlClient.register`)."""
-        machine_key = keys.PrivateKey.generate()
-        node_key = keys.PrivateKey.generate()
+        machine_key = MachinePrivate.generate()
+        node_key = NodePrivate.generate()
         client = await self.client(machine_key)
         if auth_key is None:
             auth_key = await self.preauth_key()
@@ -284,13 +284,13 @@ class LiveServer:
     ) -> Node:
         """A node registered in the store as a preauth key registers one, announcing `routes` (no client)."""
         key, _text = await self.store.create_preauth_key(user_id, tags=tags)
-        machine = keys.PrivateKey.generate()
-        node_key = keys.PrivateKey.generate()
+        machine = MachinePrivate.generate()
+        node_key = NodePrivate.generate()
         hostinfo = {"Hostname": hostname, "RoutableIPs": list(routes)}
         return await self.store.register_with_key(
             key,
-            machine_key=keys.machine_public_text(machine.public()),
-            node_key=keys.node_public_text(node_key.public()),
+            machine_key=machine.public().text,
+            node_key=node_key.public().text,
             hostinfo=hostinfo,
             expiry=None,
         )

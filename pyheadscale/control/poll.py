@@ -13,6 +13,7 @@ import random
 import time
 
 from pyheadscale.control.decode import decode
+from pyheadscale.control.full_maps import FullMapTurns
 from pyheadscale.control.h2server import InnerRequest
 from pyheadscale.mapper.builder import MapBuilder, MapMessage
 from pyheadscale.mapper.distributor import Distributor, MapSession
@@ -22,6 +23,7 @@ from pyheadscale.state.store import Store
 from pyheadscale.tailcfg.frame import encode_frame
 from pyheadscale.tailcfg.map_response import KEEPALIVE
 from pyheadscale.tailcfg.requests import MapRequest
+from pyheadscale.tailkey import MachinePublic
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +57,9 @@ class MapHandler:
         self.builder = builder
         self.distributor = distributor
         self.keepalive = keepalive
+        self.full_maps = FullMapTurns()
 
-    async def handle(self, request: InnerRequest, machine_key: str) -> None:
+    async def handle(self, request: InnerRequest, machine_key: MachinePublic) -> None:
         req = await decode(request, MapRequest)
         if req is None:
             return
@@ -64,7 +67,7 @@ class MapHandler:
         if node is None:
             await request.response.respond(404, b"node not found", "text/plain")
             return
-        if node.machine_key != machine_key:
+        if node.machine_key != machine_key.text:
             await request.response.respond(401, b"node key does not belong to this machine", "text/plain")
             return
         compress = req.Compress == "zstd"
@@ -87,10 +90,10 @@ class MapHandler:
                 await request.response.respond(200, b"", "application/json")
                 self.metrics.hs_endpoint_updates.labels("ok").inc()
                 return
-            full, _ = self.builder.full(node, req.Version)
-            await request.response.respond(
-                200, self._encode(MapMessage("full", full), compress), "application/json"
-            )
+            async with self.full_maps.turn():
+                full, _ = self.builder.full(node, req.Version)
+                data = self._encode(MapMessage("full", full), compress)
+            await request.response.respond(200, data, "application/json")
             return
         await self._stream(request, node.id, req.Version, compress)
 
@@ -116,6 +119,11 @@ class MapHandler:
         self.metrics.map_sent(message.kind)
         self.metrics.map_bytes.inc(len(data))
         return data
+
+    def _take(self, session: MapSession, compress: bool) -> bytes | None:
+        """The session's pending changes as one encoded message, or None when nothing is pending."""
+        message = session.take_pending(self.builder)
+        return None if message is None else self._encode(message, compress)
 
     async def _stream(self, request: InnerRequest, node_id: int, capver: int, compress: bool) -> None:
         session = MapSession(node_id, capver)
@@ -146,10 +154,14 @@ class MapHandler:
                     await asyncio.sleep(self.batch)
                 if session.closed:
                     break
-                message = session.take_pending(self.builder)
-                if message is not None:
+                if session.full_pending:
+                    async with self.full_maps.turn():
+                        data = None if session.closed else self._take(session, compress)
+                else:
+                    data = self._take(session, compress)
+                if data is not None:
                     last_sent = time.monotonic()
-                    await response.send(self._encode(message, compress))
+                    await response.send(data)
         except asyncio.CancelledError:
             self.metrics.hs_map_ended.labels("cancelled").inc()
             raise

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
+import time
 from datetime import datetime
 
 from pyheadscale import audit
@@ -26,12 +28,36 @@ from pyheadscale.state.store import Store
 from pyheadscale.tailcfg.node import TAGGED_DEVICES_USER_ID
 from pyheadscale.tailcfg.register import RegisterResponse, register_response
 from pyheadscale.tailcfg.requests import RegisterRequest
+from pyheadscale.tailkey import MachinePublic
 
 log = logging.getLogger(__name__)
 
+# Registrations with a preauth key in flight at once (each waits its turn to write the database): past this
+# many a new one is answered 429 with a Retry-After of about the time the queue ahead takes, rather than
+# queued without bound. tailscaled 1.98 and later wait out Retry-After (5-10 s when it is missing) before
+# retrying; older ones take the 429 as any failed register request and retry with their backoff (n² x 10 ms,
+# at most 30 s).
+MAX_REGISTRATIONS_IN_FLIGHT = 256
+
+
+class Busy(Exception):
+    """Too many registrations in flight; retry after `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"busy for {seconds:.1f}s")
+        self.seconds = seconds
+
 
 class RegisterHandler:
-    def __init__(self, store: Store, config: Config, metrics: Metrics, logins: PendingLogins) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        metrics: Metrics,
+        logins: PendingLogins,
+        *,
+        max_in_flight: int = MAX_REGISTRATIONS_IN_FLIGHT,
+    ) -> None:
         self.logins = logins
         self.store = store
         self.config = config
@@ -40,8 +66,14 @@ class RegisterHandler:
         self.rate = RateLimiter(
             rate.per_second, rate.burst, on_limited=metrics.rate_limited.labels("registrations").inc
         )
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        # How long a registration takes now, its wait in the queue included (smoothed): about what a refused
+        # one would have waited.
+        self._latency = 0.01
 
-    async def handle(self, request: InnerRequest, machine_key: str) -> None:
+    async def handle(self, request: InnerRequest, machine_key: MachinePublic) -> None:
+        machine = machine_key.text  # how the node table and pending logins hold it
         source = source_of(request.source)
         wait = self.rate.retry_after(source)
         if wait:
@@ -52,20 +84,27 @@ class RegisterHandler:
         req = await decode(request, RegisterRequest)
         if req is None:
             return
-        audit.actor.set(f"machine:{machine_key[5:17]}")
+        audit.actor.set(f"machine:{machine[5:17]}")
         try:
-            response = await self._register(req, machine_key, source)
+            response = await self._register(req, machine, source)
             self.metrics.registrations.labels("ok").inc()
-        except AuthFailed as exc:
-            log.warning(
-                "registration refused for machine %s: %s", machine_key[:13], audit.clip(str(exc), 200)
+        except Busy as exc:
+            self.metrics.registrations.labels("busy").inc()
+            # Spread over twice the wait, so the refused do not all come back in the same second.
+            retry_after = retry_after_header(exc.seconds * random.uniform(1, 2))
+            await request.response.start(429, {"retry-after": retry_after})
+            await request.response.send(
+                b"the server is busy registering other nodes; retry later\n", end=True
             )
+            return
+        except AuthFailed as exc:
+            log.warning("registration refused for machine %s: %s", machine[:13], audit.clip(str(exc), 200))
             self.metrics.registrations.labels("refused").inc()
             self.metrics.auth_failures.labels("authkey").inc()
             self.store.audit.record_refusal(
                 request.source,
                 "node.register",
-                f"machine:{machine_key[5:17]}",
+                f"machine:{machine[5:17]}",
                 reason=str(exc),
                 hostname=(req.Hostinfo or {}).get("Hostname"),
             )
@@ -129,23 +168,15 @@ class RegisterHandler:
 
         auth_key = req.Auth.AuthKey if req.Auth else ""
         if auth_key:
-            key = await self.store.verify_preauth_key(auth_key)
-            requested = (req.Hostinfo or {}).get("RequestTags") or []
-            if requested and self.store.node_by_machine_key(machine_key) is None:
-                # As Headscale: a new node joining with a preauth key takes its tags from the key alone.
-                raise AuthFailed(
-                    f"{tags_refusal([str(t) for t in requested])}: a node joining with a preauth key gets the"
-                    " key's tags only (drop --advertise-tags)"
-                )
-            node = await self.store.register_with_key(
-                key,
-                machine_key=machine_key,
-                node_key=req.NodeKey,
-                hostinfo=req.Hostinfo or {},
-                expiry=self.default_expiry(tagged=bool(key.tags), requested=expiry),
-            )
-            log.info("registered node %d (%s) with preauth key %d", node.id, node.given_name, key.id)
-            return self._response_for(node)
+            if self.in_flight >= self.max_in_flight:
+                raise Busy(self._latency)
+            self.in_flight += 1
+            started = time.monotonic()
+            try:
+                return await self._register_with_key(req, auth_key, machine_key, expiry)
+            finally:
+                self.in_flight -= 1
+                self._latency += 0.1 * (time.monotonic() - started - self._latency)
 
         if existing is not None:
             # A restarting client re-checks its registration; an expired node must log in again.
@@ -163,6 +194,27 @@ class RegisterHandler:
             audit.clip(login.hostname, 64),
         )
         return register_response(auth_url=f"{self.config.server_url}/register/{login.auth_id}")
+
+    async def _register_with_key(
+        self, req: RegisterRequest, auth_key: str, machine_key: str, expiry: datetime | None
+    ) -> RegisterResponse:
+        key = await self.store.verify_preauth_key(auth_key)
+        requested = (req.Hostinfo or {}).get("RequestTags") or []
+        if requested and self.store.node_by_machine_key(machine_key) is None:
+            # As Headscale: a new node joining with a preauth key takes its tags from the key alone.
+            raise AuthFailed(
+                f"{tags_refusal([str(t) for t in requested])}: a node joining with a preauth key gets the"
+                " key's tags only (drop --advertise-tags)"
+            )
+        node = await self.store.register_with_key(
+            key,
+            machine_key=machine_key,
+            node_key=req.NodeKey,
+            hostinfo=req.Hostinfo or {},
+            expiry=self.default_expiry(tagged=bool(key.tags), requested=expiry),
+        )
+        log.info("registered node %d (%s) with preauth key %d", node.id, node.given_name, key.id)
+        return self._response_for(node)
 
     async def _follow_up(self, req: RegisterRequest, machine_key: str, source: str) -> RegisterResponse:
         """Wait for the operator's verdict; an unknown or expired login starts over with a new URL."""

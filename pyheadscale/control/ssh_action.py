@@ -30,6 +30,7 @@ from pyheadscale.state.errors import NotFound
 from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
 from pyheadscale.tailcfg.ssh import SSHAction
+from pyheadscale.tailkey import MachinePublic
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class SSHActionHandler:
         self.checks = checks
         self.server_url = server_url.rstrip("/")
 
-    async def handle(self, request: InnerRequest, machine_key: str) -> None:
+    async def handle(self, request: InnerRequest, machine_key: MachinePublic) -> None:
         match = _PATH.fullmatch(request.path)
         if match is None:
             await _text(
@@ -163,8 +164,8 @@ class SSHActionHandler:
         if dst is None:
             await _text(request, 404, f"dst node {dst_id} not found")
             return
-        if dst.machine_key != machine_key:
-            log.warning("SSH action for dst node %d asked by another machine %s", dst_id, machine_key[:13])
+        if dst.machine_key != machine_key.text:
+            log.warning("SSH action for dst node %d asked by another machine %s", dst_id, machine_key.short())
             await _text(request, 401, "machine key does not match dst node")
             return
         if not self.store.may_connect(dst):

@@ -82,6 +82,11 @@ class MapSession:
         self._full = True
         self._signal()
 
+    @property
+    def full_pending(self) -> bool:
+        """Whether the next message is a full map (O(peers) to build, so it waits its turn)."""
+        return self._full
+
     def want_policy(self) -> None:
         self._policy = True
         self._signal()
@@ -238,7 +243,7 @@ class Distributor:
             return
         # NODE_ADDED / NODE_UPDATED: whoever sees the node now gets it in full; whoever saw it and no longer
         # does gets it removed; the node itself gets a fresh full map, since its own view may have changed.
-        viewers = set(self.builder.ctx.policy.peers(node_id))
+        viewers = self.builder.ctx.policy.peer_ids(node_id)
         for session in self._sessions_of(viewers):
             session.peer_changed(node_id)
         for session in self._knowing(node_id):

@@ -147,7 +147,7 @@ class PolicyEngine:
         if old == node:
             # Nothing the policy reads changed (a client's Hostinfo update, say): every result still holds.
             return set()
-        old_peers = set(self.peers(old.id)) if old is not None else set()
+        old_peers = self.peer_ids(old.id) if old is not None else set()
         self.tailnet.add_node(node)
         return self._node_changed(old, node, old_peers)
 
@@ -155,7 +155,7 @@ class PolicyEngine:
         """Remove a node; returns the ids of the remaining nodes whose results changed."""
         if node_id not in self.tailnet.nodes:
             return set()
-        old_peers = set(self.peers(node_id))
+        old_peers = self.peer_ids(node_id)
         old = self.tailnet.remove_node(node_id)
         self._node_cache.pop(node_id, None)
         return self._node_changed(old, None, old_peers)
@@ -252,7 +252,7 @@ class PolicyEngine:
             self._ssh.forget()
         if new is not None:
             self._node_cache.pop(new.id, None)
-            new_peers = set(self.peers(new.id))
+            new_peers = self.peer_ids(new.id)
             gained = new_peers - affected
             if plain_join:
                 self._add_peer(new, new_peers)
@@ -349,6 +349,17 @@ class PolicyEngine:
     def peers(self, node_id: int) -> dict[int, PeerView]:
         """The nodes ``node_id`` may see, with the addresses and routes it should use for each."""
         return dict(self._peer_map(node_id))
+
+    def peer_ids(self, node_id: int) -> set[int]:
+        """The ids of the nodes ``node_id`` may see: :meth:`peers` without building a view of each.
+
+        Without a policy that is every other node; a join asks it for the joining node and the map server for
+        every change, and building N views just to read their keys made each join O(tailnet) in views.
+        """
+        if self.policy is None:
+            self._node(node_id)
+            return {peer_id for peer_id in self.tailnet.nodes if peer_id != node_id}
+        return set(self._peer_map(node_id))
 
     def peer_view(self, node_id: int, peer_id: int) -> PeerView | None:
         """What ``node_id`` sees of one peer, or None if it may not see it.

@@ -70,6 +70,9 @@ class PolicyManager:
     def peers(self, node_id: int) -> dict[int, PeerView]:
         return self.engine.peers(node_id) if node_id in self.store.nodes else {}
 
+    def peer_ids(self, node_id: int) -> set[int]:
+        return self.engine.peer_ids(node_id) if node_id in self.store.nodes else set()
+
     def peer_view(self, node_id: int, peer_id: int) -> PeerView | None:
         return self.engine.peer_view(node_id, peer_id) if node_id in self.store.nodes else None
 

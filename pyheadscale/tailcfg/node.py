@@ -8,6 +8,7 @@ Go's field names; the docstrings say how a client applies each field.
 from typing import Any, NotRequired, TypedDict
 
 from pyheadscale.tailcfg.hostinfo import Hostinfo
+from pyheadscale.tailkey import DiscoPublic
 
 # The UserID and profile every tagged node is shown under (tailscale's and Headscale's value).
 TAGGED_DEVICES_USER_ID = 2147455555
@@ -15,7 +16,7 @@ TAGGED_DEVICES_USER_ID = 2147455555
 # string in Node.DERP.
 CAPVER_HOME_DERP = 111
 # A node without a disco key yet (it has not sent one) is sent with the zero key, which a client accepts.
-ZERO_DISCO_KEY = "discokey:" + "0" * 64
+ZERO_DISCO_KEY = DiscoPublic.zero().text
 
 NodeCapMap = dict[str, list[Any]]
 """Capability name -> its values (JSON); an empty list is a capability with no values."""

@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from pyheadscale import keys
 from pyheadscale.tailcfg import hostinfo as hostinfo_fields
 from pyheadscale.tailcfg.gotime import parse_go_time
+from pyheadscale.tailkey import DiscoPublic, NodePublic
 
 # Oldest client capability version we serve (Tailscale v1.62, as Headscale's window goes back that far).
 MIN_CAPVER = 88
@@ -64,10 +64,10 @@ class AuthInfo(Request):
 
 
 def _node_key_or_empty(value: Any) -> str:
+    """A node key's canonical text form (what the node table stores), or "" when absent."""
     if value in (None, ""):
         return ""
-    keys.parse_key(value, keys.NODE_PUBLIC_PREFIX)
-    return str(value)
+    return NodePublic.from_text(value).text
 
 
 class _NodeRequest(Request):
@@ -91,7 +91,7 @@ class _NodeRequest(Request):
         key = _node_key_or_empty(value)
         if not key:
             raise ValueError("a node key is required")
-        if keys.is_zero_key(key):
+        if NodePublic.from_text(key).is_zero():
             raise ValueError("the all-zero node key is not a key")
         return key
 
@@ -154,10 +154,10 @@ class MapRequest(_NodeRequest):
     @field_validator("DiscoKey", mode="before")
     @classmethod
     def _disco(cls, value: Any) -> str:
-        if value in (None, "") or keys.is_zero_key(str(value)):
+        if value in (None, ""):
             return ""
-        keys.parse_key(value, keys.DISCO_PUBLIC_PREFIX)
-        return str(value)
+        key = DiscoPublic.from_text(value)
+        return "" if key.is_zero() else key.text
 
 
 def parse_request(model: type[RequestT], body: bytes, context: dict[str, Any] | None = None) -> RequestT:

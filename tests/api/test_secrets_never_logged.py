@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from pyheadscale.client.control import ControlClient
-from pyheadscale.keys import PrivateKey
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.api.conftest import Api
 from tests.live_server import LiveServer
 
@@ -42,11 +42,11 @@ async def test_no_log_line_holds_a_secret(live: LiveServer, caplog: pytest.LogCa
     user = await live.store.create_user("alice")
     _, preauth_text = await live.store.create_preauth_key(user.id, reusable=True)
     _, api_text = await live.store.create_api_key(None)
-    client = ControlClient(live.url, PrivateKey.generate())
+    client = ControlClient(live.url, MachinePrivate.generate())
     await client.connect()
     try:
-        await client.register(PrivateKey.generate(), auth_key=preauth_text[:-1] + "f")  # refused
-        await client.register(PrivateKey.generate(), auth_key=preauth_text)
+        await client.register(NodePrivate.generate(), auth_key=preauth_text[:-1] + "f")  # refused
+        await client.register(NodePrivate.generate(), auth_key=preauth_text)
     finally:
         await client.close()
     async with aiohttp.ClientSession() as session:

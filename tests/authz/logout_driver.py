@@ -22,8 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand, without PYTHONPATH
 
-from pyheadscale import keys
 from pyheadscale.app import Server
+from pyheadscale.tailkey import NodePublic
 from tests.authz.revocation_lab import comes_back, loopback_config
 from tests.e2e.netns import CLIENT_ENV, setup_loopback_only
 from tests.e2e.twonode_driver import wait_until
@@ -86,7 +86,7 @@ async def main(tailscaled: str, tailscale: str, workdir: Path) -> dict[str, Any]
             result["error"] = "tailscaled never registered"
             return result
         node = next(iter(store.nodes.values()))
-        node_key = keys.parse_key(node.node_key, keys.NODE_PUBLIC_PREFIX)
+        node_key = NodePublic.from_text(node.node_key)
         result["online_before"] = await wait_until(lambda: store.is_online(node.id), 30)
         result["on_relay_before"] = await wait_until(lambda: derp.is_client_connected(node_key), 30)
 

@@ -24,8 +24,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand, without PYTHONPATH
 
-from pyheadscale import keys
 from pyheadscale.app import Server
+from pyheadscale.tailkey import NodePublic
 from tests.authz.revocation_lab import comes_back, loopback_config
 from tests.e2e.caddynode import CaddyNode, proxy_site, stop_nodes
 from tests.e2e.netns import setup_loopback_only
@@ -81,7 +81,7 @@ async def main(workdir: Path) -> dict[str, Any]:
             result["error"] = "B never fetched A's file"
             return result
         b = next(n for n in store.nodes.values() if n.hostname == "nodeb")  # as it is at the expiry
-        b_key = keys.parse_key(b.node_key, keys.NODE_PUBLIC_PREFIX)
+        b_key = NodePublic.from_text(b.node_key)
         result["b_on_relay_before"] = derp.is_client_connected(b_key)
         result["b_online_before"] = store.is_online(b.id)
 

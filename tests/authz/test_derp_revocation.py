@@ -20,7 +20,7 @@ from aiohttp import web
 from derp.admission import AdmissionController, Verdict
 from derp.client import DerpClient
 from derp.server import DerpServer
-from pyheadscale import keys
+from pyheadscale.tailkey import NodePrivate
 from tests.authz.conftest import REFUSED, SLOW, derp_config
 from tests.derp.harness import eventually, loopback_socket, serving, within
 from tests.e2e.relays import StandaloneRelay
@@ -33,7 +33,7 @@ def derp_url(live: LiveServer) -> str:
 
 
 async def connect(url: str, node: ClientNode) -> DerpClient:
-    return await within(DerpClient.connect(url, node.node_key.raw), SLOW)
+    return await within(DerpClient.connect(url, node.node_key), SLOW)
 
 
 async def closed_by_server(client: DerpClient) -> bool:
@@ -77,7 +77,7 @@ async def log_out(live: LiveServer, node: ClientNode, node_id: int) -> float:
 async def rotate(live: LiveServer, node: ClientNode, node_id: int) -> float:
     """The old node key stops being the node's: its relay connection must not outlive it."""
     moment = time.monotonic()
-    answer = await node.client.register(keys.PrivateKey.generate(), old_node_key=node.node_key_text)
+    answer = await node.client.register(NodePrivate.generate(), old_node_key=node.node_key_text)
     assert answer["MachineAuthorized"] is True, answer
     return moment
 
@@ -223,9 +223,9 @@ async def test_close_client_reaches_a_connection_still_being_admitted() -> None:
         return True
 
     relay = DerpServer(os.urandom(32), verify_client=slow_yes)
-    node_key = keys.PrivateKey.generate()
+    node_key = NodePrivate.generate()
     async with serving(relay) as url:
-        login = asyncio.ensure_future(DerpClient.connect(url, node_key.raw))
+        login = asyncio.ensure_future(DerpClient.connect(url, node_key))
         await within(asking.wait(), SLOW)
         assert relay.close_client(node_key.public()) == 1
         answer.set()
@@ -280,7 +280,7 @@ async def test_admission_verdicts() -> None:
         "not-json": (lambda: web.Response(text="<html>"), Verdict.UNCLEAR),
         "not-object": (lambda: web.json_response([True]), Verdict.UNCLEAR),
     }
-    key = keys.PrivateKey.generate().public()
+    key = NodePrivate.generate().public()
     try:
         for case, (respond, expected) in cases.items():
             answers[case] = respond

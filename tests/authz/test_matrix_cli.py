@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from pyheadscale import keys
 from pyheadscale.auth.interactive import AUTH_ID_PREFIX
 from pyheadscale.cli.main import build_parser
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.cli.conftest import RunCli
 from tests.live_server import LiveServer, StartLive
 
@@ -61,8 +61,8 @@ class World:
         key, _ = await store.create_preauth_key(alice.id)
         api_key, _ = await store.create_api_key(None)
         waiting = logins.start(
-            keys.machine_public_text(keys.PrivateKey.generate().public()),
-            keys.node_public_text(keys.PrivateKey.generate().public()),
+            MachinePrivate.generate().public().text,
+            NodePrivate.generate().public().text,
             {"Hostname": "newcomer"},
         )
         returning = logins.start(spare.machine_key, spare.node_key, {"Hostname": "spare"})

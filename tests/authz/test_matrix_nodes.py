@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from derp.client import DerpClient
-from pyheadscale import keys
 from pyheadscale.client.control import ControlClient
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.authz.conftest import REFUSED, SLOW, decode_messages, derp_config, map_request
 from tests.derp.harness import within
 from tests.live_server import ClientNode, LiveServer, StartLive
@@ -101,17 +101,17 @@ class Actor:
     """Who acts: the machine's client and the node key it presents, and the node that key names (if any)."""
 
     client: ControlClient
-    node_key: keys.PrivateKey
+    node_key: NodePrivate
     node_id: int | None
     victim: int  # the node whose state must not change unless the actor is allowed to change it
-    derp_key: keys.PrivateKey  # the node key it presents to the relay
+    derp_key: NodePrivate  # the node key it presents to the relay
 
     @property
     def node_key_text(self) -> str:
-        return keys.node_public_text(self.node_key.public())
+        return self.node_key.public().text
 
     def as_node(self) -> ClientNode:
-        return ClientNode(self.client, keys.PrivateKey.generate(), self.node_key, {})
+        return ClientNode(self.client, MachinePrivate.generate(), self.node_key, {})
 
 
 async def make_actor(live: LiveServer, name: str) -> Actor:
@@ -134,11 +134,11 @@ async def make_actor(live: LiveServer, name: str) -> Actor:
         user = await store.create_user(
             "carol", email="carol@example.com", provider="oidc", provider_id="https://idp.example/carol"
         )
-        machine, node_key = keys.PrivateKey.generate(), keys.PrivateKey.generate()
+        machine, node_key = MachinePrivate.generate(), NodePrivate.generate()
         client = await live.client(machine)
         login = live.server.logins.start(
-            keys.machine_public_text(machine.public()),
-            keys.node_public_text(node_key.public()),
+            machine.public().text,
+            node_key.public().text,
             {"Hostname": "carol-laptop"},
         )
         node = await live.server.logins.approve(store, login, user, None, method="oidc")
@@ -155,10 +155,10 @@ async def make_actor(live: LiveServer, name: str) -> Actor:
     if name == "a-as-b":
         b = await live.node("b", auth_key=await live.preauth_key("bob"))
         b_id = live.record(b).id
-        return Actor(a.client, b.node_key, None, b_id, keys.PrivateKey.generate())
+        return Actor(a.client, b.node_key, None, b_id, NodePrivate.generate())
     assert name == "unknown-machine"
     # It can name A's node key in control requests, but has no node key of its own the relay would know.
-    return Actor(await live.client(), a.node_key, None, a_id, keys.PrivateKey.generate())
+    return Actor(await live.client(), a.node_key, None, a_id, NodePrivate.generate())
 
 
 def snapshot(live: LiveServer, node_id: int) -> Any:
@@ -202,14 +202,14 @@ async def do_register(live: LiveServer, actor: Actor) -> str:
 
 
 async def do_rotate(live: LiveServer, actor: Actor) -> str:
-    fresh = keys.PrivateKey.generate()
+    fresh = NodePrivate.generate()
     answer = await actor.client.register(fresh, old_node_key=actor.node_key_text)
     if answer["Error"]:
         return "refused"
     if answer["AuthURL"]:
         return "sent to log in"
     assert answer["MachineAuthorized"] is True and not answer["NodeKeyExpired"]
-    assert live.record(keys.node_public_text(fresh.public())).id == actor.node_id
+    assert live.record(fresh.public().text).id == actor.node_id
     return "rotated"
 
 
@@ -228,7 +228,7 @@ async def do_logout(live: LiveServer, actor: Actor) -> str:
 
 async def do_derp(live: LiveServer, actor: Actor) -> str:
     try:
-        client = await within(DerpClient.connect(f"{live.url}/derp", actor.derp_key.raw), SLOW)
+        client = await within(DerpClient.connect(f"{live.url}/derp", actor.derp_key), SLOW)
     except REFUSED:
         return "refused"
     await client.close()

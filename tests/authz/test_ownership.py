@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pyheadscale import keys
 from pyheadscale.control.verify import DerpAccess
 from pyheadscale.state.errors import AuthFailed, StateError
+from pyheadscale.tailkey import MachinePrivate, NodePrivate, NodePublic
 from tests.authz.conftest import decode_messages, map_request
 from tests.live_server import ClientNode, LiveServer
 
@@ -30,7 +30,7 @@ async def test_deleting_a_user_deletes_its_keys(live: LiveServer) -> None:
     assert list(live.store.preauth_keys) == [kept.id]
     for text in (plain, tagged):
         client = await live.client()
-        answer = await client.register(keys.PrivateKey.generate(), auth_key=text)
+        answer = await client.register(NodePrivate.generate(), auth_key=text)
         assert answer["MachineAuthorized"] is False and answer["Error"] == "invalid authkey", answer
     assert live.store.nodes == {}
 
@@ -45,7 +45,7 @@ async def test_ownerless_keys_left_by_older_versions_are_refused(live: LiveServe
     await live.restart()
     assert live.store.preauth_keys[key.id].user_id is None
     client = await live.client()
-    answer = await client.register(keys.PrivateKey.generate(), auth_key=text)
+    answer = await client.register(NodePrivate.generate(), auth_key=text)
     assert answer["MachineAuthorized"] is False
     assert "user was deleted" in answer["Error"], answer
     assert live.store.nodes == {}
@@ -55,8 +55,8 @@ async def test_no_node_without_an_owner(live: LiveServer) -> None:
     store = live.store
     with pytest.raises(StateError, match="owner"):
         await store.register(
-            machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
-            node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
+            machine_key=MachinePrivate.generate().public().text,
+            node_key=NodePrivate.generate().public().text,
             hostinfo={"Hostname": "nobody"},
             user_id=None,
             tags=[],
@@ -91,7 +91,7 @@ async def test_ownerless_nodes_left_by_older_versions_get_nothing(live: LiveServ
     assert status == 200 and message["Peers"] == [] and message["Node"]["ID"] == b_id
     assert message["Node"]["Expired"] is True and message["Node"]["MachineAuthorized"] is False
     assert a.node_key_text.encode() not in body
-    assert not DerpAccess(store).admits(b.node_key_text)
+    assert not DerpAccess(store).admits(NodePublic.from_text(b.node_key_text))
     # The operator gives it an owner: it is back.
     alice = store.user_by_name("alice")
     assert alice is not None
@@ -131,8 +131,8 @@ async def test_a_key_expired_while_a_registration_waits_its_turn_is_refused(live
     with pytest.raises(AuthFailed, match="expired"):
         await store.register_with_key(
             found,
-            machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
-            node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
+            machine_key=MachinePrivate.generate().public().text,
+            node_key=NodePrivate.generate().public().text,
             hostinfo={"Hostname": "late"},
             expiry=None,
         )

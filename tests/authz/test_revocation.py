@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from pyheadscale import keys
 from pyheadscale.state import store as store_module
+from pyheadscale.tailkey import NodePrivate
 from tests.authz.conftest import SLOW, decode_messages, map_request
 from tests.live_server import ClientNode, LiveServer, StartLive, open_map
 
@@ -144,7 +144,7 @@ async def test_only_registering_again_restores_access(live: LiveServer) -> None:
     b_id = live.record(b).id
     await live.store.set_expiry(b_id, datetime.now(UTC))
     # Rotating the expired key does not revive it: the client is sent to log in.
-    fresh = keys.PrivateKey.generate()
+    fresh = NodePrivate.generate()
     answer = await b.client.register(fresh, old_node_key=b.node_key_text)
     assert answer["MachineAuthorized"] is False and answer["AuthURL"], answer
     assert live.store.is_expired(live.store.nodes[b_id])

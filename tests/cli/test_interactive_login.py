@@ -7,15 +7,15 @@ import asyncio
 import aiohttp
 
 from pyheadscale.client.control import ControlClient
-from pyheadscale.keys import PrivateKey
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.cli.conftest import RunCli
 from tests.live_server import LiveServer
 
 
-async def start_login(live: LiveServer) -> tuple[ControlClient, PrivateKey, str]:
-    client = ControlClient(live.url, PrivateKey.generate())
+async def start_login(live: LiveServer) -> tuple[ControlClient, NodePrivate, str]:
+    client = ControlClient(live.url, MachinePrivate.generate())
     await client.connect()
-    node_key = PrivateKey.generate()
+    node_key = NodePrivate.generate()
     first = await client.register(node_key, hostname="laptop")
     assert not first["MachineAuthorized"]
     assert first["AuthURL"].startswith(f"{live.url}/register/hskey-authreq-"), first

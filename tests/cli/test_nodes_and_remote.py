@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
+from pyheadscale.tailkey import MachinePublic, NodePublic
 from tests.cli.conftest import RunCli
 from tests.live_server import LiveServer
 
@@ -26,6 +28,11 @@ async def test_nodes_list_and_manage(cli: RunCli, live: LiveServer) -> None:
         "Tags",
     ]
     assert len(lines) == 4 and "laptop" in lines[2] and "100.64.0.1" in lines[2] and "offline" in lines[2]
+    # Keys are listed in Tailscale's short form (five base64 digits in brackets), as Headscale lists them.
+    cells = [cell.strip() for cell in lines[2].split("|")]
+    machine, node = MachinePublic.from_text(laptop.machine_key), NodePublic.from_text(laptop.node_key)
+    assert cells[3:5] == [machine.short(), node.short()]
+    assert cells[3] == "[" + base64.b64encode(bytes(machine)).decode()[:5] + "]"
     only_bob = (await cli("nodes", "list", "-u", "bob", "-o", "json")).json()
     assert [n["name"] for n in only_bob] == ["phone"]
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from pyheadscale import keys
 from pyheadscale.client.control import ControlClient
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.live_server import LiveServer, MapReader
 from tests.ports import free_port
 
@@ -78,7 +78,7 @@ async def start_process(config: Path, port: int, log: Path) -> subprocess.Popen[
     return proc
 
 
-async def first_map(client: ControlClient, node_key: keys.PrivateKey, want_peers: int) -> dict[str, Any]:
+async def first_map(client: ControlClient, node_key: NodePrivate, want_peers: int) -> dict[str, Any]:
     reader = MapReader(client.map_stream(node_key))
     try:
         return await reader.wait_for(lambda m: len(m.get("Peers", [])) == want_peers or "Node" in m, 5)
@@ -98,8 +98,8 @@ async def test_sigkill_and_restart_keeps_nodes(tmp_path: Path) -> None:
     config = write_config(data_dir, port)
     log = tmp_path / "server.log"
     url = f"http://127.0.0.1:{port}"
-    machines = [keys.PrivateKey.generate() for _ in range(2)]
-    node_keys = [keys.PrivateKey.generate() for _ in range(2)]
+    machines = [MachinePrivate.generate() for _ in range(2)]
+    node_keys = [NodePrivate.generate() for _ in range(2)]
 
     proc = await start_process(config, port, log)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyheadscale import keys
+from pyheadscale.tailkey import NodePrivate
 from tests.live_server import LiveServer, StartLive
 
 
@@ -41,7 +41,7 @@ async def test_exhaustion_is_a_clear_registration_error(start_live: StartLive) -
         "/machine/register",
         {
             "Version": 130,
-            "NodeKey": keys.node_public_text(keys.PrivateKey.generate().public()),
+            "NodeKey": NodePrivate.generate().public().text,
             "Auth": {"AuthKey": key},
             "Hostinfo": {"Hostname": "third"},
         },

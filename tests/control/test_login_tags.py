@@ -9,8 +9,8 @@ from typing import Any
 
 import aiohttp
 
-from pyheadscale import keys
 from pyheadscale.client.control import ControlClient
+from pyheadscale.tailkey import NodePrivate
 from tests.live_server import LiveServer, StartLive
 
 POLICY = {
@@ -38,9 +38,9 @@ async def login(
             await live.store.create_user(name)
     assert live.server.policy is not None
     if policy and live.server.policy.text is None:
-        live.server.policy.apply(json.dumps(POLICY))
+        await live.server.policy.apply(json.dumps(POLICY))
     client = await live.client()
-    node_key = keys.PrivateKey.generate()
+    node_key = NodePrivate.generate()
     info = {"Hostname": hostname, "OS": "linux", "RequestTags": tags}
     first = await client.register(node_key, hostinfo=info)
     auth_url = first["AuthURL"]

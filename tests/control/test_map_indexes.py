@@ -61,11 +61,11 @@ async def test_reverse_index_follows_joins_leaves_tags_and_policy(tmp_path: Path
         sessions: dict[int, MapSession] = {}
 
         async def join(user_id: int, n: int) -> int:
-            from pyheadscale import keys
+            from pyheadscale.tailkey import MachinePrivate, NodePrivate
 
             node = await store.register(
-                machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
-                node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
+                machine_key=MachinePrivate.generate().public().text,
+                node_key=NodePrivate.generate().public().text,
                 hostinfo={"Hostname": f"h{n}"},
                 user_id=user_id,
                 tags=[],
@@ -170,7 +170,7 @@ async def test_shared_peer_entries_equal_a_fresh_rendering(tmp_path: Path, monke
     Going offline sets the record's last_seen in place; an entry made while the peer was offline before must
     not be reused with the old LastSeen.
     """
-    from pyheadscale import keys
+    from pyheadscale.tailkey import MachinePrivate, NodePrivate
 
     live = await LiveServer(tmp_path / "srv").start()
     try:
@@ -182,8 +182,8 @@ async def test_shared_peer_entries_equal_a_fresh_rendering(tmp_path: Path, monke
         for i in range(3):
             nodes.append(
                 await store.register(
-                    machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
-                    node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
+                    machine_key=MachinePrivate.generate().public().text,
+                    node_key=NodePrivate.generate().public().text,
                     hostinfo={"Hostname": f"h{i}"},
                     user_id=alice.id,
                     tags=[],

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from pyheadscale import keys
 from pyheadscale.tailcfg.frame import decode_frames
 from pyheadscale.tailcfg.node import TAGGED_DEVICES_USER_ID
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.live_server import LiveServer, MapReader, StartLive, open_map
 
 JOIN_DEADLINE = 1.0
@@ -249,8 +249,8 @@ async def test_large_map_crosses_flow_control_window(live: LiveServer) -> None:
     for i in range(250):
         await store.register_with_key(
             key,
-            machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
-            node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
+            machine_key=MachinePrivate.generate().public().text,
+            node_key=NodePrivate.generate().public().text,
             hostinfo={
                 "Hostname": f"bulk-{i}",
                 "OS": "linux",
@@ -369,8 +369,8 @@ async def test_burst_of_changes_loses_nothing(live: LiveServer) -> None:
         async def join(i: int) -> int:
             node = await store.register_with_key(
                 key,
-                machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
-                node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
+                machine_key=MachinePrivate.generate().public().text,
+                node_key=NodePrivate.generate().public().text,
                 hostinfo={"Hostname": f"burst-{i}"},
                 expiry=None,
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyheadscale import keys
+from pyheadscale.tailkey import NodePrivate
 from tests.live_server import LiveServer, MapReader
 
 HOSTINFO = {"Hostname": "roamer", "OS": "linux", "GoArch": "amd64"}
@@ -38,10 +38,10 @@ async def test_netinfo_survives_a_map_request_and_a_relogin_without_it(live: Liv
 
     # logout, then a login with a new node key: the client's Hostinfo has no NetInfo this time
     await roamer.client.register(roamer.node_key, hostinfo=HOSTINFO, expiry="1970-01-01T00:02:03Z")
-    new_key = keys.PrivateKey.generate()
+    new_key = NodePrivate.generate()
     answer = await roamer.client.register(new_key, auth_key=key, hostinfo=HOSTINFO)
     assert answer["MachineAuthorized"], answer
-    new_text = keys.node_public_text(new_key.public())
+    new_text = new_key.public().text
     await lite_update(live, roamer, new_text, HOSTINFO)
     node = live.record(new_text)
     assert node is not None and node.home_derp == 7

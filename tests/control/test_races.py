@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from pyheadscale import keys
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.live_server import LiveServer
 
 
 async def test_single_use_key_raced_by_many_machines(live: LiveServer) -> None:
     key = await live.preauth_key(reusable=False)
     clients = [await live.client() for _ in range(6)]
-    answers = await asyncio.gather(*(c.register(keys.PrivateKey.generate(), auth_key=key) for c in clients))
+    answers = await asyncio.gather(*(c.register(NodePrivate.generate(), auth_key=key) for c in clients))
     authorized = [a for a in answers if a["MachineAuthorized"]]
     assert len(authorized) == 1, [a["Error"] for a in answers]
     assert all("already used" in a["Error"] for a in answers if not a["MachineAuthorized"])
@@ -23,18 +23,16 @@ async def test_single_use_key_raced_by_many_machines(live: LiveServer) -> None:
 
 async def test_same_machine_registering_twice_at_once(live: LiveServer) -> None:
     key = await live.preauth_key()
-    machine = keys.PrivateKey.generate()
+    machine = MachinePrivate.generate()
     clients = [await live.client(machine) for _ in range(2)]
-    node_keys = [keys.PrivateKey.generate() for _ in range(2)]
+    node_keys = [NodePrivate.generate() for _ in range(2)]
     answers: list[Any] = await asyncio.gather(
         *(c.register(k, auth_key=key) for c, k in zip(clients, node_keys, strict=True)),
         return_exceptions=True,
     )
     assert not [a for a in answers if isinstance(a, BaseException)], answers
     assert any(a["MachineAuthorized"] for a in answers)
-    nodes = [
-        n for n in live.store.nodes.values() if n.machine_key == keys.machine_public_text(machine.public())
-    ]
+    nodes = [n for n in live.store.nodes.values() if n.machine_key == machine.public().text]
     assert len(nodes) == 1
     # and the store's indexes agree with its records
     node = nodes[0]
@@ -47,7 +45,7 @@ async def test_same_machine_registering_twice_at_once(live: LiveServer) -> None:
 
 async def test_same_node_key_from_two_machines_at_once(live: LiveServer) -> None:
     key = await live.preauth_key()
-    node_key = keys.PrivateKey.generate()
+    node_key = NodePrivate.generate()
     clients = [await live.client() for _ in range(2)]
     answers = await asyncio.gather(*(c.register(node_key, auth_key=key) for c in clients))
     assert sum(bool(a["MachineAuthorized"]) for a in answers) == 1, answers
@@ -77,7 +75,7 @@ async def test_map_update_racing_rotation_keeps_new_key(live: LiveServer) -> Non
     node = await live.node("rot")
     store = live.store
     record = live.record(node)
-    new_key = keys.node_public_text(keys.PrivateKey.generate().public())
+    new_key = NodePrivate.generate().public().text
     rotate = asyncio.ensure_future(store.rotate_node_key(record, new_key, {}))
     await asyncio.sleep(0)
     update = asyncio.ensure_future(
@@ -93,7 +91,7 @@ async def test_map_update_racing_rotation_keeps_new_key(live: LiveServer) -> Non
 async def test_mutation_spawned_during_a_mutation_waits_its_turn(
     live: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A task started from inside a mutation (a change subscriber reacting) is serialized like any other."""
+    """A task started from inside a mutation (a timer firing mid-write, say) is serialized like any other."""
     a = await live.node("a")
     b = await live.node("b")
     store = live.store

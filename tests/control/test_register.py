@@ -4,13 +4,15 @@ expiry."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from pyheadscale import keys
+from pyheadscale.control.register import RegisterHandler
 from pyheadscale.tailcfg.node import TAGGED_DEVICES_USER_ID
+from pyheadscale.tailkey import NodePrivate
 from tests.live_server import LiveServer, StartLive, open_map
 
 TAGGED = TAGGED_DEVICES_USER_ID
@@ -27,7 +29,7 @@ async def eventually(predicate: Any, limit: float = 5.0) -> None:
 
 async def register_new(live: LiveServer, auth_key: str, hostname: str = "n") -> dict[str, Any]:
     client = await live.client()
-    return await client.register(keys.PrivateKey.generate(), auth_key=auth_key, hostname=hostname)
+    return await client.register(NodePrivate.generate(), auth_key=auth_key, hostname=hostname)
 
 
 async def test_reusable_key_registers_many(live: LiveServer) -> None:
@@ -77,7 +79,7 @@ async def test_reregistering_a_known_machine_with_a_single_use_key_uses_it_up(li
     before = live.record(node)
     once = await live.preauth_key(reusable=False)
     client = await live.client(node.machine_key)
-    answer = await client.register(keys.PrivateKey.generate(), auth_key=once, hostname="a")
+    answer = await client.register(NodePrivate.generate(), auth_key=once, hostname="a")
     assert answer["MachineAuthorized"] and not answer["Error"], answer
     status, body = await live.local_api("GET", "/node")
     assert status == 200 and [int(n["id"]) for n in body["nodes"]] == [before.id], "re-registered in place"
@@ -118,7 +120,7 @@ async def test_invalid_key_refused(live: LiveServer, bad: str) -> None:
 
 async def test_no_key_unknown_node_refused(live: LiveServer) -> None:
     client = await live.client()
-    answer = await client.register(keys.PrivateKey.generate())
+    answer = await client.register(NodePrivate.generate())
     assert answer["MachineAuthorized"] is False
     # either refused outright or sent to the interactive login URL, but never registered
     assert answer["AuthURL"].startswith(live.url + "/") or "preauth key" in answer["Error"], answer
@@ -151,10 +153,10 @@ async def test_reregistration_keeps_identity(live: LiveServer) -> None:
     after = live.record(node)
     assert (after.id, after.ipv4, after.ipv6) == (before.id, before.ipv4, before.ipv6)
     # the same machine with a brand-new node key (e.g. state wiped, machine key kept)
-    new_key = keys.PrivateKey.generate()
+    new_key = NodePrivate.generate()
     third = await client.register(new_key, auth_key=key, hostname="a")
     assert third["MachineAuthorized"]
-    moved = live.record(keys.node_public_text(new_key.public()))
+    moved = live.record(new_key.public().text)
     assert (moved.id, moved.ipv4, moved.ipv6) == (before.id, before.ipv4, before.ipv6)
     assert live.store.node_by_node_key(node.node_key_text) is None
     assert len(live.store.nodes) == 1
@@ -166,10 +168,10 @@ async def test_reregistration_keeps_identity(live: LiveServer) -> None:
 async def test_old_node_key_rotation(live: LiveServer) -> None:
     node = await live.node("rot")
     before = live.record(node)
-    new_key = keys.PrivateKey.generate()
+    new_key = NodePrivate.generate()
     answer = await node.client.register(new_key, old_node_key=node.node_key_text)
     assert answer["MachineAuthorized"] and not answer["Error"]
-    new_text = keys.node_public_text(new_key.public())
+    new_text = new_key.public().text
     after = live.record(new_text)
     assert after is not None and (after.id, after.ipv4, after.ipv6) == (before.id, before.ipv4, before.ipv6)
     assert after.node_key == new_text
@@ -186,7 +188,7 @@ async def test_old_node_key_rotation(live: LiveServer) -> None:
 async def test_rotation_from_another_machine_is_not_honoured(live: LiveServer) -> None:
     victim = await live.node("victim")
     thief = await live.client()
-    new_key = keys.PrivateKey.generate()
+    new_key = NodePrivate.generate()
     answer = await thief.register(new_key, old_node_key=victim.node_key_text)
     assert answer["MachineAuthorized"] is False
     assert live.store.node_by_node_key(victim.node_key_text) is not None
@@ -330,3 +332,39 @@ async def test_same_hostname_gets_unique_names(live: LiveServer) -> None:
     client = await live.client(nodes[1].machine_key)
     await client.register(nodes[1].node_key, auth_key=key, hostname="Same Host")
     assert live.record(nodes[1]).given_name == "same-host-1"
+
+
+async def test_registrations_past_the_in_flight_bound_get_429_with_retry_after(live: LiveServer) -> None:
+    """While the store is busy, registrations queue up to the bound; the next is told when to come back,
+    is not queued, and nothing of it is stored; those queued all complete once the store is free."""
+    key = await live.preauth_key(reusable=True)
+    route = live.server.components.control.routes[("POST", "/machine/register")]
+    handler = getattr(route, "__self__", None)
+    assert isinstance(handler, RegisterHandler)
+    handler.max_in_flight = 2
+    clients = [await live.client() for _ in range(3)]
+    body = {"Version": clients[0].capver, "Hostinfo": {"Hostname": "n"}, "Auth": {"AuthKey": key}}
+
+    def register(client: Any) -> Any:
+        node_key = NodePrivate.generate().public().text
+        return client.request("POST", "/machine/register", body | {"NodeKey": node_key})
+
+    async with live.store._mutation_lock:  # the store is busy with something else
+        queued = [asyncio.ensure_future(register(c)) for c in clients[:2]]
+        await eventually(lambda: handler.in_flight == 2)
+        node_key = NodePrivate.generate().public().text
+        payload = json.dumps(body | {"NodeKey": node_key}).encode()
+        _, refused = await asyncio.wait_for(clients[2]._open("POST", "/machine/register", payload), 10)
+        assert refused.status == 429
+        assert int(refused.headers["retry-after"]) >= 1
+        assert b"busy registering other nodes" in (await asyncio.wait_for(refused.data.get(), 10) or b"")
+        assert len(live.store.nodes) == 0
+    answers = await asyncio.wait_for(asyncio.gather(*queued), 30)
+    assert [status for status, _ in answers] == [200, 200]
+    assert len(live.store.nodes) == 2
+    status, _ = await asyncio.wait_for(register(clients[2]), 10)
+    assert status == 200 and handler.in_flight == 0
+    assert (
+        live.server.metrics.registry.get_sample_value("pyheadscale_registrations_total", {"outcome": "busy"})
+        == 1
+    )

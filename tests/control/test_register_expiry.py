@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from pyheadscale.keys import PrivateKey
 from pyheadscale.state.names import now
+from pyheadscale.tailkey import NodePrivate
 from tests.live_server import LiveServer, StartLive
 
 
 async def _register(live: LiveServer, key: str, **kwargs: Any) -> Any:
     client = await live.client()
-    answer = await client.register(PrivateKey.generate(), auth_key=key, **kwargs)
+    answer = await client.register(NodePrivate.generate(), auth_key=key, **kwargs)
     assert answer["MachineAuthorized"], answer
     return live.store.node_by_machine_key(client.machine_key_text)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pyheadscale import keys
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.live_server import LiveServer, MapReader
 
 FIXTURES = sorted((Path(__file__).resolve().parents[2] / "fixtures" / "tsnet-1.90.9").glob("*.jsonl"))
@@ -36,9 +36,9 @@ def substitute(entry: dict[str, Any], node_key: str, auth_key: str) -> dict[str,
 
 
 async def replay(live: LiveServer, path: Path, auth_key: str, readers: list[MapReader]) -> dict[str, Any]:
-    machine_key = keys.PrivateKey.generate()
-    node_key = keys.PrivateKey.generate()
-    node_key_text = keys.node_public_text(node_key.public())
+    machine_key = MachinePrivate.generate()
+    node_key = NodePrivate.generate()
+    node_key_text = node_key.public().text
     client = await live.client(machine_key)
     assert client.early_payload is not None
     assert client.early_payload["nodeKeyChallenge"].startswith("chalpub:")
@@ -139,7 +139,7 @@ async def test_recorder_writes_replayable_fixtures(
     assert json.loads(entries[0]["body"])["Auth"]["AuthKey"] == "<redacted>"
     # and the recording replays like the real client's
     monkeypatch.delenv("PYHEADSCALE_RECORD_DIR")
-    body = substitute(entries[0], keys.node_public_text(keys.PrivateKey.generate().public()), key)
+    body = substitute(entries[0], NodePrivate.generate().public().text, key)
     client = await live.client()
     status, data = await client.request("POST", "/machine/register", body)
     assert status == 200 and json.loads(data)["MachineAuthorized"]

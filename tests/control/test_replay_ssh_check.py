@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from pyheadscale import keys
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.e2e.features_driver import SSH_CHECK_POLICY
 from tests.live_server import ClientNode, LiveServer, MapReader
 
@@ -29,9 +29,9 @@ async def join(
     live: LiveServer, entries: list[dict[str, Any]], auth_key: str, readers: list[MapReader]
 ) -> ClientNode:
     """Replay a node's register and map requests; returns it once its map stream has sent the full map."""
-    machine_key, node_key = keys.PrivateKey.generate(), keys.PrivateKey.generate()
+    machine_key, node_key = MachinePrivate.generate(), NodePrivate.generate()
     client = await live.client(machine_key)
-    node_key_text = keys.node_public_text(node_key.public())
+    node_key_text = node_key.public().text
     register: dict[str, Any] = {}
     for entry in entries:
         if entry["method"] != "POST":
@@ -55,7 +55,7 @@ async def join(
 
 async def test_replayed_ssh_check_holds_then_accepts_after_approval(live: LiveServer) -> None:
     assert live.server.policy is not None
-    live.server.policy.apply(json.dumps(SSH_CHECK_POLICY))
+    await live.server.policy.apply(json.dumps(SSH_CHECK_POLICY))
     auth_key = await live.preauth_key()
     readers: list[MapReader] = []
     try:

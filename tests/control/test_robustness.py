@@ -15,9 +15,9 @@ import h2.events
 import h2.settings
 import pytest
 
-from pyheadscale import keys
 from pyheadscale.client.control import fetch_server_key
 from pyheadscale.control import noise
+from pyheadscale.tailkey import MachinePrivate, MachinePublic, NodePrivate
 from tests.live_server import LiveServer, open_map
 
 
@@ -59,8 +59,8 @@ def upgrade_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def valid_initiation(server_public: bytes, version: int = 130) -> bytes:
-    return noise.Initiator(keys.PrivateKey.generate(), server_public, version).initiation()
+def valid_initiation(server_public: MachinePublic, version: int = 130) -> bytes:
+    return noise.Initiator(MachinePrivate.generate(), server_public, version).initiation()
 
 
 def b64(data: bytes) -> str:
@@ -106,7 +106,7 @@ async def test_bad_handshake_gets_400(live: LiveServer, case: str) -> None:
     elif case == "random-bytes":
         header = b64(init[:5] + bytes(range(96)))
     elif case == "wrong-server-key":
-        header = b64(valid_initiation(keys.PrivateKey.generate().public()))
+        header = b64(valid_initiation(MachinePrivate.generate().public()))
     status, body = await http_exchange(live, upgrade_request(live, header, upgrade))
     assert status == 400, body
     assert body.strip()
@@ -117,7 +117,7 @@ async def test_key_endpoint(live: LiveServer) -> None:
     status, body = await http_exchange(live, b"GET /key?v=130 HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status == 200
     answer = json.loads(body)
-    assert keys.parse_key(answer["publicKey"], "mkey:") == await fetch_server_key(live.url)
+    assert MachinePublic.from_text(answer["publicKey"]) == await fetch_server_key(live.url)
 
 
 class RawSession:
@@ -134,10 +134,10 @@ class RawSession:
 
     @classmethod
     async def open(cls, live: LiveServer) -> RawSession:
-        return await cls.open_as(live, keys.PrivateKey.generate())
+        return await cls.open_as(live, MachinePrivate.generate())
 
     @classmethod
-    async def open_as(cls, live: LiveServer, machine_key: keys.PrivateKey) -> RawSession:
+    async def open_as(cls, live: LiveServer, machine_key: MachinePrivate) -> RawSession:
         server_public = await fetch_server_key(live.url)
         initiator = noise.Initiator(machine_key, server_public, 130)
         reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
@@ -332,7 +332,7 @@ async def test_unknown_inner_paths(live: LiveServer, method: str, path: str, sta
     status, _ = await client.request(method, path, {})
     assert status in statuses
     # the connection is still usable afterwards
-    answer = await client.register(keys.PrivateKey.generate(), auth_key=await live.preauth_key())
+    answer = await client.register(NodePrivate.generate(), auth_key=await live.preauth_key())
     assert answer["MachineAuthorized"]
 
 
@@ -341,7 +341,7 @@ async def test_map_for_unknown_node_is_404(live: LiveServer) -> None:
     status, data = await client.request(
         "POST",
         "/machine/map",
-        {"NodeKey": keys.node_public_text(keys.PrivateKey.generate().public()), "Stream": True},
+        {"NodeKey": NodePrivate.generate().public().text, "Stream": True},
     )
     assert status == 404, data
     await still_serving(live)
@@ -412,7 +412,7 @@ async def test_old_capability_version_refused(live: LiveServer) -> None:
     status, data = await client.request(
         "POST",
         "/machine/register",
-        {"Version": 10, "NodeKey": keys.node_public_text(keys.PrivateKey.generate().public())},
+        {"Version": 10, "NodeKey": NodePrivate.generate().public().text},
     )
     assert status == 400 and b"too old" in data
 
@@ -526,7 +526,7 @@ async def test_zero_byte_records_are_not_end_of_stream(live: LiveServer) -> None
     try:
         send = raw.session.send
         body = {
-            "NodeKey": keys.node_public_text(keys.PrivateKey.generate().public()),
+            "NodeKey": NodePrivate.generate().public().text,
             "Auth": {"AuthKey": await live.preauth_key()},
         }
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
@@ -574,7 +574,7 @@ async def test_fuzzed_http2_inside_noise(live: LiveServer) -> None:
     import random
 
     rng = random.Random(20211)
-    template = h2_request({"NodeKey": keys.node_public_text(keys.PrivateKey.generate().public())})
+    template = h2_request({"NodeKey": NodePrivate.generate().public().text})
     for _ in range(25):
         data = bytearray(template)
         for _ in range(rng.randint(1, 8)):
@@ -600,7 +600,7 @@ async def test_control_client_survives_refused_upload(live: LiveServer) -> None:
     status, _ = await asyncio.wait_for(client.request("POST", "/machine/register", b" " * (2 << 20)), 3)
     assert status != 200
     # The refusal cost one stream, not the connection: the same client registers next.
-    answer = await client.register(keys.PrivateKey.generate(), auth_key=await live.preauth_key())
+    answer = await client.register(NodePrivate.generate(), auth_key=await live.preauth_key())
     assert answer["MachineAuthorized"], answer
 
 

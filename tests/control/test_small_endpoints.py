@@ -12,19 +12,19 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from pyheadscale import keys
 from pyheadscale.client.control import ControlClient
 from pyheadscale.control import noise
 from pyheadscale.tailcfg.gotime import go_time
+from pyheadscale.tailkey import MachinePrivate, MachinePublic, NodePrivate
 from tests.live_server import LiveServer, MapReader, StartLive
 
 
 async def test_ts2021_over_websocket_registers_and_streams_a_map(live: LiveServer) -> None:
-    client = ControlClient(live.url, keys.PrivateKey.generate())
+    client = ControlClient(live.url, MachinePrivate.generate())
     await asyncio.wait_for(client.connect(websocket=True), 5)
     live.clients.append(client)
     assert client.early_payload is None, "the websocket form carries no early payload"
-    node_key = keys.PrivateKey.generate()
+    node_key = NodePrivate.generate()
     answer = await client.register(node_key, auth_key=await live.preauth_key(), hostname="browser")
     assert answer["MachineAuthorized"], answer
     reader = MapReader(client.map_stream(node_key, hostname="browser"))
@@ -52,11 +52,9 @@ async def test_ts2021_over_websocket_registers_and_streams_a_map(live: LiveServe
 async def test_websocket_upgrade_refusals_name_the_problem(
     live: LiveServer, query: str, protocol: str, message: str
 ) -> None:
-    server_public = keys.parse_key(
-        (await _get_json(f"{live.url}/key?v=130"))["publicKey"], keys.MACHINE_PUBLIC_PREFIX
-    )
+    server_public = MachinePublic.from_text((await _get_json(f"{live.url}/key?v=130"))["publicKey"])
     init = base64.b64encode(
-        noise.Initiator(keys.PrivateKey.generate(), server_public, 130).initiation()
+        noise.Initiator(MachinePrivate.generate(), server_public, 130).initiation()
     ).decode()
     headers = {
         "Upgrade": "websocket",
@@ -134,7 +132,7 @@ async def test_client_requested_expiry_holds_for_an_interactive_login(start_live
     await live.store.create_user("alice")
     wanted = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
     client = await live.client()
-    node_key = keys.PrivateKey.generate()
+    node_key = NodePrivate.generate()
     first = await client.register(node_key, hostname="laptop", expiry=go_time(wanted))
     auth_url = first["AuthURL"]
     waiting = asyncio.ensure_future(

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand
 from pyheadscale.app import Server
 from pyheadscale.client.control import ControlClient
 from pyheadscale.config import build_config
-from pyheadscale.keys import PrivateKey
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.e2e.caddynode import CaddyNode, proxy_site, responder_site, stop_nodes
 from tests.e2e.netns import setup_loopback_only
 from tests.e2e.twonode_driver import http_get, wait_until
@@ -84,9 +84,9 @@ def stream_restarts(node: CaddyNode, since: float) -> int:
 
 async def third_node_joins(server: Server, key: str, nodes: list[CaddyNode]) -> dict[str, Any]:
     """A third node (our own TS2021 client) joins; how long until each tsnet node's map has it?"""
-    client = ControlClient(server.config.server_url, PrivateKey.generate())
+    client = ControlClient(server.config.server_url, MachinePrivate.generate())
     await client.connect()
-    node_key = PrivateKey.generate()
+    node_key = NodePrivate.generate()
     joined = time.time()
     await client.register(node_key, auth_key=key, hostname="nodec")
     stream = client.map_stream(node_key, hostname="nodec")

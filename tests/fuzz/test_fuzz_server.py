@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pyheadscale.auth.interactive import PendingLogin
 from pyheadscale.auth.oidc_sessions import BROWSER_COOKIE, new_browser_id
 from pyheadscale.control import noise
-from pyheadscale.keys import PrivateKey
+from pyheadscale.tailkey import MachinePrivate, MachinePublic
 from tests.fuzz import bounds
 from tests.fuzz.seeds import json_values, mutated_bytes
 from tests.live_server import LiveServer
@@ -237,8 +237,8 @@ async def upgrade_then_send(live: Live, after: bytes) -> bytes:
     url = live.live.url
     async with live.browser.get(url + "/key?v=130") as response:
         key_text = (await response.json())["publicKey"]
-    server_public = bytes.fromhex(key_text.removeprefix("mkey:"))
-    init = noise.Initiator(PrivateKey.generate(), server_public, 130).initiation()
+    server_public = MachinePublic.from_text(key_text)
+    init = noise.Initiator(MachinePrivate.generate(), server_public, 130).initiation()
     host, port = live.live.raw["listen_addr"].rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
@@ -281,8 +281,8 @@ def test_a_client_leaving_during_the_upgrade_is_no_error(
     async def leave_early() -> None:
         async with live.browser.get(live.live.url + "/key?v=130") as response:
             key_text = (await response.json())["publicKey"]
-        server_public = bytes.fromhex(key_text.removeprefix("mkey:"))
-        init = noise.Initiator(PrivateKey.generate(), server_public, 130).initiation()
+        server_public = MachinePublic.from_text(key_text)
+        init = noise.Initiator(MachinePrivate.generate(), server_public, 130).initiation()
         host, port = live.live.raw["listen_addr"].rsplit(":", 1)
         reader, writer = await asyncio.open_connection(host, int(port))
         writer.write(

@@ -21,7 +21,7 @@ from typing import Any
 
 from cryptography import x509
 
-from pyheadscale import keys
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from pyheadscale.tls.self_signed import self_signed_pem
 from tests.e2e.netns import setup_loopback_only
 from tests.live_server import LiveServer
@@ -76,8 +76,8 @@ async def main(binary: str) -> dict[str, Any]:
         preauth, _text = await store.create_preauth_key(alice.id)
         node = await store.register_with_key(
             preauth,
-            machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
-            node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
+            machine_key=MachinePrivate.generate().public().text,
+            node_key=NodePrivate.generate().public().text,
             hostinfo={"Hostname": "router", "RoutableIPs": ["10.0.0.0/24"]},
             expiry=None,
         )

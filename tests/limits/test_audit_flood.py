@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pyheadscale import keys
 from pyheadscale.audit import AuditLog
 from pyheadscale.config_limits import AuditLimits, RateConfig
+from pyheadscale.tailkey import NodePrivate
 from tests.live_server import LiveServer
 
 
@@ -80,7 +80,7 @@ async def test_refused_registrations_flood(start_live: object, caplog: pytest.Lo
     caplog.set_level(logging.INFO)
     for _ in range(60):
         answer = await client.register(
-            keys.PrivateKey.generate(), auth_key="hskey-auth-000000000000-" + "0" * 64, hostname="h" * 256
+            NodePrivate.generate(), auth_key="hskey-auth-000000000000-" + "0" * 64, hostname="h" * 256
         )
         assert answer["Error"]
     denied = [e for e in live.server.audit.entries if e["outcome"] == "denied"]

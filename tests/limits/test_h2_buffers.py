@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pyheadscale import keys
 from pyheadscale.client.control import ControlClient
 from pyheadscale.control.h2server import MAX_CLIENT_RESETS, MAX_HEADER_LIST_SIZE
+from pyheadscale.tailkey import NodePrivate
 from tests.live_server import LiveServer, StartLive, send_request_headers
 
 MiB = 1 << 20
@@ -99,7 +99,7 @@ async def test_released_credit_lets_a_waiting_body_finish(start_live: StartLive)
     assert control.body_budget.exhausted
     client = await live.client()
     body = {
-        "NodeKey": keys.node_public_text(keys.PrivateKey.generate().public()),
+        "NodeKey": NodePrivate.generate().public().text,
         "Hostinfo": {"Hostname": "after-the-hog"},
         "Auth": {"AuthKey": await live.preauth_key()},
         "Padding": "x" * (256 << 10),  # more than the initial windows: it needs credit the hog holds

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pyheadscale import keys
 from pyheadscale.auth.interactive import PendingLogins
+from pyheadscale.tailkey import NodePrivate
 from tests.live_server import LiveServer
 
 
@@ -67,14 +67,14 @@ async def test_interactive_flood_over_the_wire(start_live: object) -> None:
         }
     )
     client = await live.client()
-    answers = [await client.register(keys.PrivateKey.generate(), hostname="flood") for _ in range(20)]
+    answers = [await client.register(NodePrivate.generate(), hostname="flood") for _ in range(20)]
     # One machine key: each new login replaces its previous one.
     assert all(a["AuthURL"] for a in answers)
     assert len(live.server.logins) == 1
     flooders = [await live.client() for _ in range(8)]
     refused = []
     for flooder in flooders:
-        answer = await flooder.register(keys.PrivateKey.generate(), hostname="flood")
+        answer = await flooder.register(NodePrivate.generate(), hostname="flood")
         refused.append(bool(answer["Error"]))
     assert len(live.server.logins) == 5 and refused.count(True) == 4
     assert "from your address" in answer["Error"]

@@ -8,9 +8,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from pyheadscale import keys
 from pyheadscale.client.control import ControlClient, ControlClientError
 from pyheadscale.ratelimit import RateLimiter, source_of
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.e2e.netns import run_driver
 from tests.live_server import LiveServer, StartLive
 
@@ -49,7 +49,7 @@ async def test_handshakes_rate_limited(start_live: StartLive) -> None:
     live: LiveServer = await start_live(limits={"rate": {"handshakes": SLOW}})
     for _ in range(3):
         await live.client()
-    client = ControlClient(live.url, keys.PrivateKey.generate())
+    client = ControlClient(live.url, MachinePrivate.generate())
     try:
         await client.connect()
         raise AssertionError("the fourth handshake was accepted")
@@ -64,7 +64,7 @@ async def test_registrations_rate_limited(start_live: StartLive) -> None:
     live: LiveServer = await start_live(limits={"rate": {"registrations": SLOW}})
     client = await live.client()
     for _ in range(3):
-        await client.register(keys.PrivateKey.generate(), auth_key="hskey-auth-000000000000-" + "0" * 64)
+        await client.register(NodePrivate.generate(), auth_key="hskey-auth-000000000000-" + "0" * 64)
     _, stream = await client._open("POST", "/machine/register", b"{}")
     assert stream.status == 429
     assert int(stream.headers["retry-after"]) >= 1

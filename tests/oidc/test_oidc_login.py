@@ -10,8 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 from pyheadscale.client.control import ControlClient
-from pyheadscale.keys import PrivateKey
 from pyheadscale.state.names import now
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.live_server import LiveServer
 from tests.oidc.browser import Browser
 from tests.oidc.conftest import StartSetup
@@ -23,8 +23,8 @@ class Machine:
     def __init__(self, live: LiveServer, hostname: str) -> None:
         self.live = live
         self.hostname = hostname
-        self.client = ControlClient(live.url, PrivateKey.generate())
-        self.node_key = PrivateKey.generate()
+        self.client = ControlClient(live.url, MachinePrivate.generate())
+        self.node_key = NodePrivate.generate()
         self.auth_url = ""
         self.waiting: asyncio.Future[dict[str, Any]] | None = None
 

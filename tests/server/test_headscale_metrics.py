@@ -8,7 +8,6 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from pyheadscale.keys import node_public_text
 from tests.live_server import StartLive
 from tests.ports import free_port
 
@@ -38,7 +37,7 @@ async def test_headscale_metric_names(start_live: StartLive) -> None:
         assert "Node" in await asyncio.wait_for(stream.__anext__(), 10)
         lite: dict[str, Any] = {
             "Version": client.capver,
-            "NodeKey": node_public_text(node_key.public()),
+            "NodeKey": node_key.public().text,
             "OmitPeers": True,
             "Stream": False,
             "Endpoints": ["192.0.2.7:41641"],

@@ -8,7 +8,7 @@ import json
 import aiohttp
 
 from pyheadscale.client.control import ControlClient
-from pyheadscale.keys import PrivateKey
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.live_server import StartLive
 from tests.ports import free_port
 
@@ -20,12 +20,12 @@ async def test_audit_log_tells_a_nodes_life_and_never_holds_a_secret(start_live:
     store = server.store
     user = await store.create_user("alice")
     _, key = await store.create_preauth_key(user.id)
-    client = ControlClient(server.config.server_url, PrivateKey.generate())
+    client = ControlClient(server.config.server_url, MachinePrivate.generate())
     await client.connect()
     try:
-        refused = await client.register(PrivateKey.generate(), auth_key=key[:-4] + "0000")
+        refused = await client.register(NodePrivate.generate(), auth_key=key[:-4] + "0000")
         assert refused["Error"] == "invalid authkey"
-        accepted = await client.register(PrivateKey.generate(), auth_key=key, hostname="laptop")
+        accepted = await client.register(NodePrivate.generate(), auth_key=key, hostname="laptop")
         assert accepted["MachineAuthorized"]
     finally:
         await client.close()

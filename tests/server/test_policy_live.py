@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from pyheadscale.client.control import ControlClient
-from pyheadscale.keys import PrivateKey
 from pyheadscale.policy import PolicyError
 from pyheadscale.tailcfg.filter import FilterRule
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.live_server import StartLive
 
 ALLOW_SSH = {"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:22"]}]}
@@ -34,13 +34,13 @@ def dst_ports(rules: list[FilterRule]) -> set[tuple[int, int]]:
     return {(p["Ports"]["First"], p["Ports"]["Last"]) for rule in rules for p in rule.get("DstPorts", [])}
 
 
-async def join(server: Any, user: str) -> tuple[ControlClient, PrivateKey, Any]:
+async def join(server: Any, user: str) -> tuple[ControlClient, NodePrivate, Any]:
     store = server.store
     owner = store.user_by_name(user) or await store.create_user(user)
     _, key = await store.create_preauth_key(owner.id)
-    client = ControlClient(server.config.server_url, PrivateKey.generate())
+    client = ControlClient(server.config.server_url, MachinePrivate.generate())
     await client.connect()
-    node_key = PrivateKey.generate()
+    node_key = NodePrivate.generate()
     answer = await client.register(node_key, auth_key=key, hostname=f"{user}-laptop")
     assert answer["MachineAuthorized"], answer
     stream = client.map_stream(node_key, hostname=f"{user}-laptop")

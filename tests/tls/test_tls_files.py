@@ -14,7 +14,7 @@ from pyheadscale.app import Server
 from pyheadscale.cli.main import main
 from pyheadscale.client.control import ControlClient
 from pyheadscale.config import ConfigError, build_config
-from pyheadscale.keys import PrivateKey
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.live_server import StartLive
 from tests.pki import ServerPKI, write_other_key
 from tests.ports import free_port
@@ -68,10 +68,10 @@ async def test_ts2021_upgrade_and_registration_over_tls(
     assert store is not None
     user = await store.create_user("alice")
     _, key = await store.create_preauth_key(user.id)
-    client = ControlClient(server.config.server_url, PrivateKey.generate(), tls=trust)
+    client = ControlClient(server.config.server_url, MachinePrivate.generate(), tls=trust)
     await client.connect()
     try:
-        answer = await client.register(PrivateKey.generate(), auth_key=key, hostname="laptop")
+        answer = await client.register(NodePrivate.generate(), auth_key=key, hostname="laptop")
         assert answer["MachineAuthorized"]
     finally:
         await client.close()
@@ -82,7 +82,9 @@ async def test_ts2021_upgrade_and_registration_over_tls(
 async def test_untrusted_client_refuses_the_certificate(start_tls_server: StartLive) -> None:
     """The server really presents the configured certificate: a client without the test CA refuses it."""
     server = await start_tls_server()
-    client = ControlClient(server.config.server_url, PrivateKey.generate(), tls=ssl.create_default_context())
+    client = ControlClient(
+        server.config.server_url, MachinePrivate.generate(), tls=ssl.create_default_context()
+    )
     with pytest.raises(ssl.SSLCertVerificationError):
         await client.connect()
 

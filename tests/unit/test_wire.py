@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from pyheadscale import keys
 from pyheadscale.control.ts2021 import EARLY_PAYLOAD_MAGIC, early_payload
 from pyheadscale.tailcfg.gotime import go_time, parse_go_time
 from pyheadscale.tailcfg.hostinfo import check_hostinfo
@@ -24,8 +23,10 @@ from pyheadscale.tailcfg.requests import (
     check_endpoint,
     parse_request,
 )
+from pyheadscale.tailkey import ChallengePublic
 
 NODE_KEY = "nodekey:" + "ab" * 32
+SECRET_HEX = "9f3c6a1be2d04d55b7a8e61c0f2394de5ab1c7e8f90d2a3b4c5d6e7f8091a2b3"
 
 
 @pytest.mark.parametrize(
@@ -141,6 +142,41 @@ def test_old_node_key_may_be_zero() -> None:
     assert req.OldNodeKey.endswith("0" * 64)
 
 
+@pytest.mark.parametrize(
+    "field, value, problem",
+    [
+        ("NodeKey", "mkey:" + SECRET_HEX, "NodeKey: a node key must begin with 'nodekey:'"),
+        (
+            "NodeKey",
+            "nodekey:" + SECRET_HEX[:-1],
+            "NodeKey: a node key must have 64 hex digits after 'nodekey:', got 63",
+        ),
+        (
+            "NodeKey",
+            "nodekey:" + SECRET_HEX[:-1] + "x",
+            "NodeKey: a node key has a character that is not a hex",
+        ),
+        ("OldNodeKey", "discokey:" + SECRET_HEX, "OldNodeKey: a node key must begin with 'nodekey:'"),
+        ("DiscoKey", "nodekey:" + SECRET_HEX, "DiscoKey: a disco key must begin with 'discokey:'"),
+        ("DiscoKey", "discokey:" + "0" * 63 + "x", "DiscoKey: a disco key has a character that is not a hex"),
+    ],
+)
+def test_malformed_keys_are_refused_without_echoing_them(field: str, value: str, problem: str) -> None:
+    body = {"NodeKey": NODE_KEY, field: value}
+    model = MapRequest if field == "DiscoKey" else RegisterRequest
+    with pytest.raises(BadRequest) as info:
+        parse_request(model, json.dumps(body).encode())
+    assert problem in str(info.value)
+    assert SECRET_HEX[:8] not in str(info.value) and SECRET_HEX[-9:-1] not in str(info.value)
+
+
+def test_keys_are_kept_in_their_canonical_text_form() -> None:
+    """Tailscale's parser takes uppercase hex; the node table holds one spelling per key, lowercase."""
+    body = {"NodeKey": NODE_KEY.upper().replace("NODEKEY:", "nodekey:"), "DiscoKey": "discokey:" + "CD" * 32}
+    req = parse_request(MapRequest, json.dumps(body).encode())
+    assert req.NodeKey == NODE_KEY and req.DiscoKey == "discokey:" + "cd" * 32
+
+
 @pytest.mark.parametrize("body", [b"{", b"not json", b"[1, 2]", b"null", b"\xff\xfe"])
 def test_request_not_json(body: bytes) -> None:
     with pytest.raises(BadRequest, match="invalid MapRequest: body"):
@@ -172,13 +208,13 @@ def test_request_parses_real_fields() -> None:
 
 
 def test_early_payload_layout() -> None:
-    public = bytes(range(32))
+    public = ChallengePublic(bytes(range(32)))
     data = early_payload(public)
     assert data[:5] == EARLY_PAYLOAD_MAGIC == b"\xff\xff\xffTS"
     (length,) = struct.unpack(">I", data[5:9])
     assert length == len(data) - 9
     body = json.loads(data[9:])
-    assert body == {"nodeKeyChallenge": keys.format_key(public, keys.CHALLENGE_PUBLIC_PREFIX)}
+    assert body == {"nodeKeyChallenge": "chalpub:" + bytes(range(32)).hex()}
 
 
 def test_register_response_shape() -> None:
