@@ -137,6 +137,7 @@ class Server:
         policy = self.policy = PolicyManager(config, store, router_health)
         self.logins.tags_not_owned = lambda user_id, tags: tags_not_owned(policy.engine, user_id, tags)
         await policy.start()
+        store.attach_policy(policy)
         self._closers.append(policy.close)
         derp_source = DERPMapSource(config)
         await derp_source.start()
@@ -146,24 +147,22 @@ class Server:
         prober = HAProber(
             config.node.routes.ha, config.server_url, store, policy, router_health, distributor, self.pings
         )
-        # Router health, then the policy engine, must see a change before the distributor builds deltas.
-        store.subscribe(prober.on_change)
-        store.subscribe(policy.on_change)
-        store.subscribe(distributor.on_change)
+        store.feed.subscribe(prober.on_change)
+        store.feed.subscribe(distributor.on_change)
 
         def derp_changed() -> None:
             ctx.derp_map = derp_source.current
-            distributor.on_change(Change(ChangeKind.DERP))
+            store.feed.publish([Change(ChangeKind.DERP)])
 
         derp_source.on_change = derp_changed
         self._closers.append(derp_source.close)
-        await self._start_extra_records(builder, distributor)
+        await self._start_extra_records(builder, store)
 
         register = self.register = RegisterHandler(store, config, self.metrics, self.logins)
         maps = MapHandler(store, builder, distributor, self.metrics, keepalive=self.keepalive)
         self.metrics.bind_store(store, lambda: maps.streams)
         ssh_action = SSHActionHandler(store, policy, self.ssh_checks, config.server_url)
-        store.subscribe(self._forget_ssh_approvals)
+        store.feed.subscribe(self._forget_ssh_approvals)
         control = ControlServer(
             noise_key,
             {
@@ -232,14 +231,14 @@ class Server:
         self._closers.append(prober.close)
         self.ready.set()
 
-    async def _start_extra_records(self, builder: MapBuilder, distributor: Distributor) -> None:
+    async def _start_extra_records(self, builder: MapBuilder, store: Store) -> None:
         """dns.extra_records_path: its records in every map, pushed to every node when the file changes."""
         if not self.config.dns.extra_records_path:
             return
 
         def changed(records: list[dict[str, str]]) -> None:
             builder.set_extra_records(records)
-            distributor.on_change(Change(ChangeKind.DNS))
+            store.feed.publish([Change(ChangeKind.DNS)])
 
         records = ExtraRecordsFile(self.config.path(self.config.dns.extra_records_path), changed)
         self._closers.append(records.close)
@@ -261,7 +260,7 @@ class Server:
         derp = self.derp = DerpServer(derp_key.raw, verify_client=verify)
         if verify is not None:
             assert self.store is not None
-            self.store.subscribe(access.revoke_into(derp.close_client))
+            self.store.feed.subscribe(access.revoke_into(derp.close_client))
         add_derp_routes(app, derp)
         app.router.add_get("/bootstrap-dns", BootstrapDNS(derp_map).handle)
         host, _, port = server_cfg.stun_listen_addr.rpartition(":")

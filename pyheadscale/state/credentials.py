@@ -15,7 +15,7 @@ from pyheadscale.auth import secret_keys
 from pyheadscale.db.database import Database
 from pyheadscale.state.errors import AuthFailed, NotFound, StateError
 from pyheadscale.state.models import ApiKey, PreAuthKey, User
-from pyheadscale.state.mutations import MutationGuard, atomic
+from pyheadscale.state.mutations import MutationGuard, Outcome, atomic
 from pyheadscale.state.names import now, validate_tags
 
 
@@ -40,7 +40,7 @@ class Credentials(MutationGuard):
         ephemeral: bool = False,
         tags: Iterable[str] = (),
         expiration: datetime | None = None,
-    ) -> tuple[PreAuthKey, str]:
+    ) -> Outcome[tuple[PreAuthKey, str]]:
         """Create a key; returns the record and the full key text (never stored, shown only once)."""
         if user_id is not None:
             self.get_user(user_id)
@@ -71,10 +71,10 @@ class Credentials(MutationGuard):
             ephemeral=ephemeral,
             tags=tag_list,
         )
-        return key, text
+        return Outcome((key, text))
 
     @atomic
-    async def expire_preauth_key(self, key_id: int) -> PreAuthKey:
+    async def expire_preauth_key(self, key_id: int) -> Outcome[PreAuthKey]:
         key = self.preauth_keys.get(key_id)
         if key is None:
             raise NotFound(f"preauth key {key_id} not found")
@@ -82,15 +82,16 @@ class Credentials(MutationGuard):
         await self.db.update_preauth_key(updated)
         self.preauth_keys[key_id] = updated
         self.audit.record("preauthkey.expire", f"preauthkey:{key_id}", prefix=key.prefix)
-        return updated
+        return Outcome(updated)
 
     @atomic
-    async def delete_preauth_key(self, key_id: int) -> None:
+    async def delete_preauth_key(self, key_id: int) -> Outcome[None]:
         if key_id not in self.preauth_keys:
             raise NotFound(f"preauth key {key_id} not found")
         await self.db.delete_preauth_key(key_id)
         del self.preauth_keys[key_id]
         self.audit.record("preauthkey.delete", f"preauthkey:{key_id}")
+        return Outcome(None)
 
     def find_preauth_key(self, text: str) -> PreAuthKey:
         """The usable key matching `text`, or AuthFailed with a reason safe to show the client.
@@ -127,7 +128,7 @@ class Credentials(MutationGuard):
     # ---- API keys ----
 
     @atomic
-    async def create_api_key(self, expiration: datetime | None) -> tuple[ApiKey, str]:
+    async def create_api_key(self, expiration: datetime | None) -> Outcome[tuple[ApiKey, str]]:
         """Create an API key; returns the record and the full key text, which is never stored and shown once.
 
         The secret is 256 random bits, so SHA-256 (shared with preauth keys) is as safe as a slow hash.
@@ -137,7 +138,7 @@ class Credentials(MutationGuard):
         key.id = await self.db.insert_api_key(key)
         self.api_keys[key.id] = key
         self.audit.record("apikey.create", f"apikey:{key.id}", prefix=prefix)
-        return key, text
+        return Outcome((key, text))
 
     def get_api_key(self, key_id: int) -> ApiKey:
         key = self.api_keys.get(key_id)
@@ -179,19 +180,20 @@ class Credentials(MutationGuard):
         return self.authenticate_api_key(text)
 
     @atomic
-    async def expire_api_key(self, key_id: int) -> ApiKey:
+    async def expire_api_key(self, key_id: int) -> Outcome[ApiKey]:
         updated = replace(self.get_api_key(key_id), expiration=now())
         await self.db.update_api_key(updated)
         self.api_keys[key_id] = updated
         self.audit.record("apikey.expire", f"apikey:{key_id}", prefix=updated.prefix)
-        return updated
+        return Outcome(updated)
 
     @atomic
-    async def delete_api_key(self, key_id: int) -> None:
+    async def delete_api_key(self, key_id: int) -> Outcome[None]:
         key = self.get_api_key(key_id)
         await self.db.delete_api_key(key_id)
         del self.api_keys[key_id]
         self.audit.record("apikey.delete", f"apikey:{key_id}", prefix=key.prefix)
+        return Outcome(None)
 
     def check_still_usable(self, key: PreAuthKey) -> None:
         """A key validated before the mutation began may have been used up, expired or removed since."""

@@ -1,16 +1,17 @@
 """The in-memory store: the one owner of users, preauth keys and nodes.
 
-Handlers ask the store to change state; the store validates, writes through to the database, updates its
-indexes, and then tells its subscribers what changed. Reads are plain dictionary lookups. Everything runs on
-the event loop, so a mutation is atomic with respect to other handlers unless it awaits the database, and each
-mutation awaits the database *before* touching memory, so a failed write leaves memory as it was.
+Handlers ask the store to change state; the store validates, applies the policy's consequences (routes its
+autoApprovers cover are approved in the same write), writes through to the database, updates its indexes and
+the policy engine, and returns the changes it caused, which the change feed (state/feed.py) delivers. Reads
+are plain dictionary lookups. Everything runs on the event loop, mutations one at a time, and each awaits the
+database *before* touching memory, so a failed write leaves memory as it was.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,18 +20,17 @@ from pyheadscale import audit
 from pyheadscale.audit import AuditLog
 from pyheadscale.db.database import Database
 from pyheadscale.state.changes import Change, ChangeKind
+from pyheadscale.state.consequences import NoPolicy, PolicyCandidate, PolicyConsequences
 from pyheadscale.state.credentials import Credentials
 from pyheadscale.state.errors import AccessRevoked, AuthFailed, Conflict, NotFound, StateError
 from pyheadscale.state.expiry import ExpiryTimers
 from pyheadscale.state.hostinfo import keep_netinfo, without_netinfo
 from pyheadscale.state.ipalloc import IPAllocator
 from pyheadscale.state.models import ApiKey, Node, PreAuthKey, User
-from pyheadscale.state.mutations import atomic
+from pyheadscale.state.mutations import Outcome, atomic
 from pyheadscale.state.names import check_user_name, dns_label, now, validate_tags
 
 log = logging.getLogger(__name__)
-
-Subscriber = Callable[[Change], None]
 
 
 class Store(Credentials):
@@ -46,7 +46,7 @@ class Store(Credentials):
         self._by_machine_key: dict[str, int] = {}
         self._given_names: set[str] = set()
         self._sessions: dict[int, int] = {}
-        self._subscribers: list[Subscriber] = []
+        self.policy: PolicyConsequences = NoPolicy()
         self._ephemeral_timers: dict[int, asyncio.TimerHandle] = {}
         self._expiry = ExpiryTimers(self._expiry_passed)
         self.ephemeral_timeout = timedelta(minutes=30)
@@ -64,19 +64,60 @@ class Store(Credentials):
                 # It was offline when we went down, or it will reconnect before the timer fires.
                 self._schedule_ephemeral_cleanup(node.id)
 
-    def subscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers.append(subscriber)
+    def attach_policy(self, policy: PolicyConsequences) -> None:
+        """From now on every mutation applies `policy`'s consequences (it was compiled from this store)."""
+        self.policy = policy
 
-    def notify(self, change: Change) -> None:
-        """Tell subscribers about a change that happened outside the store's records (policy, DERP map)."""
-        self._emit(change)
+    @atomic
+    async def change_policy(self, compile_policy: Callable[[], PolicyCandidate]) -> Outcome[None]:
+        """Put a new policy in force, approving the announced routes its autoApprovers cover, as one mutation.
 
-    def _emit(self, change: Change) -> None:
-        for subscriber in self._subscribers:
-            try:
-                subscriber(change)
-            except Exception:
-                log.exception("change subscriber failed on %s", change)
+        `compile_policy` compiles against the tailnet as it is under the mutation lock (a PolicyError leaves
+        everything as it was). The approvals are written before the policy goes in force, so no reader sees
+        the new policy with a route it approves still unapproved; should a write fail, the approvals already
+        written stand (under the old policy) and are published, and the old policy stays in force.
+        """
+        candidate = compile_policy()
+        written: list[Node] = []
+        try:
+            for node in sorted(self.nodes.values(), key=lambda n: n.id):
+                routes = self._approvals(node, candidate.auto_approved_routes(node))
+                if routes is not None:
+                    written.append(await self._replace(node, approved_routes=routes))
+                    self._audit_approval(written[-1])
+        except BaseException:
+            self.feed.publish(self._nodes_written(written))
+            raise
+        candidate.install()
+        for node in written:
+            self.policy.node_changed(node)
+        approved = [Change(ChangeKind.NODE_UPDATED, node.id) for node in written]
+        return Outcome.of(None, [Change(ChangeKind.POLICY), *approved])
+
+    def _approvals(self, node: Node, auto_approved: Iterable[str]) -> list[str] | None:
+        """The node's approved routes with `auto_approved` added; None when they add nothing."""
+        missing = set(auto_approved) - set(node.approved_routes)
+        return sorted(missing | set(node.approved_routes)) if missing else None
+
+    def _audit_approval(self, node: Node) -> None:
+        self.audit.record("node.approve_routes", f"node:{node.id}", routes=node.approved_routes)
+
+    def _nodes_written(
+        self, nodes: Sequence[Node], kind: ChangeKind = ChangeKind.NODE_UPDATED
+    ) -> list[Change]:
+        """Tell the policy engine about nodes just written; returns the changes they cause in causal order:
+        each node, then the nodes whose policy results it changed."""
+        changes: list[Change] = []
+        for node in nodes:
+            changes.append(Change(kind, node.id))
+            affected = self.policy.node_changed(node)
+            if affected:
+                changes.append(Change(ChangeKind.POLICY_NODES, node_ids=frozenset(affected)))
+        return changes
+
+    def _users_changed(self) -> list[Change]:
+        self.policy.users_changed()
+        return [Change(ChangeKind.USERS)]
 
     # ---- users ----
 
@@ -114,7 +155,7 @@ class Store(Credentials):
         provider: str = "",
         provider_id: str = "",
         profile_pic_url: str = "",
-    ) -> User:
+    ) -> Outcome[User]:
         check_user_name(name)
         if self.user_by_name(name) is not None:
             raise Conflict(f"user {name!r} already exists")
@@ -122,11 +163,10 @@ class Store(Credentials):
         user.id = await self.db.insert_user(user)
         self.users[user.id] = user
         self.audit.record("user.create", f"user:{user.id}", name=name)
-        self._emit(Change(ChangeKind.USERS))
-        return user
+        return Outcome.of(user, self._users_changed())
 
     @atomic
-    async def rename_user(self, user_id: int, new_name: str) -> User:
+    async def rename_user(self, user_id: int, new_name: str) -> Outcome[User]:
         user = self.get_user(user_id)
         check_user_name(new_name)
         if self.user_by_name(new_name) not in (None, user):
@@ -135,13 +175,12 @@ class Store(Credentials):
         await self.db.update_user(updated)
         self.users[user_id] = updated
         self.audit.record("user.rename", f"user:{user_id}", old=user.name, new=new_name)
-        self._emit(Change(ChangeKind.USERS))
-        return updated
+        return Outcome.of(updated, self._users_changed())
 
     @atomic
     async def update_user_profile(
         self, user_id: int, *, name: str, display_name: str, email: str, profile_pic_url: str
-    ) -> User:
+    ) -> Outcome[User]:
         """Refresh what an identity provider says about a user at each login: names change there."""
         user = self.get_user(user_id)
         check_user_name(name)
@@ -155,16 +194,15 @@ class Store(Credentials):
         }
         changed = {k: v for k, v in profile.items() if getattr(user, k) != v}
         if not changed:
-            return user
+            return Outcome(user)
         updated = replace(user, **changed)
         await self.db.update_user(updated)
         self.users[user_id] = updated
         self.audit.record("user.update", f"user:{user_id}", **changed)
-        self._emit(Change(ChangeKind.USERS))
-        return updated
+        return Outcome.of(updated, self._users_changed())
 
     @atomic
-    async def delete_user(self, user_id: int) -> None:
+    async def delete_user(self, user_id: int) -> Outcome[None]:
         """Delete a user and, in the same transaction, its preauth keys: a key never outlives its owner."""
         self.get_user(user_id)
         if any(n.user_id == user_id for n in self.nodes.values()):
@@ -175,7 +213,7 @@ class Store(Credentials):
         for key in [k for k in self.preauth_keys.values() if k.user_id == user_id]:
             del self.preauth_keys[key.id]
             self.audit.record("preauthkey.delete", f"preauthkey:{key.id}", prefix=key.prefix, user_id=user_id)
-        self._emit(Change(ChangeKind.USERS))
+        return Outcome.of(None, self._users_changed())
 
     # ---- nodes: lookups ----
 
@@ -227,7 +265,7 @@ class Store(Credentials):
             return
         audit.actor.set("system")
         self.audit.record("node.key_expired", f"node:{node_id}", expiry=expiry.isoformat())
-        self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
+        self.feed.publish([Change(ChangeKind.NODE_UPDATED, node_id)])
 
     def _unindex(self, node: Node) -> None:
         self.nodes.pop(node.id, None)
@@ -260,11 +298,19 @@ class Store(Credentials):
         changes["updated_at"] = now()
         if current.auth_key_id is not None and current.auth_key_id not in self.preauth_keys:
             changes.setdefault("auth_key_id", None)  # its key was deleted: the database nulled the reference
-        updated = replace(current, **changes)
+        requested = replace(current, **changes)
+        updated = self._approved_by_policy(requested)
         await self.db.update_node(updated)
         self._unindex(current)
         self._index(updated)
+        if updated is not requested:
+            self._audit_approval(updated)
         return updated
+
+    def _approved_by_policy(self, node: Node) -> Node:
+        """The record with the announced routes the policy's autoApprovers cover approved too."""
+        routes = self._approvals(node, self.policy.auto_approved_routes(node))
+        return node if routes is None else replace(node, approved_routes=routes)
 
     # ---- nodes: registration ----
 
@@ -307,7 +353,7 @@ class Store(Credentials):
         ephemeral: bool,
         expiry: datetime | None,
         key: PreAuthKey | None = None,
-    ) -> Node:
+    ) -> Outcome[Node]:
         """Register a machine as a node, or log a known machine in again keeping its id and addresses.
 
         Every node has an owner: a user, or its tags. Tagged nodes never expire by `node.expiry` (as in
@@ -349,8 +395,7 @@ class Store(Credentials):
                 hostname=hostname,
                 reregistration=True,
             )
-            self._emit(Change(ChangeKind.NODE_UPDATED, updated.id))
-            return updated
+            return Outcome.of(updated, self._nodes_written([updated]))
         if self.node_by_node_key(node_key) is not None:
             raise Conflict("node key already registered to another machine")
         ipv4, ipv6 = self.ips.allocate()
@@ -374,6 +419,7 @@ class Store(Credentials):
             updated_at=stamp,
             last_seen=stamp,
         )
+        requested, node = node, self._approved_by_policy(node)
         single_use = key if key is not None and not key.reusable else None
         try:
             node.id = await self.db.register_node(node, single_use)
@@ -393,8 +439,9 @@ class Store(Credentials):
             ipv4=str(ipv4) if ipv4 else None,
             ipv6=str(ipv6) if ipv6 else None,
         )
-        self._emit(Change(ChangeKind.NODE_ADDED, node.id))
-        return node
+        if node is not requested:
+            self._audit_approval(node)
+        return Outcome.of(node, self._nodes_written([node], ChangeKind.NODE_ADDED))
 
     async def _mark_key_used(self, key: PreAuthKey) -> None:
         if not key.reusable and not key.used:
@@ -403,7 +450,7 @@ class Store(Credentials):
             self.preauth_keys[key.id] = updated
 
     @atomic
-    async def rotate_node_key(self, node: Node, new_node_key: str, hostinfo: dict[str, Any]) -> Node:
+    async def rotate_node_key(self, node: Node, new_node_key: str, hostinfo: dict[str, Any]) -> Outcome[Node]:
         """OldNodeKey rotation: the machine replaces its node key and keeps everything else."""
         node = self._with_access(node)
         if self.node_by_node_key(new_node_key) not in (None, node):
@@ -411,28 +458,26 @@ class Store(Credentials):
         hostinfo = keep_netinfo(hostinfo, node.hostinfo) if hostinfo else node.hostinfo
         updated = await self._replace(node, node_key=new_node_key, hostinfo=hostinfo)
         self.audit.record("node.rotate_key", f"node:{node.id}")
-        self._emit(Change(ChangeKind.NODE_UPDATED, updated.id))
-        return updated
+        return Outcome.of(updated, self._nodes_written([updated]))
 
     @atomic
-    async def logout(self, node: Node) -> Node | None:
+    async def logout(self, node: Node) -> Outcome[Node | None]:
         """A client logging out: ephemeral nodes are deleted, others expire now. Returns what remains."""
         if node.ephemeral:
             await self.delete_node(node.id)
-            return None
-        return await self.set_expiry(node.id, now())
+            return Outcome(None)
+        return Outcome(await self.set_expiry(node.id, now()))
 
     # ---- nodes: updates ----
 
     @atomic
-    async def set_expiry(self, node_id: int, expiry: datetime | None) -> Node:
+    async def set_expiry(self, node_id: int, expiry: datetime | None) -> Outcome[Node]:
         updated = await self._replace(self.get_node(node_id), expiry=expiry)
         self.audit.record("node.expire", f"node:{node_id}", expiry=expiry.isoformat() if expiry else None)
-        self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
-        return updated
+        return Outcome.of(updated, self._nodes_written([updated]))
 
     @atomic
-    async def rename_node(self, node_id: int, new_name: str) -> Node:
+    async def rename_node(self, node_id: int, new_name: str) -> Outcome[Node]:
         node = self.get_node(node_id)
         label = dns_label(new_name)
         if label != new_name.lower():
@@ -441,37 +486,34 @@ class Store(Credentials):
             raise Conflict(f"node name {label!r} is already in use")
         updated = await self._replace(node, given_name=label)
         self.audit.record("node.rename", f"node:{node_id}", old=node.given_name, new=label)
-        self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
-        return updated
+        return Outcome.of(updated, self._nodes_written([updated]))
 
     @atomic
-    async def set_tags(self, node_id: int, tags: Iterable[str]) -> Node:
+    async def set_tags(self, node_id: int, tags: Iterable[str]) -> Outcome[Node]:
         node = self.get_node(node_id)
         tag_list = validate_tags(tags)
         if not tag_list and node.user_id is None:
             raise StateError("a tagged node keeps at least one tag: it has no user to own it otherwise")
         updated = await self._replace(node, tags=tag_list)
         self.audit.record("node.tag", f"node:{node_id}", tags=updated.tags)
-        self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
-        return updated
+        return Outcome.of(updated, self._nodes_written([updated]))
 
     @atomic
-    async def move_node(self, node_id: int, user_id: int) -> Node:
+    async def move_node(self, node_id: int, user_id: int) -> Outcome[Node]:
         node = self.get_node(node_id)
         self.get_user(user_id)
         if node.tags:
             raise StateError("tagged nodes are owned by their tags and cannot be moved to a user")
         updated = await self._replace(node, user_id=user_id)
         self.audit.record("node.move", f"node:{node_id}", from_user=node.user_id, to_user=user_id)
-        self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
-        return updated
+        return Outcome.of(updated, self._nodes_written([updated]))
 
     @atomic
-    async def set_approved_routes(self, node_id: int, routes: list[str]) -> Node:
+    async def set_approved_routes(self, node_id: int, routes: list[str]) -> Outcome[Node]:
+        """The operator's approval; routes the policy's autoApprovers cover stay approved whatever it says."""
         updated = await self._replace(self.get_node(node_id), approved_routes=sorted(set(routes)))
         self.audit.record("node.approve_routes", f"node:{node_id}", routes=updated.approved_routes)
-        self._emit(Change(ChangeKind.NODE_UPDATED, node_id))
-        return updated
+        return Outcome.of(updated, self._nodes_written([updated]))
 
     @atomic
     async def update_from_map_request(
@@ -481,7 +523,7 @@ class Store(Credentials):
         disco_key: str | None,
         endpoints: list[str] | None,
         hostinfo: dict[str, Any] | None,
-    ) -> Node:
+    ) -> Outcome[Node]:
         """Apply what a MapRequest reports: endpoint, DERP and disco changes are patches, Hostinfo is not.
 
         Refused (AccessRevoked) for a node that has lost access, judged on its record as it is now: it may
@@ -504,15 +546,16 @@ class Store(Credentials):
             if hostname != node.hostname:
                 changes["hostname"] = hostname
         if not changes:
-            return node
+            return Outcome(node)
         updated = await self._replace(node, **changes)
-        self._emit(Change(ChangeKind.NODE_UPDATED if full else ChangeKind.NODE_PATCH, node.id))
-        return updated
+        kind = ChangeKind.NODE_UPDATED if full else ChangeKind.NODE_PATCH
+        return Outcome.of(updated, self._nodes_written([updated], kind))
 
     @atomic
-    async def backfill_ips(self) -> list[str]:
+    async def backfill_ips(self) -> Outcome[list[str]]:
         """Give every node an address in each configured family it lacks; returns what was done, per node."""
-        changes = []
+        done: list[str] = []
+        written: list[Node] = []
         for node in sorted(self.nodes.values(), key=lambda n: n.id):
             missing: dict[str, Any] = {}
             if node.ipv4 is None and self.ips.v4 is not None:
@@ -522,18 +565,18 @@ class Store(Credentials):
             if not missing:
                 continue
             try:
-                await self._replace(node, **missing)
+                written.append(await self._replace(node, **missing))
             except Exception:
                 self.ips.release(missing.values())
+                self.feed.publish(self._nodes_written(written))  # those written stand
                 raise
             added = ", ".join(str(a) for a in missing.values())
-            changes.append(f"node {node.id} ({node.given_name}): added {added}")
+            done.append(f"node {node.id} ({node.given_name}): added {added}")
             self.audit.record("node.backfill_ips", f"node:{node.id}", added=added)
-            self._emit(Change(ChangeKind.NODE_UPDATED, node.id))
-        return changes
+        return Outcome.of(done, self._nodes_written(written))
 
     @atomic
-    async def delete_node(self, node_id: int) -> None:
+    async def delete_node(self, node_id: int) -> Outcome[None]:
         node = self.get_node(node_id)
         await self.db.delete_node(node_id)
         self._unindex(node)
@@ -544,7 +587,11 @@ class Store(Credentials):
         timer = self._ephemeral_timers.pop(node_id, None)
         if timer is not None:
             timer.cancel()
-        self._emit(Change(ChangeKind.NODE_REMOVED, node_id))
+        changes = [Change(ChangeKind.NODE_REMOVED, node_id)]
+        affected = self.policy.node_removed(node_id)
+        if affected:
+            changes.append(Change(ChangeKind.POLICY_NODES, node_ids=frozenset(affected)))
+        return Outcome.of(None, changes)
 
     # ---- presence ----
 
@@ -556,25 +603,32 @@ class Store(Credentials):
         if timer is not None:
             timer.cancel()
         if count == 1:
-            self._emit(Change(ChangeKind.NODE_ONLINE, node_id, online=True))
+            self.feed.publish(self._presence_changed(node_id, online=True))
+
+    def _presence_changed(self, node_id: int, *, online: bool) -> list[Change]:
+        """The node came online or went offline; then the routers whose primary routes that moved."""
+        moved = self.policy.presence_changed(node_id)
+        return [Change(ChangeKind.NODE_ONLINE, node_id, online=online)] + [
+            Change(ChangeKind.NODE_UPDATED, router_id) for router_id in sorted(moved)
+        ]
 
     @atomic
-    async def disconnected(self, node_id: int) -> None:
+    async def disconnected(self, node_id: int) -> Outcome[None]:
         """A map stream for the node closed; the last one closing takes the node offline."""
         count = self._sessions.get(node_id, 0) - 1
         if count > 0:
             self._sessions[node_id] = count
-            return
+            return Outcome(None)
         self._sessions.pop(node_id, None)
         node = self.nodes.get(node_id)
         if node is None:
-            return
+            return Outcome(None)
         stamp = now()
         await self.db.update_node_fields(node_id, last_seen=stamp)
         node.last_seen = stamp
-        self._emit(Change(ChangeKind.NODE_ONLINE, node_id, online=False))
         if node.ephemeral:
             self._schedule_ephemeral_cleanup(node_id)
+        return Outcome.of(None, self._presence_changed(node_id, online=False))
 
     def _schedule_ephemeral_cleanup(self, node_id: int) -> None:
         loop = asyncio.get_running_loop()
