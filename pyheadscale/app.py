@@ -147,7 +147,6 @@ class Server:
         prober = HAProber(
             config.node.routes.ha, config.server_url, store, policy, router_health, distributor, self.pings
         )
-        store.feed.subscribe(prober.on_change)
         store.feed.subscribe(distributor.on_change)
 
         def derp_changed() -> None:

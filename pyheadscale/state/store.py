@@ -29,6 +29,7 @@ from pyheadscale.state.ipalloc import IPAllocator
 from pyheadscale.state.models import ApiKey, Node, PreAuthKey, User
 from pyheadscale.state.mutations import Outcome, atomic
 from pyheadscale.state.names import check_user_name, dns_label, now, validate_tags
+from pyheadscale.state.presence import Presence
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class Store(Credentials):
         self._by_node_key: dict[str, int] = {}
         self._by_machine_key: dict[str, int] = {}
         self._given_names: set[str] = set()
-        self._sessions: dict[int, int] = {}
+        self.presence = Presence()
         self.policy: PolicyConsequences = NoPolicy()
         self._ephemeral_timers: dict[int, asyncio.TimerHandle] = {}
         self._expiry = ExpiryTimers(self._expiry_passed)
@@ -232,7 +233,7 @@ class Store(Credentials):
         return node
 
     def is_online(self, node_id: int) -> bool:
-        return self._sessions.get(node_id, 0) > 0
+        return self.presence.is_online(node_id)
 
     @staticmethod
     def is_expired(node: Node) -> bool:
@@ -582,7 +583,7 @@ class Store(Credentials):
         self._unindex(node)
         self.audit.record("node.delete", f"node:{node_id}", hostname=node.hostname)
         self.ips.release([node.ipv4, node.ipv6])
-        self._sessions.pop(node_id, None)
+        self.presence.forget(node_id)
         self._expiry.stop(node_id)
         timer = self._ephemeral_timers.pop(node_id, None)
         if timer is not None:
@@ -597,12 +598,11 @@ class Store(Credentials):
 
     def connected(self, node_id: int) -> None:
         """A map stream for the node opened."""
-        count = self._sessions.get(node_id, 0) + 1
-        self._sessions[node_id] = count
+        came_online = self.presence.opened(node_id)
         timer = self._ephemeral_timers.pop(node_id, None)
         if timer is not None:
             timer.cancel()
-        if count == 1:
+        if came_online:
             self.feed.publish(self._presence_changed(node_id, online=True))
 
     def _presence_changed(self, node_id: int, *, online: bool) -> list[Change]:
@@ -615,13 +615,9 @@ class Store(Credentials):
     @atomic
     async def disconnected(self, node_id: int) -> Outcome[None]:
         """A map stream for the node closed; the last one closing takes the node offline."""
-        count = self._sessions.get(node_id, 0) - 1
-        if count > 0:
-            self._sessions[node_id] = count
-            return Outcome(None)
-        self._sessions.pop(node_id, None)
+        went_offline = self.presence.closed(node_id)
         node = self.nodes.get(node_id)
-        if node is None:
+        if not went_offline or node is None:
             return Outcome(None)
         stamp = now()
         await self.db.update_node_fields(node_id, last_seen=stamp)
