@@ -121,14 +121,14 @@ class Server:
             await asyncio.to_thread(private_files.ensure_private_file, config.path(config.audit_log))
         self.db = await Database.open(config)
         ips = IPAllocator(config.prefixes.v4, config.prefixes.v6, config.prefixes.allocation)
-        store = self.store = Store(self.db, ips)
-        store.ephemeral_timeout = config.ephemeral_inactivity_timeout
-        store.audit = self.audit = AuditLog(
+        self.audit = AuditLog(
             config.path(config.audit_log) if config.audit_log else None,
             config.limits.audit,
             config.limits.rate.audit_refusals,
             on_suppressed=self.metrics.audit_suppressed.inc,
         )
+        store = self.store = Store(self.db, ips, self.audit)
+        store.ephemeral_timeout = config.ephemeral_inactivity_timeout
         await self.audit.start()
         self._closers.append(self.audit.close)
         await store.load()

@@ -57,8 +57,6 @@ class _PeerRendering:
 
     base: dict[str, Any]
     entry: dict[str, Any] | None = None
-    # The record's last_seen when `entry` was made: the store sets it in place when the node goes offline.
-    last_seen: datetime | None = None
 
 
 class MapBuilder:
@@ -128,7 +126,6 @@ class MapBuilder:
             and last["Expired"] is expired
             and last["AllowedIPs"] == peer.allowed_ips
             and last["PrimaryRoutes"] == peer.primary_routes
-            and rendering.last_seen == node.last_seen
         ):
             return last
         out = dict(rendering.base)
@@ -140,7 +137,7 @@ class MapBuilder:
         out["CapMap"] = {}
         if not online and node.last_seen is not None:
             out["LastSeen"] = tailcfg.go_time(node.last_seen)
-        rendering.entry, rendering.last_seen = out, node.last_seen
+        rendering.entry = out
         return out
 
     def _render(self, node: Node, peer: PeerView | None, capver: int, *, self_view: bool) -> dict[str, Any]:

@@ -8,14 +8,14 @@ import contextvars
 import functools
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
 from pyheadscale.state.changes import Change
 from pyheadscale.state.feed import ChangeFeed
 
 P = ParamSpec("P")
 R = TypeVar("R")
-GuardT = TypeVar("GuardT", bound="MutationGuard")
+OwnerT = TypeVar("OwnerT", bound="Mutating")
 
 # The task running a mutation, so a mutation calling another (in the same task) does not wait for the lock it
 # already holds. A task spawned during a mutation inherits the value but is another task, so it still queues.
@@ -38,7 +38,7 @@ class Outcome(Generic[R]):
 
 class MutationGuard:
     """The lock mutations queue on, those still running (for `wait_for_mutations` at shutdown), and the feed
-    their changes go to."""
+    their changes go to: one for the whole state, shared by every component that mutates it."""
 
     def __init__(self) -> None:
         self._mutation_lock = asyncio.Lock()
@@ -50,9 +50,16 @@ class MutationGuard:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
 
+class Mutating(Protocol):
+    """A state component whose methods are mutations (`@atomic`)."""
+
+    @property
+    def mutations(self) -> MutationGuard: ...
+
+
 def atomic(
-    method: Callable[Concatenate[GuardT, P], Coroutine[Any, Any, Outcome[R]]],
-) -> Callable[Concatenate[GuardT, P], Coroutine[Any, Any, R]]:
+    method: Callable[Concatenate[OwnerT, P], Coroutine[Any, Any, Outcome[R]]],
+) -> Callable[Concatenate[OwnerT, P], Coroutine[Any, Any, R]]:
     """Run a mutation to completion even if its caller is cancelled (a client hanging up mid-request), then
     publish the changes it returns and give the caller its value.
 
@@ -67,14 +74,15 @@ def atomic(
     """
 
     @functools.wraps(method)
-    async def run(guard: GuardT, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def run(owner: OwnerT, *args: P.args, **kwargs: P.kwargs) -> R:
+        guard = owner.mutations
         if _MUTATION_TASK.get() is not None and _MUTATION_TASK.get() is asyncio.current_task():
-            return published(guard, await method(guard, *args, **kwargs))
+            return published(guard, await method(owner, *args, **kwargs))
 
         async def serialized() -> R:
             _MUTATION_TASK.set(asyncio.current_task())
             async with guard._mutation_lock:
-                return published(guard, await method(guard, *args, **kwargs))
+                return published(guard, await method(owner, *args, **kwargs))
 
         task: asyncio.Future[R] = asyncio.ensure_future(serialized())
         guard._inflight.add(task)
