@@ -250,6 +250,9 @@ class _Candidate:
         return self.engine.auto_approved_routes(policy_node(self.manager.store, node))
 
     def install(self) -> None:
+        # Routers may have come or gone while the approvals were written (presence is not a queued
+        # mutation): elect again, as the engine in force would have. The POLICY change refreshes every map.
+        self.engine.reelect_primaries()
         self.manager._put_in_force(self.engine, self.text)
 
 
