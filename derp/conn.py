@@ -118,6 +118,10 @@ class HijackedHTTPConn(Conn):
     async def read_exactly(self, n: int) -> bytes:
         return await self._reader.readexactly(n)
 
+    async def read_some(self, limit: int = 1 << 16) -> bytes:
+        """Up to `limit` bytes, as soon as any arrive; b"" at the end of the stream (as TS2021 reads)."""
+        return await self._reader.read(limit)
+
     async def write(self, data: bytes) -> None:
         if self._transport.is_closing():
             raise ConnectionResetError("connection closed")

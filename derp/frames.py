@@ -70,8 +70,6 @@ class PeerGoneReason(enum.IntEnum):
 
     DISCONNECTED = 0x00
     NOT_HERE = 0x01
-    MESH_CONN_BROKE = 0xF0
-    """Never on the wire: invented locally when a mesh link drops."""
 
 
 class PeerPresentFlags(enum.IntFlag):

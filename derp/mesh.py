@@ -5,6 +5,11 @@ connection list (WatchConns).  PeerPresent/PeerGone updates tell us which
 node keys are reachable through that peer, and packets for those keys are
 handed to the peer in ForwardPacket frames.  Links are one-way: a peer
 forwards to us over its own link to us.
+
+A link knows nothing of the server that owns it: it reports each key that
+appears or leaves through the two callbacks it was given (as tailscale's
+derphttp mesh client does with its add/remove functions), and counts its drops
+in the counters it was handed.  So the relay depends on the mesh, never back.
 """
 
 from __future__ import annotations
@@ -12,14 +17,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
+
+import nacl.public
 
 from derp import frames
 from derp.client import DerpClient
+from derp.client_conn import PacketCounters
 from derp.frames import ProtocolError
-
-if TYPE_CHECKING:
-    from derp.server import DerpServer
+from derp.keys import public_key_bytes
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +35,34 @@ FORWARD_QUEUE_DEPTH = 1024
 """Packets awaiting the mesh socket; beyond this the oldest is dropped, as for clients."""
 MAX_FORWARD_BATCH = 256 << 10
 
+PeerCallback = Callable[[bytes, "MeshLink"], None]
+"""Told a node key that became reachable (or stopped being reachable) through this link."""
+
 
 class MeshLink:
     """Our link to one mesh peer: learns its clients and forwards packets to them."""
 
     def __init__(
         self,
-        server: DerpServer,
         url: str,
+        private_key: nacl.public.PrivateKey,
+        mesh_key: bytes,
         *,
+        counters: PacketCounters,
+        on_peer_present: PeerCallback,
+        on_peer_gone: PeerCallback,
         ssl: Any = None,
         retry_interval: float = DEFAULT_RETRY_INTERVAL,
     ) -> None:
-        self.server = server
+        """``private_key`` is our server's: we log in to the peer as it, and a peer
+        presenting its public half is ourselves."""
         self.url = url
+        self._private_key = private_key
+        self._public_key = public_key_bytes(private_key)
+        self._mesh_key = mesh_key
+        self._counters = counters
+        self._on_peer_present = on_peer_present
+        self._on_peer_gone = on_peer_gone
         self._ssl = ssl
         self._retry_interval = retry_interval
         self._client: DerpClient | None = None
@@ -68,11 +89,11 @@ class MeshLink:
 
     def forward_packet(self, source: bytes, destination: bytes, data: bytes) -> None:
         if self._client is None:
-            self.server.counters.drops.forward_queue_full += 1
+            self._counters.drops.forward_queue_full += 1
             return
         if len(self._queue) >= FORWARD_QUEUE_DEPTH:
             self._queue.popleft()
-            self.server.counters.drops.forward_queue_full += 1
+            self._counters.drops.forward_queue_full += 1
         self._queue.append(frames.encode_forward_packet(source, destination, data))
         self._wake.set()
 
@@ -88,8 +109,8 @@ class MeshLink:
             try:
                 client = await DerpClient.connect(
                     self.url,
-                    self.server.private_key,
-                    mesh_key=self.server.mesh_key,
+                    self._private_key,
+                    mesh_key=self._mesh_key,
                     ssl=self._ssl,
                     app_name="pyheadscale-derp-mesh",
                 )
@@ -98,7 +119,7 @@ class MeshLink:
                 log.info("mesh %s: %s", self.url, self.last_error)
                 await asyncio.sleep(self._retry_interval)
                 continue
-            if client.server_public_key == self.server.public_key:
+            if client.server_public_key == self._public_key:
                 log.info("mesh %s: that is this server; not meshing with myself", self.url)
                 self.self_connect = True
                 await client.close()
@@ -124,12 +145,12 @@ class MeshLink:
                     self.connected.set()
                     log.info("mesh %s: connected", self.url)
                 if isinstance(message, frames.PeerPresent):
-                    if message.peer != self.server.public_key:
+                    if message.peer != self._public_key:
                         self._present.add(message.peer)
-                        self.server.add_packet_forwarder(message.peer, self)
+                        self._on_peer_present(message.peer, self)
                 elif isinstance(message, frames.PeerGone):
                     self._present.discard(message.peer)
-                    self.server.remove_packet_forwarder(message.peer, self)
+                    self._on_peer_gone(message.peer, self)
         except (OSError, ProtocolError, asyncio.IncompleteReadError) as exc:
             self.last_error = f"link lost: {exc}"
             log.info("mesh %s: %s", self.url, self.last_error)
@@ -138,7 +159,7 @@ class MeshLink:
             self._client = None
             self._queue.clear()
             for key in self._present:
-                self.server.remove_packet_forwarder(key, self)
+                self._on_peer_gone(key, self)
             self._present.clear()
             if writer is not None:
                 writer.cancel()

@@ -486,7 +486,15 @@ class DerpServer:
         if self._mesh_key is None:
             raise ValueError("meshing requires a mesh key")
         for url in urls:
-            link = MeshLink(self, url, ssl=ssl)
+            link = MeshLink(
+                url,
+                self._private_key,
+                self._mesh_key,
+                counters=self.counters,
+                on_peer_present=self.add_packet_forwarder,
+                on_peer_gone=self.remove_packet_forwarder,
+                ssl=ssl,
+            )
             self._meshes.append(link)
             link.start()
 

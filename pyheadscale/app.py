@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ from derp.stun import start_stun_server
 from pyheadscale import keys, private_files
 from pyheadscale.api import meta
 from pyheadscale.api.app import api_application
+from pyheadscale.api.auth import ApiKeyGuard
+from pyheadscale.api.context import ApiContext
 from pyheadscale.api.service import HeadscaleService
 from pyheadscale.audit import AuditLog
 from pyheadscale.auth.interactive import PendingLogins
@@ -42,6 +46,7 @@ from pyheadscale.derpmap import DERPMapSource
 from pyheadscale.extra_records import ExtraRecordsFile
 from pyheadscale.grpc.local import start_local_socket
 from pyheadscale.grpc.server import start_grpc
+from pyheadscale.health import HealthCheck
 from pyheadscale.listener import GuardedAppRunner, request_deadline
 from pyheadscale.mapper.builder import MapBuilder, MapContext
 from pyheadscale.mapper.distributor import Distributor
@@ -50,6 +55,7 @@ from pyheadscale.policy.tag_owners import tags_not_owned
 from pyheadscale.state.changes import Change, ChangeKind
 from pyheadscale.state.ha_routes import HAProber, RouterHealthState
 from pyheadscale.state.ipalloc import IPAllocator
+from pyheadscale.state.names import now
 from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
 from pyheadscale.tls.acme_manager import ACMECertificates
@@ -71,46 +77,106 @@ def _read_or_create_key(path: Path) -> keys.PrivateKey:
     return key
 
 
+Closer = Callable[[], Any]
+"""Takes one started part down; may return an awaitable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Components:
+    """The parts of a started server, each built once by `Server.start()`.
+
+    None only where the config switches a feature off: the embedded DERP relay, OIDC logins, ACME.
+    """
+
+    metrics: Metrics
+    db: Database
+    store: Store
+    audit: AuditLog
+    router_health: RouterHealthState
+    policy: PolicyManager
+    logins: PendingLogins
+    ssh_checks: SSHChecks
+    pings: PingTracker
+    control: ControlServer
+    service: HeadscaleService
+    derp: DerpServer | None
+    oidc: OIDCLogin | None
+    acme: ACMECertificates | None
+
+
 class Server:
-    """One pyheadscale server. `start()` brings every listener up; `stop()` takes them down."""
+    """One pyheadscale server, the composition root: `start()` builds every part and brings every
+    listener up, handing each part exactly what it uses; `stop()` takes them down, newest first."""
 
     def __init__(self, config: Config, *, keepalive: float = KEEPALIVE_SECONDS) -> None:
         self.config = config
         self.keepalive = keepalive
-        self.db: Database | None = None
-        self.store: Store | None = None
-        self.policy: PolicyManager | None = None
-        self._runners: list[web.AppRunner] = []
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._closers: list[Any] = []
         self.ready = asyncio.Event()
-        self.metrics = Metrics()
-        self.audit = AuditLog(None)
-        self._control: ControlServer | None = None
-        self.logins = PendingLogins(
-            config.limits.logins.max_pending, config.limits.logins.max_pending_per_source
-        )
-        self.ssh_checks = SSHChecks()
-        self.pings = PingTracker()
-        self.router_health: RouterHealthState | None = None
-        self.derp: DerpServer | None = None
-        self.register: RegisterHandler | None = None
-        self.oidc: OIDCLogin | None = None
-        self.acme: ACMECertificates | None = None
-        self.service = HeadscaleService(self)
+        self._components: Components | None = None
+        self._closers: list[Closer] = []
+
+    @property
+    def components(self) -> Components:
+        if self._components is None:
+            raise RuntimeError("the server is not started: await start() first")
+        return self._components
+
+    # The parts tools and tests reach most often, by name.
+    @property
+    def store(self) -> Store:
+        return self.components.store
+
+    @property
+    def policy(self) -> PolicyManager:
+        return self.components.policy
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.components.metrics
+
+    @property
+    def audit(self) -> AuditLog:
+        return self.components.audit
+
+    @property
+    def logins(self) -> PendingLogins:
+        return self.components.logins
+
+    @property
+    def ssh_checks(self) -> SSHChecks:
+        return self.components.ssh_checks
+
+    @property
+    def pings(self) -> PingTracker:
+        return self.components.pings
+
+    @property
+    def router_health(self) -> RouterHealthState:
+        return self.components.router_health
+
+    @property
+    def derp(self) -> DerpServer | None:
+        return self.components.derp
+
+    @property
+    def oidc(self) -> OIDCLogin | None:
+        return self.components.oidc
 
     async def start(self) -> None:
         """Bring the server up; on any failure, take down whatever had started and re-raise."""
         try:
-            await self._start()
+            self._components = await self._start()
         except BaseException:
             await self.stop()
             raise
+        self.ready.set()
 
-    async def _start(self) -> None:
+    async def _start(self) -> Components:
         config = self.config
+        closers = self._closers
+        metrics = Metrics()
         await asyncio.to_thread(private_files.make_private_dir, Path(config.data_dir))
-        tls_context = await self._tls_context()
+        acme, tls_context = await self._tls_context()
         noise_key = await asyncio.to_thread(_read_or_create_key, config.path(config.noise.private_key_path))
 
         if config.database.type != "postgres":
@@ -119,33 +185,41 @@ class Server:
             )
         if config.audit_log:
             await asyncio.to_thread(private_files.ensure_private_file, config.path(config.audit_log))
-        self.db = await Database.open(config)
+        db = await Database.open(config)
+        closers.append(db.close)
         ips = IPAllocator(config.prefixes.v4, config.prefixes.v6, config.prefixes.allocation)
-        self.audit = AuditLog(
+        audit = AuditLog(
             config.path(config.audit_log) if config.audit_log else None,
             config.limits.audit,
             config.limits.rate.audit_refusals,
-            on_suppressed=self.metrics.audit_suppressed.inc,
+            on_suppressed=metrics.audit_suppressed.inc,
         )
-        store = self.store = Store(self.db, ips, self.audit)
+        store = Store(db, ips, audit)
+        closers.append(store.close)
         store.ephemeral_timeout = config.ephemeral_inactivity_timeout
-        await self.audit.start()
-        self._closers.append(self.audit.close)
+        await audit.start()
+        closers.append(audit.close)
         await store.load()
 
-        router_health = self.router_health = RouterHealthState(store)
-        policy = self.policy = PolicyManager(config, store, router_health)
-        self.logins.tags_not_owned = lambda user_id, tags: tags_not_owned(policy.engine, user_id, tags)
+        router_health = RouterHealthState(store)
+        policy = PolicyManager(config, store, router_health)
         await policy.start()
         store.attach_policy(policy)
-        self._closers.append(policy.close)
+        closers.append(policy.close)
+        logins = PendingLogins(
+            config.limits.logins.max_pending,
+            config.limits.logins.max_pending_per_source,
+            tags_not_owned=lambda user_id, tags: tags_not_owned(policy.engine, user_id, tags),
+        )
+        ssh_checks = SSHChecks()
+        pings = PingTracker()
         derp_source = DERPMapSource(config)
         await derp_source.start()
         ctx = MapContext(config, store, policy, derp_source.current)
         builder = MapBuilder(ctx)
         distributor = Distributor(builder)
         prober = HAProber(
-            config.node.routes.ha, config.server_url, store, policy, router_health, distributor, self.pings
+            config.node.routes.ha, config.server_url, store, policy, router_health, distributor, pings
         )
         store.feed.subscribe(distributor.on_change)
 
@@ -154,14 +228,14 @@ class Server:
             store.feed.publish([Change(ChangeKind.DERP)])
 
         derp_source.on_change = derp_changed
-        self._closers.append(derp_source.close)
+        closers.append(derp_source.close)
         await self._start_extra_records(builder, store)
 
-        register = self.register = RegisterHandler(store, config, self.metrics, self.logins)
-        maps = MapHandler(store, builder, distributor, self.metrics, keepalive=self.keepalive)
-        self.metrics.bind_store(store, lambda: maps.streams)
-        ssh_action = SSHActionHandler(store, policy, self.ssh_checks, config.server_url)
-        store.feed.subscribe(self._forget_ssh_approvals)
+        register = RegisterHandler(store, config, metrics, logins)
+        maps = MapHandler(store, builder, distributor, metrics, keepalive=self.keepalive)
+        metrics.bind_store(store, lambda: maps.streams)
+        ssh_action = SSHActionHandler(store, policy, ssh_checks, config.server_url)
+        store.feed.subscribe(functools.partial(_forget_ssh_approvals, ssh_checks))
         control = ControlServer(
             noise_key,
             {
@@ -171,40 +245,51 @@ class Server:
             | dict.fromkeys(unimplemented.ROUTES, unimplemented.not_implemented),
             {SSH_ACTION_PREFIX: ssh_action.handle},
             config.limits,
-            on_rate_limited=self.metrics.rate_limited.labels("handshakes").inc,
+            on_rate_limited=metrics.rate_limited.labels("handshakes").inc,
+        )
+        health = HealthCheck(db, self.ready)
+        service = HeadscaleService(
+            ApiContext(
+                store,
+                policy,
+                logins,
+                ssh_checks,
+                health,
+                login_expiry=lambda: config.node.expiry_for(tagged=False, requested=None, at=now()),
+            )
         )
 
         limits = config.limits.connections
         app = web.Application(
-            client_max_size=1 << 20, middlewares=[self.metrics.middleware, request_deadline(limits)]
+            client_max_size=1 << 20, middlewares=[metrics.middleware, request_deadline(limits)]
         )
         control.add_routes(app)
-        self._control = control
-        app.router.add_get("/health", self._health)
+        app.router.add_get("/health", health.handle)
         meta.add_routes(app)
         derp_access = DerpAccess(store)
         app.router.add_post("/verify", verify_handler(derp_access))
-        oidc = self.oidc = await start_oidc(config, store, self.logins)
+        oidc = await start_oidc(config, store, logins, ssh_checks)
         if oidc is not None:
-            self._closers.append(oidc.provider.close)
+            closers.append(oidc.provider.close)
             oidc.add_routes(app)
-        app.router.add_get("/register/{auth_id}", register_page_handler(self.logins, oidc))
-        if oidc is not None:
-            oidc.ssh_checks = self.ssh_checks
-        app.router.add_get("/auth/{auth_id}", ssh_check_page_handler(self.ssh_checks, store, oidc))
+        app.router.add_get("/register/{auth_id}", register_page_handler(logins, oidc))
+        app.router.add_get("/auth/{auth_id}", ssh_check_page_handler(ssh_checks, store, oidc))
 
         async def derp_map(_request: web.Request) -> web.Response:
             return web.json_response(ctx.derp_map)
 
         app.router.add_get("/derpmap/default", derp_map)
-        app.router.add_route("*", PING_PATH, self.pings.handle)
-        await self._start_derp(app, config, derp_access, lambda: ctx.derp_map)
-        app.add_subapp("/api/v1", api_application(self, trusted=False))
+        app.router.add_route("*", PING_PATH, pings.handle)
+        derp = await self._start_derp(app, store, derp_access, lambda: ctx.derp_map)
+        rate = config.limits.rate.api_auth_failures
+        app.add_subapp("/api/v1", api_application(service, ApiKeyGuard(store, rate, metrics)))
 
-        refused = self.metrics.connections_refused
+        refused = metrics.connections_refused
         runner = GuardedAppRunner(app, limits, lambda reason: refused.labels(reason).inc(), access_log=None)
         await runner.setup()
-        self._runners.append(runner)
+        closers.append(runner.cleanup)
+        # Before the listener: the sessions it holds (TS2021 streams, waiting logins, checks, pings).
+        closers.extend([control.close, pings.close, ssh_checks.close, logins.close])
         host, port = config.listen
         if tls_context is None:
             await web.TCPSite(runner, host, port, reuse_address=True).start()
@@ -215,20 +300,36 @@ class Server:
             )
             await site.start()
         scheme = "https" if tls_context is not None else "http"
-        if self.acme is not None:
-            self.acme.begin()  # TLS-ALPN-01 is answered on this listener, so only now
+        if acme is not None:
+            acme.begin()  # TLS-ALPN-01 is answered on this listener, so only now
         log.info(
             "pyheadscale listening on %s://%s (server_url %s)", scheme, config.listen_addr, config.server_url
         )
-        await self._start_unix_socket()
-        await self._start_metrics()
-        grpc_server = await start_grpc(self)
+        await self._start_unix_socket(service)
+        await self._start_metrics(metrics)
+        # Its own guard: failed attempts over gRPC and over REST are limited apart, as two listeners.
+        grpc_server = await start_grpc(config, service, ApiKeyGuard(store, rate, metrics))
         if grpc_server is not None:
-            self._closers.append(lambda: grpc_server.stop(grace=1.0))
+            closers.append(lambda: grpc_server.stop(grace=1.0))
 
         prober.start()
-        self._closers.append(prober.close)
-        self.ready.set()
+        closers.append(prober.close)
+        return Components(
+            metrics=metrics,
+            db=db,
+            store=store,
+            audit=audit,
+            router_health=router_health,
+            policy=policy,
+            logins=logins,
+            ssh_checks=ssh_checks,
+            pings=pings,
+            control=control,
+            service=service,
+            derp=derp,
+            oidc=oidc,
+            acme=acme,
+        )
 
     async def _start_extra_records(self, builder: MapBuilder, store: Store) -> None:
         """dns.extra_records_path: its records in every map, pushed to every node when the file changes."""
@@ -247,26 +348,27 @@ class Server:
     async def _start_derp(
         self,
         app: web.Application,
-        config: Config,
+        store: Store,
         access: DerpAccess,
         derp_map: Callable[[], dict[str, Any]],
-    ) -> None:
-        server_cfg = config.derp.server
+    ) -> DerpServer | None:
+        """The embedded DERP relay and STUN, when derp.server.enabled."""
+        server_cfg = self.config.derp.server
         if not server_cfg.enabled:
-            return
-        derp_key = await asyncio.to_thread(_read_or_create_key, config.path(server_cfg.private_key_path))
+            return None
+        derp_key = await asyncio.to_thread(_read_or_create_key, self.config.path(server_cfg.private_key_path))
         verify = access.admits_raw if server_cfg.verify_clients else None
-        derp = self.derp = DerpServer(derp_key.raw, verify_client=verify)
+        derp = DerpServer(derp_key.raw, verify_client=verify)
         if verify is not None:
-            assert self.store is not None
-            self.store.feed.subscribe(access.revoke_into(derp.close_client))
+            store.feed.subscribe(access.revoke_into(derp.close_client))
         add_derp_routes(app, derp)
         app.router.add_get("/bootstrap-dns", BootstrapDNS(derp_map).handle)
         host, _, port = server_cfg.stun_listen_addr.rpartition(":")
         stun = await start_stun_server(host.strip("[]") or "0.0.0.0", int(port))
         self._closers.append(stun.close)
+        return derp
 
-    async def _start_unix_socket(self) -> None:
+    async def _start_unix_socket(self, service: HeadscaleService) -> None:
         """The local API for the CLI: trusted by the socket's file permissions, so no API key is needed."""
         if not self.config.unix_socket:
             return
@@ -274,70 +376,56 @@ class Server:
         mode = int(self.config.unix_socket_permission, 8)
         sock = await asyncio.to_thread(private_files.bind_unix_socket, path, mode)
         local = web.Application()
-        local.add_subapp("/api/v1", api_application(self, trusted=True))
+        local.add_subapp("/api/v1", api_application(service, None))
         runner = web.AppRunner(local, access_log=None)
         await runner.setup()
-        self._runners.append(runner)
+        self._closers.append(runner.cleanup)
         # Shared with Headscale's CLI, which speaks gRPC here: see grpc/local.py.
-        self._closers.append(await start_local_socket(self, sock, runner))
+        self._closers.append(await start_local_socket(service, sock, runner))
 
-    async def _tls_context(self) -> ssl.SSLContext | None:
-        """TLS for listen_addr: from tls_cert_path/tls_key_path (a bad file stops the start), or from ACME."""
+    async def _tls_context(self) -> tuple[ACMECertificates | None, ssl.SSLContext | None]:
+        """TLS for listen_addr: from tls_cert_path/tls_key_path (a bad file stops the start), or from ACME
+        (whose manager is returned too)."""
         config = self.config
         if config.tls_letsencrypt_hostname:
-            acme = self.acme = ACMECertificates(config)
+            acme = ACMECertificates(config)
             self._closers.append(acme.close)
             await acme.start()
-            return acme.context
+            return acme, acme.context
         if not config.tls_cert_path:
-            return None
+            return None, None
         cert, key = config.path(config.tls_cert_path), config.path(config.tls_key_path)
-        return await asyncio.to_thread(context_from_files, cert, key)
+        return None, await asyncio.to_thread(context_from_files, cert, key)
 
-    async def _start_metrics(self) -> None:
+    async def _start_metrics(self, metrics: Metrics) -> None:
         listen = self.config.metrics_listen
         if listen is None:
             return
         metrics_app = web.Application()
-        metrics_app.router.add_get("/metrics", self.metrics.handle)
+        metrics_app.router.add_get("/metrics", metrics.handle)
         # Unauthenticated like the main listener, so held to the same connection limits.
-        refused = self.metrics.connections_refused
+        refused = metrics.connections_refused
         runner = GuardedAppRunner(
             metrics_app, self.config.limits.connections, lambda r: refused.labels(r).inc(), access_log=None
         )
         await runner.setup()
-        self._runners.append(runner)
+        self._closers.append(runner.cleanup)
         await web.TCPSite(runner, listen[0], listen[1], reuse_address=True).start()
 
-    def _forget_ssh_approvals(self, change: Change) -> None:
-        if change.kind is ChangeKind.NODE_REMOVED and change.node_id is not None:
-            self.ssh_checks.forget_node(change.node_id)
-
-    async def _health(self, _request: web.Request) -> web.Response:
-        if not self.ready.is_set() or self.db is None:
-            return web.json_response({"status": "starting"}, status=503)
-        return web.json_response({"status": "pass"})
-
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.logins.close()
-        self.ssh_checks.close()
-        self.pings.close()
-        if self._control is not None:
-            await self._control.close()
-        for runner in self._runners:
-            await runner.cleanup()
-        for close in reversed(self._closers):
+        """Take down whatever started, newest first; a part failing to close does not keep the rest up."""
+        self.ready.clear()
+        while self._closers:
+            close = self._closers.pop()
             with contextlib.suppress(Exception):
                 result = close()
                 if asyncio.iscoroutine(result):
                     await result
-        if self.store is not None:
-            await self.store.close()
-        if self.db is not None:
-            await self.db.close()
+
+
+def _forget_ssh_approvals(checks: SSHChecks, change: Change) -> None:
+    if change.kind is ChangeKind.NODE_REMOVED and change.node_id is not None:
+        checks.forget_node(change.node_id)
 
 
 async def serve_forever(config: Config) -> None:
@@ -347,18 +435,16 @@ async def serve_forever(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if server.policy is not None:
-        policy = server.policy
+    policy = server.policy
+    reloads: set[asyncio.Task[bool]] = set()
 
-        reloads: set[asyncio.Task[bool]] = set()
+    def reload_policy() -> None:
+        log.info("SIGHUP: re-reading the policy file")
+        task = loop.create_task(policy.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
 
-        def reload_policy() -> None:
-            log.info("SIGHUP: re-reading the policy file")
-            task = loop.create_task(policy.reload())
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, reload_policy)
+    loop.add_signal_handler(signal.SIGHUP, reload_policy)
     try:
         await stop.wait()
     finally:

@@ -13,9 +13,9 @@ DEFAULT_LIMIT = 1000
 
 class Audit(Resource):
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/audit", self.list)]
+        return [web.get("/audit", self.audit_entries)]
 
-    async def list(self, request: web.Request) -> web.Response:
+    async def audit_entries(self, request: web.Request) -> web.Response:
         query = request.query
         text = query.get("limit", str(DEFAULT_LIMIT))
         if not text.isdigit() or not 1 <= int(text) <= MEMORY_ENTRIES:

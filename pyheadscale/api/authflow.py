@@ -33,10 +33,10 @@ async def complete_login(resource: Resource, auth_id: str, user_ref: str) -> Any
         raise invalid("auth_id is required (the id at the end of the login URL)")
     if not user_ref:
         raise invalid("user is required")
-    server, store = resource.server, resource.store
+    context, store = resource.context, resource.store
     user = store.resolve_user(user_ref)
-    expiry = server.register.default_expiry() if server.register else None
-    node = await server.logins.approve(store, server.logins.pending(auth_id), user, expiry, method="cli")
+    logins = context.logins
+    node = await logins.approve(store, logins.pending(auth_id), user, context.login_expiry(), method="cli")
     return serialize.node(store, node)
 
 
@@ -45,7 +45,7 @@ class AuthFlow(Resource):
         return [web.get("/auth/pending", self.pending)]
 
     async def pending(self, _request: web.Request) -> web.Response:
-        logins = self.server.logins.list()
+        logins = self.context.logins.list()
         return reply(
             {
                 "pending": [
@@ -59,13 +59,13 @@ class AuthFlow(Resource):
 
     def _settle_ssh_check(self, auth_id: str, *, approve: bool) -> bool:
         """Approve or reject the waiting SSH check `auth_id` names, and audit it; False when none waits."""
-        check = self.server.ssh_checks.get(auth_id)
+        check = self.context.ssh_checks.get(auth_id)
         if check is None:
             return False
         if approve:
-            self.server.ssh_checks.approve(check)
+            self.context.ssh_checks.approve(check)
         else:
-            self.server.ssh_checks.reject(check)
+            self.context.ssh_checks.reject(check)
         outcome = "approved" if approve else "rejected"
         self.store.audit.record("ssh.check", f"node:{check.dst_id}", outcome, src=check.src_id)
         return True
@@ -74,7 +74,7 @@ class AuthFlow(Resource):
         """Approve a waiting SSH check, or a returning machine's login (it keeps its node and owner)."""
         if self._settle_ssh_check(request.auth_id, approve=True):
             return pb.AuthApproveResponse()
-        login = self.server.logins.pending(checked_auth_id(request.auth_id))
+        login = self.context.logins.pending(checked_auth_id(request.auth_id))
         node = self.store.node_by_machine_key(login.machine_key)
         if node is None or node.user_id is None:
             raise invalid("this machine has no node yet: use auth register with --user to choose its owner")
@@ -85,6 +85,7 @@ class AuthFlow(Resource):
         """Refuse a waiting SSH check, or a pending login."""
         if self._settle_ssh_check(request.auth_id, approve=False):
             return pb.AuthRejectResponse()
-        self.server.logins.reject(self.server.logins.pending(checked_auth_id(request.auth_id)))
+        logins = self.context.logins
+        logins.reject(logins.pending(checked_auth_id(request.auth_id)))
         self.store.audit.record("node.register", f"login:{request.auth_id[-8:]}", "rejected")
         return pb.AuthRejectResponse()

@@ -28,7 +28,7 @@ class Debug(Resource):
         machine_key = keys.machine_public_text(PrivateKey.generate().public())
         node_key = keys.node_public_text(PrivateKey.generate().public())
         try:
-            self.server.logins.start(
+            self.context.logins.start(
                 machine_key, node_key, {"Hostname": request.name, "RoutableIPs": routes}, auth_id=request.key
             )
         except ValueError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from pyheadscale.api.errors import invalid
+from pyheadscale.tags import api_tag_problem
 
 MAX_ID = (1 << 63) - 1
 
@@ -54,12 +55,9 @@ def field(body: dict[str, Any], name: str) -> Any:
 
 
 def check_tags(tags: list[str], what: str) -> list[str]:
-    """Headscale's tag rules, checked before the store's: a `tag:` prefix, lowercase, no spaces."""
+    """Headscale's API rules for tags (pyheadscale/tags.py), checked before the store's."""
     for tag in tags:
-        if not tag.startswith("tag:"):
-            raise invalid(f"{what}: {tag[:60]!r} must start with 'tag:'")
-        if tag != tag.lower():
-            raise invalid(f"{what}: {tag[:60]!r} must be lowercase")
-        if any(ch.isspace() for ch in tag):
-            raise invalid(f"{what}: {tag[:60]!r} must not contain spaces")
+        problem = api_tag_problem(tag)
+        if problem:
+            raise invalid(f"{what}: {tag[:60]!r}: {problem}")
     return tags

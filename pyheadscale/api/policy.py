@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pyheadscale.api import serialize
-from pyheadscale.api.errors import ApiError, GrpcCode, invalid
+from pyheadscale.api.errors import invalid
 from pyheadscale.api.resource import Resource
 from pyheadscale.grpc.schema import pb
 from pyheadscale.policy import PolicyError
@@ -15,10 +15,7 @@ from pyheadscale.state.policy import PolicyManager
 class Policy(Resource):
     @property
     def manager(self) -> PolicyManager:
-        manager = self.server.policy
-        if manager is None:
-            raise ApiError(GrpcCode.FAILED_PRECONDITION, "server is still starting")
-        return manager
+        return self.context.policy
 
     async def get_policy(self, _request: Any) -> Any:
         manager = self.manager

@@ -1,16 +1,13 @@
-"""The base of each service part: access to the server's store, and the JSON reply helper for extra routes."""
+"""The base of each service part: the API's context (what it may use), and the JSON reply helper."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from pyheadscale.api.errors import ApiError, GrpcCode
-
-if TYPE_CHECKING:
-    from pyheadscale.app import Server
-    from pyheadscale.state.store import Store
+from pyheadscale.api.context import ApiContext
+from pyheadscale.state.store import Store
 
 
 class Resource:
@@ -20,15 +17,12 @@ class Resource:
     additions); the gateway maps the rpcs.
     """
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self, context: ApiContext) -> None:
+        self.context = context
 
     @property
     def store(self) -> Store:
-        store = self.server.store
-        if store is None:
-            raise ApiError(GrpcCode.FAILED_PRECONDITION, "server is still starting")
-        return store
+        return self.context.store
 
     def routes(self) -> list[web.RouteDef]:
         return []

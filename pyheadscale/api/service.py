@@ -1,6 +1,7 @@
 """headscale.v1.HeadscaleService: every rpc, one method each, taking and returning headscale.v1 messages.
 
-The REST gateway (api/gateway.py) and the gRPC server (grpc/server.py) both call this one object.
+The REST gateway (api/gateway.py) and the gRPC server (grpc/server.py) both call this one object, built over
+the API's context (api/context.py).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from pyheadscale.api.apikeys import ApiKeys
+from pyheadscale.api.audit import Audit
 from pyheadscale.api.authflow import AuthFlow
 from pyheadscale.api.debug import Debug
 from pyheadscale.api.health import Health
@@ -16,10 +18,11 @@ from pyheadscale.api.policy import Policy
 from pyheadscale.api.preauthkeys import PreAuthKeys
 from pyheadscale.api.users import Users
 
+PARTS = (Users, PreAuthKeys, Nodes, AuthFlow, ApiKeys, Policy, Health, Debug, Audit)
 
-class HeadscaleService(Users, PreAuthKeys, Nodes, AuthFlow, ApiKeys, Policy, Health, Debug):
+
+class HeadscaleService(Users, PreAuthKeys, Nodes, AuthFlow, ApiKeys, Policy, Health, Debug, Audit):
     """The parts composed; each part's extra HTTP routes (pyheadscale's additions) gathered."""
 
     def extra_routes(self) -> list[web.RouteDef]:
-        parts = (Users, PreAuthKeys, Nodes, AuthFlow, ApiKeys, Policy, Health, Debug)
-        return [route for part in parts for route in part.routes(self)]
+        return [route for part in PARTS for route in part.routes(self)]

@@ -87,19 +87,21 @@ class PendingLogin:
 class PendingLogins:
     """Logins waiting for approval, by auth id (and indexed by machine key and by source)."""
 
-    def __init__(self, max_pending: int = MAX_PENDING, max_per_source: int = 32) -> None:
+    def __init__(
+        self, max_pending: int = MAX_PENDING, max_per_source: int = 32, tags_not_owned: TagCheck | None = None
+    ) -> None:
         self.max_pending = max_pending
         self.max_per_source = max_per_source
         self._pending: dict[str, PendingLogin] = {}
         self._by_machine: dict[str, PendingLogin] = {}
         self._by_source: dict[str, dict[str, PendingLogin]] = {}
         self._by_site: dict[str, dict[str, PendingLogin]] = {}
+        # user id, requested tags -> the tags that user may not give (the server passes the policy's
+        # tagOwners); without it every requested tag is refused.
+        self.tags_not_owned = tags_not_owned
 
     def __len__(self) -> int:
         return len(self._pending)
-        # user id, requested tags -> the tags that user may not give (set by the server to the policy's
-        # tagOwners); without it every requested tag is refused.
-        self.tags_not_owned: TagCheck | None = None
 
     def start(
         self,

@@ -53,7 +53,9 @@ PROVIDER_NAME = "oidc"
 
 
 class OIDCLogin:
-    def __init__(self, config: Config, store: Store, logins: PendingLogins, provider: Provider) -> None:
+    def __init__(
+        self, config: Config, store: Store, logins: PendingLogins, ssh_checks: SSHChecks, provider: Provider
+    ) -> None:
         self.config = config
         self.oidc = config.oidc
         self.store = store
@@ -65,8 +67,8 @@ class OIDCLogin:
         self._secure_cookies = config.server_url.startswith("https://")
         # Two first logins of one person at once must not both create their user.
         self._users_lock = asyncio.Lock()
-        # Tailscale SSH checks approved by logging in (set by the server; see finish_ssh_check).
-        self.ssh_checks: SSHChecks | None = None
+        # Tailscale SSH checks approved by logging in (see finish_ssh_check).
+        self.ssh_checks = ssh_checks
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get(CALLBACK_PATH, self.callback)
@@ -141,7 +143,7 @@ class OIDCLogin:
 
     async def _finish(self, request: web.Request, session: LoginSession) -> web.Response:
         login = self.logins.get(session.auth_id)
-        check = self.ssh_checks.get(session.auth_id) if self.ssh_checks is not None else None
+        check = self.ssh_checks.get(session.auth_id)
         if login is None and check is not None:
             return await self.finish_ssh_check(request, session, check)
         if login is None:
@@ -226,14 +228,13 @@ class OIDCLogin:
         """Whether a login or an SSH check still waits on this auth id (its browser sessions are kept)."""
         if self.logins.get(auth_id) is not None:
             return True
-        return self.ssh_checks is not None and self.ssh_checks.get(auth_id) is not None
+        return self.ssh_checks.get(auth_id) is not None
 
     async def finish_ssh_check(
         self, request: web.Request, session: LoginSession, check: PendingCheck
     ) -> web.Response:
         """Approve an SSH check for the person who owns its source node, as Headscale does: anyone else
         logging in (or a tagged source, which no person owns) would defeat what the check protects."""
-        assert self.ssh_checks is not None
         self.sessions.finish(session)
         code = request.query.get("code", "")
         if "error" in request.query or not code:
@@ -378,7 +379,9 @@ def _expired() -> web.Response:
     )
 
 
-async def start_oidc(config: Config, store: Store, logins: PendingLogins) -> OIDCLogin | None:
+async def start_oidc(
+    config: Config, store: Store, logins: PendingLogins, ssh_checks: SSHChecks
+) -> OIDCLogin | None:
     """The OIDC login when `oidc.issuer` is set. With only_start_if_oidc_is_available (the default) an
     unreachable provider stops the server from starting; otherwise discovery is retried at the first login."""
     if not config.oidc.enabled:
@@ -397,4 +400,4 @@ async def start_oidc(config: Config, store: Store, logins: PendingLogins) -> OID
         log.warning(
             "OIDC provider %s is unavailable (%s); logins will retry discovery", config.oidc.issuer, exc
         )
-    return OIDCLogin(config, store, logins, provider)
+    return OIDCLogin(config, store, logins, ssh_checks, provider)

@@ -108,6 +108,15 @@ async def read_early_payload(read: Callable[[], Awaitable[bytes]]) -> tuple[dict
     return json.loads(data[header : header + length]), data[header + length :]
 
 
+async def _finish_handshake(
+    initiator: noise.Initiator, read_exactly: Callable[[int], Awaitable[bytes]]
+) -> noise.Session:
+    """Read the server's handshake response frame (or its refusal) and complete the handshake."""
+    header = await read_exactly(noise.HEADER_LEN)
+    (length,) = struct.unpack(">H", header[1:3])
+    return initiator.finish(header + await read_exactly(length))
+
+
 class ControlClient:
     """One Noise + HTTP/2 connection to the control server, as one machine."""
 
@@ -164,15 +173,16 @@ class ControlClient:
         if not head.startswith(b"HTTP/1.1 101"):
             rest = await reader.read(4096)
             raise ControlClientError(f"upgrade refused: {(head + rest)[:200]!r}")
-        response = await reader.readexactly(noise.HEADER_LEN)
-        length = struct.unpack(">H", response[1:3])[0]
-        session = initiator.finish(response + await reader.readexactly(length))
+        session = await _finish_handshake(initiator, reader.readexactly)
 
         async def write(data: bytes) -> None:
             writer.write(data)
             await writer.drain()
 
-        self._stream = NoiseStream(session, reader.readexactly, write)
+        async def read_some() -> bytes:
+            return await reader.read(1 << 16)
+
+        self._stream = NoiseStream(session, read_some, write)
         await self._read_early_payload()
         self._h2.initiate_connection()
         await self._flush()
@@ -198,10 +208,8 @@ class ControlClient:
             return bytes(message.data) if message.type is aiohttp.WSMsgType.BINARY else None
 
         transport = WebSocketBytes(receive, ws.send_bytes)
-        response = await transport.read_exactly(noise.HEADER_LEN)
-        length = struct.unpack(">H", response[1:3])[0]
-        session = initiator.finish(response + await transport.read_exactly(length))
-        self._stream = NoiseStream(session, transport.read_exactly, transport.write)
+        session = await _finish_handshake(initiator, transport.read_exactly)
+        self._stream = NoiseStream(session, transport.read_some, transport.write)
         self._h2.initiate_connection()
         await self._flush()
         self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())

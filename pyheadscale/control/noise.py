@@ -3,7 +3,9 @@
 Tailscale runs `Noise_IK_25519_ChaChaPoly_BLAKE2s` with the prologue "Tailscale Control Protocol v<N>". The
 handshake is standard Noise and is done by the `noiseprotocol` library. The transport is not: Tailscale
 encodes the ChaCha20-Poly1305 nonce as a *big-endian* 64-bit counter (standard Noise uses little-endian), so
-transport records are sealed here with the session keys the handshake produced.
+transport records are sealed here with the session keys the handshake produced. Nothing here does I/O: a
+`RecordDecoder` turns received bytes, in whatever pieces they arrive, into plaintexts (noise_stream.py reads
+and writes them).
 
 Frames on the wire:
   initiation  version(2, BE) | type=1 | length(2, BE) | e(32) | enc(s)(48) | tag(16)
@@ -55,8 +57,10 @@ def prologue(version: int) -> bytes:
 class TransportCipher:
     """One direction of a Noise transport: a ChaCha20-Poly1305 key and a big-endian nonce counter.
 
-    A record that fails to open (tampered, replayed, reordered) poisons the cipher: the counter is out of step
-    with the peer from then on, so every later record would fail too and the session has to end.
+    A cipher that falls out of step with the peer is broken for good, and says why on every later use:
+    a record that fails to open (tampered, replayed, reordered) leaves the receive counter behind the peer's,
+    and a write that failed (or was cancelled) after sealing leaves the peer's counter behind ours, so every
+    later record would be undecryptable and the session has to end.
     """
 
     __slots__ = ("_aead", "_broken", "_nonce")
@@ -64,11 +68,23 @@ class TransportCipher:
     def __init__(self, key: bytes) -> None:
         self._aead = ChaCha20Poly1305(key)
         self._nonce = 0
-        self._broken = False
+        self._broken = ""
+
+    @property
+    def broken(self) -> str:
+        """Why this cipher may no longer be used, or "" while it is in step with the peer."""
+        return self._broken
+
+    def mark_broken(self, reason: str) -> None:
+        """Refuse every later record: the peer's counter and ours no longer agree."""
+        if not self._broken:
+            self._broken = reason
 
     def _next_nonce(self) -> bytes:
-        if self._broken or self._nonce >= _MAX_NONCE:
-            raise NoiseError("cipher exhausted or broken")
+        if self._broken:
+            raise NoiseError(f"cipher broken: {self._broken}")
+        if self._nonce >= _MAX_NONCE:
+            raise NoiseError("cipher exhausted (nonce counter at its limit)")
         nonce = b"\x00\x00\x00\x00" + self._nonce.to_bytes(8, "big")
         self._nonce += 1
         return nonce
@@ -91,7 +107,7 @@ class TransportCipher:
         try:
             return self._aead.decrypt(nonce, ciphertext, None)
         except InvalidTag as exc:
-            self._broken = True
+            self._broken = "a record failed authentication"
             raise NoiseError("record failed authentication (tampered, replayed or out of order)") from exc
 
 
@@ -104,12 +120,6 @@ class Session:
     send: TransportCipher
     recv: TransportCipher
     handshake_hash: bytes
-
-
-def error_frame(message: str) -> bytes:
-    """An unauthenticated plaintext hint, sent when the server refuses a handshake."""
-    data = message.encode()[:0xFFFF]
-    return struct.pack(">BH", MSG_ERROR, len(data)) + data
 
 
 def parse_initiation(init: bytes) -> int:
@@ -198,3 +208,56 @@ def parse_record_header(header: bytes) -> int:
     if length < TAG_SIZE:
         raise NoiseError("record shorter than its authentication tag")
     return int(length)
+
+
+class RecordDecoder:
+    """The receive side of a Noise transport, without I/O: `feed` it bytes as they arrive, in any chunking,
+    and it returns the plaintext of every record they complete, in order (zero-byte records included).
+
+    It holds at most one incomplete record (under MAX_MESSAGE_SIZE bytes), and checks a record's header as
+    soon as its three bytes are in, so a foreign or oversized frame is refused before its body is awaited.
+    Any NoiseError ends the decoder: plaintexts completed earlier in the same `feed` are dropped with it (the
+    session ends anyway), and every later `feed` raises the same error.
+    """
+
+    __slots__ = ("_buffer", "_cipher", "_error")
+
+    def __init__(self, cipher: TransportCipher) -> None:
+        self._cipher = cipher
+        self._buffer = bytearray()
+        self._error = ""
+
+    @property
+    def pending(self) -> int:
+        """Bytes held of a record not yet complete."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._error:
+            raise NoiseError(self._error)
+        buffer = self._buffer
+        buffer += data
+        plaintexts: list[bytes] = []
+        start = 0
+        try:
+            while len(buffer) - start >= HEADER_LEN:
+                end = start + HEADER_LEN + parse_record_header(bytes(buffer[start : start + HEADER_LEN]))
+                if len(buffer) < end:
+                    break
+                plaintexts.append(self._cipher.open(bytes(buffer[start + HEADER_LEN : end])))
+                start = end
+        except NoiseError as exc:
+            self._error = str(exc)
+            buffer.clear()
+            raise
+        del buffer[:start]
+        return plaintexts
+
+    def end(self) -> None:
+        """The byte stream ended: a NoiseError if it ended inside a record."""
+        if self._error:
+            raise NoiseError(self._error)
+        if self._buffer:
+            part = "record header" if len(self._buffer) < HEADER_LEN else "record"
+            self._error = f"truncated {part} at the end of the stream"
+            raise NoiseError(self._error)

@@ -1,13 +1,22 @@
-"""An established Noise session over a byte stream: plaintext in, record frames out, and back."""
+"""An established Noise session over a byte stream: plaintext in, record frames out, and back.
+
+The receive side is `noise.RecordDecoder` fed with whatever the transport hands over; the send side seals and
+writes under one lock, and a write that fails breaks the send cipher (see `write`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 
-from pyheadscale.control.noise import HEADER_LEN, NoiseError, Session, parse_record_header
+from pyheadscale.control.noise import RecordDecoder, Session
 
-ReadExactly = Callable[[int], Awaitable[bytes]]
+#: The next bytes the transport received, however many; b"" once the stream has ended.
+ReadSome = Callable[[], Awaitable[bytes]]
+#: Hands all of the bytes to the transport before it first suspends (as StreamWriter.write + drain and
+#: aiohttp's response and WebSocket writes do), so a caller cancelled while it waits for the transport to
+#: drain loses nothing; raises when the bytes may not all go out.
 Write = Callable[[bytes], Awaitable[None]]
 
 
@@ -18,41 +27,36 @@ class NoiseStream:
     (bad frame type, oversized or truncated record, failed authentication) raises NoiseError.
     """
 
-    def __init__(self, session: Session, read_exactly: ReadExactly, write: Write) -> None:
+    def __init__(self, session: Session, read_some: ReadSome, write: Write) -> None:
         self.session = session
-        self._read_exactly = read_exactly
+        self._read_some = read_some
         self._write = write
         self._write_lock = asyncio.Lock()
-
-    @property
-    def version(self) -> int:
-        return self.session.version
-
-    @property
-    def peer_static(self) -> bytes:
-        return self.session.peer_static
+        self._decoder = RecordDecoder(session.recv)
+        self._plaintexts: deque[bytes] = deque()
 
     async def read(self) -> bytes:
         # Zero-byte records are allowed in TS2021 (controlbase reads past them): b"" only means end of stream.
-        while True:
-            try:
-                header = await self._read_exactly(HEADER_LEN)
-            except asyncio.IncompleteReadError as exc:
-                if exc.partial:
-                    raise NoiseError("truncated record header") from exc
+        while not self._plaintexts:
+            data = await self._read_some()
+            if not data:
+                self._decoder.end()
                 return b""
-            length = parse_record_header(header)
-            try:
-                ciphertext = await self._read_exactly(length)
-            except asyncio.IncompleteReadError as exc:
-                raise NoiseError("truncated record") from exc
-            plaintext = self.session.recv.open(ciphertext)
-            if plaintext:
-                return plaintext
+            self._plaintexts.extend(p for p in self._decoder.feed(data) if p)
+        return self._plaintexts.popleft()
 
     async def write(self, plaintext: bytes) -> None:
+        """Seal and write `plaintext`. A write that raised may have delivered none, part or all of the
+        records, so the peer's receive nonce is behind ours or out of step: the send cipher is marked broken,
+        and every later write raises NoiseError instead of sending records the peer cannot open. Cancellation
+        is no failure: by the `Write` contract the bytes were all handed over before the first suspension."""
         if not plaintext:
             return
         # Sealing assigns nonces, so sealing and writing must happen in one order.
         async with self._write_lock:
-            await self._write(self.session.send.seal_records(plaintext))
+            records = self.session.send.seal_records(plaintext)
+            try:
+                await self._write(records)
+            except Exception as exc:
+                self.session.send.mark_broken(f"an earlier write failed ({type(exc).__name__})")
+                raise

@@ -1,8 +1,10 @@
 """Recording the decrypted requests a client sends inside the Noise channel, for fixtures and debugging.
 
-Set `PYHEADSCALE_RECORD_DIR` and every inner request (method, path, query, headers, body) and the status it
-got is appended as a JSON line to `<dir>/<machine key prefix>.jsonl`. Preauth keys in bodies are masked
-before anything is written.
+With `PYHEADSCALE_RECORD_DIR` set (read as each TS2021 session starts), every inner request is appended,
+before its handler runs, as one JSON line to `<dir>/<first 16 hex digits of the machine key>.jsonl`: method,
+path, query, headers, body (as UTF-8, undecodable bytes replaced), the session's capability version and the
+time. Responses are not recorded. Every `"AuthKey"` string in a body (a preauth key) is replaced by
+`<redacted>` before anything is written; nothing else is masked.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def recorder_dir() -> Path | None:
 
 
 def record(directory: Path, machine_key: str, entry: dict[str, Any]) -> None:
-    """Append one entry (called from a thread: it does file I/O)."""
+    """Append `entry`, its auth key masked and the time added (call it in a thread: it does file I/O)."""
     body = entry.get("body")
     if isinstance(body, str):
         entry["body"] = _AUTH_KEY.sub(r"\1<redacted>\2", body)

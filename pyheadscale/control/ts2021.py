@@ -93,16 +93,10 @@ class ControlServer:
         refused = self._rate_limited(request)
         if refused is not None:
             return refused
-        try:
-            init = base64.b64decode(encoded, validate=True)
-            noise.parse_initiation(init)
-        except (binascii.Error, ValueError, noise.NoiseError) as exc:
-            return web.Response(status=400, text=f"invalid {HANDSHAKE_HEADER}: {exc}\n")
-        try:
-            response_frame, session = noise.respond(self.server_key, init)
-        except noise.NoiseError as exc:
-            log.info("refused TS2021 handshake from %s: %s", request.remote, exc)
-            return web.Response(status=400, text="noise handshake failed\n")
+        handshake = self._handshake(request, encoded, f"invalid {HANDSHAKE_HEADER}")
+        if isinstance(handshake, web.Response):
+            return handshake
+        response_frame, session = handshake
 
         response = web.StreamResponse(
             status=101, headers={"Upgrade": UPGRADE_PROTOCOL, "Connection": "upgrade"}
@@ -111,7 +105,7 @@ class ControlServer:
         try:
             await response.prepare(request)
             conn = HijackedHTTPConn(request, response)
-            stream = NoiseStream(session, conn.read_exactly, conn.write)
+            stream = NoiseStream(session, conn.read_some, conn.write)
             challenge = keys.PrivateKey.generate()
             # Handshake response and early payload go out together, before any HTTP/2 byte.
             await conn.write(response_frame + session.send.seal_records(early_payload(challenge.public())))
@@ -131,21 +125,15 @@ class ControlServer:
         refused = self._rate_limited(request)
         if refused is not None:
             return refused
-        encoded = request.query.get(HANDSHAKE_HEADER, "")
-        try:
-            init = base64.b64decode(encoded, validate=True)
-            noise.parse_initiation(init)
-        except (binascii.Error, ValueError, noise.NoiseError) as exc:
-            return web.Response(status=400, text=f"invalid or missing {HANDSHAKE_HEADER} parameter: {exc}\n")
         ws = web.WebSocketResponse(protocols=(UPGRADE_PROTOCOL,), compress=False, max_msg_size=WS_MAX_MESSAGE)
         ready = ws.can_prepare(request)
         if not ready.ok or ready.protocol != UPGRADE_PROTOCOL:
             return web.Response(status=400, text=f"websocket must offer the {UPGRADE_PROTOCOL} subprotocol\n")
-        try:
-            response_frame, session = noise.respond(self.server_key, init)
-        except noise.NoiseError as exc:
-            log.info("refused TS2021 websocket handshake from %s: %s", request.remote, exc)
-            return web.Response(status=400, text="noise handshake failed\n")
+        encoded = request.query.get(HANDSHAKE_HEADER, "")
+        handshake = self._handshake(request, encoded, f"invalid or missing {HANDSHAKE_HEADER} parameter")
+        if isinstance(handshake, web.Response):
+            return handshake
+        response_frame, session = handshake
         await ws.prepare(request)
 
         async def receive() -> bytes | None:
@@ -160,7 +148,7 @@ class ControlServer:
         try:
             await transport.write(response_frame)
             await self.serve_session(
-                NoiseStream(session, transport.read_exactly, transport.write), request.remote or ""
+                NoiseStream(session, transport.read_some, transport.write), request.remote or ""
             )
         except ConnectionError as exc:
             log.info("TS2021 websocket from %s ended: %s", request.remote, exc)
@@ -210,6 +198,22 @@ class ControlServer:
         finally:
             if task is not None:
                 self.connections.discard(task)
+
+    def _handshake(
+        self, request: web.Request, encoded: str, invalid: str
+    ) -> tuple[bytes, noise.Session] | web.Response:
+        """Answer the base64 initiation `encoded`: (response frame, session), or the 400 that refuses it
+        (`invalid` and what is wrong with it, or a failed handshake, whose cause only the log names)."""
+        try:
+            init = base64.b64decode(encoded, validate=True)
+            noise.parse_initiation(init)
+        except (binascii.Error, ValueError, noise.NoiseError) as exc:
+            return web.Response(status=400, text=f"{invalid}: {exc}\n")
+        try:
+            return noise.respond(self.server_key, init)
+        except noise.NoiseError as exc:
+            log.info("refused TS2021 handshake from %s: %s", request.remote, exc)
+            return web.Response(status=400, text="noise handshake failed\n")
 
     def _rate_limited(self, request: web.Request) -> web.Response | None:
         """A 429 for a source past its handshake budget (checked before any Diffie-Hellman)."""

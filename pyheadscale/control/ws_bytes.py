@@ -34,5 +34,17 @@ class WebSocketBytes:
         del self._buffer[:n]
         return data
 
+    async def read_some(self) -> bytes:
+        """What is buffered, else the next non-empty message; b"" once the socket is closed."""
+        while not self._buffer and not self._eof:
+            message = await self._receive()
+            if message is None:
+                self._eof = True
+            else:
+                self._buffer += message
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
     async def write(self, data: bytes) -> None:
         await self._send(data)

@@ -224,9 +224,6 @@ class Database:
     async def delete_api_key(self, key_id: int) -> None:
         await self._delete(schema.api_keys, key_id)
 
-    async def insert_node(self, node: Node) -> int:
-        return await self._insert(schema.nodes, _to_row(node))
-
     async def update_node(self, node: Node) -> None:
         await self._update(schema.nodes, node.id, _to_row(node))
 

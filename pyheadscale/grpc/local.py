@@ -16,15 +16,13 @@ import socket
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from grpc import aio
 
+from pyheadscale.api.service import HeadscaleService
 from pyheadscale.grpc.server import MAX_REQUEST_BYTES, service_handler
-
-if TYPE_CHECKING:
-    from pyheadscale.app import Server
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +89,8 @@ async def _to_grpc(conn: socket.socket, grpc_path: str) -> None:
 class LocalSocket:
     """Serves the bound unix socket `sock`: REST through `runner`, gRPC through its own private server."""
 
-    def __init__(self, server: Server, sock: socket.socket, runner: web.AppRunner) -> None:
-        self.server = server
+    def __init__(self, service: HeadscaleService, sock: socket.socket, runner: web.AppRunner) -> None:
+        self.service = service
         self.sock = sock
         self.runner = runner
         self._dir = Path(tempfile.mkdtemp(prefix="pyheadscale-grpc-"))
@@ -105,7 +103,7 @@ class LocalSocket:
         grpc_server = self._grpc = aio.server(
             options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)]
         )
-        grpc_server.add_generic_rpc_handlers((service_handler(self.server, trusted=True),))
+        grpc_server.add_generic_rpc_handlers((service_handler(self.service, None),))
         grpc_server.add_insecure_port(f"unix:{self.grpc_path}")
         await grpc_server.start()
         self.sock.listen(128)
@@ -152,8 +150,8 @@ class LocalSocket:
 
 
 async def start_local_socket(
-    server: Server, sock: socket.socket, runner: web.AppRunner
+    service: HeadscaleService, sock: socket.socket, runner: web.AppRunner
 ) -> Callable[[], Awaitable[None]]:
-    local = LocalSocket(server, sock, runner)
+    local = LocalSocket(service, sock, runner)
     await local.start()
     return local.close

@@ -11,22 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from grpc import aio
 
 from pyheadscale import audit
+from pyheadscale.api.auth import ApiKeyGuard
 from pyheadscale.api.errors import ApiError, from_state_error
 from pyheadscale.api.gateway import python_name
-from pyheadscale.auth import secret_keys
+from pyheadscale.api.service import HeadscaleService
+from pyheadscale.config import Config
 from pyheadscale.grpc.certificates import CertificateFiles
 from pyheadscale.grpc.schema import SERVICE_NAME, pb
-from pyheadscale.ratelimit import RateLimiter, source_of
 from pyheadscale.state.errors import StateError
-
-if TYPE_CHECKING:
-    from pyheadscale.app import Server
 
 log = logging.getLogger(__name__)
 
@@ -45,58 +43,34 @@ def peer_address(peer: str) -> str:
     return peer
 
 
-class ApiKeyCheck:
-    """`authorization: Bearer <api key>` on every call, refused as the REST API refuses: counted, audited at
-    the audit log's refusal rate, and a source out of `limits.rate.api_auth_failures` tokens is turned away
-    (RESOURCE_EXHAUSTED) before its key is looked at."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        rate = server.config.limits.rate.api_auth_failures
-        self.failures = RateLimiter(
-            rate.per_second,
-            rate.burst,
-            on_limited=server.metrics.rate_limited.labels("api_auth_failures").inc,
-        )
-
-    async def refusal(self, context: aio.ServicerContext) -> tuple[grpc.StatusCode, str] | None:
-        """Why the call is refused, or None with the audit actor set to the key presented."""
-        server, source = self.server, peer_address(str(context.peer()))
-        if self.failures.limited(source_of(source)):
-            return grpc.StatusCode.RESOURCE_EXHAUSTED, "too many failed authentications from your address"
-        metadata = dict(context.invocation_metadata() or ())
-        scheme, _, token = str(metadata.get("authorization", "")).partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            reason = "missing API key: send 'authorization: Bearer <api key>' metadata"
-        else:
-            key = await server.store.verify_api_key(token) if server.store is not None else None
-            if key is not None:
-                audit.actor.set(f"apikey:{key.prefix}")
-                return None
-            reason = "invalid or expired API key"
-        server.metrics.auth_failures.labels("apikey").inc()
-        self.failures.retry_after(source_of(source))
-        if server.store is not None:
-            parts = secret_keys.split_key(token, secret_keys.API_KEY)
-            audit.actor.set(f"remote:{audit.clip(source, 64)}")
-            server.store.audit.record_refusal(
-                source, "api.authenticate", "grpc", reason=reason, key_prefix=parts[0] if parts else None
-            )
-        return grpc.StatusCode.UNAUTHENTICATED, reason
+async def refusal(guard: ApiKeyGuard, context: aio.ServicerContext) -> tuple[grpc.StatusCode, str] | None:
+    """Why the call is refused, or None with the audit actor set to the key presented: `authorization:
+    Bearer <api key>` metadata, checked as the REST API checks its header (a source out of failed attempts
+    is turned away with RESOURCE_EXHAUSTED before its key is looked at)."""
+    source = peer_address(str(context.peer()))
+    if guard.backoff(source):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, "too many failed authentications from your address"
+    metadata = dict(context.invocation_metadata() or ())
+    scheme, _, token = str(metadata.get("authorization", "")).partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        reason = "missing API key: send 'authorization: Bearer <api key>' metadata"
+    elif await guard.verify(token) is not None:
+        return None
+    else:
+        reason = "invalid or expired API key"
+    return grpc.StatusCode.UNAUTHENTICATED, guard.refuse(source, "grpc", reason, token)
 
 
 LOCAL_ACTOR = "cli:unix-socket"
 
 
-def _method(
-    server: Server, rpc: Rpc, check: ApiKeyCheck | None
-) -> Callable[[Any, aio.ServicerContext], Awaitable[Any]]:
+def _method(rpc: Rpc, guard: ApiKeyGuard | None) -> Callable[[Any, aio.ServicerContext], Awaitable[Any]]:
     async def call(request: Any, context: aio.ServicerContext) -> Any:
-        if check is None:
+        if guard is None:
             audit.actor.set(LOCAL_ACTOR)
         else:
-            refused = await check.refusal(context)
+            refused = await refusal(guard, context)
             if refused is not None:
                 await context.abort(*refused)
         try:
@@ -114,26 +88,24 @@ def _status(code: int) -> grpc.StatusCode:
     return next(status for status in grpc.StatusCode if status.value[0] == code)
 
 
-def service_handler(server: Server, *, trusted: bool = False) -> grpc.GenericRpcHandler:
-    """Every rpc of the service, mapped onto `server.service`'s method of the same (Python) name; `trusted`
-    (the local socket) asks for no API key."""
-    service = pb.DESCRIPTOR.services_by_name["HeadscaleService"]
-    check = None if trusted else ApiKeyCheck(server)
+def service_handler(service: HeadscaleService, guard: ApiKeyGuard | None) -> grpc.GenericRpcHandler:
+    """Every rpc of the service, mapped onto `service`'s method of the same (Python) name; with no `guard`
+    (the trusted local socket) no API key is asked for."""
+    descriptor = pb.DESCRIPTOR.services_by_name["HeadscaleService"]
     handlers = {}
-    for method in service.methods:
+    for method in descriptor.methods:
         request_class = getattr(pb, method.input_type.name)
         response_class = getattr(pb, method.output_type.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _method(server, getattr(server.service, python_name(method.name)), check),
+            _method(getattr(service, python_name(method.name)), guard),
             request_deserializer=request_class.FromString,
             response_serializer=response_class.SerializeToString,
         )
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
-def certificate_source(server: Server) -> CertificateFiles | None:
+def certificate_source(config: Config) -> CertificateFiles | None:
     """Where listen_addr's certificate comes from (files or ACME), for gRPC to serve the same one."""
-    config = server.config
     if config.tls_cert_path and config.tls_key_path:
         return CertificateFiles(config.path(config.tls_cert_path), config.path(config.tls_key_path))
     if config.tls_letsencrypt_hostname:
@@ -143,12 +115,17 @@ def certificate_source(server: Server) -> CertificateFiles | None:
     return None
 
 
-async def start_grpc(server: Server) -> aio.Server | None:
-    """Listen on `grpc_listen_addr` when TLS or `grpc_allow_insecure` allows it; None when not served."""
-    config = server.config
-    certificates = certificate_source(server)
-    if not config.grpc_listen_addr or not (certificates is not None or config.grpc_allow_insecure):
+def serves_remote_grpc(config: Config) -> bool:
+    """Whether `grpc_listen_addr` is served: set, and with TLS or `grpc_allow_insecure`."""
+    allowed = certificate_source(config) is not None or config.grpc_allow_insecure
+    return bool(config.grpc_listen_addr) and allowed
+
+
+async def start_grpc(config: Config, service: HeadscaleService, guard: ApiKeyGuard) -> aio.Server | None:
+    """Listen on `grpc_listen_addr` when `serves_remote_grpc`; None when not served."""
+    if not serves_remote_grpc(config):
         return None
+    certificates = certificate_source(config)
     address = config.grpc_listen_addr
     if address.startswith(":"):
         address = "[::]" + address
@@ -156,7 +133,7 @@ async def start_grpc(server: Server) -> aio.Server | None:
     grpc_server = aio.server(
         options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES), ("grpc.max_concurrent_streams", 100)]
     )
-    grpc_server.add_generic_rpc_handlers((service_handler(server),))
+    grpc_server.add_generic_rpc_handlers((service_handler(service, guard),))
     if certificates is not None:
         credentials = await asyncio.to_thread(certificates.credentials)
         port = grpc_server.add_secure_port(address, credentials)

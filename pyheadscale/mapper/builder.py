@@ -100,7 +100,7 @@ class MapBuilder:
             entry = self._peer_bases[node.id] = (node, {})
         rendering = entry[1].get(capver)
         if rendering is None:
-            rendering = entry[1][capver] = _PeerRendering(self._render(node, None, capver, self_view=False))
+            rendering = entry[1][capver] = _PeerRendering(self._render(node, capver, self_view=False))
         return rendering
 
     def tail_node(
@@ -113,7 +113,7 @@ class MapBuilder:
         is read-only for callers; anything that differs makes a new one.
         """
         if self_view:
-            return self._render(node, None, capver, self_view=True)
+            return self._render(node, capver, self_view=True)
         assert peer is not None
         store = self.ctx.store
         rendering = self._peer_rendering(node, capver)
@@ -140,17 +140,13 @@ class MapBuilder:
         rendering.entry = out
         return out
 
-    def _render(self, node: Node, peer: PeerView | None, capver: int, *, self_view: bool) -> dict[str, Any]:
+    def _render(self, node: Node, capver: int, *, self_view: bool) -> dict[str, Any]:
         """Every field of tailcfg.Node; for peers, `tail_node` sets the per-recipient and presence ones."""
         store = self.ctx.store
         expired = store.is_expired(node)
         online = store.is_online(node.id)
         addresses = node.addresses()
-        if self_view:
-            allowed = addresses
-            primary: list[str] = []
-        else:
-            allowed, primary = (peer.allowed_ips, peer.primary_routes) if peer is not None else ([], [])
+        allowed = addresses if self_view else []
         cap_map: dict[str, Any] = {cap: [] for cap in BASELINE_CAPS} if self_view else {}
         if self_view and self.ctx.config.taildrop.enabled:
             cap_map[FILE_SHARING_CAP] = []
@@ -175,7 +171,7 @@ class MapBuilder:
             "Created": tailcfg.go_time(node.created_at),
             "Cap": capver,
             "Tags": node.tags,
-            "PrimaryRoutes": primary,
+            "PrimaryRoutes": [],
             "Online": online,
             "MachineAuthorized": not expired,
             "Expired": expired,
@@ -183,8 +179,6 @@ class MapBuilder:
         }
         if capver < tailcfg.CAPVER_HOME_DERP and node.home_derp:
             out["DERP"] = f"127.3.3.40:{node.home_derp}"
-        if not online and node.last_seen is not None and peer is not None:
-            out["LastSeen"] = tailcfg.go_time(node.last_seen)
         return out
 
     def policy_fields(self, node: Node, capver: int) -> dict[str, Any]:
@@ -284,6 +278,3 @@ class MapBuilder:
         else:
             response["PacketFilter"] = []
         return response
-
-    def self_update(self, node: Node, capver: int) -> dict[str, Any]:
-        return {"Node": self.tail_node(node, None, capver, self_view=True)}

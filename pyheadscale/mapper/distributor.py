@@ -65,7 +65,6 @@ class MapSession:
         self.woken_at = 0.0
         self.closed = False
         self._full = False
-        self._self = False
         self._policy = False
         # The filter and SSH policy the client holds: a policy delta is sent only when they differ.
         self.sent_policy: dict[str, Any] = {}
@@ -81,10 +80,6 @@ class MapSession:
 
     def want_full(self) -> None:
         self._full = True
-        self._signal()
-
-    def want_self(self) -> None:
-        self._self = True
         self._signal()
 
     def want_policy(self) -> None:
@@ -138,7 +133,7 @@ class MapSession:
             self._forget(set(self.known_peers))
             return builder.revoked(node, self.capver)
         if self._full:
-            self._full = self._self = self._policy = False
+            self._full = self._policy = False
             self._changed.clear()
             self._removed.clear()
             self._patched.clear()
@@ -155,9 +150,6 @@ class MapSession:
         response: dict[str, Any] = {}
         if self._ping is not None:
             response["PingRequest"], self._ping = self._ping, None
-        if self._self:
-            self._self = False
-            response.update(builder.self_update(node, self.capver))
         if self._policy:
             self._policy = False
             fields = builder.policy_fields(node, self.capver)

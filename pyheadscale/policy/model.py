@@ -19,6 +19,7 @@ from pyheadscale.policy.aliases import Alias, AliasKind, AliasSyntaxError, parse
 from pyheadscale.policy.netset import IPNetwork
 from pyheadscale.policy.ports import PortRange, parse_destination, parse_protocol, parse_protocol_ports
 from pyheadscale.policy.types import PolicyError
+from pyheadscale.tags import tag_problem
 
 Path = tuple[str | int, ...]
 
@@ -178,6 +179,12 @@ class _Reader:
             out[name] = (item, (*path, key))
         return out
 
+    def entries(self, value: Any, path: Path) -> list[tuple[str, Any, Path]]:
+        """An object's (key, value, the value's path), in document order."""
+        if not isinstance(value, dict):
+            raise self.fail("expected an object", path)
+        return [(key, item, (*path, key)) for key, item in value.items()]
+
     def string(self, value: Any, path: Path) -> str:
         if not isinstance(value, str):
             raise self.fail(f"expected a string, got {_json_type(value)}", path)
@@ -203,8 +210,10 @@ class _Reader:
         except AliasSyntaxError as exc:
             raise self.fail(str(exc), path) from None
 
-    def aliases(self, value: Any, path: Path) -> list[Alias]:
-        return [self.alias(text, (*path, i)) for i, text in enumerate(self.strings(value, path))]
+    def aliases(self, value: Any, path: Path, *, strip: bool = False) -> list[Alias]:
+        """The aliases in an array of strings (`strip`: each without surrounding white space first)."""
+        texts = self.strings(value, path)
+        return [self.alias(text.strip() if strip else text, (*path, i)) for i, text in enumerate(texts)]
 
 
 def _json_type(value: Any) -> str:
@@ -273,11 +282,8 @@ def parse_policy(text: str) -> Policy:
 
 
 def _parse_groups(reader: _Reader, value: Any, path: Path) -> dict[str, list[str]]:
-    if not isinstance(value, dict):
-        raise reader.fail("expected an object", path)
     groups: dict[str, list[str]] = {}
-    for name, members in value.items():
-        member_path = (*path, name)
+    for name, members, member_path in reader.entries(value, path):
         if not name.startswith("group:"):
             raise reader.fail(f"group name {name!r} must start with 'group:'", member_path)
         if not isinstance(members, list):
@@ -298,11 +304,8 @@ def _parse_groups(reader: _Reader, value: Any, path: Path) -> dict[str, list[str
 
 
 def _parse_hosts(reader: _Reader, value: Any, path: Path) -> dict[str, IPNetwork]:
-    if not isinstance(value, dict):
-        raise reader.fail("expected an object", path)
     hosts: dict[str, IPNetwork] = {}
-    for name, address in value.items():
-        host_path = (*path, name)
+    for name, address, host_path in reader.entries(value, path):
         if "@" in name or ":" in name:
             raise reader.fail(f"invalid host name {name!r}", host_path)
         network = parse_ip_or_prefix(reader.string(address, host_path))
@@ -312,23 +315,10 @@ def _parse_hosts(reader: _Reader, value: Any, path: Path) -> dict[str, IPNetwork
     return hosts
 
 
-def check_tag_name(tag: str) -> str | None:
-    """Why ``tag`` is not a valid tag name, or ``None``."""
-    if not tag.startswith("tag:"):
-        return f"{tag!r}: tags must start with 'tag:'"
-    rest = tag[len("tag:") :]
-    if not rest or not ("a" <= rest[0] <= "z" or "A" <= rest[0] <= "Z"):
-        return "tag names must start with a letter, after 'tag:'"
-    return None
-
-
 def _parse_tag_owners(reader: _Reader, value: Any, path: Path) -> dict[str, list[str]]:
-    if not isinstance(value, dict):
-        raise reader.fail("expected an object", path)
     owners: dict[str, list[str]] = {}
-    for tag, tag_owners in value.items():
-        tag_path = (*path, tag)
-        problem = check_tag_name(tag)
+    for tag, tag_owners, tag_path in reader.entries(value, path):
+        problem = tag_problem(tag)
         if problem:
             raise reader.fail(f'tagOwners["{tag}"]: {problem}', tag_path)
         owners[tag] = reader.strings(tag_owners, tag_path)
@@ -389,7 +379,7 @@ def _parse_grant(reader: _Reader, value: Any, path: Path) -> Grant:
     if "via" in fields:
         via = reader.strings(*fields["via"])
         for i, tag in enumerate(via):
-            if not tag.startswith("tag:"):
+            if tag_problem(tag):
                 raise reader.fail("via can only be a tag", (*fields["via"][1], i))
     return Grant(
         path=path,
@@ -406,14 +396,7 @@ def _parse_ssh(reader: _Reader, value: Any, path: Path) -> SSHRule:
     action = reader.string(*fields["action"]).strip() if "action" in fields else ""
     if action not in ("", "accept", "check"):
         raise reader.fail(f'"{action}" is not a valid action', fields["action"][1])
-    sources = (
-        [
-            reader.alias(text.strip(), (*fields["src"][1], i))
-            for i, text in enumerate(reader.strings(*fields["src"]))
-        ]
-        if "src" in fields
-        else []
-    )
+    sources = reader.aliases(*fields["src"], strip=True) if "src" in fields else []
     for i, alias in enumerate(sources):
         if alias.kind not in (
             AliasKind.USER,
@@ -425,14 +408,7 @@ def _parse_ssh(reader: _Reader, value: Any, path: Path) -> SSHRule:
             raise reader.fail(
                 f"alias {alias.text!r} is not supported as an SSH source", (*fields["src"][1], i)
             )
-    destinations = (
-        [
-            reader.alias(text.strip(), (*fields["dst"][1], i))
-            for i, text in enumerate(reader.strings(*fields["dst"]))
-        ]
-        if "dst" in fields
-        else []
-    )
+    destinations = reader.aliases(*fields["dst"], strip=True) if "dst" in fields else []
     for i, alias in enumerate(destinations):
         if alias.kind is AliasKind.WILDCARD:
             raise reader.fail("wildcard (*) is not supported as SSH destination", (*fields["dst"][1], i))

@@ -159,10 +159,6 @@ class Credentials:
             raise NotFound(f"API key with prefix {prefix!r} not found")
         return key
 
-    def valid_api_key(self, text: str) -> bool:
-        """Whether `text` is a known, unexpired API key (constant-time on the secret)."""
-        return self.authenticate_api_key(text) is not None
-
     def authenticate_api_key(self, text: str) -> ApiKey | None:
         """The known, unexpired API key `text` names, else None (constant-time on the secret).
 

@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from pyheadscale.state.errors import StateError
+from pyheadscale.tags import tag_problem
 
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,62}")
-_TAG = re.compile(r"tag:[A-Za-z0-9][A-Za-z0-9-]*")
 
 
 def now() -> datetime:
@@ -28,10 +28,12 @@ def dns_label(hostname: str) -> str:
 
 
 def validate_tags(tags: Iterable[str]) -> list[str]:
+    """`tags` sorted and without repeats; StateError naming the first that is not a tag."""
     out = []
     for tag in tags:
-        if not _TAG.fullmatch(tag):
-            raise StateError(f"invalid tag {tag!r}: tags look like 'tag:name'")
+        problem = tag_problem(tag)
+        if problem:
+            raise StateError(f"invalid tag {tag[:60]!r}: {problem}")
         if tag not in out:
             out.append(tag)
     return sorted(out)

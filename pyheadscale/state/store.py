@@ -216,9 +216,6 @@ class Store:
     def api_key_by_prefix(self, prefix: str) -> ApiKey:
         return self.credentials.api_key_by_prefix(prefix)
 
-    def valid_api_key(self, text: str) -> bool:
-        return self.credentials.valid_api_key(text)
-
     def authenticate_api_key(self, text: str) -> ApiKey | None:
         return self.credentials.authenticate_api_key(text)
 

@@ -144,7 +144,7 @@ async def test_keys_survive_a_restart(tmp_path: Path) -> None:
         await live.stop()
     again = await LiveServer.start(tmp_path)
     try:
-        assert again.store.valid_api_key(key)
+        assert again.store.authenticate_api_key(key) is not None
         assert again.store.api_keys[record.id].prefix == record.prefix
     finally:
         await again.stop()

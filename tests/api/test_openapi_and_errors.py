@@ -10,6 +10,7 @@ from aiohttp import web
 
 from pyheadscale import __version__
 from pyheadscale.api.app import api_application
+from pyheadscale.api.auth import ApiKeyGuard
 from pyheadscale.api.openapi import document
 from tests.api.conftest import Api
 from tests.api.harness import LiveServer
@@ -67,8 +68,11 @@ def _aiohttp_path(path: str) -> str:
 
 async def test_every_route_is_documented_and_nothing_else(live: LiveServer) -> None:
     documented = {(method, _aiohttp_path(path)) for method, path in _documented(document())}
-    for trusted in (True, False):
-        registered = _routes(api_application(live.server, trusted=trusted)) - {("get", "/openapi.json")}
+    server = live.server
+    guard = ApiKeyGuard(live.store, server.config.limits.rate.api_auth_failures, server.metrics)
+    for mount_guard in (None, guard):
+        registered = _routes(api_application(server.components.service, mount_guard))
+        registered -= {("get", "/openapi.json")}
         assert registered == documented
 
 

@@ -7,6 +7,7 @@ remembering to add it. Allowed means the request gets past authentication (its a
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,26 +18,31 @@ import pytest
 
 from pyheadscale.api.app import api_application
 from pyheadscale.api.auth import PUBLIC_ROUTES
-from pyheadscale.app import Server
-from pyheadscale.config import build_config
 from tests.api.conftest import Api
 from tests.api.harness import LiveServer
 
 
 def api_routes() -> list[tuple[str, str, str]]:
-    """(method, path template, route name) of every /api/v1 route, read off an API application built for
-    a server that is never started (both mounts have the same routes; the trusted one needs no key)."""
-    data_dir = Path(tempfile.mkdtemp(prefix="authz-routes-"))
-    server = Server(build_config({"server_url": "http://127.0.0.1:1", "unix_socket": ""}, data_dir=data_dir))
-    app = api_application(server, trusted=True)
-    shutil.rmtree(data_dir, ignore_errors=True)
-    return sorted(
-        {
+    """(method, path template, route name) of every /api/v1 route, read off the API application of a
+    server started for the purpose (both mounts have the same routes; the trusted one needs no key)."""
+
+    async def read(data_dir: Path) -> set[tuple[str, str, str]]:
+        live = await LiveServer.start(data_dir)
+        try:
+            app = api_application(live.server.components.service, None)
+        finally:
+            await live.stop()
+        return {
             (r.method, r.resource.canonical, r.name or "")
             for r in app.router.routes()
             if r.method != "HEAD" and r.resource is not None
         }
-    )
+
+    data_dir = Path(tempfile.mkdtemp(prefix="authz-routes-"))
+    try:
+        return sorted(asyncio.run(read(data_dir)))
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 ROUTES = api_routes()

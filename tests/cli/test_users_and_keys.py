@@ -95,14 +95,14 @@ async def test_apikeys(cli: RunCli, live: LiveServer) -> None:
     result = await cli("apikeys", "create", "--expiration", "30d")
     key = result.out.strip()
     match = re.fullmatch(r"hskey-api-([0-9a-f]{12})-[0-9a-f]{64}", key)
-    assert result.code == 0 and match is not None and live.store.valid_api_key(key)
+    assert result.code == 0 and match is not None and live.store.authenticate_api_key(key) is not None
     listing = await cli("apikeys", "list")
     assert f"hskey-api-{match.group(1)}-***" in listing.out and key not in listing.out
     assert (await cli("apikeys", "expire", "--prefix", match.group(1))).code == 0
-    assert not live.store.valid_api_key(key)
+    assert live.store.authenticate_api_key(key) is None
     second = (await cli("apikeys", "create")).out.strip()
     assert (await cli("apikeys", "delete", "--id", "2")).code == 0
-    assert not live.store.valid_api_key(second) and list(live.store.api_keys) == [1]
+    assert live.store.authenticate_api_key(second) is None and list(live.store.api_keys) == [1]
     result = await cli("apikeys", "delete", "--prefix", "000000000000")
     assert result.code == 1 and "not found" in result.err
     result = await cli("apikeys", "expire")

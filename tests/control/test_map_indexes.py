@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pyheadscale.mapper.builder import MapBuilder
 from pyheadscale.policy import PolicyEngine, PolicyNode, PolicyUser
 from tests.control.conftest import Harness
 
@@ -199,10 +200,10 @@ async def test_shared_peer_entries_equal_a_fresh_rendering(tmp_path: Path, monke
             return builder.tail_node(store.nodes[peer.id], view, 130)
 
         def fresh(viewer: int) -> Any:
+            """The entry a builder with nothing cached renders."""
             view = builder.ctx.policy.peer_view(viewer, peer.id)
-            out = builder._render(store.nodes[peer.id], view, 130, self_view=False)
-            out["CapMap"] = {}
-            return out
+            assert view is not None
+            return MapBuilder(builder.ctx).tail_node(store.nodes[peer.id], view, 130)
 
         assert entry_for(nodes[1].id) is entry_for(nodes[2].id)
         assert entry_for(nodes[1].id) == fresh(nodes[1].id)

@@ -128,7 +128,7 @@ async def test_keys_made_by_headscale_keep_working(
     tag_key = await store.verify_preauth_key(keys["preauth_key_tag_server"])
     assert tag_key.tags == ["tag:server"]
     assert await store.verify_api_key(keys["api_key"]) is not None
-    assert store.valid_api_key(keys["api_key"])  # proven once: the synchronous check agrees, cheaply
+    assert store.authenticate_api_key(keys["api_key"]) is not None  # the synchronous check agrees
 
     def wrong(text: str) -> str:
         return text[:-1] + ("A" if text[-1] != "A" else "B")

@@ -75,6 +75,20 @@ async def netmap_endpoints(daemon: Tailscaled, hostname: str) -> list[str] | Non
     return None
 
 
+async def wait_netmap_endpoints(daemon: Tailscaled, hostname: str, wan: str, limit: float = 30) -> list[str]:
+    """`netmap_endpoints` once it lists an endpoint at public address `wan`, or as it is after `limit` s.
+
+    The endpoints reach a peer's netmap through control asynchronously (Headscale batches them), so a
+    snapshot taken the moment the peers first talk may still predate them.
+    """
+    deadline = time.monotonic() + limit
+    while True:
+        endpoints = await netmap_endpoints(daemon, hostname) or []
+        if any(e.startswith(f"{wan}:") for e in endpoints) or time.monotonic() > deadline:
+            return endpoints
+        await asyncio.sleep(0.5)
+
+
 async def join_pair(run: Run, first: str, second: str, key: str = "alice") -> tuple[Tailscaled, Tailscaled]:
     """Start and `tailscale up --authkey` two nodes, then wait until each lists the other online."""
     nodes = []
@@ -119,14 +133,19 @@ async def direct(run: Run) -> dict[str, Any]:
     a, b = run.nodes["a"], run.nodes["b"]
     b_to_a = await b.ping(await a.ip(), count=30, limit=240)
     a_to_b = await a.ping(await b.ip(), count=30, limit=240)
+    wan = {"a": run.lab.hosts["nat-a"].address, "b": run.lab.hosts["nat-b"].address}
+    netmaps = {
+        "a": await wait_netmap_endpoints(b, "a", wan["a"]),
+        "b": await wait_netmap_endpoints(a, "b", wan["b"]),
+    }
     server_a, server_b = run.node("a"), run.node("b")
     assert server_a is not None and server_b is not None
     return {
         "b_to_a": b_to_a,
         "a_to_b": a_to_b,
-        "wan": {"a": run.lab.hosts["nat-a"].address, "b": run.lab.hosts["nat-b"].address},
+        "wan": wan,
         "endpoints": {"a": list(server_a.endpoints), "b": list(server_b.endpoints)},
-        "netmap_endpoints": {"a": await netmap_endpoints(b, "a"), "b": await netmap_endpoints(a, "b")},
+        "netmap_endpoints": netmaps,
         "b_peer_a": peer_summary(await b.status()).get("a"),
         "traffic": await run.whoami(b.host, await a.ip()),
     }
@@ -172,14 +191,15 @@ async def network_change(run: Run) -> dict[str, Any]:
         node = run.node("b")
         return node is not None and any(e.startswith(f"{new_wan}:") for e in node.endpoints)
 
-    learnt = await run.wait_store(has_new_endpoint, 60)
+    # b's map stream still runs over its old connection, through a NAT that is gone: b notices it is dead
+    # when a write fails or, at worst, when its watchdog gives up on a silent stream after 120 s
+    # (controlclient's watchdogTimeout), then dials again from the new network.
+    moved = time.monotonic()
+    learnt = await run.wait_store(has_new_endpoint, 150)
+    learnt_after = round(time.monotonic() - moved, 1)
     server_b = run.node("b")
-    deadline = time.monotonic() + 20
-    while True:  # pyheadscale passes the new endpoint on to a (a PeersChangedPatch)
-        a_netmap = await netmap_endpoints(a, "b") or []
-        if any(e.startswith(f"{new_wan}:") for e in a_netmap) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.5)
+    # pyheadscale passes the new endpoint on to a (a PeersChangedPatch)
+    a_netmap = await wait_netmap_endpoints(a, "b", new_wan, 20)
     a_view = await a.wait_for(
         lambda s: any(
             p["HostName"] == "b" and str(p.get("CurAddr", "")).startswith(f"{new_wan}:")
@@ -193,6 +213,7 @@ async def network_change(run: Run) -> dict[str, Any]:
         "old_wan": old_wan,
         "new_wan": new_wan,
         "server_learnt": learnt,
+        "server_learnt_after_s": learnt_after,
         "server_endpoints": list(server_b.endpoints) if server_b else None,
         "a_netmap_b_endpoints": a_netmap,
         "ping": ping,

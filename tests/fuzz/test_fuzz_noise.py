@@ -73,14 +73,15 @@ def record_streams(draw: st.DrawFn) -> tuple[noise.Session, bytes]:
 
 
 async def read_all(session: noise.Session, data: bytes) -> int:
-    reader = asyncio.StreamReader()
-    reader.feed_data(data)
-    reader.feed_eof()
+    pieces = [data]
+
+    async def read_some() -> bytes:
+        return pieces.pop() if pieces else b""
 
     async def discard(_: bytes) -> None:
         return None
 
-    stream = NoiseStream(session, reader.readexactly, discard)
+    stream = NoiseStream(session, read_some, discard)
     total = 0
     while chunk := await stream.read():
         assert len(chunk) <= noise.MAX_PLAINTEXT_SIZE
@@ -92,3 +93,42 @@ async def read_all(session: noise.Session, data: bytes) -> int:
 def test_record_stream(loop: asyncio.AbstractEventLoop, case: tuple[noise.Session, bytes]) -> None:
     session, data = case
     bounds.run(loop, "noise.records", lambda: read_all(session, data), allowed=(noise.NoiseError,))
+
+
+KEY = bytes(range(32))
+SEALED = noise.TransportCipher(KEY)
+RECORDS = b"".join(SEALED.seal_records(p) for p in (b"one", b"", b"x" * 5000, b"two"))
+
+
+def decode_in_pieces(data: bytes, cuts: list[int]) -> tuple[list[bytes], str | None]:
+    """What a fresh decoder gives for `data` cut at `cuts`: the plaintexts, and the error that ended it (the
+    end of input included)."""
+    decoder = noise.RecordDecoder(noise.TransportCipher(KEY))
+    plaintexts: list[bytes] = []
+    try:
+        for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
+            plaintexts += decoder.feed(data[start:end])
+            assert decoder.pending < noise.MAX_MESSAGE_SIZE
+        decoder.end()
+    except noise.NoiseError as exc:
+        return plaintexts, str(exc)
+    return plaintexts, None
+
+
+@given(
+    st.one_of(st.just(RECORDS), mutated_bytes([RECORDS]), st.binary(max_size=200)),
+    st.lists(st.integers(0, 1 << 16), max_size=20),
+)
+@example(RECORDS, [])
+def test_record_decoder_chunking(data: bytes, raw_cuts: list[int]) -> None:
+    """Any chunking ends as byte-by-byte feeding does: the same error, and the same plaintexts (a prefix of
+    them when an error ends it: a feed that fails drops what it completed)."""
+    cuts = sorted({c % len(data) for c in raw_cuts if data} - {0})
+    one_by_one = bounds.call("noise.record_decoder", decode_in_pieces, data, list(range(1, len(data))))
+    chunked = bounds.call("noise.record_decoder", decode_in_pieces, data, cuts)
+    assert one_by_one is not None and chunked is not None
+    assert chunked[1] == one_by_one[1]
+    if one_by_one[1] is None:
+        assert chunked[0] == one_by_one[0]
+    else:
+        assert chunked[0] == one_by_one[0][: len(chunked[0])]

@@ -18,7 +18,7 @@ from pyheadscale.app import Server
 from pyheadscale.cli.main import main
 from pyheadscale.config import build_config
 from pyheadscale.grpc.schema import pb, services
-from pyheadscale.grpc.server import start_grpc
+from pyheadscale.grpc.server import serves_remote_grpc
 from tests.api.harness import free_port, server_config
 from tests.grpc.conftest import GrpcLive
 from tests.grpc.headscale_cli_driver import self_signed
@@ -76,8 +76,8 @@ async def test_users_nodes_and_keys_round_trip(grpc_live: GrpcLive) -> None:
 async def test_not_served_without_tls_or_allow_insecure(tmp_path: Path) -> None:
     """Headscale serves remote gRPC only with TLS or grpc_allow_insecure; so does pyheadscale."""
     raw = {"server_url": "http://127.0.0.1:1", "grpc_listen_addr": "127.0.0.1:1"}
-    server = Server(build_config(raw, data_dir=tmp_path))
-    assert await start_grpc(server) is None
+    assert not serves_remote_grpc(build_config(raw, data_dir=tmp_path))
+    assert serves_remote_grpc(build_config(raw | {"grpc_allow_insecure": True}, data_dir=tmp_path))
 
 
 async def test_our_cli_reaches_the_grpc_api_as_headscales_does(tmp_path: Path) -> None:

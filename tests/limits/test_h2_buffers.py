@@ -67,7 +67,7 @@ async def test_unfinished_bodies_bounded_per_connection(make_harness: Any) -> No
     sent = await push_bodies(client, ids, 16 * MiB)
     # One connection buffer, plus the one window of credit already in flight when it filled.
     assert sent <= MiB + 2 * 65535, sent
-    control: Any = harness.server._control
+    control: Any = harness.server.components.control
     assert control.body_budget.used <= MiB + 2 * 65535
 
 
@@ -94,7 +94,7 @@ async def test_request_deadline_resets_unfinished_stream(make_harness: Any) -> N
         while await asyncio.wait_for(client._streams[stream_id].data.get(), 10) is not None:
             pass
         assert client._streams[stream_id].reset
-    control: Any = harness.server._control
+    control: Any = harness.server.components.control
     assert control.body_budget.used == 0
     # The connection itself still serves complete requests.
     status, _ = await client.request("POST", "/machine/register", b"{}")
@@ -111,7 +111,7 @@ async def test_released_credit_lets_a_waiting_body_finish(make_harness: Any) -> 
     )
     hog = await harness.client()
     await push_bodies(hog, open_unfinished(hog, 8), 4 * MiB, stall=0.5)
-    control: Any = harness.server._control
+    control: Any = harness.server.components.control
     assert control.body_budget.exhausted
     client = await harness.client()
     body = {

@@ -96,15 +96,14 @@ async def test_connections_per_source_limited(make_harness: Any) -> None:
 async def test_idle_ts2021_connection_closed(make_harness: Any) -> None:
     harness: Harness = await make_harness(limits=FAST)
     client = await harness.client()
-    assert harness.server._control is not None
     started = time.monotonic()
     await asyncio.wait_for(client._closed.wait(), 10)
     assert time.monotonic() - started < 10
-    assert not harness.server._control.connections or await _drained(harness)
+    assert not harness.server.components.control.connections or await _drained(harness)
 
 
 async def _drained(harness: Harness) -> bool:
-    control: Any = harness.server._control
+    control: Any = harness.server.components.control
     for _ in range(50):
         if not control.connections:
             return True

@@ -357,7 +357,7 @@ def test_initiator_rejects_error_and_malformed_responses() -> None:
     initiator = noise.Initiator(keys.PrivateKey.generate(), keys.PrivateKey.generate().public(), 130)
     initiator.initiation()
     with pytest.raises(noise.NoiseError, match="refused handshake: go away"):
-        initiator.finish(noise.error_frame("go away"))
+        initiator.finish(struct.pack(">BH", noise.MSG_ERROR, 7) + b"go away")
     with pytest.raises(noise.NoiseError, match="short"):
         initiator.finish(b"\x02")
     with pytest.raises(noise.NoiseError, match="malformed"):
@@ -475,16 +475,21 @@ def test_replayed_and_reordered_records_refused() -> None:
     assert second and a
 
 
-def _stream(session: noise.Session, data: bytes, eof: bool = True) -> NoiseStream:
-    reader = asyncio.StreamReader()
-    reader.feed_data(data)
-    if eof:
-        reader.feed_eof()
+async def _no_bytes() -> bytes:
+    return b""
+
+
+def _stream(session: noise.Session, data: bytes, chunk: int = 1 << 16) -> NoiseStream:
+    """A stream that reads `data` in pieces of `chunk` bytes, then its end."""
+    pieces = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+
+    async def read_some() -> bytes:
+        return pieces.pop(0) if pieces else b""
 
     async def write(_data: bytes) -> None:
         pass
 
-    return NoiseStream(session, reader.readexactly, write)
+    return NoiseStream(session, read_some, write)
 
 
 async def test_stream_reads_records_and_clean_eof() -> None:
@@ -522,7 +527,7 @@ async def test_stream_write_seals_in_order() -> None:
     async def write(data: bytes) -> None:
         written.append(data)
 
-    stream = NoiseStream(server, asyncio.StreamReader().readexactly, write)
+    stream = NoiseStream(server, _no_bytes, write)
     await stream.write(b"")
     assert written == []
     await asyncio.gather(*(stream.write(bytes([i]) * 10) for i in range(5)))
