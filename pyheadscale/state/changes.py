@@ -9,7 +9,8 @@ for instance, turns them into these MapResponse fields for the sessions that can
                                 no longer see it, and a full map for the node itself after NODE_UPDATED
   NODE_REMOVED               -> PeersRemoved, and the node's own streams close
   NODE_PATCH                 -> PeersChangedPatch (endpoints, home DERP, disco key: cheap, frequent)
-  NODE_ONLINE                -> PeersChangedPatch with Online (and LastSeen once it is offline)
+  NODE_ONLINE                -> PeersChangedPatch with Online (and LastSeen once it is offline): the node
+                                came online or went offline, as the store's presence now says
   POLICY / USERS / DERP / DNS -> a full map for every session, since they can change every node's view
   POLICY_NODES               -> PacketFilter and SSHPolicy again, for the nodes in `node_ids` only (those a
                                 node's join, change or removal gave new policy results)
@@ -38,7 +39,5 @@ class ChangeKind(enum.Enum):
 class Change:
     kind: ChangeKind
     node_id: int | None = None
-    # NODE_ONLINE: whether the node came online (first map stream opened) or went offline (last one closed).
-    online: bool | None = None
     # POLICY_NODES: the nodes whose policy results (filter, SSH policy) a node change may have changed.
     node_ids: frozenset[int] = frozenset()

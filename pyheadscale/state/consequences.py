@@ -111,10 +111,10 @@ class PolicyEffects:
         self.policy.users_changed()
         return [Change(ChangeKind.USERS)]
 
-    def presence_changed(self, node_id: int, *, online: bool) -> list[Change]:
+    def presence_changed(self, node_id: int) -> list[Change]:
         """The node came online or went offline; then the routers whose primary routes that moved."""
         moved = self.policy.presence_changed(node_id)
-        return [Change(ChangeKind.NODE_ONLINE, node_id, online=online)] + [
+        return [Change(ChangeKind.NODE_ONLINE, node_id)] + [
             Change(ChangeKind.NODE_UPDATED, router_id) for router_id in sorted(moved)
         ]
 

@@ -569,7 +569,7 @@ class Store:
         """A map stream for the node opened."""
         self._ephemeral.stop(node_id)
         if self.presence.opened(node_id):
-            self.feed.publish(self.effects.presence_changed(node_id, online=True))
+            self.feed.publish(self.effects.presence_changed(node_id))
 
     @atomic
     async def disconnected(self, node_id: int) -> Outcome[None]:
@@ -584,7 +584,7 @@ class Store:
         self.registry.put(replace(self.get_node(node_id), last_seen=stamp))
         if node.ephemeral:
             self._ephemeral.went_offline(node_id)
-        return Outcome.of(None, self.effects.presence_changed(node_id, online=False))
+        return Outcome.of(None, self.effects.presence_changed(node_id))
 
     @atomic
     async def _delete_if_offline(self, node_id: int) -> Outcome[bool]:
