@@ -12,8 +12,9 @@ for instance, turns them into these MapResponse fields for the sessions that can
   NODE_ONLINE                -> PeersChangedPatch with Online (and LastSeen once it is offline): the node
                                 came online or went offline, as the store's presence now says
   POLICY / USERS / DERP / DNS -> a full map for every session, since they can change every node's view
-  POLICY_NODES               -> PacketFilter and SSHPolicy again, for the nodes in `node_ids` only (those a
-                                node's join, change or removal gave new policy results)
+  POLICY_NODES               -> PacketFilter and SSHPolicy, for the nodes in `node_ids` only (those a node's
+                                join, change or removal may have given new policy results), when they
+                                differ from what the session last sent
 """
 
 from __future__ import annotations
