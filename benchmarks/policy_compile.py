@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from pyheadscale.policy import PolicyEngine, PolicyNode, PolicyUser
+from pyheadscale.tailcfg.filter import FilterRule
 
 TEAMS = 60
 SERVICES = 200
@@ -91,7 +92,7 @@ def timed(label: str, action: Callable[[], T]) -> T:
     return result
 
 
-def filters_of(engine: PolicyEngine, node_ids: Iterable[int]) -> list[list[dict[str, Any]]]:
+def filters_of(engine: PolicyEngine, node_ids: Iterable[int]) -> list[list[FilterRule]]:
     return [engine.filter_rules(i) for i in node_ids]
 
 

@@ -1,4 +1,8 @@
-"""Assembling and running the server: keys, database, store, maps, DERP, and the HTTP listeners."""
+"""The composition root: assembling and running the server (keys, database, state, maps, DERP, the listeners).
+
+`Server.start()` builds every part once and hands each exactly what it uses (the API gets its narrow context,
+the control server its handlers); none of the parts imports this module back.
+"""
 
 from __future__ import annotations
 
@@ -58,6 +62,7 @@ from pyheadscale.state.ipalloc import IPAllocator
 from pyheadscale.state.names import now
 from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
+from pyheadscale.tailcfg.derp_map import DERPMap
 from pyheadscale.tls.acme_manager import ACMECertificates
 from pyheadscale.tls.certfiles import context_from_files
 from pyheadscale.tls.site import TLSSite
@@ -350,7 +355,7 @@ class Server:
         app: web.Application,
         store: Store,
         access: DerpAccess,
-        derp_map: Callable[[], dict[str, Any]],
+        derp_map: Callable[[], DERPMap],
     ) -> DerpServer | None:
         """The embedded DERP relay and STUN, when derp.server.enabled."""
         server_cfg = self.config.derp.server
@@ -414,7 +419,6 @@ class Server:
 
     async def stop(self) -> None:
         """Take down whatever started, newest first; a part failing to close does not keep the rest up."""
-        self.ready.clear()
         while self._closers:
             close = self._closers.pop()
             with contextlib.suppress(Exception):

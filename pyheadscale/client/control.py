@@ -21,13 +21,13 @@ import aiohttp
 import h2.config
 import h2.connection
 import h2.events
-import zstandard
 
 from pyheadscale import keys
 from pyheadscale.control import noise
 from pyheadscale.control.noise_stream import NoiseStream
 from pyheadscale.control.ts2021 import EARLY_PAYLOAD_MAGIC, HANDSHAKE_HEADER, UPGRADE_PROTOCOL
 from pyheadscale.control.ws_bytes import WebSocketBytes
+from pyheadscale.tailcfg.frame import FrameDecoder, FrameError
 
 DEFAULT_CAPVER = 130
 # A server's early payload is one small JSON object (the node key challenge).
@@ -346,7 +346,7 @@ class ControlClient:
         compress: bool = True,
         extra: dict[str, Any] | None = None,
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """A streaming map poll: yields each MapResponse as it arrives."""
+        """A streaming map poll: yields each MapResponse as it arrives (decoded, unchecked)."""
         body = {
             "Version": self.capver,
             "NodeKey": keys.node_public_text(node_key.public()),
@@ -362,20 +362,15 @@ class ControlClient:
             while (chunk := await stream.data.get()) is not None:
                 data += chunk
             raise ControlClientError(f"map answered {stream.status}: {data[:200]!r}")
-        decompressor = zstandard.ZstdDecompressor()
-        buffer = b""
+        decoder = FrameDecoder(compress)
         try:
-            while True:
-                while len(buffer) >= 4 and len(buffer) >= 4 + struct.unpack("<I", buffer[:4])[0]:
-                    (size,) = struct.unpack("<I", buffer[:4])
-                    message, buffer = buffer[4 : 4 + size], buffer[4 + size :]
-                    if compress:
-                        message = decompressor.decompress(message)
-                    yield json.loads(message)
-                chunk = await stream.data.get()
-                if chunk is None:
-                    return
-                buffer += chunk
+            while (chunk := await stream.data.get()) is not None:
+                try:
+                    messages = decoder.feed(chunk)
+                except FrameError as exc:
+                    raise ControlClientError(f"map stream: {exc}") from None
+                for message in messages:
+                    yield message
         finally:
             self._streams.pop(stream_id, None)
             if not self._closed.is_set():

@@ -10,14 +10,12 @@ import asyncio
 import json
 import logging
 from datetime import datetime
-from typing import Any
 
 from pyheadscale import audit
 from pyheadscale.auth.interactive import LoginRejected, PendingLogins, auth_id_from_followup, tags_refusal
 from pyheadscale.config import Config
 from pyheadscale.control.decode import decode
 from pyheadscale.control.h2server import InnerRequest
-from pyheadscale.mapper import tailcfg
 from pyheadscale.metrics import Metrics
 from pyheadscale.ratelimit import RateLimiter, retry_after_header, source_of
 from pyheadscale.state.errors import AuthFailed, StateError
@@ -25,6 +23,9 @@ from pyheadscale.state.ipalloc import AddressExhausted
 from pyheadscale.state.models import Node
 from pyheadscale.state.names import now
 from pyheadscale.state.store import Store
+from pyheadscale.tailcfg.node import TAGGED_DEVICES_USER_ID
+from pyheadscale.tailcfg.register import RegisterResponse, register_response
+from pyheadscale.tailcfg.requests import RegisterRequest
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class RegisterHandler:
             await request.response.start(429, {"retry-after": retry_after_header(wait)})
             await request.response.send(b"too many registrations from your address; retry later\n", end=True)
             return
-        req = await decode(request, tailcfg.RegisterRequest)
+        req = await decode(request, RegisterRequest)
         if req is None:
             return
         audit.actor.set(f"machine:{machine_key[5:17]}")
@@ -68,17 +69,17 @@ class RegisterHandler:
                 reason=str(exc),
                 hostname=(req.Hostinfo or {}).get("Hostname"),
             )
-            response = tailcfg.register_response(error=str(exc))
+            response = register_response(error=str(exc))
         except (StateError, OverflowError, AddressExhausted) as exc:
             self.metrics.registrations.labels("error").inc()
-            response = tailcfg.register_response(error=str(exc))
+            response = register_response(error=str(exc))
         body = json.dumps(response).encode()
         await request.response.respond(200, body, "application/json; charset=utf-8")
 
-    def _response_for(self, node: Node) -> dict[str, Any]:
+    def _response_for(self, node: Node) -> RegisterResponse:
         user = self.store.users.get(node.user_id) if node.user_id is not None and not node.tags else None
         if user is None:
-            uid, login_name, display = tailcfg.TAGGED_DEVICES_USER_ID, "tagged-devices", "Tagged Devices"
+            uid, login_name, display = TAGGED_DEVICES_USER_ID, "tagged-devices", "Tagged Devices"
             provider = picture = ""
         else:
             uid, login_name, display = (
@@ -87,7 +88,7 @@ class RegisterHandler:
                 user.display_name or user.email or user.name,
             )
             provider, picture = user.provider, user.profile_pic_url
-        return tailcfg.register_response(
+        return register_response(
             user={"ID": uid, "DisplayName": display, "ProfilePicURL": picture},
             login={
                 "ID": uid,
@@ -104,7 +105,7 @@ class RegisterHandler:
         """Key expiry for a node registering now (a login approved for a user: not tagged, nothing asked)."""
         return self.config.node.expiry_for(tagged=tagged, requested=requested, at=now())
 
-    async def _register(self, req: tailcfg.RegisterRequest, machine_key: str, source: str) -> dict[str, Any]:
+    async def _register(self, req: RegisterRequest, machine_key: str, source: str) -> RegisterResponse:
         expiry = req.expiry
         existing = self.store.node_by_node_key(req.NodeKey)
         if existing is not None and existing.machine_key != machine_key:
@@ -113,10 +114,10 @@ class RegisterHandler:
         # A past expiry is a logout, whatever else the request carries.
         if expiry is not None and expiry <= now():
             if existing is None:
-                return tailcfg.register_response(expired=True)
+                return register_response(expired=True)
             remaining = await self.store.logout(existing)
             if remaining is None:
-                return tailcfg.register_response(expired=True)
+                return register_response(expired=True)
             return self._response_for(remaining)
 
         # Node-key rotation: the machine proves it owns the old key by its machine key.
@@ -149,7 +150,7 @@ class RegisterHandler:
         if existing is not None:
             # A restarting client re-checks its registration; an expired node must log in again.
             if not self.store.may_connect(existing):
-                return tailcfg.register_response(expired=True)
+                return register_response(expired=True)
             return self._response_for(existing)
 
         if req.Followup:
@@ -161,14 +162,14 @@ class RegisterHandler:
             machine_key[:13],
             audit.clip(login.hostname, 64),
         )
-        return tailcfg.register_response(auth_url=f"{self.config.server_url}/register/{login.auth_id}")
+        return register_response(auth_url=f"{self.config.server_url}/register/{login.auth_id}")
 
-    async def _follow_up(self, req: tailcfg.RegisterRequest, machine_key: str, source: str) -> dict[str, Any]:
+    async def _follow_up(self, req: RegisterRequest, machine_key: str, source: str) -> RegisterResponse:
         """Wait for the operator's verdict; an unknown or expired login starts over with a new URL."""
         login = self.logins.get(auth_id_from_followup(req.Followup))
         if login is None or login.machine_key != machine_key:
             fresh = self.logins.start(machine_key, req.NodeKey, req.Hostinfo or {}, source=source)
-            return tailcfg.register_response(auth_url=f"{self.config.server_url}/register/{fresh.auth_id}")
+            return register_response(auth_url=f"{self.config.server_url}/register/{fresh.auth_id}")
         try:
             node = await asyncio.shield(login.outcome)
         except LoginRejected as exc:
@@ -178,5 +179,5 @@ class RegisterHandler:
             fresh = self.logins.for_machine(machine_key) or self.logins.start(
                 machine_key, req.NodeKey, req.Hostinfo or {}, source=source
             )
-            return tailcfg.register_response(auth_url=f"{self.config.server_url}/register/{fresh.auth_id}")
+            return register_response(auth_url=f"{self.config.server_url}/register/{fresh.auth_id}")
         return self._response_for(node)

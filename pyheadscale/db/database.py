@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from pyheadscale.config import Config
 from pyheadscale.db import schema
 from pyheadscale.db.headscale_import import take_over_if_headscale
-from pyheadscale.mapper.hostinfo import bound_stored_hostinfo
 from pyheadscale.state.models import ApiKey, Node, PreAuthKey, User
+from pyheadscale.tailcfg.hostinfo import bound_stored_hostinfo
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

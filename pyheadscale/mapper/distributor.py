@@ -16,10 +16,10 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
 
-from pyheadscale.mapper.builder import MapBuilder
+from pyheadscale.mapper.builder import MapBuilder, MapMessage
 from pyheadscale.state.changes import Change, ChangeKind
+from pyheadscale.tailcfg.map_response import MapResponse, PingRequest
 
 
 class KnownIndex:
@@ -67,14 +67,14 @@ class MapSession:
         self._full = False
         self._policy = False
         # The filter and SSH policy the client holds: a policy delta is sent only when they differ.
-        self.sent_policy: dict[str, Any] = {}
+        self.sent_policy: MapResponse = {}
         self._changed: set[int] = set()
         self._removed: set[int] = set()
         self._patched: set[int] = set()
         # A tailcfg.PingRequest to deliver with the next response (the latest one wins).
-        self._ping: dict[str, Any] | None = None
+        self._ping: PingRequest | None = None
 
-    def send_ping(self, request: dict[str, Any]) -> None:
+    def send_ping(self, request: PingRequest) -> None:
         self._ping = request
         self._signal()
 
@@ -120,8 +120,8 @@ class MapSession:
         self.known_peers -= gone
         self.index.discard(self, gone)
 
-    def take_pending(self, builder: MapBuilder) -> dict[str, Any] | None:
-        """Build one MapResponse from everything pending and clear it; None when nothing is."""
+    def take_pending(self, builder: MapBuilder) -> MapMessage | None:
+        """Build one message from everything pending and clear it; None when nothing is."""
         self.wake.clear()
         store = builder.ctx.store
         node = store.nodes.get(self.node_id)
@@ -131,7 +131,7 @@ class MapSession:
             # Expired or logged out since the stream opened: one last self-update, and the stream ends.
             self.closed = True
             self._forget(set(self.known_peers))
-            return builder.revoked(node, self.capver)
+            return MapMessage("revoked", builder.revoked(node, self.capver))
         if self._full:
             self._full = self._policy = False
             self._changed.clear()
@@ -146,8 +146,8 @@ class MapSession:
             self.sent_policy = builder.policy_fields(node, self.capver)
             if self._ping is not None:
                 full["PingRequest"], self._ping = self._ping, None
-            return full
-        response: dict[str, Any] = {}
+            return MapMessage("full", full)
+        response: MapResponse = {}
         if self._ping is not None:
             response["PingRequest"], self._ping = self._ping, None
         if self._policy:
@@ -174,7 +174,7 @@ class MapSession:
             patches = [builder.peer_patch(store.nodes[p]) for p in sorted(patched) if p in store.nodes]
             if patches:
                 response["PeersChangedPatch"] = patches
-        return response or None
+        return MapMessage("delta", response) if response else None
 
 
 class Distributor:
@@ -206,7 +206,7 @@ class Distributor:
     def _knowing(self, node_id: int) -> list[MapSession]:
         return self.index.knowing(node_id)
 
-    def ping(self, node_id: int, request: dict[str, Any]) -> bool:
+    def ping(self, node_id: int, request: PingRequest) -> bool:
         """Put a PingRequest in the node's map streams; False when it has none open."""
         sessions = self.sessions.get(node_id, ())
         for session in sessions:

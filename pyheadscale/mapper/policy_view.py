@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from pyheadscale.policy.types import PeerView
+from pyheadscale.tailcfg.filter import FilterRule
+from pyheadscale.tailcfg.ssh import SSHPolicy
 
 
 class NetworkPolicy(Protocol):
@@ -17,8 +19,8 @@ class NetworkPolicy(Protocol):
 
     def peer_view(self, node_id: int, peer_id: int) -> PeerView | None: ...
 
-    def filter_rules(self, node_id: int) -> list[dict[str, Any]]: ...
+    def filter_rules(self, node_id: int) -> list[FilterRule]: ...
 
-    def ssh_policy(self, node_id: int) -> dict[str, Any] | None: ...
+    def ssh_policy(self, node_id: int) -> SSHPolicy | None: ...
 
     def cap_map(self, node_id: int) -> dict[str, Any]: ...

@@ -46,6 +46,8 @@ from pyheadscale.policy.policytests import run_policy_tests, run_ssh_tests
 from pyheadscale.policy.ssh import SSHCompiler, localpart_domain
 from pyheadscale.policy.types import PeerView, PolicyNode, PolicyUser
 from pyheadscale.policy.validate import ambiguous_user_tokens, validate_policy
+from pyheadscale.tailcfg.filter import FilterRule
+from pyheadscale.tailcfg.ssh import SSHPolicy
 
 DEFAULT_SERVER_URL = "https://unused"
 
@@ -317,11 +319,11 @@ class PolicyEngine:
         """Matchers of every rule in the node's unreduced filter."""
         return self._global_matchers() + self._own_matchers(node)
 
-    def filter_rules(self, node_id: int) -> list[dict[str, Any]]:
+    def filter_rules(self, node_id: int) -> list[FilterRule]:
         """The node's packet filter (``[]tailcfg.FilterRule``)."""
         node = self._node(node_id)
         if self.policy is None:
-            return [dict(rule) for rule in ALLOW_ALL_RULES]
+            return [rule.copy() for rule in ALLOW_ALL_RULES]
         cached = self._cached(node_id, "filter")
         if cached is None:
             if self._destination_index is None:
@@ -331,10 +333,10 @@ class PolicyEngine:
             cached = self._store(node_id, "filter", [rule.to_wire() for rule in reduced])
         return list(cached)
 
-    def ssh_policy_for_node(self, node: PolicyNode) -> dict[str, Any] | None:
+    def ssh_policy_for_node(self, node: PolicyNode) -> SSHPolicy | None:
         return self._ssh.policy_for(node) if self._ssh is not None else None
 
-    def ssh_policy(self, node_id: int) -> dict[str, Any] | None:
+    def ssh_policy(self, node_id: int) -> SSHPolicy | None:
         """The node's ``tailcfg.SSHPolicy`` or ``None`` when the policy has no ``ssh`` section."""
         return self.ssh_policy_for_node(self._node(node_id))
 

@@ -26,6 +26,8 @@ from pyheadscale.policy.types import PeerView
 from pyheadscale.state.changes import Change, ChangeKind
 from pyheadscale.state.models import Node
 from pyheadscale.state.store import Store
+from pyheadscale.tailcfg.filter import FilterRule
+from pyheadscale.tailcfg.ssh import SSHPolicy
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +74,10 @@ class PolicyManager:
     def peer_view(self, node_id: int, peer_id: int) -> PeerView | None:
         return self.engine.peer_view(node_id, peer_id) if node_id in self.store.nodes else None
 
-    def filter_rules(self, node_id: int) -> list[dict[str, Any]]:
+    def filter_rules(self, node_id: int) -> list[FilterRule]:
         return self.engine.filter_rules(node_id)
 
-    def ssh_policy(self, node_id: int) -> dict[str, Any] | None:
+    def ssh_policy(self, node_id: int) -> SSHPolicy | None:
         return self.engine.ssh_policy(node_id)
 
     def cap_map(self, node_id: int) -> dict[str, Any]:

@@ -5,11 +5,10 @@ adds helpers the revocation tests share."""
 from __future__ import annotations
 
 import asyncio
-import json
-import struct
 from typing import Any
 
 from derp import frames
+from pyheadscale.tailcfg.frame import decode_frames
 from tests.api.conftest import api, live, tcp  # noqa: F401  (fixtures)
 from tests.cli.conftest import cli, config_file  # noqa: F401  (fixtures)
 from tests.control.conftest import Node, free_port, harness, make_harness  # noqa: F401  (fixtures)
@@ -22,13 +21,8 @@ REFUSED = (ConnectionError, frames.ProtocolError, EOFError, asyncio.IncompleteRe
 
 
 def decode_messages(data: bytes) -> list[dict[str, Any]]:
-    """Uncompressed map messages: each a 4-byte little-endian length and a JSON MapResponse."""
-    out = []
-    while data:
-        (size,) = struct.unpack("<I", data[:4])
-        out.append(json.loads(data[4 : 4 + size]))
-        data = data[4 + size :]
-    return out
+    """The MapResponses of an uncompressed map response body (`map_request` asks for no compression)."""
+    return decode_frames(data, compressed=False)
 
 
 async def map_request(node: Node, **fields: Any) -> tuple[int, bytes]:

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from pyheadscale import keys
-from pyheadscale.mapper import tailcfg
+from pyheadscale.tailcfg.frame import decode_frames
+from pyheadscale.tailcfg.node import TAGGED_DEVICES_USER_ID
 from tests.control.conftest import Harness, MapReader, open_map
 
 JOIN_DEADLINE = 1.0
@@ -148,7 +149,8 @@ async def test_deleted_node_is_removed_from_peers(harness: Harness) -> None:
             {"Version": 130, "NodeKey": a.node_key_text, "Stream": False, "ReadOnly": True},
         )
         assert status == 200
-        assert [p["ID"] for p in json.loads(data[4:])["Peers"]] == []
+        (full,) = decode_frames(data, compressed=False)
+        assert [p["ID"] for p in full["Peers"]] == []
     finally:
         await ra.close()
         await rb.close()
@@ -198,8 +200,7 @@ async def test_one_shot_map_and_lite_update(harness: Harness) -> None:
         "POST", "/machine/map", {"Version": 130, "NodeKey": a.node_key_text, "Stream": False, "Compress": ""}
     )
     assert status == 200
-    (size,) = __import__("struct").unpack("<I", data[:4])
-    full = json.loads(data[4 : 4 + size])
+    (full,) = decode_frames(data, compressed=False)
     assert len(full["Peers"]) == 1 and full["Node"]["Key"] == a.node_key_text
     status, data = await a.client.request(
         "POST",
@@ -276,8 +277,8 @@ async def test_rename_and_tags_reach_peers_and_self(harness: Harness) -> None:
             lambda m: any(p["ID"] == b_id and p["Tags"] == ["tag:web"] for p in m.get("PeersChanged", []))
         )
         peer = next(p for p in got["PeersChanged"] if p["ID"] == b_id)
-        assert peer["User"] == tailcfg.TAGGED_DEVICES_USER_ID
-        assert any(u["ID"] == tailcfg.TAGGED_DEVICES_USER_ID for u in got["UserProfiles"])
+        assert peer["User"] == TAGGED_DEVICES_USER_ID
+        assert any(u["ID"] == TAGGED_DEVICES_USER_ID for u in got["UserProfiles"])
     finally:
         await ra.close()
         await rb.close()

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from pyheadscale import keys
-from pyheadscale.mapper import tailcfg
+from pyheadscale.tailcfg.node import TAGGED_DEVICES_USER_ID
 from tests.control.conftest import Harness, open_map
 
-TAGGED = tailcfg.TAGGED_DEVICES_USER_ID
+TAGGED = TAGGED_DEVICES_USER_ID
 PAST = "2001-01-01T00:00:00Z"
 
 

@@ -15,7 +15,7 @@ import pytest
 from pyheadscale import keys
 from pyheadscale.client.control import ControlClient
 from pyheadscale.control import noise
-from pyheadscale.mapper import tailcfg
+from pyheadscale.tailcfg.gotime import go_time
 from tests.control.conftest import Harness, MapReader
 
 
@@ -79,7 +79,7 @@ async def _get_json(url: str) -> Any:
 
 async def test_client_requested_key_expiry_is_kept(harness: Harness) -> None:
     wanted = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
-    node = await harness.node("shortlived", expiry=tailcfg.go_time(wanted))
+    node = await harness.node("shortlived", expiry=go_time(wanted))
     stored = harness.store.node_by_node_key(node.node_key_text)
     assert stored.expiry == wanted
 
@@ -137,10 +137,10 @@ async def test_client_requested_expiry_holds_for_an_interactive_login(make_harne
     wanted = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
     client = await harness.client()
     node_key = keys.PrivateKey.generate()
-    first = await client.register(node_key, hostname="laptop", expiry=tailcfg.go_time(wanted))
+    first = await client.register(node_key, hostname="laptop", expiry=go_time(wanted))
     auth_url = first["AuthURL"]
     waiting = asyncio.ensure_future(
-        client.register(node_key, hostname="laptop", expiry=tailcfg.go_time(wanted), followup=auth_url)
+        client.register(node_key, hostname="laptop", expiry=go_time(wanted), followup=auth_url)
     )
     await asyncio.sleep(0.1)
     _, secret = await harness.store.create_api_key(None)

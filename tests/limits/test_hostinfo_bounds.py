@@ -9,8 +9,13 @@ from typing import Any
 import pytest
 
 from pyheadscale.client.control import ControlClientError
-from pyheadscale.mapper import tailcfg
-from pyheadscale.mapper.hostinfo import DEFAULT_MAX_BYTES, bound_hostinfo, bound_stored_hostinfo
+from pyheadscale.tailcfg.hostinfo import (
+    DEFAULT_MAX_BYTES,
+    bound_hostinfo,
+    bound_stored_hostinfo,
+    check_hostinfo,
+)
+from pyheadscale.tailcfg.requests import BadRequest, MapRequest, parse_request
 from tests.control.conftest import Harness, open_map
 
 FIXTURES = sorted((Path(__file__).resolve().parents[2] / "fixtures" / "tsnet-1.90.9").glob("*.jsonl"))
@@ -30,7 +35,7 @@ def test_real_clients_hostinfo_is_unchanged() -> None:
     hostinfos = recorded_hostinfos()
     assert len(hostinfos) >= 2
     for hostinfo in hostinfos:
-        tailcfg.check_hostinfo(hostinfo)
+        check_hostinfo(hostinfo)
         assert bound_hostinfo(hostinfo) == hostinfo
         assert len(json.dumps(hostinfo)) < DEFAULT_MAX_BYTES // 4
 
@@ -53,8 +58,8 @@ def test_real_clients_hostinfo_is_unchanged() -> None:
 )
 def test_oversized_hostinfo_refused_naming_the_field(hostinfo: dict[str, Any], where: str) -> None:
     body = json.dumps({"NodeKey": "nodekey:" + "1" * 64, "Hostinfo": hostinfo}).encode()
-    with pytest.raises(tailcfg.BadRequest, match="Hostinfo") as info:
-        tailcfg.parse_request(tailcfg.MapRequest, body)
+    with pytest.raises(BadRequest, match="Hostinfo") as info:
+        parse_request(MapRequest, body)
     assert where in str(info.value)
 
 
@@ -117,10 +122,10 @@ async def test_big_hostinfo_refused_over_the_wire_and_never_reaches_peers(make_h
 def test_endpoints_are_bounded() -> None:
     endpoints = [f"192.0.2.1:{port}" for port in range(1, 1001)]
     body = json.dumps({"NodeKey": "nodekey:" + "1" * 64, "Endpoints": endpoints}).encode()
-    with pytest.raises(tailcfg.BadRequest, match="Endpoints: more than 256 endpoints"):
-        tailcfg.parse_request(tailcfg.MapRequest, body)
+    with pytest.raises(BadRequest, match="Endpoints: more than 256 endpoints"):
+        parse_request(MapRequest, body)
     body = json.dumps({"NodeKey": "nodekey:" + "1" * 64, "Endpoints": endpoints[:40]}).encode()
-    assert tailcfg.parse_request(tailcfg.MapRequest, body).Endpoints == endpoints[:40]
+    assert parse_request(MapRequest, body).Endpoints == endpoints[:40]
 
 
 async def test_oversized_hostinfo_in_the_database_is_bounded_on_load(make_harness: Any) -> None:

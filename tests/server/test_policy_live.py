@@ -13,6 +13,7 @@ import pytest
 from pyheadscale.client.control import ControlClient
 from pyheadscale.keys import PrivateKey
 from pyheadscale.policy import PolicyError
+from pyheadscale.tailcfg.filter import FilterRule
 from tests.server.conftest import StartServer
 
 ALLOW_SSH = {"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:22"]}]}
@@ -29,7 +30,7 @@ def covers(source: str, address: Any) -> bool:
     return address in ipaddress.ip_network(source, strict=False)
 
 
-def dst_ports(rules: list[dict[str, Any]]) -> set[tuple[int, int]]:
+def dst_ports(rules: list[FilterRule]) -> set[tuple[int, int]]:
     return {(p["Ports"]["First"], p["Ports"]["Last"]) for rule in rules for p in rule.get("DstPorts", [])}
 
 
