@@ -219,7 +219,7 @@ async def test_ssh_checks_refuse_expired_nodes(harness: Harness) -> None:
     a_id, b_id = (store.node_by_node_key(n.node_key_text).id for n in (a, b))
     rule = {"action": "check", "src": ["alice@"], "dst": ["alice@"], "users": ["root"], "checkPeriod": "1h"}
     assert harness.server.policy is not None
-    harness.server.policy.apply(
+    await harness.server.policy.apply(
         json.dumps({"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}], "ssh": [rule]})
     )
     harness.server.ssh_checks.record_approval(a_id, b_id)

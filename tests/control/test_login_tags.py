@@ -38,7 +38,7 @@ async def login(
             await harness.store.create_user(name)
     assert harness.server.policy is not None
     if policy and harness.server.policy.text is None:
-        harness.server.policy.apply(json.dumps(POLICY))
+        await harness.server.policy.apply(json.dumps(POLICY))
     client = await harness.client()
     node_key = NodePrivate.generate()
     info = {"Hostname": hostname, "OS": "linux", "RequestTags": tags}

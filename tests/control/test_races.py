@@ -87,7 +87,7 @@ async def test_map_update_racing_rotation_keeps_new_key(harness: Harness) -> Non
 
 
 async def test_mutation_spawned_during_a_mutation_waits_its_turn(harness: Harness) -> None:
-    """A task started from inside a mutation (a change subscriber reacting) is serialized like any other."""
+    """A task started from inside a mutation (a timer firing mid-write, say) is serialized like any other."""
     a = await harness.node("a")
     b = await harness.node("b")
     store = harness.store

@@ -55,7 +55,7 @@ async def join(
 
 async def test_replayed_ssh_check_holds_then_accepts_after_approval(harness: Harness) -> None:
     assert harness.server.policy is not None
-    harness.server.policy.apply(json.dumps(SSH_CHECK_POLICY))
+    await harness.server.policy.apply(json.dumps(SSH_CHECK_POLICY))
     auth_key = await harness.preauth_key()
     readers: list[MapReader] = []
     try:

@@ -24,7 +24,7 @@ def check_policy(period: str | None) -> str:
 async def setup(harness: Harness, period: str | None = "1h") -> tuple[Node, Node, int, int]:
     a, b = await harness.node("a"), await harness.node("b")
     assert harness.server.policy is not None
-    harness.server.policy.apply(check_policy(period))
+    await harness.server.policy.apply(check_policy(period))
     ids = [harness.store.node_by_node_key(n.node_key_text).id for n in (a, b)]
     return a, b, ids[0], ids[1]
 

@@ -238,7 +238,7 @@ async def test_what_a_server_writes_is_what_the_types_declare(
         {"action": "check", "src": ["alice@"], "dst": ["alice@"], "users": ["admin"]},
     ]
     acls = [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]
-    harness.server.policy.apply(json.dumps({"acls": acls, "ssh": ssh}))
+    await harness.server.policy.apply(json.dumps({"acls": acls, "ssh": ssh}))
     a, b, ra, rb, b_id = await harness.streaming_pair()
     a_id = harness.store.node_by_node_key(a.node_key_text).id
     try:
