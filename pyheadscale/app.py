@@ -200,15 +200,15 @@ class Server:
         db = await Database.open(config)
         closers.append(db.close)
         ips = IPAllocator(config.prefixes.v4, config.prefixes.v6, config.prefixes.allocation)
-        store = Store(db, ips)
-        closers.append(store.close)
-        store.ephemeral_timeout = config.ephemeral_inactivity_timeout
-        store.audit = audit = AuditLog(
+        audit = AuditLog(
             config.path(config.audit_log) if config.audit_log else None,
             config.limits.audit,
             config.limits.rate.audit_refusals,
             on_suppressed=metrics.audit_suppressed.inc,
         )
+        store = Store(db, ips, audit)
+        closers.append(store.close)
+        store.ephemeral_timeout = config.ephemeral_inactivity_timeout
         await audit.start()
         closers.append(audit.close)
         await store.load()
@@ -216,6 +216,7 @@ class Server:
         router_health = RouterHealthState(store)
         policy = PolicyManager(config, store, router_health)
         await policy.start()
+        store.attach_policy(policy)
         closers.append(policy.close)
         logins = PendingLogins(
             config.limits.logins.max_pending,
@@ -232,24 +233,21 @@ class Server:
         prober = HAProber(
             config.node.routes.ha, config.server_url, store, policy, router_health, distributor, pings
         )
-        # Router health, then the policy engine, must see a change before the distributor builds deltas.
-        store.subscribe(prober.on_change)
-        store.subscribe(policy.on_change)
-        store.subscribe(distributor.on_change)
+        store.feed.subscribe(distributor.on_change)
 
         def derp_changed() -> None:
             ctx.derp_map = derp_source.current
-            distributor.on_change(Change(ChangeKind.DERP))
+            store.feed.publish([Change(ChangeKind.DERP)])
 
         derp_source.on_change = derp_changed
         closers.append(derp_source.close)
-        await self._start_extra_records(builder, distributor)
+        await self._start_extra_records(builder, store)
 
         register = RegisterHandler(store, config, metrics, logins)
         maps = MapHandler(store, builder, distributor, metrics, keepalive=self.keepalive)
         metrics.bind_store(store, lambda: maps.streams)
         ssh_action = SSHActionHandler(store, policy, ssh_checks, config.server_url)
-        store.subscribe(functools.partial(_forget_ssh_approvals, ssh_checks))
+        store.feed.subscribe(functools.partial(_forget_ssh_approvals, ssh_checks))
         control = ControlServer(
             noise_key,
             {
@@ -351,14 +349,14 @@ class Server:
             acme=acme,
         )
 
-    async def _start_extra_records(self, builder: MapBuilder, distributor: Distributor) -> None:
+    async def _start_extra_records(self, builder: MapBuilder, store: Store) -> None:
         """dns.extra_records_path: its records in every map, pushed to every node when the file changes."""
         if not self.config.dns.extra_records_path:
             return
 
         def changed(records: list[dict[str, str]]) -> None:
             builder.set_extra_records(records)
-            distributor.on_change(Change(ChangeKind.DNS))
+            store.feed.publish([Change(ChangeKind.DNS)])
 
         records = ExtraRecordsFile(self.config.path(self.config.dns.extra_records_path), changed)
         self._closers.append(records.close)
@@ -382,7 +380,7 @@ class Server:
         verify = access.admits_key if server_cfg.verify_clients else None
         derp = DerpServer(derp_key, verify_client=verify)
         if verify is not None:
-            store.subscribe(access.revoke_into(derp.close_client))
+            store.feed.subscribe(access.revoke_into(derp.close_client))
         add_derp_routes(app, derp)
         app.router.add_get("/bootstrap-dns", BootstrapDNS(derp_map).handle)
         host, _, port = server_cfg.stun_listen_addr.rpartition(":")

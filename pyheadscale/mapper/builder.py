@@ -78,8 +78,6 @@ class _PeerRendering:
 
     base: tailnode.Node
     entry: tailnode.Node | None = None
-    # The record's last_seen when `entry` was made: the store sets it in place when the node goes offline.
-    last_seen: datetime | None = None
 
 
 class MapBuilder:
@@ -149,7 +147,6 @@ class MapBuilder:
             and last["Expired"] is expired
             and last["AllowedIPs"] == peer.allowed_ips
             and last["PrimaryRoutes"] == peer.primary_routes
-            and rendering.last_seen == node.last_seen
         ):
             return last
         out = rendering.base.copy()
@@ -161,7 +158,7 @@ class MapBuilder:
         out["CapMap"] = {}
         if not online and node.last_seen is not None:
             out["LastSeen"] = go_time(node.last_seen)
-        rendering.entry, rendering.last_seen = out, node.last_seen
+        rendering.entry = out
         return out
 
     def _render(self, node: Node, capver: int, *, self_view: bool) -> tailnode.Node:

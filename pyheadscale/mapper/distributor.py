@@ -183,7 +183,7 @@ class MapSession:
 
 
 class Distributor:
-    """Routes store changes to the map sessions they affect."""
+    """Routes the change feed's changes to the map sessions they affect (it only reads the store)."""
 
     def __init__(self, builder: MapBuilder) -> None:
         self.builder = builder

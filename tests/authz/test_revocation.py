@@ -219,7 +219,7 @@ async def test_ssh_checks_refuse_expired_nodes(live: LiveServer) -> None:
     a_id, b_id = (live.record(n).id for n in (a, b))
     rule = {"action": "check", "src": ["alice@"], "dst": ["alice@"], "users": ["root"], "checkPeriod": "1h"}
     assert live.server.policy is not None
-    live.server.policy.apply(
+    await live.server.policy.apply(
         json.dumps({"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}], "ssh": [rule]})
     )
     live.server.ssh_checks.record_approval(a_id, b_id)

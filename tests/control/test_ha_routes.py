@@ -192,7 +192,7 @@ async def test_a_new_policy_keeps_the_elected_primary(start_live: StartLive) -> 
     r1.start()
     await asyncio.sleep(0.5)
     assert live.server.policy is not None
-    live.server.policy.apply('{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}')
+    await live.server.policy.apply('{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}')
     full = await viewer.reader.wait_for(lambda m: "Peers" in m)  # a new policy: everyone's full map
     assert primary_of(full["Peers"]) == {r2.id}
     assert live.server.policy.primary_routes_of(r2.id) == [ROUTE]

@@ -117,7 +117,7 @@ def _distributor(server: Any) -> Any:
     from pyheadscale.mapper.distributor import Distributor
 
     assert server.store is not None
-    for subscriber in server.store._subscribers:
+    for subscriber in server.store.feed._subscribers:
         owner = getattr(subscriber, "__self__", None)
         if isinstance(owner, Distributor):
             return owner

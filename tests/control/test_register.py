@@ -349,7 +349,7 @@ async def test_registrations_past_the_in_flight_bound_get_429_with_retry_after(l
         node_key = NodePrivate.generate().public().text
         return client.request("POST", "/machine/register", body | {"NodeKey": node_key})
 
-    async with live.store._mutation_lock:  # the store is busy with something else
+    async with live.store.mutations._mutation_lock:  # the store is busy with something else
         queued = [asyncio.ensure_future(register(c)) for c in clients[:2]]
         await eventually(lambda: handler.in_flight == 2)
         node_key = NodePrivate.generate().public().text

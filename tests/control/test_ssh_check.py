@@ -24,7 +24,7 @@ def check_policy(period: str | None) -> str:
 async def setup(live: LiveServer, period: str | None = "1h") -> tuple[ClientNode, ClientNode, int, int]:
     a, b = await live.node("a"), await live.node("b")
     assert live.server.policy is not None
-    live.server.policy.apply(check_policy(period))
+    await live.server.policy.apply(check_policy(period))
     ids = [live.record(n).id for n in (a, b)]
     return a, b, ids[0], ids[1]
 

@@ -208,7 +208,7 @@ async def ssh_outcome(ssh: asyncio.subprocess.Process, limit: float) -> tuple[in
 
 async def ssh_check(s: Scenario) -> dict[str, Any]:
     assert s.server.policy is not None
-    s.server.policy.apply(json.dumps(SSH_CHECK_POLICY))
+    await s.server.policy.apply(json.dumps(SSH_CHECK_POLICY))
     key = await s.auth_key()
     a, b = await s.node("nodea"), await s.node("nodeb")
     await a.up(s.url, auth_key=key)
@@ -234,7 +234,7 @@ async def ssh_check(s: Scenario) -> dict[str, Any]:
 
 async def ssh_accept(s: Scenario) -> dict[str, Any]:
     assert s.server.policy is not None
-    s.server.policy.apply(json.dumps(SSH_ACCEPT_POLICY))
+    await s.server.policy.apply(json.dumps(SSH_ACCEPT_POLICY))
     alice, bob = await s.auth_key("alice"), await s.auth_key("bob")
     a, b, c = await s.node("nodea"), await s.node("nodeb"), await s.node("nodec")
     await a.up(s.url, auth_key=alice)
@@ -428,7 +428,7 @@ async def login_tags(s: Scenario) -> dict[str, Any]:
     assert s.server.policy is not None
     for name in ("alice", "bob"):
         await s.store.create_user(name)
-    s.server.policy.apply(json.dumps(TAGS_POLICY))
+    await s.server.policy.apply(json.dumps(TAGS_POLICY))
     owned, refused = await s.node("web1"), await s.node("db1")
     return {
         "owned": await interactive_up(s, owned, "tag:web", "alice"),

@@ -239,7 +239,7 @@ async def test_what_a_server_writes_is_what_the_types_declare(
         {"action": "check", "src": ["alice@"], "dst": ["alice@"], "users": ["admin"]},
     ]
     acls = [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]
-    live.server.policy.apply(json.dumps({"acls": acls, "ssh": ssh}))
+    await live.server.policy.apply(json.dumps({"acls": acls, "ssh": ssh}))
     a, b, ra, rb, b_id = await live.streaming_pair()
     a_id = live.record(a).id
     try:
