@@ -70,7 +70,7 @@ async def start_process(config: Path, port: int, log: Path) -> subprocess.Popen[
             await asyncio.sleep(0.05)
 
     try:
-        await asyncio.wait_for(ready(), 15)
+        await asyncio.wait_for(ready(), 60)  # a fresh interpreter on a loaded machine is slow to start
     except BaseException:
         proc.kill()
         proc.wait()

@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,10 @@ class ServerProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pyheadscale", "-c", str(self.config_path), "serve", stdout=log, stderr=log
         )
+        # Generous: on a loaded 2-core machine a fresh interpreter takes seconds just to import.
+        deadline = time.monotonic() + 60
         async with aiohttp.ClientSession() as http:
-            for _ in range(100):
+            while time.monotonic() < deadline:
                 try:
                     async with http.get(f"{url}/health") as resp:
                         if resp.status == 200:
