@@ -36,17 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyheadscale import keys
-from pyheadscale.client.control import ControlClient, ControlClientError, _Stream, fetch_server_key
+from pyheadscale.client.control import ControlClient, ControlClientError, fetch_server_key
+from pyheadscale.tailkey import MachinePrivate, MachinePublic, NodePrivate
+from tests.live_server import send_request_headers
+from tests.ports import free_port
 
 MiB = 1 << 20
 BAD_KEY = "hskey-auth-000000000000-" + "0" * 64
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def raise_fd_limit() -> None:
@@ -146,8 +142,10 @@ class Server:
 Attack = Callable[[Server, float, dict[str, Any]], Awaitable[None]]
 
 
-async def connect(server: Server, server_key: bytes, source: str | None = None) -> ControlClient | None:
-    client = ControlClient(server.url, keys.PrivateKey.generate(), local_host=source)
+async def connect(
+    server: Server, server_key: MachinePublic, source: str | None = None
+) -> ControlClient | None:
+    client = ControlClient(server.url, MachinePrivate.generate(), local_host=source)
     try:
         await asyncio.wait_for(client.connect(server_key), 10)
         return client
@@ -173,7 +171,7 @@ async def audit_flood(server: Server, seconds: float, notes: dict[str, Any]) -> 
             while time.monotonic() < deadline:
                 for hostname in ("h" * 256, "h" * MiB):
                     body = {
-                        "NodeKey": keys.node_public_text(keys.PrivateKey.generate().public()),
+                        "NodeKey": NodePrivate.generate().public().text,
                         "Auth": {"AuthKey": BAD_KEY},
                         "Hostinfo": {"Hostname": hostname},
                     }
@@ -209,7 +207,7 @@ async def login_flood(server: Server, seconds: float, notes: dict[str, Any]) -> 
                 continue
             clients.append(client)
             try:
-                answer = await client.register(keys.PrivateKey.generate(), hostname="flood")
+                answer = await client.register(NodePrivate.generate(), hostname="flood")
                 counts["auth_urls" if answer.get("AuthURL") else "refused"] += 1
             except ControlClientError:
                 counts["refused"] += 1
@@ -217,7 +215,7 @@ async def login_flood(server: Server, seconds: float, notes: dict[str, Any]) -> 
 
     await asyncio.gather(*(flood(f"127.0.1.{i}") for i in range(1, 201)))
     real = await connect(server, key, "127.0.0.2")
-    answer = await real.register(keys.PrivateKey.generate(), hostname="laptop") if real else {}
+    answer = await real.register(NodePrivate.generate(), hostname="laptop") if real else {}
     notes.update(counts, real_login_got_url=bool(answer.get("AuthURL")))
     for client in [*clients, *([real] if real else [])]:
         await client.close()
@@ -237,17 +235,7 @@ async def h2_bodies(server: Server, seconds: float, notes: dict[str, Any]) -> No
         clients.append(client)
         h2conn: Any = client._h2
         for _ in range(64):
-            stream_id = h2conn.get_next_available_stream_id()
-            client._streams[stream_id] = _Stream()
-            h2conn.send_headers(
-                stream_id,
-                [
-                    (":method", "POST"),
-                    (":path", "/machine/register"),
-                    (":scheme", "http"),
-                    (":authority", "x"),
-                ],
-            )
+            stream_id = send_request_headers(client)
             window = min(h2conn.local_flow_control_window(stream_id), len(chunk))
             if window > 0:
                 h2conn.send_data(stream_id, chunk[:window])
@@ -314,7 +302,7 @@ async def handshakes(server: Server, seconds: float, notes: dict[str, Any]) -> N
 
 async def registered_nodes(
     server: Server, auth_key: str, count: int
-) -> list[tuple[ControlClient, keys.PrivateKey]]:
+) -> list[tuple[ControlClient, NodePrivate]]:
     nodes = []
     key = await fetch_server_key(server.url)
     for i in range(count):
@@ -322,7 +310,7 @@ async def registered_nodes(
         if client is None:
             await asyncio.sleep(0.5)
             continue
-        node_key = keys.PrivateKey.generate()
+        node_key = NodePrivate.generate()
         while True:  # as tailscaled does, back off while the registration rate limit says so
             try:
                 await client.register(node_key, auth_key=auth_key, hostname=f"peer-{i}")
@@ -335,7 +323,7 @@ async def registered_nodes(
     return nodes
 
 
-async def drain(client: ControlClient, node_key: keys.PrivateKey, counter: list[int]) -> None:
+async def drain(client: ControlClient, node_key: NodePrivate, counter: list[int]) -> None:
     with contextlib.suppress(Exception):
         async for message in client.map_stream(node_key):
             counter[0] += len(json.dumps(message))
@@ -354,7 +342,7 @@ async def hostinfo_push(server: Server, seconds: float, notes: dict[str, Any]) -
         big["sshHostKeys"] = ["ssh-ed25519 " + "A" * 3000] * 4
         body = {
             "Version": sender.capver,
-            "NodeKey": keys.node_public_text(sender_key.public()),
+            "NodeKey": sender_key.public().text,
             "Stream": False,
             "OmitPeers": True,
             "Hostinfo": big,

@@ -15,7 +15,8 @@ HTTP/2 and zstd, the same clients for both targets). Then it measures:
   memory per idle stream (RSS with N streams open minus RSS with N nodes registered and none connected);
 * restart storm: the server is stopped (SIGTERM) and started again on the same database; once it answers,
   every node reconnects at once (new Noise connection, new map stream); the figure is the time until the
-  last stream holds its full map, checked to hold every peer the layout says it should;
+  last stream holds its full map, checked to hold every peer the layout says it should, with the kernel's
+  listen-queue overflows meanwhile (counted for the whole network namespace);
 * server memory, and bytes on the wire per change (pyheadscale's own /metrics; Headscale has no such counter).
 
 `--policy roles` registers four users and tagged servers under a policy with groups and tags; `--policy
@@ -50,9 +51,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.control_nodes import MOVED_ENDPOINT_PREFIX, PROBE_PREFIX, use_fast_json, worker_main
-from benchmarks.control_targets import Headscale, Layout, Pyheadscale, Target, cpu_seconds, layout, rss_bytes
-from pyheadscale import keys
+from benchmarks.control_targets import (
+    Headscale,
+    Layout,
+    Pyheadscale,
+    Target,
+    cpu_seconds,
+    layout,
+    listen_overflows,
+    rss_bytes,
+)
 from pyheadscale.client.control import ControlClient
+from pyheadscale.tailkey import MachinePrivate, MachinePublic, NodePrivate
 
 PHASE_TIMEOUT = 300.0
 SETTLE_SECONDS = 0.5
@@ -248,8 +258,8 @@ async def _changes(
     """Probe joins and endpoint moves, and how long each takes to reach everyone who may see it."""
     expected = sum(1 for i in range(n) if server.layout.sees_probe(i))
     result["probe_viewers"] = expected
-    server_public = keys.parse_key(
-        json.loads(await server.http_get(server.port, "/key?v=130"))["publicKey"], keys.MACHINE_PUBLIC_PREFIX
+    server_public = MachinePublic.from_text(
+        json.loads(await server.http_get(server.port, "/key?v=130"))["publicKey"]
     )
     join_all: list[float] = []
     join_each: list[float] = []
@@ -259,10 +269,10 @@ async def _changes(
     cpu0 = cpu_seconds(server.pid)
     for j in range(args.joins):
         name = f"{PROBE_PREFIX}{j}"
-        client = ControlClient(server.url, keys.PrivateKey.generate())
+        client = ControlClient(server.url, MachinePrivate.generate())
         probes.append(client)
         await client.connect(server_public)
-        node_key = keys.PrivateKey.generate()
+        node_key = NodePrivate.generate()
         before = await server.map_metrics()
         sent = time.monotonic()
         await client.register(node_key, auth_key=auth[server.layout.probe_owner], hostname=name)
@@ -279,7 +289,7 @@ async def _changes(
             "/machine/map",
             {
                 "Version": client.capver,
-                "NodeKey": keys.node_public_text(node_key.public()),
+                "NodeKey": node_key.public().text,
                 "DiscoKey": "discokey:" + "22" * 32,
                 "Stream": False,
                 "OmitPeers": True,
@@ -316,9 +326,10 @@ async def _storm(
         out = args.py_spy.with_name(f"{args.py_spy.stem}-{server.name}-{result['nodes']}{args.py_spy.suffix}")
         profiler = start_profiler(out, server.pid)
     try:
-        cpu0 = cpu_seconds(server.pid)
+        cpu0, overflows = cpu_seconds(server.pid), listen_overflows()
         started = time.monotonic()
         replies = await workers.call([("storm", args.storm_concurrency)] * args.workers)
+        result["storm_listen_overflows"] = listen_overflows() - overflows
         _check(replies, "storm")
         arrived = [at - started for r in replies for _, at, _ in r["maps"]]
         result["storm_all_s"] = max(arrived) if arrived else float("nan")
@@ -392,6 +403,7 @@ ROWS = (
     ("  storm p50 (s)", "storm_p50", 1, ".1f"),
     ("  storm p99 (s)", "storm_p99", 1, ".1f"),
     ("  maps missing peers", "storm_short_maps", 1, "d"),
+    ("  listen queue overflows", "storm_listen_overflows", 1, "d"),
     ("  server CPU (s)", "storm_cpu_s", 1, ".1f"),
     ("  server RSS after (MB)", "storm_rss_mb", 1, ".0f"),
 )

@@ -11,12 +11,12 @@ Embedding (what pyheadscale's aiohttp app does)::
     from derp.http import add_derp_routes
     from derp.stun import start_stun_server
 
-    async def node_is_known(node_public_key: bytes) -> bool:   # 32 raw bytes
-        return await store.has_node_key(node_public_key)
+    async def node_is_known(node_key: tailkey.NodePublic) -> bool:
+        return await store.has_node_key(node_key.text)
 
     server = DerpServer(
-        private_key,                  # nacl.public.PrivateKey or its 32 raw bytes
-        mesh_key=None,                # 64 hex digits shared by the region's servers
+        private_key,                  # tailkey.NodePrivate or its 32 raw bytes
+        mesh_key=None,                # a tailkey.DerpMeshKey or its 64 hex digits
         verify_client=node_is_known,  # optional; unknown keys are refused at login
     )
     add_derp_routes(app, server)      # /derp, /derp/probe, /derp/latency-check, /generate_204
@@ -44,7 +44,7 @@ Public API:
   websocket=False, ...)`` for tests, benchmarks and meshing
 * ``derp.derpmap.single_region_derpmap(hostname, *, derp_port, stun_port, ...)``
 
-Verification: ``verify_client`` is awaited with the node's raw public key for
+Verification: ``verify_client`` is awaited with the node's ``NodePublic`` for
 every non-mesh client; ``verify_client_url`` instead POSTs
 ``{"NodePublic": "nodekey:<hex>", "Source": "<ip>"}`` and expects
 ``{"Allow": true}``, as derper's ``--verify-client-url`` does.  Mesh peers
@@ -59,9 +59,11 @@ that enables it (clients then do the ordinary 101 upgrade), Let's Encrypt
 certificates, per-client rate limits, and verification through a local
 tailscaled.
 
-Module map: ``frames`` (wire codec), ``keys`` (NaCl keys and boxes),
-``handshake`` (login frames), ``conn`` (byte streams), ``client_conn`` (a
+Module map: ``frames`` (wire codec), ``handshake`` (login frames), ``conn`` (byte streams), ``client_conn`` (a
 client's queues and writer), ``server`` (routing), ``mesh`` (links between
 servers), ``admission`` (verify URL), ``http`` (aiohttp routes), ``client``,
 ``stun``, ``config`` and ``derpmap`` (standalone helpers), ``__main__`` (CLI).
+Keys (node keys, the NaCl boxes of the login, the mesh key) are the top-level
+``tailkey`` package's types, shared with the control server; ``tailkey``
+depends on neither ``derp`` nor ``pyheadscale``, so the relay runs alone.
 """

@@ -20,9 +20,9 @@ from aiohttp import web
 from derp.config import ConfigError, load_or_create_private_key
 from derp.derpmap import DEFAULT_REGION_ID, single_region_derpmap
 from derp.http import add_derp_routes
-from derp.keys import InvalidKeyError, format_node_public, generate_private_key, parse_mesh_key
 from derp.server import DerpServer
 from derp.stun import StunServer, start_stun_server
+from pyheadscale.tailkey import DerpMeshKey, InvalidKeyError, NodePrivate
 
 log = logging.getLogger("derper")
 
@@ -116,12 +116,10 @@ def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
-def read_mesh_key(path: str | None) -> str | None:
+def read_mesh_key(path: str | None) -> DerpMeshKey | None:
     if not path:
         return None
-    text = Path(path).read_text().strip()
-    parse_mesh_key(text)  # validate early, with a clear error
-    return text
+    return DerpMeshKey.from_text(Path(path).read_text())
 
 
 def _listen_host(host: str) -> str | None:
@@ -148,7 +146,7 @@ async def _robots(_: web.Request) -> web.Response:
 async def serve(args: argparse.Namespace) -> None:
     host, port = split_host_port(DEV_ADDR if args.dev else args.addr)
     if args.dev:
-        private_key = generate_private_key()
+        private_key = NodePrivate.generate()
     elif args.config:
         private_key = load_or_create_private_key(args.config)
     else:
@@ -181,9 +179,7 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         await web.TCPSite(runner, _listen_host(host), port, ssl_context=context).start()
         scheme = "https" if context else "http"
-        log.info(
-            "serving DERP on %s as %s", _public_url(scheme, host, port), format_node_public(server.public_key)
-        )
+        log.info("serving DERP on %s as %s", _public_url(scheme, host, port), server.public_key.text)
         if context is not None and args.http_port >= 0:
             await web.TCPSite(runner, _listen_host(host), args.http_port).start()
             log.info("serving plain HTTP on port %d", args.http_port)

@@ -16,7 +16,7 @@ import logging
 
 import aiohttp
 
-from derp.keys import format_node_public, short_key
+from pyheadscale.tailkey import NodePublic
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +43,19 @@ class AdmissionController:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
-    async def allows(self, node_key: bytes, source_ip: str) -> bool:
+    async def allows(self, node_key: NodePublic, source_ip: str) -> bool:
         """Whether a connecting client may log in. Unreachable: ``fail_open``; any unclear answer: no."""
         verdict = await self.verdict(node_key, source_ip)
         return verdict is Verdict.ALLOW or (verdict is Verdict.NO_ANSWER and self.fail_open)
 
-    async def verdict(self, node_key: bytes, source_ip: str) -> Verdict:
+    async def verdict(self, node_key: NodePublic, source_ip: str) -> Verdict:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
-        body = {"NodePublic": format_node_public(node_key), "Source": source_ip}
+        body = {"NodePublic": node_key.text, "Source": source_ip}
         try:
             async with self._session.post(self.url, json=body) as response:
                 if response.status != 200:
-                    log.info("admission %s for %s: HTTP %d", self.url, short_key(node_key), response.status)
+                    log.info("admission %s for %s: HTTP %d", self.url, node_key.short(), response.status)
                     return Verdict.UNCLEAR
                 raw = await response.content.read(MAX_RESPONSE_BYTES)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:

@@ -12,7 +12,6 @@ import ssl as ssl_module
 from collections.abc import Iterable
 
 import aiohttp
-import nacl.public
 from yarl import URL
 
 from derp import frames
@@ -24,7 +23,7 @@ from derp.handshake import (
     decode_server_key,
     encode_client_info,
 )
-from derp.keys import coerce_private_key, generate_private_key, parse_mesh_key, public_key_bytes
+from pyheadscale.tailkey import DerpMeshKey, NodePrivate, NodePublic
 
 MAX_RESPONSE_HEADER = 16 << 10
 SSLOption = ssl_module.SSLContext | bool | None
@@ -92,14 +91,14 @@ class DerpClient:
     def __init__(
         self,
         conn: Conn,
-        private_key: nacl.public.PrivateKey,
-        server_public_key: bytes,
+        private_key: NodePrivate,
+        server_public_key: NodePublic,
         server_info: ServerInfo,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self._conn = conn
         self._private_key = private_key
-        self.public_key = public_key_bytes(private_key)
+        self.public_key = private_key.public()
         self.server_public_key = server_public_key
         self.server_info = server_info
         self._session = session
@@ -109,9 +108,9 @@ class DerpClient:
     async def connect(
         cls,
         url: str,
-        private_key: nacl.public.PrivateKey | bytes | None = None,
+        private_key: NodePrivate | None = None,
         *,
-        mesh_key: bytes | str | None = None,
+        mesh_key: DerpMeshKey | str | None = None,
         ssl: SSLOption = None,
         websocket: bool = False,
         can_ack_pings: bool = True,
@@ -123,14 +122,12 @@ class DerpClient:
         """Dial ``url`` (``http(s)://host:port/derp``), upgrade, and log in.
 
         ``ssl`` is an SSLContext, False to skip certificate checks, or None for
-        the system defaults.  A mesh key (raw bytes or 64 hex digits) marks a
-        trusted mesh peer.
+        the system defaults.  A mesh key (or its 64 hex digits) marks a trusted
+        mesh peer.  Without ``private_key`` the client makes up a new node key.
         """
-        key = coerce_private_key(private_key) if private_key is not None else generate_private_key()
-        raw_mesh = parse_mesh_key(mesh_key) if isinstance(mesh_key, str) else mesh_key
-        info = ClientInfo(
-            mesh_key=raw_mesh, can_ack_pings=can_ack_pings, is_prober=is_prober, app_name=app_name
-        )
+        key = private_key if private_key is not None else NodePrivate.generate()
+        mesh = DerpMeshKey.from_text(mesh_key) if isinstance(mesh_key, str) else mesh_key
+        info = ClientInfo(mesh_key=mesh, can_ack_pings=can_ack_pings, is_prober=is_prober, app_name=app_name)
         parsed = URL(url)
         session: aiohttp.ClientSession | None = None
         conn: Conn | None = None

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from derp import frames
 from derp.conn import Conn
 from derp.handshake import ClientInfo
-from derp.keys import short_key
+from pyheadscale.tailkey import NodePublic
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class ClientConn:
     def __init__(
         self,
         conn: Conn,
-        key: bytes,
+        key: NodePublic,
         info: ClientInfo,
         *,
         can_mesh: bool,
@@ -86,7 +86,7 @@ class ClientConn:
         self.preferred = False
         self.duplicate = False
         """Whether the same key has another live connection to this server."""
-        self.label = f"{conn.remote_ip}{short_key(key)}"
+        self.label = f"{conn.remote_ip}{key.short()}"
         self.senders_seen: set[bytes] = set()
         """Sources whose packets we delivered here; they get PeerGone when those sources leave."""
 

@@ -12,27 +12,25 @@ import os
 import tempfile
 from pathlib import Path
 
-import nacl.public
-
-from derp.keys import format_node_private, generate_private_key, parse_node_private
+from pyheadscale.tailkey import NodePrivate
 
 
 class ConfigError(ValueError):
     """The config file exists but cannot be used."""
 
 
-def load_or_create_private_key(path: str | os.PathLike[str]) -> nacl.public.PrivateKey:
+def load_or_create_private_key(path: str | os.PathLike[str]) -> NodePrivate:
     """Read the key from ``path``, creating the file (mode 0600) with a new key if missing."""
     config_path = Path(path)
     try:
         raw = config_path.read_bytes()
     except FileNotFoundError:
-        key = generate_private_key()
-        _write_atomically(config_path, json.dumps({"PrivateKey": format_node_private(key)}, indent="\t"))
+        key = NodePrivate.generate()
+        _write_atomically(config_path, json.dumps({"PrivateKey": key.to_text()}, indent="\t"))
         return key
     try:
         doc = json.loads(raw)
-        return parse_node_private(doc["PrivateKey"])
+        return NodePrivate.from_text(doc["PrivateKey"])
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{config_path}: no usable PrivateKey: {exc}") from exc
 

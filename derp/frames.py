@@ -12,11 +12,11 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
+from pyheadscale.tailkey import KEY_LEN, NONCE_LEN
+
 MAGIC = "DERP🔑".encode()
 """Eight bytes that open the server-key frame, so clients can tell DERP from other protocols."""
 
-KEY_LEN = 32
-NONCE_LEN = 24
 FRAME_HEADER_LEN = 5
 MAX_PACKET_SIZE = 64 << 10
 """Largest relayed packet body; WireGuard never needs more."""

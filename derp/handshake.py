@@ -12,8 +12,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import nacl.public
-
 from derp.frames import (
     KEY_LEN,
     MAGIC,
@@ -25,14 +23,14 @@ from derp.frames import (
     ProtocolError,
     encode_frame,
 )
-from derp.keys import open_from, public_key_bytes, seal_to
+from pyheadscale.tailkey import DerpMeshKey, InvalidKeyError, NodePrivate, NodePublic
 
 
 @dataclass(frozen=True, slots=True)
 class ClientInfo:
     """What a client tells the server about itself when logging in."""
 
-    mesh_key: bytes | None = None
+    mesh_key: DerpMeshKey | None = None
     """Pre-shared key of trusted mesh peers; absent for ordinary nodes."""
     version: int = PROTOCOL_VERSION
     can_ack_pings: bool = False
@@ -43,7 +41,7 @@ class ClientInfo:
         # Field names follow the Go client's JSON so either side interoperates.
         doc: dict[str, Any] = {}
         if self.mesh_key:
-            doc["meshKey"] = self.mesh_key.hex()
+            doc["meshKey"] = self.mesh_key.to_text()
         if self.version:
             doc["version"] = self.version
         doc["CanAckPings"] = self.can_ack_pings
@@ -59,14 +57,10 @@ class ClientInfo:
         mesh_key = None
         mesh_text = doc.get("meshkey")
         if mesh_text:
-            if not isinstance(mesh_text, str):
-                raise ProtocolError("ClientInfo meshKey must be a string")
             try:
-                mesh_key = bytes.fromhex(mesh_text)
-            except ValueError as exc:
-                raise ProtocolError("ClientInfo meshKey is not hexadecimal") from exc
-            if len(mesh_key) != KEY_LEN:
-                raise ProtocolError("ClientInfo meshKey has the wrong length")
+                mesh_key = DerpMeshKey.from_text(mesh_text)
+            except InvalidKeyError as exc:
+                raise ProtocolError(f"ClientInfo meshKey: {exc}") from exc
         return cls(
             mesh_key=mesh_key,
             version=_int_field(doc, "version"),
@@ -128,25 +122,23 @@ def encode_server_key(server_public: bytes) -> bytes:
     return encode_frame(FrameType.SERVER_KEY, MAGIC + server_public)
 
 
-def decode_server_key(frame_type: int, payload: bytes) -> bytes:
+def decode_server_key(frame_type: int, payload: bytes) -> NodePublic:
     """Return the server's public key; trailing bytes are allowed for future use."""
     if frame_type != FrameType.SERVER_KEY or len(payload) < len(MAGIC) + KEY_LEN:
         raise ProtocolError("invalid server greeting")
     if payload[: len(MAGIC)] != MAGIC:
         raise ProtocolError("server greeting lacks the DERP magic")
-    return payload[len(MAGIC) : len(MAGIC) + KEY_LEN]
+    return NodePublic(payload[len(MAGIC) : len(MAGIC) + KEY_LEN])
 
 
-def encode_client_info(
-    client_private: nacl.public.PrivateKey, server_public: bytes, info: ClientInfo
-) -> bytes:
-    sealed = seal_to(client_private, server_public, info.to_json())
-    return encode_frame(FrameType.CLIENT_INFO, public_key_bytes(client_private) + sealed)
+def encode_client_info(client_private: NodePrivate, server_public: NodePublic, info: ClientInfo) -> bytes:
+    sealed = client_private.seal_to(server_public, info.to_json())
+    return encode_frame(FrameType.CLIENT_INFO, client_private.public() + sealed)
 
 
 def decode_client_info(
-    server_private: nacl.public.PrivateKey, frame_type: int, payload: bytes
-) -> tuple[bytes, ClientInfo]:
+    server_private: NodePrivate, frame_type: int, payload: bytes
+) -> tuple[NodePublic, ClientInfo]:
     """Authenticate a ClientInfo frame; return (client public key, info)."""
     if frame_type != FrameType.CLIENT_INFO:
         raise ProtocolError(f"expected ClientInfo frame, got type {frame_type:#x}")
@@ -154,27 +146,25 @@ def decode_client_info(
         raise ProtocolError("short ClientInfo frame")
     if len(payload) > MAX_CLIENT_INFO_LEN:
         raise ProtocolError("ClientInfo frame too large")
-    client_public = payload[:KEY_LEN]
-    cleartext = open_from(server_private, client_public, payload[KEY_LEN:])
+    client_public = NodePublic(payload[:KEY_LEN])
+    cleartext = server_private.open_from(client_public, payload[KEY_LEN:])
     if cleartext is None:
         raise ProtocolError("ClientInfo box does not open with the claimed client key")
     return client_public, ClientInfo.from_json(cleartext)
 
 
-def encode_server_info(
-    server_private: nacl.public.PrivateKey, client_public: bytes, info: ServerInfo
-) -> bytes:
-    return encode_frame(FrameType.SERVER_INFO, seal_to(server_private, client_public, info.to_json()))
+def encode_server_info(server_private: NodePrivate, client_public: NodePublic, info: ServerInfo) -> bytes:
+    return encode_frame(FrameType.SERVER_INFO, server_private.seal_to(client_public, info.to_json()))
 
 
 def decode_server_info(
-    client_private: nacl.public.PrivateKey, server_public: bytes, frame_type: int, payload: bytes
+    client_private: NodePrivate, server_public: NodePublic, frame_type: int, payload: bytes
 ) -> ServerInfo:
     if frame_type != FrameType.SERVER_INFO:
         raise ProtocolError(f"expected ServerInfo frame, got type {frame_type:#x}")
     if len(payload) < NONCE_LEN or len(payload) > MAX_SERVER_INFO_LEN:
         raise ProtocolError("ServerInfo frame has an invalid length")
-    cleartext = open_from(client_private, server_public, payload)
+    cleartext = client_private.open_from(server_public, payload)
     if cleartext is None:
         raise ProtocolError("ServerInfo box does not open with the server key")
     return ServerInfo.from_json(cleartext)

@@ -20,13 +20,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import nacl.public
-
 from derp import frames
 from derp.client import DerpClient
 from derp.client_conn import PacketCounters
 from derp.frames import ProtocolError
-from derp.keys import public_key_bytes
+from pyheadscale.tailkey import DerpMeshKey, NodePrivate
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +43,8 @@ class MeshLink:
     def __init__(
         self,
         url: str,
-        private_key: nacl.public.PrivateKey,
-        mesh_key: bytes,
+        private_key: NodePrivate,
+        mesh_key: DerpMeshKey,
         *,
         counters: PacketCounters,
         on_peer_present: PeerCallback,
@@ -58,7 +56,7 @@ class MeshLink:
         presenting its public half is ourselves."""
         self.url = url
         self._private_key = private_key
-        self._public_key = public_key_bytes(private_key)
+        self._public_key = private_key.public()
         self._mesh_key = mesh_key
         self._counters = counters
         self._on_peer_present = on_peer_present

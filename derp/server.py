@@ -14,8 +14,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
-import nacl.public
-
 from derp import frames
 from derp.admission import AdmissionController, Verdict
 from derp.client_conn import ClientConn, PacketCounters
@@ -27,13 +25,13 @@ from derp.handshake import (
     encode_server_info,
     encode_server_key,
 )
-from derp.keys import coerce_private_key, mesh_keys_equal, parse_mesh_key, public_key_bytes, short_key
 from derp.mesh import MeshLink
+from pyheadscale.tailkey import DerpMeshKey, NodePrivate, NodePublic
 
 log = logging.getLogger(__name__)
 
-ClientVerifier = Callable[[bytes], Awaitable[bool]]
-"""Async predicate on a connecting node's raw 32-byte public key."""
+ClientVerifier = Callable[[NodePublic], Awaitable[bool]]
+"""Async predicate on a connecting node's public key."""
 
 DEFAULT_SEND_QUEUE_DEPTH = 32
 DEFAULT_WRITE_TIMEOUT = 2.0
@@ -74,9 +72,9 @@ class DerpServer:
 
     def __init__(
         self,
-        private_key: nacl.public.PrivateKey | bytes,
+        private_key: NodePrivate | bytes,
         *,
-        mesh_key: str | None = None,
+        mesh_key: DerpMeshKey | str | None = None,
         verify_client: ClientVerifier | None = None,
         verify_client_url: str | None = None,
         verify_client_url_fail_open: bool = False,
@@ -86,9 +84,9 @@ class DerpServer:
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         reverify_interval: float | None = None,
     ) -> None:
-        self._private_key = coerce_private_key(private_key)
-        self._public_key = public_key_bytes(self._private_key)
-        self._mesh_key = parse_mesh_key(mesh_key) if mesh_key else None
+        self._private_key = private_key if isinstance(private_key, NodePrivate) else NodePrivate(private_key)
+        self._public_key = self._private_key.public()
+        self._mesh_key = DerpMeshKey.from_text(mesh_key) if isinstance(mesh_key, str) else mesh_key
         self._verify_client = verify_client
         self._admission = (
             AdmissionController(verify_client_url, fail_open=verify_client_url_fail_open)
@@ -117,22 +115,22 @@ class DerpServer:
         self.counters = PacketCounters()
 
     @property
-    def private_key(self) -> nacl.public.PrivateKey:
+    def private_key(self) -> NodePrivate:
         return self._private_key
 
     @property
-    def public_key(self) -> bytes:
+    def public_key(self) -> NodePublic:
         return self._public_key
 
     @property
-    def mesh_key(self) -> bytes | None:
+    def mesh_key(self) -> DerpMeshKey | None:
         return self._mesh_key
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def is_client_connected(self, key: bytes) -> bool:
+    def is_client_connected(self, key: NodePublic) -> bool:
         return key in self._clients
 
     def client_keys(self) -> set[bytes]:
@@ -201,12 +199,12 @@ class DerpServer:
         except _SESSION_ERRORS as exc:
             log.debug("derp login from %s failed: %s", conn.remote_ip, exc)
             return None
-        can_mesh = mesh_keys_equal(self._mesh_key, info.mesh_key)
+        can_mesh = self._mesh_key is not None and self._mesh_key.matches(info.mesh_key)
         admitting = self._admitting.setdefault(key, set())
         admitting.add(conn)
         try:
             if not can_mesh and not await self._admit(key, conn.remote_ip):
-                log.info("derp client %s%s rejected by verification", conn.remote_ip, short_key(key))
+                log.info("derp client %s%s rejected by verification", conn.remote_ip, key.short())
                 return None
             if self._closed or conn not in admitting:  # closed by close_client while being admitted
                 return None
@@ -233,7 +231,7 @@ class DerpServer:
             on_first_packet_from=self._note_delivery_from,
         )
 
-    async def _admit(self, key: bytes, source_ip: str) -> bool:
+    async def _admit(self, key: NodePublic, source_ip: str) -> bool:
         """Mesh peers skip this: they are not nodes of any tailnet."""
         try:
             if self._verify_client is not None and not await self._verify_client(key):
@@ -241,7 +239,7 @@ class DerpServer:
             if self._admission is not None and not await self._admission.allows(key, source_ip):
                 return False
         except Exception:
-            log.exception("derp client verification failed for %s", short_key(key))
+            log.exception("derp client verification failed for %s", key.short())
             return False
         return True
 
@@ -383,7 +381,7 @@ class DerpServer:
             self._peer_gone_from_region(client.key)
         self._broadcast(frames.encode_peer_gone(client.key, PeerGoneReason.DISCONNECTED))
 
-    def close_client(self, key: bytes) -> int:
+    def close_client(self, key: NodePublic) -> int:
         """Close every connection of ``key``, those still logging in included (its access was revoked).
 
         Returns how many were closed.
@@ -415,16 +413,16 @@ class DerpServer:
         limit = asyncio.Semaphore(REVERIFY_CONCURRENCY)
         while True:
             await asyncio.sleep(self._reverify_interval)
-            keys = [k for k, cs in self._clients.items() if not any(c.can_mesh for c in cs.conns)]
+            keys = [cs.active.key for cs in self._clients.values() if not any(c.can_mesh for c in cs.conns)]
 
-            async def check(key: bytes) -> None:
+            async def check(key: NodePublic) -> None:
                 async with limit:
                     if not await self._still_admitted(key):
                         self.close_client(key)
 
             await asyncio.gather(*(check(k) for k in keys))
 
-    async def _still_admitted(self, key: bytes) -> bool:
+    async def _still_admitted(self, key: NodePublic) -> bool:
         client_set = self._clients.get(key)
         if client_set is None:
             return True
@@ -435,7 +433,7 @@ class DerpServer:
                 verdict = await self._admission.verdict(key, client_set.active.conn.remote_ip)
                 return verdict is not Verdict.DENY
         except Exception:
-            log.exception("derp client re-verification failed for %s", short_key(key))
+            log.exception("derp client re-verification failed for %s", key.short())
         return True
 
     def _close_peer(self, key: bytes) -> None:

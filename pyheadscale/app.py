@@ -1,4 +1,8 @@
-"""Assembling and running the server: keys, database, store, maps, DERP, and the HTTP listeners."""
+"""The composition root: assembling and running the server (keys, database, state, maps, DERP, the listeners).
+
+`Server.start()` builds every part once and hands each exactly what it uses (the API gets its narrow context,
+the control server its handlers); none of the parts imports this module back.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +16,14 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from derp.http import add_derp_routes
 from derp.server import DerpServer
 from derp.stun import start_stun_server
-from pyheadscale import keys, private_files
+from pyheadscale import private_files
 from pyheadscale.api import meta
 from pyheadscale.api.app import api_application
 from pyheadscale.api.auth import ApiKeyGuard
@@ -47,7 +51,7 @@ from pyheadscale.extra_records import ExtraRecordsFile
 from pyheadscale.grpc.local import start_local_socket
 from pyheadscale.grpc.server import start_grpc
 from pyheadscale.health import HealthCheck
-from pyheadscale.listener import GuardedAppRunner, request_deadline
+from pyheadscale.listener import LISTEN_BACKLOG, GuardedAppRunner, request_deadline
 from pyheadscale.mapper.builder import MapBuilder, MapContext
 from pyheadscale.mapper.distributor import Distributor
 from pyheadscale.metrics import Metrics
@@ -58,6 +62,8 @@ from pyheadscale.state.ipalloc import IPAllocator
 from pyheadscale.state.names import now
 from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
+from pyheadscale.tailcfg.derp_map import DERPMap
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from pyheadscale.tls.acme_manager import ACMECertificates
 from pyheadscale.tls.certfiles import context_from_files
 from pyheadscale.tls.site import TLSSite
@@ -65,12 +71,16 @@ from pyheadscale.tls.site import TLSSite
 log = logging.getLogger(__name__)
 
 
-def _read_or_create_key(path: Path) -> keys.PrivateKey:
-    """Load a `privkey:` key file, creating it (mode 0600) on first start."""
+PrivateT = TypeVar("PrivateT", MachinePrivate, NodePrivate)
+
+
+def _read_or_create_key(path: Path, kind: type[PrivateT]) -> PrivateT:
+    """Load a `privkey:` key file (the Noise machine key or the DERP node key), creating it (mode 0600) on
+    first start."""
     if path.exists():
-        return keys.PrivateKey.from_text(path.read_text())
+        return kind.from_text(path.read_text().strip())  # the file ends in a newline
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = keys.PrivateKey.generate()
+    key = kind.generate()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(key.to_text() + "\n")
@@ -177,7 +187,9 @@ class Server:
         metrics = Metrics()
         await asyncio.to_thread(private_files.make_private_dir, Path(config.data_dir))
         acme, tls_context = await self._tls_context()
-        noise_key = await asyncio.to_thread(_read_or_create_key, config.path(config.noise.private_key_path))
+        noise_key = await asyncio.to_thread(
+            _read_or_create_key, config.path(config.noise.private_key_path), MachinePrivate
+        )
 
         if config.database.type != "postgres":
             await asyncio.to_thread(
@@ -188,15 +200,15 @@ class Server:
         db = await Database.open(config)
         closers.append(db.close)
         ips = IPAllocator(config.prefixes.v4, config.prefixes.v6, config.prefixes.allocation)
-        store = Store(db, ips)
-        closers.append(store.close)
-        store.ephemeral_timeout = config.ephemeral_inactivity_timeout
-        store.audit = audit = AuditLog(
+        audit = AuditLog(
             config.path(config.audit_log) if config.audit_log else None,
             config.limits.audit,
             config.limits.rate.audit_refusals,
             on_suppressed=metrics.audit_suppressed.inc,
         )
+        store = Store(db, ips, audit)
+        closers.append(store.close)
+        store.ephemeral_timeout = config.ephemeral_inactivity_timeout
         await audit.start()
         closers.append(audit.close)
         await store.load()
@@ -204,6 +216,7 @@ class Server:
         router_health = RouterHealthState(store)
         policy = PolicyManager(config, store, router_health)
         await policy.start()
+        store.attach_policy(policy)
         closers.append(policy.close)
         logins = PendingLogins(
             config.limits.logins.max_pending,
@@ -220,24 +233,21 @@ class Server:
         prober = HAProber(
             config.node.routes.ha, config.server_url, store, policy, router_health, distributor, pings
         )
-        # Router health, then the policy engine, must see a change before the distributor builds deltas.
-        store.subscribe(prober.on_change)
-        store.subscribe(policy.on_change)
-        store.subscribe(distributor.on_change)
+        store.feed.subscribe(distributor.on_change)
 
         def derp_changed() -> None:
             ctx.derp_map = derp_source.current
-            distributor.on_change(Change(ChangeKind.DERP))
+            store.feed.publish([Change(ChangeKind.DERP)])
 
         derp_source.on_change = derp_changed
         closers.append(derp_source.close)
-        await self._start_extra_records(builder, distributor)
+        await self._start_extra_records(builder, store)
 
         register = RegisterHandler(store, config, metrics, logins)
         maps = MapHandler(store, builder, distributor, metrics, keepalive=self.keepalive)
         metrics.bind_store(store, lambda: maps.streams)
         ssh_action = SSHActionHandler(store, policy, ssh_checks, config.server_url)
-        store.subscribe(functools.partial(_forget_ssh_approvals, ssh_checks))
+        store.feed.subscribe(functools.partial(_forget_ssh_approvals, ssh_checks))
         control = ControlServer(
             noise_key,
             {
@@ -294,11 +304,17 @@ class Server:
         closers.extend([control.close, pings.close, ssh_checks.close, logins.close])
         host, port = config.listen
         if tls_context is None:
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            await web.TCPSite(runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG).start()
         else:
             handshake = limits.header_timeout.total_seconds()
             site = TLSSite(
-                runner, host, port, ssl_context=tls_context, handshake_timeout=handshake, reuse_address=True
+                runner,
+                host,
+                port,
+                ssl_context=tls_context,
+                handshake_timeout=handshake,
+                reuse_address=True,
+                backlog=LISTEN_BACKLOG,
             )
             await site.start()
         scheme = "https" if tls_context is not None else "http"
@@ -333,14 +349,14 @@ class Server:
             acme=acme,
         )
 
-    async def _start_extra_records(self, builder: MapBuilder, distributor: Distributor) -> None:
+    async def _start_extra_records(self, builder: MapBuilder, store: Store) -> None:
         """dns.extra_records_path: its records in every map, pushed to every node when the file changes."""
         if not self.config.dns.extra_records_path:
             return
 
         def changed(records: list[dict[str, str]]) -> None:
             builder.set_extra_records(records)
-            distributor.on_change(Change(ChangeKind.DNS))
+            store.feed.publish([Change(ChangeKind.DNS)])
 
         records = ExtraRecordsFile(self.config.path(self.config.dns.extra_records_path), changed)
         self._closers.append(records.close)
@@ -352,17 +368,19 @@ class Server:
         app: web.Application,
         store: Store,
         access: DerpAccess,
-        derp_map: Callable[[], dict[str, Any]],
+        derp_map: Callable[[], DERPMap],
     ) -> DerpServer | None:
         """The embedded DERP relay and STUN, when derp.server.enabled."""
         server_cfg = self.config.derp.server
         if not server_cfg.enabled:
             return None
-        derp_key = await asyncio.to_thread(_read_or_create_key, self.config.path(server_cfg.private_key_path))
-        verify = access.admits_raw if server_cfg.verify_clients else None
-        derp = DerpServer(derp_key.raw, verify_client=verify)
+        derp_key = await asyncio.to_thread(
+            _read_or_create_key, self.config.path(server_cfg.private_key_path), NodePrivate
+        )
+        verify = access.admits_key if server_cfg.verify_clients else None
+        derp = DerpServer(derp_key, verify_client=verify)
         if verify is not None:
-            store.subscribe(access.revoke_into(derp.close_client))
+            store.feed.subscribe(access.revoke_into(derp.close_client))
         add_derp_routes(app, derp)
         app.router.add_get("/bootstrap-dns", BootstrapDNS(derp_map).handle)
         host, _, port = server_cfg.stun_listen_addr.rpartition(":")
@@ -416,7 +434,6 @@ class Server:
 
     async def stop(self) -> None:
         """Take down whatever started, newest first; a part failing to close does not keep the rest up."""
-        self.ready.clear()
         while self._closers:
             close = self._closers.pop()
             with contextlib.suppress(Exception):

@@ -66,6 +66,10 @@ def redact(value: Any, length: int = 512) -> Any:
     return value
 
 
+# How long a recorded line may wait for others before the writer thread appends them together.
+WRITE_GATHER_SECONDS = 0.05
+
+
 class AuditLog:
     def __init__(
         self,
@@ -151,6 +155,10 @@ class AuditLog:
         closing = False
         while not closing:
             batch = [await queue.get()]
+            if batch[0] is not None:
+                # Let a burst gather: one hand-off to the thread per burst, not per line (a registration
+                # storm records a line per node, and each hand-off cost more than the write).
+                await asyncio.sleep(WRITE_GATHER_SECONDS)
             while not queue.empty():
                 batch.append(queue.get_nowait())
             closing = None in batch

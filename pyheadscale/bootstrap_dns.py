@@ -13,9 +13,10 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
+
+from pyheadscale.tailcfg.derp_map import DERPMap
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ LOOKUP_TIMEOUT = 10.0
 
 
 class BootstrapDNS:
-    def __init__(self, derp_map: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, derp_map: Callable[[], DERPMap]) -> None:
         self._derp_map = derp_map
         self._answer: dict[str, list[str]] = {}
         self._stamp = float("-inf")
@@ -33,8 +34,8 @@ class BootstrapDNS:
     def hostnames(self) -> list[str]:
         names = {
             str(node.get("HostName") or "")
-            for region in (self._derp_map().get("Regions") or {}).values()
-            for node in (region.get("Nodes") or [])
+            for region in self._derp_map()["Regions"].values()
+            for node in region["Nodes"]
         }
         return sorted(n for n in names if n)
 

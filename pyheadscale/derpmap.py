@@ -12,12 +12,13 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from pyheadscale.config import Config, parse_yaml
+from pyheadscale.tailcfg.derp_map import DERPMap, DERPNode, DERPRegion
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +27,14 @@ class DERPMapError(ValueError):
     pass
 
 
-def embedded_region(config: Config) -> dict[str, Any]:
+def embedded_region(config: Config) -> DERPRegion:
     """The region of the embedded relay, reached at server_url's host and port."""
     server = config.derp.server
     parts = urlsplit(config.server_url)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or (443 if parts.scheme == "https" else 80)
     stun_port = int(server.stun_listen_addr.rpartition(":")[2])
-    node: dict[str, Any] = {
+    node: DERPNode = {
         "Name": str(server.region_id),
         "RegionID": server.region_id,
         "HostName": host,
@@ -59,14 +60,16 @@ def _is_ipv4_literal(host: str) -> bool:
     return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
 
 
-def parse_derp_map(data: Any, source: str) -> dict[int, dict[str, Any]]:
-    """Regions of a DERPMap document (tailcfg JSON, or Headscale's YAML with lower-case `regions`)."""
+def parse_derp_map(data: Any, source: str) -> dict[int, DERPRegion]:
+    """Regions of a DERPMap document (tailcfg JSON, or Headscale's YAML with lower-case `regions`).
+
+    A region's RegionID and Nodes are checked; its other fields, and its nodes', are kept as written."""
     if not isinstance(data, dict):
         raise DERPMapError(f"{source}: a DERP map must be a mapping with 'Regions'")
     regions = data.get("Regions", data.get("regions"))
     if not isinstance(regions, dict):
         raise DERPMapError(f"{source}: missing 'Regions' mapping")
-    out: dict[int, dict[str, Any]] = {}
+    out: dict[int, DERPRegion] = {}
     for key, region in regions.items():
         if not isinstance(region, dict):
             raise DERPMapError(f"{source}: region {key!r} must be a mapping")
@@ -80,7 +83,7 @@ def parse_derp_map(data: Any, source: str) -> dict[int, dict[str, Any]]:
             raise DERPMapError(f"{source}: region {region_id} 'Nodes' must be a list")
         normalized["RegionID"] = region_id
         normalized["Nodes"] = [{_camel(k): v for k, v in n.items()} for n in nodes if isinstance(n, dict)]
-        out[region_id] = normalized
+        out[region_id] = cast(DERPRegion, normalized)
     return out
 
 
@@ -114,9 +117,9 @@ class DERPMapSource:
     def __init__(self, config: Config, on_change: Callable[[], None] | None = None) -> None:
         self.config = config
         self.on_change = on_change
-        self._from_urls: dict[str, dict[int, dict[str, Any]]] = {}
-        self._from_files: dict[int, dict[str, Any]] = {}
-        self.current: dict[str, Any] = {"Regions": {}}
+        self._from_urls: dict[str, dict[int, DERPRegion]] = {}
+        self._from_files: dict[int, DERPRegion] = {}
+        self.current: DERPMap = {"Regions": {}}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -126,8 +129,8 @@ class DERPMapSource:
         if self.config.derp.urls and self.config.derp.auto_update_enabled:
             self._task = asyncio.get_running_loop().create_task(self._refresh_loop())
 
-    def _load_files(self) -> dict[int, dict[str, Any]]:
-        merged: dict[int, dict[str, Any]] = {}
+    def _load_files(self) -> dict[int, DERPRegion]:
+        merged: dict[int, DERPRegion] = {}
         for path_text in self.config.derp.paths:
             path = self.config.path(path_text)
             try:
@@ -151,14 +154,14 @@ class DERPMapSource:
                     log.warning("derp.urls: fetching %s failed (%s); keeping its last regions", url, exc)
 
     def _merge(self) -> None:
-        regions: dict[int, dict[str, Any]] = {}
+        regions: dict[int, DERPRegion] = {}
         for url in self.config.derp.urls:
             regions.update(self._from_urls.get(url, {}))
         regions.update(self._from_files)
         server = self.config.derp.server
         if server.enabled and server.automatically_add_embedded_derp_region:
             regions[server.region_id] = embedded_region(self.config)
-        new_map = {"Regions": {str(k): regions[k] for k in sorted(regions)}}
+        new_map: DERPMap = {"Regions": {str(k): regions[k] for k in sorted(regions)}}
         changed = new_map != self.current
         self.current = new_map
         if changed and self.on_change is not None:

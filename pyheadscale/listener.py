@@ -30,6 +30,11 @@ Refused = Callable[[str], None]
 
 # File descriptors kept for everything that is not a client connection (database, logs, DERP mesh, ...).
 RESERVED_FDS = 128
+# Connections the kernel may hold completed but not yet accepted (clamped to net.core.somaxconn). aiohttp's
+# default of 128 overflowed in a restart storm (636 ListenOverflows while 1,000 nodes reconnected): each
+# overflow drops a SYN or a handshake's last ACK, and the client waits out a retransmission (1 s, 3 s, ...)
+# for a server that had room for it a moment later.
+LISTEN_BACKLOG = 4096
 
 
 def connection_capacity(configured: int) -> int:

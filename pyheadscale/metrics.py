@@ -100,7 +100,8 @@ class Metrics:
         )
 
     def map_sent(self, kind: str) -> None:
-        """One MapResponse written to a client: `kind` is full, delta or keepalive."""
+        """One MapResponse written to a client: `kind` is full, delta, revoked or keepalive (the mapper's
+        MessageKind)."""
         self.map_messages.labels(kind).inc()
         self.hs_map_sent.labels("ok", kind).inc()
         if kind != "keepalive":

@@ -1,7 +1,10 @@
-"""The import graph of pyheadscale and derp, read statically (imports under TYPE_CHECKING count too).
+"""The import graph of pyheadscale and derp, read statically: every import counts, wherever it sits in a
+module (under `if TYPE_CHECKING:` or inside a function too).
 
 Dependencies point one way: the composition root (pyheadscale.app) imports the API, never the reverse, and the
-DERP relay owns its mesh links, which report back through callbacks instead of importing the relay.
+DERP relay owns its mesh links, which report back through callbacks instead of importing the relay. The key
+types (pyheadscale.tailkey) are shared by both and import nothing else of ours, so the relay runs alone
+(python -m derp).
 """
 
 from __future__ import annotations
@@ -70,13 +73,27 @@ def test_the_graph_sees_known_imports() -> None:
     assert "derp.mesh" in graph["derp.server"]
     assert "pyheadscale.api.app" in graph["pyheadscale.app"]
     assert "pyheadscale.api.context" in graph["pyheadscale.api.resource"]
+    assert "pyheadscale.tailkey" in graph["derp.handshake"]
+    assert "pyheadscale.tailkey" in graph["pyheadscale.control.ts2021"]
 
 
 def test_the_derp_mesh_never_imports_the_relay() -> None:
     assert "derp.server" not in reachable("derp.mesh")
 
 
-def test_the_api_never_imports_the_composition_root() -> None:
-    api = [name for name in import_graph() if name.startswith("pyheadscale.api.")]
-    assert api
-    assert {name for name in api if "pyheadscale.app" in reachable(name)} == set()
+def test_the_apis_never_import_the_composition_root() -> None:
+    """Neither the REST API nor the gRPC server that shares its service reaches pyheadscale.app."""
+    apis = [name for name in import_graph() if name.startswith(("pyheadscale.api.", "pyheadscale.grpc."))]
+    assert len(apis) > 10
+    assert {name for name in apis if "pyheadscale.app" in reachable(name)} == set()
+
+
+def test_derp_and_the_key_types_stand_alone() -> None:
+    """Of pyheadscale, derp needs only the key types, and they need nothing else of ours."""
+    derp = [name for name in import_graph() if name == "derp" or name.startswith("derp.")]
+    assert derp
+    allowed = {"pyheadscale", "pyheadscale.tailkey"}
+    assert {
+        name for name in derp if {m for m in reachable(name) if m.startswith("pyheadscale")} - allowed
+    } == set()
+    assert reachable("pyheadscale.tailkey") == set()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from pyheadscale import keys
 from pyheadscale.api import serialize
 from pyheadscale.api.errors import invalid
 from pyheadscale.api.resource import Resource
 from pyheadscale.grpc.schema import pb
-from pyheadscale.keys import PrivateKey
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 
 
 class Debug(Resource):
@@ -25,8 +24,8 @@ class Debug(Resource):
                 routes.append(str(ipaddress.ip_network(route)))
             except ValueError:
                 raise invalid(f"route {route!r} is not an IP prefix") from None
-        machine_key = keys.machine_public_text(PrivateKey.generate().public())
-        node_key = keys.node_public_text(PrivateKey.generate().public())
+        machine_key = MachinePrivate.generate().public().text
+        node_key = NodePrivate.generate().public().text
         try:
             self.context.logins.start(
                 machine_key, node_key, {"Hostname": request.name, "RoutableIPs": routes}, auth_id=request.key

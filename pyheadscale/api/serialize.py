@@ -15,6 +15,7 @@ from pyheadscale.auth import secret_keys
 from pyheadscale.grpc.schema import pb
 from pyheadscale.state.models import ApiKey, Node, PreAuthKey, User
 from pyheadscale.state.store import Store
+from pyheadscale.tailkey import DiscoPublic
 
 # Headscale presents tagged nodes as owned by this synthetic user (tags are their identity, not a person).
 TAGGED_DEVICES_USER_ID = 2147455555
@@ -24,7 +25,7 @@ TAGGED_DEVICES_DISPLAY_NAME = "Tagged Devices"
 # Go's zero time.Time, which Headscale writes where a time was never set (0001-01-01T00:00:00Z).
 ZERO_TIME_SECONDS = -62135596800
 # The text of an all-zero disco key, which Headscale shows for a node that never sent one.
-ZERO_DISCO_KEY = "discokey:" + "0" * 64
+ZERO_DISCO_KEY = DiscoPublic.zero().text
 
 _REGISTER_METHODS = {
     "authkey": pb.REGISTER_METHOD_AUTH_KEY,

@@ -9,7 +9,7 @@ import shtab
 from pyheadscale import __version__
 from pyheadscale.api.meta import HEADSCALE_API_VERSION, version_info
 from pyheadscale.cli.output import add_output_flags, emit
-from pyheadscale.keys import PrivateKey
+from pyheadscale.tailkey import MachinePrivate
 
 SHELLS = ("bash", "zsh", "fish", "powershell", "tcsh")
 
@@ -29,7 +29,7 @@ def _version(args: argparse.Namespace) -> int:
 
 
 def _generate_private_key(args: argparse.Namespace) -> int:
-    key = PrivateKey.generate().to_text()
+    key = MachinePrivate.generate().to_text()
     emit(args, {"private_key": key}, lambda: key)
     return 0
 

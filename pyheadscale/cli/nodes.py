@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pyheadscale import keys
 from pyheadscale.api.protojson import from_json
 from pyheadscale.cli.client import ApiClient, CliError, api_command
 from pyheadscale.cli.output import (
@@ -21,6 +20,7 @@ from pyheadscale.cli.output import (
 )
 from pyheadscale.cli.users import find_user
 from pyheadscale.grpc.schema import pb
+from pyheadscale.tailkey import InvalidKeyError, MachinePublic, NodePublic
 
 NODE_HEADER = [
     "ID",
@@ -40,14 +40,23 @@ NODE_HEADER = [
 ROUTES_HEADER = ["ID", "Hostname", "Approved", "Available", "Serving (Primary)"]
 
 
+def short_key(kind: type[MachinePublic] | type[NodePublic], text: str) -> str:
+    """A key's short form for the listing; a key that does not parse shows as the zero key does, empty (as
+    Headscale's CLI does)."""
+    try:
+        return kind.from_text(text).short()
+    except InvalidKeyError:
+        return ""
+
+
 def node_row(node: Any) -> list[str]:
     expiry = stamp_of(node, "expiry")
     return [
         str(node.id),
         node.name,
         node.given_name,
-        keys.short(node.machine_key),
-        keys.short(node.node_key),
+        short_key(MachinePublic, node.machine_key),
+        short_key(NodePublic, node.node_key),
         node.user.name,
         joined(node.tags),
         joined(node.ip_addresses),

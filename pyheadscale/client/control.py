@@ -21,13 +21,13 @@ import aiohttp
 import h2.config
 import h2.connection
 import h2.events
-import zstandard
 
-from pyheadscale import keys
 from pyheadscale.control import noise
 from pyheadscale.control.noise_stream import NoiseStream
 from pyheadscale.control.ts2021 import EARLY_PAYLOAD_MAGIC, HANDSHAKE_HEADER, UPGRADE_PROTOCOL
 from pyheadscale.control.ws_bytes import WebSocketBytes
+from pyheadscale.tailcfg.frame import FrameDecoder, FrameError
+from pyheadscale.tailkey import DiscoPublic, MachinePrivate, MachinePublic, NodePrivate
 
 DEFAULT_CAPVER = 130
 # A server's early payload is one small JSON object (the node key challenge).
@@ -60,7 +60,7 @@ def _open(base_url: str, tls: ssl.SSLContext | None, local_host: str | None = No
 
 async def fetch_server_key(
     base_url: str, capver: int = DEFAULT_CAPVER, *, tls: ssl.SSLContext | None = None
-) -> bytes:
+) -> MachinePublic:
     """`GET /key?v=N` over HTTP/1.1 (TLS for https://), returning the server's Noise public key."""
     parts = urlsplit(base_url)
     reader, writer = await _open(base_url, tls)
@@ -74,7 +74,7 @@ async def fetch_server_key(
     head, _, body = raw.partition(b"\r\n\r\n")
     if b" 200 " not in head.split(b"\r\n", 1)[0]:
         raise ControlClientError(f"/key answered {head[:40]!r}")
-    return keys.parse_key(json.loads(body)["publicKey"], keys.MACHINE_PUBLIC_PREFIX)
+    return MachinePublic.from_text(json.loads(body)["publicKey"])
 
 
 async def read_early_payload(read: Callable[[], Awaitable[bytes]]) -> tuple[dict[str, Any], bytes]:
@@ -123,7 +123,7 @@ class ControlClient:
     def __init__(
         self,
         base_url: str,
-        machine_key: keys.PrivateKey,
+        machine_key: MachinePrivate,
         *,
         capver: int = DEFAULT_CAPVER,
         tls: ssl.SSLContext | None = None,
@@ -151,9 +151,9 @@ class ControlClient:
 
     @property
     def machine_key_text(self) -> str:
-        return keys.machine_public_text(self.machine_key.public())
+        return self.machine_key.public().text
 
-    async def connect(self, server_public: bytes | None = None, *, websocket: bool = False) -> None:
+    async def connect(self, server_public: MachinePublic | None = None, *, websocket: bool = False) -> None:
         """Upgrade with HTTP/1.1 as tailscaled does, or (`websocket`) as browser and WASM clients do."""
         if server_public is None:
             server_public = await fetch_server_key(self.base_url, self.capver, tls=self.tls)
@@ -188,7 +188,7 @@ class ControlClient:
         await self._flush()
         self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
 
-    async def _connect_websocket(self, server_public: bytes) -> None:
+    async def _connect_websocket(self, server_public: MachinePublic) -> None:
         parts = urlsplit(self.base_url)
         initiator = noise.Initiator(self.machine_key, server_public, self.capver)
         init = quote(base64.b64encode(initiator.initiation()).decode(), safe="")
@@ -310,7 +310,7 @@ class ControlClient:
 
     async def register(
         self,
-        node_key: keys.PrivateKey,
+        node_key: NodePrivate,
         *,
         auth_key: str = "",
         hostname: str = "pytest",
@@ -321,7 +321,7 @@ class ControlClient:
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "Version": self.capver,
-            "NodeKey": keys.node_public_text(node_key.public()),
+            "NodeKey": node_key.public().text,
             "Hostinfo": hostinfo or {"Hostname": hostname, "OS": "linux", "GoArch": "amd64"},
         }
         if auth_key:
@@ -339,18 +339,18 @@ class ControlClient:
 
     async def map_stream(
         self,
-        node_key: keys.PrivateKey,
+        node_key: NodePrivate,
         *,
         hostname: str = "pytest",
         endpoints: list[str] | None = None,
         compress: bool = True,
         extra: dict[str, Any] | None = None,
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """A streaming map poll: yields each MapResponse as it arrives."""
+        """A streaming map poll: yields each MapResponse as it arrives (decoded, unchecked)."""
         body = {
             "Version": self.capver,
-            "NodeKey": keys.node_public_text(node_key.public()),
-            "DiscoKey": "discokey:" + "11" * 32,
+            "NodeKey": node_key.public().text,
+            "DiscoKey": DiscoPublic(b"\x11" * 32).text,
             "Stream": True,
             "Compress": "zstd" if compress else "",
             "Hostinfo": {"Hostname": hostname, "OS": "linux"},
@@ -362,20 +362,15 @@ class ControlClient:
             while (chunk := await stream.data.get()) is not None:
                 data += chunk
             raise ControlClientError(f"map answered {stream.status}: {data[:200]!r}")
-        decompressor = zstandard.ZstdDecompressor()
-        buffer = b""
+        decoder = FrameDecoder(compress)
         try:
-            while True:
-                while len(buffer) >= 4 and len(buffer) >= 4 + struct.unpack("<I", buffer[:4])[0]:
-                    (size,) = struct.unpack("<I", buffer[:4])
-                    message, buffer = buffer[4 : 4 + size], buffer[4 + size :]
-                    if compress:
-                        message = decompressor.decompress(message)
-                    yield json.loads(message)
-                chunk = await stream.data.get()
-                if chunk is None:
-                    return
-                buffer += chunk
+            while (chunk := await stream.data.get()) is not None:
+                try:
+                    messages = decoder.feed(chunk)
+                except FrameError as exc:
+                    raise ControlClientError(f"map stream: {exc}") from None
+                for message in messages:
+                    yield message
         finally:
             self._streams.pop(stream_id, None)
             if not self._closed.is_set():

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pyheadscale.control.h2server import InnerRequest
-from pyheadscale.mapper import tailcfg
+from pyheadscale.tailcfg.requests import BadRequest, RequestT, parse_request
 
 
-async def decode(request: InnerRequest, model: type[tailcfg.WireT]) -> tailcfg.WireT | None:
+async def decode(request: InnerRequest, model: type[RequestT]) -> RequestT | None:
     """The body as `model`, or None once the client has been told why it was refused."""
     try:
-        return tailcfg.parse_request(model, request.body, request.parse_context)
-    except tailcfg.BadRequest as exc:
+        return parse_request(model, request.body, request.parse_context)
+    except BadRequest as exc:
         await request.response.respond(400, str(exc).encode(), "text/plain")
         return None

@@ -125,11 +125,14 @@ class ResponseStream:
         self.ended = False
 
     async def start(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self._queue_headers(status, headers)
+        await self._server.flush()
+
+    def _queue_headers(self, status: int, headers: dict[str, str] | None) -> None:
         items = [(":status", str(status))]
         items += [(k.lower(), v) for k, v in (headers or {}).items()]
         self._server.send_headers(self.stream_id, items, end_stream=False)
         self.started = True
-        await self._server.flush()
 
     async def send(self, data: bytes, *, end: bool = False) -> None:
         await self._server.send_data(self.stream_id, data, end=end)
@@ -140,7 +143,8 @@ class ResponseStream:
             await self.send(b"", end=True)
 
     async def respond(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        await self.start(status, {"content-type": content_type, "content-length": str(len(body))})
+        """A whole response. Its HEADERS go out with the first DATA, in one Noise record and one write."""
+        self._queue_headers(status, {"content-type": content_type, "content-length": str(len(body))})
         await self.send(body, end=True)
 
 

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from noise.connection import Keypair, NoiseConnection
 from noise.exceptions import NoiseInvalidMessage, NoiseValueError
 
-from pyheadscale.keys import PrivateKey
+from pyheadscale.tailkey import MachinePrivate, MachinePublic
 
 PROTOCOL_NAME = b"Noise_IK_25519_ChaChaPoly_BLAKE2s"
 PROLOGUE_PREFIX = b"Tailscale Control Protocol v"
@@ -145,7 +145,7 @@ def _session_from(conn: NoiseConnection, version: int, peer_static: bytes) -> Se
     )
 
 
-def respond(server_key: PrivateKey, init: bytes) -> tuple[bytes, Session]:
+def respond(server_key: MachinePrivate, init: bytes) -> tuple[bytes, Session]:
     """Server side: consume a client's initiation frame and return (response frame, session)."""
     version = parse_initiation(init)
     conn = NoiseConnection.from_name(PROTOCOL_NAME)
@@ -168,7 +168,7 @@ def respond(server_key: PrivateKey, init: bytes) -> tuple[bytes, Session]:
 class Initiator:
     """Client side of the handshake, used by our own TS2021 client."""
 
-    def __init__(self, machine_key: PrivateKey, server_public: bytes, version: int) -> None:
+    def __init__(self, machine_key: MachinePrivate, server_public: MachinePublic, version: int) -> None:
         self._version = version
         self._server_public = server_public
         self._conn = NoiseConnection.from_name(PROTOCOL_NAME)

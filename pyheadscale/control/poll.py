@@ -1,6 +1,6 @@
 """`POST /machine/map`: endpoint updates, one-shot maps and the streaming long poll.
 
-Each message is a 4-byte little-endian length and a JSON MapResponse, zstd-compressed when the request asks.
+Each message is a map frame (pyheadscale.tailcfg.frame), zstd-compressed when the request asks.
 The stream opens with a full map; after that, the session's pending deltas are written as they arrive, and a
 keep-alive goes out when the stream has been idle for the keep-alive interval.
 """
@@ -8,23 +8,22 @@ keep-alive goes out when the stream has been idle for the keep-alive interval.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
-import struct
 import time
-from typing import Any
-
-import zstandard
 
 from pyheadscale.control.decode import decode
+from pyheadscale.control.full_maps import FullMapTurns
 from pyheadscale.control.h2server import InnerRequest
-from pyheadscale.mapper import tailcfg
-from pyheadscale.mapper.builder import MapBuilder
+from pyheadscale.mapper.builder import MapBuilder, MapMessage
 from pyheadscale.mapper.distributor import Distributor, MapSession
 from pyheadscale.metrics import Metrics
 from pyheadscale.state.errors import AccessRevoked, NotFound
 from pyheadscale.state.store import Store
+from pyheadscale.tailcfg.frame import encode_frame
+from pyheadscale.tailcfg.map_response import KEEPALIVE
+from pyheadscale.tailcfg.requests import MapRequest
+from pyheadscale.tailkey import MachinePublic
 
 log = logging.getLogger(__name__)
 
@@ -38,28 +37,6 @@ KEEPALIVE_SECONDS = 50.0
 BATCH_SECONDS = 0.05
 BUSY_SECONDS = 0.01
 ACTIVE_SECONDS = 0.25
-_ZSTD = zstandard.ZstdCompressor(level=1)
-
-
-# The `fast` extra: a full map is O(peers) of JSON per recipient, and orjson writes it several times faster.
-try:
-    import orjson as _orjson
-except ImportError:
-    _orjson = None  # type: ignore[assignment]
-
-
-def _dumps(response: dict[str, Any]) -> bytes:
-    if _orjson is not None:
-        # Integer keys (DERP region ids) become strings, as json.dumps makes them.
-        return bytes(_orjson.dumps(response, option=_orjson.OPT_NON_STR_KEYS))
-    return json.dumps(response, separators=(",", ":")).encode()
-
-
-def encode_message(response: dict[str, Any], compress: bool) -> bytes:
-    body = _dumps(response)
-    if compress:
-        body = _ZSTD.compress(body)
-    return struct.pack("<I", len(body)) + body
 
 
 class MapHandler:
@@ -80,16 +57,17 @@ class MapHandler:
         self.builder = builder
         self.distributor = distributor
         self.keepalive = keepalive
+        self.full_maps = FullMapTurns()
 
-    async def handle(self, request: InnerRequest, machine_key: str) -> None:
-        req = await decode(request, tailcfg.MapRequest)
+    async def handle(self, request: InnerRequest, machine_key: MachinePublic) -> None:
+        req = await decode(request, MapRequest)
         if req is None:
             return
         node = self.store.node_by_node_key(req.NodeKey)
         if node is None:
             await request.response.respond(404, b"node not found", "text/plain")
             return
-        if node.machine_key != machine_key:
+        if node.machine_key != machine_key.text:
             await request.response.respond(401, b"node key does not belong to this machine", "text/plain")
             return
         compress = req.Compress == "zstd"
@@ -112,13 +90,15 @@ class MapHandler:
                 await request.response.respond(200, b"", "application/json")
                 self.metrics.hs_endpoint_updates.labels("ok").inc()
                 return
-            full, _ = self.builder.full(node, req.Version)
-            await request.response.respond(200, self._encode(full, "full", compress), "application/json")
+            async with self.full_maps.turn():
+                full, _ = self.builder.full(node, req.Version)
+                data = self._encode(MapMessage("full", full), compress)
+            await request.response.respond(200, data, "application/json")
             return
         await self._stream(request, node.id, req.Version, compress)
 
     async def _refuse_revoked(
-        self, request: InnerRequest, node_id: int, req: tailcfg.MapRequest, compress: bool
+        self, request: InnerRequest, node_id: int, req: MapRequest, compress: bool
     ) -> None:
         """An expired node's request: its update is dropped, and it learns only that it expired.
 
@@ -131,14 +111,19 @@ class MapHandler:
         elif req.OmitPeers and not req.Stream:
             await request.response.respond(403, b"node key expired: log in again", "text/plain")
         else:
-            message = self._encode(self.builder.revoked(node, req.Version), "revoked", compress)
+            message = self._encode(MapMessage("revoked", self.builder.revoked(node, req.Version)), compress)
             await request.response.respond(200, message, "application/json")
 
-    def _encode(self, message: dict[str, Any], kind: str, compress: bool) -> bytes:
-        data = encode_message(message, compress)
-        self.metrics.map_sent(kind)
+    def _encode(self, message: MapMessage, compress: bool) -> bytes:
+        data = encode_frame(message.response, compress)
+        self.metrics.map_sent(message.kind)
         self.metrics.map_bytes.inc(len(data))
         return data
+
+    def _take(self, session: MapSession, compress: bool) -> bytes | None:
+        """The session's pending changes as one encoded message, or None when nothing is pending."""
+        message = session.take_pending(self.builder)
+        return None if message is None else self._encode(message, compress)
 
     async def _stream(self, request: InnerRequest, node_id: int, capver: int, compress: bool) -> None:
         session = MapSession(node_id, capver)
@@ -162,20 +147,21 @@ class MapHandler:
                         # expiry is caught here, at the latest one keep-alive interval later.
                         session.want_full()
                         continue
-                    await response.send(self._encode({"KeepAlive": True}, "keepalive", compress))
+                    await response.send(self._encode(MapMessage("keepalive", KEEPALIVE), compress))
                     continue
                 now = time.monotonic()
                 if now - session.woken_at > BUSY_SECONDS and now - last_sent < ACTIVE_SECONDS:
                     await asyncio.sleep(self.batch)
                 if session.closed:
                     break
-                message = session.take_pending(self.builder)
-                if message is not None:
+                if session.full_pending:
+                    async with self.full_maps.turn():
+                        data = None if session.closed else self._take(session, compress)
+                else:
+                    data = self._take(session, compress)
+                if data is not None:
                     last_sent = time.monotonic()
-                    kind = "full" if "Node" in message and "Peers" in message else "delta"
-                    if session.closed:
-                        kind = "revoked"
-                    await response.send(self._encode(message, kind, compress))
+                    await response.send(data)
         except asyncio.CancelledError:
             self.metrics.hs_map_ended.labels("cancelled").inc()
             raise

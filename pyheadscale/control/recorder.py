@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pyheadscale.tailkey import MachinePublic
+
 _AUTH_KEY = re.compile(r'("AuthKey"\s*:\s*")[^"]*(")')
 
 
@@ -24,12 +26,12 @@ def recorder_dir() -> Path | None:
     return Path(value) if value else None
 
 
-def record(directory: Path, machine_key: str, entry: dict[str, Any]) -> None:
+def record(directory: Path, machine_key: MachinePublic, entry: dict[str, Any]) -> None:
     """Append `entry`, its auth key masked and the time added (call it in a thread: it does file I/O)."""
     body = entry.get("body")
     if isinstance(body, str):
         entry["body"] = _AUTH_KEY.sub(r"\1<redacted>\2", body)
     entry["time"] = time.time()
     directory.mkdir(parents=True, exist_ok=True)
-    with (directory / f"{machine_key.removeprefix('mkey:')[:16]}.jsonl").open("a") as handle:
+    with (directory / f"{machine_key.hex()[:16]}.jsonl").open("a") as handle:
         handle.write(json.dumps(entry) + "\n")

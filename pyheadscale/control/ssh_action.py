@@ -29,6 +29,8 @@ from pyheadscale.policy.ssh_check import ssh_check_period
 from pyheadscale.state.errors import NotFound
 from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
+from pyheadscale.tailcfg.ssh import SSHAction
+from pyheadscale.tailkey import MachinePublic
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ MAX_PENDING = 10_000
 MAX_PENDING_PER_NODE = 64
 #: auth ids are the prefix and 24 URL-safe characters, as Headscale's are.
 _AUTH_ID = re.compile(re.escape(AUTH_ID_PREFIX) + r"[A-Za-z0-9_-]{24}")
-_FORWARDING = {
+_FORWARDING: SSHAction = {
     "allowAgentForwarding": True,
     "allowLocalPortForwarding": True,
     "allowRemotePortForwarding": True,
@@ -147,7 +149,7 @@ class SSHActionHandler:
         self.checks = checks
         self.server_url = server_url.rstrip("/")
 
-    async def handle(self, request: InnerRequest, machine_key: str) -> None:
+    async def handle(self, request: InnerRequest, machine_key: MachinePublic) -> None:
         match = _PATH.fullmatch(request.path)
         if match is None:
             await _text(
@@ -162,8 +164,8 @@ class SSHActionHandler:
         if dst is None:
             await _text(request, 404, f"dst node {dst_id} not found")
             return
-        if dst.machine_key != machine_key:
-            log.warning("SSH action for dst node %d asked by another machine %s", dst_id, machine_key[:13])
+        if dst.machine_key != machine_key.text:
+            log.warning("SSH action for dst node %d asked by another machine %s", dst_id, machine_key.short())
             await _text(request, 401, "machine key does not match dst node")
             return
         if not self.store.may_connect(dst):
@@ -188,7 +190,7 @@ class SSHActionHandler:
         body = json.dumps(action).encode()
         await request.response.respond(200, body, "application/json; charset=utf-8")
 
-    async def _action(self, src_id: int, dst_id: int, auth_id: str, local_user: str) -> dict[str, object]:
+    async def _action(self, src_id: int, dst_id: int, auth_id: str, local_user: str) -> SSHAction:
         period = ssh_check_period(self.policy.engine, src_id, dst_id)
         if auth_id:
             if not _AUTH_ID.fullmatch(auth_id):
@@ -211,7 +213,7 @@ class SSHActionHandler:
             return {"accept": True, **_FORWARDING}
         return self._hold(src_id, dst_id, local_user)
 
-    def _hold(self, src_id: int, dst_id: int, local_user: str) -> dict[str, object]:
+    def _hold(self, src_id: int, dst_id: int, local_user: str) -> SSHAction:
         check = self.checks.open(src_id, dst_id)
         log.info(
             "SSH check %s: node %d -> node %d as %r waits for approval",
@@ -232,7 +234,7 @@ class SSHActionHandler:
         )
         return {"message": message, "holdAndDelegate": hold, **_FORWARDING}
 
-    async def _verdict(self, check: PendingCheck, period: timedelta | None) -> dict[str, object]:
+    async def _verdict(self, check: PendingCheck, period: timedelta | None) -> SSHAction:
         # Shielded: a client that goes away cancels this request, not the check an operator may still decide.
         accepted = await asyncio.shield(check.verdict)
         if not accepted:

@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from derp.conn import HijackedHTTPConn
-from pyheadscale import keys
 from pyheadscale.config_limits import LimitsConfig
 from pyheadscale.control import noise
 from pyheadscale.control.h2server import BodyBudget, H2Limits, H2Server, InnerRequest
@@ -26,6 +25,7 @@ from pyheadscale.control.noise_stream import NoiseStream
 from pyheadscale.control.recorder import record, recorder_dir
 from pyheadscale.control.ws_bytes import WebSocketBytes
 from pyheadscale.ratelimit import RateLimiter, retry_after_header, source_of
+from pyheadscale.tailkey import ChallengePrivate, ChallengePublic, MachinePrivate, MachinePublic
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +37,12 @@ HANDSHAKE_TIMEOUT = 30.0
 # A WebSocket message holds a few Noise records; nothing legitimate comes near this.
 WS_MAX_MESSAGE = 1 << 20
 
-InnerHandler = Callable[[InnerRequest, str], Awaitable[None]]
+InnerHandler = Callable[[InnerRequest, MachinePublic], Awaitable[None]]
+"""Serves one inner request for the machine whose Noise static key opened the session."""
 
 
-def early_payload(challenge_public: bytes) -> bytes:
-    body = json.dumps(
-        {"nodeKeyChallenge": keys.format_key(challenge_public, keys.CHALLENGE_PUBLIC_PREFIX)}
-    ).encode()
+def early_payload(challenge_public: ChallengePublic) -> bytes:
+    body = json.dumps({"nodeKeyChallenge": challenge_public.text}).encode()
     return EARLY_PAYLOAD_MAGIC + struct.pack(">I", len(body)) + body
 
 
@@ -52,7 +51,7 @@ class ControlServer:
 
     def __init__(
         self,
-        server_key: keys.PrivateKey,
+        server_key: MachinePrivate,
         routes: dict[tuple[str, str], InnerHandler],
         prefix_routes: dict[str, InnerHandler] | None = None,
         limits: LimitsConfig | None = None,
@@ -61,7 +60,7 @@ class ControlServer:
     ) -> None:
         """`prefix_routes` serve every path under a prefix (paths with ids in them), any method."""
         self.server_key = server_key
-        self.public_text = keys.machine_public_text(server_key.public())
+        self.public_text = server_key.public().text
         self.routes = routes
         self.prefix_routes = prefix_routes or {}
         self.connections: set[asyncio.Task[None]] = set()
@@ -77,7 +76,9 @@ class ControlServer:
         app.router.add_route("*", "/ts2021", self.handle_upgrade)
 
     async def handle_key(self, request: web.Request) -> web.Response:
-        return web.json_response({"legacyPublicKey": "mkey:" + "0" * 64, "publicKey": self.public_text})
+        return web.json_response(
+            {"legacyPublicKey": MachinePublic.zero().text, "publicKey": self.public_text}
+        )
 
     async def handle_upgrade(self, request: web.Request) -> web.StreamResponse:
         upgrade = request.headers.get("Upgrade", "").lower()
@@ -106,7 +107,7 @@ class ControlServer:
             await response.prepare(request)
             conn = HijackedHTTPConn(request, response)
             stream = NoiseStream(session, conn.read_some, conn.write)
-            challenge = keys.PrivateKey.generate()
+            challenge = ChallengePrivate.generate()
             # Handshake response and early payload go out together, before any HTTP/2 byte.
             await conn.write(response_frame + session.send.seal_records(early_payload(challenge.public())))
         except ConnectionError as exc:
@@ -159,8 +160,8 @@ class ControlServer:
     async def serve_session(self, stream: NoiseStream, remote: str) -> None:
         """Serve HTTP/2 inside an established Noise session until it ends."""
         session = stream.session
-        machine_key = keys.machine_public_text(session.peer_static)
-        log.debug("TS2021 session from %s machine %s v%d", remote, machine_key[:13], session.version)
+        machine_key = MachinePublic(session.peer_static)
+        log.debug("TS2021 session from %s machine %s v%d", remote, machine_key.short(), session.version)
 
         record_dir = recorder_dir()
 
@@ -236,7 +237,7 @@ class ControlServer:
     def _fallback(self, inner: InnerRequest) -> InnerHandler:
         known_paths = {path for _, path in self.routes}
 
-        async def not_found(req: InnerRequest, _machine_key: str) -> None:
+        async def not_found(req: InnerRequest, _machine_key: MachinePublic) -> None:
             if req.path in known_paths:
                 await req.response.respond(405, f"method {req.method} not allowed\n".encode(), "text/plain")
             elif req.path.startswith("/machine/"):

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from pyheadscale.control.h2server import InnerRequest
+from pyheadscale.tailkey import MachinePublic
 
 ROUTES = (
     ("POST", "/machine/set-dns"),
@@ -18,5 +19,5 @@ ROUTES = (
 )
 
 
-async def not_implemented(request: InnerRequest, _machine_key: str) -> None:
+async def not_implemented(request: InnerRequest, _machine_key: MachinePublic) -> None:
     await request.response.respond(501, b"Not implemented yet\n", "text/plain; charset=utf-8")

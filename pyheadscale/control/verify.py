@@ -19,16 +19,16 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from pyheadscale import keys
 from pyheadscale.state.changes import Change, ChangeKind
 from pyheadscale.state.store import Store
+from pyheadscale.tailkey import InvalidKeyError, NodePublic
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 4096
 
-CloseRelayClient = Callable[[bytes], object]
-"""Closes every relay connection of a raw 32-byte node key (DerpServer.close_client)."""
+CloseRelayClient = Callable[[NodePublic], object]
+"""Closes every relay connection of a node key (DerpServer.close_client)."""
 
 
 class DerpAccess:
@@ -37,13 +37,13 @@ class DerpAccess:
         # node id -> the node key last admitted for it, to know which key to cut when a node changes or goes.
         self._keys: dict[int, str] = {n.id: n.node_key for n in store.nodes.values()}
 
-    def admits(self, node_key: str) -> bool:
-        node = self.store.node_by_node_key(node_key)
+    def admits(self, node_key: NodePublic) -> bool:
+        node = self.store.node_by_node_key(node_key.text)
         return node is not None and self.store.may_connect(node)
 
-    async def admits_raw(self, node_public: bytes) -> bool:
+    async def admits_key(self, node_key: NodePublic) -> bool:
         """The embedded relay's verify_client callback."""
-        return self.admits(keys.node_public_text(node_public))
+        return self.admits(node_key)
 
     def revoke_into(self, close: CloseRelayClient) -> Callable[[Change], None]:
         """A store subscriber calling `close` for each key that stops being admitted. O(1) per change."""
@@ -63,8 +63,9 @@ class DerpAccess:
                 if not self.store.may_connect(node):
                     revoked.add(node.node_key)
             for text in revoked:
-                log.info("closing DERP connections of %s: node %d lost access", keys.short(text), node_id)
-                close(keys.parse_key(text, keys.NODE_PUBLIC_PREFIX))
+                key = NodePublic.from_text(text)
+                log.info("closing DERP connections of %s: node %d lost access", key.short(), node_id)
+                close(key)
 
         return on_change
 
@@ -78,9 +79,8 @@ def verify_handler(access: DerpAccess) -> Callable[[web.Request], Awaitable[web.
             return web.Response(status=413, text="request body too large\n")
         try:
             body = json.loads(raw or b"null")
-            node_key = body["NodePublic"]
-            keys.parse_key(node_key, keys.NODE_PUBLIC_PREFIX)
-        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            node_key = NodePublic.from_text(body["NodePublic"])
+        except (InvalidKeyError, ValueError, TypeError, KeyError, RecursionError) as exc:
             return web.Response(status=400, text=f"invalid DERPAdmitClientRequest: {exc}\n")
         return web.json_response({"Allow": access.admits(node_key)})
 

@@ -15,14 +15,15 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, delete, event, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, event, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from pyheadscale.config import Config
 from pyheadscale.db import schema
 from pyheadscale.db.headscale_import import take_over_if_headscale
-from pyheadscale.mapper.hostinfo import bound_stored_hostinfo
+from pyheadscale.db.writer import Writer, sqlite_pragmas, writer_for
 from pyheadscale.state.models import ApiKey, Node, PreAuthKey, User
+from pyheadscale.tailcfg.hostinfo import bound_stored_hostinfo
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -34,15 +35,6 @@ def database_url(config: Config) -> str:
     path = config.path(db.sqlite.path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite+aiosqlite:///{path}"
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
 
 
 def _run_migrations(connection: Connection) -> None:
@@ -132,10 +124,12 @@ class Snapshot:
 
 
 class Database:
-    """Write-through persistence. Every method runs in its own transaction."""
+    """Write-through persistence. Every method runs in its own transaction; writes go through `writer`
+    (pyheadscale.db.writer), reads through the async engine."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writer: Writer) -> None:
         self.engine = engine
+        self.writer = writer
 
     @classmethod
     async def open(cls, config: Config) -> Database:
@@ -151,12 +145,13 @@ class Database:
             await take_over_if_headscale(url, _run_migrations, **engine_options)
         engine = create_async_engine(url, **engine_options)
         if url.startswith("sqlite"):
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         async with engine.begin() as conn:
             await conn.run_sync(_run_migrations)
-        return cls(engine)
+        return cls(engine, writer_for(url, engine))
 
     async def close(self) -> None:
+        await self.writer.close()
         await self.engine.dispose()
 
     async def load(self) -> Snapshot:
@@ -177,10 +172,13 @@ class Database:
 
     async def delete_user(self, user_id: int) -> None:
         """Delete a user and its preauth keys in one transaction (the foreign key would only orphan them)."""
-        async with self.engine.begin() as conn:
-            keys = schema.pre_auth_keys
-            await conn.execute(delete(keys).where(keys.c.user_id == user_id))
-            await conn.execute(delete(schema.users).where(schema.users.c.id == user_id))
+        keys = schema.pre_auth_keys
+
+        def transaction(conn: Connection) -> None:
+            conn.execute(delete(keys).where(keys.c.user_id == user_id))
+            conn.execute(delete(schema.users).where(schema.users.c.id == user_id))
+
+        await self.writer.run(transaction)
 
     async def insert_preauth_key(self, key: PreAuthKey) -> int:
         return await self._insert(schema.pre_auth_keys, _to_row(key))
@@ -237,32 +235,27 @@ class Database:
         """Insert a new node and mark its single-use key used, in one transaction."""
         row = _to_row(node)
         row.pop("id")
-        async with self.engine.begin() as conn:
-            result = await conn.execute(insert(schema.nodes).values(**row))
+
+        def transaction(conn: Connection) -> int:
+            node_id = _inserted_id(conn, schema.nodes, row)
             if used_key is not None:
-                await conn.execute(
-                    update(schema.pre_auth_keys)
-                    .where(schema.pre_auth_keys.c.id == used_key.id)
-                    .values(used=True)
-                )
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
+                conn.execute(_update_by_id(schema.pre_auth_keys), {"row_id": used_key.id, "used": True})
+            return node_id
+
+        return await self.writer.run(transaction)
 
     async def _insert(self, table: Any, row: dict[str, Any]) -> int:
         row = dict(row)
         if row.get("id") in (0, None):
             row.pop("id", None)
-        async with self.engine.begin() as conn:
-            result = await conn.execute(insert(table).values(**row))
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
+        return await self.writer.run(lambda conn: _inserted_id(conn, table, row))
 
     async def _update(self, table: Any, row_id: int, values: dict[str, Any]) -> None:
-        values = {k: v for k, v in values.items() if k != "id"}
-        async with self.engine.begin() as conn:
-            await conn.execute(update(table).where(table.c.id == row_id).values(**values))
+        values = {k: v for k, v in values.items() if k != "id"} | {"row_id": row_id}
+        await self.writer.run(lambda conn: conn.execute(_update_by_id(table), values))
 
     async def _delete(self, table: Any, row_id: int) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(delete(table).where(table.c.id == row_id))
+        await self.writer.run(lambda conn: conn.execute(delete(table).where(table.c.id == row_id)))
 
     async def latest_policy(self) -> str | None:
         async with self.engine.connect() as conn:
@@ -274,5 +267,18 @@ class Database:
         return None if row is None else str(row[0])
 
     async def save_policy(self, data: str) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(insert(schema.policies).values(data=data, created_at=datetime.now(UTC)))
+        row = {"data": data, "created_at": datetime.now(UTC)}
+        await self.writer.run(lambda conn: conn.execute(insert(schema.policies), row))
+
+
+# Statements with their values as parameters: SQLAlchemy compiles each once and caches it, where
+# `.values(...)` with the values themselves builds and checks a new statement per write.
+
+
+def _inserted_id(conn: Connection, table: Any, row: dict[str, Any]) -> int:
+    return int(conn.execute(insert(table), row).inserted_primary_key[0])  # type: ignore[index]
+
+
+def _update_by_id(table: Any) -> Any:
+    """UPDATE of the row whose id is the parameter `row_id`, setting the columns the parameters name."""
+    return update(table).where(table.c.id == bindparam("row_id"))

@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from pyheadscale.auth import secret_keys
 from pyheadscale.db import schema
 from pyheadscale.db.headscale_versions import UnsupportedHeadscaleDatabase, release_of
+from pyheadscale.tailkey import DiscoPublic, InvalidKeyError, MachinePublic, NodePublic
 
 log = logging.getLogger("pyheadscale.db")
 
@@ -333,6 +334,19 @@ def _api_key(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _key_text(
+    kind: type[MachinePublic] | type[NodePublic] | type[DiscoPublic], r: dict[str, Any], column: str
+) -> str:
+    """A key column in our canonical text form. A malformed key refuses the database, naming the problem
+    but not the key."""
+    try:
+        return kind.from_text(r[column]).text
+    except InvalidKeyError as exc:
+        raise UnsupportedHeadscaleDatabase(
+            f"Headscale's nodes row {r['id']} has a malformed {column}: {exc}"
+        ) from None
+
+
 def _node(r: dict[str, Any], keys: dict[int, dict[str, Any]], user_ids: set[int]) -> dict[str, Any]:
     """A node. Its tags are `tags` (v0.28+) or `forced_tags` (before); a tagged node belongs to its tags, not
     a user (Headscale v0.29 clears user_id of tagged nodes, and gives an untagged node that lost its user the
@@ -357,9 +371,9 @@ def _node(r: dict[str, Any], keys: dict[int, dict[str, Any]], user_ids: set[int]
     created = _time(r.get("created_at"), "nodes", node_id) or datetime.now(UTC)
     return {
         "id": int(node_id),
-        "machine_key": str(r["machine_key"]),
-        "node_key": str(r["node_key"]),
-        "disco_key": r["disco_key"] or "",
+        "machine_key": _key_text(MachinePublic, r, "machine_key"),
+        "node_key": _key_text(NodePublic, r, "node_key"),
+        "disco_key": _key_text(DiscoPublic, r, "disco_key") if r["disco_key"] else "",
         "hostname": r["hostname"] or "",
         "given_name": r["given_name"] or r["hostname"] or f"node-{node_id}",
         "user_id": user_id,

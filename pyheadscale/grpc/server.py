@@ -17,7 +17,7 @@ import grpc
 from grpc import aio
 
 from pyheadscale import audit
-from pyheadscale.api.auth import ApiKeyGuard
+from pyheadscale.api.auth import LOCAL_ACTOR, ApiKeyGuard
 from pyheadscale.api.errors import ApiError, from_state_error
 from pyheadscale.api.gateway import python_name
 from pyheadscale.api.service import HeadscaleService
@@ -60,9 +60,6 @@ async def refusal(guard: ApiKeyGuard, context: aio.ServicerContext) -> tuple[grp
     else:
         reason = "invalid or expired API key"
     return grpc.StatusCode.UNAUTHENTICATED, guard.refuse(source, "grpc", reason, token)
-
-
-LOCAL_ACTOR = "cli:unix-socket"
 
 
 def _method(rpc: Rpc, guard: ApiKeyGuard | None) -> Callable[[Any, aio.ServicerContext], Awaitable[Any]]:

@@ -1,24 +1,43 @@
-"""Building MapResponses for one node: the full map and the deltas that follow it."""
+"""Building MapResponses for one node: the full map and the deltas that follow it.
+
+The shapes are pyheadscale.tailcfg's; what a client does with each field of a delta is documented there.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Literal, NamedTuple, cast
 from urllib.parse import urlsplit
 
 from pyheadscale.config import Config
-from pyheadscale.mapper import tailcfg
 from pyheadscale.mapper.policy_view import NetworkPolicy
 from pyheadscale.policy.types import PeerView
 from pyheadscale.state.models import Node
 from pyheadscale.state.store import Store
+from pyheadscale.tailcfg import node as tailnode
+from pyheadscale.tailcfg.derp_map import DERPMap
+from pyheadscale.tailcfg.dns import DNSConfig, DNSRecord, Resolver
+from pyheadscale.tailcfg.gotime import go_time
+from pyheadscale.tailcfg.map_response import CAPVER_PACKET_FILTERS, CLEAR_FILTERS, MapResponse
+from pyheadscale.tailcfg.node import CAPVER_HOME_DERP, NodeCapMap, PeerChange, UserProfile
 
 BASELINE_CAPS = ("https://tailscale.com/cap/is-admin", "https://tailscale.com/cap/ssh")
 DEFAULT_AUTO_UPDATE_CAP = "default-auto-update"
 # Taildrop: a client offers and accepts files only when its own node carries this (taildrop.enabled).
 FILE_SHARING_CAP = "https://tailscale.com/cap/file-sharing"
+
+MessageKind = Literal["full", "delta", "revoked", "keepalive"]
+"""What a message is, as metrics count it: a full map, a delta, the last message to a node that lost access,
+or a keep-alive."""
+
+
+class MapMessage(NamedTuple):
+    """A MapResponse ready to send, and which kind of message it is."""
+
+    kind: MessageKind
+    response: MapResponse
 
 
 @dataclass(slots=True)
@@ -28,26 +47,28 @@ class MapContext:
     config: Config
     store: Store
     policy: NetworkPolicy
-    derp_map: dict[str, Any]
+    derp_map: DERPMap
+    """As pyheadscale.derpmap merges it."""
 
 
-def _dns_config(config: Config, extra_records: list[dict[str, str]] | None = None) -> dict[str, Any]:
+def _dns_config(config: Config, extra_records: list[dict[str, str]] | None = None) -> DNSConfig:
     """The DNSConfig every node gets; `extra_records` (from dns.extra_records_path) replace the config's."""
     dns = config.dns
-    resolvers = [{"Addr": a} for a in dns.nameservers.global_]
-    out: dict[str, Any] = {"Proxied": dns.magic_dns}
+    resolvers = [Resolver(Addr=a) for a in dns.nameservers.global_]
+    out: DNSConfig = {"Proxied": dns.magic_dns}
     if dns.override_local_dns:
         out["Resolvers"] = resolvers
     elif resolvers:
         out["FallbackResolvers"] = resolvers
     if dns.nameservers.split:
-        out["Routes"] = {d: [{"Addr": a} for a in addrs] for d, addrs in dns.nameservers.split.items()}
+        out["Routes"] = {d: [Resolver(Addr=a) for a in addrs] for d, addrs in dns.nameservers.split.items()}
     domains = ([dns.base_domain] if dns.base_domain else []) + list(dns.search_domains)
     if domains:
         out["Domains"] = domains
     records = dns.extra_records if extra_records is None else extra_records
     if records:
-        out["ExtraRecords"] = records
+        # tailcfg.DNSRecord objects as the operator wrote them (extra_records.py checks the file's).
+        out["ExtraRecords"] = cast(list[DNSRecord], records)
     return out
 
 
@@ -55,10 +76,8 @@ def _dns_config(config: Config, extra_records: list[dict[str, str]] | None = Non
 class _PeerRendering:
     """One peer record at one capability version: the fields every recipient shares, and the last entry."""
 
-    base: dict[str, Any]
-    entry: dict[str, Any] | None = None
-    # The record's last_seen when `entry` was made: the store sets it in place when the node goes offline.
-    last_seen: datetime | None = None
+    base: tailnode.Node
+    entry: tailnode.Node | None = None
 
 
 class MapBuilder:
@@ -76,14 +95,14 @@ class MapBuilder:
         base = self.ctx.config.base_domain
         return f"{node.given_name}.{base}." if base else f"{node.given_name}."
 
-    def user_profile(self, node: Node) -> dict[str, Any]:
+    def user_profile(self, node: Node) -> UserProfile:
         if node.tags or node.user_id is None:
-            return tailcfg.user_profile(tailcfg.TAGGED_DEVICES_USER_ID, "tagged-devices", "Tagged Devices")
+            return tailnode.user_profile(tailnode.TAGGED_DEVICES_USER_ID, "tagged-devices", "Tagged Devices")
         user = self.ctx.store.users.get(node.user_id)
         if user is None:
-            return tailcfg.user_profile(node.user_id, str(node.user_id), str(node.user_id))
+            return tailnode.user_profile(node.user_id, str(node.user_id), str(node.user_id))
         login = user.email or user.name
-        return tailcfg.user_profile(user.id, login, user.display_name or login, user.profile_pic_url)
+        return tailnode.user_profile(user.id, login, user.display_name or login, user.profile_pic_url)
 
     def forget(self, node_id: int) -> None:
         """Drop what is cached for a removed node."""
@@ -107,7 +126,7 @@ class MapBuilder:
 
     def tail_node(
         self, node: Node, peer: PeerView | None, capver: int, *, self_view: bool = False
-    ) -> dict[str, Any]:
+    ) -> tailnode.Node:
         """A node as tailcfg.Node, as seen by a peer (`peer` gives its routes) or by itself.
 
         A peer's entry is shared by every recipient with the same view of it (routes, presence, expiry): in
@@ -128,10 +147,9 @@ class MapBuilder:
             and last["Expired"] is expired
             and last["AllowedIPs"] == peer.allowed_ips
             and last["PrimaryRoutes"] == peer.primary_routes
-            and rendering.last_seen == node.last_seen
         ):
             return last
-        out = dict(rendering.base)
+        out = rendering.base.copy()
         out["AllowedIPs"] = peer.allowed_ips
         out["PrimaryRoutes"] = peer.primary_routes
         out["Online"] = online
@@ -139,39 +157,39 @@ class MapBuilder:
         out["Expired"] = expired
         out["CapMap"] = {}
         if not online and node.last_seen is not None:
-            out["LastSeen"] = tailcfg.go_time(node.last_seen)
-        rendering.entry, rendering.last_seen = out, node.last_seen
+            out["LastSeen"] = go_time(node.last_seen)
+        rendering.entry = out
         return out
 
-    def _render(self, node: Node, capver: int, *, self_view: bool) -> dict[str, Any]:
+    def _render(self, node: Node, capver: int, *, self_view: bool) -> tailnode.Node:
         """Every field of tailcfg.Node; for peers, `tail_node` sets the per-recipient and presence ones."""
         store = self.ctx.store
         expired = store.is_expired(node)
         online = store.is_online(node.id)
         addresses = node.addresses()
         allowed = addresses if self_view else []
-        cap_map: dict[str, Any] = {cap: [] for cap in BASELINE_CAPS} if self_view else {}
+        cap_map: NodeCapMap = {cap: [] for cap in BASELINE_CAPS} if self_view else {}
         if self_view and self.ctx.config.taildrop.enabled:
             cap_map[FILE_SHARING_CAP] = []
         if self_view:
             # auto_update.enabled: the tailnet's default for clients' auto-update, always sent (a JSON bool).
             cap_map[DEFAULT_AUTO_UPDATE_CAP] = [self.ctx.config.auto_update.enabled]
             cap_map.update(self.ctx.policy.cap_map(node.id))
-        out: dict[str, Any] = {
+        out: tailnode.Node = {
             "ID": node.id,
             "StableID": str(node.id),
             "Name": self.fqdn(node),
             "User": self.user_profile(node)["ID"],
             "Key": node.node_key,
-            "KeyExpiry": tailcfg.go_time(node.expiry),
+            "KeyExpiry": go_time(node.expiry),
             "Machine": node.machine_key,
-            "DiscoKey": node.disco_key or "discokey:" + "0" * 64,
+            "DiscoKey": node.disco_key or tailnode.ZERO_DISCO_KEY,
             "Addresses": addresses,
             "AllowedIPs": allowed,
             "Endpoints": node.endpoints,
             "HomeDERP": node.home_derp,
             "Hostinfo": node.hostinfo,
-            "Created": tailcfg.go_time(node.created_at),
+            "Created": go_time(node.created_at),
             "Cap": capver,
             "Tags": node.tags,
             "PrimaryRoutes": [],
@@ -180,22 +198,20 @@ class MapBuilder:
             "Expired": expired,
             "CapMap": cap_map,
         }
-        if capver < tailcfg.CAPVER_HOME_DERP and node.home_derp:
+        if capver < CAPVER_HOME_DERP and node.home_derp:
             out["DERP"] = f"127.3.3.40:{node.home_derp}"
         return out
 
-    def policy_fields(self, node: Node, capver: int) -> dict[str, Any]:
+    def policy_fields(self, node: Node, capver: int) -> MapResponse:
         """The node's packet filter and SSH policy, as a full map carries them and a delta may."""
         rules = self.ctx.policy.filter_rules(node.id)
-        fields: dict[str, Any] = (
-            {"PacketFilters": {"base": rules}}
-            if capver >= tailcfg.CAPVER_PACKET_FILTERS
-            else {"PacketFilter": rules}
+        fields: MapResponse = (
+            {"PacketFilters": {"base": rules}} if capver >= CAPVER_PACKET_FILTERS else {"PacketFilter": rules}
         )
         fields["SSHPolicy"] = self.ctx.policy.ssh_policy(node.id) or {"rules": []}
         return fields
 
-    def full(self, node: Node, capver: int) -> tuple[dict[str, Any], set[int]]:
+    def full(self, node: Node, capver: int) -> tuple[MapResponse, set[int]]:
         """The full map for `node`, and the peer ids it contains."""
         store = self.ctx.store
         peers = self.ctx.policy.peers(node.id)
@@ -209,7 +225,7 @@ class MapBuilder:
             if pid in store.nodes:
                 profile = self.user_profile(store.nodes[pid])
                 profiles.setdefault(profile["ID"], profile)
-        response: dict[str, Any] = {
+        response: MapResponse = {
             "KeepAlive": False,
             "Node": self.tail_node(node, None, capver, self_view=True),
             "DERPMap": self.ctx.derp_map,
@@ -218,7 +234,7 @@ class MapBuilder:
             "Domain": self.domain,
             "CollectServices": False,
             "UserProfiles": [profiles[k] for k in sorted(profiles)],
-            "ControlTime": tailcfg.go_time(datetime.now(UTC)),
+            "ControlTime": go_time(datetime.now(UTC)),
             "Debug": {"DisableLogTail": True},
         }
         response.update(self.policy_fields(node, capver))
@@ -228,7 +244,7 @@ class MapBuilder:
     def domain(self) -> str:
         return urlsplit(self.ctx.config.server_url).hostname or self.ctx.config.base_domain
 
-    def peers_changed(self, node: Node, peer_ids: Iterable[int], capver: int) -> dict[str, Any]:
+    def peers_changed(self, node: Node, peer_ids: Iterable[int], capver: int) -> MapResponse:
         """The changed peers `node` may still see, in full. Costs O(changed peers), not O(node's peers)."""
         store, policy = self.ctx.store, self.ctx.policy
         changed = []
@@ -243,10 +259,10 @@ class MapBuilder:
                 profiles[profile["ID"]] = profile
         return {"PeersChanged": changed, "UserProfiles": list(profiles.values())}
 
-    def peer_patch(self, peer: Node) -> dict[str, Any]:
+    def peer_patch(self, peer: Node) -> PeerChange:
         """Cheap changes of a peer: endpoints, home DERP, disco key, presence."""
         online = self.ctx.store.is_online(peer.id)
-        patch: dict[str, Any] = {
+        patch: PeerChange = {
             "NodeID": peer.id,
             "DERPRegion": peer.home_derp,
             "Endpoints": peer.endpoints,
@@ -255,10 +271,10 @@ class MapBuilder:
         if peer.disco_key:
             patch["DiscoKey"] = peer.disco_key
         if not online and peer.last_seen is not None:
-            patch["LastSeen"] = tailcfg.go_time(peer.last_seen)
+            patch["LastSeen"] = go_time(peer.last_seen)
         return patch
 
-    def revoked(self, node: Node, capver: int) -> dict[str, Any]:
+    def revoked(self, node: Node, capver: int) -> MapResponse:
         """All a node that lost access gets: itself (Expired), no peers, a filter admitting nothing.
 
         Nothing about anyone else (peers, DNS, the DERP map, user profiles but its own) is in it.
@@ -266,18 +282,18 @@ class MapBuilder:
         profile = self.user_profile(node)
         itself = self.tail_node(node, None, capver, self_view=True)
         # Expired, or owned by nobody (left so by an older version): either way it must log in again.
-        itself.update(Expired=True, MachineAuthorized=False)
-        response: dict[str, Any] = {
+        itself["Expired"], itself["MachineAuthorized"] = True, False
+        response: MapResponse = {
             "KeepAlive": False,
             "Node": itself,
             "Peers": [],
             "UserProfiles": [profile],
-            "ControlTime": tailcfg.go_time(datetime.now(UTC)),
+            "ControlTime": go_time(datetime.now(UTC)),
             "Debug": {"DisableLogTail": True},
             "SSHPolicy": {"rules": []},
         }
-        if capver >= tailcfg.CAPVER_PACKET_FILTERS:
-            response["PacketFilters"] = {"*": None}
+        if capver >= CAPVER_PACKET_FILTERS:
+            response["PacketFilters"] = {CLEAR_FILTERS: None}
         else:
             response["PacketFilter"] = []
         return response

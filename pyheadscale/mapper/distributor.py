@@ -16,10 +16,10 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
 
-from pyheadscale.mapper.builder import MapBuilder
+from pyheadscale.mapper.builder import MapBuilder, MapMessage
 from pyheadscale.state.changes import Change, ChangeKind
+from pyheadscale.tailcfg.map_response import MapResponse, PingRequest
 
 
 class KnownIndex:
@@ -67,20 +67,25 @@ class MapSession:
         self._full = False
         self._policy = False
         # The filter and SSH policy the client holds: a policy delta is sent only when they differ.
-        self.sent_policy: dict[str, Any] = {}
+        self.sent_policy: MapResponse = {}
         self._changed: set[int] = set()
         self._removed: set[int] = set()
         self._patched: set[int] = set()
         # A tailcfg.PingRequest to deliver with the next response (the latest one wins).
-        self._ping: dict[str, Any] | None = None
+        self._ping: PingRequest | None = None
 
-    def send_ping(self, request: dict[str, Any]) -> None:
+    def send_ping(self, request: PingRequest) -> None:
         self._ping = request
         self._signal()
 
     def want_full(self) -> None:
         self._full = True
         self._signal()
+
+    @property
+    def full_pending(self) -> bool:
+        """Whether the next message is a full map (O(peers) to build, so it waits its turn)."""
+        return self._full
 
     def want_policy(self) -> None:
         self._policy = True
@@ -120,8 +125,8 @@ class MapSession:
         self.known_peers -= gone
         self.index.discard(self, gone)
 
-    def take_pending(self, builder: MapBuilder) -> dict[str, Any] | None:
-        """Build one MapResponse from everything pending and clear it; None when nothing is."""
+    def take_pending(self, builder: MapBuilder) -> MapMessage | None:
+        """Build one message from everything pending and clear it; None when nothing is."""
         self.wake.clear()
         store = builder.ctx.store
         node = store.nodes.get(self.node_id)
@@ -131,7 +136,7 @@ class MapSession:
             # Expired or logged out since the stream opened: one last self-update, and the stream ends.
             self.closed = True
             self._forget(set(self.known_peers))
-            return builder.revoked(node, self.capver)
+            return MapMessage("revoked", builder.revoked(node, self.capver))
         if self._full:
             self._full = self._policy = False
             self._changed.clear()
@@ -146,8 +151,8 @@ class MapSession:
             self.sent_policy = builder.policy_fields(node, self.capver)
             if self._ping is not None:
                 full["PingRequest"], self._ping = self._ping, None
-            return full
-        response: dict[str, Any] = {}
+            return MapMessage("full", full)
+        response: MapResponse = {}
         if self._ping is not None:
             response["PingRequest"], self._ping = self._ping, None
         if self._policy:
@@ -174,11 +179,11 @@ class MapSession:
             patches = [builder.peer_patch(store.nodes[p]) for p in sorted(patched) if p in store.nodes]
             if patches:
                 response["PeersChangedPatch"] = patches
-        return response or None
+        return MapMessage("delta", response) if response else None
 
 
 class Distributor:
-    """Routes store changes to the map sessions they affect."""
+    """Routes the change feed's changes to the map sessions they affect (it only reads the store)."""
 
     def __init__(self, builder: MapBuilder) -> None:
         self.builder = builder
@@ -206,7 +211,7 @@ class Distributor:
     def _knowing(self, node_id: int) -> list[MapSession]:
         return self.index.knowing(node_id)
 
-    def ping(self, node_id: int, request: dict[str, Any]) -> bool:
+    def ping(self, node_id: int, request: PingRequest) -> bool:
         """Put a PingRequest in the node's map streams; False when it has none open."""
         sessions = self.sessions.get(node_id, ())
         for session in sessions:
@@ -238,7 +243,7 @@ class Distributor:
             return
         # NODE_ADDED / NODE_UPDATED: whoever sees the node now gets it in full; whoever saw it and no longer
         # does gets it removed; the node itself gets a fresh full map, since its own view may have changed.
-        viewers = set(self.builder.ctx.policy.peers(node_id))
+        viewers = self.builder.ctx.policy.peer_ids(node_id)
         for session in self._sessions_of(viewers):
             session.peer_changed(node_id)
         for session in self._knowing(node_id):

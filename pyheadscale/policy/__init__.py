@@ -39,8 +39,8 @@ node but may include a few whose results turn out equal)::
 
 Per-node queries (results are cached until a change affects the node)::
 
-    engine.filter_rules(node_id) -> list[dict]       # []tailcfg.FilterRule
-    engine.ssh_policy(node_id) -> dict | None        # tailcfg.SSHPolicy, None without "ssh"
+    engine.filter_rules(node_id) -> list[FilterRule] # pyheadscale.tailcfg.filter
+    engine.ssh_policy(node_id) -> SSHPolicy | None   # pyheadscale.tailcfg.ssh, None without "ssh"
     engine.peers(node_id) -> dict[int, PeerView]     # PeerView(allowed_ips, primary_routes)
     engine.cap_map(node_id) -> dict                  # tailcfg.NodeCapMap entries from nodeAttrs
     engine.auto_approved_routes(node) -> list[str]   # advertised routes autoApprovers approve

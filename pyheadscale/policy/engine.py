@@ -47,6 +47,8 @@ from pyheadscale.policy.policytests import run_policy_tests, run_ssh_tests
 from pyheadscale.policy.ssh import SSHCompiler, localpart_domain
 from pyheadscale.policy.types import PeerView, PolicyNode, PolicyUser
 from pyheadscale.policy.validate import ambiguous_user_tokens, validate_policy
+from pyheadscale.tailcfg.filter import FilterRule
+from pyheadscale.tailcfg.ssh import SSHPolicy
 
 DEFAULT_SERVER_URL = "https://unused"
 
@@ -153,7 +155,7 @@ class PolicyEngine:
         if old == node:
             # Nothing the policy reads changed (a client's Hostinfo update, say): every result still holds.
             return set()
-        old_peers = set(self.peers(old.id)) if old is not None else set()
+        old_peers = self.peer_ids(old.id) if old is not None else set()
         self.tailnet.add_node(node)
         return self._node_changed(old, node, old_peers)
 
@@ -161,7 +163,7 @@ class PolicyEngine:
         """Remove a node; returns the ids of the remaining nodes whose results changed."""
         if node_id not in self.tailnet.nodes:
             return set()
-        old_peers = set(self.peers(node_id))
+        old_peers = self.peer_ids(node_id)
         old = self.tailnet.remove_node(node_id)
         self._node_cache.pop(node_id, None)
         return self._node_changed(old, None, old_peers)
@@ -287,7 +289,7 @@ class PolicyEngine:
             self._ssh.forget()
         if new is not None:
             self._node_cache.pop(new.id, None)
-            new_peers = set(self.peers(new.id))
+            new_peers = self.peer_ids(new.id)
             gained = new_peers - affected
             if plain_join:
                 self._add_peer(new, new_peers)
@@ -406,11 +408,11 @@ class PolicyEngine:
         """Matchers of every rule in the node's unreduced filter."""
         return self._global_matchers() + self._own_matchers(node)
 
-    def filter_rules(self, node_id: int) -> list[dict[str, Any]]:
+    def filter_rules(self, node_id: int) -> list[FilterRule]:
         """The node's packet filter (``[]tailcfg.FilterRule``)."""
         node = self._node(node_id)
         if self.policy is None:
-            return [dict(rule) for rule in ALLOW_ALL_RULES]
+            return [rule.copy() for rule in ALLOW_ALL_RULES]
         cached = self._cached(node_id, "filter")
         if cached is None:
             if self._destination_index is None:
@@ -420,10 +422,10 @@ class PolicyEngine:
             cached = self._store(node_id, "filter", [rule.to_wire() for rule in reduced])
         return list(cached)
 
-    def ssh_policy_for_node(self, node: PolicyNode) -> dict[str, Any] | None:
+    def ssh_policy_for_node(self, node: PolicyNode) -> SSHPolicy | None:
         return self._ssh.policy_for(node) if self._ssh is not None else None
 
-    def ssh_policy(self, node_id: int) -> dict[str, Any] | None:
+    def ssh_policy(self, node_id: int) -> SSHPolicy | None:
         """The node's ``tailcfg.SSHPolicy`` or ``None`` when the policy has no ``ssh`` section."""
         return self.ssh_policy_for_node(self._node(node_id))
 
@@ -436,6 +438,17 @@ class PolicyEngine:
     def peers(self, node_id: int) -> dict[int, PeerView]:
         """The nodes ``node_id`` may see, with the addresses and routes it should use for each."""
         return dict(self._peer_map(node_id))
+
+    def peer_ids(self, node_id: int) -> set[int]:
+        """The ids of the nodes ``node_id`` may see: :meth:`peers` without building a view of each.
+
+        Without a policy that is every other node; a join asks it for the joining node and the map server for
+        every change, and building N views just to read their keys made each join O(tailnet) in views.
+        """
+        if self.policy is None:
+            self._node(node_id)
+            return {peer_id for peer_id in self.tailnet.nodes if peer_id != node_id}
+        return set(self._peer_map(node_id))
 
     def peer_view(self, node_id: int, peer_id: int) -> PeerView | None:
         """What ``node_id`` sees of one peer, or None if it may not see it.

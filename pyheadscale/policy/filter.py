@@ -24,9 +24,10 @@ from pyheadscale.policy.model import Grant, Policy, ProtocolPorts
 from pyheadscale.policy.netset import EVERYTHING, INTERNET, AddrSet, parse_addr_set
 from pyheadscale.policy.ports import ALL_PORTS, PortRange, protocol_numbers
 from pyheadscale.policy.types import PolicyNode
+from pyheadscale.tailcfg import filter as wire
 
 #: The filter of a tailnet without ACLs or grants: everything may talk to everything.
-ALLOW_ALL_RULES: list[dict[str, Any]] = [
+ALLOW_ALL_RULES: list[wire.FilterRule] = [
     {"SrcIPs": ["*"], "DstPorts": [{"IP": "*", "Ports": {"First": 0, "Last": 65535}}]}
 ]
 
@@ -45,12 +46,12 @@ class DstPort:
     addresses: AddrSet
     ports: PortRange
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> wire.NetPortRange:
         """Made once and shared by every filter holding this destination: callers must not modify it."""
         return self._wire
 
     @cached_property
-    def _wire(self) -> dict[str, Any]:
+    def _wire(self) -> wire.NetPortRange:
         return {"IP": self.ip, "Ports": self.ports.to_wire()}
 
 
@@ -59,7 +60,7 @@ class CapGrant:
     destinations: AddrSet
     cap_map: dict[str, Any]
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> wire.CapGrant:
         return {"Dsts": self.destinations.prefix_strings(), "CapMap": self.cap_map}
 
 
@@ -72,8 +73,8 @@ class Rule:
     protocols: tuple[int, ...] = ()
     cap_grants: list[CapGrant] = field(default_factory=list)
 
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"SrcIPs": ["*"] if self.sources == EVERYTHING else self.sources.to_strings()}
+    def to_wire(self) -> wire.FilterRule:
+        out: wire.FilterRule = {"SrcIPs": ["*"] if self.sources == EVERYTHING else self.sources.to_strings()}
         if self.dst_ports:
             out["DstPorts"] = [d.to_wire() for d in self.dst_ports]
         if self.protocols:

@@ -15,6 +15,7 @@ from pyheadscale.policy.filter import Rule
 from pyheadscale.policy.model import Policy, PolicyTest, SSHTest
 from pyheadscale.policy.ports import DEFAULT_PROTOCOLS, PortRange, parse_destination, protocol_numbers
 from pyheadscale.policy.types import PolicyError, PolicyNode
+from pyheadscale.tailcfg.ssh import SSHPolicy
 
 _TEST_PROTOCOLS = ("", "tcp", "udp", "sctp")
 
@@ -107,7 +108,7 @@ def _reaches(
     return False
 
 
-SSHPolicyFor = Callable[[PolicyNode], dict[str, Any] | None]
+SSHPolicyFor = Callable[[PolicyNode], SSHPolicy | None]
 
 
 def run_ssh_tests(policy: Policy, resolver: Resolver, ssh_policy_for: SSHPolicyFor) -> None:
@@ -185,7 +186,7 @@ def _check_ssh_test(
     return None
 
 
-def _login(ssh_policy: dict[str, Any], source_ip: str, user: str) -> tuple[bool, bool]:
+def _login(ssh_policy: SSHPolicy, source_ip: str, user: str) -> tuple[bool, bool]:
     """Whether ``user`` may log in from ``source_ip``, and whether a check rule is involved."""
     allowed = checked = False
     for rule in ssh_policy.get("rules", []):

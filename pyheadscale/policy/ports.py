@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from pyheadscale.tailcfg import filter as wire
+
 
 @dataclass(frozen=True, order=True)
 class PortRange:
@@ -13,7 +15,7 @@ class PortRange:
     first: int
     last: int
 
-    def to_wire(self) -> dict[str, int]:
+    def to_wire(self) -> wire.PortRange:
         return {"First": self.first, "Last": self.last}
 
 

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import Any
 
 from pyheadscale.policy.aliases import Autogroup, Resolver
 from pyheadscale.policy.model import Policy, SSHRule
 from pyheadscale.policy.netset import AddrSet
 from pyheadscale.policy.types import PolicyNode
+from pyheadscale.tailcfg import ssh as wire
 
 #: Where clients are sent to re-authenticate for ``check`` rules.
 CHECK_PATH = "/machine/ssh/action/$SRC_NODE_ID/to/$DST_NODE_ID?local_user=$LOCAL_USER"
 
-_ACCEPT_ACTION = {
+_ACCEPT_ACTION: wire.SSHAction = {
     "accept": True,
     "allowAgentForwarding": True,
     "allowLocalPortForwarding": True,
@@ -52,17 +52,17 @@ def _ssh_users(users: list[str]) -> dict[str, str]:
 @dataclass
 class _SSHSources:
     addresses: AddrSet
-    by_user: dict[int, list[dict[str, str]]]
-    tagged: list[dict[str, str]]
+    by_user: dict[int, list[wire.SSHPrincipal]]
+    tagged: list[wire.SSHPrincipal]
 
 
-def _principals(addresses: AddrSet) -> list[dict[str, str]]:
+def _principals(addresses: AddrSet) -> list[wire.SSHPrincipal]:
     """One principal per address of the source nodes.
 
     tailscaled parses a principal's nodeIP as one address and compares it with the connection's source, so
     the merged ranges an AddrSet renders (``100.64.0.1-100.64.0.2`` for two neighbours) would match nobody.
     """
-    out: list[dict[str, str]] = []
+    out: list[wire.SSHPrincipal] = []
     for address_type, ranges in ((IPv4Address, addresses.v4), (IPv6Address, addresses.v6)):
         for first, last in ranges:
             out.extend({"nodeIP": str(address_type(i))} for i in range(first, last + 1))
@@ -75,13 +75,13 @@ class SSHCompiler:
     def __init__(self, policy: Policy, resolver: Resolver, server_url: str) -> None:
         self.policy = policy
         self.resolver = resolver
-        self.check_action: dict[str, Any] = {"holdAndDelegate": server_url.rstrip("/") + CHECK_PATH}
+        self.check_action: wire.SSHAction = {"holdAndDelegate": server_url.rstrip("/") + CHECK_PATH}
         self._sources_by_rule: dict[int, _SSHSources] = {}
 
-    def policy_for(self, node: PolicyNode) -> dict[str, Any] | None:
+    def policy_for(self, node: PolicyNode) -> wire.SSHPolicy | None:
         if not self.policy.ssh:
             return None
-        rules: list[dict[str, Any]] = []
+        rules: list[wire.SSHRule] = []
         for index, rule in enumerate(self.policy.ssh):
             rules.extend(self._rules_for(index, rule, node))
         checks = [r for r in rules if "holdAndDelegate" in r["action"]]
@@ -112,7 +112,7 @@ class SSHCompiler:
         tailnet = self.resolver.tailnet
         addresses = self.resolver.resolve_all(rule.sources)
         by_user: dict[int, AddrSet] = {}
-        tagged: list[dict[str, str]] = []
+        tagged: list[wire.SSHPrincipal] = []
         for source in tailnet.nodes_in(addresses):
             if source.is_tagged:
                 # One principal per tag and address, as Tailscale lists them.
@@ -129,7 +129,7 @@ class SSHCompiler:
         self._sources_by_rule[index] = grouped
         return grouped
 
-    def _rules_for(self, index: int, rule: SSHRule, node: PolicyNode) -> list[dict[str, Any]]:
+    def _rules_for(self, index: int, rule: SSHRule, node: PolicyNode) -> list[wire.SSHRule]:
         resolver = self.resolver
         to_self = any(d.is_autogroup(Autogroup.SELF) for d in rule.destinations)
         others = [d for d in rule.destinations if not d.is_autogroup(Autogroup.SELF)]
@@ -140,19 +140,21 @@ class SSHCompiler:
         sources = self._sources_of(index, rule)
         if not sources.addresses:
             return []
-        action = dict(_ACCEPT_ACTION) if rule.action == "accept" else dict(self.check_action)
+        action = _ACCEPT_ACTION.copy() if rule.action == "accept" else self.check_action.copy()
         users = _ssh_users(rule.users)
         localparts = self._localparts(rule)
-        out: list[dict[str, Any]] = []
+        out: list[wire.SSHRule] = []
 
-        def emit(principals: list[dict[str, str]], user_id: int | None) -> None:
-            base: dict[str, Any] = {"principals": principals, "sshUsers": users, "action": action}
+        def emit(principals: list[wire.SSHPrincipal], user_id: int | None) -> None:
+            base: wire.SSHRule = {"principals": principals, "sshUsers": users, "action": action}
             if rule.accept_env:
                 base["acceptEnv"] = rule.accept_env
             out.append(base)
             if user_id is not None and user_id in localparts:
                 login = localparts[user_id]
-                out.append({**base, "sshUsers": {login: login}})
+                mapped = base.copy()
+                mapped["sshUsers"] = {login: login}
+                out.append(mapped)
 
         owner = resolver.tailnet.node_user_id(node)
         if to_self and owner is not None and sources.by_user.get(owner):

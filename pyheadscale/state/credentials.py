@@ -1,33 +1,38 @@
-"""Credentials the store holds: preauth keys (for registering nodes) and API keys (for the REST API).
+"""Credentials: preauth keys (for registering nodes) and API keys (for the REST API).
 
 Both are `hskey-...` secrets shown once at creation and kept only as a prefix and a hash (auth/secret_keys).
-The Store inherits these operations; they live here because they are a concept of their own, not node state.
+A component of the state (the store delegates to it): its mutations share the store's mutation guard, so
+they queue with every other mutation; none of them changes what a node or map shows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
+from types import MappingProxyType
 
 from pyheadscale.audit import AuditLog
 from pyheadscale.auth import secret_keys
 from pyheadscale.db.database import Database
 from pyheadscale.state.errors import AuthFailed, NotFound, StateError
-from pyheadscale.state.models import ApiKey, PreAuthKey, User
-from pyheadscale.state.mutations import MutationGuard, atomic
+from pyheadscale.state.models import ApiKey, PreAuthKey
+from pyheadscale.state.mutations import MutationGuard, Outcome, atomic
 from pyheadscale.state.names import now, validate_tags
+from pyheadscale.state.users import Users
 
 
-class Credentials(MutationGuard):
-    db: Database
-    audit: AuditLog
-    preauth_keys: dict[int, PreAuthKey]
-    api_keys: dict[int, ApiKey]
+class Credentials:
+    def __init__(self, db: Database, mutations: MutationGuard, users: Users, audit: AuditLog) -> None:
+        self.db, self.mutations, self.users, self.audit = db, mutations, users, audit
+        self._preauth_keys: dict[int, PreAuthKey] = {}
+        self._api_keys: dict[int, ApiKey] = {}
+        self.preauth_keys: Mapping[int, PreAuthKey] = MappingProxyType(self._preauth_keys)
+        self.api_keys: Mapping[int, ApiKey] = MappingProxyType(self._api_keys)
 
-    def get_user(self, user_id: int) -> User:
-        """The Store's user lookup (a key created for a user checks that the user exists)."""
-        raise NotImplementedError
+    def load(self, preauth_keys: Iterable[PreAuthKey], api_keys: Iterable[ApiKey]) -> None:
+        self._preauth_keys.update((k.id, k) for k in preauth_keys)
+        self._api_keys.update((k.id, k) for k in api_keys)
 
     # ---- preauth keys ----
 
@@ -40,10 +45,10 @@ class Credentials(MutationGuard):
         ephemeral: bool = False,
         tags: Iterable[str] = (),
         expiration: datetime | None = None,
-    ) -> tuple[PreAuthKey, str]:
+    ) -> Outcome[tuple[PreAuthKey, str]]:
         """Create a key; returns the record and the full key text (never stored, shown only once)."""
         if user_id is not None:
-            self.get_user(user_id)
+            self.users.get(user_id)
         tag_list = validate_tags(tags)
         if user_id is None and not tag_list:
             raise StateError("a preauth key needs a user or at least one tag")
@@ -60,8 +65,8 @@ class Credentials(MutationGuard):
             now(),
             expiration or now() + timedelta(hours=1),
         )
-        key.id = await self.db.insert_preauth_key(key)
-        self.preauth_keys[key.id] = key
+        key = replace(key, id=await self.db.insert_preauth_key(key))
+        self._preauth_keys[key.id] = key
         self.audit.record(
             "preauthkey.create",
             f"preauthkey:{key.id}",
@@ -71,26 +76,27 @@ class Credentials(MutationGuard):
             ephemeral=ephemeral,
             tags=tag_list,
         )
-        return key, text
+        return Outcome((key, text))
 
     @atomic
-    async def expire_preauth_key(self, key_id: int) -> PreAuthKey:
+    async def expire_preauth_key(self, key_id: int) -> Outcome[PreAuthKey]:
         key = self.preauth_keys.get(key_id)
         if key is None:
             raise NotFound(f"preauth key {key_id} not found")
         updated = replace(key, expiration=now())
         await self.db.update_preauth_key(updated)
-        self.preauth_keys[key_id] = updated
+        self._preauth_keys[key_id] = updated
         self.audit.record("preauthkey.expire", f"preauthkey:{key_id}", prefix=key.prefix)
-        return updated
+        return Outcome(updated)
 
     @atomic
-    async def delete_preauth_key(self, key_id: int) -> None:
+    async def delete_preauth_key(self, key_id: int) -> Outcome[None]:
         if key_id not in self.preauth_keys:
             raise NotFound(f"preauth key {key_id} not found")
         await self.db.delete_preauth_key(key_id)
-        del self.preauth_keys[key_id]
+        del self._preauth_keys[key_id]
         self.audit.record("preauthkey.delete", f"preauthkey:{key_id}")
+        return Outcome(None)
 
     def find_preauth_key(self, text: str) -> PreAuthKey:
         """The usable key matching `text`, or AuthFailed with a reason safe to show the client.
@@ -127,17 +133,17 @@ class Credentials(MutationGuard):
     # ---- API keys ----
 
     @atomic
-    async def create_api_key(self, expiration: datetime | None) -> tuple[ApiKey, str]:
+    async def create_api_key(self, expiration: datetime | None) -> Outcome[tuple[ApiKey, str]]:
         """Create an API key; returns the record and the full key text, which is never stored and shown once.
 
         The secret is 256 random bits, so SHA-256 (shared with preauth keys) is as safe as a slow hash.
         """
         text, prefix, secret_hash = secret_keys.new_key_material(secret_keys.API_KEY)
         key = ApiKey(0, prefix, secret_hash, now(), expiration)
-        key.id = await self.db.insert_api_key(key)
-        self.api_keys[key.id] = key
+        key = replace(key, id=await self.db.insert_api_key(key))
+        self._api_keys[key.id] = key
         self.audit.record("apikey.create", f"apikey:{key.id}", prefix=prefix)
-        return key, text
+        return Outcome((key, text))
 
     def get_api_key(self, key_id: int) -> ApiKey:
         key = self.api_keys.get(key_id)
@@ -175,19 +181,20 @@ class Credentials(MutationGuard):
         return self.authenticate_api_key(text)
 
     @atomic
-    async def expire_api_key(self, key_id: int) -> ApiKey:
+    async def expire_api_key(self, key_id: int) -> Outcome[ApiKey]:
         updated = replace(self.get_api_key(key_id), expiration=now())
         await self.db.update_api_key(updated)
-        self.api_keys[key_id] = updated
+        self._api_keys[key_id] = updated
         self.audit.record("apikey.expire", f"apikey:{key_id}", prefix=updated.prefix)
-        return updated
+        return Outcome(updated)
 
     @atomic
-    async def delete_api_key(self, key_id: int) -> None:
+    async def delete_api_key(self, key_id: int) -> Outcome[None]:
         key = self.get_api_key(key_id)
         await self.db.delete_api_key(key_id)
-        del self.api_keys[key_id]
+        del self._api_keys[key_id]
         self.audit.record("apikey.delete", f"apikey:{key_id}", prefix=key.prefix)
+        return Outcome(None)
 
     def check_still_usable(self, key: PreAuthKey) -> None:
         """A key validated before the mutation began may have been used up, expired or removed since."""
@@ -198,3 +205,21 @@ class Credentials(MutationGuard):
             raise AuthFailed("authkey expired")
         if current.used and not current.reusable:
             raise AuthFailed("authkey already used")
+
+    async def mark_used(self, key: PreAuthKey) -> None:
+        """Within a running mutation: a single-use key has registered a node (written through)."""
+        if not key.reusable and not key.used:
+            updated = replace(key, used=True)
+            await self.db.update_preauth_key(updated)
+            self._preauth_keys[key.id] = updated
+
+    def used(self, key: PreAuthKey) -> None:
+        """Within a running mutation: the database marked a single-use key used along with its node."""
+        self._preauth_keys[key.id] = replace(key, used=True)
+
+    def forget_keys_of(self, user_id: int) -> list[PreAuthKey]:
+        """Within a running mutation: the user's preauth keys went with it (the database cascades)."""
+        gone = [k for k in self._preauth_keys.values() if k.user_id == user_id]
+        for key in gone:
+            del self._preauth_keys[key.id]
+        return gone

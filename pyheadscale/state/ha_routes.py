@@ -9,7 +9,8 @@ once (policy/peers.py: primary_routers), so peers never see an intermediate choi
 A router whose map stream is younger than one probe interval is given time: its client may still be applying
 the map that made it a router, so silence then does not count. A cycle with such a router decides nothing,
 as a partial picture could elect a router whose state is still unknown. A router that goes offline stops
-being a candidate at once (no probe needed) and starts afresh when it comes back.
+being a candidate at once (no probe needed) and starts afresh when it comes back: a verdict holds for the
+online period it was made in (state/presence.py names each period), so nothing has to clear it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from pyheadscale.control.ping import PATH as PING_PATH
 from pyheadscale.control.ping import PingTracker
 from pyheadscale.mapper.distributor import Distributor
 from pyheadscale.policy.netset import IPNetwork
-from pyheadscale.state.changes import Change, ChangeKind
 from pyheadscale.state.policy import PolicyManager
 from pyheadscale.state.store import Store
 
@@ -33,17 +33,35 @@ log = logging.getLogger(__name__)
 
 class RouterHealthState:
     """The server's answer to the election's questions: online routers are candidates; healthy unless the
-    last decided probe cycle found them silent."""
+    last decided probe cycle of their current online period found them silent."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.unhealthy: set[int] = set()
+        # Router -> the online period (Presence.online_since) in which a probe found it silent.
+        self._silent_in: dict[int, float] = {}
 
     def is_candidate(self, node_id: int) -> bool:
         return self.store.is_online(node_id)
 
     def is_healthy(self, node_id: int) -> bool:
-        return node_id not in self.unhealthy
+        period = self._silent_in.get(node_id)
+        return period is None or period != self.store.presence.online_since(node_id)
+
+    @property
+    def unhealthy(self) -> set[int]:
+        return {node_id for node_id in self._silent_in if not self.is_healthy(node_id)}
+
+    def record(self, verdicts: dict[int, bool]) -> None:
+        """One decided probe cycle: each router answered (True) or stayed silent (False). Verdicts of online
+        periods that have ended are dropped on the way."""
+        for node_id in [n for n in self._silent_in if self.is_healthy(n)]:
+            del self._silent_in[node_id]
+        for node_id, healthy in verdicts.items():
+            period = self.store.presence.online_since(node_id)
+            if healthy or period is None:
+                self._silent_in.pop(node_id, None)
+            else:
+                self._silent_in[node_id] = period
 
 
 class HAProber:
@@ -62,21 +80,7 @@ class HAProber:
         self.server_url = server_url.rstrip("/")
         self.store, self.policy, self.health = store, policy, health
         self.distributor, self.pings = distributor, pings
-        self._online_since: dict[int, float] = {}
         self._task: asyncio.Task[None] | None = None
-
-    def on_change(self, change: Change) -> None:
-        """Subscribed before the policy manager, so a router that went offline is healthy again (and
-        fresh) by the time the election runs without it."""
-        if change.kind is ChangeKind.NODE_ONLINE and change.node_id is not None:
-            if change.online:
-                self._online_since[change.node_id] = time.monotonic()
-            else:
-                self._online_since.pop(change.node_id, None)
-                self.health.unhealthy.discard(change.node_id)
-        elif change.kind is ChangeKind.NODE_REMOVED and change.node_id is not None:
-            self._online_since.pop(change.node_id, None)
-            self.health.unhealthy.discard(change.node_id)
 
     def start(self) -> None:
         if self.interval > 0:
@@ -126,18 +130,14 @@ class HAProber:
                 continue
             if not self.store.is_online(node_id):
                 continue  # offline now: no longer a candidate anyway
-            since = self._online_since.get(node_id, started)
-            if since > started - self.interval:
+            since = self.store.presence.online_since(node_id)
+            if since is None or since > started - self.interval:
                 log.debug("HA probe: node %d timed out on a fresh session; deciding next cycle", node_id)
                 return
             log.warning("HA probe: node %d did not answer within %gs", node_id, self.timeout)
             results[node_id] = False
-        before = set(self.health.unhealthy)
-        for node_id, healthy in results.items():
-            if healthy:
-                self.health.unhealthy.discard(node_id)
-            else:
-                self.health.unhealthy.add(node_id)
+        before = self.health.unhealthy
+        self.health.record(results)
         if self.health.unhealthy != before:
             log.info("HA probe: unhealthy routers now %s", sorted(self.health.unhealthy) or "none")
             self.policy.reelect()

@@ -1,8 +1,10 @@
 """Domain records owned by the in-memory store.
 
-These are plain dataclasses: the store is their one owner, the database layer persists them and the mapper
-reads them. Nothing outside the store mutates a record in place; the store replaces or updates fields under
-its own control and then emits a change event.
+Frozen dataclasses: the store is their one owner, the database layer persists them and the mapper reads them.
+A change makes a new record (`dataclasses.replace`) that takes the old one's place, so a reader holding a
+record holds a consistent snapshot, and a cache keyed by the record (the map builder's) is current exactly
+while the store still holds that same object. (The list and dict fields are shared with the new record when
+unchanged, and are never modified in place either.)
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ IPv6 = ipaddress.IPv6Address
 Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class User:
     id: int
     name: str
@@ -29,7 +31,7 @@ class User:
     created_at: datetime | None = None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class PreAuthKey:
     """A preauth key. Only a hash of the secret part is kept; `prefix` identifies the key in listings."""
 
@@ -45,7 +47,7 @@ class PreAuthKey:
     expiration: datetime | None = None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ApiKey:
     """An API key for the REST API. Like preauth keys, only the prefix and a hash of the secret are kept."""
 
@@ -57,7 +59,7 @@ class ApiKey:
     last_seen: datetime | None = None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Node:
     """A registered node. Keys are kept in their text forms (`mkey:…`, `nodekey:…`, `discokey:…`)."""
 

@@ -1,9 +1,10 @@
 """The policy in force: keeps the policy engine in step with the store and swaps policies safely.
 
-The store's change events reach this first (it subscribes before the map distributor), so by the time a delta
-is built the engine already knows about the node that changed. A new policy is compiled against the current
-tailnet before it replaces the old one: a policy that does not compile is refused with the engine's message
-and the old one stays in force.
+The store asks this, inside each mutation, what the policy makes of a node (state/consequences.py): which of
+its routes are auto-approved, whose filters it changes. So by the time a mutation's changes are published the
+engine already knows the node that changed, and nothing here reacts to the change feed. A new policy is
+compiled against the current tailnet, as a store mutation, before it replaces the old one: a policy that does
+not compile is refused with the engine's message and the old one stays in force.
 
 In `file` mode the file is watched (modification time and size) and re-read on SIGHUP; in `database` mode the
 newest stored policy is in force and `set_policy` stores a new one.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ from pyheadscale.policy.types import PeerView
 from pyheadscale.state.changes import Change, ChangeKind
 from pyheadscale.state.models import Node
 from pyheadscale.state.store import Store
+from pyheadscale.tailcfg.filter import FilterRule
+from pyheadscale.tailcfg.ssh import SSHPolicy
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,7 @@ def policy_node(store: Store, node: Node) -> PolicyNode:
 
 
 class PolicyManager:
-    """Owns the PolicyEngine; answers the mapper's per-node questions."""
+    """Owns the PolicyEngine; answers the mapper's per-node questions and the store's (PolicyConsequences)."""
 
     def __init__(self, config: Config, store: Store, router_health: RouterHealth | None = None) -> None:
         """`router_health` makes primary routers online, answering ones (the server's); without it the
@@ -59,7 +63,6 @@ class PolicyManager:
         self.engine = self._compile(None)
         self._file_stamp: tuple[float, int] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._approvals: set[asyncio.Task[Any]] = set()
         # User tokens of the policy in force that match several users (reported once each).
         self.ambiguous: list[str] = []
 
@@ -68,13 +71,16 @@ class PolicyManager:
     def peers(self, node_id: int) -> dict[int, PeerView]:
         return self.engine.peers(node_id) if node_id in self.store.nodes else {}
 
+    def peer_ids(self, node_id: int) -> set[int]:
+        return self.engine.peer_ids(node_id) if node_id in self.store.nodes else set()
+
     def peer_view(self, node_id: int, peer_id: int) -> PeerView | None:
         return self.engine.peer_view(node_id, peer_id) if node_id in self.store.nodes else None
 
-    def filter_rules(self, node_id: int) -> list[dict[str, Any]]:
+    def filter_rules(self, node_id: int) -> list[FilterRule]:
         return self.engine.filter_rules(node_id)
 
-    def ssh_policy(self, node_id: int) -> dict[str, Any] | None:
+    def ssh_policy(self, node_id: int) -> SSHPolicy | None:
         return self.engine.ssh_policy(node_id)
 
     def cap_map(self, node_id: int) -> dict[str, Any]:
@@ -106,18 +112,24 @@ class PolicyManager:
         """Raise PolicyError if `text` would not be accepted against the current tailnet."""
         self._compile(text)
 
-    def apply(self, text: str | None) -> None:
-        """Compile and put `text` in force, or raise PolicyError and leave the old policy in force."""
-        try:
-            engine = self._compile(text)
-        except PolicyError as exc:
-            self.store.audit.record("policy.update", "policy", "refused", reason=str(exc))
-            raise
+    async def apply(self, text: str | None) -> None:
+        """Compile and put `text` in force with the routes it auto-approves approved (one store mutation), or
+        raise PolicyError and leave the old policy in force."""
+
+        def compile_policy() -> _Candidate:
+            try:
+                return _Candidate(self, self._compile(text), text)
+            except PolicyError as exc:
+                self.store.audit.record("policy.update", "policy", "refused", reason=str(exc))
+                raise
+
+        await self.store.change_policy(compile_policy)
+
+    def _put_in_force(self, engine: PolicyEngine, text: str | None) -> None:
         self.engine, self.text = engine, text
         self.updated_at = datetime.now(UTC)
         self.store.audit.record("policy.update", "policy", size=len(text) if text else 0)
         log.info("policy in force: %s", "none (allow all)" if text is None else f"{len(text)} bytes")
-        self.store.notify(Change(ChangeKind.POLICY))
 
     async def start(self) -> None:
         if self.config.policy.mode == "database":
@@ -146,7 +158,7 @@ class PolicyManager:
             )
         self.check(text)
         await self.store.db.save_policy(text)
-        self.apply(text)
+        await self.apply(text)
 
     async def reload(self) -> bool:
         """Re-read the policy file (file mode). Returns whether a new policy is in force."""
@@ -161,7 +173,7 @@ class PolicyManager:
         if text == self.text:
             return False
         try:
-            self.apply(text)
+            await self.apply(text)
         except PolicyError as exc:
             log.error("policy reload: %s is invalid, the previous policy stays in force: %s", path, exc)
             return False
@@ -175,28 +187,35 @@ class PolicyManager:
                 self._file_stamp = stamp
                 await self.reload()
 
-    # ---- following the tailnet ----
+    # ---- what the store asks, inside its mutations (PolicyConsequences) ----
 
-    def on_change(self, change: Change) -> None:
-        """Keep the engine's view of nodes and users current (runs before the map distributor)."""
-        kind, node_id = change.kind, change.node_id
-        if kind is ChangeKind.USERS:
-            self.engine.set_nodes(self._users(), self._nodes())
-            self._report_ambiguous()
-        elif kind in (ChangeKind.NODE_ADDED, ChangeKind.NODE_UPDATED) and node_id in self.store.nodes:
-            node = self.store.nodes[node_id]
-            self._announce(self.engine.add_or_update_node(policy_node(self.store, node)))
-            self._auto_approve(node)
-        elif kind is ChangeKind.NODE_REMOVED and node_id is not None:
-            self._announce(self.engine.remove_node(node_id))
-        elif kind is ChangeKind.NODE_ONLINE and node_id is not None:
-            router = self.engine.tailnet.nodes.get(node_id)
-            if router is not None and router.subnet_routes:
-                self.reelect()
+    def auto_approved_routes(self, node: Node) -> list[str]:
+        return self.engine.auto_approved_routes(policy_node(self.store, node))
+
+    def node_changed(self, node: Node) -> set[int]:
+        return self.engine.add_or_update_node(policy_node(self.store, node))
+
+    def node_removed(self, node_id: int) -> set[int]:
+        return self.engine.remove_node(node_id)
+
+    def users_changed(self) -> None:
+        self.engine.set_nodes(self._users(), self._nodes())
+        self._report_ambiguous()
+
+    def presence_changed(self, node_id: int) -> set[int]:
+        router = self.engine.tailnet.nodes.get(node_id)
+        return self._elect() if router is not None and router.subnet_routes else set()
+
+    # ---- primary routers ----
 
     def reelect(self) -> None:
-        """Elect primary routers again (a router came, went, or changed health); the peers of each router
-        whose primary routes moved learn its new PrimaryRoutes and AllowedIPs as a node update."""
+        """Elect primary routers again after routers changed health (the HA prober's verdict); the peers of
+        each router whose primary routes moved learn its new PrimaryRoutes and AllowedIPs as a node update."""
+        moved = self._elect()
+        self.store.feed.publish([Change(ChangeKind.NODE_UPDATED, router_id) for router_id in sorted(moved)])
+
+    def _elect(self) -> set[int]:
+        """Elect primary routers again; returns the routers whose primary routes moved."""
         moved = self.engine.reelect_primaries()
         for router_id in sorted(moved):
             log.info(
@@ -204,7 +223,7 @@ class PolicyManager:
                 router_id,
                 self.primary_routes_of(router_id),
             )
-            self.store.notify(Change(ChangeKind.NODE_UPDATED, router_id))
+        return moved
 
     def primary_routes_of(self, node_id: int) -> list[str]:
         return sorted(str(r) for r, owner in self.engine.primaries.items() if owner == node_id)
@@ -218,24 +237,28 @@ class PolicyManager:
             self.store.audit.record("policy.ambiguous", "policy", "refused", token=token)
         self.ambiguous = ambiguous
 
-    def _announce(self, affected: set[int]) -> None:
-        """Other nodes' rules may name the node that changed (a group member joining): their filters too."""
-        if affected:
-            self.store.notify(Change(ChangeKind.POLICY_NODES, node_ids=frozenset(affected)))
-
-    def _auto_approve(self, node: Node) -> None:
-        """Approve the advertised routes the policy's autoApprovers cover (a store change of its own)."""
-        approved = set(self.engine.auto_approved_routes(policy_node(self.store, node)))
-        if not approved <= set(node.approved_routes):
-            routes = sorted(approved | set(node.approved_routes))
-            task = asyncio.get_running_loop().create_task(self.store.set_approved_routes(node.id, routes))
-            self._approvals.add(task)
-            task.add_done_callback(self._approvals.discard)
-
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """A compiled policy waiting for the store to put it in force (state/consequences.py: PolicyCandidate)."""
+
+    manager: PolicyManager
+    engine: PolicyEngine
+    text: str | None
+
+    def auto_approved_routes(self, node: Node) -> list[str]:
+        return self.engine.auto_approved_routes(policy_node(self.manager.store, node))
+
+    def install(self) -> None:
+        # Routers may have come or gone while the approvals were written (presence is not a queued
+        # mutation): elect again, as the engine in force would have. The POLICY change refreshes every map.
+        self.engine.reelect_primaries()
+        self.manager._put_in_force(self.engine, self.text)
 
 
 def _stamp(path: Path) -> tuple[float, int] | None:

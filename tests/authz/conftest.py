@@ -1,18 +1,18 @@
-"""Authorization tests run on the existing harnesses: the control-plane Harness (our TS2021 client), the API's
-live server (unix socket and TCP listener) and the CLI runner. This module only re-exports their fixtures and
-adds helpers the revocation tests share."""
+"""Authorization tests run on the shared live server (tests/live_server.py: our TS2021 client, the API's unix
+socket and TCP listener) and the CLI runner. This module re-exports the API and CLI fixtures and adds helpers
+the revocation tests share."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import struct
 from typing import Any
 
 from derp import frames
-from tests.api.conftest import api, live, tcp  # noqa: F401  (fixtures)
+from pyheadscale.tailcfg.frame import decode_frames
+from tests.api.conftest import api, tcp  # noqa: F401  (fixtures)
 from tests.cli.conftest import cli, config_file  # noqa: F401  (fixtures)
-from tests.control.conftest import Node, free_port, harness, make_harness  # noqa: F401  (fixtures)
+from tests.live_server import ClientNode
+from tests.ports import free_port
 
 SLOW = 20.0
 """The bound on any one wait in these tests: generous, as CI machines are shared and slow."""
@@ -22,16 +22,11 @@ REFUSED = (ConnectionError, frames.ProtocolError, EOFError, asyncio.IncompleteRe
 
 
 def decode_messages(data: bytes) -> list[dict[str, Any]]:
-    """Uncompressed map messages: each a 4-byte little-endian length and a JSON MapResponse."""
-    out = []
-    while data:
-        (size,) = struct.unpack("<I", data[:4])
-        out.append(json.loads(data[4 : 4 + size]))
-        data = data[4 + size :]
-    return out
+    """The MapResponses of an uncompressed map response body (`map_request` asks for no compression)."""
+    return decode_frames(data, compressed=False)
 
 
-async def map_request(node: Node, **fields: Any) -> tuple[int, bytes]:
+async def map_request(node: ClientNode, **fields: Any) -> tuple[int, bytes]:
     """One MapRequest from `node` (not streaming unless `Stream` is given): (status, body)."""
     body: dict[str, Any] = {
         "Version": node.client.capver,

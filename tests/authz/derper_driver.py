@@ -21,17 +21,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand, without PYTHONPATH
 
 from derp.client import DerpClient
-from pyheadscale import keys
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.authz.conftest import REFUSED
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import setup_loopback_only
+from tests.ports import free_port
 
 
-async def admitted(url: str, node_key: keys.PrivateKey) -> bool:
+async def admitted(url: str, node_key: NodePrivate) -> bool:
     try:
         async with asyncio.timeout(20):
-            client = await DerpClient.connect(url, node_key.raw)
+            client = await DerpClient.connect(url, node_key)
             # derper refuses after ServerInfo is due; a refused client sees the connection end.
             await client.ping(b"87654321")
             await client.recv()
@@ -62,14 +63,12 @@ async def main(derper: str, workdir: Path) -> dict[str, Any]:
         store = server.store
         assert store is not None
         user = await store.create_user("alice")
-        node_keys = {
-            name: keys.PrivateKey.generate() for name in ("current", "expired", "deleted", "unknown")
-        }
+        node_keys = {name: NodePrivate.generate() for name in ("current", "expired", "deleted", "unknown")}
         ids = {}
         for name in ("current", "expired", "deleted"):
             node = await store.register(
-                machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
-                node_key=keys.node_public_text(node_keys[name].public()),
+                machine_key=MachinePrivate.generate().public().text,
+                node_key=node_keys[name].public().text,
                 hostinfo={"Hostname": name},
                 user_id=user.id,
                 tags=[],

@@ -22,11 +22,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand, without PYTHONPATH
 
-from pyheadscale import keys
 from pyheadscale.app import Server
+from pyheadscale.tailkey import NodePublic
 from tests.authz.revocation_lab import comes_back, loopback_config
 from tests.e2e.netns import CLIENT_ENV, setup_loopback_only
 from tests.e2e.twonode_driver import wait_until
+from tests.processes import stop_process
 
 
 async def cli(tailscale: str, socket_path: Path, *args: str, limit: float = 60) -> tuple[int, str]:
@@ -85,7 +86,7 @@ async def main(tailscaled: str, tailscale: str, workdir: Path) -> dict[str, Any]
             result["error"] = "tailscaled never registered"
             return result
         node = next(iter(store.nodes.values()))
-        node_key = keys.parse_key(node.node_key, keys.NODE_PUBLIC_PREFIX)
+        node_key = NodePublic.from_text(node.node_key)
         result["online_before"] = await wait_until(lambda: store.is_online(node.id), 30)
         result["on_relay_before"] = await wait_until(lambda: derp.is_client_connected(node_key), 30)
 
@@ -107,13 +108,7 @@ async def main(tailscaled: str, tailscale: str, workdir: Path) -> dict[str, Any]
         result["ok"] = True
         return result
     finally:
-        if daemon.returncode is None:
-            daemon.terminate()
-            try:
-                await asyncio.wait_for(daemon.wait(), 10)
-            except TimeoutError:
-                daemon.kill()
-                await daemon.wait()
+        await stop_process(daemon)
         log.close()
         if not result.get("ok"):
             result["log"] = (workdir / "tailscaled.log").read_text(errors="replace")[-4000:]

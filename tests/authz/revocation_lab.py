@@ -11,7 +11,8 @@ from pathlib import Path
 from derp.server import DerpServer
 from pyheadscale.config import Config, build_config
 from pyheadscale.state.store import Store
-from tests.e2e.netns import free_port
+from pyheadscale.tailkey import NodePublic
+from tests.ports import free_port
 
 
 def loopback_config(workdir: Path) -> tuple[Config, str]:
@@ -31,7 +32,7 @@ def loopback_config(workdir: Path) -> tuple[Config, str]:
 
 
 async def comes_back(
-    store: Store, derp: DerpServer, node_id: int, node_key: bytes, seconds: float
+    store: Store, derp: DerpServer, node_id: int, node_key: NodePublic, seconds: float
 ) -> list[str]:
     """Where the node showed up again within `seconds` ("relay", "map stream"), sampled every 0.1 s."""
     back: list[str] = []

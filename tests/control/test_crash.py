@@ -12,9 +12,10 @@ from typing import Any
 
 import yaml
 
-from pyheadscale import keys
 from pyheadscale.client.control import ControlClient
-from tests.control.conftest import Harness, MapReader, free_port
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
+from tests.live_server import LiveServer, MapReader
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,7 +70,7 @@ async def start_process(config: Path, port: int, log: Path) -> subprocess.Popen[
             await asyncio.sleep(0.05)
 
     try:
-        await asyncio.wait_for(ready(), 15)
+        await asyncio.wait_for(ready(), 60)  # a fresh interpreter on a loaded machine is slow to start
     except BaseException:
         proc.kill()
         proc.wait()
@@ -77,7 +78,7 @@ async def start_process(config: Path, port: int, log: Path) -> subprocess.Popen[
     return proc
 
 
-async def first_map(client: ControlClient, node_key: keys.PrivateKey, want_peers: int) -> dict[str, Any]:
+async def first_map(client: ControlClient, node_key: NodePrivate, want_peers: int) -> dict[str, Any]:
     reader = MapReader(client.map_stream(node_key))
     try:
         return await reader.wait_for(lambda m: len(m.get("Peers", [])) == want_peers or "Node" in m, 5)
@@ -89,7 +90,7 @@ async def test_sigkill_and_restart_keeps_nodes(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     port = free_port()
     # the user and key come from an in-process server on the same data directory
-    setup = Harness(data_dir, port=port)
+    setup = LiveServer(data_dir, port=port)
     await setup.start()
     auth_key = await setup.preauth_key()
     await setup.stop()
@@ -97,8 +98,8 @@ async def test_sigkill_and_restart_keeps_nodes(tmp_path: Path) -> None:
     config = write_config(data_dir, port)
     log = tmp_path / "server.log"
     url = f"http://127.0.0.1:{port}"
-    machines = [keys.PrivateKey.generate() for _ in range(2)]
-    node_keys = [keys.PrivateKey.generate() for _ in range(2)]
+    machines = [MachinePrivate.generate() for _ in range(2)]
+    node_keys = [NodePrivate.generate() for _ in range(2)]
 
     proc = await start_process(config, port, log)
     try:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pyheadscale.mapper.builder import MapBuilder
 from pyheadscale.policy import PolicyEngine, PolicyNode, PolicyUser
-from tests.control.conftest import Harness
+from tests.live_server import LiveServer
 
 POLICY = {
     "tagOwners": {"tag:web": ["alice@"]},
@@ -50,9 +50,9 @@ def drain(distributor: Any) -> None:
 async def test_reverse_index_follows_joins_leaves_tags_and_policy(tmp_path: Path) -> None:
     from pyheadscale.mapper.distributor import MapSession
 
-    harness = await Harness(tmp_path / "srv", policy={"mode": "database"}).start()
+    live = await LiveServer(tmp_path / "srv", policy={"mode": "database"}).start()
     try:
-        server = harness.server
+        server = live.server
         store = server.store
         assert store is not None and server.policy is not None
         alice = await store.create_user("alice")
@@ -61,11 +61,11 @@ async def test_reverse_index_follows_joins_leaves_tags_and_policy(tmp_path: Path
         sessions: dict[int, MapSession] = {}
 
         async def join(user_id: int, n: int) -> int:
-            from pyheadscale import keys
+            from pyheadscale.tailkey import MachinePrivate, NodePrivate
 
             node = await store.register(
-                machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
-                node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
+                machine_key=MachinePrivate.generate().public().text,
+                node_key=NodePrivate.generate().public().text,
                 hostinfo={"Hostname": f"h{n}"},
                 user_id=user_id,
                 tags=[],
@@ -109,7 +109,7 @@ async def test_reverse_index_follows_joins_leaves_tags_and_policy(tmp_path: Path
         check()
         assert len(indexed(distributor)[ids[0]]) == len(sessions) - 1
     finally:
-        await harness.stop()
+        await live.stop()
 
 
 def _distributor(server: Any) -> Any:
@@ -117,7 +117,7 @@ def _distributor(server: Any) -> Any:
     from pyheadscale.mapper.distributor import Distributor
 
     assert server.store is not None
-    for subscriber in server.store._subscribers:
+    for subscriber in server.store.feed._subscribers:
         owner = getattr(subscriber, "__self__", None)
         if isinstance(owner, Distributor):
             return owner
@@ -170,20 +170,20 @@ async def test_shared_peer_entries_equal_a_fresh_rendering(tmp_path: Path, monke
     Going offline sets the record's last_seen in place; an entry made while the peer was offline before must
     not be reused with the old LastSeen.
     """
-    from pyheadscale import keys
+    from pyheadscale.tailkey import MachinePrivate, NodePrivate
 
-    harness = await Harness(tmp_path / "srv").start()
+    live = await LiveServer(tmp_path / "srv").start()
     try:
-        store = harness.server.store
+        store = live.server.store
         assert store is not None
-        builder = _distributor(harness.server).builder
+        builder = _distributor(live.server).builder
         alice = await store.create_user("alice")
         nodes = []
         for i in range(3):
             nodes.append(
                 await store.register(
-                    machine_key=keys.machine_public_text(keys.PrivateKey.generate().public()),
-                    node_key=keys.node_public_text(keys.PrivateKey.generate().public()),
+                    machine_key=MachinePrivate.generate().public().text,
+                    node_key=NodePrivate.generate().public().text,
                     hostinfo={"Hostname": f"h{i}"},
                     user_id=alice.id,
                     tags=[],
@@ -221,4 +221,4 @@ async def test_shared_peer_entries_equal_a_fresh_rendering(tmp_path: Path, monke
             assert offline == fresh(nodes[2].id)
             assert offline["LastSeen"] == fresh(nodes[2].id)["LastSeen"]
     finally:
-        await harness.stop()
+        await live.stop()

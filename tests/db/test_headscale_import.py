@@ -179,6 +179,18 @@ REFUSED = {
     "missing table": (_sql("DROP TABLE api_keys"), "no api_keys table"),
     "malformed address": (_sql("UPDATE nodes SET ipv4 = 'not-an-address' WHERE id = 1"), "node 1"),
     "malformed hostinfo": (_sql("UPDATE nodes SET host_info = '[1, 2' WHERE id = 2"), "nodes row 2"),
+    "malformed node key": (
+        _sql("UPDATE nodes SET node_key = 'nodekey:' || substr(node_key, 10) || 'zz' WHERE id = 1"),
+        "nodes row 1 has a malformed node_key: a node key must have 64 hex digits after 'nodekey:', got 65",
+    ),
+    "a node key in the machine key column": (
+        _sql("UPDATE nodes SET machine_key = node_key WHERE id = 2"),
+        "nodes row 2 has a malformed machine_key: a machine key must begin with 'mkey:'",
+    ),
+    "malformed disco key": (
+        _sql("UPDATE nodes SET disco_key = 'discokey:' || substr(disco_key, 10, 63) || 'g' WHERE id = 1"),
+        "nodes row 1 has a malformed disco_key: a disco key has a character that is not a hex digit",
+    ),
     # Found only when inserting, after Headscale's tables were dropped: all of it is rolled back.
     "two nodes on one address": (
         _sql("UPDATE nodes SET ipv4 = (SELECT ipv4 FROM nodes WHERE id = 1) WHERE id = 2"),

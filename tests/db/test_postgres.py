@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 from pyheadscale.app import Server
 from pyheadscale.client.control import ControlClient
 from pyheadscale.config import build_config
-from pyheadscale.keys import PrivateKey
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
+from tests.ports import free_port
 
 
 async def test_registration_and_restart_on_postgres(postgres: dict[str, object], tmp_path: Path) -> None:
@@ -36,9 +30,9 @@ async def test_registration_and_restart_on_postgres(postgres: dict[str, object],
         assert store is not None
         user = await store.create_user("alice")
         _, key = await store.create_preauth_key(user.id, tags=["tag:server"], reusable=True)
-        client = ControlClient(config.server_url, PrivateKey.generate())
+        client = ControlClient(config.server_url, MachinePrivate.generate())
         await client.connect()
-        node_key = PrivateKey.generate()
+        node_key = NodePrivate.generate()
         answer = await client.register(node_key, auth_key=key, hostname="pg-node")
         assert answer["MachineAuthorized"], answer
         stream = client.map_stream(node_key, hostname="pg-node", endpoints=["192.0.2.7:41641"])

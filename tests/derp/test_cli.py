@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import socket
 import stat
 import sys
@@ -16,19 +15,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from derp import frames, keys, stun
+from derp import frames, stun
 from derp.__main__ import main, mesh_urls, split_host_port
 from derp.client import DerpClient
 from derp.config import ConfigError, load_or_create_private_key
 from derp.derpmap import single_region_derpmap
 from tests.derp.harness import within
 from tests.pki import make_pki
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_port
+from tests.processes import stop_process
 
 
 async def wait_for_tcp(port: int) -> None:
@@ -56,13 +51,7 @@ async def derper(args: Sequence[str]) -> AsyncIterator[asyncio.subprocess.Proces
     try:
         yield process
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await within(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await stop_process(process)
 
 
 def test_listen_address_forms() -> None:
@@ -85,8 +74,8 @@ def test_private_key_file_is_created_once_and_reused(tmp_path: Path) -> None:
     first = load_or_create_private_key(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     doc = json.loads(path.read_text())
-    assert doc == {"PrivateKey": keys.format_node_private(first)}
-    assert bytes(load_or_create_private_key(path)) == bytes(first)
+    assert doc == {"PrivateKey": first.to_text()}
+    assert load_or_create_private_key(path) == first
     path.write_text('{"PrivateKey": "nodekey:00"}')
     with pytest.raises(ConfigError):
         load_or_create_private_key(path)
@@ -184,7 +173,7 @@ async def test_standalone_with_tls_stun_and_persisted_key(tmp_path: Path) -> Non
             sock.close()
 
     assert process.returncode == 0
-    assert bytes(load_or_create_private_key(config).public_key) == first_identity
+    assert load_or_create_private_key(config).public() == first_identity
     # A restart keeps the identity.
     async with derper(["-a", f"127.0.0.1:{port}", "-c", str(config), "--no-stun"]):
         await wait_for_tcp(port)

@@ -15,6 +15,7 @@ from derp.client import DerpClient
 from derp.frames import PeerGoneReason, PeerPresentFlags
 from derp.mesh import MeshLink
 from derp.server import DerpServer
+from pyheadscale.tailkey import DerpMeshKey
 from tests.derp.harness import eventually, serving, within
 
 MESH_KEY = "5a" * 32
@@ -136,7 +137,7 @@ def late_endpoint(server: DerpServer, client: DerpClient) -> tuple[str, int] | N
 async def test_mesh_peer_can_forward_and_close_peers() -> None:
     server = DerpServer(os.urandom(32), mesh_key=MESH_KEY)
     async with serving(server) as url:
-        peer = await DerpClient.connect(url, mesh_key=bytes.fromhex(MESH_KEY))
+        peer = await DerpClient.connect(url, mesh_key=DerpMeshKey(bytes.fromhex(MESH_KEY)))
         target = await DerpClient.connect(url)
         try:
             remote_source = os.urandom(32)

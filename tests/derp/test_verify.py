@@ -10,21 +10,22 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from derp import frames, keys
+from derp import frames
 from derp.client import DerpClient
 from derp.server import DerpServer
+from pyheadscale.tailkey import NodePrivate, NodePublic
 from tests.derp.harness import loopback_socket, serving, within
 
 MESH_KEY = "11" * 32
 
 
 async def test_callback_admits_known_and_rejects_unknown_keys() -> None:
-    known = keys.generate_private_key()
-    asked: list[bytes] = []
+    known = NodePrivate.generate()
+    asked: list[NodePublic] = []
 
-    async def verify(node_key: bytes) -> bool:
+    async def verify(node_key: NodePublic) -> bool:
         asked.append(node_key)
-        return node_key == keys.public_key_bytes(known)
+        return node_key == known.public()
 
     server = DerpServer(os.urandom(32), verify_client=verify)
     async with serving(server) as url:
@@ -36,12 +37,12 @@ async def test_callback_admits_known_and_rejects_unknown_keys() -> None:
             assert server.is_client_connected(client.public_key)
         finally:
             await client.close()
-    assert asked[-1] == keys.public_key_bytes(known)
+    assert asked[-1] == known.public()
     assert len(asked) == 2
 
 
 async def test_callback_that_raises_rejects() -> None:
-    async def broken(node_key: bytes) -> bool:
+    async def broken(node_key: NodePublic) -> bool:
         raise RuntimeError("control server down")
 
     server = DerpServer(os.urandom(32), verify_client=broken)
@@ -51,7 +52,7 @@ async def test_callback_that_raises_rejects() -> None:
 
 
 async def test_mesh_peers_skip_verification() -> None:
-    async def deny_all(node_key: bytes) -> bool:
+    async def deny_all(node_key: NodePublic) -> bool:
         return False
 
     server = DerpServer(os.urandom(32), mesh_key=MESH_KEY, verify_client=deny_all)
@@ -68,7 +69,7 @@ async def admission_endpoint(allowed: set[bytes], seen: list[Any]) -> AsyncItera
     async def admit(request: web.Request) -> web.Response:
         body = await request.json()
         seen.append(body)
-        node_key = keys.parse_node_public(body["NodePublic"])
+        node_key = NodePublic.from_text(body["NodePublic"])
         return web.json_response({"Allow": node_key in allowed})
 
     app = web.Application()
@@ -84,9 +85,9 @@ async def admission_endpoint(allowed: set[bytes], seen: list[Any]) -> AsyncItera
 
 
 async def test_admission_url_protocol() -> None:
-    known = keys.generate_private_key()
+    known = NodePrivate.generate()
     seen: list[Any] = []
-    async with admission_endpoint({keys.public_key_bytes(known)}, seen) as verify_url:
+    async with admission_endpoint({known.public()}, seen) as verify_url:
         server = DerpServer(os.urandom(32), verify_client_url=verify_url)
         async with serving(server) as url:
             client = await DerpClient.connect(url, known)
@@ -94,7 +95,7 @@ async def test_admission_url_protocol() -> None:
             with pytest.raises((ConnectionError, frames.ProtocolError, EOFError)):
                 await within(DerpClient.connect(url))
     assert seen[0] == {
-        "NodePublic": keys.format_node_public(keys.public_key_bytes(known)),
+        "NodePublic": known.public().text,
         "Source": "127.0.0.1",
     }
     assert len(seen) == 2

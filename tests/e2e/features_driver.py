@@ -47,8 +47,9 @@ import aiohttp
 
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.tsd_node import TailscaledNode
+from tests.ports import free_port
 
 SSH_CHECK_POLICY = {
     "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
@@ -207,7 +208,7 @@ async def ssh_outcome(ssh: asyncio.subprocess.Process, limit: float) -> tuple[in
 
 async def ssh_check(s: Scenario) -> dict[str, Any]:
     assert s.server.policy is not None
-    s.server.policy.apply(json.dumps(SSH_CHECK_POLICY))
+    await s.server.policy.apply(json.dumps(SSH_CHECK_POLICY))
     key = await s.auth_key()
     a, b = await s.node("nodea"), await s.node("nodeb")
     await a.up(s.url, auth_key=key)
@@ -233,7 +234,7 @@ async def ssh_check(s: Scenario) -> dict[str, Any]:
 
 async def ssh_accept(s: Scenario) -> dict[str, Any]:
     assert s.server.policy is not None
-    s.server.policy.apply(json.dumps(SSH_ACCEPT_POLICY))
+    await s.server.policy.apply(json.dumps(SSH_ACCEPT_POLICY))
     alice, bob = await s.auth_key("alice"), await s.auth_key("bob")
     a, b, c = await s.node("nodea"), await s.node("nodeb"), await s.node("nodec")
     await a.up(s.url, auth_key=alice)
@@ -427,7 +428,7 @@ async def login_tags(s: Scenario) -> dict[str, Any]:
     assert s.server.policy is not None
     for name in ("alice", "bob"):
         await s.store.create_user(name)
-    s.server.policy.apply(json.dumps(TAGS_POLICY))
+    await s.server.policy.apply(json.dumps(TAGS_POLICY))
     owned, refused = await s.node("web1"), await s.node("db1")
     return {
         "owned": await interactive_up(s, owned, "tag:web", "alice"),

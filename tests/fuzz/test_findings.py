@@ -8,16 +8,15 @@ from pathlib import Path
 
 import h2.config
 import h2.connection
-import nacl.public
 import pytest
 
 from derp.frames import FrameType, ProtocolError, encode_frame
 from derp.handshake import ClientInfo
-from derp.keys import public_key_bytes, seal_to
 from derp.server import DerpServer
 from pyheadscale.auth.oidc_claims import Claims
 from pyheadscale.config import ConfigError, load_config
 from pyheadscale.policy import PolicyEngine, PolicyError, hujson
+from pyheadscale.tailkey import NodePrivate
 from tests.fuzz.test_fuzz_derp import MemoryConn
 from tests.fuzz.test_fuzz_h2 import serve
 
@@ -36,8 +35,8 @@ def test_derp_client_info_nested_json_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError, match="not valid JSON"):
         ClientInfo.from_json(b"[" * 100_000)
 
-    server_key, client_key = nacl.public.PrivateKey.generate(), nacl.public.PrivateKey.generate()
-    payload = public_key_bytes(client_key) + seal_to(client_key, public_key_bytes(server_key), b"[" * 100_000)
+    server_key, client_key = NodePrivate.generate(), NodePrivate.generate()
+    payload = client_key.public() + client_key.seal_to(server_key.public(), b"[" * 100_000)
 
     async def login() -> bool:
         server = DerpServer(server_key, handshake_timeout=5.0)

@@ -7,7 +7,6 @@ import asyncio
 import json
 from collections.abc import Iterator
 
-import nacl.public
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -16,17 +15,17 @@ from derp import frames
 from derp.conn import Conn
 from derp.frames import FrameType, ProtocolError
 from derp.handshake import ClientInfo, ServerInfo, decode_client_info, decode_server_info
-from derp.keys import public_key_bytes, seal_to
 from derp.server import DerpServer
+from pyheadscale.tailkey import DerpMeshKey, NodePrivate
 from tests.fuzz import bounds
 from tests.fuzz.seeds import deeply_nested, json_values, mutated_bytes
 
-SERVER = nacl.public.PrivateKey.generate()
-SERVER_PUBLIC = public_key_bytes(SERVER)
-CLIENT = nacl.public.PrivateKey.generate()
+SERVER = NodePrivate.generate()
+SERVER_PUBLIC = SERVER.public()
+CLIENT = NodePrivate.generate()
 CLIENT_INFOS = [
     ClientInfo().to_json(),
-    ClientInfo(mesh_key=bytes(32), app_name="fuzz", is_prober=True).to_json(),
+    ClientInfo(mesh_key=DerpMeshKey(bytes(32)), app_name="fuzz", is_prober=True).to_json(),
 ]
 FRAME_TYPES = st.sampled_from([int(t) for t in FrameType]) | st.integers(0, 255)
 info_texts = st.one_of(
@@ -41,8 +40,8 @@ def test_client_info_json(raw: bytes) -> None:
     bounds.call("derp.server_info_json", ServerInfo.from_json, raw, allowed=(ProtocolError,))
 
 
-def client_info_payload(cleartext: bytes, key: nacl.public.PrivateKey = CLIENT) -> bytes:
-    return public_key_bytes(key) + seal_to(key, SERVER_PUBLIC, cleartext)
+def client_info_payload(cleartext: bytes, key: NodePrivate = CLIENT) -> bytes:
+    return key.public() + key.seal_to(SERVER_PUBLIC, cleartext)
 
 
 @given(FRAME_TYPES, st.one_of(info_texts.map(client_info_payload), st.binary(max_size=200)))

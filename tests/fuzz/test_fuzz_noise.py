@@ -13,16 +13,16 @@ from hypothesis import strategies as st
 
 from pyheadscale.control import noise
 from pyheadscale.control.noise_stream import NoiseStream
-from pyheadscale.keys import PrivateKey
+from pyheadscale.tailkey import MachinePrivate
 from tests.fuzz import bounds
 from tests.fuzz.seeds import mutated_bytes
 
-SERVER = PrivateKey.generate()
+SERVER = MachinePrivate.generate()
 VERSION = 130
 
 
 def initiation() -> tuple[noise.Initiator, bytes]:
-    initiator = noise.Initiator(PrivateKey.generate(), SERVER.public(), VERSION)
+    initiator = noise.Initiator(MachinePrivate.generate(), SERVER.public(), VERSION)
     return initiator, initiator.initiation()
 
 

@@ -1,4 +1,4 @@
-"""RegisterRequest and MapRequest JSON (pyheadscale/mapper/tailcfg.py): any body gives a parsed request or
+"""RegisterRequest and MapRequest JSON (pyheadscale/tailcfg/requests.py): any body gives a parsed request or
 BadRequest naming the field, seeded from the requests real tsnet clients sent."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pyheadscale.mapper.tailcfg import BadRequest, MapRequest, RegisterRequest, parse_request
+from pyheadscale.tailcfg.requests import BadRequest, MapRequest, RegisterRequest, parse_request
 from tests.fuzz import bounds
 from tests.fuzz.seeds import deeply_nested, json_values, mutated_bytes, mutated_json, recorded_bodies
 

@@ -21,13 +21,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand, without PYTHONPATH
 
-from pyheadscale import keys
 from pyheadscale.app import Server
 from pyheadscale.client.control import ControlClient, ControlClientError
 from pyheadscale.config import build_config
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.twonode_driver import wait_until
+from tests.ports import free_port
 
 BAD_KEY = "hskey-auth-000000000000-" + "0" * 64
 
@@ -62,11 +63,11 @@ async def main(workdir: Path) -> dict[str, Any]:
         user = await store.create_user("alice")
         _, key = await store.create_preauth_key(user.id, reusable=True)
         # Use up the loopback source's handshake and registration allowance.
-        client = ControlClient(url, keys.PrivateKey.generate())
+        client = ControlClient(url, MachinePrivate.generate())
         await client.connect()
-        await client.register(keys.PrivateKey.generate(), auth_key=BAD_KEY)
+        await client.register(NodePrivate.generate(), auth_key=BAD_KEY)
         with contextlib.suppress(ControlClientError):
-            await ControlClient(url, keys.PrivateKey.generate()).connect()
+            await ControlClient(url, MachinePrivate.generate()).connect()
         await client.close()
         site = ':80 {\n  bind tailscale/limited\n  respond "ok"\n}\n'
         node = CaddyNode(workdir, "limited", url, key, site)

@@ -9,9 +9,14 @@ from typing import Any
 import pytest
 
 from pyheadscale.client.control import ControlClientError
-from pyheadscale.mapper import tailcfg
-from pyheadscale.mapper.hostinfo import DEFAULT_MAX_BYTES, bound_hostinfo, bound_stored_hostinfo
-from tests.control.conftest import Harness, open_map
+from pyheadscale.tailcfg.hostinfo import (
+    DEFAULT_MAX_BYTES,
+    bound_hostinfo,
+    bound_stored_hostinfo,
+    check_hostinfo,
+)
+from pyheadscale.tailcfg.requests import BadRequest, MapRequest, parse_request
+from tests.live_server import LiveServer, StartLive, open_map
 
 FIXTURES = sorted((Path(__file__).resolve().parents[2] / "fixtures" / "tsnet-1.90.9").glob("*.jsonl"))
 
@@ -30,7 +35,7 @@ def test_real_clients_hostinfo_is_unchanged() -> None:
     hostinfos = recorded_hostinfos()
     assert len(hostinfos) >= 2
     for hostinfo in hostinfos:
-        tailcfg.check_hostinfo(hostinfo)
+        check_hostinfo(hostinfo)
         assert bound_hostinfo(hostinfo) == hostinfo
         assert len(json.dumps(hostinfo)) < DEFAULT_MAX_BYTES // 4
 
@@ -53,8 +58,8 @@ def test_real_clients_hostinfo_is_unchanged() -> None:
 )
 def test_oversized_hostinfo_refused_naming_the_field(hostinfo: dict[str, Any], where: str) -> None:
     body = json.dumps({"NodeKey": "nodekey:" + "1" * 64, "Hostinfo": hostinfo}).encode()
-    with pytest.raises(tailcfg.BadRequest, match="Hostinfo") as info:
-        tailcfg.parse_request(tailcfg.MapRequest, body)
+    with pytest.raises(BadRequest, match="Hostinfo") as info:
+        parse_request(MapRequest, body)
     assert where in str(info.value)
 
 
@@ -82,9 +87,9 @@ def test_unknown_fields_dropped_at_every_level() -> None:
     }
 
 
-async def test_big_hostinfo_refused_over_the_wire_and_never_reaches_peers(make_harness: Any) -> None:
-    harness: Harness = await make_harness(limits={"hostinfo": {"max_bytes": 4096}})
-    a, b = await harness.node("a"), await harness.node("b")
+async def test_big_hostinfo_refused_over_the_wire_and_never_reaches_peers(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(limits={"hostinfo": {"max_bytes": 4096}})
+    a, b = await live.node("a"), await live.node("b")
     reader = open_map(b)
     await reader.next()
     client = a.client
@@ -94,7 +99,7 @@ async def test_big_hostinfo_refused_over_the_wire_and_never_reaches_peers(make_h
         )
         await stream.__anext__()
     # A Hostinfo with an unknown 100 KB field is accepted without it; b's delta stays small.
-    node_id = harness.store.node_by_node_key(a.node_key_text).id
+    node_id = live.record(a).id
     update = {"Hostinfo": {"Hostname": "a", "OS": "linux", "Junk": "x" * 100_000}, "OmitPeers": True}
     status, _ = await client.request(
         "POST",
@@ -102,7 +107,7 @@ async def test_big_hostinfo_refused_over_the_wire_and_never_reaches_peers(make_h
         {"Version": client.capver, "NodeKey": a.node_key_text, "Stream": False, **update},
     )
     assert status == 200
-    assert "Junk" not in harness.store.nodes[node_id].hostinfo
+    assert "Junk" not in live.store.nodes[node_id].hostinfo
     delta = await reader.wait_for(
         lambda m: (
             any(p.get("ID") == node_id for p in (m.get("PeersChanged") or []))
@@ -117,23 +122,23 @@ async def test_big_hostinfo_refused_over_the_wire_and_never_reaches_peers(make_h
 def test_endpoints_are_bounded() -> None:
     endpoints = [f"192.0.2.1:{port}" for port in range(1, 1001)]
     body = json.dumps({"NodeKey": "nodekey:" + "1" * 64, "Endpoints": endpoints}).encode()
-    with pytest.raises(tailcfg.BadRequest, match="Endpoints: more than 256 endpoints"):
-        tailcfg.parse_request(tailcfg.MapRequest, body)
+    with pytest.raises(BadRequest, match="Endpoints: more than 256 endpoints"):
+        parse_request(MapRequest, body)
     body = json.dumps({"NodeKey": "nodekey:" + "1" * 64, "Endpoints": endpoints[:40]}).encode()
-    assert tailcfg.parse_request(tailcfg.MapRequest, body).Endpoints == endpoints[:40]
+    assert parse_request(MapRequest, body).Endpoints == endpoints[:40]
 
 
-async def test_oversized_hostinfo_in_the_database_is_bounded_on_load(make_harness: Any) -> None:
+async def test_oversized_hostinfo_in_the_database_is_bounded_on_load(start_live: StartLive) -> None:
     """Rows written before these bounds (or by Headscale) are held to them when read back."""
-    harness: Harness = await make_harness()
-    node = await harness.node("old")
-    record = harness.store.node_by_node_key(node.node_key_text)
+    live: LiveServer = await start_live()
+    node = await live.node("old")
+    record = live.record(node)
     node_id = record.id
     stored = {"Hostname": "old", "OS": "linux", "OSVersion": "v" * 1_000_000, "Junk": "x" * 1000}
     # The store writes what it is given; only the wire parser bounds a client's Hostinfo.
-    await harness.store.update_from_map_request(record, disco_key=None, endpoints=None, hostinfo=stored)
+    await live.store.update_from_map_request(record, disco_key=None, endpoints=None, hostinfo=stored)
     await node.client.close()
-    await harness.restart()
-    loaded = harness.store.nodes[node_id].hostinfo
+    await live.restart()
+    loaded = live.store.nodes[node_id].hostinfo
     assert loaded == {"Hostname": "old", "OS": "linux"}
     assert bound_stored_hostinfo({"Hostname": "ok", "Junk": 1}) == {"Hostname": "ok"}

@@ -10,9 +10,9 @@ from datetime import timedelta
 from typing import Any
 
 from pyheadscale.client.control import ControlClient
-from pyheadscale.keys import PrivateKey
 from pyheadscale.state.names import now
-from tests.api.harness import LiveServer
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
+from tests.live_server import LiveServer
 from tests.oidc.browser import Browser
 from tests.oidc.conftest import StartSetup
 
@@ -23,8 +23,8 @@ class Machine:
     def __init__(self, live: LiveServer, hostname: str) -> None:
         self.live = live
         self.hostname = hostname
-        self.client = ControlClient(live.base_url, PrivateKey.generate())
-        self.node_key = PrivateKey.generate()
+        self.client = ControlClient(live.url, MachinePrivate.generate())
+        self.node_key = NodePrivate.generate()
         self.auth_url = ""
         self.waiting: asyncio.Future[dict[str, Any]] | None = None
 
@@ -32,7 +32,7 @@ class Machine:
         await self.client.connect()
         first = await self.client.register(self.node_key, hostname=self.hostname)
         assert not first["MachineAuthorized"]
-        assert first["AuthURL"].startswith(f"{self.live.base_url}/register/hskey-authreq-"), first
+        assert first["AuthURL"].startswith(f"{self.live.url}/register/hskey-authreq-"), first
         self.auth_url = first["AuthURL"]
         self.waiting = asyncio.ensure_future(
             self.client.register(self.node_key, hostname=self.hostname, followup=self.auth_url)

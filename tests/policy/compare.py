@@ -13,6 +13,7 @@ import bisect
 import ipaddress
 import json
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,7 +66,7 @@ def _merge(intervals: list[Interval]) -> tuple[Interval, ...]:
 Box = tuple[Any, list[Interval], Interval, list[Interval]]
 
 
-def _filter_boxes(rules: list[dict[str, Any]]) -> list[Box]:
+def _filter_boxes(rules: Sequence[Mapping[str, Any]]) -> list[Box]:
     boxes: list[Box] = []
     for rule in rules or []:
         sources = _intervals(_addresses(rule.get("SrcIPs") or []))
@@ -100,7 +101,9 @@ def _canonical(
     return {cell: merged for cell, srcs in cells.items() if (merged := _merge(srcs))}
 
 
-def filters_equivalent(expected: list[dict[str, Any]], actual: list[dict[str, Any]]) -> str | None:
+def filters_equivalent(
+    expected: Sequence[Mapping[str, Any]], actual: Sequence[Mapping[str, Any]]
+) -> str | None:
     """``None`` when both filters allow the same traffic and capabilities, else a description."""
     expected_boxes, actual_boxes = _filter_boxes(expected), _filter_boxes(actual)
     points: dict[Any, tuple[set[int], set[int]]] = defaultdict(lambda: (set(), set()))

@@ -34,6 +34,7 @@ def node(node_id: int, user: str | None = None, tags: tuple[str, ...] = (), **ro
 
 
 def snapshot(engine: PolicyEngine, node_id: int) -> dict[str, Any]:
+    assert engine.peer_ids(node_id) == set(engine.peers(node_id)), node_id
     return {
         "filter": engine.filter_rules(node_id),
         "ssh": engine.ssh_policy(node_id),
@@ -99,6 +100,18 @@ def test_no_policy_allows_everything() -> None:
     }
     assert engine.ssh_policy(1) is None
     assert engine.cap_map(1) == {}
+
+
+def test_peer_ids_name_the_peers_without_a_policy_as_nodes_come_and_go() -> None:
+    engine = PolicyEngine(None, USERS, [node(1, "odin"), node(2, "thor")])
+    assert engine.peer_ids(1) == {2}
+    engine.add_or_update_node(node(3, "odin"))
+    assert engine.peer_ids(1) == {2, 3} == set(engine.peers(1))
+    assert engine.peer_ids(3) == {1, 2}
+    assert engine.remove_node(2) == {1, 3}
+    assert engine.peer_ids(3) == {1}
+    with pytest.raises(KeyError, match="unknown node id 2"):
+        engine.peer_ids(2)
 
 
 def test_filter_reaches_only_destination_nodes() -> None:

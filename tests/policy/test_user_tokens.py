@@ -99,8 +99,9 @@ def test_an_ambiguous_token_is_refused_when_the_policy_loads(parts: dict[str, An
 
 
 def ssh_principals(engine: PolicyEngine, node_id: int) -> set[str]:
-    rules = (engine.ssh_policy(node_id) or {}).get("rules", [])
-    return {p.get("nodeIP", "") for rule in rules for p in rule.get("principals", [])}
+    policy = engine.ssh_policy(node_id)
+    rules = policy["rules"] if policy is not None else []
+    return {p.get("nodeIP", "") for rule in rules for p in rule["principals"]}
 
 
 def test_a_token_made_ambiguous_by_a_user_change_grants_nothing() -> None:

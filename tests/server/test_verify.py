@@ -5,18 +5,17 @@ from __future__ import annotations
 import aiohttp
 
 from derp.admission import AdmissionController
-from pyheadscale import keys
-from pyheadscale.keys import PrivateKey
-from tests.server.conftest import StartServer
+from pyheadscale.tailkey import MachinePrivate, NodePrivate
+from tests.live_server import StartLive
 
 
-async def test_admits_registered_node_keys_only(start_server: StartServer) -> None:
-    server = await start_server()
+async def test_admits_registered_node_keys_only(start_live: StartLive) -> None:
+    server = (await start_live()).server
     assert server.store is not None
     user = await server.store.create_user("alice")
-    node_key = keys.node_public_text(PrivateKey.generate().public())
+    node_key = NodePrivate.generate().public().text
     await server.store.register(
-        machine_key=keys.machine_public_text(PrivateKey.generate().public()),
+        machine_key=MachinePrivate.generate().public().text,
         node_key=node_key,
         hostinfo={"Hostname": "n"},
         user_id=user.id,
@@ -33,22 +32,27 @@ async def test_admits_registered_node_keys_only(start_server: StartServer) -> No
                 return resp.status, await resp.text()
 
         assert await ask({"NodePublic": node_key, "Source": "127.0.0.1"}) == (200, '{"Allow": true}')
-        stranger = keys.node_public_text(PrivateKey.generate().public())
+        stranger = NodePrivate.generate().public().text
         assert await ask({"NodePublic": stranger, "Source": "127.0.0.1"}) == (200, '{"Allow": false}')
         status, text = await ask({"NodePublic": "mkey:" + "0" * 64})
         assert status == 400 and "nodekey:" in text
+        # The uppercase spelling of a registered key is that key (Tailscale's parser takes either case).
+        upper = "nodekey:" + node_key.removeprefix("nodekey:").upper()
+        assert await ask({"NodePublic": upper, "Source": "127.0.0.1"}) == (200, '{"Allow": true}')
+        status, text = await ask({"NodePublic": node_key[:-1] + "g"})
+        assert status == 400 and "not a hex digit" in text and node_key[8:40] not in text
         status, text = await ask(["not", "an", "object"])
         assert status == 400
 
 
-async def test_the_derp_packages_admission_client_speaks_to_it(start_server: StartServer) -> None:
-    server = await start_server()
+async def test_the_derp_packages_admission_client_speaks_to_it(start_live: StartLive) -> None:
+    server = (await start_live()).server
     assert server.store is not None
     user = await server.store.create_user("alice")
-    node = PrivateKey.generate()
+    node = NodePrivate.generate()
     await server.store.register(
-        machine_key=keys.machine_public_text(PrivateKey.generate().public()),
-        node_key=keys.node_public_text(node.public()),
+        machine_key=MachinePrivate.generate().public().text,
+        node_key=node.public().text,
         hostinfo={},
         user_id=user.id,
         tags=[],
@@ -59,6 +63,6 @@ async def test_the_derp_packages_admission_client_speaks_to_it(start_server: Sta
     admission = AdmissionController(f"{server.config.server_url}/verify")
     try:
         assert await admission.allows(node.public(), "127.0.0.1")
-        assert not await admission.allows(PrivateKey.generate().public(), "127.0.0.1")
+        assert not await admission.allows(NodePrivate.generate().public(), "127.0.0.1")
     finally:
         await admission.close()

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from noise.connection import Keypair, NoiseConnection
 
-from pyheadscale import keys
 from pyheadscale.control import noise
 from pyheadscale.control.noise_stream import NoiseStream
+from pyheadscale.tailkey import MachinePrivate
 
 # Fixed ephemeral keys are the point of the vector and cross-check tests; noiseprotocol warns about them.
 pytestmark = pytest.mark.filterwarnings("ignore:One of ephemeral keypairs is already set:UserWarning")
@@ -256,8 +256,8 @@ def _initiation_frame(ref: RefIK, version: int) -> bytes:
 
 
 def test_our_responder_against_reference_initiator() -> None:
-    server = keys.PrivateKey.generate()
-    machine = keys.PrivateKey.generate()
+    server = MachinePrivate.generate()
+    machine = MachinePrivate.generate()
     ref = RefIK(
         initiator=True,
         static=machine.raw,
@@ -283,8 +283,8 @@ def test_our_responder_against_reference_initiator() -> None:
 
 
 def test_our_initiator_against_reference_responder() -> None:
-    server = keys.PrivateKey.generate()
-    machine = keys.PrivateKey.generate()
+    server = MachinePrivate.generate()
+    machine = MachinePrivate.generate()
     initiator = noise.Initiator(machine, server.public(), 131)
     init = initiator.initiation()
     assert init[:5] == struct.pack(">HBH", 131, 1, 96) and len(init) == noise.INITIATION_LEN
@@ -301,8 +301,8 @@ def test_our_initiator_against_reference_responder() -> None:
 
 
 def test_our_responder_against_noiseprotocol_initiator_with_fixed_ephemeral() -> None:
-    server = keys.PrivateKey.generate()
-    machine = keys.PrivateKey.generate()
+    server = MachinePrivate.generate()
+    machine = MachinePrivate.generate()
     conn = NoiseConnection.from_name(noise.PROTOCOL_NAME)
     conn.set_as_initiator()
     conn.set_prologue(noise.prologue(1))
@@ -318,10 +318,10 @@ def test_our_responder_against_noiseprotocol_initiator_with_fixed_ephemeral() ->
 
 def test_prologue_binds_version() -> None:
     """An initiation claiming a different version than its prologue was built with does not decrypt."""
-    server = keys.PrivateKey.generate()
+    server = MachinePrivate.generate()
     ref = RefIK(
         initiator=True,
-        static=keys.PrivateKey.generate().raw,
+        static=MachinePrivate.generate().raw,
         ephemeral=bytes(range(1, 33)),
         prologue=noise.prologue(130),
         remote_static=server.public(),
@@ -332,8 +332,8 @@ def test_prologue_binds_version() -> None:
 
 
 def test_wrong_server_key_refused() -> None:
-    server, other = keys.PrivateKey.generate(), keys.PrivateKey.generate()
-    init = noise.Initiator(keys.PrivateKey.generate(), other.public(), 130).initiation()
+    server, other = MachinePrivate.generate(), MachinePrivate.generate()
+    init = noise.Initiator(MachinePrivate.generate(), other.public(), 130).initiation()
     with pytest.raises(noise.NoiseError, match="wrong server key"):
         noise.respond(server, init)
 
@@ -348,13 +348,13 @@ def test_wrong_server_key_refused() -> None:
     ],
 )
 def test_initiation_header_errors(mutate: Callable[[bytes], bytes], message: str) -> None:
-    init = noise.Initiator(keys.PrivateKey.generate(), keys.PrivateKey.generate().public(), 130).initiation()
+    init = noise.Initiator(MachinePrivate.generate(), MachinePrivate.generate().public(), 130).initiation()
     with pytest.raises(noise.NoiseError, match=message):
         noise.parse_initiation(mutate(init))
 
 
 def test_initiator_rejects_error_and_malformed_responses() -> None:
-    initiator = noise.Initiator(keys.PrivateKey.generate(), keys.PrivateKey.generate().public(), 130)
+    initiator = noise.Initiator(MachinePrivate.generate(), MachinePrivate.generate().public(), 130)
     initiator.initiation()
     with pytest.raises(noise.NoiseError, match="refused handshake: go away"):
         initiator.finish(struct.pack(">BH", noise.MSG_ERROR, 7) + b"go away")
@@ -368,8 +368,8 @@ def test_initiator_rejects_error_and_malformed_responses() -> None:
 
 
 def _pair() -> tuple[noise.Session, noise.Session]:
-    server = keys.PrivateKey.generate()
-    initiator = noise.Initiator(keys.PrivateKey.generate(), server.public(), 130)
+    server = MachinePrivate.generate()
+    initiator = noise.Initiator(MachinePrivate.generate(), server.public(), 130)
     frame, server_session = noise.respond(server, initiator.initiation())
     return initiator.finish(frame), server_session
 
@@ -408,10 +408,10 @@ def test_multi_record_split(size: int, lengths: list[int]) -> None:
 
 def test_big_endian_nonce_independent_check() -> None:
     """Decrypt the first two records with cryptography's AEAD and explicit big-endian nonces."""
-    server = keys.PrivateKey.generate()
+    server = MachinePrivate.generate()
     ref = RefIK(
         initiator=True,
-        static=keys.PrivateKey.generate().raw,
+        static=MachinePrivate.generate().raw,
         ephemeral=bytes(range(5, 37)),
         prologue=noise.prologue(130),
         remote_static=server.public(),
@@ -554,8 +554,8 @@ async def test_stream_skips_zero_byte_records() -> None:
 )
 def test_low_order_ephemeral_refused(point: bytes) -> None:
     """A low-order ephemeral key makes every DH output zero; the handshake must fail, not proceed."""
-    server = keys.PrivateKey.generate()
-    init = noise.Initiator(keys.PrivateKey.generate(), server.public(), 130).initiation()
+    server = MachinePrivate.generate()
+    init = noise.Initiator(MachinePrivate.generate(), server.public(), 130).initiation()
     forged = init[:5] + point + init[5 + 32 :]
     with pytest.raises(noise.NoiseError):
         noise.respond(server, forged)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from pyheadscale.control.recorder import record, recorder_dir
+from pyheadscale.tailkey import MachinePublic
 
-MACHINE = "mkey:" + "ab" * 32
+MACHINE = MachinePublic(b"\xab" * 32)
 
 
 @pytest.mark.parametrize(

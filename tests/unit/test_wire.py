@@ -1,4 +1,6 @@
-"""Wire encodings: map message framing, Go times, request parsing errors and the TS2021 early payload."""
+"""Wire encodings: Go times, request parsing errors, Hostinfo checks and the TS2021 early payload.
+
+Map frames and the response types have their round trips in tests/tailcfg/."""
 
 from __future__ import annotations
 
@@ -8,49 +10,23 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-import zstandard
 
-from pyheadscale import keys
-from pyheadscale.control.poll import encode_message
 from pyheadscale.control.ts2021 import EARLY_PAYLOAD_MAGIC, early_payload
-from pyheadscale.mapper import tailcfg
+from pyheadscale.tailcfg.gotime import go_time, parse_go_time
+from pyheadscale.tailcfg.hostinfo import check_hostinfo
+from pyheadscale.tailcfg.register import register_response
+from pyheadscale.tailcfg.requests import (
+    BadRequest,
+    MapRequest,
+    RegisterRequest,
+    Request,
+    check_endpoint,
+    parse_request,
+)
+from pyheadscale.tailkey import ChallengePublic
 
 NODE_KEY = "nodekey:" + "ab" * 32
-
-
-def decode_message(data: bytes, compressed: bool) -> dict[str, Any]:
-    (size,) = struct.unpack("<I", data[:4])
-    assert size == len(data) - 4
-    body = data[4:]
-    if compressed:
-        body = zstandard.ZstdDecompressor().decompress(body)
-    return json.loads(body)
-
-
-@pytest.mark.parametrize("compress", [True, False])
-def test_map_message_round_trip(compress: bool) -> None:
-    message = {
-        "KeepAlive": False,
-        "Peers": [{"ID": i, "Name": f"n{i}"} for i in range(200)],
-        "CollectServices": False,
-    }
-    data = encode_message(message, compress)
-    assert decode_message(data, compress) == message
-    if compress:
-        assert data[4:8] == b"\x28\xb5\x2f\xfd"  # zstd frame magic
-    else:
-        assert b'"CollectServices":false' in data
-
-
-def test_map_length_is_little_endian() -> None:
-    data = encode_message({"x": "y" * 300}, False)
-    size = len(data) - 4
-    assert size > 255
-    assert data[:4] == bytes([size & 0xFF, size >> 8, 0, 0])
-
-
-def test_keepalive_message() -> None:
-    assert decode_message(encode_message({"KeepAlive": True}, True), True) == {"KeepAlive": True}
+SECRET_HEX = "9f3c6a1be2d04d55b7a8e61c0f2394de5ab1c7e8f90d2a3b4c5d6e7f8091a2b3"
 
 
 @pytest.mark.parametrize(
@@ -64,8 +40,8 @@ def test_keepalive_message() -> None:
     ],
 )
 def test_go_time(value: datetime | None, text: str) -> None:
-    assert tailcfg.go_time(value) == text
-    assert tailcfg.parse_go_time(text) == (value.astimezone(UTC) if value else None)
+    assert go_time(value) == text
+    assert parse_go_time(text) == (value.astimezone(UTC) if value else None)
 
 
 @pytest.mark.parametrize(
@@ -82,7 +58,7 @@ def test_go_time(value: datetime | None, text: str) -> None:
     ],
 )
 def test_parse_go_time(text: str | None, expected: datetime | None) -> None:
-    assert tailcfg.parse_go_time(text) == expected
+    assert parse_go_time(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -90,61 +66,61 @@ def test_parse_go_time(text: str | None, expected: datetime | None) -> None:
 )
 def test_parse_go_time_refuses_what_go_would(text: str) -> None:
     with pytest.raises(ValueError, match="RFC 3339"):
-        tailcfg.parse_go_time(text)
+        parse_go_time(text)
 
 
 def test_register_expiry_must_be_a_time() -> None:
     body = json.dumps({"NodeKey": NODE_KEY, "Expiry": "yesterday"}).encode()
-    with pytest.raises(tailcfg.BadRequest, match=r"invalid RegisterRequest: Expiry: .*RFC 3339"):
-        tailcfg.parse_request(tailcfg.RegisterRequest, body)
+    with pytest.raises(BadRequest, match=r"invalid RegisterRequest: Expiry: .*RFC 3339"):
+        parse_request(RegisterRequest, body)
 
 
 def test_go_time_round_trip_many() -> None:
     base = datetime(2030, 6, 30, 23, 59, 59, tzinfo=UTC)
     for micro in (0, 1, 10, 999999, 500000, 123456):
         value = base.replace(microsecond=micro)
-        assert tailcfg.parse_go_time(tailcfg.go_time(value)) == value
+        assert parse_go_time(go_time(value)) == value
 
 
 @pytest.mark.parametrize(
     "model, body, field",
     [
-        (tailcfg.RegisterRequest, b"{}", "NodeKey"),
-        (tailcfg.RegisterRequest, b'{"NodeKey": "mkey:' + b"ab" * 32 + b'"}', "NodeKey"),
+        (RegisterRequest, b"{}", "NodeKey"),
+        (RegisterRequest, b'{"NodeKey": "mkey:' + b"ab" * 32 + b'"}', "NodeKey"),
         (
-            tailcfg.RegisterRequest,
+            RegisterRequest,
             b'{"NodeKey": "' + NODE_KEY.encode() + b'", "OldNodeKey": "x"}',
             "OldNodeKey",
         ),
-        (tailcfg.RegisterRequest, b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Version": "new"}', "Version"),
+        (RegisterRequest, b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Version": "new"}', "Version"),
         (
-            tailcfg.RegisterRequest,
+            RegisterRequest,
             b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Auth": {"AuthKey": 5}}',
             "Auth.AuthKey",
         ),
-        (tailcfg.RegisterRequest, b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Hostinfo": []}', "Hostinfo"),
-        (tailcfg.MapRequest, b'{"NodeKey": 7}', "NodeKey"),
+        (RegisterRequest, b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Hostinfo": []}', "Hostinfo"),
+        (MapRequest, b'{"NodeKey": 7}', "NodeKey"),
         (
-            tailcfg.MapRequest,
+            MapRequest,
             b'{"NodeKey": "' + NODE_KEY.encode() + b'", "DiscoKey": "nodekey:00"}',
             "DiscoKey",
         ),
         (
-            tailcfg.MapRequest,
+            MapRequest,
             b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Endpoints": "1.2.3.4:5"}',
             "Endpoints",
         ),
-        (tailcfg.MapRequest, b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Stream": "maybe"}', "Stream"),
+        (MapRequest, b'{"NodeKey": "' + NODE_KEY.encode() + b'", "Stream": "maybe"}', "Stream"),
     ],
 )
-def test_request_errors_name_the_field(model: type[tailcfg._Wire], body: bytes, field: str) -> None:
-    with pytest.raises(tailcfg.BadRequest) as info:
-        tailcfg.parse_request(model, body)
+def test_request_errors_name_the_field(model: type[Request], body: bytes, field: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        parse_request(model, body)
     message = str(info.value)
     assert message.startswith(f"invalid {model.__name__}: {field}:"), message
 
 
-@pytest.mark.parametrize("model", [tailcfg.RegisterRequest, tailcfg.MapRequest])
+@pytest.mark.parametrize("model", [RegisterRequest, MapRequest])
 @pytest.mark.parametrize(
     "node_key, message",
     [
@@ -153,25 +129,58 @@ def test_request_errors_name_the_field(model: type[tailcfg._Wire], body: bytes, 
         ("nodekey:" + "0" * 64, "zero"),
     ],
 )
-def test_node_key_required_and_nonzero(
-    model: type[tailcfg._Wire], node_key: str | None, message: str
-) -> None:
-    with pytest.raises(tailcfg.BadRequest, match=f"invalid {model.__name__}: NodeKey: .*{message}"):
-        tailcfg.parse_request(model, json.dumps({"NodeKey": node_key}).encode())
+def test_node_key_required_and_nonzero(model: type[Request], node_key: str | None, message: str) -> None:
+    with pytest.raises(BadRequest, match=f"invalid {model.__name__}: NodeKey: .*{message}"):
+        parse_request(model, json.dumps({"NodeKey": node_key}).encode())
 
 
 def test_old_node_key_may_be_zero() -> None:
-    req = tailcfg.parse_request(
-        tailcfg.RegisterRequest,
+    req = parse_request(
+        RegisterRequest,
         json.dumps({"NodeKey": NODE_KEY, "OldNodeKey": "nodekey:" + "0" * 64}).encode(),
     )
     assert req.OldNodeKey.endswith("0" * 64)
 
 
+@pytest.mark.parametrize(
+    "field, value, problem",
+    [
+        ("NodeKey", "mkey:" + SECRET_HEX, "NodeKey: a node key must begin with 'nodekey:'"),
+        (
+            "NodeKey",
+            "nodekey:" + SECRET_HEX[:-1],
+            "NodeKey: a node key must have 64 hex digits after 'nodekey:', got 63",
+        ),
+        (
+            "NodeKey",
+            "nodekey:" + SECRET_HEX[:-1] + "x",
+            "NodeKey: a node key has a character that is not a hex",
+        ),
+        ("OldNodeKey", "discokey:" + SECRET_HEX, "OldNodeKey: a node key must begin with 'nodekey:'"),
+        ("DiscoKey", "nodekey:" + SECRET_HEX, "DiscoKey: a disco key must begin with 'discokey:'"),
+        ("DiscoKey", "discokey:" + "0" * 63 + "x", "DiscoKey: a disco key has a character that is not a hex"),
+    ],
+)
+def test_malformed_keys_are_refused_without_echoing_them(field: str, value: str, problem: str) -> None:
+    body = {"NodeKey": NODE_KEY, field: value}
+    model = MapRequest if field == "DiscoKey" else RegisterRequest
+    with pytest.raises(BadRequest) as info:
+        parse_request(model, json.dumps(body).encode())
+    assert problem in str(info.value)
+    assert SECRET_HEX[:8] not in str(info.value) and SECRET_HEX[-9:-1] not in str(info.value)
+
+
+def test_keys_are_kept_in_their_canonical_text_form() -> None:
+    """Tailscale's parser takes uppercase hex; the node table holds one spelling per key, lowercase."""
+    body = {"NodeKey": NODE_KEY.upper().replace("NODEKEY:", "nodekey:"), "DiscoKey": "discokey:" + "CD" * 32}
+    req = parse_request(MapRequest, json.dumps(body).encode())
+    assert req.NodeKey == NODE_KEY and req.DiscoKey == "discokey:" + "cd" * 32
+
+
 @pytest.mark.parametrize("body", [b"{", b"not json", b"[1, 2]", b"null", b"\xff\xfe"])
 def test_request_not_json(body: bytes) -> None:
-    with pytest.raises(tailcfg.BadRequest, match="invalid MapRequest: body"):
-        tailcfg.parse_request(tailcfg.MapRequest, body)
+    with pytest.raises(BadRequest, match="invalid MapRequest: body"):
+        parse_request(MapRequest, body)
 
 
 def test_request_parses_real_fields() -> None:
@@ -186,11 +195,11 @@ def test_request_parses_real_fields() -> None:
             "NodeKeySignature": None,
         }
     ).encode()
-    req = tailcfg.parse_request(tailcfg.RegisterRequest, body)
+    req = parse_request(RegisterRequest, body)
     assert req.NodeKey == NODE_KEY and req.Auth is not None and req.Auth.AuthKey == "hskey-auth-x"
     assert req.expiry is None
-    mreq = tailcfg.parse_request(
-        tailcfg.MapRequest,
+    mreq = parse_request(
+        MapRequest,
         json.dumps(
             {"NodeKey": NODE_KEY, "DiscoKey": "discokey:" + "0" * 64, "Stream": True, "EndpointTypes": [2]}
         ).encode(),
@@ -199,17 +208,17 @@ def test_request_parses_real_fields() -> None:
 
 
 def test_early_payload_layout() -> None:
-    public = bytes(range(32))
+    public = ChallengePublic(bytes(range(32)))
     data = early_payload(public)
     assert data[:5] == EARLY_PAYLOAD_MAGIC == b"\xff\xff\xffTS"
     (length,) = struct.unpack(">I", data[5:9])
     assert length == len(data) - 9
     body = json.loads(data[9:])
-    assert body == {"nodeKeyChallenge": keys.format_key(public, keys.CHALLENGE_PUBLIC_PREFIX)}
+    assert body == {"nodeKeyChallenge": "chalpub:" + bytes(range(32)).hex()}
 
 
 def test_register_response_shape() -> None:
-    resp = tailcfg.register_response(error="nope")
+    resp = register_response(error="nope")
     assert set(resp) == {"User", "Login", "NodeKeyExpired", "MachineAuthorized", "AuthURL", "Error"}
     assert resp["MachineAuthorized"] is False and resp["Error"] == "nope"
 
@@ -256,10 +265,10 @@ FIXTURE_HOSTINFO = {
 
 
 def test_real_hostinfo_accepted_and_unknown_fields_dropped() -> None:
-    tailcfg.check_hostinfo(FIXTURE_HOSTINFO)
+    check_hostinfo(FIXTURE_HOSTINFO)
     body = json.dumps({"NodeKey": NODE_KEY, "Hostinfo": FIXTURE_HOSTINFO, "Endpoints": ["1.2.3.4:41641"]})
     known = {k: v for k, v in FIXTURE_HOSTINFO.items() if k != "SomeFutureField"}
-    assert tailcfg.parse_request(tailcfg.MapRequest, body.encode()).Hostinfo == known
+    assert parse_request(MapRequest, body.encode()).Hostinfo == known
 
 
 @pytest.mark.parametrize(
@@ -285,27 +294,25 @@ def test_real_hostinfo_accepted_and_unknown_fields_dropped() -> None:
         ({"TPM": "yes"}, "Hostinfo.TPM"),
     ],
 )
-@pytest.mark.parametrize("model", [tailcfg.RegisterRequest, tailcfg.MapRequest])
+@pytest.mark.parametrize("model", [RegisterRequest, MapRequest])
 def test_hostinfo_peers_cannot_decode_is_refused(
-    patch: dict[str, Any], where: str, model: type[tailcfg._Wire]
+    patch: dict[str, Any], where: str, model: type[Request]
 ) -> None:
     body = json.dumps({"NodeKey": NODE_KEY, "Hostinfo": {**FIXTURE_HOSTINFO, **patch}}).encode()
-    with pytest.raises(tailcfg.BadRequest) as info:
-        tailcfg.parse_request(model, body)
+    with pytest.raises(BadRequest) as info:
+        parse_request(model, body)
     assert str(info.value).startswith(f"invalid {model.__name__}: Hostinfo: {where}"), str(info.value)
 
 
 def test_hostinfo_nulls_accepted() -> None:
-    tailcfg.check_hostinfo(
-        {"OS": None, "NetInfo": None, "RoutableIPs": None, "Location": None, "ShieldsUp": None}
-    )
+    check_hostinfo({"OS": None, "NetInfo": None, "RoutableIPs": None, "Location": None, "ShieldsUp": None})
 
 
 @pytest.mark.parametrize(
     "endpoint", ["1.2.3.4:41641", "[fd00::1]:0", "[fe80::1%eth0]:5", "[::ffff:1.2.3.4]:65535"]
 )
 def test_endpoint_accepted(endpoint: str) -> None:
-    assert tailcfg.check_endpoint(endpoint) == endpoint
+    assert check_endpoint(endpoint) == endpoint
 
 
 @pytest.mark.parametrize(
@@ -325,5 +332,5 @@ def test_endpoint_accepted(endpoint: str) -> None:
 )
 def test_endpoint_refused(endpoint: object) -> None:
     body = json.dumps({"NodeKey": NODE_KEY, "Endpoints": [endpoint]}).encode()
-    with pytest.raises(tailcfg.BadRequest, match="invalid MapRequest: Endpoints"):
-        tailcfg.parse_request(tailcfg.MapRequest, body)
+    with pytest.raises(BadRequest, match="invalid MapRequest: Endpoints"):
+        parse_request(MapRequest, body)

@@ -1,4 +1,8 @@
-"""Bounding a client's Hostinfo to what real Tailscale clients send.
+"""A client's Hostinfo: checked against tailcfg.Hostinfo's types, and bounded to what real clients send.
+
+Hostinfo travels from a node to every peer, and a Tailscale client decodes it into a typed Go struct: one
+wrongly typed field fails the peer's whole MapResponse. So `check_hostinfo` holds the fields peers decode to
+tailcfg.Hostinfo's types (null is always fine).
 
 A node's Hostinfo is stored and pushed to every peer that may see it, so its size is a cost every peer pays
 on each change. `bound_hostinfo` keeps only the fields tailcfg.Hostinfo defines (v1.80 to v1.104; unknown
@@ -10,8 +14,13 @@ one exception is Services, which is informational: past MAX_SERVICES the rest ar
 
 from __future__ import annotations
 
+import ipaddress
 import json
+from collections.abc import Iterable
 from typing import Any
+
+Hostinfo = dict[str, Any]
+"""A Hostinfo as stored and sent to peers: `check_hostinfo` accepted its types, `bound_hostinfo` its sizes."""
 
 DEFAULT_MAX_BYTES = 32 << 10
 MAX_STRING = 256
@@ -96,6 +105,93 @@ TPM_FIELDS = frozenset(
 )
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_types(
+    obj: dict[str, Any],
+    where: str,
+    strings: Iterable[str] = (),
+    bools: Iterable[str] = (),
+    ints: Iterable[str] = (),
+    numbers: Iterable[str] = (),
+) -> None:
+    checks = [
+        (strings, lambda v: isinstance(v, str), "a string"),
+        (bools, lambda v: isinstance(v, bool), "a bool"),
+        (ints, _is_int, "an integer"),
+        (numbers, _is_number, "a number"),
+    ]
+    for names, ok, what in checks:
+        for name in names:
+            value = obj.get(name)
+            if value is not None and not ok(value):
+                raise ValueError(f"{where}.{name} must be {what}")
+
+
+def _object(value: Any, where: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be an object")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{where} must be a list")
+    return value
+
+
+def check_hostinfo(hostinfo: dict[str, Any]) -> None:
+    """Raise ValueError naming the first Hostinfo field a Tailscale client could not decode."""
+    _check_types(hostinfo, "Hostinfo", strings=STRING_FIELDS, bools=BOOL_FIELDS)
+    for name in STRING_LIST_FIELDS:
+        if not all(isinstance(v, str) for v in _list(hostinfo.get(name), f"Hostinfo.{name}")):
+            raise ValueError(f"Hostinfo.{name} must be a list of strings")
+    for prefix in _list(hostinfo.get("RoutableIPs"), "Hostinfo.RoutableIPs"):
+        try:
+            if not isinstance(prefix, str) or "/" not in prefix:
+                raise ValueError(prefix)
+            ipaddress.ip_network(prefix, strict=False)
+        except ValueError:
+            raise ValueError(f"Hostinfo.RoutableIPs: {prefix!r} is not an IP prefix") from None
+    for service in _list(hostinfo.get("Services"), "Hostinfo.Services"):
+        service = _object(service, "Hostinfo.Services[]") or {}
+        _check_types(service, "Hostinfo.Services[]", strings=("Proto", "Description"), ints=("Port",))
+        if not 0 <= service.get("Port", 0) <= 0xFFFF:
+            raise ValueError("Hostinfo.Services[].Port must be a port number")
+    netinfo = _object(hostinfo.get("NetInfo"), "Hostinfo.NetInfo")
+    if netinfo is not None:
+        _check_types(
+            netinfo,
+            "Hostinfo.NetInfo",
+            strings=("LinkType", "FirewallMode"),
+            bools=NETINFO_BOOLS,
+            ints=("PreferredDERP",),
+        )
+        latency = _object(netinfo.get("DERPLatency"), "Hostinfo.NetInfo.DERPLatency") or {}
+        if not all(_is_number(v) for v in latency.values()):
+            raise ValueError("Hostinfo.NetInfo.DERPLatency values must be numbers")
+    location = _object(hostinfo.get("Location"), "Hostinfo.Location")
+    if location is not None:
+        _check_types(
+            location,
+            "Hostinfo.Location",
+            strings=("Country", "CountryCode", "City", "CityCode"),
+            numbers=("Latitude", "Longitude"),
+            ints=("Priority",),
+        )
+    _object(hostinfo.get("TPM"), "Hostinfo.TPM")
+
+
 def _known(obj: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k in fields}
 
@@ -160,8 +256,6 @@ def bound_stored_hostinfo(hostinfo: Any) -> dict[str, Any]:
     fresh Hostinfo, which it does on its next map request."""
     if not isinstance(hostinfo, dict):
         return {}
-    from pyheadscale.mapper.tailcfg import check_hostinfo  # tailcfg imports this module
-
     try:
         check_hostinfo(hostinfo)
         return bound_hostinfo(hostinfo)
