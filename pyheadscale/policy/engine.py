@@ -140,6 +140,7 @@ class PolicyEngine:
         self._global_matcher_cache: list[Matcher] | None = None
         self._destination_index: DestinationIndex | None = None
         self._per_node_grants: list[tuple[int, CompiledGrant]] | None = None
+        self._grant_matchers: dict[int, list[Matcher]] = {}
 
     def set_nodes(self, users: Iterable[PolicyUser], nodes: Iterable[PolicyNode]) -> None:
         """Replace the whole tailnet (a full recompile)."""
@@ -245,6 +246,7 @@ class PolicyEngine:
                 recompiled = True
                 before, after = self._compiled[index], compile_grant(grant, self.resolver)
                 self._compiled[index] = after
+                self._grant_matchers.pop(index, None)
                 self._global_matcher_cache = None
                 self._destination_index = None
                 self._per_node_grants = None
@@ -358,7 +360,12 @@ class PolicyEngine:
 
     def _global_matchers(self) -> list[Matcher]:
         if self._global_matcher_cache is None:
-            self._global_matcher_cache = matchers_of(self._global_rules())
+            # Per grant, so a node change rebuilds the matchers of the grants it recompiled only.
+            by_grant = self._grant_matchers
+            for index, compiled in enumerate(self._compiled):
+                if index not in by_grant:
+                    by_grant[index] = matchers_of(compiled.rules)
+            self._global_matcher_cache = [m for index in range(len(self._compiled)) for m in by_grant[index]]
         return self._global_matcher_cache
 
     def _own_rules(self, node: PolicyNode) -> list[Rule]:
