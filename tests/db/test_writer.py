@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,7 +50,7 @@ async def test_a_registration_is_committed_with_its_key_when_it_returns(tmp_path
         assert isinstance(db.writer, SqliteThreadWriter)
         uid = await db.insert_user(user("alice"))
         key = PreAuthKey(0, "abc", b"hash", uid, created_at=datetime.now(UTC))
-        key.id = await db.insert_preauth_key(key)
+        key = replace(key, id=await db.insert_preauth_key(key))
         node_id = await db.register_node(node(1, uid), key)
         assert rows(path, "SELECT id, hostname, user_id FROM nodes") == [(node_id, "n1", uid)]
         assert rows(path, "SELECT used FROM pre_auth_keys") == [(1,)]
@@ -67,8 +68,7 @@ async def test_a_failed_write_leaves_nothing_behind_and_the_next_one_commits(tmp
     try:
         uid = await db.insert_user(user("alice"))
         await db.register_node(node(1, uid), None)
-        clash = node(2, uid)
-        clash.machine_key = node(1, uid).machine_key
+        clash = replace(node(2, uid), machine_key=node(1, uid).machine_key)
         with pytest.raises(Exception, match=r"UNIQUE constraint failed: nodes\.machine_key"):
             await db.register_node(clash, None)
 
