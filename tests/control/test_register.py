@@ -304,7 +304,7 @@ async def test_registrations_past_the_in_flight_bound_get_429_with_retry_after(h
         node_key = NodePrivate.generate().public().text
         return client.request("POST", "/machine/register", body | {"NodeKey": node_key})
 
-    async with harness.store._mutation_lock:  # the store is busy with something else
+    async with harness.store.mutations._mutation_lock:  # the store is busy with something else
         queued = [asyncio.ensure_future(register(c)) for c in clients[:2]]
         await eventually(lambda: handler.in_flight == 2)
         node_key = NodePrivate.generate().public().text
