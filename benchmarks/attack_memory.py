@@ -36,17 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyheadscale.client.control import ControlClient, ControlClientError, _Stream, fetch_server_key
+from pyheadscale.client.control import ControlClient, ControlClientError, fetch_server_key
 from pyheadscale.tailkey import MachinePrivate, MachinePublic, NodePrivate
+from tests.live_server import send_request_headers
+from tests.ports import free_port
 
 MiB = 1 << 20
 BAD_KEY = "hskey-auth-000000000000-" + "0" * 64
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def raise_fd_limit() -> None:
@@ -239,17 +235,7 @@ async def h2_bodies(server: Server, seconds: float, notes: dict[str, Any]) -> No
         clients.append(client)
         h2conn: Any = client._h2
         for _ in range(64):
-            stream_id = h2conn.get_next_available_stream_id()
-            client._streams[stream_id] = _Stream()
-            h2conn.send_headers(
-                stream_id,
-                [
-                    (":method", "POST"),
-                    (":path", "/machine/register"),
-                    (":scheme", "http"),
-                    (":authority", "x"),
-                ],
-            )
+            stream_id = send_request_headers(client)
             window = min(h2conn.local_flow_control_window(stream_id), len(chunk))
             if window > 0:
                 h2conn.send_data(stream_id, chunk[:window])

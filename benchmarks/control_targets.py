@@ -14,13 +14,15 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.headscale_config import headscale_config
+from tests.ports import free_port
 
 SEGMENT_SIZE = 100
 # The groups-and-tags policy (`--policy roles`): node i is owned by ROLES[i % 5]; "server" nodes are tagged.
@@ -34,12 +36,6 @@ ROLES_POLICY = {
         {"action": "accept", "src": ["tag:server"], "dst": ["tag:server:*"]},
     ],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rss_bytes(pid: int) -> int:
@@ -251,41 +247,16 @@ class Headscale(Target):
     def __init__(self, workdir: Path, tailnet: Layout, binary: Path) -> None:
         super().__init__(workdir, tailnet)
         self.binary = binary
-        config = {
-            "server_url": self.url,
-            "listen_addr": f"127.0.0.1:{self.port}",
-            "metrics_listen_addr": f"127.0.0.1:{self.metrics_port}",
-            "grpc_listen_addr": f"127.0.0.1:{free_port()}",
-            "grpc_allow_insecure": False,
-            "noise": {"private_key_path": str(workdir / "noise_private.key")},
-            "prefixes": {"v4": "100.64.0.0/10", "v6": "fd7a:115c:a1e0::/48", "allocation": "sequential"},
-            "derp": {
-                "server": {
-                    "enabled": True,
-                    "region_id": 999,
-                    "region_code": "headscale",
-                    "region_name": "Headscale Embedded DERP",
-                    "stun_listen_addr": f"127.0.0.1:{free_port()}",
-                    "private_key_path": str(workdir / "derp_server_private.key"),
-                    "automatically_add_embedded_derp_region": True,
-                },
-                "urls": [],
-                "paths": [],
-                "auto_update_enabled": False,
-            },
-            "disable_check_updates": True,
-            "database": {"type": "sqlite", "sqlite": {"path": str(workdir / "db.sqlite")}},
-            "log": {"level": "warn", "format": "text"},
-            "policy": {"mode": "file", "path": str(workdir / "policy.json") if tailnet.policy else ""},
-            "dns": {
-                "magic_dns": True,
-                "base_domain": "tailnet.example",
-                "override_local_dns": False,
-                "nameservers": {"global": []},
-            },
-            "unix_socket": str(workdir / "headscale.sock"),
-            "unix_socket_permission": "0770",
-        }
+        config = headscale_config(
+            workdir,
+            server_url=self.url,
+            listen_addr=f"127.0.0.1:{self.port}",
+            metrics_listen_addr=f"127.0.0.1:{self.metrics_port}",
+            grpc_listen_addr=f"127.0.0.1:{free_port()}",
+            stun_listen_addr=f"127.0.0.1:{free_port()}",
+            log={"level": "warn", "format": "text"},
+            policy={"mode": "file", "path": str(workdir / "policy.json") if tailnet.policy else ""},
+        )
         self.config_path.write_text(json.dumps(config))
 
     def command(self) -> list[str]:

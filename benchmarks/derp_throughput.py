@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import socket
 import statistics
 import struct
 import subprocess
@@ -52,6 +51,7 @@ from derp.client import DerpClient
 from derp.http import add_derp_routes
 from derp.server import DEFAULT_SEND_QUEUE_DEPTH, DerpServer
 from tests import refbin
+from tests.ports import free_port
 
 PACKET_SIZE = 1200
 WINDOW = DEFAULT_SEND_QUEUE_DEPTH * 3 // 4
@@ -80,12 +80,6 @@ def serve_forever(loop_name: str, port: int) -> None:
         await asyncio.Event().wait()
 
     run_on(loop_name, serve())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def packet(seq: int) -> bytes:

@@ -1,15 +1,14 @@
-"""Fixtures: a live server, and HTTP clients for its unix socket (trusted) and its TCP listener (API key)."""
+"""Fixtures: HTTP clients for the live server's unix socket (trusted) and its TCP listener (API key)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.api.harness import LiveServer
+from tests.live_server import LiveServer
 
 
 class Api:
@@ -53,15 +52,6 @@ class Api:
 
 
 @pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[LiveServer]:
-    server = await LiveServer.start(tmp_path)
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
 async def api(live: LiveServer) -> AsyncIterator[Api]:
     """The trusted API over the unix socket, as the local CLI uses it."""
     async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=live.socket_path)) as session:
@@ -72,4 +62,4 @@ async def api(live: LiveServer) -> AsyncIterator[Api]:
 async def tcp(live: LiveServer) -> AsyncIterator[Api]:
     """The API over the network listener, with no credentials (tests add the header)."""
     async with aiohttp.ClientSession() as session:
-        yield Api(session, live.base_url + "/api/v1")
+        yield Api(session, live.url + "/api/v1")

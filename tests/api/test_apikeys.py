@@ -6,10 +6,9 @@ import hashlib
 import re
 import sqlite3
 from datetime import UTC, datetime
-from pathlib import Path
 
 from tests.api.conftest import Api
-from tests.api.harness import LiveServer
+from tests.live_server import LiveServer
 
 KEY = re.compile(r"^hskey-api-([0-9a-f]{12})-([0-9a-f]{64})$")
 
@@ -136,15 +135,8 @@ async def test_delete_names_the_key_by_prefix_or_id_never_both(api: Api, live: L
     assert (status, body) == (200, {}) and live.store.api_keys == {}
 
 
-async def test_keys_survive_a_restart(tmp_path: Path) -> None:
-    live = await LiveServer.start(tmp_path)
-    try:
-        record, key = await live.store.create_api_key(None)
-    finally:
-        await live.stop()
-    again = await LiveServer.start(tmp_path)
-    try:
-        assert again.store.authenticate_api_key(key) is not None
-        assert again.store.api_keys[record.id].prefix == record.prefix
-    finally:
-        await again.stop()
+async def test_keys_survive_a_restart(live: LiveServer) -> None:
+    record, key = await live.store.create_api_key(None)
+    await live.restart()
+    assert live.store.authenticate_api_key(key) is not None
+    assert live.store.api_keys[record.id].prefix == record.prefix

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from pyheadscale.health import DATABASE_UNREACHABLE, STARTING, HealthCheck
 from tests.api.conftest import Api
-from tests.api.harness import LiveServer
+from tests.live_server import LiveServer
 
 
 @contextlib.asynccontextmanager
@@ -29,7 +29,7 @@ async def database_unreachable(live: LiveServer, nowhere: Path) -> AsyncIterator
 
 
 async def _probe(live: LiveServer) -> tuple[int, dict[str, str]]:
-    async with aiohttp.ClientSession() as http, http.get(f"{live.base_url}/health") as response:
+    async with aiohttp.ClientSession() as http, http.get(f"{live.url}/health") as response:
         return response.status, await response.json()
 
 

@@ -13,7 +13,7 @@ from pyheadscale.api.app import api_application
 from pyheadscale.api.auth import ApiKeyGuard
 from pyheadscale.api.openapi import document
 from tests.api.conftest import Api
-from tests.api.harness import LiveServer
+from tests.live_server import LiveServer
 
 # Facts read from Headscale v0.29.2's published API description (operation id -> method, path).
 HEADSCALE_V0_29_OPERATIONS = {
@@ -111,16 +111,16 @@ async def test_document_is_served_without_a_key(live: LiveServer, tcp: Api) -> N
     status, body = await tcp.get("/openapi.json")
     assert status == 200 and body["swagger"] == "2.0" and "/api/v1/node/{nodeId}" in body["paths"]
     async with aiohttp.ClientSession() as session:
-        async with session.get(live.base_url + "/swagger/v1/openapiv2.json") as resp:
+        async with session.get(live.url + "/swagger/v1/openapiv2.json") as resp:
             assert resp.status == 200 and (await resp.json()) == body
-        async with session.get(live.base_url + "/swagger") as resp:
+        async with session.get(live.url + "/swagger") as resp:
             page = await resp.text()
             assert resp.status == 200 and "/swagger/v1/openapiv2.json" in page
 
 
 async def test_version(live: LiveServer) -> None:
     """`GET /version` answers as Headscale's does: version, commit, buildTime, go{...}, dirty."""
-    async with aiohttp.ClientSession() as session, session.get(live.base_url + "/version") as resp:
+    async with aiohttp.ClientSession() as session, session.get(live.url + "/version") as resp:
         body = await resp.json()
     assert resp.status == 200 and set(body) == {"version", "commit", "buildTime", "go", "dirty"}
     # Read as semver by tools that gate on Headscale's version (headplane): the release we answer as,

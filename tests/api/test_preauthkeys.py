@@ -9,7 +9,7 @@ import pytest
 
 from pyheadscale.state.errors import AuthFailed
 from tests.api.conftest import Api
-from tests.api.harness import LiveServer
+from tests.live_server import LiveServer
 
 KEY = re.compile(r"^hskey-auth-([0-9a-f]{12})-[0-9a-f]{64}$")
 

@@ -12,6 +12,28 @@ from pyheadscale.api.protojson import from_json, to_json
 from pyheadscale.cli import gostruct
 from pyheadscale.grpc.schema import pb
 
+NODE_JSON_FIELDS = [
+    "id",
+    "machineKey",
+    "nodeKey",
+    "discoKey",
+    "ipAddresses",
+    "name",
+    "user",
+    "lastSeen",
+    "expiry",
+    "preAuthKey",
+    "createdAt",
+    "registerMethod",
+    "givenName",
+    "online",
+    "approvedRoutes",
+    "availableRoutes",
+    "subnetRoutes",
+    "tags",
+]
+"""headscale.v1.Node in the gateway's JSON, in field order: the names Headscale's REST API answers with."""
+
 
 def _node() -> Any:
     node = pb.Node(
@@ -31,26 +53,7 @@ def _node() -> Any:
 
 def test_gateway_json_names_every_field_in_camel_case() -> None:
     body = to_json(_node())
-    assert list(body) == [
-        "id",
-        "machineKey",
-        "nodeKey",
-        "discoKey",
-        "ipAddresses",
-        "name",
-        "user",
-        "lastSeen",
-        "expiry",
-        "preAuthKey",
-        "createdAt",
-        "registerMethod",
-        "givenName",
-        "online",
-        "approvedRoutes",
-        "availableRoutes",
-        "subnetRoutes",
-        "tags",
-    ]
+    assert list(body) == NODE_JSON_FIELDS
     assert body["id"] == "7" and body["user"]["id"] == "2" and body["user"]["createdAt"] is None
     assert body["lastSeen"] is None and body["preAuthKey"] is None and body["nodeKey"] == ""
     assert body["createdAt"] == "2026-01-02T03:04:05.500Z"

@@ -11,7 +11,7 @@ import pytest
 from pyheadscale.client.control import ControlClient
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.api.conftest import Api
-from tests.api.harness import LiveServer
+from tests.live_server import LiveServer
 
 
 async def test_wrong_and_expired_api_keys_get_401_and_an_audit_entry(live: LiveServer) -> None:
@@ -24,14 +24,14 @@ async def test_wrong_and_expired_api_keys_get_401_and_an_audit_entry(live: LiveS
             (stale_text, stale.prefix),
             ("junk", None),
         ):
-            api = Api(session, live.base_url + "/api/v1", {"Authorization": f"Bearer {token}"})
+            api = Api(session, live.url + "/api/v1", {"Authorization": f"Bearer {token}"})
             status, body = await api.get("/user")
             assert status == 401 and body["code"] == 16, body
             entry = live.server.audit.query(action="api.authenticate")[-1]
             assert (entry["outcome"], entry["target"]) == ("denied", "api:GET /api/v1/user")
             assert entry.get("key_prefix") == prefix
             assert entry["actor"].startswith("remote:")
-        status, _ = await Api(session, live.base_url + "/api/v1").get("/user")
+        status, _ = await Api(session, live.url + "/api/v1").get("/user")
         assert status == 401
     assert len(live.server.audit.query(action="api.authenticate")) == 4
     assert live.server.metrics.auth_failures.labels("apikey")._value.get() == 4
@@ -42,7 +42,7 @@ async def test_no_log_line_holds_a_secret(live: LiveServer, caplog: pytest.LogCa
     user = await live.store.create_user("alice")
     _, preauth_text = await live.store.create_preauth_key(user.id, reusable=True)
     _, api_text = await live.store.create_api_key(None)
-    client = ControlClient(live.base_url, MachinePrivate.generate())
+    client = ControlClient(live.url, MachinePrivate.generate())
     await client.connect()
     try:
         await client.register(NodePrivate.generate(), auth_key=preauth_text[:-1] + "f")  # refused
@@ -51,7 +51,7 @@ async def test_no_log_line_holds_a_secret(live: LiveServer, caplog: pytest.LogCa
         await client.close()
     async with aiohttp.ClientSession() as session:
         for token in (api_text, api_text[:-1] + "0"):
-            await Api(session, live.base_url + "/api/v1", {"Authorization": f"Bearer {token}"}).get("/node")
+            await Api(session, live.url + "/api/v1", {"Authorization": f"Bearer {token}"}).get("/node")
     await live.server.audit.close()
     audit_file = (live.server.config.path(live.server.config.audit_log)).read_text()
     for text in (preauth_text, api_text):

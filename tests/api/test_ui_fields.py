@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from tests.api.conftest import Api
-from tests.api.harness import LiveServer
+from tests.live_server import LiveServer
 
 STR, BOOL, LIST, OBJ, TIME = "str", "bool", "list", "obj", "time"
 
@@ -99,7 +99,7 @@ async def test_every_field_the_uis_read_is_served(api: Api, live: LiveServer) ->
 
 async def test_headplane_capability_gate_sees_a_current_headscale(live: LiveServer) -> None:
     """headplane reads /version as semver and turns on flat tags and key ids from 0.28.0 on."""
-    async with aiohttp.ClientSession() as session, session.get(live.base_url + "/version") as resp:
+    async with aiohttp.ClientSession() as session, session.get(live.url + "/version") as resp:
         version = (await resp.json())["version"]
     match = re.match(r"^v?(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+([0-9A-Za-z.-]+))?$", version)
     assert match is not None and (int(match[1]), int(match[2])) >= (0, 28), version

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.api.conftest import Api
-from tests.api.harness import LiveServer
+from tests.live_server import LiveServer
 
 
 async def test_create_returns_the_user_in_headscale_shape(api: Api) -> None:

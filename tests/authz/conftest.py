@@ -1,6 +1,6 @@
-"""Authorization tests run on the existing harnesses: the control-plane Harness (our TS2021 client), the API's
-live server (unix socket and TCP listener) and the CLI runner. This module only re-exports their fixtures and
-adds helpers the revocation tests share."""
+"""Authorization tests run on the shared live server (tests/live_server.py: our TS2021 client, the API's unix
+socket and TCP listener) and the CLI runner. This module re-exports the API and CLI fixtures and adds helpers
+the revocation tests share."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from typing import Any
 
 from derp import frames
 from pyheadscale.tailcfg.frame import decode_frames
-from tests.api.conftest import api, live, tcp  # noqa: F401  (fixtures)
+from tests.api.conftest import api, tcp  # noqa: F401  (fixtures)
 from tests.cli.conftest import cli, config_file  # noqa: F401  (fixtures)
-from tests.control.conftest import Node, free_port, harness, make_harness  # noqa: F401  (fixtures)
+from tests.live_server import ClientNode
+from tests.ports import free_port
 
 SLOW = 20.0
 """The bound on any one wait in these tests: generous, as CI machines are shared and slow."""
@@ -25,7 +26,7 @@ def decode_messages(data: bytes) -> list[dict[str, Any]]:
     return decode_frames(data, compressed=False)
 
 
-async def map_request(node: Node, **fields: Any) -> tuple[int, bytes]:
+async def map_request(node: ClientNode, **fields: Any) -> tuple[int, bytes]:
     """One MapRequest from `node` (not streaming unless `Stream` is given): (status, body)."""
     body: dict[str, Any] = {
         "Version": node.client.capver,

@@ -25,7 +25,8 @@ from pyheadscale.app import Server
 from pyheadscale.config import build_config
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.authz.conftest import REFUSED
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import setup_loopback_only
+from tests.ports import free_port
 
 
 async def admitted(url: str, node_key: NodePrivate) -> bool:

@@ -27,6 +27,7 @@ from pyheadscale.tailkey import NodePublic
 from tests.authz.revocation_lab import comes_back, loopback_config
 from tests.e2e.netns import CLIENT_ENV, setup_loopback_only
 from tests.e2e.twonode_driver import wait_until
+from tests.processes import stop_process
 
 
 async def cli(tailscale: str, socket_path: Path, *args: str, limit: float = 60) -> tuple[int, str]:
@@ -107,13 +108,7 @@ async def main(tailscaled: str, tailscale: str, workdir: Path) -> dict[str, Any]
         result["ok"] = True
         return result
     finally:
-        if daemon.returncode is None:
-            daemon.terminate()
-            try:
-                await asyncio.wait_for(daemon.wait(), 10)
-            except TimeoutError:
-                daemon.kill()
-                await daemon.wait()
+        await stop_process(daemon)
         log.close()
         if not result.get("ok"):
             result["log"] = (workdir / "tailscaled.log").read_text(errors="replace")[-4000:]

@@ -12,7 +12,7 @@ from derp.server import DerpServer
 from pyheadscale.config import Config, build_config
 from pyheadscale.state.store import Store
 from pyheadscale.tailkey import NodePublic
-from tests.e2e.netns import free_port
+from tests.ports import free_port
 
 
 def loopback_config(workdir: Path) -> tuple[Config, str]:

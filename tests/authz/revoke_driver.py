@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand
 from pyheadscale.app import Server
 from pyheadscale.tailkey import NodePublic
 from tests.authz.revocation_lab import comes_back, loopback_config
-from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.caddynode import CaddyNode, proxy_site, stop_nodes
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.twonode_driver import http_get, wait_until
+from tests.ports import free_port
 
 PAYLOAD_SIZE = 64 * 1024
 
@@ -66,10 +67,7 @@ async def main(workdir: Path) -> dict[str, Any]:
             result["error"] = "node A never registered"
             return result
         a = next(n for n in store.nodes.values() if n.hostname == "nodea")
-        b_site = (
-            f":{proxy_port} {{\n  bind 127.0.0.1\n  reverse_proxy http://{a.ipv4}:80 {{\n"
-            "    transport tailscale nodeb\n  }\n}\n"
-        )
+        b_site = proxy_site("nodeb", proxy_port, str(a.ipv4))
         nodes.append(CaddyNode(workdir, "nodeb", url, key, b_site, extra_env=env))
         await nodes[-1].start()
         deadline = time.monotonic() + 60
@@ -103,10 +101,7 @@ async def main(workdir: Path) -> dict[str, Any]:
         result["ok"] = True
         return result
     finally:
-        for caddy in nodes:
-            await caddy.stop()
-        if not result.get("ok"):
-            result["logs"] = {caddy.name: caddy.log_tail() for caddy in nodes}
+        await stop_nodes(nodes, result)
         await server.stop()
 
 

@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -23,17 +22,17 @@ from derp.client import DerpClient
 from derp.server import DerpServer
 from pyheadscale.tailkey import NodePrivate
 from tests.authz.conftest import REFUSED, SLOW, derp_config
-from tests.control.conftest import Harness, Node
 from tests.derp.harness import eventually, loopback_socket, serving, within
-from tests.e2e.netns import free_port
 from tests.e2e.relays import StandaloneRelay
+from tests.live_server import ClientNode, LiveServer, StartLive
+from tests.ports import free_port
 
 
-def derp_url(harness: Harness) -> str:
-    return f"{harness.url}/derp"
+def derp_url(live: LiveServer) -> str:
+    return f"{live.url}/derp"
 
 
-async def connect(url: str, node: Node) -> DerpClient:
+async def connect(url: str, node: ClientNode) -> DerpClient:
     return await within(DerpClient.connect(url, node.node_key), SLOW)
 
 
@@ -50,32 +49,32 @@ async def closed_by_server(client: DerpClient) -> bool:
 # Each returns the moment (time.monotonic) the node's access ended.
 
 
-async def delete(harness: Harness, node: Node, node_id: int) -> float:
+async def delete(live: LiveServer, node: ClientNode, node_id: int) -> float:
     moment = time.monotonic()
-    await harness.store.delete_node(node_id)
+    await live.store.delete_node(node_id)
     return moment
 
 
-async def expire(harness: Harness, node: Node, node_id: int) -> float:
+async def expire(live: LiveServer, node: ClientNode, node_id: int) -> float:
     moment = time.monotonic()
-    await harness.store.set_expiry(node_id, datetime.now(UTC))
+    await live.store.set_expiry(node_id, datetime.now(UTC))
     return moment
 
 
-async def expire_by_clock(harness: Harness, node: Node, node_id: int) -> float:
+async def expire_by_clock(live: LiveServer, node: ClientNode, node_id: int) -> float:
     moment = time.monotonic() + 0.3
-    await harness.store.set_expiry(node_id, datetime.now(UTC) + timedelta(seconds=0.3))
+    await live.store.set_expiry(node_id, datetime.now(UTC) + timedelta(seconds=0.3))
     return moment
 
 
-async def log_out(harness: Harness, node: Node, node_id: int) -> float:
+async def log_out(live: LiveServer, node: ClientNode, node_id: int) -> float:
     moment = time.monotonic()
     past = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     await node.client.register(node.node_key, expiry=past)
     return moment
 
 
-async def rotate(harness: Harness, node: Node, node_id: int) -> float:
+async def rotate(live: LiveServer, node: ClientNode, node_id: int) -> float:
     """The old node key stops being the node's: its relay connection must not outlive it."""
     moment = time.monotonic()
     answer = await node.client.register(NodePrivate.generate(), old_node_key=node.node_key_text)
@@ -83,60 +82,60 @@ async def rotate(harness: Harness, node: Node, node_id: int) -> float:
     return moment
 
 
-Revoke = Callable[[Harness, Node, int], Awaitable[float]]
+Revoke = Callable[[LiveServer, ClientNode, int], Awaitable[float]]
 HOW = [delete, expire, expire_by_clock, log_out, rotate]
 
 
 @pytest.mark.parametrize("revoke", HOW, ids=lambda f: f.__name__)
-async def test_embedded_relay_closes_revoked_connections(make_harness: Any, revoke: Revoke) -> None:
-    harness: Harness = await make_harness(derp=derp_config())
-    a, b = await harness.node("a"), await harness.node("b")
-    b_id = harness.store.node_by_node_key(b.node_key_text).id
-    derp = harness.server.derp
+async def test_embedded_relay_closes_revoked_connections(start_live: StartLive, revoke: Revoke) -> None:
+    live: LiveServer = await start_live(derp=derp_config())
+    a, b = await live.node("a"), await live.node("b")
+    b_id = live.record(b).id
+    derp = live.server.derp
     assert derp is not None
-    ca, cb = await connect(derp_url(harness), a), await connect(derp_url(harness), b)
+    ca, cb = await connect(derp_url(live), a), await connect(derp_url(live), b)
     try:
         assert derp.is_client_connected(b.node_key.public())
-        moment = await revoke(harness, b, b_id)
+        moment = await revoke(live, b, b_id)
         assert await closed_by_server(cb)
         took = time.monotonic() - moment
         print(f"{revoke.__name__}: relay connection closed {took * 1000:.1f} ms after access ended")
         assert not derp.is_client_connected(b.node_key.public())
         assert derp.is_client_connected(a.node_key.public())
         with pytest.raises(REFUSED):
-            await connect(derp_url(harness), b)
+            await connect(derp_url(live), b)
     finally:
         await ca.close()
         await cb.close()
 
 
-async def test_embedded_relay_refuses_expired_keys(make_harness: Any) -> None:
-    harness: Harness = await make_harness(derp=derp_config())
-    b = await harness.node("b")
-    b_id = harness.store.node_by_node_key(b.node_key_text).id
-    await harness.store.set_expiry(b_id, datetime.now(UTC) - timedelta(seconds=1))
+async def test_embedded_relay_refuses_expired_keys(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(derp=derp_config())
+    b = await live.node("b")
+    b_id = live.record(b).id
+    await live.store.set_expiry(b_id, datetime.now(UTC) - timedelta(seconds=1))
     with pytest.raises(REFUSED):
-        await connect(derp_url(harness), b)
+        await connect(derp_url(live), b)
     # Registering again restores it.
-    await b.client.register(b.node_key, auth_key=await harness.preauth_key())
-    client = await connect(derp_url(harness), b)
+    await b.client.register(b.node_key, auth_key=await live.preauth_key())
+    client = await connect(derp_url(live), b)
     await client.close()
 
 
-async def test_verify_endpoint_refuses_expired_nodes(harness: Harness) -> None:
-    b = await harness.node("b")
-    b_id = harness.store.node_by_node_key(b.node_key_text).id
+async def test_verify_endpoint_refuses_expired_nodes(live: LiveServer) -> None:
+    b = await live.node("b")
+    b_id = live.record(b).id
 
     async def allowed() -> bool:
         async with (
             aiohttp.ClientSession() as http,
-            http.post(f"{harness.url}/verify", json={"NodePublic": b.node_key_text}) as resp,
+            http.post(f"{live.url}/verify", json={"NodePublic": b.node_key_text}) as resp,
         ):
             assert resp.status == 200
             return bool((await resp.json())["Allow"])
 
     assert await allowed()
-    await harness.store.set_expiry(b_id, datetime.now(UTC))
+    await live.store.set_expiry(b_id, datetime.now(UTC))
     assert not await allowed()
 
 
@@ -171,15 +170,15 @@ class AdmissionProxy:
             await runner.cleanup()
 
 
-async def test_standalone_relay_reverification_closes_deleted_nodes(harness: Harness) -> None:
-    a, b = await harness.node("a"), await harness.node("b")
-    b_id = harness.store.node_by_node_key(b.node_key_text).id
-    relay = DerpServer(os.urandom(32), verify_client_url=f"{harness.url}/verify", reverify_interval=0.2)
+async def test_standalone_relay_reverification_closes_deleted_nodes(live: LiveServer) -> None:
+    a, b = await live.node("a"), await live.node("b")
+    b_id = live.record(b).id
+    relay = DerpServer(os.urandom(32), verify_client_url=f"{live.url}/verify", reverify_interval=0.2)
     async with serving(relay) as url:
         ca, cb = await connect(url, a), await connect(url, b)
         try:
             started = time.monotonic()
-            await harness.store.delete_node(b_id)
+            await live.store.delete_node(b_id)
             assert await closed_by_server(cb)
             print(f"standalone relay closed the deleted node after {time.monotonic() - started:.2f} s")
             assert relay.is_client_connected(a.node_key.public())
@@ -191,10 +190,10 @@ async def test_standalone_relay_reverification_closes_deleted_nodes(harness: Har
             await relay.close()
 
 
-async def test_reverification_keeps_clients_when_control_gives_no_clear_answer(harness: Harness) -> None:
+async def test_reverification_keeps_clients_when_control_gives_no_clear_answer(live: LiveServer) -> None:
     """A control server that errors or is down must not drop the whole region; only a refusal closes."""
-    a = await harness.node("a")
-    async with AdmissionProxy(f"{harness.url}/verify").serving() as proxy:
+    a = await live.node("a")
+    async with AdmissionProxy(f"{live.url}/verify").serving() as proxy:
         relay = DerpServer(os.urandom(32), verify_client_url=proxy.url, reverify_interval=0.05)
         async with serving(relay) as url:
             client = await connect(url, a)
@@ -206,7 +205,7 @@ async def test_reverification_keeps_clients_when_control_gives_no_clear_answer(h
                 assert relay.is_client_connected(a.node_key.public())
                 # A clear refusal still closes it.
                 proxy.broken = False
-                await harness.store.delete_node(harness.store.node_by_node_key(a.node_key_text).id)
+                await live.store.delete_node(live.record(a).id)
                 assert await closed_by_server(client)
             finally:
                 await client.close()
@@ -236,17 +235,17 @@ async def test_close_client_reaches_a_connection_still_being_admitted() -> None:
         await relay.close()
 
 
-async def test_standalone_derper_process_reverifies(harness: Harness, tmp_path: Path) -> None:
+async def test_standalone_derper_process_reverifies(live: LiveServer, tmp_path: Path) -> None:
     """`pyheadscale-derper --verify-client-url ... --reverify-interval`, as an operator runs it."""
-    a, b = await harness.node("a"), await harness.node("b")
-    b_id = harness.store.node_by_node_key(b.node_key_text).id
+    a, b = await live.node("a"), await live.node("b")
+    b_id = live.record(b).id
     relay = StandaloneRelay(tmp_path, "relay", "127.0.0.1", free_port(), free_port(socket.SOCK_DGRAM))
-    relay.args += ["--verify-clients", "--verify-client-url", f"{harness.url}/verify"]
+    relay.args += ["--verify-clients", "--verify-client-url", f"{live.url}/verify"]
     relay.args += ["--reverify-interval", "0.2"]
     await relay.start()
     try:
         ca, cb = await connect(relay.url, a), await connect(relay.url, b)
-        await harness.store.set_expiry(b_id, datetime.now(UTC))
+        await live.store.set_expiry(b_id, datetime.now(UTC))
         assert await closed_by_server(cb)
         await ca.ping(b"12345678")
         pong = await within(ca.recv(), SLOW)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,8 @@ import pytest
 from pyheadscale.auth.interactive import AUTH_ID_PREFIX
 from pyheadscale.cli.main import build_parser
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
-from tests.api.harness import LiveServer
 from tests.cli.conftest import RunCli
+from tests.live_server import LiveServer, StartLive
 
 
 def cli_verbs() -> set[str]:
@@ -177,18 +177,14 @@ async def caller_args(live: LiveServer, caller: str) -> list[str]:
     elif caller == "deleted-api-key":
         await store.delete_api_key(key.id)
     elif caller == "no-api-key":
-        return ["--address", live.base_url]
-    return ["--address", live.base_url, "--api-key", text]
+        return ["--address", live.url]
+    return ["--address", live.url, "--api-key", text]
 
 
 @pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[LiveServer]:
+async def live(start_live: StartLive) -> LiveServer:
     """The CLI tests' live server, with the policy in the database so that `policy set` can succeed."""
-    server = await LiveServer.start(tmp_path / "data", policy={"mode": "database"})
-    try:
-        yield server
-    finally:
-        await server.stop()
+    return await start_live(policy={"mode": "database"})
 
 
 @pytest.fixture(autouse=True)
@@ -232,7 +228,7 @@ async def test_local_verbs_never_contact_the_server(
     world.v["cases"] = str(case)
     denials = len(live.store.audit.query(action="api.authenticate"))
     before = world.state()
-    bogus = ["--address", live.base_url, "--api-key", "hskey-api-000000000000-" + "0" * 64]
+    bogus = ["--address", live.url, "--api-key", "hskey-api-000000000000-" + "0" * 64]
     result = await cli(*bogus, *LOCAL[verb](world.v))
     assert result.code == 0, (result.out, result.err)
     assert len(live.store.audit.query(action="api.authenticate")) == denials

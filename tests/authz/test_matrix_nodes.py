@@ -18,8 +18,8 @@ from derp.client import DerpClient
 from pyheadscale.client.control import ControlClient
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.authz.conftest import REFUSED, SLOW, decode_messages, derp_config, map_request
-from tests.control.conftest import Harness, Node
 from tests.derp.harness import within
+from tests.live_server import ClientNode, LiveServer, StartLive
 
 ACTORS = ("user-a", "user-b", "tagged", "oidc-user", "expired", "deleted", "unknown-machine", "a-as-b")
 ACTIONS = ("map", "update", "register", "rotate", "logout", "derp")
@@ -110,62 +110,63 @@ class Actor:
     def node_key_text(self) -> str:
         return self.node_key.public().text
 
-    def as_node(self) -> Node:
-        return Node(self.client, MachinePrivate.generate(), self.node_key, {})
+    def as_node(self) -> ClientNode:
+        return ClientNode(self.client, MachinePrivate.generate(), self.node_key, {})
 
 
-async def make_actor(harness: Harness, name: str) -> Actor:
-    store = harness.store
-    a = await harness.node("a")
-    a_id = store.node_by_node_key(a.node_key_text).id
-    await harness.node("peer", auth_key=await harness.preauth_key("dave"))  # so every node has a peer
+async def make_actor(live: LiveServer, name: str) -> Actor:
+    store = live.store
+    a = await live.node("a")
+    a_id = live.record(a).id
+    await live.node("peer", auth_key=await live.preauth_key("dave"))  # so every node has a peer
     if name == "user-a":
         return Actor(a.client, a.node_key, a_id, a_id, a.node_key)
     if name == "user-b":
-        b = await harness.node("b", auth_key=await harness.preauth_key("bob"))
-        return Actor(b.client, b.node_key, store.node_by_node_key(b.node_key_text).id, a_id, b.node_key)
+        b = await live.node("b", auth_key=await live.preauth_key("bob"))
+        return Actor(b.client, b.node_key, live.record(b).id, a_id, b.node_key)
     if name == "tagged":
         owner = store.user_by_name("alice")
+        assert owner is not None
         _, text = await store.create_preauth_key(owner.id, tags=["tag:server"])
-        t = await harness.node("t", auth_key=text)
-        return Actor(t.client, t.node_key, store.node_by_node_key(t.node_key_text).id, a_id, t.node_key)
+        t = await live.node("t", auth_key=text)
+        return Actor(t.client, t.node_key, live.record(t).id, a_id, t.node_key)
     if name == "oidc-user":
         user = await store.create_user(
             "carol", email="carol@example.com", provider="oidc", provider_id="https://idp.example/carol"
         )
         machine, node_key = MachinePrivate.generate(), NodePrivate.generate()
-        client = await harness.client(machine)
-        login = harness.server.logins.start(
+        client = await live.client(machine)
+        login = live.server.logins.start(
             machine.public().text,
             node_key.public().text,
             {"Hostname": "carol-laptop"},
         )
-        node = await harness.server.logins.approve(store, login, user, None, method="oidc")
+        node = await live.server.logins.approve(store, login, user, None, method="oidc")
         return Actor(client, node_key, node.id, a_id, node_key)
     if name == "expired":
-        e = await harness.node("e")
-        e_id = store.node_by_node_key(e.node_key_text).id
+        e = await live.node("e")
+        e_id = live.record(e).id
         await store.set_expiry(e_id, datetime.now(UTC) - timedelta(seconds=1))
         return Actor(e.client, e.node_key, e_id, e_id, e.node_key)
     if name == "deleted":
-        d = await harness.node("d")
-        await store.delete_node(store.node_by_node_key(d.node_key_text).id)
+        d = await live.node("d")
+        await store.delete_node(live.record(d).id)
         return Actor(d.client, d.node_key, None, a_id, d.node_key)
     if name == "a-as-b":
-        b = await harness.node("b", auth_key=await harness.preauth_key("bob"))
-        b_id = store.node_by_node_key(b.node_key_text).id
+        b = await live.node("b", auth_key=await live.preauth_key("bob"))
+        b_id = live.record(b).id
         return Actor(a.client, b.node_key, None, b_id, NodePrivate.generate())
     assert name == "unknown-machine"
     # It can name A's node key in control requests, but has no node key of its own the relay would know.
-    return Actor(await harness.client(), a.node_key, None, a_id, NodePrivate.generate())
+    return Actor(await live.client(), a.node_key, None, a_id, NodePrivate.generate())
 
 
-def snapshot(harness: Harness, node_id: int) -> Any:
-    node = harness.store.nodes.get(node_id)
+def snapshot(live: LiveServer, node_id: int) -> Any:
+    node = live.store.nodes.get(node_id)
     return None if node is None else (node.node_key, node.endpoints, node.hostinfo, node.expiry)
 
 
-async def do_map(harness: Harness, actor: Actor) -> str:
+async def do_map(live: LiveServer, actor: Actor) -> str:
     status, body = await map_request(actor.as_node())
     if status != 200:
         return f"refused {status}"
@@ -177,18 +178,18 @@ async def do_map(harness: Harness, actor: Actor) -> str:
     return "full"
 
 
-async def do_update(harness: Harness, actor: Actor) -> str:
+async def do_update(live: LiveServer, actor: Actor) -> str:
     endpoints = ["192.0.2.7:41641"]
     status, _ = await map_request(
         actor.as_node(), OmitPeers=True, Endpoints=endpoints, Hostinfo={"Hostname": "moved", "OS": "linux"}
     )
     if status != 200:
         return f"refused {status}"
-    assert actor.node_id is not None and harness.store.nodes[actor.node_id].endpoints == endpoints
+    assert actor.node_id is not None and live.store.nodes[actor.node_id].endpoints == endpoints
     return "applied"
 
 
-async def do_register(harness: Harness, actor: Actor) -> str:
+async def do_register(live: LiveServer, actor: Actor) -> str:
     answer = await actor.client.register(actor.node_key)
     if answer["Error"]:
         return "refused"
@@ -200,7 +201,7 @@ async def do_register(harness: Harness, actor: Actor) -> str:
     return "authorized"
 
 
-async def do_rotate(harness: Harness, actor: Actor) -> str:
+async def do_rotate(live: LiveServer, actor: Actor) -> str:
     fresh = NodePrivate.generate()
     answer = await actor.client.register(fresh, old_node_key=actor.node_key_text)
     if answer["Error"]:
@@ -208,33 +209,33 @@ async def do_rotate(harness: Harness, actor: Actor) -> str:
     if answer["AuthURL"]:
         return "sent to log in"
     assert answer["MachineAuthorized"] is True and not answer["NodeKeyExpired"]
-    assert harness.store.node_by_node_key(fresh.public().text).id == actor.node_id
+    assert live.record(fresh.public().text).id == actor.node_id
     return "rotated"
 
 
-async def do_logout(harness: Harness, actor: Actor) -> str:
-    was_expired = actor.node_id is not None and harness.store.is_expired(harness.store.nodes[actor.node_id])
+async def do_logout(live: LiveServer, actor: Actor) -> str:
+    was_expired = actor.node_id is not None and live.store.is_expired(live.store.nodes[actor.node_id])
     past = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     answer = await actor.client.register(actor.node_key, expiry=past)
     if answer["Error"]:
         return "refused"
     assert answer["NodeKeyExpired"] is True
     if actor.node_id is not None and not was_expired:
-        assert harness.store.is_expired(harness.store.nodes[actor.node_id])
+        assert live.store.is_expired(live.store.nodes[actor.node_id])
         return "logged out"
     return "expired"
 
 
-async def do_derp(harness: Harness, actor: Actor) -> str:
+async def do_derp(live: LiveServer, actor: Actor) -> str:
     try:
-        client = await within(DerpClient.connect(f"{harness.url}/derp", actor.derp_key), SLOW)
+        client = await within(DerpClient.connect(f"{live.url}/derp", actor.derp_key), SLOW)
     except REFUSED:
         return "refused"
     await client.close()
     return "admitted"
 
 
-DO: dict[str, Callable[[Harness, Actor], Awaitable[str]]] = {
+DO: dict[str, Callable[[LiveServer, Actor], Awaitable[str]]] = {
     "map": do_map,
     "update": do_update,
     "register": do_register,
@@ -252,11 +253,11 @@ def test_matrix_covers_every_actor_and_action() -> None:
 
 @pytest.mark.parametrize("action", ACTIONS)
 @pytest.mark.parametrize("actor_name", ACTORS)
-async def test_node_actor_action(make_harness: Any, actor_name: str, action: str) -> None:
-    harness: Harness = await make_harness(derp=derp_config())
-    actor = await make_actor(harness, actor_name)
+async def test_node_actor_action(start_live: StartLive, actor_name: str, action: str) -> None:
+    live: LiveServer = await start_live(derp=derp_config())
+    actor = await make_actor(live, actor_name)
     expected = EXPECTED[actor_name][action]
-    untouched = snapshot(harness, actor.victim) if actor.victim != actor.node_id else None
-    assert await DO[action](harness, actor) == expected
+    untouched = snapshot(live, actor.victim) if actor.victim != actor.node_id else None
+    assert await DO[action](live, actor) == expected
     if untouched is not None:
-        assert snapshot(harness, actor.victim) == untouched, "another node's state changed"
+        assert snapshot(live, actor.victim) == untouched, "another node's state changed"

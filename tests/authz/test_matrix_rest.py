@@ -19,7 +19,7 @@ import pytest
 from pyheadscale.api.app import api_application
 from pyheadscale.api.auth import PUBLIC_ROUTES
 from tests.api.conftest import Api
-from tests.api.harness import LiveServer
+from tests.live_server import LiveServer
 
 
 def api_routes() -> list[tuple[str, str, str]]:
@@ -27,7 +27,7 @@ def api_routes() -> list[tuple[str, str, str]]:
     server started for the purpose (both mounts have the same routes; the trusted one needs no key)."""
 
     async def read(data_dir: Path) -> set[tuple[str, str, str]]:
-        live = await LiveServer.start(data_dir)
+        live = await LiveServer(data_dir).start()
         try:
             app = api_application(live.server.components.service, None)
         finally:
@@ -148,5 +148,5 @@ async def test_refused_callers_get_401_and_change_nothing(
 
 async def test_unix_socket_is_not_reachable_over_tcp(live: LiveServer) -> None:
     """The trusted mount is the socket only: the same path over TCP without a key is refused."""
-    async with aiohttp.ClientSession() as http, http.get(live.base_url + "/api/v1/user") as resp:
+    async with aiohttp.ClientSession() as http, http.get(live.url + "/api/v1/user") as resp:
         assert resp.status == 401

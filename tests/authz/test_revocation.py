@@ -15,7 +15,7 @@ import pytest
 from pyheadscale.state import store as store_module
 from pyheadscale.tailkey import NodePrivate
 from tests.authz.conftest import SLOW, decode_messages, map_request
-from tests.control.conftest import Harness, Node, open_map
+from tests.live_server import ClientNode, LiveServer, StartLive, open_map
 
 
 def go_time(moment: datetime) -> str:
@@ -39,14 +39,14 @@ def assert_only_itself(message: dict[str, Any], node_id: int) -> None:
     assert [p["ID"] for p in message["UserProfiles"]] == [message["Node"]["User"]]
 
 
-async def expire_now(harness: Harness, node: Node, node_id: int) -> float:
+async def expire_now(live: LiveServer, node: ClientNode, node_id: int) -> float:
     """`nodes expire`; returns when (time.monotonic) the node's access ended."""
     moment = time.monotonic()
-    await harness.store.set_expiry(node_id, datetime.now(UTC))
+    await live.store.set_expiry(node_id, datetime.now(UTC))
     return moment
 
 
-async def log_out(harness: Harness, node: Node, node_id: int) -> float:
+async def log_out(live: LiveServer, node: ClientNode, node_id: int) -> float:
     """`tailscale logout`: a RegisterRequest with an expiry in the past."""
     moment = time.monotonic()
     past = go_time(datetime.now(UTC) - timedelta(minutes=1))
@@ -55,23 +55,23 @@ async def log_out(harness: Harness, node: Node, node_id: int) -> float:
     return moment
 
 
-async def expire_by_clock(harness: Harness, node: Node, node_id: int) -> float:
+async def expire_by_clock(live: LiveServer, node: ClientNode, node_id: int) -> float:
     """`node.expiry` passing, 0.3 s from now."""
     moment = time.monotonic() + 0.3
-    await harness.store.set_expiry(node_id, datetime.now(UTC) + timedelta(seconds=0.3))
+    await live.store.set_expiry(node_id, datetime.now(UTC) + timedelta(seconds=0.3))
     return moment
 
 
-Revoke = Callable[[Harness, Node, int], Awaitable[float]]
+Revoke = Callable[[LiveServer, ClientNode, int], Awaitable[float]]
 HOW = [expire_now, log_out, expire_by_clock]
 
 
 @pytest.mark.parametrize("revoke", HOW, ids=["nodes-expire", "logout", "expiry-passes"])
-async def test_expired_node_map_request_gets_only_itself(harness: Harness, revoke: Revoke) -> None:
-    a = await harness.node("a")
-    b = await harness.node("b")
-    b_id = harness.store.node_by_node_key(b.node_key_text).id
-    moment = await revoke(harness, b, b_id)
+async def test_expired_node_map_request_gets_only_itself(live: LiveServer, revoke: Revoke) -> None:
+    a = await live.node("a")
+    b = await live.node("b")
+    b_id = live.record(b).id
+    moment = await revoke(live, b, b_id)
     await asyncio.sleep(max(0.0, moment - time.monotonic()) + 0.05)
     status, body = await map_request(b)
     assert status == 200
@@ -87,12 +87,12 @@ async def test_expired_node_map_request_gets_only_itself(harness: Harness, revok
         await reader.close()
 
 
-async def test_expired_node_updates_are_refused(harness: Harness) -> None:
-    _a, b, ra, rb, b_id = await harness.streaming_pair()
+async def test_expired_node_updates_are_refused(live: LiveServer) -> None:
+    _a, b, ra, rb, b_id = await live.streaming_pair()
     try:
         await rb.close()
-        before = harness.store.nodes[b_id]
-        await harness.store.set_expiry(b_id, datetime.now(UTC))
+        before = live.store.nodes[b_id]
+        await live.store.set_expiry(b_id, datetime.now(UTC))
         await ra.wait_for(
             lambda m: any(p["ID"] == b_id and p["Expired"] for p in m.get("PeersChanged", [])), SLOW
         )
@@ -102,15 +102,15 @@ async def test_expired_node_updates_are_refused(harness: Harness) -> None:
         status, body = await map_request(b, Endpoints=moved, Hostinfo={"Hostname": "evil", "OS": "x"})
         assert status == 200
         assert_only_itself(decode_messages(body)[0], b_id)
-        after = harness.store.nodes[b_id]
+        after = live.store.nodes[b_id]
         assert (after.endpoints, after.hostinfo, after.hostname) == (
             before.endpoints,
             before.hostinfo,
             before.hostname,
         )
         # A later change reaches a; none of b's refused updates came before it.
-        c = await harness.node("c")
-        c_id = harness.store.node_by_node_key(c.node_key_text).id
+        c = await live.node("c")
+        c_id = live.record(c).id
         await ra.wait_for(lambda m: any(p["ID"] == c_id for p in m.get("PeersChanged", [])), SLOW)
         assert "192.0.2.99" not in repr(ra.messages) and "evil" not in repr(ra.messages)
     finally:
@@ -119,11 +119,11 @@ async def test_expired_node_updates_are_refused(harness: Harness) -> None:
 
 @pytest.mark.parametrize("revoke", HOW, ids=["nodes-expire", "logout", "expiry-passes"])
 async def test_stream_open_at_expiry_gets_last_self_update_and_closes(
-    harness: Harness, revoke: Revoke
+    live: LiveServer, revoke: Revoke
 ) -> None:
-    _a, b, ra, rb, b_id = await harness.streaming_pair()
+    _a, b, ra, rb, b_id = await live.streaming_pair()
     try:
-        moment = await revoke(harness, b, b_id)
+        moment = await revoke(live, b, b_id)
         last = await rb.wait_for(lambda m: m.get("Node", {}).get("Expired") is True, SLOW)
         took = time.monotonic() - moment
         assert_only_itself(last, b_id)
@@ -138,21 +138,21 @@ async def test_stream_open_at_expiry_gets_last_self_update_and_closes(
         await rb.close()
 
 
-async def test_only_registering_again_restores_access(harness: Harness) -> None:
-    a = await harness.node("a")
-    b = await harness.node("b")
-    b_id = harness.store.node_by_node_key(b.node_key_text).id
-    await harness.store.set_expiry(b_id, datetime.now(UTC))
+async def test_only_registering_again_restores_access(live: LiveServer) -> None:
+    a = await live.node("a")
+    b = await live.node("b")
+    b_id = live.record(b).id
+    await live.store.set_expiry(b_id, datetime.now(UTC))
     # Rotating the expired key does not revive it: the client is sent to log in.
     fresh = NodePrivate.generate()
     answer = await b.client.register(fresh, old_node_key=b.node_key_text)
     assert answer["MachineAuthorized"] is False and answer["AuthURL"], answer
-    assert harness.store.is_expired(harness.store.nodes[b_id])
+    assert live.store.is_expired(live.store.nodes[b_id])
     # Nor does re-checking the registration without credentials.
     answer = await b.client.register(b.node_key)
     assert answer["NodeKeyExpired"] is True and answer["MachineAuthorized"] is False
     # Registering again with a key does.
-    answer = await b.client.register(b.node_key, auth_key=await harness.preauth_key())
+    answer = await b.client.register(b.node_key, auth_key=await live.preauth_key())
     assert answer["MachineAuthorized"] is True
     status, body = await map_request(b)
     assert status == 200
@@ -161,16 +161,16 @@ async def test_only_registering_again_restores_access(harness: Harness) -> None:
     assert [p["Key"] for p in full["Peers"]] == [a.node_key_text]
 
 
-async def test_tagged_nodes_do_not_expire_by_node_expiry(make_harness: Any) -> None:
-    harness: Harness = await make_harness(node={"expiry": "1h"})
-    owner = await harness.store.create_user("ops")
-    _, tagged_key = await harness.store.create_preauth_key(owner.id, tags=["tag:server"], reusable=True)
-    server = await harness.node("server", auth_key=tagged_key)
-    laptop = await harness.node("laptop")
-    store = harness.store
-    tagged = store.node_by_node_key(server.node_key_text)
+async def test_tagged_nodes_do_not_expire_by_node_expiry(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(node={"expiry": "1h"})
+    owner = await live.store.create_user("ops")
+    _, tagged_key = await live.store.create_preauth_key(owner.id, tags=["tag:server"], reusable=True)
+    server = await live.node("server", auth_key=tagged_key)
+    laptop = await live.node("laptop")
+    store = live.store
+    tagged = live.record(server)
     assert tagged.tags == ["tag:server"] and tagged.expiry is None
-    assert store.node_by_node_key(laptop.node_key_text).expiry is not None
+    assert live.record(laptop).expiry is not None
     # Registering again keeps it without expiry; an operator can still expire it explicitly.
     await server.client.register(server.node_key, auth_key=tagged_key)
     assert store.nodes[tagged.id].expiry is None
@@ -178,14 +178,14 @@ async def test_tagged_nodes_do_not_expire_by_node_expiry(make_harness: Any) -> N
     assert not store.may_connect(store.nodes[tagged.id])
 
 
-async def test_expiry_timer_follows_changes_of_expiry(harness: Harness) -> None:
+async def test_expiry_timer_follows_changes_of_expiry(live: LiveServer) -> None:
     """Moving an expiry later, or removing it, must not let an older timer end the node's stream."""
-    _a, _b, ra, rb, b_id = await harness.streaming_pair()
+    _a, _b, ra, rb, b_id = await live.streaming_pair()
     try:
-        await harness.store.set_expiry(b_id, datetime.now(UTC) + timedelta(seconds=0.3))
-        await harness.store.set_expiry(b_id, None)
-        c = await harness.node("c")
-        c_id = harness.store.node_by_node_key(c.node_key_text).id
+        await live.store.set_expiry(b_id, datetime.now(UTC) + timedelta(seconds=0.3))
+        await live.store.set_expiry(b_id, None)
+        c = await live.node("c")
+        c_id = live.record(c).id
         await asyncio.sleep(0.5)
         got = await rb.wait_for(lambda m: any(p["ID"] == c_id for p in m.get("PeersChanged", [])), SLOW)
         assert got and not any(m.get("Node", {}).get("Expired") for m in rb.messages)
@@ -195,13 +195,13 @@ async def test_expiry_timer_follows_changes_of_expiry(harness: Harness) -> None:
 
 
 async def test_a_missed_expiry_is_caught_at_the_next_keepalive(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The wall clock jumps two hours ahead: the expiry timer (loop clock) is an hour away, yet the stream
     ends at its next keep-alive."""
-    _a, _b, ra, rb, b_id = await harness.streaming_pair()
+    _a, _b, ra, rb, b_id = await live.streaming_pair()
     try:
-        await harness.store.set_expiry(b_id, datetime.now(UTC) + timedelta(hours=1))
+        await live.store.set_expiry(b_id, datetime.now(UTC) + timedelta(hours=1))
         monkeypatch.setattr(store_module, "now", lambda: datetime.now(UTC) + timedelta(hours=2))
         last = await rb.wait_for(lambda m: m.get("Node", {}).get("Expired") is True, SLOW)
         assert_only_itself(last, b_id)
@@ -211,18 +211,18 @@ async def test_a_missed_expiry_is_caught_at_the_next_keepalive(
         await rb.close()
 
 
-async def test_ssh_checks_refuse_expired_nodes(harness: Harness) -> None:
+async def test_ssh_checks_refuse_expired_nodes(live: LiveServer) -> None:
     """Tailscale SSH `check`: an expired destination is refused; an expired source is rejected even when a
     check for the pair was approved within its checkPeriod."""
-    a, b = await harness.node("a"), await harness.node("b")
-    store = harness.store
-    a_id, b_id = (store.node_by_node_key(n.node_key_text).id for n in (a, b))
+    a, b = await live.node("a"), await live.node("b")
+    store = live.store
+    a_id, b_id = (live.record(n).id for n in (a, b))
     rule = {"action": "check", "src": ["alice@"], "dst": ["alice@"], "users": ["root"], "checkPeriod": "1h"}
-    assert harness.server.policy is not None
-    await harness.server.policy.apply(
+    assert live.server.policy is not None
+    await live.server.policy.apply(
         json.dumps({"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}], "ssh": [rule]})
     )
-    harness.server.ssh_checks.record_approval(a_id, b_id)
+    live.server.ssh_checks.record_approval(a_id, b_id)
     path = f"/machine/ssh/action/{a_id}/to/{b_id}?local_user=root"
     status, body = await b.client.request("GET", path)
     assert status == 200 and json.loads(body).get("accept") is True  # approved within the period

@@ -12,7 +12,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from pyheadscale.cli.main import main
-from tests.api.harness import LiveServer
+from tests.live_server import LiveServer
 
 
 @dataclass
@@ -35,15 +35,6 @@ class Result:
 
 
 RunCli = Callable[..., Awaitable[Result]]
-
-
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[LiveServer]:
-    server = await LiveServer.start(tmp_path / "data")
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.api.harness import LiveServer
 from tests.cli.conftest import RunCli
+from tests.live_server import LiveServer
 
 AUTH_ID = "hskey-authreq-" + "ab" * 12
 

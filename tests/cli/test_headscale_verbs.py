@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.api.harness import LiveServer
 from tests.cli.conftest import RunCli
+from tests.live_server import LiveServer
 
 
 async def test_config_flag_after_the_verb(cli_process: RunCli, config_file: Path) -> None:

@@ -8,17 +8,17 @@ import aiohttp
 
 from pyheadscale.client.control import ControlClient
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
-from tests.api.harness import LiveServer
 from tests.cli.conftest import RunCli
+from tests.live_server import LiveServer
 
 
 async def start_login(live: LiveServer) -> tuple[ControlClient, NodePrivate, str]:
-    client = ControlClient(live.base_url, MachinePrivate.generate())
+    client = ControlClient(live.url, MachinePrivate.generate())
     await client.connect()
     node_key = NodePrivate.generate()
     first = await client.register(node_key, hostname="laptop")
     assert not first["MachineAuthorized"]
-    assert first["AuthURL"].startswith(f"{live.base_url}/register/hskey-authreq-"), first
+    assert first["AuthURL"].startswith(f"{live.url}/register/hskey-authreq-"), first
     return client, node_key, first["AuthURL"]
 
 
@@ -89,9 +89,9 @@ async def test_rejected_login_is_refused_with_a_clear_error(live: LiveServer, cl
 async def test_stale_followup_gets_a_fresh_login_url(live: LiveServer) -> None:
     client, node_key, _ = await start_login(live)
     try:
-        stale = f"{live.base_url}/register/hskey-authreq-{'0' * 24}"
+        stale = f"{live.url}/register/hskey-authreq-{'0' * 24}"
         again = await client.register(node_key, hostname="laptop", followup=stale)
-        assert again["AuthURL"].startswith(f"{live.base_url}/register/hskey-authreq-")
+        assert again["AuthURL"].startswith(f"{live.url}/register/hskey-authreq-")
         assert again["AuthURL"] != stale
     finally:
         await client.close()

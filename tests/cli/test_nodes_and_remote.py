@@ -6,8 +6,8 @@ import base64
 from pathlib import Path
 
 from pyheadscale.tailkey import MachinePublic, NodePublic
-from tests.api.harness import LiveServer
 from tests.cli.conftest import RunCli
+from tests.live_server import LiveServer
 
 
 async def test_nodes_list_and_manage(cli: RunCli, live: LiveServer) -> None:
@@ -82,19 +82,19 @@ async def test_node_errors(cli: RunCli, live: LiveServer) -> None:
 
 async def test_remote_address_with_api_key(cli: RunCli, cli_process: RunCli, live: LiveServer) -> None:
     key = (await cli("apikeys", "create")).out.strip()
-    env = {"HEADSCALE_CLI_ADDRESS": live.base_url, "HEADSCALE_CLI_API_KEY": key}
+    env = {"HEADSCALE_CLI_ADDRESS": live.url, "HEADSCALE_CLI_API_KEY": key}
     result = await cli_process("users", "create", "remote", env=env, config=False)
     assert result.code == 0 and live.store.user_by_name("remote") is not None
     result = await cli_process(
-        "--address", live.base_url, "--api-key", key, "users", "list", "-o", "json", config=False
+        "--address", live.url, "--api-key", key, "users", "list", "-o", "json", config=False
     )
     assert result.code == 0 and '"name": "remote"' in result.out
     result = await cli_process(
-        "--address", live.base_url, "--api-key", key[:-4] + "0000", "users", "list", config=False
+        "--address", live.url, "--api-key", key[:-4] + "0000", "users", "list", config=False
     )
     assert result.code == 1 and result.err == "Error: invalid or expired API key\n"
     result = await cli_process(
-        "--address", live.base_url, "users", "list", config=False, env={"HEADSCALE_CLI_API_KEY": ""}
+        "--address", live.url, "users", "list", config=False, env={"HEADSCALE_CLI_API_KEY": ""}
     )
     assert result.code == 1 and "needs an API key" in result.err
 

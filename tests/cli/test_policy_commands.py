@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.api.harness import LiveServer
 from tests.cli.conftest import RunCli
+from tests.live_server import LiveServer
 
 POLICY = {"acls": [{"action": "accept", "src": ["alice@"], "dst": ["*:22"]}]}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from tests.control.test_crash import REPO, start_process
-from tests.server.conftest import free_port
+from tests.ports import free_port
 
 SSH = {"acls": [{"action": "accept", "src": ["*"], "dst": ["*:22"]}]}
 WEB = {"acls": [{"action": "accept", "src": ["*"], "dst": ["*:80"]}]}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.api.harness import LiveServer
 from tests.cli.conftest import RunCli
+from tests.live_server import LiveServer
 
 
 async def test_auth_approve_decides_an_ssh_check(live: LiveServer, cli: RunCli) -> None:

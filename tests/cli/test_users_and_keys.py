@@ -6,8 +6,8 @@ import re
 
 import yaml
 
-from tests.api.harness import LiveServer
 from tests.cli.conftest import RunCli
+from tests.live_server import LiveServer
 
 
 async def test_users_create_list_rename_destroy(cli: RunCli, live: LiveServer) -> None:

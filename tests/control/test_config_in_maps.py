@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from tests.control.conftest import Harness, open_map
+from tests.live_server import LiveServer, StartLive, open_map
 
 
 @pytest.mark.parametrize("enabled", [False, True])
-async def test_auto_update_default_is_a_self_capability(make_harness: Any, enabled: bool) -> None:
-    harness: Harness = await make_harness(auto_update={"enabled": enabled})
-    node = await harness.node("alpha")
+async def test_auto_update_default_is_a_self_capability(start_live: StartLive, enabled: bool) -> None:
+    live: LiveServer = await start_live(auto_update={"enabled": enabled})
+    node = await live.node("alpha")
     reader = open_map(node, compress=False)
     try:
         full = await reader.next()

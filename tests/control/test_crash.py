@@ -14,7 +14,8 @@ import yaml
 
 from pyheadscale.client.control import ControlClient
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
-from tests.control.conftest import Harness, MapReader, free_port
+from tests.live_server import LiveServer, MapReader
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,7 +70,7 @@ async def start_process(config: Path, port: int, log: Path) -> subprocess.Popen[
             await asyncio.sleep(0.05)
 
     try:
-        await asyncio.wait_for(ready(), 15)
+        await asyncio.wait_for(ready(), 60)  # a fresh interpreter on a loaded machine is slow to start
     except BaseException:
         proc.kill()
         proc.wait()
@@ -89,7 +90,7 @@ async def test_sigkill_and_restart_keeps_nodes(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     port = free_port()
     # the user and key come from an in-process server on the same data directory
-    setup = Harness(data_dir, port=port)
+    setup = LiveServer(data_dir, port=port)
     await setup.start()
     auth_key = await setup.preauth_key()
     await setup.stop()

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.control.conftest import Harness, MapReader, Node
+from tests.live_server import ClientNode, LiveServer, MapReader, StartLive
 
 ROUTE = "10.0.0.0/24"
 
@@ -23,12 +23,12 @@ def hostinfo(name: str) -> dict[str, Any]:
 class Router:
     """A routing node's map stream that answers the server's PingRequests while `answering` is set."""
 
-    def __init__(self, harness: Harness, node: Node, name: str) -> None:
-        self.harness, self.node, self.name = harness, node, name
+    def __init__(self, live: LiveServer, node: ClientNode, name: str) -> None:
+        self.live, self.node, self.name = live, node, name
         self.answering = True
         self.pings_seen = 0
         self._pinged = asyncio.Event()
-        self.id: int = harness.store.node_by_node_key(node.node_key_text).id
+        self.id: int = live.record(node).id
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -63,10 +63,10 @@ class Router:
             self._task = None
 
 
-async def make_router(harness: Harness, name: str) -> Router:
-    node = await harness.node(name, hostinfo=hostinfo(name))
-    router = Router(harness, node, name)
-    await harness.store.set_approved_routes(router.id, [ROUTE])
+async def make_router(live: LiveServer, name: str) -> Router:
+    node = await live.node(name, hostinfo=hostinfo(name))
+    router = Router(live, node, name)
+    await live.store.set_approved_routes(router.id, [ROUTE])
     return router
 
 
@@ -82,8 +82,8 @@ class Viewer:
         self.primary: set[int] = set()
 
     @classmethod
-    async def open(cls, harness: Harness) -> Viewer:
-        node = await harness.node("viewer")
+    async def open(cls, live: LiveServer) -> Viewer:
+        node = await live.node("viewer")
         viewer = cls(MapReader(node.client.map_stream(node.node_key)))
         full = await viewer.reader.next()
         viewer.primary = primary_of(full["Peers"])
@@ -104,10 +104,10 @@ class Viewer:
             await self.reader.wait_for(seen, within)
 
 
-async def test_primary_fails_over_when_offline_and_does_not_flap_back(make_harness: Any) -> None:
-    harness: Harness = await make_harness(node={"routes": {"ha": {"probe_interval": "0"}}})
-    r1, r2 = await make_router(harness, "r1"), await make_router(harness, "r2")
-    viewer = await Viewer.open(harness)
+async def test_primary_fails_over_when_offline_and_does_not_flap_back(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(node={"routes": {"ha": {"probe_interval": "0"}}})
+    r1, r2 = await make_router(live, "r1"), await make_router(live, "r2")
+    viewer = await Viewer.open(live)
     assert viewer.primary == set(), "a router that is not online carries nothing"
     r1.start()
     await viewer.wait_primary({r1.id})
@@ -121,20 +121,20 @@ async def test_primary_fails_over_when_offline_and_does_not_flap_back(make_harne
     r1.start()
     await asyncio.sleep(1.0)
     assert viewer.primary == {r2.id}, "the router coming back must not take the route back"
-    assert harness.server.policy is not None
-    assert harness.server.policy.primary_routes_of(r2.id) == [ROUTE]
+    assert live.server.policy is not None
+    assert live.server.policy.primary_routes_of(r2.id) == [ROUTE]
     await r1.stop()
     await r2.stop()
     await viewer.wait_primary(set())
     await viewer.reader.close()
 
 
-async def test_router_silent_to_health_probes_loses_the_route(make_harness: Any) -> None:
-    harness: Harness = await make_harness(
+async def test_router_silent_to_health_probes_loses_the_route(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(
         node={"routes": {"ha": {"probe_interval": "2s", "probe_timeout": "1s"}}}
     )
-    r1, r2 = await make_router(harness, "r1"), await make_router(harness, "r2")
-    viewer = await Viewer.open(harness)
+    r1, r2 = await make_router(live, "r1"), await make_router(live, "r2")
+    viewer = await Viewer.open(live)
     r1.start()
     await viewer.wait_primary({r1.id})
     r2.start()
@@ -152,12 +152,12 @@ async def test_router_silent_to_health_probes_loses_the_route(make_harness: Any)
     await viewer.reader.close()
 
 
-async def test_all_silent_keeps_the_previous_primary(make_harness: Any) -> None:
-    harness: Harness = await make_harness(
+async def test_all_silent_keeps_the_previous_primary(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(
         node={"routes": {"ha": {"probe_interval": "2s", "probe_timeout": "1s"}}}
     )
-    r1, r2 = await make_router(harness, "r1"), await make_router(harness, "r2")
-    viewer = await Viewer.open(harness)
+    r1, r2 = await make_router(live, "r1"), await make_router(live, "r2")
+    viewer = await Viewer.open(live)
     r1.answering = r2.answering = False
     r1.start()
     await viewer.wait_primary({r1.id})
@@ -172,18 +172,18 @@ async def test_all_silent_keeps_the_previous_primary(make_harness: Any) -> None:
 @pytest.mark.parametrize(
     ("method", "query", "status"), [("HEAD", "", 400), ("HEAD", "?id=nope", 404), ("GET", "?id=x", 405)]
 )
-async def test_ping_response_endpoint(harness: Harness, method: str, query: str, status: int) -> None:
+async def test_ping_response_endpoint(live: LiveServer, method: str, query: str, status: int) -> None:
     async with (
         aiohttp.ClientSession() as http,
-        http.request(method, f"{harness.url}/machine/ping-response{query}") as resp,
+        http.request(method, f"{live.url}/machine/ping-response{query}") as resp,
     ):
         assert resp.status == status
 
 
-async def test_a_new_policy_keeps_the_elected_primary(make_harness: Any) -> None:
-    harness: Harness = await make_harness(node={"routes": {"ha": {"probe_interval": "0"}}})
-    r1, r2 = await make_router(harness, "r1"), await make_router(harness, "r2")
-    viewer = await Viewer.open(harness)
+async def test_a_new_policy_keeps_the_elected_primary(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(node={"routes": {"ha": {"probe_interval": "0"}}})
+    r1, r2 = await make_router(live, "r1"), await make_router(live, "r2")
+    viewer = await Viewer.open(live)
     r1.start()
     await viewer.wait_primary({r1.id})
     r2.start()
@@ -191,11 +191,11 @@ async def test_a_new_policy_keeps_the_elected_primary(make_harness: Any) -> None
     await viewer.wait_primary({r2.id})
     r1.start()
     await asyncio.sleep(0.5)
-    assert harness.server.policy is not None
-    await harness.server.policy.apply('{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}')
+    assert live.server.policy is not None
+    await live.server.policy.apply('{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}')
     full = await viewer.reader.wait_for(lambda m: "Peers" in m)  # a new policy: everyone's full map
     assert primary_of(full["Peers"]) == {r2.id}
-    assert harness.server.policy.primary_routes_of(r2.id) == [ROUTE]
+    assert live.server.policy.primary_routes_of(r2.id) == [ROUTE]
     await r1.stop()
     await r2.stop()
     await viewer.reader.close()

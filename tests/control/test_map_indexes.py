@@ -15,7 +15,7 @@ from typing import Any
 
 from pyheadscale.mapper.builder import MapBuilder
 from pyheadscale.policy import PolicyEngine, PolicyNode, PolicyUser
-from tests.control.conftest import Harness
+from tests.live_server import LiveServer
 
 POLICY = {
     "tagOwners": {"tag:web": ["alice@"]},
@@ -50,9 +50,9 @@ def drain(distributor: Any) -> None:
 async def test_reverse_index_follows_joins_leaves_tags_and_policy(tmp_path: Path) -> None:
     from pyheadscale.mapper.distributor import MapSession
 
-    harness = await Harness(tmp_path / "srv", policy={"mode": "database"}).start()
+    live = await LiveServer(tmp_path / "srv", policy={"mode": "database"}).start()
     try:
-        server = harness.server
+        server = live.server
         store = server.store
         assert store is not None and server.policy is not None
         alice = await store.create_user("alice")
@@ -109,7 +109,7 @@ async def test_reverse_index_follows_joins_leaves_tags_and_policy(tmp_path: Path
         check()
         assert len(indexed(distributor)[ids[0]]) == len(sessions) - 1
     finally:
-        await harness.stop()
+        await live.stop()
 
 
 def _distributor(server: Any) -> Any:
@@ -172,11 +172,11 @@ async def test_shared_peer_entries_equal_a_fresh_rendering(tmp_path: Path, monke
     """
     from pyheadscale.tailkey import MachinePrivate, NodePrivate
 
-    harness = await Harness(tmp_path / "srv").start()
+    live = await LiveServer(tmp_path / "srv").start()
     try:
-        store = harness.server.store
+        store = live.server.store
         assert store is not None
-        builder = _distributor(harness.server).builder
+        builder = _distributor(live.server).builder
         alice = await store.create_user("alice")
         nodes = []
         for i in range(3):
@@ -221,4 +221,4 @@ async def test_shared_peer_entries_equal_a_fresh_rendering(tmp_path: Path, monke
             assert offline == fresh(nodes[2].id)
             assert offline["LastSeen"] == fresh(nodes[2].id)["LastSeen"]
     finally:
-        await harness.stop()
+        await live.stop()

@@ -7,29 +7,29 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from tests.control.conftest import Harness
+from tests.live_server import LiveServer
 
 
-def _sent(harness: Harness, kind: str) -> float:
-    value = harness.server.metrics.registry.get_sample_value("pyheadscale_map_messages_total", {"kind": kind})
+def _sent(live: LiveServer, kind: str) -> float:
+    value = live.server.metrics.registry.get_sample_value("pyheadscale_map_messages_total", {"kind": kind})
     return value or 0.0
 
 
-async def test_message_kinds_counted(harness: Harness) -> None:
-    _, _, ra, rb, b_id = await harness.streaming_pair()
+async def test_message_kinds_counted(live: LiveServer) -> None:
+    _, _, ra, rb, b_id = await live.streaming_pair()
     try:
-        assert _sent(harness, "full") == 2 and _sent(harness, "revoked") == 0
-        await harness.node("c")
+        assert _sent(live, "full") == 2 and _sent(live, "revoked") == 0
+        await live.node("c")
         await ra.wait_for(lambda m: bool(m.get("PeersChanged")))
-        assert _sent(harness, "delta") >= 1
-        await ra.wait_for(lambda m: m.get("KeepAlive") is True, within=harness.keepalive * 3 + 5)
-        assert _sent(harness, "keepalive") >= 1
-        full_before = _sent(harness, "full")
-        await harness.store.set_expiry(b_id, datetime.now(UTC) - timedelta(minutes=1))
+        assert _sent(live, "delta") >= 1
+        await ra.wait_for(lambda m: m.get("KeepAlive") is True, within=live.keepalive * 3 + 5)
+        assert _sent(live, "keepalive") >= 1
+        full_before = _sent(live, "full")
+        await live.store.set_expiry(b_id, datetime.now(UTC) - timedelta(minutes=1))
         await rb.ended()
         last = rb.messages[-1]
         assert "Node" in last and "Peers" in last and last["Node"]["Expired"] is True
-        assert _sent(harness, "revoked") == 1
-        assert _sent(harness, "full") == full_before
+        assert _sent(live, "revoked") == 1
+        assert _sent(live, "full") == full_before
     finally:
         await asyncio.gather(ra.close(), rb.close())

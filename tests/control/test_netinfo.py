@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from pyheadscale.tailkey import NodePrivate
-from tests.control.conftest import Harness, MapReader
+from tests.live_server import LiveServer, MapReader
 
 HOSTINFO = {"Hostname": "roamer", "OS": "linux", "GoArch": "amd64"}
 
 
-async def lite_update(harness: Harness, node: Any, node_key_text: str, hostinfo: dict[str, Any]) -> None:
+async def lite_update(live: LiveServer, node: Any, node_key_text: str, hostinfo: dict[str, Any]) -> None:
     status, data = await node.client.request(
         "POST",
         "/machine/map",
@@ -25,15 +25,15 @@ async def lite_update(harness: Harness, node: Any, node_key_text: str, hostinfo:
     assert status == 200, data
 
 
-async def test_netinfo_survives_a_map_request_and_a_relogin_without_it(harness: Harness) -> None:
-    key = await harness.preauth_key()
-    roamer = await harness.node("roamer", auth_key=key)
-    await lite_update(harness, roamer, roamer.node_key_text, {**HOSTINFO, "NetInfo": {"PreferredDERP": 7}})
-    node = harness.store.node_by_node_key(roamer.node_key_text)
+async def test_netinfo_survives_a_map_request_and_a_relogin_without_it(live: LiveServer) -> None:
+    key = await live.preauth_key()
+    roamer = await live.node("roamer", auth_key=key)
+    await lite_update(live, roamer, roamer.node_key_text, {**HOSTINFO, "NetInfo": {"PreferredDERP": 7}})
+    node = live.record(roamer)
     assert node is not None and node.home_derp == 7
 
-    await lite_update(harness, roamer, roamer.node_key_text, {**HOSTINFO, "OSVersion": "6.1"})
-    node = harness.store.node_by_node_key(roamer.node_key_text)
+    await lite_update(live, roamer, roamer.node_key_text, {**HOSTINFO, "OSVersion": "6.1"})
+    node = live.record(roamer)
     assert node is not None and node.home_derp == 7 and node.hostinfo["OSVersion"] == "6.1"
 
     # logout, then a login with a new node key: the client's Hostinfo has no NetInfo this time
@@ -42,11 +42,11 @@ async def test_netinfo_survives_a_map_request_and_a_relogin_without_it(harness: 
     answer = await roamer.client.register(new_key, auth_key=key, hostinfo=HOSTINFO)
     assert answer["MachineAuthorized"], answer
     new_text = new_key.public().text
-    await lite_update(harness, roamer, new_text, HOSTINFO)
-    node = harness.store.node_by_node_key(new_text)
+    await lite_update(live, roamer, new_text, HOSTINFO)
+    node = live.record(new_text)
     assert node is not None and node.home_derp == 7
 
-    watcher = await harness.node("watcher", auth_key=key)
+    watcher = await live.node("watcher", auth_key=key)
     reader = MapReader(watcher.client.map_stream(watcher.node_key))
     try:
         first = await reader.next()

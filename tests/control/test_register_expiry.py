@@ -2,41 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 from pyheadscale.state.names import now
 from pyheadscale.tailkey import NodePrivate
-from tests.control.conftest import Harness
-
-MakeHarness = Callable[..., Awaitable[Harness]]
+from tests.live_server import LiveServer, StartLive
 
 
-async def _register(harness: Harness, key: str, **kwargs: Any) -> Any:
-    client = await harness.client()
+async def _register(live: LiveServer, key: str, **kwargs: Any) -> Any:
+    client = await live.client()
     answer = await client.register(NodePrivate.generate(), auth_key=key, **kwargs)
     assert answer["MachineAuthorized"], answer
-    return harness.store.node_by_machine_key(client.machine_key_text)
+    return live.store.node_by_machine_key(client.machine_key_text)
 
 
-async def test_tagged_nodes_never_get_the_default_expiry(make_harness: MakeHarness) -> None:
-    harness = await make_harness(node={"expiry": "1d"})
-    user = await harness.store.create_user("alice")
-    _, personal = await harness.store.create_preauth_key(user.id)
-    _, tagged = await harness.store.create_preauth_key(None, tags=["tag:server"])
-    owned = await _register(harness, personal)
+async def test_tagged_nodes_never_get_the_default_expiry(start_live: StartLive) -> None:
+    live = await start_live(node={"expiry": "1d"})
+    user = await live.store.create_user("alice")
+    _, personal = await live.store.create_preauth_key(user.id)
+    _, tagged = await live.store.create_preauth_key(None, tags=["tag:server"])
+    owned = await _register(live, personal)
     assert owned.expiry is not None
     assert timedelta(hours=23) < owned.expiry - now() <= timedelta(days=1)
-    server = await _register(harness, tagged)
+    server = await _register(live, tagged)
     assert server.tags == ["tag:server"]
     assert server.expiry is None, "tagged nodes are exempt from node.expiry"
 
 
-async def test_a_clients_requested_expiry_is_honoured(make_harness: MakeHarness) -> None:
-    harness = await make_harness(node={"expiry": "1d"})
-    user = await harness.store.create_user("alice")
-    _, key = await harness.store.create_preauth_key(user.id)
+async def test_a_clients_requested_expiry_is_honoured(start_live: StartLive) -> None:
+    live = await start_live(node={"expiry": "1d"})
+    user = await live.store.create_user("alice")
+    _, key = await live.store.create_preauth_key(user.id)
     wanted = (now() + timedelta(hours=5)).replace(microsecond=0)
-    node = await _register(harness, key, expiry=wanted.isoformat().replace("+00:00", "Z"))
+    node = await _register(live, key, expiry=wanted.isoformat().replace("+00:00", "Z"))
     assert node.expiry == wanted

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
-from tests.control.conftest import Harness, MapReader
+from tests.live_server import LiveServer, MapReader
 
 FIXTURES = sorted((Path(__file__).resolve().parents[2] / "fixtures" / "tsnet-1.90.9").glob("*.jsonl"))
 
@@ -35,11 +35,11 @@ def substitute(entry: dict[str, Any], node_key: str, auth_key: str) -> dict[str,
     return dict(body)
 
 
-async def replay(harness: Harness, path: Path, auth_key: str, readers: list[MapReader]) -> dict[str, Any]:
+async def replay(live: LiveServer, path: Path, auth_key: str, readers: list[MapReader]) -> dict[str, Any]:
     machine_key = MachinePrivate.generate()
     node_key = NodePrivate.generate()
     node_key_text = node_key.public().text
-    client = await harness.client(machine_key)
+    client = await live.client(machine_key)
     assert client.early_payload is not None
     assert client.early_payload["nodeKeyChallenge"].startswith("chalpub:")
     first_map: dict[str, Any] = {}
@@ -73,19 +73,19 @@ async def replay(harness: Harness, path: Path, auth_key: str, readers: list[MapR
             status, data = await client.request("POST", "/machine/map", body)
             assert status == 200, data
             if body.get("Endpoints"):
-                node = harness.store.node_by_node_key(node_key_text)
+                node = live.record(node_key_text)
                 assert node.endpoints == body["Endpoints"]
     assert first_map, "fixture had no streaming map request"
     return first_map
 
 
-async def test_replay_all_fixtures(harness: Harness) -> None:
-    auth_key = await harness.preauth_key()
+async def test_replay_all_fixtures(live: LiveServer) -> None:
+    auth_key = await live.preauth_key()
     readers: list[MapReader] = []
     maps = []
     try:
         for path in FIXTURES:
-            maps.append(await replay(harness, path, auth_key, readers))
+            maps.append(await replay(live, path, auth_key, readers))
         # the first node saw the later ones join, the last one got them all in its first map
         first_ids = {maps[0]["Node"]["ID"]}
         later = {m["Node"]["ID"] for m in maps[1:]}
@@ -104,10 +104,10 @@ async def test_replay_all_fixtures(harness: Harness) -> None:
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
-async def test_replay_each_fixture_alone(harness: Harness, path: Path) -> None:
+async def test_replay_each_fixture_alone(live: LiveServer, path: Path) -> None:
     readers: list[MapReader] = []
     try:
-        first = await replay(harness, path, await harness.preauth_key(), readers)
+        first = await replay(live, path, await live.preauth_key(), readers)
         assert first["Peers"] == []
         assert first["CollectServices"] is False
     finally:
@@ -116,13 +116,13 @@ async def test_replay_each_fixture_alone(harness: Harness, path: Path) -> None:
 
 
 async def test_recorder_writes_replayable_fixtures(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """With PYHEADSCALE_RECORD_DIR set, a session is recorded in the fixture format, its auth key masked."""
     record_dir = tmp_path / "recorded"
     monkeypatch.setenv("PYHEADSCALE_RECORD_DIR", str(record_dir))
-    key = await harness.preauth_key()
-    node = await harness.node("recorded", auth_key=key)
+    key = await live.preauth_key()
+    node = await live.node("recorded", auth_key=key)
     status, _ = await node.client.request(
         "POST", "/machine/map", {"Version": 130, "NodeKey": node.node_key_text, "OmitPeers": True}
     )
@@ -140,6 +140,6 @@ async def test_recorder_writes_replayable_fixtures(
     # and the recording replays like the real client's
     monkeypatch.delenv("PYHEADSCALE_RECORD_DIR")
     body = substitute(entries[0], NodePrivate.generate().public().text, key)
-    client = await harness.client()
+    client = await live.client()
     status, data = await client.request("POST", "/machine/register", body)
     assert status == 200 and json.loads(data)["MachineAuthorized"]

@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
-from tests.control.conftest import Harness, MapReader, Node
 from tests.e2e.features_driver import SSH_CHECK_POLICY
+from tests.live_server import ClientNode, LiveServer, MapReader
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "tailscaled-1.90.9-ssh-check"
 
@@ -26,11 +26,11 @@ def load(name: str) -> list[dict[str, Any]]:
 
 
 async def join(
-    harness: Harness, entries: list[dict[str, Any]], auth_key: str, readers: list[MapReader]
-) -> Node:
+    live: LiveServer, entries: list[dict[str, Any]], auth_key: str, readers: list[MapReader]
+) -> ClientNode:
     """Replay a node's register and map requests; returns it once its map stream has sent the full map."""
     machine_key, node_key = MachinePrivate.generate(), NodePrivate.generate()
-    client = await harness.client(machine_key)
+    client = await live.client(machine_key)
     node_key_text = node_key.public().text
     register: dict[str, Any] = {}
     for entry in entries:
@@ -50,19 +50,19 @@ async def join(
         else:
             status, _ = await client.request("POST", "/machine/map", body)
             assert status == 200
-    return Node(client, machine_key, node_key, register)
+    return ClientNode(client, machine_key, node_key, register)
 
 
-async def test_replayed_ssh_check_holds_then_accepts_after_approval(harness: Harness) -> None:
-    assert harness.server.policy is not None
-    await harness.server.policy.apply(json.dumps(SSH_CHECK_POLICY))
-    auth_key = await harness.preauth_key()
+async def test_replayed_ssh_check_holds_then_accepts_after_approval(live: LiveServer) -> None:
+    assert live.server.policy is not None
+    await live.server.policy.apply(json.dumps(SSH_CHECK_POLICY))
+    auth_key = await live.preauth_key()
     readers: list[MapReader] = []
     try:
-        await join(harness, load("src.jsonl"), auth_key, readers)
+        await join(live, load("src.jsonl"), auth_key, readers)
         dst_entries = load("dst.jsonl")
-        dst = await join(harness, dst_entries, auth_key, readers)
-        src_id, dst_id = sorted(n.id for n in harness.store.nodes.values())
+        dst = await join(live, dst_entries, auth_key, readers)
+        src_id, dst_id = sorted(n.id for n in live.store.nodes.values())
         actions = [e for e in dst_entries if e["method"] == "GET"]
         assert [sorted(e["query"]) for e in actions] == [
             ["local_user"],
@@ -83,7 +83,7 @@ async def test_replayed_ssh_check_holds_then_accepts_after_approval(harness: Har
         follow_up = asyncio.ensure_future(dst.client.request("GET", target(actions[1], auth_id)))
         await asyncio.sleep(0.2)
         assert not follow_up.done()
-        harness.server.ssh_checks.approve(harness.server.ssh_checks.pending(auth_id))
+        live.server.ssh_checks.approve(live.server.ssh_checks.pending(auth_id))
         status, data = await asyncio.wait_for(follow_up, 5)
         assert status == 200 and json.loads(data)["accept"] is True
 

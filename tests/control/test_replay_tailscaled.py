@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.control.conftest import Harness, MapReader
 from tests.control.test_replay import load, replay
+from tests.live_server import LiveServer, MapReader
 
 FIXTURES = sorted((Path(__file__).resolve().parents[2] / "fixtures" / "tailscaled-1.90.9").glob("*.jsonl"))
 
@@ -34,10 +34,10 @@ def test_fixtures_are_tailscaled_with_a_tun() -> None:
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
-async def test_replay_tailscaled_session(harness: Harness, path: Path) -> None:
+async def test_replay_tailscaled_session(live: LiveServer, path: Path) -> None:
     readers: list[MapReader] = []
     try:
-        first = await replay(harness, path, await harness.preauth_key(), readers)
+        first = await replay(live, path, await live.preauth_key(), readers)
         assert first["Peers"] == []
         assert first["Node"]["Hostinfo"]["Hostname"] == bodies(path)[0]["Hostinfo"]["Hostname"]
     finally:

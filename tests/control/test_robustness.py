@@ -18,12 +18,12 @@ import pytest
 from pyheadscale.client.control import fetch_server_key
 from pyheadscale.control import noise
 from pyheadscale.tailkey import MachinePrivate, MachinePublic, NodePrivate
-from tests.control.conftest import Harness, open_map
+from tests.live_server import LiveServer, open_map
 
 
-async def still_serving(harness: Harness) -> None:
+async def still_serving(live: LiveServer) -> None:
     """A fresh client registers and gets its map, and the server's other streams are unaffected."""
-    node = await harness.node("bystander")
+    node = await live.node("bystander")
     reader = open_map(node)
     try:
         full = await reader.next()
@@ -32,8 +32,8 @@ async def still_serving(harness: Harness) -> None:
         await reader.close()
 
 
-async def http_exchange(harness: Harness, request: bytes) -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+async def http_exchange(live: LiveServer, request: bytes) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
     try:
         writer.write(request)
         await writer.drain()
@@ -45,12 +45,12 @@ async def http_exchange(harness: Harness, request: bytes) -> tuple[int, bytes]:
 
 
 def upgrade_request(
-    harness: Harness,
+    live: LiveServer,
     header: str | None,
     upgrade: str | None = "tailscale-control-protocol",
     method: str = "POST",
 ) -> bytes:
-    lines = [f"{method} /ts2021 HTTP/1.1", f"Host: 127.0.0.1:{harness.port}", "Connection: upgrade"]
+    lines = [f"{method} /ts2021 HTTP/1.1", f"Host: 127.0.0.1:{live.port}", "Connection: upgrade"]
     if upgrade is not None:
         lines.append(f"Upgrade: {upgrade}")
     if header is not None:
@@ -82,8 +82,8 @@ def b64(data: bytes) -> str:
         "wrong-server-key",
     ],
 )
-async def test_bad_handshake_gets_400(harness: Harness, case: str) -> None:
-    server_public = await fetch_server_key(harness.url)
+async def test_bad_handshake_gets_400(live: LiveServer, case: str) -> None:
+    server_public = await fetch_server_key(live.url)
     init = valid_initiation(server_public)
     header: str | None = b64(init)
     upgrade: str | None = "tailscale-control-protocol"
@@ -107,17 +107,17 @@ async def test_bad_handshake_gets_400(harness: Harness, case: str) -> None:
         header = b64(init[:5] + bytes(range(96)))
     elif case == "wrong-server-key":
         header = b64(valid_initiation(MachinePrivate.generate().public()))
-    status, body = await http_exchange(harness, upgrade_request(harness, header, upgrade))
+    status, body = await http_exchange(live, upgrade_request(live, header, upgrade))
     assert status == 400, body
     assert body.strip()
-    await still_serving(harness)
+    await still_serving(live)
 
 
-async def test_key_endpoint(harness: Harness) -> None:
-    status, body = await http_exchange(harness, b"GET /key?v=130 HTTP/1.1\r\nHost: x\r\n\r\n")
+async def test_key_endpoint(live: LiveServer) -> None:
+    status, body = await http_exchange(live, b"GET /key?v=130 HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status == 200
     answer = json.loads(body)
-    assert MachinePublic.from_text(answer["publicKey"]) == await fetch_server_key(harness.url)
+    assert MachinePublic.from_text(answer["publicKey"]) == await fetch_server_key(live.url)
 
 
 class RawSession:
@@ -133,15 +133,15 @@ class RawSession:
         self._plaintexts: deque[bytes] = deque()
 
     @classmethod
-    async def open(cls, harness: Harness) -> RawSession:
-        return await cls.open_as(harness, MachinePrivate.generate())
+    async def open(cls, live: LiveServer) -> RawSession:
+        return await cls.open_as(live, MachinePrivate.generate())
 
     @classmethod
-    async def open_as(cls, harness: Harness, machine_key: MachinePrivate) -> RawSession:
-        server_public = await fetch_server_key(harness.url)
+    async def open_as(cls, live: LiveServer, machine_key: MachinePrivate) -> RawSession:
+        server_public = await fetch_server_key(live.url)
         initiator = noise.Initiator(machine_key, server_public, 130)
-        reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
-        writer.write(upgrade_request(harness, b64(initiator.initiation())))
+        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+        writer.write(upgrade_request(live, b64(initiator.initiation())))
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 101"), head
         header = await reader.readexactly(3)
@@ -178,10 +178,10 @@ class RawSession:
         self.writer.close()
 
 
-async def closed_after(harness: Harness, data: bytes, *, sealed: bool = False) -> bool:
+async def closed_after(live: LiveServer, data: bytes, *, sealed: bool = False) -> bool:
     """Send `data` (`sealed`: as Noise records) in a fresh session, then end our side: True when the server
     closes."""
-    raw = await RawSession.open(harness)
+    raw = await RawSession.open(live)
     try:
         raw.send(raw.session.send.seal_records(data) if sealed else data)
         await raw.writer.drain()
@@ -216,11 +216,11 @@ def h2_request(body: dict[str, Any] | bytes, path: str = "/machine/register", me
         "h2-bad-headers",
     ],
 )
-async def test_garbage_after_upgrade_closes_connection(harness: Harness, case: str) -> None:
-    other = await harness.node("other")
+async def test_garbage_after_upgrade_closes_connection(live: LiveServer, case: str) -> None:
+    other = await live.node("other")
     other_map = open_map(other)
     await other_map.next()
-    raw = await RawSession.open(harness)
+    raw = await RawSession.open(live)
     try:
         send = raw.session.send
         if case == "truncated-header":
@@ -272,19 +272,19 @@ async def test_garbage_after_upgrade_closes_connection(harness: Harness, case: s
     finally:
         raw.close()
     # the established stream of another node is unaffected, and new clients are served
-    other_id = harness.store.node_by_node_key(other.node_key_text).id
-    assert harness.store.is_online(other_id)
+    other_id = live.record(other).id
+    assert live.store.is_online(other_id)
     status, _ = await other.client.request(
         "POST", "/machine/map", {"NodeKey": other.node_key_text, "OmitPeers": True}
     )
     assert status == 200
     await other_map.close()
-    await still_serving(harness)
+    await still_serving(live)
 
 
-async def test_idle_client_disconnect_mid_request(harness: Harness) -> None:
+async def test_idle_client_disconnect_mid_request(live: LiveServer) -> None:
     """A client that opens a stream, sends half a body and disappears leaves nothing behind."""
-    raw = await RawSession.open(harness)
+    raw = await RawSession.open(live)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
     conn.send_headers(
@@ -294,7 +294,7 @@ async def test_idle_client_disconnect_mid_request(harness: Harness) -> None:
     raw.send(raw.session.send.seal_records(conn.data_to_send()))
     await raw.writer.drain()
     raw.close()
-    await still_serving(harness)
+    await still_serving(live)
 
 
 @pytest.mark.parametrize(
@@ -308,13 +308,13 @@ async def test_idle_client_disconnect_mid_request(harness: Harness) -> None:
 )
 @pytest.mark.parametrize("path", ["/machine/register", "/machine/map"])
 async def test_invalid_json_is_400_naming_the_problem(
-    harness: Harness, body: bytes, field: str, path: str
+    live: LiveServer, body: bytes, field: str, path: str
 ) -> None:
-    client = await harness.client()
+    client = await live.client()
     status, data = await client.request("POST", path, body)
     assert status == 400
     assert f": {field}:" in data.decode(), data
-    await still_serving(harness)
+    await still_serving(live)
 
 
 @pytest.mark.parametrize(
@@ -327,29 +327,29 @@ async def test_invalid_json_is_400_naming_the_problem(
         ("PUT", "/", {404}),
     ],
 )
-async def test_unknown_inner_paths(harness: Harness, method: str, path: str, statuses: set[int]) -> None:
-    client = await harness.client()
+async def test_unknown_inner_paths(live: LiveServer, method: str, path: str, statuses: set[int]) -> None:
+    client = await live.client()
     status, _ = await client.request(method, path, {})
     assert status in statuses
     # the connection is still usable afterwards
-    answer = await client.register(NodePrivate.generate(), auth_key=await harness.preauth_key())
+    answer = await client.register(NodePrivate.generate(), auth_key=await live.preauth_key())
     assert answer["MachineAuthorized"]
 
 
-async def test_map_for_unknown_node_is_404(harness: Harness) -> None:
-    client = await harness.client()
+async def test_map_for_unknown_node_is_404(live: LiveServer) -> None:
+    client = await live.client()
     status, data = await client.request(
         "POST",
         "/machine/map",
         {"NodeKey": NodePrivate.generate().public().text, "Stream": True},
     )
     assert status == 404, data
-    await still_serving(harness)
+    await still_serving(live)
 
 
-async def test_map_with_another_machines_node_key_refused(harness: Harness) -> None:
-    victim = await harness.node("victim")
-    thief = await harness.client()
+async def test_map_with_another_machines_node_key_refused(live: LiveServer) -> None:
+    victim = await live.node("victim")
+    thief = await live.client()
     for stream in (True, False):
         status, _ = await thief.request(
             "POST",
@@ -357,17 +357,17 @@ async def test_map_with_another_machines_node_key_refused(harness: Harness) -> N
             {"NodeKey": victim.node_key_text, "Stream": stream, "Endpoints": ["203.0.113.1:1"]},
         )
         assert status in (401, 403)
-    assert harness.store.node_by_node_key(victim.node_key_text).endpoints == []
-    await still_serving(harness)
+    assert live.record(victim).endpoints == []
+    await still_serving(live)
 
 
-async def test_oversized_request_body_refused(harness: Harness) -> None:
+async def test_oversized_request_body_refused(live: LiveServer) -> None:
     """A body over the 1 MiB limit gets its stream refused; the connection and the server carry on.
 
     Driven with a raw HTTP/2 connection: our ControlClient waits for window updates that a reset stream never
     gets.
     """
-    raw = await RawSession.open(harness)
+    raw = await RawSession.open(live)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
     conn.send_headers(
@@ -404,11 +404,11 @@ async def test_oversized_request_body_refused(harness: Harness) -> None:
         assert remaining > 0, "the whole oversized body was accepted"
     finally:
         raw.close()
-    await still_serving(harness)
+    await still_serving(live)
 
 
-async def test_old_capability_version_refused(harness: Harness) -> None:
-    client = await harness.client()
+async def test_old_capability_version_refused(live: LiveServer) -> None:
+    client = await live.client()
     status, data = await client.request(
         "POST",
         "/machine/register",
@@ -417,24 +417,24 @@ async def test_old_capability_version_refused(harness: Harness) -> None:
     assert status == 400 and b"too old" in data
 
 
-async def test_many_abrupt_connections(harness: Harness) -> None:
+async def test_many_abrupt_connections(live: LiveServer) -> None:
     """Connections dropped at every stage of the upgrade leave the server serving."""
-    server_public = await fetch_server_key(harness.url)
+    server_public = await fetch_server_key(live.url)
     for cut in (0, 10, 40, 100, 200):
-        _reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
-        writer.write(upgrade_request(harness, b64(valid_initiation(server_public)))[:cut])
+        _reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+        writer.write(upgrade_request(live, b64(valid_initiation(server_public)))[:cut])
         await writer.drain()
         writer.close()
     for _ in range(3):
-        raw = await RawSession.open(harness)
+        raw = await RawSession.open(live)
         raw.close()
-    await still_serving(harness)
+    await still_serving(live)
 
 
-async def test_stalled_map_reader_does_not_hold_up_others(harness: Harness) -> None:
+async def test_stalled_map_reader_does_not_hold_up_others(live: LiveServer) -> None:
     """A client that grants almost no HTTP/2 window stalls only its own map stream."""
-    stalled_node = await harness.node("stalled")
-    raw = await RawSession.open_as(harness, stalled_node.machine_key)
+    stalled_node = await live.node("stalled")
+    raw = await RawSession.open_as(live, stalled_node.machine_key)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.local_settings = h2.settings.Settings(
         client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 64}
@@ -450,19 +450,19 @@ async def test_stalled_map_reader_does_not_hold_up_others(harness: Harness) -> N
     raw.send(raw.session.send.seal_records(conn.data_to_send()))
     await raw.writer.drain()
     try:
-        stalled_id = harness.store.node_by_node_key(stalled_node.node_key_text).id
-        await asyncio.wait_for(_until(lambda: harness.store.is_online(stalled_id)), 5)
+        stalled_id = live.record(stalled_node).id
+        await asyncio.wait_for(_until(lambda: live.store.is_online(stalled_id)), 5)
         # everyone else carries on: joins, deltas, fresh maps
-        a = await harness.node("a")
+        a = await live.node("a")
         reader = open_map(a)
         try:
             await reader.next()
-            b = await harness.node("b")
-            b_id = harness.store.node_by_node_key(b.node_key_text).id
+            b = await live.node("b")
+            b_id = live.record(b).id
             await reader.wait_for(lambda m: b_id in {p["ID"] for p in m.get("PeersChanged", [])})
         finally:
             await reader.close()
-        await still_serving(harness)
+        await still_serving(live)
     finally:
         raw.close()
 
@@ -472,32 +472,32 @@ async def _until(predicate: Any) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_key_with_trailing_newline_refused(harness: Harness) -> None:
+async def test_key_with_trailing_newline_refused(live: LiveServer) -> None:
     """A node key text with a trailing newline is not a second spelling of the same key.
 
     Accepted, it would be stored and sent to every peer as a key no Tailscale client can parse.
     """
-    victim = await harness.node("victim")
-    thief = await harness.client()
+    victim = await live.node("victim")
+    thief = await live.client()
     status, data = await thief.request(
         "POST",
         "/machine/register",
         {
             "Version": 130,
             "NodeKey": victim.node_key_text + "\n",
-            "Auth": {"AuthKey": await harness.preauth_key()},
+            "Auth": {"AuthKey": await live.preauth_key()},
         },
     )
     assert status == 400 and b"NodeKey" in data
-    assert len(harness.store.nodes) == 1
-    await still_serving(harness)
+    assert len(live.store.nodes) == 1
+    await still_serving(live)
 
 
-async def test_hostinfo_and_endpoints_peers_cannot_decode_are_refused(harness: Harness) -> None:
+async def test_hostinfo_and_endpoints_peers_cannot_decode_are_refused(live: LiveServer) -> None:
     """Hostinfo and Endpoints are forwarded to peers, whose Go client decodes them into typed fields; a node
     must not be able to break its peers' maps by sending wrongly typed ones."""
-    a = await harness.node("a")
-    b = await harness.node("b")
+    a = await live.node("a")
+    b = await live.node("b")
     reader = open_map(a)
     try:
         await reader.next()
@@ -513,21 +513,21 @@ async def test_hostinfo_and_endpoints_peers_cannot_decode_are_refused(harness: H
             )
             assert status == 400, data
             assert next(iter(body)).encode() in data
-        stored = harness.store.node_by_node_key(b.node_key_text)
+        stored = live.record(b)
         assert stored.endpoints == [] and "NetInfo" not in stored.hostinfo
     finally:
         await reader.close()
-    await still_serving(harness)
+    await still_serving(live)
 
 
-async def test_zero_byte_records_are_not_end_of_stream(harness: Harness) -> None:
+async def test_zero_byte_records_are_not_end_of_stream(live: LiveServer) -> None:
     """Zero-byte records are legal in TS2021 and must not end the session."""
-    raw = await RawSession.open(harness)
+    raw = await RawSession.open(live)
     try:
         send = raw.session.send
         body = {
             "NodeKey": NodePrivate.generate().public().text,
-            "Auth": {"AuthKey": await harness.preauth_key()},
+            "Auth": {"AuthKey": await live.preauth_key()},
         }
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         conn.initiate_connection()
@@ -557,18 +557,18 @@ async def test_zero_byte_records_are_not_end_of_stream(harness: Harness) -> None
 
 
 @pytest.mark.parametrize("node_key", ["", "nodekey:" + "0" * 64])
-async def test_register_without_a_real_node_key_refused(harness: Harness, node_key: str) -> None:
-    client = await harness.client()
+async def test_register_without_a_real_node_key_refused(live: LiveServer, node_key: str) -> None:
+    client = await live.client()
     status, data = await client.request(
         "POST",
         "/machine/register",
-        {"Version": 130, "NodeKey": node_key, "Auth": {"AuthKey": await harness.preauth_key()}},
+        {"Version": 130, "NodeKey": node_key, "Auth": {"AuthKey": await live.preauth_key()}},
     )
     assert status == 400 and b"NodeKey" in data
-    assert not harness.store.nodes
+    assert not live.store.nodes
 
 
-async def test_fuzzed_http2_inside_noise(harness: Harness) -> None:
+async def test_fuzzed_http2_inside_noise(live: LiveServer) -> None:
     """Valid HTTP/2 with random corruption, inside a valid Noise session: a clean close or an answer, never a
     hang or a server that stops serving."""
     import random
@@ -581,52 +581,55 @@ async def test_fuzzed_http2_inside_noise(harness: Harness) -> None:
             data[rng.randrange(len(data))] = rng.randrange(256)
         if rng.random() < 0.3:
             data = data[: rng.randrange(len(data))]
-        assert await closed_after(harness, bytes(data), sealed=True)
-    await still_serving(harness)
+        assert await closed_after(live, bytes(data), sealed=True)
+    await still_serving(live)
 
 
-async def test_fuzzed_bytes_after_upgrade(harness: Harness) -> None:
+async def test_fuzzed_bytes_after_upgrade(live: LiveServer) -> None:
     import random
 
     rng = random.Random(4077)
     for _ in range(25):
         junk = bytes(rng.randrange(256) for _ in range(rng.randint(1, 600)))
-        assert await closed_after(harness, junk)
-    await still_serving(harness)
+        assert await closed_after(live, junk)
+    await still_serving(live)
 
 
-async def test_control_client_survives_refused_upload(harness: Harness) -> None:
-    client = await harness.client()
+async def test_control_client_survives_refused_upload(live: LiveServer) -> None:
+    client = await live.client()
     status, _ = await asyncio.wait_for(client.request("POST", "/machine/register", b" " * (2 << 20)), 3)
     assert status != 200
     # The refusal cost one stream, not the connection: the same client registers next.
-    answer = await client.register(NodePrivate.generate(), auth_key=await harness.preauth_key())
+    answer = await client.register(NodePrivate.generate(), auth_key=await live.preauth_key())
     assert answer["MachineAuthorized"], answer
 
 
 async def test_silent_client_after_upgrade_is_disconnected(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A client that completes the Noise handshake and then says nothing may not hold a connection forever."""
     monkeypatch.setattr("pyheadscale.control.ts2021.HANDSHAKE_TIMEOUT", 0.5)
-    raw = await RawSession.open(harness)
+    raw = await RawSession.open(live)
     try:
         assert await raw.closed_by_server(within=5.0)
     finally:
         raw.close()
-    await still_serving(harness)
+    await still_serving(live)
 
 
-async def test_map_request_for_a_node_deleted_meanwhile_is_a_404(harness: Harness) -> None:
-    node = await harness.node("doomed")
-    stored = harness.store.node_by_node_key(node.node_key_text)
-    original = harness.store.update_from_map_request
+async def test_map_request_for_a_node_deleted_meanwhile_is_a_404(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = await live.node("doomed")
+    stored = live.record(node)
+    original = live.store.update_from_map_request
 
-    async def delete_first(*args: object, **kwargs: object) -> object:
-        await harness.store.delete_node(stored.id)
+    async def delete_first(*args: Any, **kwargs: Any) -> Any:
+        await live.store.delete_node(stored.id)
         return await original(*args, **kwargs)
 
-    harness.store.update_from_map_request = delete_first  # the node goes while its map request is in flight
+    # The node goes while its map request is in flight.
+    monkeypatch.setattr(live.store, "update_from_map_request", delete_first)
     body = {
         "Version": 130,
         "NodeKey": node.node_key_text,

@@ -16,16 +16,16 @@ from pyheadscale.client.control import ControlClient
 from pyheadscale.control import noise
 from pyheadscale.tailcfg.gotime import go_time
 from pyheadscale.tailkey import MachinePrivate, MachinePublic, NodePrivate
-from tests.control.conftest import Harness, MapReader
+from tests.live_server import LiveServer, MapReader, StartLive
 
 
-async def test_ts2021_over_websocket_registers_and_streams_a_map(harness: Harness) -> None:
-    client = ControlClient(harness.url, MachinePrivate.generate())
+async def test_ts2021_over_websocket_registers_and_streams_a_map(live: LiveServer) -> None:
+    client = ControlClient(live.url, MachinePrivate.generate())
     await asyncio.wait_for(client.connect(websocket=True), 5)
-    harness.clients.append(client)
+    live.clients.append(client)
     assert client.early_payload is None, "the websocket form carries no early payload"
     node_key = NodePrivate.generate()
-    answer = await client.register(node_key, auth_key=await harness.preauth_key(), hostname="browser")
+    answer = await client.register(node_key, auth_key=await live.preauth_key(), hostname="browser")
     assert answer["MachineAuthorized"], answer
     reader = MapReader(client.map_stream(node_key, hostname="browser"))
     full = await reader.next()
@@ -50,9 +50,9 @@ async def test_ts2021_over_websocket_registers_and_streams_a_map(harness: Harnes
     ],
 )
 async def test_websocket_upgrade_refusals_name_the_problem(
-    harness: Harness, query: str, protocol: str, message: str
+    live: LiveServer, query: str, protocol: str, message: str
 ) -> None:
-    server_public = MachinePublic.from_text((await _get_json(f"{harness.url}/key?v=130"))["publicKey"])
+    server_public = MachinePublic.from_text((await _get_json(f"{live.url}/key?v=130"))["publicKey"])
     init = base64.b64encode(
         noise.Initiator(MachinePrivate.generate(), server_public, 130).initiation()
     ).decode()
@@ -64,7 +64,7 @@ async def test_websocket_upgrade_refusals_name_the_problem(
     }
     if protocol:
         headers["Sec-WebSocket-Protocol"] = protocol
-    url = f"{harness.url}/ts2021{query.format(init=quote(init, safe=''))}"
+    url = f"{live.url}/ts2021{query.format(init=quote(init, safe=''))}"
     async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as resp:
         body = await resp.text()
     assert resp.status == 400 and message in body, body
@@ -75,17 +75,17 @@ async def _get_json(url: str) -> Any:
         return await resp.json()
 
 
-async def test_client_requested_key_expiry_is_kept(harness: Harness) -> None:
+async def test_client_requested_key_expiry_is_kept(live: LiveServer) -> None:
     wanted = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
-    node = await harness.node("shortlived", expiry=go_time(wanted))
-    stored = harness.store.node_by_node_key(node.node_key_text)
+    node = await live.node("shortlived", expiry=go_time(wanted))
+    stored = live.record(node)
     assert stored.expiry == wanted
 
 
-async def test_default_expiry_applies_when_the_client_asks_none(make_harness: Any) -> None:
-    harness: Harness = await make_harness(node={"expiry": "2h"})
-    node = await harness.node("default")
-    stored = harness.store.node_by_node_key(node.node_key_text)
+async def test_default_expiry_applies_when_the_client_asks_none(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(node={"expiry": "2h"})
+    node = await live.node("default")
+    stored = live.record(node)
     assert stored.expiry is not None
     assert timedelta(hours=1, minutes=59) < stored.expiry - datetime.now(UTC) <= timedelta(hours=2)
 
@@ -101,9 +101,9 @@ async def test_default_expiry_applies_when_the_client_asks_none(make_harness: An
     ],
 )
 async def test_requests_headscale_leaves_unimplemented_get_its_501(
-    harness: Harness, method: str, path: str
+    live: LiveServer, method: str, path: str
 ) -> None:
-    node = await harness.node("n")
+    node = await live.node("n")
     body = {
         "NodeKey": node.node_key_text,
         "Name": "_acme-challenge.n.example.com",
@@ -114,26 +114,24 @@ async def test_requests_headscale_leaves_unimplemented_get_its_501(
     assert (status, answer) == (501, b"Not implemented yet\n")
 
 
-async def test_bootstrap_dns_resolves_the_derp_map_hostnames(make_harness: Any) -> None:
-    harness: Harness = await make_harness(
-        derp={"server": {"enabled": True, "stun_listen_addr": "127.0.0.1:0"}}
-    )
-    async with aiohttp.ClientSession() as http, http.get(f"{harness.url}/bootstrap-dns") as resp:
+async def test_bootstrap_dns_resolves_the_derp_map_hostnames(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(derp={"server": {"enabled": True, "stun_listen_addr": "127.0.0.1:0"}})
+    async with aiohttp.ClientSession() as http, http.get(f"{live.url}/bootstrap-dns") as resp:
         answer = await resp.json()
     assert resp.status == 200
     assert answer == {"127.0.0.1": ["127.0.0.1"]}
 
 
-async def test_bootstrap_dns_is_absent_without_the_embedded_relay(harness: Harness) -> None:
-    async with aiohttp.ClientSession() as http, http.get(f"{harness.url}/bootstrap-dns") as resp:
+async def test_bootstrap_dns_is_absent_without_the_embedded_relay(live: LiveServer) -> None:
+    async with aiohttp.ClientSession() as http, http.get(f"{live.url}/bootstrap-dns") as resp:
         assert resp.status == 404
 
 
-async def test_client_requested_expiry_holds_for_an_interactive_login(make_harness: Any) -> None:
-    harness: Harness = await make_harness(node={"expiry": "1h"})
-    await harness.store.create_user("alice")
+async def test_client_requested_expiry_holds_for_an_interactive_login(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(node={"expiry": "1h"})
+    await live.store.create_user("alice")
     wanted = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
-    client = await harness.client()
+    client = await live.client()
     node_key = NodePrivate.generate()
     first = await client.register(node_key, hostname="laptop", expiry=go_time(wanted))
     auth_url = first["AuthURL"]
@@ -141,14 +139,15 @@ async def test_client_requested_expiry_holds_for_an_interactive_login(make_harne
         client.register(node_key, hostname="laptop", expiry=go_time(wanted), followup=auth_url)
     )
     await asyncio.sleep(0.1)
-    _, secret = await harness.store.create_api_key(None)
+    _, secret = await live.store.create_api_key(None)
     async with (
         aiohttp.ClientSession(headers={"Authorization": f"Bearer {secret}"}) as http,
         http.post(
-            f"{harness.url}/api/v1/auth/register",
+            f"{live.url}/api/v1/auth/register",
             json={"auth_id": auth_url.rsplit("/", 1)[1], "user": "alice"},
         ) as resp,
     ):
         assert resp.status == 200, await resp.text()
     assert (await asyncio.wait_for(waiting, 5))["MachineAuthorized"]
-    assert harness.store.node_by_machine_key(client.machine_key_text).expiry == wanted
+    node = live.store.node_by_machine_key(client.machine_key_text)
+    assert node is not None and node.expiry == wanted

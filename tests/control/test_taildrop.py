@@ -8,12 +8,12 @@ import pytest
 
 from pyheadscale.config import ConfigError, build_config
 from pyheadscale.mapper.builder import FILE_SHARING_CAP
-from tests.control.conftest import Harness, open_map
+from tests.live_server import LiveServer, StartLive, open_map
 
 
-async def self_cap_map(harness: Harness) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    a = await harness.node("a")
-    await harness.node("b")
+async def self_cap_map(live: LiveServer) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    a = await live.node("a")
+    await live.node("b")
     reader = open_map(a)
     try:
         full = await reader.next()
@@ -22,15 +22,15 @@ async def self_cap_map(harness: Harness) -> tuple[dict[str, Any], list[dict[str,
     return full["Node"]["CapMap"], full["Peers"]
 
 
-async def test_self_node_carries_file_sharing_by_default(make_harness: Any) -> None:
-    cap_map, peers = await self_cap_map(await make_harness())
+async def test_self_node_carries_file_sharing_by_default(start_live: StartLive) -> None:
+    cap_map, peers = await self_cap_map(await start_live())
     assert cap_map[FILE_SHARING_CAP] == []
     # Peers never carry it: the client decides a file target by owner or by the peer capability.
     assert all(FILE_SHARING_CAP not in p["CapMap"] for p in peers)
 
 
-async def test_taildrop_disabled_withholds_the_capability(make_harness: Any) -> None:
-    cap_map, _ = await self_cap_map(await make_harness(taildrop={"enabled": False}))
+async def test_taildrop_disabled_withholds_the_capability(start_live: StartLive) -> None:
+    cap_map, _ = await self_cap_map(await start_live(taildrop={"enabled": False}))
     assert FILE_SHARING_CAP not in cap_map
     assert "https://tailscale.com/cap/ssh" in cap_map
 

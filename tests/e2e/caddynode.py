@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 from pathlib import Path
+from typing import Any
 
 from tests.e2e.netns import CLIENT_ENV
+from tests.processes import stop_process
 
 
 def caddy_binary() -> str:
@@ -76,11 +77,27 @@ class CaddyNode:
             return ""
 
     async def stop(self) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.proc.wait(), 10)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
+        await stop_process(self.proc)
+
+
+def responder_site(name: str, body: bytes) -> str:
+    """A site on the tsnet node `name`, port 80 of its tailnet address, answering `body` to every request."""
+    return f':80 {{\n  bind tailscale/{name}\n  respond "{body.decode()}"\n}}\n'
+
+
+def proxy_site(name: str, port: int, upstream: str) -> str:
+    """A site on 127.0.0.1:`port` (outside the tailnet) forwarding each request through the tsnet node `name`
+    to http://`upstream`:80 on the tailnet. The node's tsnet starts on the first request (the transport is
+    lazy)."""
+    return (
+        f":{port} {{\n  bind 127.0.0.1\n  reverse_proxy http://{upstream}:80 {{\n"
+        f"    transport tailscale {name}\n  }}\n}}\n"
+    )
+
+
+async def stop_nodes(nodes: list[CaddyNode], result: dict[str, Any]) -> None:
+    """Stop every node; when the run did not succeed (`result["ok"]` unset), keep their log tails in it."""
+    for caddy in nodes:
+        await caddy.stop()
+    if not result.get("ok"):
+        result["logs"] = {caddy.name: caddy.log_tail() for caddy in nodes}

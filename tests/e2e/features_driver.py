@@ -47,8 +47,9 @@ import aiohttp
 
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.tsd_node import TailscaledNode
+from tests.ports import free_port
 
 SSH_CHECK_POLICY = {
     "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],

@@ -26,6 +26,9 @@ from typing import Any
 import aiohttp
 import yaml
 
+from tests.headscale_config import headscale_config
+from tests.processes import stop_process
+
 HEADSCALE_VERSION = "v0.29.2"
 
 
@@ -111,7 +114,7 @@ class NoRelayCounters:
         return {"unavailable": f"Headscale {HEADSCALE_VERSION} publishes no DERP relay counters"}
 
 
-def headscale_config(
+def write_headscale_config(
     workdir: Path,
     *,
     server_url: str,
@@ -123,44 +126,20 @@ def headscale_config(
 ) -> Path:
     """Headscale's config.yaml for the lab, equivalent to what tailscaled_driver.server_config gives ours."""
     workdir.mkdir(parents=True, exist_ok=True)
-    config = {
-        "server_url": server_url,
-        "listen_addr": listen_addr,
-        "metrics_listen_addr": "127.0.0.1:9090",
-        "grpc_listen_addr": "127.0.0.1:50443",
-        "grpc_allow_insecure": False,
-        "noise": {"private_key_path": str(workdir / "noise_private.key")},
-        "prefixes": {"v4": "100.64.0.0/10", "v6": "fd7a:115c:a1e0::/48", "allocation": "sequential"},
-        "derp": {
-            "server": {
-                "enabled": True,
-                "region_id": 999,
-                "region_code": "headscale",
-                "region_name": "Headscale Embedded DERP",
-                "verify_clients": True,
-                "stun_listen_addr": f"{control_address}:3478",
-                "private_key_path": str(workdir / "derp_server_private.key"),
-                "automatically_add_embedded_derp_region": True,
-                "ipv4": control_address,
-            },
-            "urls": [],
-            "paths": [],
-            "auto_update_enabled": False,
-            "update_frequency": "24h",
-        },
-        "disable_check_updates": True,
-        "node": {"ephemeral": {"inactivity_timeout": ephemeral_timeout}},
-        "database": {
-            "type": "sqlite",
-            "sqlite": {"path": str(workdir / "db.sqlite"), "write_ahead_log": True},
-        },
-        "log": {"level": "debug", "format": "text"},
-        "policy": {"mode": "file", "path": str(policy)},
-        "dns": dns,
-        "unix_socket": str(workdir / "headscale.sock"),
-        "unix_socket_permission": "0770",
-        "logtail": {"enabled": False},
-    }
+    config = headscale_config(
+        workdir,
+        server_url=server_url,
+        listen_addr=listen_addr,
+        metrics_listen_addr="127.0.0.1:9090",
+        grpc_listen_addr="127.0.0.1:50443",
+        stun_listen_addr=f"{control_address}:3478",
+        derp_ipv4=control_address,
+        node={"ephemeral": {"inactivity_timeout": ephemeral_timeout}},
+        database={"type": "sqlite", "sqlite": {"path": str(workdir / "db.sqlite"), "write_ahead_log": True}},
+        log={"level": "debug", "format": "text"},
+        policy={"mode": "file", "path": str(policy)},
+        dns=dns,
+    )
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -231,11 +210,4 @@ class HeadscaleServer:
             return ""
 
     async def stop(self) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        self.proc.terminate()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 15)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
+        await stop_process(self.proc, 15)

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import signal
 import sqlite3
 import sys
 import tempfile
@@ -41,10 +40,13 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand, without PYTHONPATH
 
 from tests.db.pgserver import pg_bin, throwaway_postgres
-from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.caddynode import CaddyNode, proxy_site, responder_site
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.policy_login_driver import BODY, fetch_until
 from tests.e2e.tsd_node import TailscaledNode
+from tests.headscale_config import headscale_config
+from tests.ports import free_port
+from tests.processes import stop_process
 
 ROUTE = "10.99.0.0/24"
 """Approved for the tagged tsnet node, which does not announce it."""
@@ -54,47 +56,6 @@ POLICY = {
     "tagOwners": {"tag:server": ["alice@"]},
     "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
 }
-
-
-def headscale_config(workdir: Path, port: int, stun_port: int, database: dict[str, Any]) -> dict[str, Any]:
-    """A Headscale v0.29.2 config, written the way its config-example.yaml is; pyheadscale reads it as is."""
-    return {
-        "server_url": f"http://127.0.0.1:{port}",
-        "listen_addr": f"127.0.0.1:{port}",
-        "metrics_listen_addr": f"127.0.0.1:{free_port()}",
-        "grpc_listen_addr": f"127.0.0.1:{free_port()}",
-        "grpc_allow_insecure": False,
-        "noise": {"private_key_path": str(workdir / "noise_private.key")},
-        "prefixes": {"v4": "100.64.0.0/10", "v6": "fd7a:115c:a1e0::/48", "allocation": "sequential"},
-        "derp": {
-            "server": {
-                "enabled": True,
-                "region_id": 999,
-                "region_code": "headscale",
-                "region_name": "Headscale Embedded DERP",
-                "verify_clients": True,
-                "stun_listen_addr": f"127.0.0.1:{stun_port}",
-                "private_key_path": str(workdir / "derp_server_private.key"),
-                "automatically_add_embedded_derp_region": True,
-            },
-            "urls": [],
-            "paths": [],
-            "auto_update_enabled": False,
-            "update_frequency": "24h",
-        },
-        "disable_check_updates": True,
-        "database": database,
-        "log": {"level": "info", "format": "text"},
-        "policy": {"mode": "database", "path": ""},
-        "dns": {
-            "magic_dns": True,
-            "base_domain": "tailnet.example",
-            "override_local_dns": False,
-            "nameservers": {"global": []},
-        },
-        "unix_socket": str(workdir / "headscale.sock"),
-        "unix_socket_permission": "0770",
-    }
 
 
 class Process:
@@ -120,13 +81,7 @@ class Process:
         raise RuntimeError(f"{self.name} did not become healthy: {self.log_tail()}")
 
     async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 30)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc, 30)
 
     def log_tail(self, size: int = 4000) -> str:
         try:
@@ -203,7 +158,16 @@ async def main(
         port, stun_port, proxy_port = free_port(), free_port(), free_port()
         url = f"http://127.0.0.1:{port}"
         config = workdir / "config.yaml"
-        config.write_text(yaml.safe_dump(headscale_config(workdir, port, stun_port, database)))
+        raw = headscale_config(
+            workdir,
+            server_url=f"http://127.0.0.1:{port}",
+            listen_addr=f"127.0.0.1:{port}",
+            metrics_listen_addr=f"127.0.0.1:{free_port()}",
+            grpc_listen_addr=f"127.0.0.1:{free_port()}",
+            stun_listen_addr=f"127.0.0.1:{stun_port}",
+            database=database,
+        )
+        config.write_text(yaml.safe_dump(raw))
         hs = Process("headscale", [headscale, "-c", str(config), "serve"], workdir, url)
         ours = Process(
             "pyheadscale", [sys.executable, "-m", "pyheadscale", "-c", str(config), "serve"], workdir, url
@@ -237,7 +201,7 @@ async def main(
                 "nodea",
                 url,
                 user_key,
-                f':80 {{\n  bind tailscale/nodea\n  respond "{BODY.decode()}"\n}}\n',
+                responder_site("nodea", BODY),
             )
             nodes.append(node_a)
             await node_a.start()
@@ -252,8 +216,7 @@ async def main(
                 "nodeb",
                 url,
                 tag_key,
-                f":{proxy_port} {{\n  bind 127.0.0.1\n"
-                f"  reverse_proxy http://{a_ip}:80 {{\n    transport tailscale nodeb\n  }}\n}}\n",
+                proxy_site("nodeb", proxy_port, a_ip),
             )
             nodes.append(node_b)
             await node_b.start()

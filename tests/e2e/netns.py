@@ -14,7 +14,6 @@ import functools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -58,13 +57,6 @@ def setup_loopback_only() -> None:
     """Called first thing inside the namespace by a driver."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     subprocess.run(["ip", "addr", "add", TEST_NET_ADDRESS, "dev", "lo"], check=True)
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A free 127.0.0.1 port (TCP or UDP) for a server a driver is about to start inside its namespace."""
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run_driver(

@@ -22,12 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand
 
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
-from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.caddynode import CaddyNode, proxy_site, responder_site, stop_nodes
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.policy_login_driver import BODY, fetch_until
 from tests.e2e.twonode_driver import wait_until
 from tests.oidc.browser import Browser
 from tests.oidc.conftest import CLIENT_ID, CLIENT_SECRET, PROVIDER_DIR, start_provider, stop_provider
+from tests.ports import free_port
 
 
 async def login_url(server: Server, hostname: str) -> str:
@@ -64,9 +65,7 @@ async def main(workdir: Path) -> dict[str, Any]:
     nodes: list[CaddyNode] = []
     browser = Browser()
     try:
-        node_a = CaddyNode(
-            workdir, "nodea", url, None, f':80 {{\n  bind tailscale/nodea\n  respond "{BODY.decode()}"\n}}\n'
-        )
+        node_a = CaddyNode(workdir, "nodea", url, None, responder_site("nodea", BODY))
         node_c = CaddyNode(workdir, "nodec", url, None, ':81 {\n  bind tailscale/nodec\n  respond "c"\n}\n')
         nodes += [node_a, node_c]
         await node_a.start()
@@ -109,9 +108,7 @@ async def main(workdir: Path) -> dict[str, Any]:
             "nodeb",
             url,
             key,
-            f":{proxy_port} {{\n  bind 127.0.0.1\n"
-            f"  reverse_proxy http://{a.ipv4 if a else '0.0.0.0'}:80 {{\n"
-            "    transport tailscale nodeb\n  }\n}\n",
+            proxy_site("nodeb", proxy_port, str(a.ipv4) if a else "0.0.0.0"),
         )
         nodes.append(node_b)
         await node_b.start()
@@ -121,10 +118,7 @@ async def main(workdir: Path) -> dict[str, Any]:
         return result
     finally:
         await browser.close()
-        for caddy in nodes:
-            await caddy.stop()
-        if not result.get("ok"):
-            result["logs"] = {caddy.name: caddy.log_tail() for caddy in nodes}
+        await stop_nodes(nodes, result)
         await server.stop()
         await stop_provider(provider)
 

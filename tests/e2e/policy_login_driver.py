@@ -31,9 +31,10 @@ from pyheadscale.app import Server
 from pyheadscale.client.control import ControlClient
 from pyheadscale.config import build_config
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
-from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.caddynode import CaddyNode, proxy_site, responder_site, stop_nodes
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.twonode_driver import http_get, wait_until
+from tests.ports import free_port
 
 BODY = b"hello from node A"
 ALLOW_WEB = {"acls": [{"action": "accept", "src": ["*"], "dst": ["*:80"]}]}
@@ -128,9 +129,7 @@ async def main(workdir: Path) -> dict[str, Any]:
         user = await store.create_user("alice")
         _, key = await store.create_preauth_key(user.id, reusable=True)
 
-        node_a = CaddyNode(
-            workdir, "nodea", url, None, f':80 {{\n  bind tailscale/nodea\n  respond "{BODY.decode()}"\n}}\n'
-        )
+        node_a = CaddyNode(workdir, "nodea", url, None, responder_site("nodea", BODY))
         nodes.append(node_a)
         await node_a.start()
         if not await wait_until(lambda: bool(server.logins.list()), 60):
@@ -175,8 +174,7 @@ async def main(workdir: Path) -> dict[str, Any]:
             "nodeb",
             url,
             key,
-            f":{proxy_port} {{\n  bind 127.0.0.1\n"
-            f"  reverse_proxy http://{a.ipv4}:80 {{\n    transport tailscale nodeb\n  }}\n}}\n",
+            proxy_site("nodeb", proxy_port, str(a.ipv4)),
         )
         nodes.append(node_b)
         await node_b.start()
@@ -195,10 +193,7 @@ async def main(workdir: Path) -> dict[str, Any]:
         result["ok"] = True
         return result
     finally:
-        for caddy in nodes:
-            await caddy.stop()
-        if not result.get("ok"):
-            result["logs"] = {caddy.name: caddy.log_tail() for caddy in nodes}
+        await stop_nodes(nodes, result)
         await server.stop()
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.processes import stop_process
 
 STARTUP_TIMEOUT = 20.0
 
@@ -88,13 +89,7 @@ class StandaloneRelay:
         """Stop the relay and return its final counters (None if it never logged them)."""
         if self.proc is None:
             return None
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc)
         match = re.search(r"final stats: (\{.*\})", self.log_text())
         return json.loads(match.group(1)) if match else None
 

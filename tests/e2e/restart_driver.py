@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand, without PYTHONPATH
 
-from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.caddynode import CaddyNode, proxy_site, responder_site, stop_nodes
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.policy_login_driver import BODY, fetch_until
+from tests.ports import free_port
 
 ALWAYS_DERP = {"TS_DEBUG_ALWAYS_USE_DERP": "1"}
 
@@ -42,8 +44,10 @@ class ServerProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pyheadscale", "-c", str(self.config_path), "serve", stdout=log, stderr=log
         )
+        # Generous: on a loaded 2-core machine a fresh interpreter takes seconds just to import.
+        deadline = time.monotonic() + 60
         async with aiohttp.ClientSession() as http:
-            for _ in range(100):
+            while time.monotonic() < deadline:
                 try:
                     async with http.get(f"{url}/health") as resp:
                         if resp.status == 200:
@@ -117,7 +121,7 @@ async def main(workdir: Path) -> dict[str, Any]:
             "nodea",
             url,
             key,
-            f':80 {{\n  bind tailscale/nodea\n  respond "{BODY.decode()}"\n}}\n',
+            responder_site("nodea", BODY),
             extra_env=ALWAYS_DERP,
         )
         nodes.append(node_a)
@@ -132,8 +136,7 @@ async def main(workdir: Path) -> dict[str, Any]:
             "nodeb",
             url,
             key,
-            f":{proxy_port} {{\n  bind 127.0.0.1\n"
-            f"  reverse_proxy http://{a_ip}:80 {{\n    transport tailscale nodeb\n  }}\n}}\n",
+            proxy_site("nodeb", proxy_port, a_ip),
             extra_env=ALWAYS_DERP,
         )
         nodes.append(node_b)
@@ -160,10 +163,8 @@ async def main(workdir: Path) -> dict[str, Any]:
         result["ok"] = True
         return result
     finally:
-        for caddy in nodes:
-            await caddy.stop()
+        await stop_nodes(nodes, result)
         if not result.get("ok"):
-            result["logs"] = {caddy.name: caddy.log_tail() for caddy in nodes}
             result["server_log"] = (workdir / "server.log").read_text(errors="replace")[-3000:]
         await server.stop()
 

@@ -13,7 +13,6 @@ tests/refbin.py; the driver gets their paths on its command line.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import signal
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.topology import Host
+from tests.processes import stop_process
 
 DAEMON_ENV = {
     "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
@@ -172,13 +172,4 @@ class Tailscaled:
 
     async def stop(self, *, kill: bool = False) -> None:
         """SIGTERM (tailscaled then tidies its routes and TUN), or SIGKILL: a machine losing power."""
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.proc.wait(), 15)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            await self.proc.wait()
+        await stop_process(self.proc, 15, sig=signal.SIGKILL if kill else signal.SIGTERM)

@@ -52,7 +52,7 @@ from pyheadscale.app import Server
 from pyheadscale.config import load_config
 from pyheadscale.state.models import Node
 from pyheadscale.state.store import Store
-from tests.e2e.headscale_control import HeadscaleNode, HeadscaleServer, HeadscaleStore, headscale_config
+from tests.e2e.headscale_control import HeadscaleNode, HeadscaleServer, HeadscaleStore, write_headscale_config
 from tests.e2e.tailscaled import Tailscaled
 from tests.e2e.tlsfront import start_tls_front
 from tests.e2e.topology import CONTROL_ADDRESS, Host, Lab
@@ -258,7 +258,7 @@ async def main(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if args.control == "headscale":
         server = HeadscaleServer(
             args.headscale,
-            headscale_config(
+            write_headscale_config(
                 workdir / "headscale",
                 server_url=LOGIN_SERVER,
                 listen_addr=f"{CONTROL_ADDRESS}:{CONTROL_PORT}",

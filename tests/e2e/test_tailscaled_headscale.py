@@ -18,7 +18,7 @@ import yaml
 
 from tests import refbin
 from tests.e2e import test_tailscaled as same
-from tests.e2e.headscale_control import headscale_config
+from tests.e2e.headscale_control import write_headscale_config
 
 pytestmark = [pytest.mark.realclient, pytest.mark.timeout(900)]
 
@@ -32,7 +32,7 @@ def lab() -> Lab:
 
 def test_headscale_config_stays_inside_the_lab(tmp_path: Path) -> None:
     """Headscale's lab config names no public DERP map, sends no logs and checks no updates."""
-    path = headscale_config(
+    path = write_headscale_config(
         tmp_path,
         server_url="http://198.51.100.1:8080",
         listen_addr="198.51.100.1:8080",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.netns import CLIENT_ENV
+from tests.processes import stop_process
 
 
 class CLIError(Exception):
@@ -110,13 +111,7 @@ class TailscaledNode:
         return "pong from" in out
 
     async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc)
 
     def log_tail(self, size: int = 3000) -> str:
         try:

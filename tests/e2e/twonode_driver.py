@@ -45,9 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
 from pyheadscale.state.models import Node
-from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.caddynode import CaddyNode, proxy_site
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.relays import StandaloneRelay, write_derp_map
+from tests.ports import free_port
 
 PAYLOAD_SIZE = 128 * 1024
 MAP_REGION = 900
@@ -183,12 +184,7 @@ async def main(workdir: Path, relay_kind: str, always_derp: bool) -> dict[str, A
             result["error"] = "node A never registered"
             return result
         a = next(n for n in store.nodes.values() if n.hostname == "nodea")
-        # Node B's tsnet starts on the first proxied request (the transport is lazy).
-        await node(
-            "nodeb",
-            f":{proxy_port} {{\n  bind 127.0.0.1\n  reverse_proxy http://{a.ipv4}:80 {{\n"
-            "    transport tailscale nodeb\n  }\n}\n",
-        ).start()
+        await node("nodeb", proxy_site("nodeb", proxy_port, str(a.ipv4))).start()
         status, body = 0, b""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

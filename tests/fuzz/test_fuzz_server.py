@@ -19,15 +19,14 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pyheadscale.app import Server
 from pyheadscale.auth.interactive import PendingLogin
 from pyheadscale.auth.oidc_sessions import BROWSER_COOKIE, new_browser_id
-from pyheadscale.config import build_config
 from pyheadscale.control import noise
 from pyheadscale.tailkey import MachinePrivate, MachinePublic
-from tests.api.harness import LiveServer, free_port, server_config
 from tests.fuzz import bounds
 from tests.fuzz.seeds import json_values, mutated_bytes
+from tests.live_server import LiveServer
+from tests.ports import free_port
 
 BODY_ROUTES = [
     ("POST", "/apikey"),
@@ -84,12 +83,9 @@ class Live:
 def live() -> Iterator[Live]:
     loop = asyncio.new_event_loop()
     data_dir = Path(tempfile.mkdtemp(prefix="phs-fuzz-"))
-    raw = server_config(data_dir, data_dir)
-    raw["policy"] = {"mode": "database"}
     # Thousands of handshakes from one address: the limiter would answer 429 before any parser ran.
     unlimited = {"per_second": 1e6, "burst": 1_000_000}
-    raw["limits"] = {"rate": {"handshakes": unlimited, "registrations": unlimited}}
-    raw["oidc"] = {
+    oidc = {
         "issuer": f"http://127.0.0.1:{free_port()}",
         "client_id": "fuzz",
         "client_secret": "fuzz-secret",
@@ -97,9 +93,13 @@ def live() -> Iterator[Live]:
     }
 
     async def start() -> Live:
-        server = Server(build_config(raw, data_dir=data_dir), keepalive=30.0)
-        await server.start()
-        started = LiveServer(server, raw, data_dir)
+        started = await LiveServer(
+            data_dir,
+            keepalive=30.0,
+            policy={"mode": "database"},
+            limits={"rate": {"handshakes": unlimited, "registrations": unlimited}},
+            oidc=oidc,
+        ).start()
         _, key = await started.store.create_api_key(None)
         return Live(loop, started, key)
 
@@ -123,7 +123,7 @@ def live() -> Iterator[Live]:
 @example(("POST", "/user", b"[" * 50_000))
 def test_rest_bodies(live: Live, call: tuple[str, str, bytes]) -> None:
     method, path, body = call
-    url = live.live.base_url + "/api/v1" + path
+    url = live.live.url + "/api/v1" + path
     headers = {"Content-Type": "application/json"}
     status = bounds.run(live.loop, "rest", lambda: live.status(method, url, data=body, headers=headers))
     assert status is not None and status < 500, (method, path, body[:200], status)
@@ -133,7 +133,7 @@ def test_rest_bodies(live: Live, call: tuple[str, str, bytes]) -> None:
 @example(b"[" * 4096)
 @example(b'{"NodePublic": "nodekey:' + b"0" * 64 + b'"}')
 def test_derp_verify_bodies(live: Live, body: bytes) -> None:
-    url = live.live.base_url + "/verify"
+    url = live.live.url + "/verify"
     status = bounds.run(live.loop, "verify", lambda: live.status("POST", url, data=body))
     assert status in (200, 400, 413), (body[:100], status)
 
@@ -149,7 +149,7 @@ callback_params = st.dictionaries(
 @example({"state": "x" * 4000, "code": "y"}, "")
 @example({"error": "access_denied", "error_description": "\x00" * 300}, "")
 def test_oidc_callback(live: Live, params: dict[str, str], cookie: str) -> None:
-    url = live.live.base_url + "/oidc/callback"
+    url = live.live.url + "/oidc/callback"
 
     async def get() -> int:
         cookies = {"pyhs_oidc_browser": cookie} if cookie.isprintable() and cookie.isascii() else {}
@@ -182,7 +182,7 @@ def test_oidc_callback_for_a_login_in_flight(live: Live, params: dict[str, str],
     cookies = {BROWSER_COOKIE: browser if same_browser else new_browser_id()}
 
     async def get() -> int:
-        url = live.live.base_url + "/oidc/callback"
+        url = live.live.url + "/oidc/callback"
         async with live.browser.get(url, params=query, cookies=cookies, allow_redirects=False) as response:
             await response.read()
             return response.status
@@ -197,7 +197,7 @@ def test_oidc_callback_for_a_login_in_flight(live: Live, params: dict[str, str],
 
 @given(st.dictionaries(st.sampled_from(["auth_id", "csrf_token", "x"]), st.text(max_size=60), max_size=3))
 def test_oidc_confirm(live: Live, form: dict[str, str]) -> None:
-    url = live.live.base_url + "/oidc/confirm"
+    url = live.live.url + "/oidc/confirm"
 
     async def post() -> int:
         async with live.browser.post(url, data=form, allow_redirects=False) as response:
@@ -210,7 +210,7 @@ def test_oidc_confirm(live: Live, form: dict[str, str]) -> None:
 
 @given(st.text(max_size=80))
 def test_registration_links(live: Live, auth_id: str) -> None:
-    url = live.live.base_url + "/register/" + quote(auth_id, safe="")
+    url = live.live.url + "/register/" + quote(auth_id, safe="")
     status = bounds.run(live.loop, "register.link", lambda: live.status("GET", url))
     assert status in (400, 404), (auth_id, status)
 
@@ -220,7 +220,7 @@ def test_registration_links(live: Live, auth_id: str) -> None:
     st.one_of(st.binary(max_size=120).map(base64.b64encode), st.text(max_size=40).map(str.encode)),
 )
 def test_ts2021_upgrade_headers(live: Live, upgrade: str, handshake: bytes) -> None:
-    url = live.live.base_url + "/ts2021"
+    url = live.live.url + "/ts2021"
     headers = {
         "Upgrade": upgrade,
         "Connection": "upgrade",
@@ -234,7 +234,7 @@ def test_ts2021_upgrade_headers(live: Live, upgrade: str, handshake: bytes) -> N
 async def upgrade_then_send(live: Live, after: bytes) -> bytes:
     """Upgrade with a valid handshake, then write `after` and half-close; what the server wrote until it
     closed the connection."""
-    url = live.live.base_url
+    url = live.live.url
     async with live.browser.get(url + "/key?v=130") as response:
         key_text = (await response.json())["publicKey"]
     server_public = MachinePublic.from_text(key_text)
@@ -266,9 +266,9 @@ def test_ts2021_after_the_upgrade(live: Live, after: bytes) -> None:
 def test_deeply_nested_json_bodies_are_400(live: Live) -> None:
     """api/params.json_body and control/verify.py: RecursionError from json.loads was a 500."""
     nested = b"[" * 4096
-    user = live.live.base_url + "/api/v1/user"
+    user = live.live.url + "/api/v1/user"
     assert live.loop.run_until_complete(live.status("POST", user, data=nested)) == 400
-    verify = live.live.base_url + "/verify"
+    verify = live.live.url + "/verify"
     assert live.loop.run_until_complete(live.status("POST", verify, data=nested)) == 400
 
 
@@ -279,7 +279,7 @@ def test_a_client_leaving_during_the_upgrade_is_no_error(
     ConnectionResetError from the handler."""
 
     async def leave_early() -> None:
-        async with live.browser.get(live.live.base_url + "/key?v=130") as response:
+        async with live.browser.get(live.live.url + "/key?v=130") as response:
             key_text = (await response.json())["publicKey"]
         server_public = MachinePublic.from_text(key_text)
         init = noise.Initiator(MachinePrivate.generate(), server_public, 130).initiation()

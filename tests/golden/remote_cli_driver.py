@@ -14,35 +14,31 @@ from typing import Any
 
 import aiohttp
 
-from pyheadscale.app import Server
-from pyheadscale.config import build_config
-from tests.api.harness import server_config
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import setup_loopback_only
 from tests.golden.scenario import Step, run
 from tests.grpc.headscale_cli_driver import headscale, remote_env, self_signed
+from tests.live_server import LiveServer
+from tests.ports import free_port
 
 
 async def main(binary: str) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="hs-remote-"))
-    socket_dir = Path(tempfile.mkdtemp(prefix="phs-"))
     cert, key = self_signed(work)
-    raw = server_config(work, socket_dir)
     grpc_address = f"127.0.0.1:{free_port()}"
-    raw.update(
+    live = await LiveServer(
+        work,
+        keepalive=30.0,
+        # The certificate serves listen_addr too (TLS on both, as in Headscale).
+        scheme="https",
         grpc_listen_addr=grpc_address,
         tls_cert_path=str(cert),
         tls_key_path=str(key),
         policy={"mode": "database"},
-        # The certificate serves listen_addr too (TLS on both, as in Headscale).
-        server_url=str(raw["server_url"]).replace("http://", "https://"),
-    )
-    server = Server(build_config(raw, data_dir=work), keepalive=30.0)
-    await server.start()
+    ).start()
     try:
-        assert server.store is not None
-        _record, api_key = await server.store.create_api_key(datetime.now(UTC) + timedelta(hours=24))
+        _record, api_key = await live.store.create_api_key(datetime.now(UTC) + timedelta(hours=24))
         env = remote_env(work, grpc_address, api_key)
-        base = str(raw["server_url"]) + "/api/v1"
+        base = live.url + "/api/v1"
         async with aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {api_key}"}, connector=aiohttp.TCPConnector(ssl=False)
         ) as session:
@@ -59,9 +55,8 @@ async def main(binary: str) -> dict[str, Any]:
             rest, outputs = await run(call, run_cli)
         return {"rest": rest, "cli": outputs}
     finally:
-        await server.stop()
+        await live.stop()
         shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -25,13 +24,11 @@ import aiohttp
 import pytest
 import yaml
 
-from pyheadscale.app import Server
 from pyheadscale.cli.main import main as cli_main
-from pyheadscale.config import build_config
 from tests import refbin
-from tests.api.harness import server_config
 from tests.e2e.netns import run_driver
 from tests.golden.scenario import CLI_STEPS, REST_STEPS, Step, run
+from tests.live_server import LiveServer
 
 GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "headscale-api-v0.29.2"
 
@@ -62,15 +59,10 @@ def _run_scenario(work: Path) -> tuple[dict[str, Any], dict[str, str]]:
     results: dict[str, Any] = {}
 
     async def play() -> None:
-        socket_dir = Path(tempfile.mkdtemp(prefix="phs-"))
-        raw = server_config(work, socket_dir)
-        raw["policy"] = {"mode": "database"}
-        server = Server(build_config(raw, data_dir=work), keepalive=30.0)
-        await server.start()
+        live = await LiveServer(work, keepalive=30.0, policy={"mode": "database"}).start()
         try:
-            assert server.store is not None
-            _key, api_key = await server.store.create_api_key(datetime.now(UTC) + timedelta(hours=24))
-            base = str(raw["server_url"]) + "/api/v1"
+            _key, api_key = await live.store.create_api_key(datetime.now(UTC) + timedelta(hours=24))
+            base = live.url + "/api/v1"
             async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {api_key}"}) as session:
 
                 async def call(step: Step) -> tuple[int, Any]:
@@ -80,15 +72,14 @@ def _run_scenario(work: Path) -> tuple[dict[str, Any], dict[str, str]]:
                         return resp.status, await resp.json(content_type=None)
 
                 config = work / "cli.yaml"
-                config.write_text(yaml.safe_dump(raw))
+                config.write_text(yaml.safe_dump(live.raw))
 
                 async def run_cli(argv: tuple[str, ...]) -> str:
                     return await asyncio.to_thread(_cli, config, argv)
 
                 results["rest"], results["cli"] = await run(call, run_cli)
         finally:
-            await server.stop()
-            shutil.rmtree(socket_dir, ignore_errors=True)
+            await live.stop()
 
     failure: list[BaseException] = []
 

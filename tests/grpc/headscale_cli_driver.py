@@ -21,12 +21,11 @@ from typing import Any
 
 from cryptography import x509
 
-from pyheadscale.app import Server
-from pyheadscale.config import build_config
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from pyheadscale.tls.self_signed import self_signed_pem
-from tests.api.harness import server_config
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import setup_loopback_only
+from tests.live_server import LiveServer
+from tests.ports import free_port
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -65,16 +64,13 @@ async def headscale(binary: str, env: dict[str, str], *argv: str) -> dict[str, A
 
 async def main(binary: str) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="hs-cli-"))
-    socket_dir = Path(tempfile.mkdtemp(prefix="phs-"))
     cert, key = self_signed(work)
-    raw = server_config(work, socket_dir)
     grpc_address = f"127.0.0.1:{free_port()}"
-    raw.update(grpc_listen_addr=grpc_address, tls_cert_path=str(cert), tls_key_path=str(key))
-    server = Server(build_config(raw, data_dir=work), keepalive=30.0)
-    await server.start()
+    live = await LiveServer(
+        work, keepalive=30.0, grpc_listen_addr=grpc_address, tls_cert_path=str(cert), tls_key_path=str(key)
+    ).start()
     try:
-        store = server.store
-        assert store is not None
+        store = live.store
         _record, api_key = await store.create_api_key(datetime.now(UTC) + timedelta(hours=1))
         alice = await store.create_user("alice")
         preauth, _text = await store.create_preauth_key(alice.id)
@@ -102,7 +98,7 @@ async def main(binary: str) -> dict[str, Any]:
         refused = await headscale(binary, wrong_key, "users", "list")
         # Local mode: no address, the config's unix_socket, where Headscale's CLI speaks gRPC.
         local_config = work / "headscale-cli.yaml"
-        local_config.write_text(f"unix_socket: {raw['unix_socket']}\ndisable_check_updates: true\n")
+        local_config.write_text(f"unix_socket: {live.socket_path}\ndisable_check_updates: true\n")
         local_env = {key: env[key] for key in ("PATH", "HOME", "HEADSCALE_DISABLE_CHECK_UPDATES")}
         local = [
             await headscale(binary, local_env, "-c", str(local_config), "users", "list", "-o", "json"),
@@ -117,9 +113,8 @@ async def main(binary: str) -> dict[str, Any]:
             "users": sorted(u.name for u in store.users.values()),
         }
     finally:
-        await server.stop()
+        await live.stop()
         shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

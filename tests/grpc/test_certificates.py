@@ -9,11 +9,10 @@ from pathlib import Path
 
 from cryptography import x509
 
-from pyheadscale.app import Server
-from pyheadscale.config import build_config
 from pyheadscale.grpc.certificates import CertificateFiles, split_pem
-from tests.api.harness import free_port, server_config
 from tests.grpc.headscale_cli_driver import self_signed
+from tests.live_server import StartLive
+from tests.ports import free_port
 
 
 def _presented(address: str) -> str:
@@ -21,30 +20,25 @@ def _presented(address: str) -> str:
     return ssl.get_server_certificate((host, int(port)), timeout=10)
 
 
-async def test_a_replaced_certificate_is_served_to_new_connections(tmp_path: Path) -> None:
+async def test_a_replaced_certificate_is_served_to_new_connections(
+    start_live: StartLive, tmp_path: Path
+) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir()
     second.mkdir()
     cert, key = self_signed(first)
     new_cert, new_key = self_signed(second)
-    raw = server_config(tmp_path, tmp_path)
     address = f"127.0.0.1:{free_port()}"
-    raw.update(grpc_listen_addr=address, tls_cert_path=str(cert), tls_key_path=str(key))
-    raw["server_url"] = str(raw["server_url"]).replace("http://", "https://")
-    server = Server(build_config(raw, data_dir=tmp_path), keepalive=30.0)
-    await server.start()
-    try:
-        served = x509.load_pem_x509_certificate((await asyncio.to_thread(_presented, address)).encode())
-        assert served == x509.load_pem_x509_certificate(cert.read_bytes())
-        cert.write_bytes(new_cert.read_bytes())
-        key.write_bytes(new_key.read_bytes())
-        later = os.stat(cert).st_mtime_ns + 1_000_000_000
-        os.utime(cert, ns=(later, later))
-        os.utime(key, ns=(later, later))
-        served = x509.load_pem_x509_certificate((await asyncio.to_thread(_presented, address)).encode())
-        assert served == x509.load_pem_x509_certificate(new_cert.read_bytes())
-    finally:
-        await server.stop()
+    await start_live(scheme="https", grpc_listen_addr=address, tls_cert_path=str(cert), tls_key_path=str(key))
+    served = x509.load_pem_x509_certificate((await asyncio.to_thread(_presented, address)).encode())
+    assert served == x509.load_pem_x509_certificate(cert.read_bytes())
+    cert.write_bytes(new_cert.read_bytes())
+    key.write_bytes(new_key.read_bytes())
+    later = os.stat(cert).st_mtime_ns + 1_000_000_000
+    os.utime(cert, ns=(later, later))
+    os.utime(key, ns=(later, later))
+    served = x509.load_pem_x509_certificate((await asyncio.to_thread(_presented, address)).encode())
+    assert served == x509.load_pem_x509_certificate(new_cert.read_bytes())
 
 
 def test_acme_certificate_stands_in_until_issued_then_is_picked_up(tmp_path: Path) -> None:

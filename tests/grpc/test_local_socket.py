@@ -11,10 +11,10 @@ from grpc import aio
 
 from pyheadscale.grpc import local
 from pyheadscale.grpc.schema import pb, services
-from tests.grpc.conftest import GrpcLive
+from tests.live_server import LiveServer
 
 
-async def test_rest_and_grpc_on_one_socket(grpc_live: GrpcLive) -> None:
+async def test_rest_and_grpc_on_one_socket(grpc_live: LiveServer) -> None:
     await grpc_live.store.create_user("alice")
     connector = aiohttp.UnixConnector(path=grpc_live.socket_path)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -30,7 +30,7 @@ async def test_rest_and_grpc_on_one_socket(grpc_live: GrpcLive) -> None:
     assert entries[-1]["actor"] == "cli:unix-socket"
 
 
-async def test_silent_and_closed_connections_do_not_disturb_it(grpc_live: GrpcLive) -> None:
+async def test_silent_and_closed_connections_do_not_disturb_it(grpc_live: LiveServer) -> None:
     _reader, silent = await asyncio.open_unix_connection(grpc_live.socket_path)
     _reader2, closed = await asyncio.open_unix_connection(grpc_live.socket_path)
     closed.close()
@@ -50,7 +50,7 @@ async def test_silent_and_closed_connections_do_not_disturb_it(grpc_live: GrpcLi
 
 
 async def test_connections_past_the_cap_are_closed(
-    grpc_live: GrpcLive, monkeypatch: pytest.MonkeyPatch
+    grpc_live: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(local, "MAX_CONNECTIONS", 2)
     held = [await asyncio.open_unix_connection(grpc_live.socket_path) for _ in range(2)]

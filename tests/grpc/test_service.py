@@ -14,17 +14,16 @@ import grpc
 import pytest
 from grpc import aio
 
-from pyheadscale.app import Server
 from pyheadscale.cli.main import main
 from pyheadscale.config import build_config
 from pyheadscale.grpc.schema import pb, services
 from pyheadscale.grpc.server import serves_remote_grpc
-from tests.api.harness import free_port, server_config
-from tests.grpc.conftest import GrpcLive
 from tests.grpc.headscale_cli_driver import self_signed
+from tests.live_server import LiveServer, StartLive
+from tests.ports import free_port
 
 
-async def _key(live: GrpcLive) -> str:
+async def _key(live: LiveServer) -> str:
     _record, text = await live.store.create_api_key(None)
     return str(text)
 
@@ -33,7 +32,7 @@ def _auth(key: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {key}"),)
 
 
-async def test_calls_need_a_valid_api_key(grpc_live: GrpcLive) -> None:
+async def test_calls_need_a_valid_api_key(grpc_live: LiveServer) -> None:
     async with aio.insecure_channel(grpc_live.grpc_address) as channel:
         stub: Any = services.HeadscaleServiceStub(channel)
         with pytest.raises(aio.AioRpcError) as missing:
@@ -48,7 +47,7 @@ async def test_calls_need_a_valid_api_key(grpc_live: GrpcLive) -> None:
         assert list(answer.users) == []
 
 
-async def test_users_nodes_and_keys_round_trip(grpc_live: GrpcLive) -> None:
+async def test_users_nodes_and_keys_round_trip(grpc_live: LiveServer) -> None:
     key = await _key(grpc_live)
     async with aio.insecure_channel(grpc_live.grpc_address) as channel:
         stub: Any = services.HeadscaleServiceStub(channel)
@@ -80,48 +79,43 @@ async def test_not_served_without_tls_or_allow_insecure(tmp_path: Path) -> None:
     assert serves_remote_grpc(build_config(raw | {"grpc_allow_insecure": True}, data_dir=tmp_path))
 
 
-async def test_our_cli_reaches_the_grpc_api_as_headscales_does(tmp_path: Path) -> None:
+async def test_our_cli_reaches_the_grpc_api_as_headscales_does(start_live: StartLive, tmp_path: Path) -> None:
     """HEADSCALE_CLI_ADDRESS=host:port (no scheme) is the gRPC API over TLS; INSECURE accepts any cert."""
     cert, key = self_signed(tmp_path)
-    raw = server_config(tmp_path, tmp_path)
     address = f"127.0.0.1:{free_port()}"
-    raw.update(grpc_listen_addr=address, tls_cert_path=str(cert), tls_key_path=str(key))
-    server = Server(build_config(raw, data_dir=tmp_path), keepalive=30.0)
-    await server.start()
-    try:
-        assert server.store is not None
-        await server.store.create_user("alice")
-        _record, api_key = await server.store.create_api_key(None)
+    live = await start_live(grpc_listen_addr=address, tls_cert_path=str(cert), tls_key_path=str(key))
+    server = live.server
+    assert server.store is not None
+    await server.store.create_user("alice")
+    _record, api_key = await server.store.create_api_key(None)
 
-        def run(*argv: str, **env: str) -> tuple[int, str, str]:
-            saved = dict(os.environ)
-            os.environ.update({"HEADSCALE_CLI_ADDRESS": address, "HEADSCALE_CLI_API_KEY": api_key, **env})
-            out, err = io.StringIO(), io.StringIO()
-            try:
-                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                    code = main(list(argv))
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
-            return code, out.getvalue(), err.getvalue()
+    def run(*argv: str, **env: str) -> tuple[int, str, str]:
+        saved = dict(os.environ)
+        os.environ.update({"HEADSCALE_CLI_ADDRESS": address, "HEADSCALE_CLI_API_KEY": api_key, **env})
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(list(argv))
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        return code, out.getvalue(), err.getvalue()
 
-        code, out, err = await asyncio.to_thread(
-            run, "users", "list", "-o", "json", HEADSCALE_CLI_INSECURE="true"
-        )
-        assert code == 0, err
-        assert [u["name"] for u in json.loads(out)] == ["alice"]
-        code, out, err = await asyncio.to_thread(run, "users", "create", "bob", HEADSCALE_CLI_INSECURE="true")
-        assert (code, out) == (0, "User created\n") and server.store.user_by_name("bob") is not None
-        # Without INSECURE the self-signed certificate is not trusted: a clean error, no traceback.
-        code, out, err = await asyncio.to_thread(run, "users", "list", HEADSCALE_CLI_INSECURE="false")
-        assert code == 1 and err.startswith("Error: ") and "Traceback" not in err
-        code, out, err = await asyncio.to_thread(run, "auth", "list", HEADSCALE_CLI_INSECURE="true")
-        assert code == 1 and "REST API" in err
-    finally:
-        await server.stop()
+    code, out, err = await asyncio.to_thread(
+        run, "users", "list", "-o", "json", HEADSCALE_CLI_INSECURE="true"
+    )
+    assert code == 0, err
+    assert [u["name"] for u in json.loads(out)] == ["alice"]
+    code, out, err = await asyncio.to_thread(run, "users", "create", "bob", HEADSCALE_CLI_INSECURE="true")
+    assert (code, out) == (0, "User created\n") and server.store.user_by_name("bob") is not None
+    # Without INSECURE the self-signed certificate is not trusted: a clean error, no traceback.
+    code, out, err = await asyncio.to_thread(run, "users", "list", HEADSCALE_CLI_INSECURE="false")
+    assert code == 1 and err.startswith("Error: ") and "Traceback" not in err
+    code, out, err = await asyncio.to_thread(run, "auth", "list", HEADSCALE_CLI_INSECURE="true")
+    assert code == 1 and "REST API" in err
 
 
-async def test_an_oversized_request_is_refused(grpc_live: GrpcLive) -> None:
+async def test_an_oversized_request_is_refused(grpc_live: LiveServer) -> None:
     key = await _key(grpc_live)
     async with aio.insecure_channel(
         grpc_live.grpc_address, options=[("grpc.max_send_message_length", 8 << 20)]
@@ -133,7 +127,7 @@ async def test_an_oversized_request_is_refused(grpc_live: GrpcLive) -> None:
         assert (await stub.Health(pb.HealthRequest(), metadata=_auth(key))).database_connectivity
 
 
-async def test_repeated_refusals_are_rate_limited(grpc_live: GrpcLive) -> None:
+async def test_repeated_refusals_are_rate_limited(grpc_live: LiveServer) -> None:
     """As on REST: a source that keeps presenting bad keys is turned away before its key is checked."""
     bad = _auth("hskey-api-000000000000-" + "0" * 64)
     burst = grpc_live.server.config.limits.rate.api_auth_failures.burst

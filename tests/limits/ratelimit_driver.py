@@ -26,8 +26,9 @@ from pyheadscale.client.control import ControlClient, ControlClientError
 from pyheadscale.config import build_config
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
 from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.twonode_driver import wait_until
+from tests.ports import free_port
 
 BAD_KEY = "hskey-auth-000000000000-" + "0" * 64
 

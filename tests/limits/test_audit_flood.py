@@ -11,7 +11,7 @@ import pytest
 from pyheadscale.audit import AuditLog
 from pyheadscale.config_limits import AuditLimits, RateConfig
 from pyheadscale.tailkey import NodePrivate
-from tests.control.conftest import Harness
+from tests.live_server import LiveServer
 
 
 def test_attacker_fields_are_clipped() -> None:
@@ -66,9 +66,9 @@ def test_unauthenticated_refusals_are_rate_limited_per_source() -> None:
     assert log.entries[-1]["source"] == "2001:db8::/64"
 
 
-async def test_refused_registrations_flood(make_harness: object, caplog: pytest.LogCaptureFixture) -> None:
+async def test_refused_registrations_flood(start_live: object, caplog: pytest.LogCaptureFixture) -> None:
     """Bad-key registrations with the longest Hostname allowed: audit entries bounded, log lines clipped."""
-    harness: Harness = await make_harness(  # type: ignore[operator]
+    live: LiveServer = await start_live(  # type: ignore[operator]
         limits={
             "rate": {
                 "audit_refusals": {"per_second": 0.001, "burst": 10},
@@ -76,15 +76,15 @@ async def test_refused_registrations_flood(make_harness: object, caplog: pytest.
             }
         }
     )
-    client = await harness.client()
+    client = await live.client()
     caplog.set_level(logging.INFO)
     for _ in range(60):
         answer = await client.register(
             NodePrivate.generate(), auth_key="hskey-auth-000000000000-" + "0" * 64, hostname="h" * 256
         )
         assert answer["Error"]
-    denied = [e for e in harness.server.audit.entries if e["outcome"] == "denied"]
+    denied = [e for e in live.server.audit.entries if e["outcome"] == "denied"]
     assert len(denied) == 10
-    suppressed = harness.server.metrics.registry.get_sample_value("pyheadscale_audit_suppressed_total")
+    suppressed = live.server.metrics.registry.get_sample_value("pyheadscale_audit_suppressed_total")
     assert suppressed == 50
     assert all(len(r.getMessage()) < 400 for r in caplog.records)

@@ -5,33 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pyheadscale.client.control import ControlClient, _Stream
+from pyheadscale.client.control import ControlClient
 from pyheadscale.control.h2server import MAX_CLIENT_RESETS, MAX_HEADER_LIST_SIZE
 from pyheadscale.tailkey import NodePrivate
-from tests.control.conftest import Harness
+from tests.live_server import LiveServer, StartLive, send_request_headers
 
 MiB = 1 << 20
 
 
 def open_unfinished(client: ControlClient, count: int) -> list[int]:
     """`count` register requests whose HEADERS promise a 1 MiB body that never ends."""
-    h2conn: Any = client._h2
-    ids = []
-    for _ in range(count):
-        stream_id = h2conn.get_next_available_stream_id()
-        client._streams[stream_id] = _Stream()
-        h2conn.send_headers(
-            stream_id,
-            [
-                (":method", "POST"),
-                (":path", "/machine/register"),
-                (":scheme", "http"),
-                (":authority", "control"),
-                ("content-length", str(MiB)),
-            ],
-        )
-        ids.append(stream_id)
-    return ids
+    return [send_request_headers(client, ("content-length", str(MiB))) for _ in range(count)]
 
 
 async def push_bodies(client: ControlClient, ids: list[int], budget: int, stall: float = 1.0) -> int:
@@ -60,33 +44,33 @@ async def push_bodies(client: ControlClient, ids: list[int], budget: int, stall:
     return sent
 
 
-async def test_unfinished_bodies_bounded_per_connection(make_harness: Any) -> None:
-    harness: Harness = await make_harness(limits={"http2": {"connection_buffer_bytes": MiB}})
-    client = await harness.client()
+async def test_unfinished_bodies_bounded_per_connection(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(limits={"http2": {"connection_buffer_bytes": MiB}})
+    client = await live.client()
     ids = open_unfinished(client, 32)
     sent = await push_bodies(client, ids, 16 * MiB)
     # One connection buffer, plus the one window of credit already in flight when it filled.
     assert sent <= MiB + 2 * 65535, sent
-    control: Any = harness.server.components.control
+    control: Any = live.server.components.control
     assert control.body_budget.used <= MiB + 2 * 65535
 
 
-async def test_unfinished_bodies_bounded_across_connections(make_harness: Any) -> None:
-    harness: Harness = await make_harness(
+async def test_unfinished_bodies_bounded_across_connections(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(
         limits={"http2": {"connection_buffer_bytes": MiB, "total_buffer_bytes": MiB}}
     )
     total = 0
     for _ in range(4):
-        client = await harness.client()
+        client = await live.client()
         total += await push_bodies(client, open_unfinished(client, 8), 4 * MiB, stall=0.5)
     assert total <= MiB + 4 * 2 * 65535, total
 
 
-async def test_request_deadline_resets_unfinished_stream(make_harness: Any) -> None:
-    harness: Harness = await make_harness(
+async def test_request_deadline_resets_unfinished_stream(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(
         limits={"connections": {"request_timeout": "1s", "idle_timeout": "1m"}}
     )
-    client = await harness.client()
+    client = await live.client()
     ids = open_unfinished(client, 2)
     await push_bodies(client, ids, 1000, stall=0.1)
 
@@ -94,72 +78,54 @@ async def test_request_deadline_resets_unfinished_stream(make_harness: Any) -> N
         while await asyncio.wait_for(client._streams[stream_id].data.get(), 10) is not None:
             pass
         assert client._streams[stream_id].reset
-    control: Any = harness.server.components.control
+    control: Any = live.server.components.control
     assert control.body_budget.used == 0
     # The connection itself still serves complete requests.
     status, _ = await client.request("POST", "/machine/register", b"{}")
     assert status == 400
 
 
-async def test_released_credit_lets_a_waiting_body_finish(make_harness: Any) -> None:
+async def test_released_credit_lets_a_waiting_body_finish(start_live: StartLive) -> None:
     """Once stalled streams time out, the budget they held serves the next client's request."""
-    harness: Harness = await make_harness(
+    live: LiveServer = await start_live(
         limits={
             "connections": {"request_timeout": "2s"},
             "http2": {"connection_buffer_bytes": MiB, "total_buffer_bytes": MiB},
         }
     )
-    hog = await harness.client()
+    hog = await live.client()
     await push_bodies(hog, open_unfinished(hog, 8), 4 * MiB, stall=0.5)
-    control: Any = harness.server.components.control
+    control: Any = live.server.components.control
     assert control.body_budget.exhausted
-    client = await harness.client()
+    client = await live.client()
     body = {
         "NodeKey": NodePrivate.generate().public().text,
         "Hostinfo": {"Hostname": "after-the-hog"},
-        "Auth": {"AuthKey": await harness.preauth_key()},
+        "Auth": {"AuthKey": await live.preauth_key()},
         "Padding": "x" * (256 << 10),  # more than the initial windows: it needs credit the hog holds
     }
     status, data = await asyncio.wait_for(client.request("POST", "/machine/register", body), 20)
     assert status == 200 and b'"MachineAuthorized": true' in data, data
 
 
-async def test_rapid_reset_closes_the_connection(make_harness: Any) -> None:
+async def test_rapid_reset_closes_the_connection(start_live: StartLive) -> None:
     """Opening and cancelling streams at once costs a task each; past the limit the connection is closed."""
-    harness: Harness = await make_harness()
-    client = await harness.client()
+    live: LiveServer = await start_live()
+    client = await live.client()
     h2conn: Any = client._h2
     for _ in range(MAX_CLIENT_RESETS + 50):
-        stream_id = h2conn.get_next_available_stream_id()
-        client._streams[stream_id] = _Stream()
-        h2conn.send_headers(
-            stream_id,
-            [(":method", "POST"), (":path", "/machine/map"), (":scheme", "http"), (":authority", "x")],
-            end_stream=True,
-        )
+        stream_id = send_request_headers(client, path="/machine/map", end_stream=True)
         h2conn.reset_stream(stream_id)
         await client._flush()
     await asyncio.wait_for(client._closed.wait(), 10)
 
 
-async def test_oversized_request_headers_refused(make_harness: Any) -> None:
+async def test_oversized_request_headers_refused(start_live: StartLive) -> None:
     """Headers past MAX_HEADER_LIST_SIZE end the connection (h2 would take 64 KiB per stream otherwise)."""
-    harness: Harness = await make_harness()
-    client = await harness.client()
-    h2conn: Any = client._h2
-    stream_id = h2conn.get_next_available_stream_id()
-    client._streams[stream_id] = _Stream()
-    h2conn.send_headers(
-        stream_id,
-        [
-            (":method", "POST"),
-            (":path", "/machine/register"),
-            (":scheme", "http"),
-            (":authority", "x"),
-            ("x-padding", "p" * (MAX_HEADER_LIST_SIZE + 1024)),
-        ],
-    )
+    live: LiveServer = await start_live()
+    client = await live.client()
+    send_request_headers(client, ("x-padding", "p" * (MAX_HEADER_LIST_SIZE + 1024)))
     await client._flush()
     await asyncio.wait_for(client._closed.wait(), 10)
-    node = await harness.node("still-serving")
+    node = await live.node("still-serving")
     assert node.register["MachineAuthorized"]

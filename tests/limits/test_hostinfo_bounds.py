@@ -16,7 +16,7 @@ from pyheadscale.tailcfg.hostinfo import (
     check_hostinfo,
 )
 from pyheadscale.tailcfg.requests import BadRequest, MapRequest, parse_request
-from tests.control.conftest import Harness, open_map
+from tests.live_server import LiveServer, StartLive, open_map
 
 FIXTURES = sorted((Path(__file__).resolve().parents[2] / "fixtures" / "tsnet-1.90.9").glob("*.jsonl"))
 
@@ -87,9 +87,9 @@ def test_unknown_fields_dropped_at_every_level() -> None:
     }
 
 
-async def test_big_hostinfo_refused_over_the_wire_and_never_reaches_peers(make_harness: Any) -> None:
-    harness: Harness = await make_harness(limits={"hostinfo": {"max_bytes": 4096}})
-    a, b = await harness.node("a"), await harness.node("b")
+async def test_big_hostinfo_refused_over_the_wire_and_never_reaches_peers(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(limits={"hostinfo": {"max_bytes": 4096}})
+    a, b = await live.node("a"), await live.node("b")
     reader = open_map(b)
     await reader.next()
     client = a.client
@@ -99,7 +99,7 @@ async def test_big_hostinfo_refused_over_the_wire_and_never_reaches_peers(make_h
         )
         await stream.__anext__()
     # A Hostinfo with an unknown 100 KB field is accepted without it; b's delta stays small.
-    node_id = harness.store.node_by_node_key(a.node_key_text).id
+    node_id = live.record(a).id
     update = {"Hostinfo": {"Hostname": "a", "OS": "linux", "Junk": "x" * 100_000}, "OmitPeers": True}
     status, _ = await client.request(
         "POST",
@@ -107,7 +107,7 @@ async def test_big_hostinfo_refused_over_the_wire_and_never_reaches_peers(make_h
         {"Version": client.capver, "NodeKey": a.node_key_text, "Stream": False, **update},
     )
     assert status == 200
-    assert "Junk" not in harness.store.nodes[node_id].hostinfo
+    assert "Junk" not in live.store.nodes[node_id].hostinfo
     delta = await reader.wait_for(
         lambda m: (
             any(p.get("ID") == node_id for p in (m.get("PeersChanged") or []))
@@ -128,17 +128,17 @@ def test_endpoints_are_bounded() -> None:
     assert parse_request(MapRequest, body).Endpoints == endpoints[:40]
 
 
-async def test_oversized_hostinfo_in_the_database_is_bounded_on_load(make_harness: Any) -> None:
+async def test_oversized_hostinfo_in_the_database_is_bounded_on_load(start_live: StartLive) -> None:
     """Rows written before these bounds (or by Headscale) are held to them when read back."""
-    harness: Harness = await make_harness()
-    node = await harness.node("old")
-    record = harness.store.node_by_node_key(node.node_key_text)
+    live: LiveServer = await start_live()
+    node = await live.node("old")
+    record = live.record(node)
     node_id = record.id
     stored = {"Hostname": "old", "OS": "linux", "OSVersion": "v" * 1_000_000, "Junk": "x" * 1000}
     # The store writes what it is given; only the wire parser bounds a client's Hostinfo.
-    await harness.store.update_from_map_request(record, disco_key=None, endpoints=None, hostinfo=stored)
+    await live.store.update_from_map_request(record, disco_key=None, endpoints=None, hostinfo=stored)
     await node.client.close()
-    await harness.restart()
-    loaded = harness.store.nodes[node_id].hostinfo
+    await live.restart()
+    loaded = live.store.nodes[node_id].hostinfo
     assert loaded == {"Hostname": "old", "OS": "linux"}
     assert bound_stored_hostinfo({"Hostname": "ok", "Junk": 1}) == {"Hostname": "ok"}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pyheadscale.listener import LISTEN_BACKLOG
-from tests.control.conftest import Harness
+from tests.live_server import LiveServer
 
 BURST = 600
 SOMAXCONN = int(Path("/proc/sys/net/core/somaxconn").read_text())
@@ -37,12 +37,12 @@ def connect_burst(port: int) -> int:
 
 
 async def test_a_connection_burst_waits_in_the_listen_queue_while_the_server_is_busy(
-    harness: Harness,
+    live: LiveServer,
 ) -> None:
     assert LISTEN_BACKLOG >= BURST
     if SOMAXCONN < BURST:
         pytest.skip(f"net.core.somaxconn is {SOMAXCONN}: the kernel caps every listen queue below {BURST}")
     with ThreadPoolExecutor(1) as pool:
         # Waiting here blocks the server's event loop: nothing is accepted while the burst arrives.
-        connected = pool.submit(connect_burst, harness.port).result(timeout=120)
+        connected = pool.submit(connect_burst, live.port).result(timeout=120)
     assert connected == BURST

@@ -7,7 +7,7 @@ import pytest
 
 from pyheadscale.auth.interactive import PendingLogins
 from pyheadscale.tailkey import NodePrivate
-from tests.control.conftest import Harness
+from tests.live_server import LiveServer
 
 
 def mkey(i: int) -> str:
@@ -57,26 +57,26 @@ async def test_flood_never_locks_a_real_login_out() -> None:
     assert logins.get(real.auth_id) is real
 
 
-async def test_interactive_flood_over_the_wire(make_harness: object) -> None:
+async def test_interactive_flood_over_the_wire(start_live: object) -> None:
     """One connection, many machine keys' worth of logins: capped per source, and a login from elsewhere
     still gets its AuthURL."""
-    harness: Harness = await make_harness(  # type: ignore[operator]
+    live: LiveServer = await start_live(  # type: ignore[operator]
         limits={
             "logins": {"max_pending_per_source": 5},
             "rate": {"registrations": {"per_second": 1000, "burst": 1000}},
         }
     )
-    client = await harness.client()
+    client = await live.client()
     answers = [await client.register(NodePrivate.generate(), hostname="flood") for _ in range(20)]
     # One machine key: each new login replaces its previous one.
     assert all(a["AuthURL"] for a in answers)
-    assert len(harness.server.logins) == 1
-    flooders = [await harness.client() for _ in range(8)]
+    assert len(live.server.logins) == 1
+    flooders = [await live.client() for _ in range(8)]
     refused = []
     for flooder in flooders:
         answer = await flooder.register(NodePrivate.generate(), hostname="flood")
         refused.append(bool(answer["Error"]))
-    assert len(harness.server.logins) == 5 and refused.count(True) == 4
+    assert len(live.server.logins) == 5 and refused.count(True) == 4
     assert "from your address" in answer["Error"]
 
 

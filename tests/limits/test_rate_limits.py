@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -12,8 +11,8 @@ import pytest
 from pyheadscale.client.control import ControlClient, ControlClientError
 from pyheadscale.ratelimit import RateLimiter, source_of
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
-from tests.control.conftest import Harness
 from tests.e2e.netns import run_driver
+from tests.live_server import LiveServer, StartLive
 
 SLOW = {"per_second": 0.001, "burst": 3}
 
@@ -42,17 +41,15 @@ def test_sources() -> None:
     assert source_of(None) == "unknown"
 
 
-def metric(harness: Harness, limit: str) -> float | None:
-    return harness.server.metrics.registry.get_sample_value(
-        "pyheadscale_rate_limited_total", {"limit": limit}
-    )
+def metric(live: LiveServer, limit: str) -> float | None:
+    return live.server.metrics.registry.get_sample_value("pyheadscale_rate_limited_total", {"limit": limit})
 
 
-async def test_handshakes_rate_limited(make_harness: Any) -> None:
-    harness: Harness = await make_harness(limits={"rate": {"handshakes": SLOW}})
+async def test_handshakes_rate_limited(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(limits={"rate": {"handshakes": SLOW}})
     for _ in range(3):
-        await harness.client()
-    client = ControlClient(harness.url, MachinePrivate.generate())
+        await live.client()
+    client = ControlClient(live.url, MachinePrivate.generate())
     try:
         await client.connect()
         raise AssertionError("the fourth handshake was accepted")
@@ -60,24 +57,24 @@ async def test_handshakes_rate_limited(make_harness: Any) -> None:
         assert "429" in str(exc) and "Retry-After:" in str(exc), exc
     finally:
         await client.close()
-    assert metric(harness, "handshakes") == 1
+    assert metric(live, "handshakes") == 1
 
 
-async def test_registrations_rate_limited(make_harness: Any) -> None:
-    harness: Harness = await make_harness(limits={"rate": {"registrations": SLOW}})
-    client = await harness.client()
+async def test_registrations_rate_limited(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(limits={"rate": {"registrations": SLOW}})
+    client = await live.client()
     for _ in range(3):
         await client.register(NodePrivate.generate(), auth_key="hskey-auth-000000000000-" + "0" * 64)
     _, stream = await client._open("POST", "/machine/register", b"{}")
     assert stream.status == 429
     assert int(stream.headers["retry-after"]) >= 1
-    assert metric(harness, "registrations") == 1
+    assert metric(live, "registrations") == 1
 
 
-async def test_api_auth_failures_rate_limited(make_harness: Any) -> None:
-    harness: Harness = await make_harness(limits={"rate": {"api_auth_failures": SLOW}})
-    _, good = await harness.store.create_api_key(None)
-    url = f"{harness.url}/api/v1/user"
+async def test_api_auth_failures_rate_limited(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(limits={"rate": {"api_auth_failures": SLOW}})
+    _, good = await live.store.create_api_key(None)
+    url = f"{live.url}/api/v1/user"
     async with aiohttp.ClientSession() as http:
         for _ in range(3):
             async with http.get(url, headers={"Authorization": "Bearer hskey-api-bad"}) as resp:
@@ -86,7 +83,7 @@ async def test_api_auth_failures_rate_limited(make_harness: Any) -> None:
         async with http.get(url, headers={"Authorization": f"Bearer {good}"}) as resp:
             assert resp.status == 429
             assert int(resp.headers["Retry-After"]) >= 1
-    assert metric(harness, "api_auth_failures") == 1
+    assert metric(live, "api_auth_failures") == 1
 
 
 @pytest.mark.realclient

@@ -6,7 +6,8 @@ import asyncio
 import time
 from typing import Any
 
-from tests.control.conftest import Harness
+from tests.live_server import LiveServer, StartLive, open_map
+from tests.ports import free_port
 
 FAST = {"connections": {"header_timeout": "1s", "request_timeout": "1s", "idle_timeout": "1s"}}
 
@@ -43,26 +44,26 @@ async def closed_within(
     return received
 
 
-async def test_silent_connection_closed(make_harness: Any) -> None:
-    harness: Harness = await make_harness(limits=FAST)
-    reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+async def test_silent_connection_closed(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(limits=FAST)
+    reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
     started = time.monotonic()
     await closed_within(reader, 10)
     assert time.monotonic() - started < 10
     writer.close()
 
 
-async def test_slow_request_head_closed(make_harness: Any) -> None:
-    harness: Harness = await make_harness(limits=FAST)
-    reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+async def test_slow_request_head_closed(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(limits=FAST)
+    reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
     writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
     await closed_within(reader, 10, trickle=writer)
     writer.close()
 
 
-async def test_slow_request_body_answered_408(make_harness: Any) -> None:
-    harness: Harness = await make_harness(limits=FAST)
-    reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+async def test_slow_request_body_answered_408(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(limits=FAST)
+    reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
     writer.write(b"POST /verify HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
     received = await closed_within(reader, 10, trickle=writer, until=b"\r\n\r\n")
     assert received.startswith(b"HTTP/1.1 408"), received[:100]
@@ -70,15 +71,15 @@ async def test_slow_request_body_answered_408(make_harness: Any) -> None:
     writer.close()
 
 
-async def test_connections_per_source_limited(make_harness: Any) -> None:
-    harness: Harness = await make_harness(limits={"connections": {"per_source": 4}})
-    held = [await asyncio.open_connection("127.0.0.1", harness.port) for _ in range(4)]
+async def test_connections_per_source_limited(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(limits={"connections": {"per_source": 4}})
+    held = [await asyncio.open_connection("127.0.0.1", live.port) for _ in range(4)]
     await asyncio.sleep(0.1)
-    reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
     received = await closed_within(reader, 10)
     assert received.startswith(b"HTTP/1.1 503"), received[:100]
     assert b"from your address" in received
-    refused = harness.server.metrics.registry.get_sample_value(
+    refused = live.server.metrics.registry.get_sample_value(
         "pyheadscale_connections_refused_total", {"reason": "per_source"}
     )
     assert refused == 1
@@ -87,23 +88,23 @@ async def test_connections_per_source_limited(make_harness: Any) -> None:
     writer.close()
     await asyncio.sleep(0.2)
     # Closing them frees the slots.
-    status_reader, status_writer = await asyncio.open_connection("127.0.0.1", harness.port)
+    status_reader, status_writer = await asyncio.open_connection("127.0.0.1", live.port)
     status_writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert (await closed_within(status_reader, 10)).startswith(b"HTTP/1.1 200")
     status_writer.close()
 
 
-async def test_idle_ts2021_connection_closed(make_harness: Any) -> None:
-    harness: Harness = await make_harness(limits=FAST)
-    client = await harness.client()
+async def test_idle_ts2021_connection_closed(start_live: StartLive) -> None:
+    live: LiveServer = await start_live(limits=FAST)
+    client = await live.client()
     started = time.monotonic()
     await asyncio.wait_for(client._closed.wait(), 10)
     assert time.monotonic() - started < 10
-    assert not harness.server.components.control.connections or await _drained(harness)
+    assert not live.server.components.control.connections or await _drained(live)
 
 
-async def _drained(harness: Harness) -> bool:
-    control: Any = harness.server.components.control
+async def _drained(live: LiveServer) -> bool:
+    control: Any = live.server.components.control
     for _ in range(50):
         if not control.connections:
             return True
@@ -111,12 +112,10 @@ async def _drained(harness: Harness) -> bool:
     return False
 
 
-async def test_busy_ts2021_connection_is_not_idle(make_harness: Any) -> None:
+async def test_busy_ts2021_connection_is_not_idle(start_live: StartLive) -> None:
     """An open map stream keeps its connection: idleness is counted only with no open request."""
-    harness: Harness = await make_harness(limits=FAST)
-    node = await harness.node("streamer")
-    from tests.control.conftest import open_map
-
+    live: LiveServer = await start_live(limits=FAST)
+    node = await live.node("streamer")
     reader = open_map(node)
     await reader.next()
     await asyncio.sleep(2.5)
@@ -134,11 +133,9 @@ def test_connection_capacity_respects_the_fd_limit(monkeypatch: Any) -> None:
     assert listener.connection_capacity(100) == 100
 
 
-async def test_silent_connection_to_metrics_listener_closed(make_harness: Any) -> None:
-    from tests.control.conftest import free_port
-
+async def test_silent_connection_to_metrics_listener_closed(start_live: StartLive) -> None:
     port = free_port()
-    await make_harness(limits=FAST, metrics_listen_addr=f"127.0.0.1:{port}")
+    await start_live(limits=FAST, metrics_listen_addr=f"127.0.0.1:{port}")
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     started = time.monotonic()
     await closed_within(reader, 10)

@@ -13,7 +13,6 @@ import contextlib
 import json
 import shutil
 import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +21,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pyheadscale.app import Server
-from pyheadscale.config import build_config
-from tests.api.harness import LiveServer, server_config
+from tests.live_server import LiveServer, StartLive
 from tests.oidc.browser import Browser
+from tests.ports import free_port
 
 PROVIDER_DIR = Path(__file__).parent / "provider"
 CLIENT_ID = "pyheadscale-test"
@@ -110,21 +108,19 @@ StartSetup = Callable[..., Awaitable[OIDCSetup]]
 
 
 @pytest.fixture
-async def oidc_setup(provider_installed: Path, tmp_path: Path) -> AsyncIterator[StartSetup]:
+async def oidc_setup(
+    provider_installed: Path, tmp_path: Path, start_live: StartLive
+) -> AsyncIterator[StartSetup]:
     """Start the provider and a pyheadscale server whose `oidc` section is the base one plus `oidc`."""
-    started: list[OIDCSetup] = []
     providers: list[OIDCProvider] = []
 
     async def start(oidc: dict[str, Any] | None = None, **top: Any) -> OIDCSetup:
-        data_dir = tmp_path / f"data{len(started)}"
-        socket_dir = Path(tempfile.mkdtemp(prefix="phs-"))
-        raw = server_config(data_dir, socket_dir)
+        port = free_port()
         provider = await start_provider(
-            provider_installed, f"{raw['server_url']}/oidc/callback", tmp_path / "provider.log"
+            provider_installed, f"http://127.0.0.1:{port}/oidc/callback", tmp_path / "provider.log"
         )
         providers.append(provider)
-        raw |= top
-        raw["oidc"] = {
+        section = {
             "issuer": provider.issuer,
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
@@ -133,17 +129,14 @@ async def oidc_setup(provider_installed: Path, tmp_path: Path) -> AsyncIterator[
             "pkce": {"enabled": True},
             **(oidc or {}),
         }
-        server = Server(build_config(raw, data_dir=data_dir), keepalive=30.0)
-        await server.start()
-        setup = OIDCSetup(LiveServer(server, raw, socket_dir), provider)
-        started.append(setup)
-        return setup
+        live = await start_live(
+            data_dir=tmp_path / f"data{len(providers) - 1}", port=port, **top, oidc=section
+        )
+        return OIDCSetup(live, provider)
 
     try:
         yield start
     finally:
-        for setup in started:
-            await setup.live.stop()
         for provider in providers:
             await stop_provider(provider)
 

@@ -66,7 +66,7 @@ async def test_the_confirmation_needs_this_browser_and_its_token(
         ]
         for refused in refusals:
             assert refused.status == 403 and "Confirmation refused" in refused.text, refused.text
-        async with aiohttp.ClientSession() as http, http.get(f"{live.base_url}/oidc/confirm") as response:
+        async with aiohttp.ClientSession() as http, http.get(f"{live.url}/oidc/confirm") as response:
             assert response.status == 405, "a GET never confirms"
         assert not live.store.nodes
 

@@ -12,7 +12,7 @@ from typing import Any
 from pyheadscale.client.control import ControlClient
 from pyheadscale.state.names import now
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
-from tests.api.harness import LiveServer
+from tests.live_server import LiveServer
 from tests.oidc.browser import Browser
 from tests.oidc.conftest import StartSetup
 
@@ -23,7 +23,7 @@ class Machine:
     def __init__(self, live: LiveServer, hostname: str) -> None:
         self.live = live
         self.hostname = hostname
-        self.client = ControlClient(live.base_url, MachinePrivate.generate())
+        self.client = ControlClient(live.url, MachinePrivate.generate())
         self.node_key = NodePrivate.generate()
         self.auth_url = ""
         self.waiting: asyncio.Future[dict[str, Any]] | None = None
@@ -32,7 +32,7 @@ class Machine:
         await self.client.connect()
         first = await self.client.register(self.node_key, hostname=self.hostname)
         assert not first["MachineAuthorized"]
-        assert first["AuthURL"].startswith(f"{self.live.base_url}/register/hskey-authreq-"), first
+        assert first["AuthURL"].startswith(f"{self.live.url}/register/hskey-authreq-"), first
         self.auth_url = first["AuthURL"]
         self.waiting = asyncio.ensure_future(
             self.client.register(self.node_key, hostname=self.hostname, followup=self.auth_url)

@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 import pytest
 
-from pyheadscale.app import Server
 from pyheadscale.auth.oidc_provider import ProviderError
-from pyheadscale.config import build_config
-from tests.api.harness import free_port, server_config
+from tests.live_server import LiveServer, StartLive
 from tests.oidc.browser import Browser
 from tests.oidc.conftest import CLIENT_SECRET, StartSetup
 from tests.oidc.test_oidc_login import Machine
+from tests.ports import free_port
 
 
 def with_query(url: str, **changes: str) -> str:
@@ -30,7 +28,7 @@ def with_query(url: str, **changes: str) -> str:
 
 async def test_unknown_state_and_missing_parameters(oidc_setup: StartSetup, browser: Browser) -> None:
     setup = await oidc_setup()
-    callback = f"{setup.live.base_url}/oidc/callback"
+    callback = f"{setup.live.url}/oidc/callback"
     for url in (callback, f"{callback}?code=abc", f"{callback}?state=forged-state-value&code=abc"):
         page = await browser.get(url)
         assert page.status == 400, url
@@ -46,7 +44,7 @@ async def test_replayed_callback_is_refused(
     try:
         page = await browser.log_in(await machine.start(), "alice")
         assert page.status == 200, page.text
-        callback = next(u for u in page.trail if u.startswith(f"{setup.live.base_url}/oidc/callback?"))
+        callback = next(u for u in page.trail if u.startswith(f"{setup.live.url}/oidc/callback?"))
         await machine.answer()
 
         replay = await browser.get(callback)
@@ -126,50 +124,31 @@ async def test_login_cancelled_at_the_provider(oidc_setup: StartSetup, browser: 
         await machine.close()
 
 
-async def test_unreachable_provider(tmp_path: Path) -> None:
-    dead_issuer = f"http://127.0.0.1:{free_port()}"
-    raw = server_config(tmp_path / "a", tmp_path)
-    raw["oidc"] = {"issuer": dead_issuer, "client_id": "c", "client_secret": "s"}
-    server = Server(build_config(raw, data_dir=tmp_path / "a"))
+async def test_unreachable_provider(start_live: StartLive) -> None:
+    dead = {"issuer": f"http://127.0.0.1:{free_port()}", "client_id": "c", "client_secret": "s"}
     with pytest.raises(ProviderError, match="only_start_if_oidc_is_available"):
-        await server.start()
+        await start_live(oidc=dead)
 
-    raw = server_config(tmp_path / "b", tmp_path)
-    raw["oidc"] = {
-        "issuer": dead_issuer,
-        "client_id": "c",
-        "client_secret": "s",
-        "only_start_if_oidc_is_available": False,
-    }
-    server = Server(build_config(raw, data_dir=tmp_path / "b"))
-    await server.start()
-    try:
-        login = server.logins.start("mkey:" + "0" * 64, "nodekey:" + "1" * 64, {"Hostname": "laptop"})
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"{raw['server_url']}/register/{login.auth_id}", allow_redirects=False) as response,
-        ):
-            assert response.status == 503
-            assert "Identity provider unavailable" in await response.text()
-    finally:
-        await server.stop()
+    live = await start_live(oidc=dead | {"only_start_if_oidc_is_available": False})
+    login = live.server.logins.start("mkey:" + "0" * 64, "nodekey:" + "1" * 64, {"Hostname": "laptop"})
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{live.url}/register/{login.auth_id}", allow_redirects=False) as response,
+    ):
+        assert response.status == 503
+        assert "Identity provider unavailable" in await response.text()
 
 
-async def test_register_page_without_oidc_still_shows_the_command(tmp_path: Path) -> None:
-    raw = server_config(tmp_path / "a", tmp_path)
-    server = Server(build_config(raw, data_dir=tmp_path / "a"))
-    await server.start()
-    try:
-        assert server.oidc is None
-        login = server.logins.start("mkey:" + "0" * 64, "nodekey:" + "1" * 64, {"Hostname": "laptop"})
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"{raw['server_url']}/register/{login.auth_id}", allow_redirects=False) as response,
-        ):
-            assert response.status == 200
-            assert f"pyheadscale auth register --auth-id {login.auth_id}" in await response.text()
-        callback = f"{raw['server_url']}/oidc/callback"
-        async with aiohttp.ClientSession() as http, http.get(callback) as response:
-            assert response.status == 404
-    finally:
-        await server.stop()
+async def test_register_page_without_oidc_still_shows_the_command(live: LiveServer) -> None:
+    server = live.server
+    assert server.oidc is None
+    login = server.logins.start("mkey:" + "0" * 64, "nodekey:" + "1" * 64, {"Hostname": "laptop"})
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{live.url}/register/{login.auth_id}", allow_redirects=False) as response,
+    ):
+        assert response.status == 200
+        assert f"pyheadscale auth register --auth-id {login.auth_id}" in await response.text()
+    callback = f"{live.url}/oidc/callback"
+    async with aiohttp.ClientSession() as http, http.get(callback) as response:
+        assert response.status == 404

@@ -25,12 +25,12 @@ async def test_owner_of_the_source_node_approves_by_logging_in(
 
         # Someone else logging in does not approve alice's check.
         other = checks.open(src.id, 99)
-        page = await new_browser().log_in(f"{live.base_url}/auth/{other.auth_id}", "bob")
+        page = await new_browser().log_in(f"{live.url}/auth/{other.auth_id}", "bob")
         assert page.status == 403 and "not the owner of the SSH source node" in page.text, page.text
         assert not other.verdict.done()
 
         mine = checks.open(src.id, 99)
-        page = await new_browser().log_in(f"{live.base_url}/auth/{mine.auth_id}", "alice")
+        page = await new_browser().log_in(f"{live.url}/auth/{mine.auth_id}", "alice")
         assert page.status == 200 and "SSH session authorized" in page.text, page.text
         assert mine.verdict.done() and mine.verdict.result() is True
         entries = live.server.audit.query(action="ssh.check")

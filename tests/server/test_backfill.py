@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from tests.server.conftest import StartServer
+from pathlib import Path
+
+from tests.live_server import StartLive
 
 
-async def test_enabling_ipv6_then_backfilling_gives_existing_nodes_an_ipv6(start_server: StartServer) -> None:
-    v4_only = await start_server(prefixes={"v4": "100.64.0.0/10", "v6": ""})
+async def test_enabling_ipv6_then_backfilling_gives_existing_nodes_an_ipv6(
+    start_live: StartLive, tmp_path: Path
+) -> None:
+    v4_only = (await start_live(data_dir=tmp_path, prefixes={"v4": "100.64.0.0/10", "v6": ""})).server
     assert v4_only.store is not None
     user = await v4_only.store.create_user("alice")
     node = await v4_only.store.register(
@@ -22,7 +26,7 @@ async def test_enabling_ipv6_then_backfilling_gives_existing_nodes_an_ipv6(start
     assert node.ipv6 is None
     await v4_only.stop()
 
-    dual = await start_server()
+    dual = (await start_live(data_dir=tmp_path)).server
     assert dual.store is not None
     changes = await dual.store.backfill_ips()
     after = dual.store.get_node(node.id)

@@ -8,7 +8,7 @@ import pytest
 
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
-from tests.server.conftest import StartServer
+from tests.live_server import LiveServer, StartLive
 
 
 def test_parts_are_asked_for_before_start(tmp_path: Path) -> None:
@@ -17,15 +17,15 @@ def test_parts_are_asked_for_before_start(tmp_path: Path) -> None:
         _ = server.store
 
 
-async def test_optional_parts_follow_the_config(start_server: StartServer) -> None:
-    without = (await start_server()).components
+async def test_optional_parts_follow_the_config(start_live: StartLive) -> None:
+    without = (await start_live()).server.components
     assert (without.derp, without.oidc, without.acme) == (None, None, None)
-    with_relay = await start_server(derp={"server": {"enabled": True, "stun_listen_addr": "127.0.0.1:0"}})
-    assert with_relay.components.derp is not None
+    with_relay = await start_live(derp={"server": {"enabled": True, "stun_listen_addr": "127.0.0.1:0"}})
+    assert with_relay.server.components.derp is not None
 
 
-async def test_the_api_answers_from_the_servers_own_parts(start_server: StartServer) -> None:
-    server = await start_server()
+async def test_the_api_answers_from_the_servers_own_parts(live: LiveServer) -> None:
+    server = live.server
     context = server.components.service.context
     assert context.store is server.store
     assert context.policy is server.policy

@@ -12,7 +12,8 @@ from aiohttp import web
 
 from pyheadscale.config import build_config
 from pyheadscale.derpmap import DERPMapError, DERPMapSource, embedded_region, parse_derp_map
-from tests.server.conftest import StartServer, free_port
+from tests.live_server import StartLive
+from tests.ports import free_port
 
 YAML_MAP = """
 regions:
@@ -145,9 +146,11 @@ async def test_missing_derp_path_file_is_a_clear_error(tmp_path: Path) -> None:
         await DERPMapSource(config).start()
 
 
-async def test_effective_map_is_served_at_derpmap_default(start_server: StartServer) -> None:
+async def test_effective_map_is_served_at_derpmap_default(start_live: StartLive) -> None:
     stun = free_port()
-    server = await start_server(derp={"server": {"enabled": True, "stun_listen_addr": f"127.0.0.1:{stun}"}})
+    server = (
+        await start_live(derp={"server": {"enabled": True, "stun_listen_addr": f"127.0.0.1:{stun}"}})
+    ).server
     async with (
         aiohttp.ClientSession() as http,
         http.get(f"{server.config.server_url}/derpmap/default") as resp,

@@ -11,10 +11,8 @@ from typing import Any
 import pytest
 
 from pyheadscale import extra_records
-from pyheadscale.client.control import ControlClient
 from pyheadscale.config import ConfigError
-from pyheadscale.tailkey import MachinePrivate, NodePrivate
-from tests.server.conftest import StartServer
+from tests.live_server import StartLive
 
 GRAFANA = {"name": "grafana.tailnet.internal", "type": "A", "value": "100.64.0.3"}
 CANONICAL = {"Name": "grafana.tailnet.internal", "Type": "A", "Value": "100.64.0.3"}
@@ -35,21 +33,13 @@ async def next_with_records(stream: Any, limit: float) -> list[dict[str, str]]:
                 return list(message["DNSConfig"].get("ExtraRecords", []))
 
 
-async def test_records_reach_nodes_and_file_changes_are_pushed(
-    start_server: StartServer, tmp_path: Path
-) -> None:
+async def test_records_reach_nodes_and_file_changes_are_pushed(start_live: StartLive, tmp_path: Path) -> None:
     path = tmp_path / "records.json"
     write_records(path, [GRAFANA])
-    server = await start_server(dns={"extra_records_path": str(path)})
-    store = server.store
-    assert store is not None
-    user = await store.create_user("alice")
-    _, key = await store.create_preauth_key(user.id)
-    client = ControlClient(server.config.server_url, MachinePrivate.generate())
-    await client.connect()
-    node_key = NodePrivate.generate()
+    live = await start_live(dns={"extra_records_path": str(path)})
+    node = await live.node()
+    client, node_key = node.client, node.node_key
     try:
-        await client.register(node_key, auth_key=key)
         stream = client.map_stream(node_key)
         assert await next_with_records(stream, 10) == [CANONICAL]
 
@@ -72,13 +62,13 @@ async def test_records_reach_nodes_and_file_changes_are_pushed(
     ],
 )
 async def test_unusable_file_at_start_is_an_error_naming_the_key(
-    content: str | None, problem: str, start_server: StartServer, tmp_path: Path
+    content: str | None, problem: str, start_live: StartLive, tmp_path: Path
 ) -> None:
     path = tmp_path / "records.json"
     if content is not None:
         path.write_text(content)
     with pytest.raises(ConfigError) as info:
-        await start_server(dns={"extra_records_path": str(path)})
+        await start_live(dns={"extra_records_path": str(path)})
     assert str(info.value).startswith("dns.extra_records_path:")
     assert problem in str(info.value)
 

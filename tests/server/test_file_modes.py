@@ -14,7 +14,7 @@ import pytest
 from pyheadscale import private_files
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
-from tests.server.conftest import free_port
+from tests.ports import free_port
 
 
 def mode(path: Path) -> int:

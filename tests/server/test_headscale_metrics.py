@@ -8,9 +8,8 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from pyheadscale.client.control import ControlClient
-from pyheadscale.tailkey import MachinePrivate, NodePrivate
-from tests.server.conftest import StartServer, free_port
+from tests.live_server import StartLive
+from tests.ports import free_port
 
 
 async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -27,18 +26,13 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-async def test_headscale_metric_names(start_server: StartServer) -> None:
+async def test_headscale_metric_names(start_live: StartLive) -> None:
     port = free_port()
-    server = await start_server(metrics_listen_addr=f"127.0.0.1:{port}")
-    store = server.store
-    assert store is not None
-    user = await store.create_user("alice")
-    _, key = await store.create_preauth_key(user.id)
-    client = ControlClient(server.config.server_url, MachinePrivate.generate())
-    await client.connect()
-    node_key = NodePrivate.generate()
+    live = await start_live(metrics_listen_addr=f"127.0.0.1:{port}")
+    server = live.server
+    node = await live.node()
+    client, node_key = node.client, node.node_key
     try:
-        await client.register(node_key, auth_key=key)
         stream = client.map_stream(node_key)
         assert "Node" in await asyncio.wait_for(stream.__anext__(), 10)
         lite: dict[str, Any] = {

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import aiohttp
 
 from pyheadscale.client.control import ControlClient
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
-from tests.server.conftest import StartServer, free_port
+from tests.live_server import StartLive
+from tests.ports import free_port
 
 
-async def test_audit_log_tells_a_nodes_life_and_never_holds_a_secret(
-    start_server: StartServer, tmp_path: Path
-) -> None:
-    server = await start_server()
+async def test_audit_log_tells_a_nodes_life_and_never_holds_a_secret(start_live: StartLive) -> None:
+    live = await start_live()
+    server = live.server
     assert server.store is not None
     store = server.store
     user = await store.create_user("alice")
@@ -48,23 +47,18 @@ async def test_audit_log_tells_a_nodes_life_and_never_holds_a_secret(
     assert register["actor"].startswith("machine:")
     assert register["target"] == f"node:{node.id}"
 
-    written = (tmp_path / "audit.log").read_text()
+    written = (live.data_dir / "audit.log").read_text()
     assert [json.loads(line)["action"] for line in written.splitlines()] == [a for a, _ in story]
     secret = key.rsplit("-", 1)[1]
     assert secret not in written and key not in written
 
 
-async def test_metrics_endpoint_counts_nodes_streams_and_maps(start_server: StartServer) -> None:
+async def test_metrics_endpoint_counts_nodes_streams_and_maps(start_live: StartLive) -> None:
     port = free_port()
-    server = await start_server(metrics_listen_addr=f"127.0.0.1:{port}")
-    assert server.store is not None
-    user = await server.store.create_user("alice")
-    _, key = await server.store.create_preauth_key(user.id)
-    client = ControlClient(server.config.server_url, MachinePrivate.generate())
-    await client.connect()
-    node_key = NodePrivate.generate()
+    live = await start_live(metrics_listen_addr=f"127.0.0.1:{port}")
+    node = await live.node()
+    client, node_key = node.client, node.node_key
     try:
-        await client.register(node_key, auth_key=key)
         stream = client.map_stream(node_key)
         first = await asyncio.wait_for(stream.__anext__(), 10)
         assert "Node" in first

@@ -14,7 +14,7 @@ from pyheadscale.client.control import ControlClient
 from pyheadscale.policy import PolicyError
 from pyheadscale.tailcfg.filter import FilterRule
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
-from tests.server.conftest import StartServer
+from tests.live_server import StartLive
 
 ALLOW_SSH = {"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:22"]}]}
 ALLOW_WEB = {"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:80"]}]}
@@ -60,11 +60,11 @@ async def next_with(stream: Any, field: str, limit: float = 10.0) -> dict[str, A
 
 
 async def test_policy_file_drives_filters_and_reload_reaches_connected_nodes(
-    start_server: StartServer, tmp_path: Path
+    start_live: StartLive, tmp_path: Path
 ) -> None:
     policy_file = tmp_path / "policy.hujson"
     policy_file.write_text("// alice may ssh to bob\n" + json.dumps(ALLOW_SSH) + "\n")
-    server = await start_server(policy={"mode": "file", "path": str(policy_file)})
+    server = (await start_live(policy={"mode": "file", "path": str(policy_file)})).server
     assert server.store is not None and server.policy is not None
     alice, _, alice_stream = await join(server, "alice")
     bob, _, bob_stream = await join(server, "bob")
@@ -90,17 +90,16 @@ async def test_policy_file_drives_filters_and_reload_reaches_connected_nodes(
         await bob.close()
 
 
-async def test_invalid_policy_file_at_start_is_a_clear_error(
-    start_server: StartServer, tmp_path: Path
-) -> None:
+async def test_invalid_policy_file_at_start_is_a_clear_error(start_live: StartLive, tmp_path: Path) -> None:
     policy_file = tmp_path / "policy.hujson"
     policy_file.write_text('{"acls": [{"action": "allow-ish"}]}')
     with pytest.raises(PolicyError, match=str(policy_file)):
-        await start_server(policy={"mode": "file", "path": str(policy_file)})
+        await start_live(policy={"mode": "file", "path": str(policy_file)})
 
 
-async def test_database_mode_validates_stores_and_survives_restart(start_server: StartServer) -> None:
-    server = await start_server(policy={"mode": "database"})
+async def test_database_mode_validates_stores_and_survives_restart(start_live: StartLive) -> None:
+    live = await start_live(policy={"mode": "database"})
+    server = live.server
     assert server.store is not None and server.policy is not None
     await server.store.create_user("alice")
     await server.store.create_user("bob")
@@ -113,13 +112,13 @@ async def test_database_mode_validates_stores_and_survives_restart(start_server:
     assert server.policy.text == json.dumps(ALLOW_SSH)
     await server.stop()
 
-    again = await start_server(policy={"mode": "database"})
+    again = (await start_live(data_dir=live.data_dir, policy={"mode": "database"})).server
     assert again.policy is not None
     assert again.policy.text == json.dumps(ALLOW_SSH)
 
 
 async def test_a_join_updates_the_filters_of_nodes_whose_rules_name_it(
-    start_server: StartServer, tmp_path: Path
+    start_live: StartLive, tmp_path: Path
 ) -> None:
     """alice's first node must accept packets from her second as soon as it joins, not at a later full map."""
     policy_file = tmp_path / "policy.hujson"
@@ -131,7 +130,7 @@ async def test_a_join_updates_the_filters_of_nodes_whose_rules_name_it(
             }
         )
     )
-    server = await start_server(policy={"mode": "file", "path": str(policy_file)})
+    server = (await start_live(policy={"mode": "file", "path": str(policy_file)})).server
     assert server.store is not None and server.policy is not None
     first, _, first_stream = await join(server, "alice")
     second = None

@@ -6,11 +6,11 @@ import aiohttp
 
 from derp.admission import AdmissionController
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
-from tests.server.conftest import StartServer
+from tests.live_server import StartLive
 
 
-async def test_admits_registered_node_keys_only(start_server: StartServer) -> None:
-    server = await start_server()
+async def test_admits_registered_node_keys_only(start_live: StartLive) -> None:
+    server = (await start_live()).server
     assert server.store is not None
     user = await server.store.create_user("alice")
     node_key = NodePrivate.generate().public().text
@@ -45,8 +45,8 @@ async def test_admits_registered_node_keys_only(start_server: StartServer) -> No
         assert status == 400
 
 
-async def test_the_derp_packages_admission_client_speaks_to_it(start_server: StartServer) -> None:
-    server = await start_server()
+async def test_the_derp_packages_admission_client_speaks_to_it(start_live: StartLive) -> None:
+    server = (await start_live()).server
     assert server.store is not None
     user = await server.store.create_user("alice")
     node = NodePrivate.generate()

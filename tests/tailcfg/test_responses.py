@@ -22,7 +22,8 @@ from pyheadscale.tailcfg.node import Node, PeerChange, UserProfile, user_profile
 from pyheadscale.tailcfg.register import RegisterResponse, register_response
 from pyheadscale.tailcfg.requests import MapRequest, RegisterRequest, parse_request
 from pyheadscale.tailcfg.ssh import SSHAction, SSHPolicy, SSHRule
-from tests.control.conftest import Harness, free_port
+from tests.live_server import LiveServer
+from tests.ports import free_port
 
 NODE_KEY = "nodekey:" + "ab" * 32
 
@@ -225,29 +226,29 @@ def _check_message(message: dict[str, Any]) -> None:
 
 
 async def test_what_a_server_writes_is_what_the_types_declare(
-    make_harness: Callable[..., Awaitable[Harness]],
+    start_live: Callable[..., Awaitable[LiveServer]],
 ) -> None:
     """A full map, a join (PeersChanged), an endpoint change (PeersChangedPatch), a keep-alive, an SSH check's
     action and the last message to a node that lost access: every field in them is declared, every required
     field present. The embedded relay is on, so the DERP map has a region."""
     relay = {"server": {"enabled": True, "stun_listen_addr": f"127.0.0.1:{free_port()}"}}
-    harness = await make_harness(derp=relay)
-    assert harness.server.policy is not None
+    live = await start_live(derp=relay)
+    assert live.server.policy is not None
     ssh = [
         {"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["root"]},
         {"action": "check", "src": ["alice@"], "dst": ["alice@"], "users": ["admin"]},
     ]
     acls = [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]
-    await harness.server.policy.apply(json.dumps({"acls": acls, "ssh": ssh}))
-    a, b, ra, rb, b_id = await harness.streaming_pair()
-    a_id = harness.store.node_by_node_key(a.node_key_text).id
+    await live.server.policy.apply(json.dumps({"acls": acls, "ssh": ssh}))
+    a, b, ra, rb, b_id = await live.streaming_pair()
+    a_id = live.record(a).id
     try:
         assert ra.messages[0]["SSHPolicy"]["rules"], "the policy's SSH rules reach the map"
         assert ra.messages[0]["DERPMap"]["Regions"], "the embedded relay's region is in the map"
         status, body = await b.client.request("GET", f"/machine/ssh/action/{a_id}/to/{b_id}?local_user=admin")
         assert status == 200
         _check_shape(json.loads(body), SSHAction, "SSHAction")
-        await harness.node("c")
+        await live.node("c")
         await ra.wait_for(lambda m: bool(m.get("PeersChanged")))
         status, _ = await b.client.request(
             "POST",
@@ -256,8 +257,8 @@ async def test_what_a_server_writes_is_what_the_types_declare(
         )
         assert status == 200
         await ra.wait_for(lambda m: bool(m.get("PeersChangedPatch")))
-        await ra.wait_for(lambda m: m.get("KeepAlive") is True, within=harness.keepalive * 3 + 5)
-        await harness.store.set_expiry(b_id, datetime.now(UTC) - timedelta(minutes=1))
+        await ra.wait_for(lambda m: m.get("KeepAlive") is True, within=live.keepalive * 3 + 5)
+        await live.store.set_expiry(b_id, datetime.now(UTC) - timedelta(minutes=1))
         await rb.ended()
         for message in ra.messages + rb.messages:
             _check_message(message)

@@ -39,9 +39,10 @@ from pyheadscale.app import Server
 from pyheadscale.config import build_config
 from pyheadscale.tls import acme_manager
 from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.twonode_driver import wait_until
 from tests.pki import make_pki
+from tests.ports import free_port
 
 HOSTNAME = "hs.example.com"
 UDP = socket.SOCK_DGRAM

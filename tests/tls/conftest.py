@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pyheadscale.app import Server
-from pyheadscale.config import build_config
+from tests.live_server import LiveServer, StartLive, server_config
 from tests.pki import ServerPKI, make_pki
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -32,32 +23,26 @@ def trust(pki: ServerPKI) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(pki.ca_cert))
 
 
-def tls_raw_config(port: int, cert: Path, key: Path, **extra: Any) -> dict[str, Any]:
-    return {
-        "server_url": f"https://127.0.0.1:{port}",
-        "listen_addr": f"127.0.0.1:{port}",
-        "metrics_listen_addr": "",
-        "unix_socket": "",
-        "derp": {"server": {"enabled": False}},
-        "tls_cert_path": str(cert),
-        "tls_key_path": str(key),
-    } | extra
-
-
-StartTLSServer = Callable[..., Awaitable[Server]]
+def tls_raw_config(data_dir: Path, port: int, cert: Path, key: Path, **extra: Any) -> dict[str, Any]:
+    """A loopback server's raw config with HTTPS on `port`, for a test that builds its `Server` itself."""
+    return (
+        server_config(data_dir, port=port, scheme="https")
+        | {"tls_cert_path": str(cert), "tls_key_path": str(key)}
+        | extra
+    )
 
 
 @pytest.fixture
-async def start_tls_server(tmp_path: Path, pki: ServerPKI) -> AsyncIterator[StartTLSServer]:
-    started: list[Server] = []
+def start_tls_server(start_live: StartLive, pki: ServerPKI, tmp_path: Path) -> StartLive:
+    """`start_live` serving HTTPS with the test CA's certificate (all on one data directory)."""
 
-    async def start(**extra: Any) -> Server:
-        raw = tls_raw_config(free_port(), pki.cert, pki.key, **extra)
-        server = Server(build_config(raw, data_dir=tmp_path / "data"), keepalive=30.0)
-        await server.start()
-        started.append(server)
-        return server
+    async def start(**extra: Any) -> LiveServer:
+        return await start_live(
+            data_dir=tmp_path / "data",
+            scheme="https",
+            tls_cert_path=str(pki.cert),
+            tls_key_path=str(pki.key),
+            **extra,
+        )
 
-    yield start
-    for server in started:
-        await server.stop()
+    return start

@@ -20,7 +20,7 @@ from pyheadscale.config import ConfigError, build_config
 from pyheadscale.tls import acme_issuer
 from pyheadscale.tls.acme_manager import ACMECertificates, listen_address
 from tests.pki import make_pki
-from tests.tls.conftest import free_port
+from tests.ports import free_port
 
 
 def acme_config(tmp_path: Path, **extra: Any) -> Any:

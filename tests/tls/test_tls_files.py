@@ -15,11 +15,13 @@ from pyheadscale.cli.main import main
 from pyheadscale.client.control import ControlClient
 from pyheadscale.config import ConfigError, build_config
 from pyheadscale.tailkey import MachinePrivate, NodePrivate
+from tests.live_server import StartLive
 from tests.pki import ServerPKI, write_other_key
-from tests.tls.conftest import StartTLSServer, free_port, tls_raw_config
+from tests.ports import free_port
+from tests.tls.conftest import tls_raw_config
 
 
-async def test_listen_addr_serves_https(start_tls_server: StartTLSServer, trust: ssl.SSLContext) -> None:
+async def test_listen_addr_serves_https(start_tls_server: StartLive, trust: ssl.SSLContext) -> None:
     server = await start_tls_server()
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{server.config.server_url}/health", ssl=trust) as response:
@@ -31,7 +33,7 @@ async def test_listen_addr_serves_https(start_tls_server: StartTLSServer, trust:
 
 
 async def test_alpn_picks_http11_when_a_client_offers_h2(
-    start_tls_server: StartTLSServer, trust: ssl.SSLContext
+    start_tls_server: StartLive, trust: ssl.SSLContext
 ) -> None:
     server = await start_tls_server()
     host, port = server.config.listen
@@ -46,7 +48,7 @@ async def test_alpn_picks_http11_when_a_client_offers_h2(
         writer.close()
 
 
-async def test_cleartext_http_gets_no_answer_on_a_tls_listener(start_tls_server: StartTLSServer) -> None:
+async def test_cleartext_http_gets_no_answer_on_a_tls_listener(start_tls_server: StartLive) -> None:
     server = await start_tls_server()
     host, port = server.config.listen
     reader, writer = await asyncio.open_connection(host, port)
@@ -59,7 +61,7 @@ async def test_cleartext_http_gets_no_answer_on_a_tls_listener(start_tls_server:
 
 
 async def test_ts2021_upgrade_and_registration_over_tls(
-    start_tls_server: StartTLSServer, trust: ssl.SSLContext
+    start_tls_server: StartLive, trust: ssl.SSLContext
 ) -> None:
     server = await start_tls_server()
     store = server.store
@@ -77,7 +79,7 @@ async def test_ts2021_upgrade_and_registration_over_tls(
     assert node.hostname == "laptop"
 
 
-async def test_untrusted_client_refuses_the_certificate(start_tls_server: StartTLSServer) -> None:
+async def test_untrusted_client_refuses_the_certificate(start_tls_server: StartLive) -> None:
     """The server really presents the configured certificate: a client without the test CA refuses it."""
     server = await start_tls_server()
     client = ControlClient(
@@ -117,7 +119,8 @@ async def test_bad_certificate_files_stop_the_start_naming_the_key(
     else:
         private = _garbage(tmp_path / "garbage.key")
     port = free_port()
-    server = Server(build_config(tls_raw_config(port, cert, private), data_dir=tmp_path / "data"))
+    data_dir = tmp_path / "data"
+    server = Server(build_config(tls_raw_config(data_dir, port, cert, private), data_dir=data_dir))
     with pytest.raises(ConfigError) as info:
         await server.start()
     assert str(info.value).startswith(f"{key}:"), str(info.value)
@@ -169,7 +172,7 @@ def test_serve_exits_with_the_key_named(
 
 
 async def test_a_stalled_tls_handshake_is_closed_within_the_header_timeout(
-    start_tls_server: StartTLSServer,
+    start_tls_server: StartLive,
 ) -> None:
     """Connection limits count a TLS connection once its handshake is done: the handshake has a deadline."""
     server = await start_tls_server(limits={"connections": {"header_timeout": "1s"}})

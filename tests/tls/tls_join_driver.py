@@ -21,11 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable by hand
 
 from pyheadscale.app import Server
 from pyheadscale.config import build_config
-from tests.e2e.caddynode import CaddyNode
-from tests.e2e.netns import free_port, setup_loopback_only
+from tests.e2e.caddynode import CaddyNode, proxy_site, responder_site
+from tests.e2e.netns import setup_loopback_only
 from tests.e2e.policy_login_driver import BODY, fetch_until
 from tests.e2e.twonode_driver import wait_until
 from tests.pki import make_pki
+from tests.ports import free_port
 
 # DERP goes over TLS like control does (netns.CLIENT_ENV would make it cleartext), and only through the relay.
 OVER_TLS = {"TS_DEBUG_USE_DERP_HTTP": "false", "TS_DEBUG_ALWAYS_USE_DERP": "1"}
@@ -60,7 +61,7 @@ async def main(workdir: Path) -> dict[str, Any]:
             "nodea",
             url,
             key,
-            f':80 {{\n  bind tailscale/nodea\n  respond "{BODY.decode()}"\n}}\n',
+            responder_site("nodea", BODY),
             extra_env=trusting,
         )
         site_c = ':81 {\n  bind tailscale/nodec\n  respond "c"\n}\n'
@@ -78,9 +79,7 @@ async def main(workdir: Path) -> dict[str, Any]:
             "nodeb",
             url,
             key,
-            f":{proxy_port} {{\n  bind 127.0.0.1\n"
-            f"  reverse_proxy http://{a.ipv4 if a else '0.0.0.0'}:80 {{\n"
-            "    transport tailscale nodeb\n  }\n}\n",
+            proxy_site("nodeb", proxy_port, str(a.ipv4) if a else "0.0.0.0"),
             extra_env=trusting,
         )
         nodes.append(node_b)
