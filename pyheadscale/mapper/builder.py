@@ -19,6 +19,7 @@ from pyheadscale.state.store import Store
 from pyheadscale.tailcfg import node as tailnode
 from pyheadscale.tailcfg.derp_map import DERPMap
 from pyheadscale.tailcfg.dns import DNSConfig, DNSRecord, Resolver
+from pyheadscale.tailcfg.frame import SharedEntry
 from pyheadscale.tailcfg.gotime import go_time
 from pyheadscale.tailcfg.map_response import CAPVER_PACKET_FILTERS, CLEAR_FILTERS, MapResponse
 from pyheadscale.tailcfg.node import CAPVER_HOME_DERP, NodeCapMap, PeerChange, UserProfile
@@ -149,7 +150,8 @@ class MapBuilder:
             and last["PrimaryRoutes"] == peer.primary_routes
         ):
             return last
-        out = rendering.base.copy()
+        # Encoded once, however many messages carry it (tailcfg.frame).
+        out = cast(tailnode.Node, SharedEntry(rendering.base))
         out["AllowedIPs"] = peer.allowed_ips
         out["PrimaryRoutes"] = peer.primary_routes
         out["Online"] = online
