@@ -131,6 +131,10 @@ class Workers:
             await asyncio.sleep(0.005)
         return list(self.seen[marker])
 
+    def cpu_seconds(self) -> float:
+        """CPU the client processes have used so far: whether the simulator, not the server, was the limit."""
+        return sum(cpu_seconds(proc.pid) for proc in self.procs if proc.pid is not None)
+
     def stop(self) -> None:
         for pipe in self.pipes:
             with contextlib.suppress(Exception):
@@ -233,7 +237,7 @@ async def _measure(
     await settle(server)
     registered_rss = rss_bytes(server.pid)
 
-    cpu0, sent0 = cpu_seconds(server.pid), await server.map_metrics()
+    cpu0, sent0, clients0 = cpu_seconds(server.pid), await server.map_metrics(), workers.cpu_seconds()
     started = time.monotonic()
     with profiled(args, server, n, "connect"):
         replies = await workers.call([("connect",)] * args.workers)
@@ -245,6 +249,7 @@ async def _measure(
     result["connect_short_maps"] = _short_maps(replies, tailnet, 0)
     await settle(server)
     result["connect_cpu_s"] = cpu_seconds(server.pid) - cpu0
+    result["connect_clients_cpu_s"] = workers.cpu_seconds() - clients0
     _sent(result, "connect", sent0, await server.map_metrics())
     rss = rss_bytes(server.pid)
     result["rss_mb"] = rss / 2**20
@@ -341,6 +346,7 @@ async def _storm(
     result["restart_s"] = time.monotonic() - started
     with profiled(args, server, result["nodes"], "storm"):
         cpu0, overflows, sent0 = cpu_seconds(server.pid), listen_overflows(), await server.map_metrics()
+        clients0 = workers.cpu_seconds()
         started = time.monotonic()
         replies = await workers.call([("storm", args.storm_concurrency)] * args.workers)
         result["storm_listen_overflows"] = listen_overflows() - overflows
@@ -352,6 +358,7 @@ async def _storm(
         result["storm_short_maps"] = _short_maps(replies, server.layout, probes)
         await settle(server)
         result["storm_cpu_s"] = cpu_seconds(server.pid) - cpu0
+        result["storm_clients_cpu_s"] = workers.cpu_seconds() - clients0
         _sent(result, "storm", sent0, await server.map_metrics())
         result["storm_rss_mb"] = rss_bytes(server.pid) / 2**20
 
@@ -404,6 +411,7 @@ ROWS = (
     ("  first map p99 (ms)", "first_map_p99", 1000, ".0f"),
     ("  maps missing peers", "connect_short_maps", 1, "d"),
     ("  server CPU (s)", "connect_cpu_s", 1, ".1f"),
+    ("  clients' CPU (s)", "connect_clients_cpu_s", 1, ".1f"),
     ("  map messages", "connect_msgs", 1, ".0f"),
     ("  MB sent", "connect_mb", 1, ".1f"),
     ("join -> all p50 (ms)", "join_all_p50", 1000, ".0f"),
@@ -425,6 +433,7 @@ ROWS = (
     ("  maps missing peers", "storm_short_maps", 1, "d"),
     ("  listen queue overflows", "storm_listen_overflows", 1, "d"),
     ("  server CPU (s)", "storm_cpu_s", 1, ".1f"),
+    ("  clients' CPU (s)", "storm_clients_cpu_s", 1, ".1f"),
     ("  map messages", "storm_msgs", 1, ".0f"),
     ("  MB sent", "storm_mb", 1, ".1f"),
     ("  server RSS after (MB)", "storm_rss_mb", 1, ".0f"),

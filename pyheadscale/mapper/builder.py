@@ -87,6 +87,8 @@ class MapBuilder:
         self._dns = _dns_config(ctx.config)
         # node id -> (the record the entries were built from, capver -> that peer's rendering)
         self._peer_bases: dict[int, tuple[Node, dict[int, _PeerRendering]]] = {}
+        # node id -> (the record and presence its patch was made from, the patch)
+        self._patches: dict[int, tuple[Node, bool, PeerChange]] = {}
 
     def set_extra_records(self, records: list[dict[str, str]]) -> None:
         """New records from dns.extra_records_path: later maps carry them (push with a DNS change)."""
@@ -108,6 +110,7 @@ class MapBuilder:
     def forget(self, node_id: int) -> None:
         """Drop what is cached for a removed node."""
         self._peer_bases.pop(node_id, None)
+        self._patches.pop(node_id, None)
 
     def _peer_rendering(self, node: Node, capver: int) -> _PeerRendering:
         """`node`'s rendering as a peer: its recipient-independent fields, and the last entry made from them.
@@ -267,8 +270,21 @@ class MapBuilder:
         return {"PeersChanged": changed, "UserProfiles": list(profiles.values())}
 
     def peer_patch(self, peer: Node) -> PeerChange:
-        """Cheap changes of a peer: endpoints, home DERP, disco key, presence."""
+        """Cheap changes of a peer: endpoints, home DERP, disco key, presence.
+
+        The same for every recipient, and a reconnect sends it to every peer: made and encoded once per
+        record and presence (the store replaces a node's record on every change).
+        """
         online = self.ctx.store.is_online(peer.id)
+        last = self._patches.get(peer.id)
+        if last is not None and last[0] is peer and last[1] is online:
+            return last[2]
+        patch = cast(PeerChange, SharedEntry(self._patch(peer, online)))
+        self._patches[peer.id] = (peer, online, patch)
+        return patch
+
+    @staticmethod
+    def _patch(peer: Node, online: bool) -> PeerChange:
         patch: PeerChange = {
             "NodeID": peer.id,
             "DERPRegion": peer.home_derp,

@@ -12,7 +12,7 @@ change after a quiet spell is written at once; only a stream that wrote moments 
 from __future__ import annotations
 
 DELTA_SHARE = 0.25
-MAX_SPACING = 1.0
+MAX_SPACING = 5.0
 # The cost of a delta message is an average over the last few dozen; one that waited on its client's flow
 # control is counted as MAX_COST, so a slow client cannot hold everyone else's spacing up.
 SMOOTHING = 0.05

@@ -29,7 +29,12 @@ except ImportError:
     _orjson = None  # type: ignore[assignment]
 
 
-_NODE_LISTS: tuple[Literal["Peers"], Literal["PeersChanged"]] = ("Peers", "PeersChanged")
+# The lists whose entries may be SharedEntry.
+_SHARED_LISTS: tuple[Literal["Peers", "PeersChanged", "PeersChangedPatch"], ...] = (
+    "Peers",
+    "PeersChanged",
+    "PeersChangedPatch",
+)
 
 
 class FrameError(ValueError):
@@ -37,7 +42,7 @@ class FrameError(ValueError):
 
 
 class SharedEntry(dict[str, Any]):
-    """A node entry that many messages carry (a peer in every full map of a storm), encoded once.
+    """A node or patch entry that many messages carry (a peer in every full map of a storm), encoded once.
 
     The first message holding it encodes it; every later one copies those bytes. An entry is read-only once
     it is in a message: whatever differs is a new entry.
@@ -60,7 +65,7 @@ def encode_json(response: MapResponse) -> bytes:
     """A MapResponse's JSON, compact, as Go's encoder writes it."""
     if _orjson is not None:
         wire: Any = response
-        for key in _NODE_LISTS:
+        for key in _SHARED_LISTS:
             nodes: list[Any] | None = response.get(key)
             if nodes:
                 if wire is response:
