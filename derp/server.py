@@ -258,32 +258,45 @@ class DerpServer:
             await asyncio.gather(writer, return_exceptions=True)
 
     async def _read_loop(self, client: ClientConn) -> None:
+        """Route every frame the client sends; each read takes all that has arrived, parsed in one pass."""
         conn = client.conn
         counters = self.counters
+        reader = frames.FrameReader(frames.MAX_FRAME_SIZE)
+        send_packet = FrameType.SEND_PACKET
+        decode_send_packet = frames.decode_send_packet
+        route = self._route
         while True:
-            frame_type, payload = await read_frame(conn, frames.MAX_FRAME_SIZE)
-            if frame_type == FrameType.SEND_PACKET:
-                destination, data = frames.decode_send_packet(payload)
-                counters.received += 1
-                counters.bytes_received += len(data)
-                self._route(client, destination, data)
-            elif frame_type == FrameType.FORWARD_PACKET:
-                self._require_mesh(client, "ForwardPacket")
-                source, destination, data = frames.decode_forward_packet(payload)
-                self._deliver_forwarded(client, source, destination, data)
-            elif frame_type == FrameType.PING:
-                client.enqueue_pong(frames.decode_ping(payload))
-            elif frame_type == FrameType.NOTE_PREFERRED:
-                client.preferred = frames.decode_note_preferred(payload)
-            elif frame_type == FrameType.WATCH_CONNS:
-                if payload:
-                    raise ProtocolError("WatchConns frame carries no payload")
-                self._require_mesh(client, "WatchConns")
-                self._add_watcher(client)
-            elif frame_type == FrameType.CLOSE_PEER:
-                self._require_mesh(client, "ClosePeer")
-                self._close_peer(frames.decode_close_peer(payload))
-            # Pong and unknown frame types are ignored, as newer clients may send more.
+            chunk = await conn.read_some()
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"", reader.buffered + 1)
+            for frame_type, payload in reader.feed(chunk):
+                if frame_type == send_packet:
+                    destination, data = decode_send_packet(payload)
+                    counters.received += 1
+                    counters.bytes_received += len(data)
+                    route(client, destination, data)
+                else:
+                    self._handle_frame(client, frame_type, payload)
+
+    def _handle_frame(self, client: ClientConn, frame_type: int, payload: bytes) -> None:
+        """Every frame but SendPacket (the hot path, handled inline by the read loop)."""
+        if frame_type == FrameType.FORWARD_PACKET:
+            self._require_mesh(client, "ForwardPacket")
+            source, destination, data = frames.decode_forward_packet(payload)
+            self._deliver_forwarded(client, source, destination, data)
+        elif frame_type == FrameType.PING:
+            client.enqueue_pong(frames.decode_ping(payload))
+        elif frame_type == FrameType.NOTE_PREFERRED:
+            client.preferred = frames.decode_note_preferred(payload)
+        elif frame_type == FrameType.WATCH_CONNS:
+            if payload:
+                raise ProtocolError("WatchConns frame carries no payload")
+            self._require_mesh(client, "WatchConns")
+            self._add_watcher(client)
+        elif frame_type == FrameType.CLOSE_PEER:
+            self._require_mesh(client, "ClosePeer")
+            self._close_peer(frames.decode_close_peer(payload))
+        # Pong and unknown frame types are ignored, as newer clients may send more.
 
     @staticmethod
     def _require_mesh(client: ClientConn, what: str) -> None:

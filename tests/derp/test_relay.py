@@ -122,6 +122,24 @@ async def test_slow_reader_does_not_block_others_and_its_queue_stays_bounded() -
                 await client.close()
 
 
+async def test_burst_beyond_the_queue_depth_reaches_a_reading_client_without_drops() -> None:
+    """A queue fills within one read of the sender's stream: it is written out, not dropped, while the
+    receiver's socket has room (the queue bounds what waits on a backed-up receiver, not a burst)."""
+    depth = 8
+    server = DerpServer(os.urandom(32), send_queue_depth=depth)
+    async with serving(server) as url:
+        sender = await DerpClient.connect(url)
+        receiver = await DerpClient.connect(url)
+        try:
+            burst = [b"packet %d" % i for i in range(20 * depth)]
+            await sender.send_many(receiver.public_key, burst)
+            assert [(await recv_packet(receiver)).data for _ in burst] == burst
+            assert server.stats()["drops"]["queue_head"] == 0
+        finally:
+            await sender.close()
+            await receiver.close()
+
+
 async def test_stalled_writer_times_out_and_is_disconnected() -> None:
     server = DerpServer(os.urandom(32), send_queue_depth=4, write_timeout=0.2)
     async with serving(server) as url:
