@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -220,6 +221,12 @@ def _sender_main(
                         acked = sent  # a lost packet must not stall the window: count it gone
                 await client.write_raw(burst)
                 sent += batch
+            # Closing with packets still in our socket buffer would count them as the server's drops.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(IDLE_TIMEOUT):
+                    while window and acked < sent:
+                        progress.clear()
+                        await progress.wait()
         finally:
             if acks is not None:
                 loop.remove_reader(acks.fileno())
