@@ -126,16 +126,19 @@ class ClientConn:
             flags |= frames.PeerPresentFlags.NOT_IDEAL
         return flags
 
-    def enqueue_packet(self, source: bytes, data: bytes) -> None:
+    def enqueue_packet(self, source: bytes, data: bytes) -> bool:
         """Queue a packet for delivery. Never blocks.
 
         A full queue is first written out to the socket if it has room; only
         when the socket is backed up too is the oldest packet dropped, so the
         server never holds more than a queue and a bounded send buffer per client.
+        True when the queue was idle until now: the caller should ``flush_now``
+        once it has queued the rest of what it read, rather than leave the
+        packets to wait for the writer task's turn.
         """
         if self._closed:
             self._counters.drops.gone += 1
-            return
+            return False
         queue = self._disco if frames.looks_like_disco(data) else self._packets
         if len(queue) >= self._queue_depth:
             if self.conn.has_room():
@@ -147,6 +150,8 @@ class ClientConn:
         if self._idle.is_set():
             self._idle.clear()
             self._wake.set()
+            return True
+        return False
 
     def enqueue_frame(self, frame: bytes) -> None:
         """Queue an already-encoded control frame (PeerGone, PeerPresent, Health...)."""
@@ -206,6 +211,7 @@ class ClientConn:
         while not self._closed and conn.has_room():
             batch = self._take_batch()
             if not batch:
+                self._idle.set()  # everything is with the transport: the next packet flushes again
                 return
             conn.write_nowait(batch)
 

@@ -108,6 +108,8 @@ class DerpServer:
         self._logging_in: set[Conn] = set()
         # Connections whose key is known but not yet registered (being admitted): close_client reaches them.
         self._admitting: dict[bytes, set[Conn]] = {}
+        self._flush_after_read: list[ClientConn] = []
+        """Clients given packets by the read being handled, to write to once it is all routed."""
         self._sessions = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -265,18 +267,25 @@ class DerpServer:
         send_packet = FrameType.SEND_PACKET
         decode_send_packet = frames.decode_send_packet
         route = self._route
+        flush = self._flush_after_read
         while True:
             chunk = await conn.read_some()
             if not chunk:
                 raise asyncio.IncompleteReadError(b"", reader.buffered + 1)
-            for frame_type, payload in reader.feed(chunk):
-                if frame_type == send_packet:
-                    destination, data = decode_send_packet(payload)
-                    counters.received += 1
-                    counters.bytes_received += len(data)
-                    route(client, destination, data)
-                else:
-                    self._handle_frame(client, frame_type, payload)
+            try:
+                for frame_type, payload in reader.feed(chunk):
+                    if frame_type == send_packet:
+                        destination, data = decode_send_packet(payload)
+                        counters.received += 1
+                        counters.bytes_received += len(data)
+                        route(client, destination, data)
+                    else:
+                        self._handle_frame(client, frame_type, payload)
+            finally:
+                # One write per destination per read, now, rather than after a turn of each one's writer.
+                for recipient in flush:
+                    recipient.flush_now()
+                flush.clear()
 
     def _handle_frame(self, client: ClientConn, frame_type: int, payload: bytes) -> None:
         """Every frame but SendPacket (the hot path, handled inline by the read loop)."""
@@ -310,7 +319,9 @@ class DerpServer:
             self._make_active(sender)
         local = self._clients.get(destination)
         if local is not None:
-            local.active.enqueue_packet(sender.key, data)
+            recipient = local.active
+            if recipient.enqueue_packet(sender.key, data):
+                self._flush_after_read.append(recipient)
             return
         forwarders = self._forwarders.get(destination)
         if forwarders:
@@ -326,7 +337,9 @@ class DerpServer:
             self._drop_unknown(via, destination, data)
             return
         self.counters.forwarded_in += 1
-        local.active.enqueue_packet(source, data)
+        recipient = local.active
+        if recipient.enqueue_packet(source, data):
+            self._flush_after_read.append(recipient)
 
     def _drop_unknown(self, sender: ClientConn, destination: bytes, data: bytes) -> None:
         self.counters.drops.unknown_destination += 1
