@@ -61,6 +61,10 @@ class Conn(abc.ABC):
         """Hand ``data`` to the transport without waiting; only after ``has_room`` said yes."""
         raise NotImplementedError(f"{type(self).__name__} only writes asynchronously")
 
+    def send_buffer_size(self) -> int:
+        """Bytes written but not yet taken by the socket, where the transport says (else 0)."""
+        return 0
+
     @abc.abstractmethod
     def close(self) -> None:
         """Close the connection; pending and future reads fail."""
@@ -106,6 +110,9 @@ class StreamConn(Conn):
 
     def write_nowait(self, data: bytes) -> None:
         self._writer.write(data)
+
+    def send_buffer_size(self) -> int:
+        return self._writer.transport.get_write_buffer_size()
 
     def close(self) -> None:
         self._writer.close()
@@ -165,6 +172,9 @@ class HijackedHTTPConn(Conn):
         # Straight to the socket: the 101 response's headers went out when it was prepared, and a
         # hijacked stream has no body framing for aiohttp to add.
         self._transport.write(data)
+
+    def send_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
 
     def close(self) -> None:
         self._transport.close()

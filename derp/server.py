@@ -147,6 +147,11 @@ class DerpServer:
         client_set = self._clients.get(key)
         return sum(c.queued_packets for c in client_set.conns) if client_set else 0
 
+    def send_buffer_bytes(self, key: bytes) -> int:
+        """Bytes handed to ``key``'s transports and not yet taken by their sockets (bounded too)."""
+        client_set = self._clients.get(key)
+        return sum(c.conn.send_buffer_size() for c in client_set.conns) if client_set else 0
+
     def connection_count(self) -> int:
         return sum(len(cs.conns) for cs in self._clients.values())
 
