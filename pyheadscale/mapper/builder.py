@@ -19,6 +19,7 @@ from pyheadscale.state.store import Store
 from pyheadscale.tailcfg import node as tailnode
 from pyheadscale.tailcfg.derp_map import DERPMap
 from pyheadscale.tailcfg.dns import DNSConfig, DNSRecord, Resolver
+from pyheadscale.tailcfg.frame import SharedEntry
 from pyheadscale.tailcfg.gotime import go_time
 from pyheadscale.tailcfg.map_response import CAPVER_PACKET_FILTERS, CLEAR_FILTERS, MapResponse
 from pyheadscale.tailcfg.node import CAPVER_HOME_DERP, NodeCapMap, PeerChange, UserProfile
@@ -149,7 +150,8 @@ class MapBuilder:
             and last["PrimaryRoutes"] == peer.primary_routes
         ):
             return last
-        out = rendering.base.copy()
+        # Encoded once, however many messages carry it (tailcfg.frame).
+        out = cast(tailnode.Node, SharedEntry(rendering.base))
         out["AllowedIPs"] = peer.allowed_ips
         out["PrimaryRoutes"] = peer.primary_routes
         out["Online"] = online
@@ -213,17 +215,22 @@ class MapBuilder:
 
     def full(self, node: Node, capver: int) -> tuple[MapResponse, set[int]]:
         """The full map for `node`, and the peer ids it contains."""
-        store = self.ctx.store
+        nodes = self.ctx.store.nodes
         peers = self.ctx.policy.peers(node.id)
-        peer_nodes = [
-            self.tail_node(store.nodes[pid], view, capver)
-            for pid, view in sorted(peers.items())
-            if pid in store.nodes
-        ]
-        profiles = {self.user_profile(node)["ID"]: self.user_profile(node)}
-        for pid in peers:
-            if pid in store.nodes:
-                profile = self.user_profile(store.nodes[pid])
+        own = self.user_profile(node)
+        profiles = {own["ID"]: own}
+        # The peers' owners: one profile per user, however many of the peers each owns.
+        owners: set[int | None] = {None if node.tags else node.user_id}
+        peer_nodes = []
+        for pid in sorted(peers):
+            peer = nodes.get(pid)
+            if peer is None:
+                continue
+            peer_nodes.append(self.tail_node(peer, peers[pid], capver))
+            owner = None if peer.tags else peer.user_id
+            if owner not in owners:
+                owners.add(owner)
+                profile = self.user_profile(peer)
                 profiles.setdefault(profile["ID"], profile)
         response: MapResponse = {
             "KeepAlive": False,
