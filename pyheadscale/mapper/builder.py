@@ -75,10 +75,14 @@ def _dns_config(config: Config, extra_records: list[dict[str, str]] | None = Non
 
 @dataclass(slots=True)
 class _PeerRendering:
-    """One peer record at one capability version: the fields every recipient shares, and the last entry."""
+    """One peer record at one capability version: the fields every recipient shares, the last entry, and
+    the view and presence it was made for."""
 
     base: tailnode.Node
     entry: tailnode.Node | None = None
+    view: PeerView | None = None
+    online: bool = False
+    expired: bool = False
 
 
 class MapBuilder:
@@ -143,16 +147,15 @@ class MapBuilder:
         store = self.ctx.store
         rendering = self._peer_rendering(node, capver)
         expired = store.is_expired(node)
-        online = store.is_online(node.id)
+        online = store.presence.is_online(node.id)
         last = rendering.entry
-        if (
-            last is not None
-            and last["Online"] is online
-            and last["Expired"] is expired
-            and last["AllowedIPs"] == peer.allowed_ips
-            and last["PrimaryRoutes"] == peer.primary_routes
-        ):
-            return last
+        if last is not None and rendering.online is online and rendering.expired is expired:
+            # The policy engine shares a view between the recipients that see a peer alike.
+            if rendering.view is peer:
+                return last
+            if last["AllowedIPs"] == peer.allowed_ips and last["PrimaryRoutes"] == peer.primary_routes:
+                rendering.view = peer
+                return last
         # Encoded once, however many messages carry it (tailcfg.frame).
         out = cast(tailnode.Node, SharedEntry(rendering.base))
         out["AllowedIPs"] = peer.allowed_ips
@@ -163,7 +166,7 @@ class MapBuilder:
         out["CapMap"] = {}
         if not online and node.last_seen is not None:
             out["LastSeen"] = go_time(node.last_seen)
-        rendering.entry = out
+        rendering.entry, rendering.view, rendering.online, rendering.expired = out, peer, online, expired
         return out
 
     def _render(self, node: Node, capver: int, *, self_view: bool) -> tailnode.Node:
