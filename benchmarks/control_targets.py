@@ -193,9 +193,11 @@ class Pyheadscale(Target):
             "noise": {"private_key_path": str(workdir / "noise.key")},
             "log": {"level": "warning"},
             # Every simulated node comes from 127.0.0.1: the per-address limits would hold a real tailnet's
-            # nodes to one address's share, so they are lifted (the totals stay at their defaults).
+            # nodes to one address's share, so they are lifted. The total stays at its default (8,192) up to
+            # 4,000 nodes; past that it is raised as an operator of such a tailnet would (a node holds one
+            # TS2021 connection, and during a storm its old one may not have closed yet).
             "limits": {
-                "connections": {"per_source": 1_000_000},
+                "connections": {"per_source": 1_000_000, "max": max(8192, 2 * tailnet.n + 256)},
                 "rate": {
                     "handshakes": {"per_second": 1_000_000, "burst": 1_000_000},
                     "registrations": {"per_second": 1_000_000, "burst": 1_000_000},

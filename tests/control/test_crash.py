@@ -143,3 +143,70 @@ async def test_sigkill_and_restart_keeps_nodes(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+async def test_sigkill_mid_registration_burst_loses_no_answered_node(tmp_path: Path) -> None:
+    """A node the server answered as registered is in the database, however the process dies.
+
+    Many nodes register at once (the start of a storm); the server is SIGKILLed as soon as some have their
+    answer and others are still in flight. After a restart every answered node is still registered, under
+    the same node key. Nodes cut off before their answer may or may not exist: both are correct.
+    """
+    data_dir = tmp_path / "data"
+    port = free_port()
+    setup = LiveServer(data_dir, port=port)
+    await setup.start()
+    auth_key = await setup.preauth_key()
+    await setup.stop()
+    config = write_config(data_dir, port)
+    log = tmp_path / "server.log"
+    url = f"http://127.0.0.1:{port}"
+    count, kill_after = 120, 30
+    machines = [MachinePrivate.generate() for _ in range(count)]
+    node_keys = [NodePrivate.generate() for _ in range(count)]
+    answered: set[int] = set()
+    enough = asyncio.Event()
+
+    async def register(i: int) -> None:
+        client = ControlClient(url, machines[i])
+        try:
+            await client.connect()
+            answer = await client.register(node_keys[i], auth_key=auth_key, hostname=f"burst-{i}")
+            if answer.get("MachineAuthorized"):
+                answered.add(i)
+                if len(answered) >= kill_after:
+                    enough.set()
+        except Exception:  # cut off by the kill: nothing is claimed for this node
+            pass
+        finally:
+            await client.close()
+
+    proc = await start_process(config, port, log)
+    try:
+        tasks = [asyncio.create_task(register(i)) for i in range(count)]
+        await asyncio.wait_for(enough.wait(), 120)
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.gather(*tasks)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    assert kill_after <= len(answered) < count, "the kill did not come in the middle of the burst"
+
+    proc = await start_process(config, port, log)
+    try:
+        for i in sorted(answered):
+            client = ControlClient(url, machines[i])
+            await client.connect()
+            check = await client.register(node_keys[i])  # no auth key: only a registered node is authorized
+            assert check["MachineAuthorized"] and not check["Error"], (i, check)
+            full = await first_map(client, node_keys[i], 0)
+            assert full["Node"]["Key"] == node_keys[i].public().text
+            await client.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
