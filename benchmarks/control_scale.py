@@ -82,7 +82,10 @@ def percentile(values: list[float], q: float) -> float:
 class Workers:
     """The client processes, each behind a pipe; sightings from all of them land in `seen`."""
 
-    def __init__(self, url: str, count: int, concurrency: int, churn: bool) -> None:
+    def __init__(
+        self, url: str, count: int, concurrency: int, churn: bool, phase_timeout: float = PHASE_TIMEOUT
+    ) -> None:
+        self.phase_timeout = phase_timeout
         context = multiprocessing.get_context("spawn")
         self.loop = asyncio.get_running_loop()
         self.seen: dict[str, list[float]] = defaultdict(list)
@@ -115,7 +118,8 @@ class Workers:
         for marker, when in batch:
             self.seen[marker].append(when)
 
-    async def call(self, per_worker: list[tuple[Any, ...]], within: float = PHASE_TIMEOUT) -> list[Any]:
+    async def call(self, per_worker: list[tuple[Any, ...]], within: float | None = None) -> list[Any]:
+        within = self.phase_timeout if within is None else within
         for pipe, command in zip(self.pipes, per_worker, strict=True):
             pipe.send(command)
         try:
@@ -221,7 +225,7 @@ async def _measure(
     result: dict[str, Any] = {"target": server.name, "nodes": n, "policy": tailnet.name}
     auth = server.auth_keys()
 
-    workers = Workers(server.url, args.workers, args.concurrency, args.churn)
+    workers = Workers(server.url, args.workers, args.concurrency, args.churn, args.phase_timeout)
     spawned.append(workers)
     specs: list[list[tuple[int, str, str]]] = [[] for _ in range(args.workers)]
     for i in range(n):
@@ -495,6 +499,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--propagation-timeout", type=float, default=60.0, help="seconds to wait for each change to arrive"
+    )
+    parser.add_argument(
+        "--phase-timeout", type=float, default=PHASE_TIMEOUT, help="seconds allowed per phase"
     )
     parser.add_argument("--deadline", type=float, default=1200.0, help="seconds allowed per size and target")
     parser.add_argument("--json", type=Path, help="also write the figures here")
