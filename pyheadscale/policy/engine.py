@@ -109,7 +109,7 @@ class PolicyEngine:
         """``router_health`` limits primary routers to online, answering ones; ``primaries`` (the election in
         force under the engine this one replaces) keeps current primaries in place across a policy change."""
         self.router_health = router_health
-        self._primaries: dict[IPNetwork, int] = dict(primaries or {})
+        self._set_primaries(dict(primaries or {}))
         self.policy: Policy | None = parse_policy(policy_text) if policy_text is not None else None
         self.server_url = server_url
         self._owner_id = owner_id
@@ -117,6 +117,10 @@ class PolicyEngine:
         self._grants: list[Grant] = []
         if self.policy is not None:
             self._grants = policy_grants(self.policy) if self.policy.has_filter_rules else [allow_all_grant()]
+        self._has_via = any(g.via for g in self._grants)
+        self._may_disable_ipv4 = self.policy is not None and any(
+            DISABLE_IPV4 in entry.attrs for entry in self.policy.node_attrs
+        )
         self._set_tailnet(list(users), list(nodes))
         if self.policy is not None:
             validate_policy(self.policy, self.tailnet)
@@ -133,7 +137,7 @@ class PolicyEngine:
             policy.groups if policy else {}, policy.hosts if policy else {}, self.tailnet
         )
         self._compiled: list[CompiledGrant] = [compile_grant(g, self.resolver) for g in self._grants]
-        self._primaries = self._elect()
+        self._set_primaries(self._elect())
         self._ssh = SSHCompiler(policy, self.resolver, self.server_url) if policy else None
         self._node_cache: dict[int, dict[str, Any]] = {}
         self._self_rules: dict[int, dict[int, list[Rule]]] = {}
@@ -174,6 +178,14 @@ class PolicyEngine:
         """Each subnet route's primary router (a copy)."""
         return dict(self._primaries)
 
+    def _set_primaries(self, primaries: dict[IPNetwork, int]) -> None:
+        self._primaries = primaries
+        by_router: dict[int, list[IPNetwork]] = {}
+        for route, router in primaries.items():
+            by_router.setdefault(router, []).append(route)
+        # Each router's primary routes, in election order: a peer view asks this per viewer and peer.
+        self._primaries_of = by_router
+
     def _elect(self) -> dict[IPNetwork, int]:
         return primary_routers(self.tailnet.nodes.values(), self._primaries, self.router_health)
 
@@ -189,7 +201,7 @@ class PolicyEngine:
         routes = set(elected) | set(self._primaries)
         moved = {self._primaries.get(r) for r in routes if self._primaries.get(r) != elected.get(r)}
         moved |= {elected.get(r) for r in routes if self._primaries.get(r) != elected.get(r)}
-        self._primaries = elected
+        self._set_primaries(elected)
         for cache in self._node_cache.values():
             cache.pop("peers", None)
         return {i for i in moved if i is not None}
@@ -227,7 +239,7 @@ class PolicyEngine:
         changed = [n for n in (old, new) if n is not None]
         routes_changed = _routes_of(old) != _routes_of(new)
         if routes_changed:
-            self._primaries = self._elect()
+            self._set_primaries(self._elect())
         stale = {a for a in self.resolver.cached_aliases() if any(self._alias_names(a, n) for n in changed)}
         if old is None and new is not None:
             # A join only adds the node's addresses to the aliases naming it.
@@ -338,7 +350,7 @@ class PolicyEngine:
         for node_id in viewers:
             cached = self._cached(node_id, "peers")
             if cached is not None:
-                cached[peer.id] = self._view(self._node(node_id), peer, DISABLE_IPV4 in self.cap_map(node_id))
+                cached[peer.id] = self._view(self._node(node_id), peer, self._v4_disabled(node_id))
 
     # -- per-node results ----------------------------------------------------
 
@@ -479,20 +491,28 @@ class PolicyEngine:
             return {peer.id: self._view(viewer, peer, False) for peer in self._peers_of(viewer)}
         cached: dict[int, PeerView] | None = self._cached(node_id, "peers")
         if cached is None:
-            v4_disabled = DISABLE_IPV4 in self.cap_map(node_id)
+            v4_disabled = self._v4_disabled(node_id)
             cached = {peer.id: self._view(viewer, peer, v4_disabled) for peer in self._peers_of(viewer)}
             self._store(node_id, "peers", cached)
         return cached
 
+    def _v4_disabled(self, node_id: int) -> bool:
+        """Whether ``nodeAttrs`` give the node ``disable-ipv4`` (never, when no entry names it)."""
+        return self._may_disable_ipv4 and DISABLE_IPV4 in self.cap_map(node_id)
+
     def _view(self, viewer: PolicyNode, peer: PolicyNode, viewer_v4_disabled: bool) -> PeerView:
         """What ``viewer`` sees of ``peer``, which is one of its peers."""
+        peer_primaries = self._primaries_of.get(peer.id, [])
         if self.policy is None:
-            routes = [r for r, owner in self._primaries.items() if owner == peer.id] + list(peer.exit_routes)
+            routes = peer_primaries + list(peer.exit_routes)
+        elif not peer_primaries and not peer.exit_routes and not self._has_via:
+            # Most peers: no routes to offer and no via grant to steer any, so nothing to check per viewer.
+            routes = []
         else:
             steering = via_steering(viewer, peer, self._grants, self.resolver)
-            routes = routes_for_peer(viewer, peer, self._matchers(viewer), self._primaries, steering)
+            routes = routes_for_peer(viewer, peer, self._matchers(viewer), peer_primaries, steering)
         # disable-ipv4 on either end means the pair talks over IPv6 only.
-        ipv4_disabled = viewer_v4_disabled or DISABLE_IPV4 in self.cap_map(peer.id)
+        ipv4_disabled = viewer_v4_disabled or self._v4_disabled(peer.id)
         return peer_view(peer, routes, ipv4_disabled=ipv4_disabled)
 
     def _peers_of(self, viewer: PolicyNode) -> list[PolicyNode]:

@@ -14,6 +14,7 @@ or the internet when it is an exit node).
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -54,6 +55,18 @@ class DstPort:
     def _wire(self) -> wire.NetPortRange:
         return {"IP": self.ip, "Ports": self.ports.to_wire()}
 
+    @cached_property
+    def single(self) -> tuple[int, int] | None:
+        """``(version, address)`` when this destination is one address (most are: a node's own)."""
+        return self.addresses.single_key()
+
+    def targets(self, node: PolicyNode) -> bool:
+        """:func:`_dst_targets_node` for this destination, without set lookups for one address."""
+        single = self.single
+        if single is not None and node.routes_nothing:
+            return single in node.ip_keys
+        return _dst_targets_node(self.addresses, node)
+
 
 @dataclass(frozen=True)
 class CapGrant:
@@ -74,11 +87,13 @@ class Rule:
     cap_grants: list[CapGrant] = field(default_factory=list)
 
     def to_wire(self) -> wire.FilterRule:
-        out: wire.FilterRule = {"SrcIPs": ["*"] if self.sources == EVERYTHING else self.sources.to_strings()}
+        """Its ``SrcIPs`` and ``IPProto`` lists are shared by every filter holding this rule's sources and
+        protocols (thousands of nodes' filters name the same sources): callers must not modify them."""
+        out: wire.FilterRule = {"SrcIPs": _source_strings(self.sources)}
         if self.dst_ports:
             out["DstPorts"] = [d.to_wire() for d in self.dst_ports]
         if self.protocols:
-            out["IPProto"] = list(self.protocols)
+            out["IPProto"] = _protocol_list(self.protocols)
         if self.cap_grants:
             out["CapGrant"] = [c.to_wire() for c in self.cap_grants]
         return out
@@ -88,6 +103,19 @@ class Rule:
         return AddrSet.union_of(
             [*(d.addresses for d in self.dst_ports), *(c.destinations for c in self.cap_grants)]
         )
+
+
+_EVERYTHING_STRINGS = ["*"]
+
+
+def _source_strings(sources: AddrSet) -> list[str]:
+    return _EVERYTHING_STRINGS if sources == EVERYTHING else sources.shared_strings()
+
+
+@functools.lru_cache(maxsize=256)
+def _protocol_list(protocols: tuple[int, ...]) -> list[int]:
+    """One shared list per protocol tuple (a handful exist)."""
+    return list(protocols)
 
 
 @dataclass
@@ -247,7 +275,7 @@ def self_rules(part: SelfPart, node: PolicyNode, resolver: Resolver) -> list[Rul
         return []
     destinations = AddrSet.union_of(n.addr_set for n in same_user)
     rules: list[Rule] = []
-    addresses = [(str(ip), AddrSet.of([ip])) for n in same_user for ip in n.ips]
+    addresses = [single for n in same_user for single in n.single_addresses]
     for entry in part.ip:
         dst_ports = [DstPort(text, single, p) for text, single in addresses for p in entry.ports]
         rules.append(Rule(sources, dst_ports, protocol_numbers(entry.protocol)))
@@ -305,12 +333,12 @@ def reduce_for_node(rules: Iterable[Rule], node: PolicyNode) -> list[Rule]:
                 if not own_ips and not routes:
                     continue
                 # A router keeps the whole destination prefix it serves, not just its own address.
-                served = [n for n in grant.destinations.networks() if any(n.overlaps(r) for r in routes)]
+                served = grant.destinations.networks_overlapping(routes)
                 cap_grants.append(CapGrant(AddrSet.of([*own_ips, *served]), grant.cap_map))
             if cap_grants:
                 reduced.append(Rule(rule.sources, protocols=rule.protocols, cap_grants=cap_grants))
             continue
-        dst_ports = [d for d in rule.dst_ports if _dst_targets_node(d.addresses, node)]
+        dst_ports = [d for d in rule.dst_ports if d.targets(node)]
         if dst_ports:
             reduced.append(Rule(rule.sources, dst_ports, rule.protocols))
     return reduced
@@ -382,9 +410,7 @@ class DestinationIndex:
             for version, ranges in ((4, INTERNET.v4), (6, INTERNET.v6)):
                 for first, last in ranges:
                     found.extend(self._singles_within(version, first, last))
-        found.extend(
-            (i, j) for i, j in self._wide if _dst_targets_node(self.rules[i].dst_ports[j].addresses, node)
-        )
+        found.extend((i, j) for i, j in self._wide if self.rules[i].dst_ports[j].targets(node))
         hits: dict[int, set[int]] = {}
         for i, j in found:
             hits.setdefault(i, set()).add(j)

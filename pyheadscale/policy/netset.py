@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import functools
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 Range = tuple[int, int]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -177,6 +177,13 @@ class AddrSet:
         ranges = self.v4 + self.v6
         return len(ranges) == 1 and ranges[0][0] == ranges[0][1]
 
+    def single_key(self) -> tuple[int, int] | None:
+        """``(version, address)`` when the set is one address, else ``None``."""
+        if len(self.v4) + len(self.v6) != 1:
+            return None
+        version, (first, last) = (4, self.v4[0]) if self.v4 else (6, self.v6[0])
+        return (version, first) if first == last else None
+
     def ranges(self) -> list[tuple[int, int, int]]:
         """Every range as ``(version, first, last)``, IPv4 first."""
         return [(4, f, la) for f, la in self.v4] + [(6, f, la) for f, la in self.v6]
@@ -190,6 +197,25 @@ class AddrSet:
                 result.extend(ipaddress.summarize_address_range(address_type(first), address_type(last)))
         return result
 
+    def networks_overlapping(self, networks: Sequence[IPNetwork]) -> list[IPNetwork]:
+        """The prefixes of :meth:`networks` that overlap one of ``networks``.
+
+        Only the ranges that can hold one are summarised: a router's filter needs the few prefixes of a
+        capability grant that its routes share."""
+        result: list[IPNetwork] = []
+        for version, ranges in ((4, self.v4), (6, self.v6)):
+            bounds = [
+                (int(n.network_address), int(n.broadcast_address)) for n in networks if n.version == version
+            ]
+            if not bounds:
+                continue
+            address_type = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+            for first, last in ranges:
+                if any(first <= b_last and b_first <= last for b_first, b_last in bounds):
+                    summary = ipaddress.summarize_address_range(address_type(first), address_type(last))
+                    result.extend(net for net in summary if any(net.overlaps(n) for n in networks))
+        return result
+
     def to_strings(self) -> list[str]:
         """Render as Tailscale writes address sets: single IPs, CIDRs, or ``first-last`` ranges."""
         if self._strings is None:
@@ -200,9 +226,26 @@ class AddrSet:
             ]
         return list(self._strings)
 
+    def shared_strings(self) -> list[str]:
+        """:meth:`to_strings` without the copy: one list shared by every caller, who must not modify it."""
+        if self._strings is None:
+            self.to_strings()
+        assert self._strings is not None
+        return self._strings
+
     def prefix_strings(self) -> list[str]:
         """Render as CIDR prefixes, single addresses with their full length (as CapGrant Dsts want)."""
-        return [str(net) for net in self.networks()]
+        out: list[str] = []
+        for version, ranges in ((4, self.v4), (6, self.v6)):
+            bits = 32 if version == 4 else 128
+            for first, last in ranges:
+                if first == last:
+                    out.append(f"{_range_string(version, first, first)}/{bits}")
+                else:
+                    address_type = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+                    summary = ipaddress.summarize_address_range(address_type(first), address_type(last))
+                    out.extend(str(net) for net in summary)
+        return out
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -230,10 +230,10 @@ def routes_for_peer(
     viewer: PolicyNode,
     peer: PolicyNode,
     matchers: Sequence[Matcher],
-    primaries: dict[IPNetwork, int],
+    peer_primaries: Sequence[IPNetwork],
     steering: ViaSteering,
 ) -> list[IPNetwork]:
-    peer_primaries = [r for r, owner in primaries.items() if owner == peer.id]
+    """``peer_primaries`` are the subnet routes ``peer`` is primary for, in election order."""
     candidates = [r for r in [*peer_primaries, *peer.exit_routes] if r not in steering.exclude]
     routes = [r for r in candidates if can_use_route(viewer, r, matchers)]
     for route in steering.include:

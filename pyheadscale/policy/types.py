@@ -79,6 +79,21 @@ class PolicyNode:
         return tuple(ipaddress.ip_address(a) for a in (self.ipv4, self.ipv6) if a)
 
     @cached_property
+    def ip_keys(self) -> frozenset[tuple[int, int]]:
+        """Its addresses as ``(version, integer)``, for set lookups."""
+        return frozenset((ip.version, int(ip)) for ip in self.ips)
+
+    @cached_property
+    def single_addresses(self) -> tuple[tuple[str, AddrSet], ...]:
+        """Each address as text and as a one-address set (``autogroup:self`` rules list them one by one)."""
+        return tuple((str(ip), AddrSet.of([ip])) for ip in self.ips)
+
+    @cached_property
+    def routes_nothing(self) -> bool:
+        """Neither a subnet router nor an exit node: only its own addresses reach it."""
+        return not self.subnet_routes and not self.exit_routes
+
+    @cached_property
     def addr_set(self) -> AddrSet:
         return AddrSet.of(self.ips)
 
