@@ -19,12 +19,10 @@ from pyheadscale.policy.autoapprove import approved_routes
 from pyheadscale.policy.filter import (
     ALLOW_ALL_RULES,
     CompiledGrant,
-    DestinationIndex,
     Rule,
     allow_all_grant,
     compile_grant,
     policy_grants,
-    reduce_for_node,
     self_rules,
     via_rules,
 )
@@ -44,6 +42,7 @@ from pyheadscale.policy.peers import (
     via_steering,
 )
 from pyheadscale.policy.policytests import run_policy_tests, run_ssh_tests
+from pyheadscale.policy.reduce import DestinationIndex, reduce_for_node
 from pyheadscale.policy.ssh import SSHCompiler, localpart_domain
 from pyheadscale.policy.types import PeerView, PolicyNode, PolicyUser
 from pyheadscale.policy.validate import ambiguous_user_tokens, validate_policy
@@ -260,7 +259,8 @@ class PolicyEngine:
                 self._compiled[index] = after
                 self._grant_matchers.pop(index, None)
                 self._global_matcher_cache = None
-                self._destination_index = None
+                if self._destination_index is not None:
+                    self._destination_index.set_grant(index, after.rules)
                 self._per_node_grants = None
                 touched += [_reach_of(before), _reach_of(after)]
                 reached += [_destinations_of(before), _destinations_of(after)]
@@ -435,10 +435,10 @@ class PolicyEngine:
         cached = self._cached(node_id, "filter")
         if cached is None:
             if self._destination_index is None:
-                self._destination_index = DestinationIndex(self._global_rules())
+                self._destination_index = DestinationIndex(c.rules for c in self._compiled)
             own = self._own_rules(node)
             reduced = self._destination_index.reduce_for(node) + reduce_for_node(own, node)
-            cached = self._store(node_id, "filter", [rule.to_wire() for rule in reduced])
+            cached = self._store(node_id, "filter", reduced)
         return list(cached)
 
     def ssh_policy_for_node(self, node: PolicyNode) -> SSHPolicy | None:
