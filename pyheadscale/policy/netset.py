@@ -22,14 +22,20 @@ _V6_MAX = (1 << 128) - 1
 
 
 def _merge(ranges: Iterable[Range]) -> tuple[Range, ...]:
-    merged: list[list[int]] = []
-    for first, last in sorted(ranges):
-        if merged and first <= merged[-1][1] + 1:
-            if last > merged[-1][1]:
-                merged[-1][1] = last
+    items = sorted(ranges)
+    if len(items) < 2:
+        return tuple(items)
+    merged: list[Range] = []
+    current_first, current_last = items[0]
+    for first, last in items:
+        if first <= current_last + 1:
+            if last > current_last:
+                current_last = last
         else:
-            merged.append([first, last])
-    return tuple((first, last) for first, last in merged)
+            merged.append((current_first, current_last))
+            current_first, current_last = first, last
+    merged.append((current_first, current_last))
+    return tuple(merged)
 
 
 def _contains(ranges: tuple[Range, ...], starts: list[int], value: int) -> bool:

@@ -18,6 +18,14 @@ from pyheadscale.policy.netset import AddrSet, IPAddress, IPNetwork
 EXIT_ROUTES = frozenset({ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")})
 
 
+def _parse_address(text: str) -> IPAddress:
+    """``ipaddress.ip_address`` without its failed IPv4 attempt on every IPv6 address (an exception each)."""
+    try:
+        return ipaddress.IPv6Address(text) if ":" in text else ipaddress.IPv4Address(text)
+    except ValueError:
+        return ipaddress.ip_address(text)
+
+
 class PolicyError(ValueError):
     """The policy is malformed or was rejected; ``str()`` names the entry and its position."""
 
@@ -76,7 +84,7 @@ class PolicyNode:
 
     @cached_property
     def ips(self) -> tuple[IPAddress, ...]:
-        return tuple(ipaddress.ip_address(a) for a in (self.ipv4, self.ipv6) if a)
+        return tuple(_parse_address(a) for a in (self.ipv4, self.ipv6) if a)
 
     @cached_property
     def ip_keys(self) -> frozenset[tuple[int, int]]:
