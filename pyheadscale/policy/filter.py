@@ -19,7 +19,14 @@ from typing import Any
 
 from pyheadscale.policy.aliases import Alias, AliasKind, Autogroup, Resolver
 from pyheadscale.policy.model import Grant, Policy, ProtocolPorts
-from pyheadscale.policy.netset import EVERYTHING, INTERNET, AddrSet, parse_addr_set
+from pyheadscale.policy.netset import (
+    EVERYTHING,
+    INTERNET,
+    AddrSet,
+    parse_addr_set,
+    range_text,
+    single_address,
+)
 from pyheadscale.policy.ports import ALL_PORTS, PortRange, protocol_numbers
 from pyheadscale.policy.types import PolicyNode
 from pyheadscale.tailcfg import filter as wire
@@ -191,17 +198,23 @@ def _dst_ports(destination: Alias, addresses: AddrSet, ports: Iterable[PortRange
     out: list[DstPort] = []
     ports = list(ports)
     for version, first, last in addresses.ranges():
-        whole = AddrSet(v4=[(first, last)]) if version == 4 else AddrSet(v6=[(first, last)])
         if first == last:
             # Most destinations are single node addresses: no ipaddress objects for those.
-            out.extend(DstPort(whole.to_strings()[0], whole, p) for p in ports)
+            out.extend(_single_dst_port(version, first, p) for p in ports)
             continue
+        whole = AddrSet(v4=[(first, last)]) if version == 4 else AddrSet(v6=[(first, last)])
         for network in whole.networks():
             single = network.num_addresses == 1
             text = str(network.network_address) if single else str(network)
             part = AddrSet.of([network])
             out.extend(DstPort(text, part, p) for p in ports)
     return out
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _single_dst_port(version: int, address: int, ports: PortRange) -> DstPort:
+    """One address and port range, shared by every grant naming them (with the wire form it caches)."""
+    return DstPort(range_text(version, address, address), single_address(version, address), ports)
 
 
 def companion_rules(cap_map: dict[str, Any], granted_to: AddrSet, granted_on: AddrSet) -> list[Rule]:

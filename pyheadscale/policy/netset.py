@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import functools
 import ipaddress
+import itertools
 from collections.abc import Iterable, Sequence
 
 Range = tuple[int, int]
@@ -24,6 +25,9 @@ _V6_MAX = (1 << 128) - 1
 def _merge(ranges: Iterable[Range]) -> tuple[Range, ...]:
     items = sorted(ranges)
     if len(items) < 2:
+        return tuple(items)
+    if all(b[0] > a[1] + 1 for a, b in itertools.pairwise(items)):
+        # Already apart (node addresses mostly are): nothing to merge, no tuple to build.
         return tuple(items)
     merged: list[Range] = []
     current_first, current_last = items[0]
@@ -100,6 +104,25 @@ class AddrSet:
         self._v4_starts = [r[0] for r in self.v4]
         self._v6_starts = [r[0] for r in self.v6]
         self._strings: list[str] | None = None
+
+    @classmethod
+    def _of_merged(cls, v4: tuple[Range, ...], v6: tuple[Range, ...]) -> AddrSet:
+        """A set of ranges that are sorted and merged already (no sorting, no merging)."""
+        merged = cls.__new__(cls)
+        merged.v4, merged._v4_starts = v4, [r[0] for r in v4]
+        merged.v6, merged._v6_starts = v6, [r[0] for r in v6]
+        merged._strings = None
+        return merged
+
+    @classmethod
+    def of_address_keys(cls, keys: Iterable[tuple[int, int]]) -> AddrSet:
+        """The set of these ``(version, integer)`` addresses."""
+        keys = list(keys)
+        v4 = [(value, value) for version, value in keys if version == 4]
+        v6 = [(value, value) for version, value in keys if version == 6]
+        if len(v4) < 2 and len(v6) < 2:
+            return cls._of_merged(tuple(v4), tuple(v6))
+        return cls(v4, v6)
 
     @classmethod
     def of(cls, networks: Iterable[IPNetwork | IPAddress]) -> AddrSet:
@@ -226,7 +249,7 @@ class AddrSet:
         """Render as Tailscale writes address sets: single IPs, CIDRs, or ``first-last`` ranges."""
         if self._strings is None:
             self._strings = [
-                _range_string(version, first, last)
+                range_text(version, first, last)
                 for version, ranges in ((4, self.v4), (6, self.v6))
                 for first, last in ranges
             ]
@@ -246,7 +269,7 @@ class AddrSet:
             bits = 32 if version == 4 else 128
             for first, last in ranges:
                 if first == last:
-                    out.append(f"{_range_string(version, first, first)}/{bits}")
+                    out.append(f"{range_text(version, first, first)}/{bits}")
                 else:
                     address_type = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
                     summary = ipaddress.summarize_address_range(address_type(first), address_type(last))
@@ -255,11 +278,27 @@ class AddrSet:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _range_string(version: int, first: int, last: int) -> str:
-    """Cached: every filter lists node addresses, and ``ipaddress`` formats IPv6 slowly (bounded memory)."""
-    address_type = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+def single_address(version: int, address: int) -> AddrSet:
+    """A set of one address, shared (sets are immutable): most filter destinations are one node address."""
+    return AddrSet.of_address_keys([(version, address)])
+
+
+def address_text(ip: IPAddress) -> str:
+    """``str(ip)``, formatted once per address for every filter and peer map that lists it."""
+    return range_text(ip.version, int(ip), int(ip))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def range_text(version: int, first: int, last: int) -> str:
+    """A range as Tailscale writes it (an address, a CIDR or ``first-last``).
+
+    Cached: every filter lists node addresses, and ``ipaddress`` formats IPv6 slowly (bounded memory)."""
     if first == last:
-        return str(address_type(first))
+        if version == 4:
+            # What str(IPv4Address) gives, without building one.
+            return f"{first >> 24}.{(first >> 16) & 255}.{(first >> 8) & 255}.{first & 255}"
+        return str(ipaddress.IPv6Address(first))
+    address_type = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
     size = last - first + 1
     if size & (size - 1) == 0 and first % size == 0:
         bits = (32 if version == 4 else 128) - size.bit_length() + 1

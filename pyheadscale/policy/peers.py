@@ -252,7 +252,7 @@ def peer_view(peer: PolicyNode, routes: Sequence[IPNetwork], ipv4_disabled: bool
     if not routes and not ipv4_disabled:
         return peer.plain_view
     exit_like = (ALL_V4, ALL_V6)
-    texts = zip(peer.prefixes, peer.prefix_texts, strict=True)
+    texts = zip(peer.ips, peer.prefix_texts, strict=True)
     addresses = [text for p, text in texts if not (ipv4_disabled and p.version == 4)]
     return PeerView(
         allowed_ips=addresses + [str(r) for r in routes],

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from pyheadscale.policy.hujson import Position
-from pyheadscale.policy.netset import AddrSet, IPAddress, IPNetwork
+from pyheadscale.policy.netset import AddrSet, IPAddress, IPNetwork, address_text, single_address
 
 EXIT_ROUTES = frozenset({ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")})
 
@@ -94,7 +94,7 @@ class PolicyNode:
     @cached_property
     def single_addresses(self) -> tuple[tuple[str, AddrSet], ...]:
         """Each address as text and as a one-address set (``autogroup:self`` rules list them one by one)."""
-        return tuple((str(ip), AddrSet.of([ip])) for ip in self.ips)
+        return tuple((address_text(ip), single_address(ip.version, int(ip))) for ip in self.ips)
 
     @cached_property
     def routes_nothing(self) -> bool:
@@ -103,16 +103,12 @@ class PolicyNode:
 
     @cached_property
     def addr_set(self) -> AddrSet:
-        return AddrSet.of(self.ips)
-
-    @cached_property
-    def prefixes(self) -> tuple[IPNetwork, ...]:
-        return tuple(ipaddress.ip_network(ip) for ip in self.ips)
+        return AddrSet.of_address_keys((ip.version, int(ip)) for ip in self.ips)
 
     @cached_property
     def prefix_texts(self) -> tuple[str, ...]:
-        """``prefixes`` as text, made once: every peer map lists them, and ipaddress formats slowly."""
-        return tuple(str(p) for p in self.prefixes)
+        """Its addresses as one-address prefixes (``100.64.0.1/32``), made once: every peer map lists them."""
+        return tuple(f"{address_text(ip)}/{32 if ip.version == 4 else 128}" for ip in self.ips)
 
     @cached_property
     def plain_view(self) -> PeerView:
