@@ -298,12 +298,13 @@ def range_text(version: int, first: int, last: int) -> str:
             # What str(IPv4Address) gives, without building one.
             return f"{first >> 24}.{(first >> 16) & 255}.{(first >> 8) & 255}.{first & 255}"
         return str(ipaddress.IPv6Address(first))
-    address_type = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    # Both ends are mostly node addresses, whose texts are cached already.
+    start = range_text(version, first, first)
     size = last - first + 1
     if size & (size - 1) == 0 and first % size == 0:
         bits = (32 if version == 4 else 128) - size.bit_length() + 1
-        return f"{address_type(first)}/{bits}"
-    return f"{address_type(first)}-{address_type(last)}"
+        return f"{start}/{bits}"
+    return f"{start}-{range_text(version, last, last)}"
 
 
 def parse_addr_set(text: str) -> AddrSet:
