@@ -36,12 +36,12 @@ from pyheadscale.policy.peers import (
     matchers_of,
     peer_view,
     primary_routers,
-    reach_of,
     routes_for_peer,
     via_matchers,
     via_steering,
 )
 from pyheadscale.policy.policytests import run_policy_tests, run_ssh_tests
+from pyheadscale.policy.reach import PeerClasses, connected, reach_of
 from pyheadscale.policy.reduce import DestinationIndex, reduce_for_node
 from pyheadscale.policy.ssh import SSHCompiler, localpart_domain
 from pyheadscale.policy.types import PeerView, PolicyNode, PolicyUser
@@ -66,20 +66,23 @@ def _routes_of(node: PolicyNode | None) -> tuple[object, ...]:
     return (node.subnet_routes, node.exit_routes) if node is not None else ((), ())
 
 
-def _destinations_of(compiled: CompiledGrant) -> AddrSet:
-    """Every address a compiled grant's global rules let traffic or capabilities reach."""
-    return AddrSet.union_of(rule.destinations() for rule in compiled.rules)
-
-
-def _reach_of(compiled: CompiledGrant) -> AddrSet:
-    """Every address a compiled grant's rules mention, as sources or destinations."""
+def _destinations_of(compiled: CompiledGrant) -> list[AddrSet]:
+    """Every address a compiled grant's global rules let traffic or capabilities reach (as parts: their
+    union would be sorted and merged only to be looked up again)."""
     parts: list[AddrSet] = []
     for rule in compiled.rules:
-        parts += [rule.sources, rule.destinations()]
+        parts += [d.addresses for d in rule.dst_ports]
+        parts += [c.destinations for c in rule.cap_grants]
+    return parts
+
+
+def _reach_of(compiled: CompiledGrant) -> list[AddrSet]:
+    """Every address a compiled grant's rules mention, as sources or destinations (as parts)."""
+    parts = [rule.sources for rule in compiled.rules] + _destinations_of(compiled)
     # autogroup:self parts only ever concern the changed node's owner; the caller adds those nodes.
     if compiled.via_part is not None:
         parts += [compiled.via_part.sources, *compiled.via_part.destinations]
-    return AddrSet.union_of(parts)
+    return parts
 
 
 class PolicyEngine:
@@ -141,6 +144,7 @@ class PolicyEngine:
         self._node_cache: dict[int, dict[str, Any]] = {}
         self._self_rules: dict[int, dict[int, list[Rule]]] = {}
         self._global_matcher_cache: list[Matcher] | None = None
+        self._peer_classes: PeerClasses | None = None
         self._destination_index: DestinationIndex | None = None
         self._per_node_grants: list[tuple[int, CompiledGrant]] | None = None
         self._grant_matchers: dict[int, list[Matcher]] = {}
@@ -235,6 +239,7 @@ class PolicyEngine:
         nodes its old or new rules reach, not of those it lets send: a laptop joining a group that may reach
         a service changes the service's filter and the laptop's peers, not the filters of every group member.
         """
+        self._peer_classes = None  # the tailnet changed: peers found per signature may differ
         changed = [n for n in (old, new) if n is not None]
         routes_changed = _routes_of(old) != _routes_of(new)
         if routes_changed:
@@ -246,7 +251,7 @@ class PolicyEngine:
         else:
             self.resolver.forget(stale)
 
-        touched = [n.addr_set for n in changed]
+        touched: list[AddrSet] = [n.addr_set for n in changed]
         reached: list[AddrSet] = []
         via_recompiled: set[str] = set()
         recompiled = False
@@ -262,8 +267,8 @@ class PolicyEngine:
                 if self._destination_index is not None:
                     self._destination_index.set_grant(index, after.rules)
                 self._per_node_grants = None
-                touched += [_reach_of(before), _reach_of(after)]
-                reached += [_destinations_of(before), _destinations_of(after)]
+                touched += _reach_of(before) + _reach_of(after)
+                reached += _destinations_of(before) + _destinations_of(after)
                 if before.self_part is not None or after.self_part is not None:
                     self._self_rules.clear()
                 if before.via_part is not None or after.via_part is not None:
@@ -276,11 +281,11 @@ class PolicyEngine:
                     # localpart rules also land on the source devices themselves.
                     touched.append(self.resolver.resolve_all(rule.sources))
 
-        filter_stale = {n.id for n in changed} | self._nodes_reached(AddrSet.union_of(reached))
+        filter_stale = {n.id for n in changed} | self._nodes_reached(reached)
         filter_stale.update(n.id for tag in via_recompiled for n in self.tailnet.nodes_with_tag(tag))
-        if reached:
+        if recompiled:
             filter_stale.update(n.id for n in self.tailnet.routers() if n.is_exit_node)
-        affected = self._nodes_reached(AddrSet.union_of(touched)) | filter_stale
+        affected = self._nodes_reached(touched) | filter_stale
         affected.update(old_peers)
         owners = {self.tailnet.node_user_id(n) for n in changed} - {None}
         for owner in owners:
@@ -314,12 +319,19 @@ class PolicyEngine:
             affected |= new_peers | {new.id}
         return {i for i in affected if i in self.tailnet.nodes}
 
-    def _nodes_reached(self, addresses: AddrSet) -> set[int]:
-        """Nodes with an address in ``addresses`` and routers whose subnet routes overlap them."""
-        reached = {n.id for n in self.tailnet.nodes_in(addresses)}
-        for router in self.tailnet.routers():
-            if any(addresses.overlaps_network(r) for r in router.subnet_routes):
-                reached.add(router.id)
+    def _nodes_reached(self, parts: Iterable[AddrSet]) -> set[int]:
+        """Nodes with an address in one of ``parts`` and routers whose subnet routes overlap one."""
+        unique = list({id(part): part for part in parts}.values())
+        reached: set[int] = set()
+        for part in unique:
+            reached |= self.tailnet.ids_in(part)
+        routers = self.tailnet.routers()
+        if routers:
+            routed = self.tailnet.routed_addresses()
+            near = [part for part in unique if part.overlaps(routed)]
+            for router in routers:
+                if any(part.overlaps_network(r) for part in near for r in router.subnet_routes):
+                    reached.add(router.id)
         return reached
 
     def _forget(self, node_ids: Iterable[int], filter_stale: set[int], *, keep_peers: bool) -> None:
@@ -518,17 +530,19 @@ class PolicyEngine:
     def _peers_of(self, viewer: PolicyNode) -> list[PolicyNode]:
         """The viewer's peers, in registration order, found through the address index.
 
-        The viewer's own rules give its :class:`Reach`; nodes addressed by it
-        are peers outright, routers are peers when the reach covers their
-        routes. Per-node rules living on the other node (``autogroup:self``,
+        The tailnet-wide rules the viewer matches give the peers it shares with
+        every node matching the same (:class:`PeerClasses`); its own rules add
+        theirs. Per-node rules living on the other node (``autogroup:self``,
         ``via``) are checked pair-wise for the few nodes that can have them.
         """
         tailnet = self.tailnet
         if self.policy is None:
             return [n for n in tailnet.nodes.values() if n.id != viewer.id]
-        reach = reach_of(viewer, self._matchers(viewer))
-        found = {n.id: n for n in tailnet.nodes_in(AddrSet.union_of([reach.outbound, reach.inbound]))}
-        found.update((n.id, n) for n in tailnet.routers() if n.id not in found and reach.connects(n))
+        if self._peer_classes is None:
+            self._peer_classes = PeerClasses(tailnet, self._global_matchers())
+        shared, shared_ids = self._peer_classes.shared(viewer)
+        own = self._own_matchers(viewer)
+        found = connected(tailnet, reach_of(viewer, own)) if own else {}
         if self._has_per_node_rules():
             others: dict[int, PolicyNode] = {}
             owner = tailnet.node_user_id(viewer)
@@ -537,10 +551,13 @@ class PolicyEngine:
             for tag in {t for g in self._grants for t in g.via}:
                 others.update((n.id, n) for n in tailnet.nodes_with_tag(tag))
             for other in others.values():
-                if other.id not in found and are_peers(viewer, other, self._own_matchers(other)):
-                    found[other.id] = other
-        found.pop(viewer.id, None)
-        return sorted(found.values(), key=tailnet.registration_rank)
+                if other.id not in found and other.id not in shared_ids:
+                    if are_peers(viewer, other, self._own_matchers(other)):
+                        found[other.id] = other
+        extra = [n for n in found.values() if n.id not in shared_ids and n.id != viewer.id]
+        peers = [n for n in shared if n.id != viewer.id]
+        # The shared part is in registration order already: sorting merges the few extra nodes into it.
+        return sorted(peers + extra, key=tailnet.registration_rank) if extra else peers
 
     def _has_self_rules(self) -> bool:
         """Whether any grant or SSH rule targets ``autogroup:self`` (results shared by a user's devices)."""

@@ -74,6 +74,18 @@ def _subtract(ranges: tuple[Range, ...], removed: tuple[Range, ...]) -> list[Ran
     return result
 
 
+def _ranges_overlap(
+    a: tuple[Range, ...], a_starts: list[int], b: tuple[Range, ...], b_starts: list[int]
+) -> bool:
+    """Whether two sorted, merged range lists share an address: nothing when their spans are apart, else
+    one lookup per range of the shorter list in the longer one."""
+    if not a or not b or a[-1][1] < b[0][0] or b[-1][1] < a[0][0]:
+        return False
+    if len(a) < len(b):
+        a, a_starts, b, b_starts = b, b_starts, a, a_starts
+    return any(_overlaps(a, a_starts, first, last) for first, last in b)
+
+
 #: Up to this many ranges are added to a set one by one (:meth:`AddrSet.__or__`).
 _FEW = 8
 
@@ -193,8 +205,8 @@ class AddrSet:
         return _covers(self.v6, self._v6_starts, first, last)
 
     def overlaps(self, other: AddrSet) -> bool:
-        return any(_overlaps(self.v4, self._v4_starts, f, la) for f, la in other.v4) or any(
-            _overlaps(self.v6, self._v6_starts, f, la) for f, la in other.v6
+        return _ranges_overlap(self.v4, self._v4_starts, other.v4, other._v4_starts) or _ranges_overlap(
+            self.v6, self._v6_starts, other.v6, other._v6_starts
         )
 
     def issubset(self, other: AddrSet) -> bool:

@@ -71,42 +71,6 @@ def are_peers(a: PolicyNode, b: PolicyNode, matchers: Sequence[Matcher]) -> bool
     return can_access(a, b, matchers) or can_access(b, a, matchers)
 
 
-@dataclass(frozen=True)
-class Reach:
-    """Everything one node's rules connect it to, for finding its peers without pair-wise checks.
-
-    ``outbound`` holds the destinations of rules the node may send on,
-    ``inbound`` the sources of rules that reach it, and ``internet`` whether it
-    may send to the internet (so exit nodes are its peers).
-    """
-
-    outbound: AddrSet
-    inbound: AddrSet
-    internet: bool
-
-    def connects(self, peer: PolicyNode) -> bool:
-        """Exactly :func:`are_peers` for the matchers this reach was built from."""
-        both = (self.outbound, self.inbound)
-        if any(peer.has_ip_in(side) for side in both):
-            return True
-        if any(side.overlaps_network(r) for side in both for r in peer.subnet_routes):
-            return True
-        return self.internet and peer.is_exit_node
-
-
-def reach_of(viewer: PolicyNode, matchers: Iterable[Matcher]) -> Reach:
-    outbound: list[AddrSet] = []
-    inbound: list[AddrSet] = []
-    internet = False
-    for m in matchers:
-        if acts_as_source(viewer, m):
-            outbound.append(m.destinations)
-            internet = internet or m.reaches_internet()
-        if is_reached(viewer, m):
-            inbound.append(m.sources)
-    return Reach(AddrSet.union_of(outbound), AddrSet.union_of(inbound), internet)
-
-
 def can_use_route(viewer: PolicyNode, route: IPNetwork, matchers: Iterable[Matcher]) -> bool:
     """Whether ``viewer`` needs ``route``: to send into it, or to answer (or route for) traffic from it."""
     own_routes = viewer.subnet_routes
