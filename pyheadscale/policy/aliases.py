@@ -268,6 +268,26 @@ class Tailnet:
                 ids.update(by_address[(version, value)] for value in sorted_addresses[start:stop])
         return ids
 
+    def address_keys(self) -> list[tuple[int, int]]:
+        """Every node address, as ``(version, integer)``."""
+        return list(self._by_address)
+
+    def address_keys_in(self, addresses: AddrSet) -> list[tuple[int, int]]:
+        """The node addresses in ``addresses``, as ``(version, integer)``."""
+        keys: list[tuple[int, int]] = []
+        by_address = self._by_address
+        for version, ranges in ((4, addresses.v4), (6, addresses.v6)):
+            sorted_addresses = self._sorted_addresses[version]
+            for first, last in ranges:
+                if first == last:
+                    if (version, first) in by_address:
+                        keys.append((version, first))
+                    continue
+                start = bisect.bisect_left(sorted_addresses, first)
+                stop = bisect.bisect_right(sorted_addresses, last)
+                keys.extend((version, value) for value in sorted_addresses[start:stop])
+        return keys
+
     def nodes_in(self, addresses: AddrSet) -> list[PolicyNode]:
         """Nodes with an address in ``addresses``, in registration order."""
         return sorted((self.nodes[i] for i in self.ids_in(addresses)), key=self.registration_rank)

@@ -77,6 +77,11 @@ def connected(tailnet: Tailnet, reach: Reach) -> dict[int, PolicyNode]:
     return {i: tailnet.nodes[i] for i in ids}
 
 
+#: After this many viewers, :class:`PeerClasses` indexes its matchers by address (a full map for every node,
+#: as after a restart, asks for them all); a join asks for a few, for which checking each matcher is cheaper.
+INDEX_AFTER_VIEWERS = 128
+
+
 class PeerClasses:
     """The nodes the tailnet-wide matchers connect each signature to, in registration order, shared by
     every viewer with that signature. Valid for one tailnet state and one set of matchers: the engine
@@ -86,14 +91,46 @@ class PeerClasses:
         self.tailnet = tailnet
         self.matchers = matchers
         self._found: dict[Signature, tuple[list[PolicyNode], set[int]]] = {}
+        self._viewers = 0
+        self._index: dict[tuple[int, int], tuple[list[int], list[int]]] | None = None
 
     def shared(self, viewer: PolicyNode) -> tuple[list[PolicyNode], set[int]]:
         """The nodes the tailnet-wide matchers connect ``viewer`` to (itself included when they name it),
         in registration order and as ids; callers must not modify them."""
-        signature = signature_of(viewer, self.matchers)
+        signature = self._signature(viewer)
         shared = self._found.get(signature)
         if shared is None:
             found = connected(self.tailnet, reach_from(signature, self.matchers))
             nodes = sorted(found.values(), key=self.tailnet.registration_rank)
             shared = self._found[signature] = (nodes, set(found))
         return shared
+
+    def _signature(self, viewer: PolicyNode) -> Signature:
+        """:func:`signature_of`, from the address index for a node that routes nothing (only its own
+        addresses make it a source or a destination)."""
+        self._viewers += 1
+        if self._index is None and self._viewers > INDEX_AFTER_VIEWERS:
+            self._index = self._build_index()
+        index = self._index
+        if index is None or not viewer.routes_nothing or not all(k in index for k in viewer.ip_keys):
+            return signature_of(viewer, self.matchers)
+        sending: set[int] = set()
+        reached: set[int] = set()
+        for key in viewer.ip_keys:
+            as_source, as_destination = index[key]
+            sending.update(as_source)
+            reached.update(as_destination)
+        return tuple(sorted(sending)), tuple(sorted(reached))
+
+    def _build_index(self) -> dict[tuple[int, int], tuple[list[int], list[int]]]:
+        """Every tailnet address: the matchers it is a source of, and those it is a destination of."""
+        index: dict[tuple[int, int], tuple[list[int], list[int]]] = {
+            key: ([], []) for key in self.tailnet.address_keys()
+        }
+        for i, matcher in enumerate(self.matchers):
+            for side, addresses in ((0, matcher.sources), (1, matcher.destinations)):
+                for key in self.tailnet.address_keys_in(addresses):
+                    entry = index.get(key)
+                    if entry is not None:
+                        entry[side].append(i)
+        return index
