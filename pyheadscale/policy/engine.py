@@ -11,7 +11,7 @@ returns those node ids so the server can push map deltas to them alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pyheadscale.policy.aliases import Alias, AliasKind, Autogroup, Resolver, Tailnet
@@ -33,6 +33,7 @@ from pyheadscale.policy.peers import (
     Matcher,
     RouterHealth,
     are_peers,
+    can_use_route,
     matchers_of,
     peer_view,
     primary_routers,
@@ -263,7 +264,7 @@ class PolicyEngine:
                 before, after = self._compiled[index], compile_grant(grant, self.resolver)
                 self._compiled[index] = after
                 self._grant_matchers.pop(index, None)
-                self._global_matcher_cache = None
+                self._global_matcher_cache = self._peer_classes = None
                 if self._destination_index is not None:
                     self._destination_index.set_grant(index, after.rules)
                 self._per_node_grants = None
@@ -508,6 +509,17 @@ class PolicyEngine:
             self._store(node_id, "peers", cached)
         return cached
 
+    def _route_usable(self, viewer: PolicyNode) -> Callable[[IPNetwork], bool]:
+        """:func:`can_use_route` for ``viewer``; for a node that routes nothing, the tailnet-wide half is
+        answered once per signature and route (:meth:`PeerClasses.route_usable`)."""
+        if not viewer.routes_nothing:
+            matchers = self._matchers(viewer)
+            return lambda route: can_use_route(viewer, route, matchers)
+        classes = self._classes()
+        signature = classes.signature(viewer)
+        own = self._own_matchers(viewer)
+        return lambda route: classes.route_usable(signature, route) or can_use_route(viewer, route, own)
+
     def _v4_disabled(self, node_id: int) -> bool:
         """Whether ``nodeAttrs`` give the node ``disable-ipv4`` (never, when no entry names it)."""
         return self._may_disable_ipv4 and DISABLE_IPV4 in self.cap_map(node_id)
@@ -522,7 +534,7 @@ class PolicyEngine:
             routes = []
         else:
             steering = via_steering(viewer, peer, self._grants, self.resolver)
-            routes = routes_for_peer(viewer, peer, self._matchers(viewer), peer_primaries, steering)
+            routes = routes_for_peer(viewer, peer, self._route_usable(viewer), peer_primaries, steering)
         # disable-ipv4 on either end means the pair talks over IPv6 only.
         ipv4_disabled = viewer_v4_disabled or self._v4_disabled(peer.id)
         return peer_view(peer, routes, ipv4_disabled=ipv4_disabled)
@@ -538,9 +550,7 @@ class PolicyEngine:
         tailnet = self.tailnet
         if self.policy is None:
             return [n for n in tailnet.nodes.values() if n.id != viewer.id]
-        if self._peer_classes is None:
-            self._peer_classes = PeerClasses(tailnet, self._global_matchers())
-        shared, shared_ids = self._peer_classes.shared(viewer)
+        shared, shared_ids = self._classes().shared(viewer)
         own = self._own_matchers(viewer)
         found = connected(tailnet, reach_of(viewer, own)) if own else {}
         if self._has_per_node_rules():
@@ -558,6 +568,11 @@ class PolicyEngine:
         peers = [n for n in shared if n.id != viewer.id]
         # The shared part is in registration order already: sorting merges the few extra nodes into it.
         return sorted(peers + extra, key=tailnet.registration_rank) if extra else peers
+
+    def _classes(self) -> PeerClasses:
+        if self._peer_classes is None:
+            self._peer_classes = PeerClasses(self.tailnet, self._global_matchers())
+        return self._peer_classes
 
     def _has_self_rules(self) -> bool:
         """Whether any grant or SSH rule targets ``autogroup:self`` (results shared by a user's devices)."""

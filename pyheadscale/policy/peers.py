@@ -9,7 +9,7 @@ for a prefix to particular routers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -193,13 +193,14 @@ def via_steering(
 def routes_for_peer(
     viewer: PolicyNode,
     peer: PolicyNode,
-    matchers: Sequence[Matcher],
+    usable: Callable[[IPNetwork], bool],
     peer_primaries: Sequence[IPNetwork],
     steering: ViaSteering,
 ) -> list[IPNetwork]:
-    """``peer_primaries`` are the subnet routes ``peer`` is primary for, in election order."""
+    """``peer_primaries`` are the subnet routes ``peer`` is primary for, in election order; ``usable`` is
+    :func:`can_use_route` for the viewer and its matchers."""
     candidates = [r for r in [*peer_primaries, *peer.exit_routes] if r not in steering.exclude]
-    routes = [r for r in candidates if can_use_route(viewer, r, matchers)]
+    routes = [r for r in candidates if usable(r)]
     for route in steering.include:
         if route in routes:
             continue

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyheadscale.policy.aliases import Tailnet
-from pyheadscale.policy.netset import AddrSet
+from pyheadscale.policy.netset import AddrSet, IPNetwork
 from pyheadscale.policy.peers import Matcher, acts_as_source, is_reached
 from pyheadscale.policy.types import PolicyNode
 
@@ -91,13 +91,14 @@ class PeerClasses:
         self.tailnet = tailnet
         self.matchers = matchers
         self._found: dict[Signature, tuple[list[PolicyNode], set[int]]] = {}
+        self._usable: dict[tuple[Signature, IPNetwork], bool] = {}
         self._viewers = 0
         self._index: dict[tuple[int, int], tuple[list[int], list[int]]] | None = None
 
     def shared(self, viewer: PolicyNode) -> tuple[list[PolicyNode], set[int]]:
         """The nodes the tailnet-wide matchers connect ``viewer`` to (itself included when they name it),
         in registration order and as ids; callers must not modify them."""
-        signature = self._signature(viewer)
+        signature = self.signature(viewer)
         shared = self._found.get(signature)
         if shared is None:
             found = connected(self.tailnet, reach_from(signature, self.matchers))
@@ -105,7 +106,19 @@ class PeerClasses:
             shared = self._found[signature] = (nodes, set(found))
         return shared
 
-    def _signature(self, viewer: PolicyNode) -> Signature:
+    def route_usable(self, signature: Signature, route: IPNetwork) -> bool:
+        """:func:`~pyheadscale.policy.peers.can_use_route` over the tailnet-wide matchers for a viewer
+        that routes nothing and has ``signature``: the same for every such viewer, so answered once."""
+        key = (signature, route)
+        usable = self._usable.get(key)
+        if usable is None:
+            sending, reached = signature
+            usable = self._usable[key] = any(
+                self.matchers[i].destinations.overlaps_network(route) for i in sending
+            ) or any(self.matchers[i].sources.overlaps_network(route) for i in reached)
+        return usable
+
+    def signature(self, viewer: PolicyNode) -> Signature:
         """:func:`signature_of`, from the address index for a node that routes nothing (only its own
         addresses make it a source or a destination)."""
         self._viewers += 1

@@ -64,5 +64,5 @@ def test_indexed_signature_equals_checked_signature(seed: int, monkeypatch: pyte
     for _ in range(8):
         classes = PeerClasses(engine.tailnet, engine._global_matchers())
         for node in engine.tailnet.nodes.values():
-            assert classes._signature(node) == signature_of(node, classes.matchers), node
+            assert classes.signature(node) == signature_of(node, classes.matchers), node
         change(engine, nodes, rng)
