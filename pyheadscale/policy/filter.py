@@ -14,10 +14,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 from pyheadscale.policy.aliases import Alias, AliasKind, Autogroup, Resolver
+from pyheadscale.policy.memo import cached_attribute
 from pyheadscale.policy.model import Grant, Policy, ProtocolPorts
 from pyheadscale.policy.netset import (
     EVERYTHING,
@@ -55,11 +55,11 @@ class DstPort:
         """Made once and shared by every filter holding this destination: callers must not modify it."""
         return self._wire
 
-    @cached_property
+    @cached_attribute
     def _wire(self) -> wire.NetPortRange:
         return {"IP": self.ip, "Ports": self.ports.to_wire()}
 
-    @cached_property
+    @cached_attribute
     def single(self) -> tuple[int, int] | None:
         """``(version, address)`` when this destination is one address (most are: a node's own)."""
         return self.addresses.single_key()
