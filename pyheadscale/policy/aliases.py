@@ -268,6 +268,15 @@ class Tailnet:
                 ids.update(by_address[(version, value)] for value in sorted_addresses[start:stop])
         return ids
 
+    def has_any_address_of(self, node: PolicyNode) -> bool:
+        """Whether a node in the tailnet may have one of ``node``'s addresses (if unsure, yes)."""
+        for ip in node.ips:
+            addresses = self._sorted_addresses[ip.version]
+            index = bisect.bisect_left(addresses, int(ip))
+            if index < len(addresses) and addresses[index] == int(ip):
+                return True
+        return False
+
     def address_keys(self) -> list[tuple[int, int]]:
         """Every node address, as ``(version, integer)``."""
         return list(self._by_address)
@@ -347,6 +356,14 @@ class Resolver:
         """Drop cached resolutions, e.g. after a node they may name changed."""
         for alias in aliases:
             self._cache.pop(alias, None)
+
+    def remove_addresses(self, aliases: Iterable[Alias], addresses: AddrSet) -> None:
+        """Take a leaving node's addresses out of the cached resolutions of the aliases that named it; only
+        right when no remaining node has one of them (:meth:`Tailnet.has_any_address_of`)."""
+        for alias in aliases:
+            cached = self._cache.get(alias)
+            if cached is not None:
+                self._cache[alias] = cached - addresses
 
     def add_addresses(self, aliases: Iterable[Alias], addresses: AddrSet) -> None:
         """Add a joining node's addresses to the cached resolutions of the aliases that name it."""

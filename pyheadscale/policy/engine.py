@@ -249,6 +249,9 @@ class PolicyEngine:
         if old is None and new is not None:
             # A join only adds the node's addresses to the aliases naming it.
             self.resolver.add_addresses(stale, new.addr_set)
+        elif new is None and old is not None and not self.tailnet.has_any_address_of(old):
+            # A leave takes them out, unless a remaining node shares one (then resolve again).
+            self.resolver.remove_addresses(stale, old.addr_set)
         else:
             self.resolver.forget(stale)
 

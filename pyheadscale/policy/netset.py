@@ -86,6 +86,24 @@ def _ranges_overlap(
     return any(_overlaps(a, a_starts, first, last) for first, last in b)
 
 
+def _without_range(
+    ranges: tuple[Range, ...], starts: list[int], first: int, last: int
+) -> tuple[tuple[Range, ...], list[int]]:
+    """``ranges`` (sorted, merged) without ``first..last``: the ranges it overlaps lose that part."""
+    low = bisect.bisect_right(starts, first) - 1
+    if low < 0 or ranges[low][1] < first:
+        low += 1
+    high = bisect.bisect_right(starts, last)
+    if low >= high:
+        return ranges, starts
+    pieces: list[Range] = []
+    if ranges[low][0] < first:
+        pieces.append((ranges[low][0], first - 1))
+    if ranges[high - 1][1] > last:
+        pieces.append((last + 1, ranges[high - 1][1]))
+    return (*ranges[:low], *pieces, *ranges[high:]), [*starts[:low], *(p[0] for p in pieces), *starts[high:]]
+
+
 #: Up to this many ranges are added to a set one by one (:meth:`AddrSet.__or__`).
 _FEW = 8
 
@@ -123,6 +141,15 @@ class AddrSet:
         merged = cls.__new__(cls)
         merged.v4, merged._v4_starts = v4, [r[0] for r in v4]
         merged.v6, merged._v6_starts = v6, [r[0] for r in v6]
+        merged._strings = None
+        return merged
+
+    @classmethod
+    def _of_merged_with_starts(
+        cls, v4: tuple[Range, ...], v4_starts: list[int], v6: tuple[Range, ...], v6_starts: list[int]
+    ) -> AddrSet:
+        merged = cls.__new__(cls)
+        merged.v4, merged._v4_starts, merged.v6, merged._v6_starts = v4, v4_starts, v6, v6_starts
         merged._strings = None
         return merged
 
@@ -185,7 +212,15 @@ class AddrSet:
         return merged
 
     def __sub__(self, other: AddrSet) -> AddrSet:
-        return AddrSet(_subtract(self.v4, other.v4), _subtract(self.v6, other.v6))
+        if len(other.v4) + len(other.v6) > _FEW:
+            return AddrSet(_subtract(self.v4, other.v4), _subtract(self.v6, other.v6))
+        # A node's addresses leaving a large alias: cut them out rather than walk every range.
+        v4, v4_starts, v6, v6_starts = self.v4, self._v4_starts, self.v6, self._v6_starts
+        for first, last in other.v4:
+            v4, v4_starts = _without_range(v4, v4_starts, first, last)
+        for first, last in other.v6:
+            v6, v6_starts = _without_range(v6, v6_starts, first, last)
+        return AddrSet._of_merged_with_starts(v4, v4_starts, v6, v6_starts)
 
     def contains_ip(self, ip: IPAddress) -> bool:
         if ip.version == 4:
