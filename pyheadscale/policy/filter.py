@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyheadscale.policy.aliases import Alias, AliasKind, Autogroup, Resolver
-from pyheadscale.policy.memo import cached_attribute
 from pyheadscale.policy.model import Grant, Policy, ProtocolPorts
 from pyheadscale.policy.netset import (
     EVERYTHING,
@@ -43,26 +42,33 @@ _COMPANION_CAPS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DstPort:
-    """One ``NetPortRange``: an address expression, the addresses it means, and a port range."""
+    """One ``NetPortRange``: an address expression, the addresses it means, and a port range.
+
+    ``single`` is ``(version, address)`` when the destination is one address (most are: a node's own).
+    Slotted, with its wire form made at once: a large tailnet holds tens of thousands of these.
+    """
 
     ip: str
     addresses: AddrSet
     ports: PortRange
+    single: tuple[int, int] | None = field(init=False, compare=False, repr=False)
+    _wire: wire.NetPortRange = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "single", self.addresses.single_key())
+        object.__setattr__(self, "_wire", {"IP": self.ip, "Ports": _ports_wire(self.ports)})
 
     def to_wire(self) -> wire.NetPortRange:
         """Made once and shared by every filter holding this destination: callers must not modify it."""
         return self._wire
 
-    @cached_attribute
-    def _wire(self) -> wire.NetPortRange:
-        return {"IP": self.ip, "Ports": self.ports.to_wire()}
 
-    @cached_attribute
-    def single(self) -> tuple[int, int] | None:
-        """``(version, address)`` when this destination is one address (most are: a node's own)."""
-        return self.addresses.single_key()
+@functools.lru_cache(maxsize=1 << 12)
+def _ports_wire(ports: PortRange) -> wire.PortRange:
+    """One shared ``PortRange`` wire dict per port range (callers must not modify it)."""
+    return ports.to_wire()
 
 
 @dataclass(frozen=True)

@@ -42,17 +42,17 @@ def _merge(ranges: Iterable[Range]) -> tuple[Range, ...]:
     return tuple(merged)
 
 
-def _contains(ranges: tuple[Range, ...], starts: list[int], value: int) -> bool:
+def _contains(ranges: tuple[Range, ...], starts: tuple[int, ...], value: int) -> bool:
     index = bisect.bisect_right(starts, value) - 1
     return index >= 0 and ranges[index][1] >= value
 
 
-def _overlaps(ranges: tuple[Range, ...], starts: list[int], first: int, last: int) -> bool:
+def _overlaps(ranges: tuple[Range, ...], starts: tuple[int, ...], first: int, last: int) -> bool:
     index = bisect.bisect_right(starts, last) - 1
     return index >= 0 and ranges[index][1] >= first
 
 
-def _covers(ranges: tuple[Range, ...], starts: list[int], first: int, last: int) -> bool:
+def _covers(ranges: tuple[Range, ...], starts: tuple[int, ...], first: int, last: int) -> bool:
     index = bisect.bisect_right(starts, first) - 1
     return index >= 0 and ranges[index][1] >= last
 
@@ -75,7 +75,7 @@ def _subtract(ranges: tuple[Range, ...], removed: tuple[Range, ...]) -> list[Ran
 
 
 def _ranges_overlap(
-    a: tuple[Range, ...], a_starts: list[int], b: tuple[Range, ...], b_starts: list[int]
+    a: tuple[Range, ...], a_starts: tuple[int, ...], b: tuple[Range, ...], b_starts: tuple[int, ...]
 ) -> bool:
     """Whether two sorted, merged range lists share an address: nothing when their spans are apart, else
     one lookup per range of the shorter list in the longer one."""
@@ -87,8 +87,8 @@ def _ranges_overlap(
 
 
 def _without_range(
-    ranges: tuple[Range, ...], starts: list[int], first: int, last: int
-) -> tuple[tuple[Range, ...], list[int]]:
+    ranges: tuple[Range, ...], starts: tuple[int, ...], first: int, last: int
+) -> tuple[tuple[Range, ...], tuple[int, ...]]:
     """``ranges`` (sorted, merged) without ``first..last``: the ranges it overlaps lose that part."""
     low = bisect.bisect_right(starts, first) - 1
     if low < 0 or ranges[low][1] < first:
@@ -101,7 +101,7 @@ def _without_range(
         pieces.append((ranges[low][0], first - 1))
     if ranges[high - 1][1] > last:
         pieces.append((last + 1, ranges[high - 1][1]))
-    return (*ranges[:low], *pieces, *ranges[high:]), [*starts[:low], *(p[0] for p in pieces), *starts[high:]]
+    return (*ranges[:low], *pieces, *ranges[high:]), (*starts[:low], *(p[0] for p in pieces), *starts[high:])
 
 
 #: Up to this many ranges are added to a set one by one (:meth:`AddrSet.__or__`).
@@ -109,8 +109,8 @@ _FEW = 8
 
 
 def _with_range(
-    ranges: tuple[Range, ...], starts: list[int], first: int, last: int
-) -> tuple[tuple[Range, ...], list[int]]:
+    ranges: tuple[Range, ...], starts: tuple[int, ...], first: int, last: int
+) -> tuple[tuple[Range, ...], tuple[int, ...]]:
     """``ranges`` (sorted, merged) with ``first..last`` added, merging the ranges it touches or adjoins."""
     low = bisect.bisect_right(starts, first) - 1
     if low >= 0 and ranges[low][1] + 1 >= first:
@@ -120,33 +120,39 @@ def _with_range(
     high = bisect.bisect_right(starts, last + 1)
     if high > low:
         last = max(last, ranges[high - 1][1])
-    return (*ranges[:low], (first, last), *ranges[high:]), [*starts[:low], first, *starts[high:]]
+    return (*ranges[:low], (first, last), *ranges[high:]), (*starts[:low], first, *starts[high:])
 
 
 class AddrSet:
     """An immutable set of IPv4 and IPv6 addresses."""
 
+    # Range starts are tuples, not lists: tuples of integers are not tracked by the garbage collector, and a
+    # tailnet holds tens of thousands of sets.
     __slots__ = ("_strings", "_v4_starts", "_v6_starts", "v4", "v6")
 
     def __init__(self, v4: Iterable[Range] = (), v6: Iterable[Range] = ()) -> None:
         self.v4 = _merge(v4)
         self.v6 = _merge(v6)
-        self._v4_starts = [r[0] for r in self.v4]
-        self._v6_starts = [r[0] for r in self.v6]
+        self._v4_starts = tuple(r[0] for r in self.v4)
+        self._v6_starts = tuple(r[0] for r in self.v6)
         self._strings: list[str] | None = None
 
     @classmethod
     def _of_merged(cls, v4: tuple[Range, ...], v6: tuple[Range, ...]) -> AddrSet:
         """A set of ranges that are sorted and merged already (no sorting, no merging)."""
         merged = cls.__new__(cls)
-        merged.v4, merged._v4_starts = v4, [r[0] for r in v4]
-        merged.v6, merged._v6_starts = v6, [r[0] for r in v6]
+        merged.v4, merged._v4_starts = v4, tuple(r[0] for r in v4)
+        merged.v6, merged._v6_starts = v6, tuple(r[0] for r in v6)
         merged._strings = None
         return merged
 
     @classmethod
     def _of_merged_with_starts(
-        cls, v4: tuple[Range, ...], v4_starts: list[int], v6: tuple[Range, ...], v6_starts: list[int]
+        cls,
+        v4: tuple[Range, ...],
+        v4_starts: tuple[int, ...],
+        v6: tuple[Range, ...],
+        v6_starts: tuple[int, ...],
     ) -> AddrSet:
         merged = cls.__new__(cls)
         merged.v4, merged._v4_starts, merged.v6, merged._v6_starts = v4, v4_starts, v6, v6_starts
