@@ -19,6 +19,10 @@ from pyheadscale.policy.netset import INTERNET, AddrSet
 from pyheadscale.policy.types import PolicyNode
 from pyheadscale.tailcfg import filter as wire
 
+#: A wide destination of at most this many addresses is also indexed under each of them, for the filters of
+#: nodes that route nothing (a tag's nodes with adjacent addresses make such small ranges).
+SMALL_WIDE = 64
+
 #: A rule's place among all global rules: (grant index, rule index within the grant).
 RuleKey = tuple[int, int]
 #: An address as (IP version, integer).
@@ -76,6 +80,9 @@ class _GrantEntries:
         self.rules = rules
         self.singles: dict[AddressKey, list[tuple[int, int]]] = {}
         self.wide: list[tuple[int, int]] = []
+        # The wide destinations by each of their addresses when they have few, and the others.
+        self.small_wide: dict[AddressKey, list[tuple[int, int]]] = {}
+        self.large_wide: list[tuple[int, int]] = []
         self.capabilities: list[int] = []
         self.capability_singles: dict[AddressKey, list[int]] = {}
         self.wide_capabilities: list[tuple[int, AddrSet]] = []
@@ -87,8 +94,15 @@ class _GrantEntries:
                 single = dst.single
                 if single is not None:
                     self.singles.setdefault(single, []).append((r, j))
-                else:
-                    self.wide.append((r, j))
+                    continue
+                self.wide.append((r, j))
+                ranges = dst.addresses.ranges()
+                if sum(last - first + 1 for _, first, last in ranges) > SMALL_WIDE:
+                    self.large_wide.append((r, j))
+                    continue
+                for version, first, last in ranges:
+                    for value in range(first, last + 1):
+                        self.small_wide.setdefault((version, value), []).append((r, j))
 
     def _index_capability(self, r: int, rule: Rule) -> None:
         """Capability rules by the single addresses they reach, so a node's filter checks only its own."""
@@ -118,6 +132,7 @@ class DestinationIndex:
         self._with_wide: dict[int, _GrantEntries] = {}
         self._with_capabilities: dict[int, _GrantEntries] = {}
         self._by_address: dict[AddressKey, dict[RuleKey, list[int]]] = {}
+        self._small_wide_by_address: dict[AddressKey, dict[RuleKey, list[int]]] = {}
         self._capabilities_by_address: dict[AddressKey, set[RuleKey]] = {}
         self._sorted: dict[int, list[int]] | None = None
         for g, rules in enumerate(grants):
@@ -143,6 +158,10 @@ class DestinationIndex:
                 self._sorted = None
             for r, j in hits:
                 by_rule.setdefault((g, r), []).append(j)
+        for key, hits in entries.small_wide.items():
+            by_rule = self._small_wide_by_address.setdefault(key, {})
+            for r, j in hits:
+                by_rule.setdefault((g, r), []).append(j)
         for key, caps in entries.capability_singles.items():
             self._capabilities_by_address.setdefault(key, set()).update((g, r) for r in caps)
 
@@ -154,6 +173,12 @@ class DestinationIndex:
             if not by_rule:
                 del self._by_address[key]
                 self._sorted = None
+        for key, hits in old.small_wide.items():
+            by_rule = self._small_wide_by_address[key]
+            for r in {r for r, _ in hits}:
+                del by_rule[(g, r)]
+            if not by_rule:
+                del self._small_wide_by_address[key]
         for key, caps in old.capability_singles.items():
             found = self._capabilities_by_address[key]
             found.difference_update((g, r) for r in caps)
@@ -195,8 +220,13 @@ class DestinationIndex:
         for key in keys:
             for rule_key, found in self._by_address.get(key, {}).items():
                 hits.setdefault(rule_key, set()).update(found)
+        if node.routes_nothing:
+            # Only its own addresses reach it: small wide destinations are found under them.
+            for key in node.ip_keys:
+                for rule_key, found in self._small_wide_by_address.get(key, {}).items():
+                    hits.setdefault(rule_key, set()).update(found)
         for g, entries in self._with_wide.items():
-            for r, j in entries.wide:
+            for r, j in entries.large_wide if node.routes_nothing else entries.wide:
                 if _dst_targets_node(entries.rules[r].dst_ports[j].addresses, node):
                     hits.setdefault((g, r), set()).add(j)
         reduced = []
