@@ -153,6 +153,7 @@ class Tailnet:
         self._sorted_addresses: dict[int, list[int]] = {4: [], 6: []}
         self._registered: dict[int, int] = {}
         self._subnet_routes: list[IPNetwork] | None = None
+        self._routed: AddrSet | None = None
         self._routers: dict[int, PolicyNode] = {}
         for node in nodes:
             self.add_node(node)
@@ -174,7 +175,7 @@ class Tailnet:
         return node
 
     def _index(self, node: PolicyNode) -> None:
-        self._subnet_routes = None
+        self._subnet_routes = self._routed = None
         if node.subnet_routes or node.exit_routes:
             self._routers[node.id] = node
         owner = self.node_user_id(node)
@@ -187,7 +188,7 @@ class Tailnet:
             bisect.insort(self._sorted_addresses[ip.version], int(ip))
 
     def _unindex(self, node: PolicyNode) -> None:
-        self._subnet_routes = None
+        self._subnet_routes = self._routed = None
         self._routers.pop(node.id, None)
         owner = self.node_user_id(node)
         if owner is not None:
@@ -249,20 +250,65 @@ class Tailnet:
     def nodes_with_tag(self, tag: str) -> list[PolicyNode]:
         return list(self._by_tag.get(tag, {}).values())
 
-    def nodes_in(self, addresses: AddrSet) -> list[PolicyNode]:
-        """Nodes with an address in ``addresses``, found by range lookups rather than a scan."""
-        ids: dict[int, None] = {}
+    def ids_in(self, addresses: AddrSet) -> set[int]:
+        """Ids of the nodes with an address in ``addresses``, found by range lookups rather than a scan."""
+        ids: set[int] = set()
+        by_address = self._by_address
         for version, ranges in ((4, addresses.v4), (6, addresses.v6)):
             sorted_addresses = self._sorted_addresses[version]
             for first, last in ranges:
+                if first == last:
+                    # Most ranges are one node address: one lookup, no search.
+                    found = by_address.get((version, first))
+                    if found is not None:
+                        ids.add(found)
+                    continue
                 start = bisect.bisect_left(sorted_addresses, first)
                 stop = bisect.bisect_right(sorted_addresses, last)
-                for value in sorted_addresses[start:stop]:
-                    ids.setdefault(self._by_address[(version, value)], None)
-        return sorted((self.nodes[i] for i in ids), key=self.registration_rank)
+                ids.update(by_address[(version, value)] for value in sorted_addresses[start:stop])
+        return ids
+
+    def has_any_address_of(self, node: PolicyNode) -> bool:
+        """Whether a node in the tailnet may have one of ``node``'s addresses (if unsure, yes)."""
+        for ip in node.ips:
+            addresses = self._sorted_addresses[ip.version]
+            index = bisect.bisect_left(addresses, int(ip))
+            if index < len(addresses) and addresses[index] == int(ip):
+                return True
+        return False
+
+    def address_keys(self) -> list[tuple[int, int]]:
+        """Every node address, as ``(version, integer)``."""
+        return list(self._by_address)
+
+    def address_keys_in(self, addresses: AddrSet) -> list[tuple[int, int]]:
+        """The node addresses in ``addresses``, as ``(version, integer)``."""
+        keys: list[tuple[int, int]] = []
+        by_address = self._by_address
+        for version, ranges in ((4, addresses.v4), (6, addresses.v6)):
+            sorted_addresses = self._sorted_addresses[version]
+            for first, last in ranges:
+                if first == last:
+                    if (version, first) in by_address:
+                        keys.append((version, first))
+                    continue
+                start = bisect.bisect_left(sorted_addresses, first)
+                stop = bisect.bisect_right(sorted_addresses, last)
+                keys.extend((version, value) for value in sorted_addresses[start:stop])
+        return keys
+
+    def nodes_in(self, addresses: AddrSet) -> list[PolicyNode]:
+        """Nodes with an address in ``addresses``, in registration order."""
+        return sorted((self.nodes[i] for i in self.ids_in(addresses)), key=self.registration_rank)
 
     def registration_rank(self, node: PolicyNode) -> int:
         return self._registered[node.id]
+
+    def routed_addresses(self) -> AddrSet:
+        """Every address some node's approved subnet routes cover."""
+        if self._routed is None:
+            self._routed = AddrSet.of(self.approved_subnet_routes())
+        return self._routed
 
     def approved_subnet_routes(self) -> list[IPNetwork]:
         """Every approved non-exit route in the tailnet, without duplicates, in node order."""
@@ -310,6 +356,14 @@ class Resolver:
         """Drop cached resolutions, e.g. after a node they may name changed."""
         for alias in aliases:
             self._cache.pop(alias, None)
+
+    def remove_addresses(self, aliases: Iterable[Alias], addresses: AddrSet) -> None:
+        """Take a leaving node's addresses out of the cached resolutions of the aliases that named it; only
+        right when no remaining node has one of them (:meth:`Tailnet.has_any_address_of`)."""
+        for alias in aliases:
+            cached = self._cache.get(alias)
+            if cached is not None:
+                self._cache[alias] = cached - addresses
 
     def add_addresses(self, aliases: Iterable[Alias], addresses: AddrSet) -> None:
         """Add a joining node's addresses to the cached resolutions of the aliases that name it."""

@@ -11,7 +11,7 @@ returns those node ids so the server can push map deltas to them alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pyheadscale.policy.aliases import Alias, AliasKind, Autogroup, Resolver, Tailnet
@@ -19,12 +19,10 @@ from pyheadscale.policy.autoapprove import approved_routes
 from pyheadscale.policy.filter import (
     ALLOW_ALL_RULES,
     CompiledGrant,
-    DestinationIndex,
     Rule,
     allow_all_grant,
     compile_grant,
     policy_grants,
-    reduce_for_node,
     self_rules,
     via_rules,
 )
@@ -35,15 +33,17 @@ from pyheadscale.policy.peers import (
     Matcher,
     RouterHealth,
     are_peers,
+    can_use_route,
     matchers_of,
     peer_view,
     primary_routers,
-    reach_of,
     routes_for_peer,
     via_matchers,
     via_steering,
 )
 from pyheadscale.policy.policytests import run_policy_tests, run_ssh_tests
+from pyheadscale.policy.reach import PeerClasses, connected, reach_of
+from pyheadscale.policy.reduce import DestinationIndex, reduce_for_node
 from pyheadscale.policy.ssh import SSHCompiler, localpart_domain
 from pyheadscale.policy.types import PeerView, PolicyNode, PolicyUser
 from pyheadscale.policy.validate import ambiguous_user_tokens, validate_policy
@@ -67,20 +67,23 @@ def _routes_of(node: PolicyNode | None) -> tuple[object, ...]:
     return (node.subnet_routes, node.exit_routes) if node is not None else ((), ())
 
 
-def _destinations_of(compiled: CompiledGrant) -> AddrSet:
-    """Every address a compiled grant's global rules let traffic or capabilities reach."""
-    return AddrSet.union_of(rule.destinations() for rule in compiled.rules)
-
-
-def _reach_of(compiled: CompiledGrant) -> AddrSet:
-    """Every address a compiled grant's rules mention, as sources or destinations."""
+def _destinations_of(compiled: CompiledGrant) -> list[AddrSet]:
+    """Every address a compiled grant's global rules let traffic or capabilities reach (as parts: their
+    union would be sorted and merged only to be looked up again)."""
     parts: list[AddrSet] = []
     for rule in compiled.rules:
-        parts += [rule.sources, rule.destinations()]
+        parts += [d.addresses for d in rule.dst_ports]
+        parts += [c.destinations for c in rule.cap_grants]
+    return parts
+
+
+def _reach_of(compiled: CompiledGrant) -> list[AddrSet]:
+    """Every address a compiled grant's rules mention, as sources or destinations (as parts)."""
+    parts = [rule.sources for rule in compiled.rules] + _destinations_of(compiled)
     # autogroup:self parts only ever concern the changed node's owner; the caller adds those nodes.
     if compiled.via_part is not None:
         parts += [compiled.via_part.sources, *compiled.via_part.destinations]
-    return AddrSet.union_of(parts)
+    return parts
 
 
 class PolicyEngine:
@@ -109,7 +112,7 @@ class PolicyEngine:
         """``router_health`` limits primary routers to online, answering ones; ``primaries`` (the election in
         force under the engine this one replaces) keeps current primaries in place across a policy change."""
         self.router_health = router_health
-        self._primaries: dict[IPNetwork, int] = dict(primaries or {})
+        self._set_primaries(dict(primaries or {}))
         self.policy: Policy | None = parse_policy(policy_text) if policy_text is not None else None
         self.server_url = server_url
         self._owner_id = owner_id
@@ -117,6 +120,10 @@ class PolicyEngine:
         self._grants: list[Grant] = []
         if self.policy is not None:
             self._grants = policy_grants(self.policy) if self.policy.has_filter_rules else [allow_all_grant()]
+        self._has_via = any(g.via for g in self._grants)
+        self._may_disable_ipv4 = self.policy is not None and any(
+            DISABLE_IPV4 in entry.attrs for entry in self.policy.node_attrs
+        )
         self._set_tailnet(list(users), list(nodes))
         if self.policy is not None:
             validate_policy(self.policy, self.tailnet)
@@ -133,11 +140,12 @@ class PolicyEngine:
             policy.groups if policy else {}, policy.hosts if policy else {}, self.tailnet
         )
         self._compiled: list[CompiledGrant] = [compile_grant(g, self.resolver) for g in self._grants]
-        self._primaries = self._elect()
+        self._set_primaries(self._elect())
         self._ssh = SSHCompiler(policy, self.resolver, self.server_url) if policy else None
         self._node_cache: dict[int, dict[str, Any]] = {}
         self._self_rules: dict[int, dict[int, list[Rule]]] = {}
         self._global_matcher_cache: list[Matcher] | None = None
+        self._peer_classes: PeerClasses | None = None
         self._destination_index: DestinationIndex | None = None
         self._per_node_grants: list[tuple[int, CompiledGrant]] | None = None
         self._grant_matchers: dict[int, list[Matcher]] = {}
@@ -174,6 +182,14 @@ class PolicyEngine:
         """Each subnet route's primary router (a copy)."""
         return dict(self._primaries)
 
+    def _set_primaries(self, primaries: dict[IPNetwork, int]) -> None:
+        self._primaries = primaries
+        by_router: dict[int, list[IPNetwork]] = {}
+        for route, router in primaries.items():
+            by_router.setdefault(router, []).append(route)
+        # Each router's primary routes, in election order: a peer view asks this per viewer and peer.
+        self._primaries_of = by_router
+
     def _elect(self) -> dict[IPNetwork, int]:
         return primary_routers(self.tailnet.nodes.values(), self._primaries, self.router_health)
 
@@ -189,7 +205,7 @@ class PolicyEngine:
         routes = set(elected) | set(self._primaries)
         moved = {self._primaries.get(r) for r in routes if self._primaries.get(r) != elected.get(r)}
         moved |= {elected.get(r) for r in routes if self._primaries.get(r) != elected.get(r)}
-        self._primaries = elected
+        self._set_primaries(elected)
         for cache in self._node_cache.values():
             cache.pop("peers", None)
         return {i for i in moved if i is not None}
@@ -224,18 +240,22 @@ class PolicyEngine:
         nodes its old or new rules reach, not of those it lets send: a laptop joining a group that may reach
         a service changes the service's filter and the laptop's peers, not the filters of every group member.
         """
+        self._peer_classes = None  # the tailnet changed: peers found per signature may differ
         changed = [n for n in (old, new) if n is not None]
         routes_changed = _routes_of(old) != _routes_of(new)
         if routes_changed:
-            self._primaries = self._elect()
+            self._set_primaries(self._elect())
         stale = {a for a in self.resolver.cached_aliases() if any(self._alias_names(a, n) for n in changed)}
         if old is None and new is not None:
             # A join only adds the node's addresses to the aliases naming it.
             self.resolver.add_addresses(stale, new.addr_set)
+        elif new is None and old is not None and not self.tailnet.has_any_address_of(old):
+            # A leave takes them out, unless a remaining node shares one (then resolve again).
+            self.resolver.remove_addresses(stale, old.addr_set)
         else:
             self.resolver.forget(stale)
 
-        touched = [n.addr_set for n in changed]
+        touched: list[AddrSet] = [n.addr_set for n in changed]
         reached: list[AddrSet] = []
         via_recompiled: set[str] = set()
         recompiled = False
@@ -247,11 +267,12 @@ class PolicyEngine:
                 before, after = self._compiled[index], compile_grant(grant, self.resolver)
                 self._compiled[index] = after
                 self._grant_matchers.pop(index, None)
-                self._global_matcher_cache = None
-                self._destination_index = None
+                self._global_matcher_cache = self._peer_classes = None
+                if self._destination_index is not None:
+                    self._destination_index.set_grant(index, after.rules)
                 self._per_node_grants = None
-                touched += [_reach_of(before), _reach_of(after)]
-                reached += [_destinations_of(before), _destinations_of(after)]
+                touched += _reach_of(before) + _reach_of(after)
+                reached += _destinations_of(before) + _destinations_of(after)
                 if before.self_part is not None or after.self_part is not None:
                     self._self_rules.clear()
                 if before.via_part is not None or after.via_part is not None:
@@ -264,11 +285,11 @@ class PolicyEngine:
                     # localpart rules also land on the source devices themselves.
                     touched.append(self.resolver.resolve_all(rule.sources))
 
-        filter_stale = {n.id for n in changed} | self._nodes_reached(AddrSet.union_of(reached))
+        filter_stale = {n.id for n in changed} | self._nodes_reached(reached)
         filter_stale.update(n.id for tag in via_recompiled for n in self.tailnet.nodes_with_tag(tag))
-        if reached:
+        if recompiled:
             filter_stale.update(n.id for n in self.tailnet.routers() if n.is_exit_node)
-        affected = self._nodes_reached(AddrSet.union_of(touched)) | filter_stale
+        affected = self._nodes_reached(touched) | filter_stale
         affected.update(old_peers)
         owners = {self.tailnet.node_user_id(n) for n in changed} - {None}
         for owner in owners:
@@ -302,12 +323,19 @@ class PolicyEngine:
             affected |= new_peers | {new.id}
         return {i for i in affected if i in self.tailnet.nodes}
 
-    def _nodes_reached(self, addresses: AddrSet) -> set[int]:
-        """Nodes with an address in ``addresses`` and routers whose subnet routes overlap them."""
-        reached = {n.id for n in self.tailnet.nodes_in(addresses)}
-        for router in self.tailnet.routers():
-            if any(addresses.overlaps_network(r) for r in router.subnet_routes):
-                reached.add(router.id)
+    def _nodes_reached(self, parts: Iterable[AddrSet]) -> set[int]:
+        """Nodes with an address in one of ``parts`` and routers whose subnet routes overlap one."""
+        unique = list({id(part): part for part in parts}.values())
+        reached: set[int] = set()
+        for part in unique:
+            reached |= self.tailnet.ids_in(part)
+        routers = self.tailnet.routers()
+        if routers:
+            routed = self.tailnet.routed_addresses()
+            near = [part for part in unique if part.overlaps(routed)]
+            for router in routers:
+                if any(part.overlaps_network(r) for part in near for r in router.subnet_routes):
+                    reached.add(router.id)
         return reached
 
     def _forget(self, node_ids: Iterable[int], filter_stale: set[int], *, keep_peers: bool) -> None:
@@ -338,7 +366,7 @@ class PolicyEngine:
         for node_id in viewers:
             cached = self._cached(node_id, "peers")
             if cached is not None:
-                cached[peer.id] = self._view(self._node(node_id), peer, DISABLE_IPV4 in self.cap_map(node_id))
+                cached[peer.id] = self._view(self._node(node_id), peer, self._v4_disabled(node_id))
 
     # -- per-node results ----------------------------------------------------
 
@@ -423,10 +451,10 @@ class PolicyEngine:
         cached = self._cached(node_id, "filter")
         if cached is None:
             if self._destination_index is None:
-                self._destination_index = DestinationIndex(self._global_rules())
+                self._destination_index = DestinationIndex(c.rules for c in self._compiled)
             own = self._own_rules(node)
             reduced = self._destination_index.reduce_for(node) + reduce_for_node(own, node)
-            cached = self._store(node_id, "filter", [rule.to_wire() for rule in reduced])
+            cached = self._store(node_id, "filter", reduced)
         return list(cached)
 
     def ssh_policy_for_node(self, node: PolicyNode) -> SSHPolicy | None:
@@ -479,36 +507,55 @@ class PolicyEngine:
             return {peer.id: self._view(viewer, peer, False) for peer in self._peers_of(viewer)}
         cached: dict[int, PeerView] | None = self._cached(node_id, "peers")
         if cached is None:
-            v4_disabled = DISABLE_IPV4 in self.cap_map(node_id)
+            v4_disabled = self._v4_disabled(node_id)
             cached = {peer.id: self._view(viewer, peer, v4_disabled) for peer in self._peers_of(viewer)}
             self._store(node_id, "peers", cached)
         return cached
 
+    def _route_usable(self, viewer: PolicyNode) -> Callable[[IPNetwork], bool]:
+        """:func:`can_use_route` for ``viewer``; for a node that routes nothing, the tailnet-wide half is
+        answered once per signature and route (:meth:`PeerClasses.route_usable`)."""
+        if not viewer.routes_nothing:
+            matchers = self._matchers(viewer)
+            return lambda route: can_use_route(viewer, route, matchers)
+        classes = self._classes()
+        signature = classes.signature(viewer)
+        own = self._own_matchers(viewer)
+        return lambda route: classes.route_usable(signature, route) or can_use_route(viewer, route, own)
+
+    def _v4_disabled(self, node_id: int) -> bool:
+        """Whether ``nodeAttrs`` give the node ``disable-ipv4`` (never, when no entry names it)."""
+        return self._may_disable_ipv4 and DISABLE_IPV4 in self.cap_map(node_id)
+
     def _view(self, viewer: PolicyNode, peer: PolicyNode, viewer_v4_disabled: bool) -> PeerView:
         """What ``viewer`` sees of ``peer``, which is one of its peers."""
+        peer_primaries = self._primaries_of.get(peer.id, [])
         if self.policy is None:
-            routes = [r for r, owner in self._primaries.items() if owner == peer.id] + list(peer.exit_routes)
+            routes = peer_primaries + list(peer.exit_routes)
+        elif not peer_primaries and not peer.exit_routes and not self._has_via:
+            # Most peers: no routes to offer and no via grant to steer any, so nothing to check per viewer.
+            routes = []
         else:
             steering = via_steering(viewer, peer, self._grants, self.resolver)
-            routes = routes_for_peer(viewer, peer, self._matchers(viewer), self._primaries, steering)
+            routes = routes_for_peer(viewer, peer, self._route_usable(viewer), peer_primaries, steering)
         # disable-ipv4 on either end means the pair talks over IPv6 only.
-        ipv4_disabled = viewer_v4_disabled or DISABLE_IPV4 in self.cap_map(peer.id)
+        ipv4_disabled = viewer_v4_disabled or self._v4_disabled(peer.id)
         return peer_view(peer, routes, ipv4_disabled=ipv4_disabled)
 
     def _peers_of(self, viewer: PolicyNode) -> list[PolicyNode]:
         """The viewer's peers, in registration order, found through the address index.
 
-        The viewer's own rules give its :class:`Reach`; nodes addressed by it
-        are peers outright, routers are peers when the reach covers their
-        routes. Per-node rules living on the other node (``autogroup:self``,
+        The tailnet-wide rules the viewer matches give the peers it shares with
+        every node matching the same (:class:`PeerClasses`); its own rules add
+        theirs. Per-node rules living on the other node (``autogroup:self``,
         ``via``) are checked pair-wise for the few nodes that can have them.
         """
         tailnet = self.tailnet
         if self.policy is None:
             return [n for n in tailnet.nodes.values() if n.id != viewer.id]
-        reach = reach_of(viewer, self._matchers(viewer))
-        found = {n.id: n for n in tailnet.nodes_in(AddrSet.union_of([reach.outbound, reach.inbound]))}
-        found.update((n.id, n) for n in tailnet.routers() if n.id not in found and reach.connects(n))
+        shared, shared_ids = self._classes().shared(viewer)
+        own = self._own_matchers(viewer)
+        found = connected(tailnet, reach_of(viewer, own)) if own else {}
         if self._has_per_node_rules():
             others: dict[int, PolicyNode] = {}
             owner = tailnet.node_user_id(viewer)
@@ -517,10 +564,18 @@ class PolicyEngine:
             for tag in {t for g in self._grants for t in g.via}:
                 others.update((n.id, n) for n in tailnet.nodes_with_tag(tag))
             for other in others.values():
-                if other.id not in found and are_peers(viewer, other, self._own_matchers(other)):
-                    found[other.id] = other
-        found.pop(viewer.id, None)
-        return sorted(found.values(), key=tailnet.registration_rank)
+                if other.id not in found and other.id not in shared_ids:
+                    if are_peers(viewer, other, self._own_matchers(other)):
+                        found[other.id] = other
+        extra = [n for n in found.values() if n.id not in shared_ids and n.id != viewer.id]
+        peers = [n for n in shared if n.id != viewer.id]
+        # The shared part is in registration order already: sorting merges the few extra nodes into it.
+        return sorted(peers + extra, key=tailnet.registration_rank) if extra else peers
+
+    def _classes(self) -> PeerClasses:
+        if self._peer_classes is None:
+            self._peer_classes = PeerClasses(self.tailnet, self._global_matchers())
+        return self._peer_classes
 
     def _has_self_rules(self) -> bool:
         """Whether any grant or SSH rule targets ``autogroup:self`` (results shared by a user's devices)."""

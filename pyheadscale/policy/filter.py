@@ -4,24 +4,28 @@ Compilation happens in two stages. :func:`compile_grant` resolves every
 grant (:func:`policy_grants` turns ACLs into grants) once per policy and tailnet into
 :class:`CompiledGrant`s: global rules plus the inputs of the per-node parts
 (``autogroup:self`` and ``via``). :func:`self_rules` (the same for every
-device of one user) and :func:`via_rules` give one node's own rules and
-:func:`reduce_for_node` (or, for the global rules, the
-:class:`DestinationIndex`) keeps the parts of them
-whose destination is that node (its addresses, its approved subnet routes,
-or the internet when it is an exit node).
+device of one user) and :func:`via_rules` give one node's own rules;
+:mod:`pyheadscale.policy.reduce` keeps the parts of them whose destination
+is that node.
 """
 
 from __future__ import annotations
 
-import bisect
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 from pyheadscale.policy.aliases import Alias, AliasKind, Autogroup, Resolver
 from pyheadscale.policy.model import Grant, Policy, ProtocolPorts
-from pyheadscale.policy.netset import EVERYTHING, INTERNET, AddrSet, parse_addr_set
+from pyheadscale.policy.netset import (
+    EVERYTHING,
+    INTERNET,
+    AddrSet,
+    parse_addr_set,
+    range_text,
+    single_address,
+)
 from pyheadscale.policy.ports import ALL_PORTS, PortRange, protocol_numbers
 from pyheadscale.policy.types import PolicyNode
 from pyheadscale.tailcfg import filter as wire
@@ -38,21 +42,33 @@ _COMPANION_CAPS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DstPort:
-    """One ``NetPortRange``: an address expression, the addresses it means, and a port range."""
+    """One ``NetPortRange``: an address expression, the addresses it means, and a port range.
+
+    ``single`` is ``(version, address)`` when the destination is one address (most are: a node's own).
+    Slotted, with its wire form made at once: a large tailnet holds tens of thousands of these.
+    """
 
     ip: str
     addresses: AddrSet
     ports: PortRange
+    single: tuple[int, int] | None = field(init=False, compare=False, repr=False)
+    _wire: wire.NetPortRange = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "single", self.addresses.single_key())
+        object.__setattr__(self, "_wire", {"IP": self.ip, "Ports": _ports_wire(self.ports)})
 
     def to_wire(self) -> wire.NetPortRange:
         """Made once and shared by every filter holding this destination: callers must not modify it."""
         return self._wire
 
-    @cached_property
-    def _wire(self) -> wire.NetPortRange:
-        return {"IP": self.ip, "Ports": self.ports.to_wire()}
+
+@functools.lru_cache(maxsize=1 << 12)
+def _ports_wire(ports: PortRange) -> wire.PortRange:
+    """One shared ``PortRange`` wire dict per port range (callers must not modify it)."""
+    return ports.to_wire()
 
 
 @dataclass(frozen=True)
@@ -74,13 +90,22 @@ class Rule:
     cap_grants: list[CapGrant] = field(default_factory=list)
 
     def to_wire(self) -> wire.FilterRule:
-        out: wire.FilterRule = {"SrcIPs": ["*"] if self.sources == EVERYTHING else self.sources.to_strings()}
-        if self.dst_ports:
-            out["DstPorts"] = [d.to_wire() for d in self.dst_ports]
+        return self.wire_with(self.dst_ports, self.cap_grants)
+
+    def wire_with(self, dst_ports: list[DstPort], cap_grants: list[CapGrant]) -> wire.FilterRule:
+        """This rule's wire form with only ``dst_ports`` and ``cap_grants`` (a node's filter holds the parts
+        that reach it).
+
+        Its ``SrcIPs`` and ``IPProto`` lists are shared by every filter holding this rule (thousands of
+        nodes' filters name the same sources): callers must not modify them.
+        """
+        out: wire.FilterRule = {"SrcIPs": _source_strings(self.sources)}
+        if dst_ports:
+            out["DstPorts"] = [d.to_wire() for d in dst_ports]
         if self.protocols:
-            out["IPProto"] = list(self.protocols)
-        if self.cap_grants:
-            out["CapGrant"] = [c.to_wire() for c in self.cap_grants]
+            out["IPProto"] = _protocol_list(self.protocols)
+        if cap_grants:
+            out["CapGrant"] = [c.to_wire() for c in cap_grants]
         return out
 
     def destinations(self) -> AddrSet:
@@ -88,6 +113,19 @@ class Rule:
         return AddrSet.union_of(
             [*(d.addresses for d in self.dst_ports), *(c.destinations for c in self.cap_grants)]
         )
+
+
+_EVERYTHING_STRINGS = ["*"]
+
+
+def _source_strings(sources: AddrSet) -> list[str]:
+    return _EVERYTHING_STRINGS if sources == EVERYTHING else sources.shared_strings()
+
+
+@functools.lru_cache(maxsize=256)
+def _protocol_list(protocols: tuple[int, ...]) -> list[int]:
+    """One shared list per protocol tuple (a handful exist)."""
+    return list(protocols)
 
 
 @dataclass
@@ -166,17 +204,23 @@ def _dst_ports(destination: Alias, addresses: AddrSet, ports: Iterable[PortRange
     out: list[DstPort] = []
     ports = list(ports)
     for version, first, last in addresses.ranges():
-        whole = AddrSet(v4=[(first, last)]) if version == 4 else AddrSet(v6=[(first, last)])
         if first == last:
             # Most destinations are single node addresses: no ipaddress objects for those.
-            out.extend(DstPort(whole.to_strings()[0], whole, p) for p in ports)
+            out.extend(_single_dst_port(version, first, p) for p in ports)
             continue
+        whole = AddrSet(v4=[(first, last)]) if version == 4 else AddrSet(v6=[(first, last)])
         for network in whole.networks():
             single = network.num_addresses == 1
             text = str(network.network_address) if single else str(network)
             part = AddrSet.of([network])
             out.extend(DstPort(text, part, p) for p in ports)
     return out
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _single_dst_port(version: int, address: int, ports: PortRange) -> DstPort:
+    """One address and port range, shared by every grant naming them (with the wire form it caches)."""
+    return DstPort(range_text(version, address, address), single_address(version, address), ports)
 
 
 def companion_rules(cap_map: dict[str, Any], granted_to: AddrSet, granted_on: AddrSet) -> list[Rule]:
@@ -247,7 +291,7 @@ def self_rules(part: SelfPart, node: PolicyNode, resolver: Resolver) -> list[Rul
         return []
     destinations = AddrSet.union_of(n.addr_set for n in same_user)
     rules: list[Rule] = []
-    addresses = [(str(ip), AddrSet.of([ip])) for n in same_user for ip in n.ips]
+    addresses = [single for n in same_user for single in n.single_addresses]
     for entry in part.ip:
         dst_ports = [DstPort(text, single, p) for text, single in addresses for p in entry.ports]
         rules.append(Rule(sources, dst_ports, protocol_numbers(entry.protocol)))
@@ -283,117 +327,3 @@ def via_rules(part: ViaPart, node: PolicyNode) -> list[Rule]:
         ]
         rules.append(Rule(part.sources, dst_ports, protocol_numbers(entry.protocol)))
     return rules
-
-
-def _dst_targets_node(dst: AddrSet, node: PolicyNode) -> bool:
-    if node.has_ip_in(dst):
-        return True
-    if any(dst.overlaps_network(route) for route in node.subnet_routes):
-        return True
-    return node.is_exit_node and dst.issubset(INTERNET)
-
-
-def reduce_for_node(rules: Iterable[Rule], node: PolicyNode) -> list[Rule]:
-    """Keep the destinations of ``rules`` that are ``node`` itself, or that it routes to."""
-    reduced: list[Rule] = []
-    for rule in rules:
-        if rule.cap_grants:
-            cap_grants = []
-            for grant in rule.cap_grants:
-                own_ips = [ip for ip in node.ips if grant.destinations.contains_ip(ip)]
-                routes = [r for r in node.subnet_routes if grant.destinations.overlaps_network(r)]
-                if not own_ips and not routes:
-                    continue
-                # A router keeps the whole destination prefix it serves, not just its own address.
-                served = [n for n in grant.destinations.networks() if any(n.overlaps(r) for r in routes)]
-                cap_grants.append(CapGrant(AddrSet.of([*own_ips, *served]), grant.cap_map))
-            if cap_grants:
-                reduced.append(Rule(rule.sources, protocols=rule.protocols, cap_grants=cap_grants))
-            continue
-        dst_ports = [d for d in rule.dst_ports if _dst_targets_node(d.addresses, node)]
-        if dst_ports:
-            reduced.append(Rule(rule.sources, dst_ports, rule.protocols))
-    return reduced
-
-
-class DestinationIndex:
-    """The global rules, indexed by destination address, so a node's filter skips unrelated rules.
-
-    Most destinations are single node addresses; they go into a dict and a
-    sorted list per family (for the networks a router serves). Wider ones
-    (prefixes, ``*``) and capability grants are few and are checked one by one.
-    """
-
-    def __init__(self, rules: list[Rule]) -> None:
-        self.rules = rules
-        self._by_address: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        self._wide: list[tuple[int, int]] = []
-        self._capability_rules: list[Rule] = []
-        self._capabilities_by_address: dict[tuple[int, int], list[int]] = {}
-        self._wide_capabilities: list[tuple[int, AddrSet]] = []
-        for i, rule in enumerate(rules):
-            if rule.cap_grants:
-                self._index_capability(rule)
-                continue
-            for j, dst in enumerate(rule.dst_ports):
-                addresses = dst.addresses
-                if addresses.is_single_address():
-                    key = (4, addresses.v4[0][0]) if addresses.v4 else (6, addresses.v6[0][0])
-                    self._by_address.setdefault(key, []).append((i, j))
-                else:
-                    self._wide.append((i, j))
-        self._sorted = {v: sorted(a for version, a in self._by_address if version == v) for v in (4, 6)}
-
-    def _index_capability(self, rule: Rule) -> None:
-        """Capability rules by the single addresses they reach, so a node's filter checks only its own."""
-        k = len(self._capability_rules)
-        self._capability_rules.append(rule)
-        destinations = rule.destinations()
-        for _, first, last in destinations.ranges():
-            if first != last:
-                self._wide_capabilities.append((k, destinations))
-                return
-        for version, first, _ in destinations.ranges():
-            self._capabilities_by_address.setdefault((version, first), []).append(k)
-
-    def _capabilities_for(self, node: PolicyNode) -> list[Rule]:
-        """The capability rules that may reach ``node``: on its own addresses or its subnet routes only."""
-        if node.subnet_routes:
-            return self._capability_rules
-        found = {k for ip in node.ips for k in self._capabilities_by_address.get((ip.version, int(ip)), ())}
-        found.update(k for k, destinations in self._wide_capabilities if node.has_ip_in(destinations))
-        return [self._capability_rules[k] for k in sorted(found)]
-
-    def _singles_within(self, version: int, first: int, last: int) -> list[tuple[int, int]]:
-        addresses = self._sorted[version]
-        start, stop = bisect.bisect_left(addresses, first), bisect.bisect_right(addresses, last)
-        return [hit for value in addresses[start:stop] for hit in self._by_address[(version, value)]]
-
-    def reduce_for(self, node: PolicyNode) -> list[Rule]:
-        """Same result as ``reduce_for_node(self.rules, node)``."""
-        found: list[tuple[int, int]] = []
-        for ip in node.ips:
-            found.extend(self._by_address.get((ip.version, int(ip)), ()))
-        for route in node.subnet_routes:
-            found.extend(
-                self._singles_within(route.version, int(route.network_address), int(route.broadcast_address))
-            )
-        if node.is_exit_node:
-            for version, ranges in ((4, INTERNET.v4), (6, INTERNET.v6)):
-                for first, last in ranges:
-                    found.extend(self._singles_within(version, first, last))
-        found.extend(
-            (i, j) for i, j in self._wide if _dst_targets_node(self.rules[i].dst_ports[j].addresses, node)
-        )
-        hits: dict[int, set[int]] = {}
-        for i, j in found:
-            hits.setdefault(i, set()).add(j)
-        reduced = [
-            Rule(
-                self.rules[i].sources,
-                [self.rules[i].dst_ports[j] for j in sorted(js)],
-                self.rules[i].protocols,
-            )
-            for i, js in sorted(hits.items())
-        ]
-        return reduced + reduce_for_node(self._capabilities_for(node), node)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import bisect
 import functools
 import ipaddress
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Sequence
 
 Range = tuple[int, int]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -22,27 +23,36 @@ _V6_MAX = (1 << 128) - 1
 
 
 def _merge(ranges: Iterable[Range]) -> tuple[Range, ...]:
-    merged: list[list[int]] = []
-    for first, last in sorted(ranges):
-        if merged and first <= merged[-1][1] + 1:
-            if last > merged[-1][1]:
-                merged[-1][1] = last
+    items = sorted(ranges)
+    if len(items) < 2:
+        return tuple(items)
+    if all(b[0] > a[1] + 1 for a, b in itertools.pairwise(items)):
+        # Already apart (node addresses mostly are): nothing to merge, no tuple to build.
+        return tuple(items)
+    merged: list[Range] = []
+    current_first, current_last = items[0]
+    for first, last in items:
+        if first <= current_last + 1:
+            if last > current_last:
+                current_last = last
         else:
-            merged.append([first, last])
-    return tuple((first, last) for first, last in merged)
+            merged.append((current_first, current_last))
+            current_first, current_last = first, last
+    merged.append((current_first, current_last))
+    return tuple(merged)
 
 
-def _contains(ranges: tuple[Range, ...], starts: list[int], value: int) -> bool:
+def _contains(ranges: tuple[Range, ...], starts: tuple[int, ...], value: int) -> bool:
     index = bisect.bisect_right(starts, value) - 1
     return index >= 0 and ranges[index][1] >= value
 
 
-def _overlaps(ranges: tuple[Range, ...], starts: list[int], first: int, last: int) -> bool:
+def _overlaps(ranges: tuple[Range, ...], starts: tuple[int, ...], first: int, last: int) -> bool:
     index = bisect.bisect_right(starts, last) - 1
     return index >= 0 and ranges[index][1] >= first
 
 
-def _covers(ranges: tuple[Range, ...], starts: list[int], first: int, last: int) -> bool:
+def _covers(ranges: tuple[Range, ...], starts: tuple[int, ...], first: int, last: int) -> bool:
     index = bisect.bisect_right(starts, first) - 1
     return index >= 0 and ranges[index][1] >= last
 
@@ -64,13 +74,43 @@ def _subtract(ranges: tuple[Range, ...], removed: tuple[Range, ...]) -> list[Ran
     return result
 
 
+def _ranges_overlap(
+    a: tuple[Range, ...], a_starts: tuple[int, ...], b: tuple[Range, ...], b_starts: tuple[int, ...]
+) -> bool:
+    """Whether two sorted, merged range lists share an address: nothing when their spans are apart, else
+    one lookup per range of the shorter list in the longer one."""
+    if not a or not b or a[-1][1] < b[0][0] or b[-1][1] < a[0][0]:
+        return False
+    if len(a) < len(b):
+        a, a_starts, b, b_starts = b, b_starts, a, a_starts
+    return any(_overlaps(a, a_starts, first, last) for first, last in b)
+
+
+def _without_range(
+    ranges: tuple[Range, ...], starts: tuple[int, ...], first: int, last: int
+) -> tuple[tuple[Range, ...], tuple[int, ...]]:
+    """``ranges`` (sorted, merged) without ``first..last``: the ranges it overlaps lose that part."""
+    low = bisect.bisect_right(starts, first) - 1
+    if low < 0 or ranges[low][1] < first:
+        low += 1
+    high = bisect.bisect_right(starts, last)
+    if low >= high:
+        return ranges, starts
+    pieces: list[Range] = []
+    if ranges[low][0] < first:
+        pieces.append((ranges[low][0], first - 1))
+    if ranges[high - 1][1] > last:
+        pieces.append((last + 1, ranges[high - 1][1]))
+    return (*ranges[:low], *pieces, *ranges[high:]), (*starts[:low], *(p[0] for p in pieces), *starts[high:])
+
+
 #: Up to this many ranges are added to a set one by one (:meth:`AddrSet.__or__`).
 _FEW = 8
 
 
 def _with_range(
-    ranges: tuple[Range, ...], starts: list[int], first: int, last: int
-) -> tuple[tuple[Range, ...], list[int]]:
+    ranges: tuple[Range, ...], starts: tuple[int, ...], first: int, last: int
+) -> tuple[tuple[Range, ...], tuple[int, ...]]:
     """``ranges`` (sorted, merged) with ``first..last`` added, merging the ranges it touches or adjoins."""
     low = bisect.bisect_right(starts, first) - 1
     if low >= 0 and ranges[low][1] + 1 >= first:
@@ -80,20 +120,54 @@ def _with_range(
     high = bisect.bisect_right(starts, last + 1)
     if high > low:
         last = max(last, ranges[high - 1][1])
-    return (*ranges[:low], (first, last), *ranges[high:]), [*starts[:low], first, *starts[high:]]
+    return (*ranges[:low], (first, last), *ranges[high:]), (*starts[:low], first, *starts[high:])
 
 
 class AddrSet:
     """An immutable set of IPv4 and IPv6 addresses."""
 
+    # Range starts are tuples, not lists: tuples of integers are not tracked by the garbage collector, and a
+    # tailnet holds tens of thousands of sets.
     __slots__ = ("_strings", "_v4_starts", "_v6_starts", "v4", "v6")
 
     def __init__(self, v4: Iterable[Range] = (), v6: Iterable[Range] = ()) -> None:
         self.v4 = _merge(v4)
         self.v6 = _merge(v6)
-        self._v4_starts = [r[0] for r in self.v4]
-        self._v6_starts = [r[0] for r in self.v6]
+        self._v4_starts = tuple(r[0] for r in self.v4)
+        self._v6_starts = tuple(r[0] for r in self.v6)
         self._strings: list[str] | None = None
+
+    @classmethod
+    def _of_merged(cls, v4: tuple[Range, ...], v6: tuple[Range, ...]) -> AddrSet:
+        """A set of ranges that are sorted and merged already (no sorting, no merging)."""
+        merged = cls.__new__(cls)
+        merged.v4, merged._v4_starts = v4, tuple(r[0] for r in v4)
+        merged.v6, merged._v6_starts = v6, tuple(r[0] for r in v6)
+        merged._strings = None
+        return merged
+
+    @classmethod
+    def _of_merged_with_starts(
+        cls,
+        v4: tuple[Range, ...],
+        v4_starts: tuple[int, ...],
+        v6: tuple[Range, ...],
+        v6_starts: tuple[int, ...],
+    ) -> AddrSet:
+        merged = cls.__new__(cls)
+        merged.v4, merged._v4_starts, merged.v6, merged._v6_starts = v4, v4_starts, v6, v6_starts
+        merged._strings = None
+        return merged
+
+    @classmethod
+    def of_address_keys(cls, keys: Iterable[tuple[int, int]]) -> AddrSet:
+        """The set of these ``(version, integer)`` addresses."""
+        keys = list(keys)
+        v4 = [(value, value) for version, value in keys if version == 4]
+        v6 = [(value, value) for version, value in keys if version == 6]
+        if len(v4) < 2 and len(v6) < 2:
+            return cls._of_merged(tuple(v4), tuple(v6))
+        return cls(v4, v6)
 
     @classmethod
     def of(cls, networks: Iterable[IPNetwork | IPAddress]) -> AddrSet:
@@ -144,7 +218,15 @@ class AddrSet:
         return merged
 
     def __sub__(self, other: AddrSet) -> AddrSet:
-        return AddrSet(_subtract(self.v4, other.v4), _subtract(self.v6, other.v6))
+        if len(other.v4) + len(other.v6) > _FEW:
+            return AddrSet(_subtract(self.v4, other.v4), _subtract(self.v6, other.v6))
+        # A node's addresses leaving a large alias: cut them out rather than walk every range.
+        v4, v4_starts, v6, v6_starts = self.v4, self._v4_starts, self.v6, self._v6_starts
+        for first, last in other.v4:
+            v4, v4_starts = _without_range(v4, v4_starts, first, last)
+        for first, last in other.v6:
+            v6, v6_starts = _without_range(v6, v6_starts, first, last)
+        return AddrSet._of_merged_with_starts(v4, v4_starts, v6, v6_starts)
 
     def contains_ip(self, ip: IPAddress) -> bool:
         if ip.version == 4:
@@ -164,8 +246,8 @@ class AddrSet:
         return _covers(self.v6, self._v6_starts, first, last)
 
     def overlaps(self, other: AddrSet) -> bool:
-        return any(_overlaps(self.v4, self._v4_starts, f, la) for f, la in other.v4) or any(
-            _overlaps(self.v6, self._v6_starts, f, la) for f, la in other.v6
+        return _ranges_overlap(self.v4, self._v4_starts, other.v4, other._v4_starts) or _ranges_overlap(
+            self.v6, self._v6_starts, other.v6, other._v6_starts
         )
 
     def issubset(self, other: AddrSet) -> bool:
@@ -176,6 +258,13 @@ class AddrSet:
     def is_single_address(self) -> bool:
         ranges = self.v4 + self.v6
         return len(ranges) == 1 and ranges[0][0] == ranges[0][1]
+
+    def single_key(self) -> tuple[int, int] | None:
+        """``(version, address)`` when the set is one address, else ``None``."""
+        if len(self.v4) + len(self.v6) != 1:
+            return None
+        version, (first, last) = (4, self.v4[0]) if self.v4 else (6, self.v6[0])
+        return (version, first) if first == last else None
 
     def ranges(self) -> list[tuple[int, int, int]]:
         """Every range as ``(version, first, last)``, IPv4 first."""
@@ -190,32 +279,85 @@ class AddrSet:
                 result.extend(ipaddress.summarize_address_range(address_type(first), address_type(last)))
         return result
 
+    def networks_overlapping(self, networks: Sequence[IPNetwork]) -> list[IPNetwork]:
+        """The prefixes of :meth:`networks` that overlap one of ``networks``.
+
+        Only the ranges that can hold one are summarised: a router's filter needs the few prefixes of a
+        capability grant that its routes share."""
+        result: list[IPNetwork] = []
+        for version, ranges in ((4, self.v4), (6, self.v6)):
+            bounds = [
+                (int(n.network_address), int(n.broadcast_address)) for n in networks if n.version == version
+            ]
+            if not bounds:
+                continue
+            address_type = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+            for first, last in ranges:
+                if any(first <= b_last and b_first <= last for b_first, b_last in bounds):
+                    summary = ipaddress.summarize_address_range(address_type(first), address_type(last))
+                    result.extend(net for net in summary if any(net.overlaps(n) for n in networks))
+        return result
+
     def to_strings(self) -> list[str]:
         """Render as Tailscale writes address sets: single IPs, CIDRs, or ``first-last`` ranges."""
         if self._strings is None:
             self._strings = [
-                _range_string(version, first, last)
+                range_text(version, first, last)
                 for version, ranges in ((4, self.v4), (6, self.v6))
                 for first, last in ranges
             ]
         return list(self._strings)
 
+    def shared_strings(self) -> list[str]:
+        """:meth:`to_strings` without the copy: one list shared by every caller, who must not modify it."""
+        if self._strings is None:
+            self.to_strings()
+        assert self._strings is not None
+        return self._strings
+
     def prefix_strings(self) -> list[str]:
         """Render as CIDR prefixes, single addresses with their full length (as CapGrant Dsts want)."""
-        return [str(net) for net in self.networks()]
+        out: list[str] = []
+        for version, ranges in ((4, self.v4), (6, self.v6)):
+            bits = 32 if version == 4 else 128
+            for first, last in ranges:
+                if first == last:
+                    out.append(f"{range_text(version, first, first)}/{bits}")
+                else:
+                    address_type = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+                    summary = ipaddress.summarize_address_range(address_type(first), address_type(last))
+                    out.extend(str(net) for net in summary)
+        return out
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _range_string(version: int, first: int, last: int) -> str:
-    """Cached: every filter lists node addresses, and ``ipaddress`` formats IPv6 slowly (bounded memory)."""
-    address_type = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+def single_address(version: int, address: int) -> AddrSet:
+    """A set of one address, shared (sets are immutable): most filter destinations are one node address."""
+    return AddrSet.of_address_keys([(version, address)])
+
+
+def address_text(ip: IPAddress) -> str:
+    """``str(ip)``, formatted once per address for every filter and peer map that lists it."""
+    return range_text(ip.version, int(ip), int(ip))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def range_text(version: int, first: int, last: int) -> str:
+    """A range as Tailscale writes it (an address, a CIDR or ``first-last``).
+
+    Cached: every filter lists node addresses, and ``ipaddress`` formats IPv6 slowly (bounded memory)."""
     if first == last:
-        return str(address_type(first))
+        if version == 4:
+            # What str(IPv4Address) gives, without building one.
+            return f"{first >> 24}.{(first >> 16) & 255}.{(first >> 8) & 255}.{first & 255}"
+        return str(ipaddress.IPv6Address(first))
+    # Both ends are mostly node addresses, whose texts are cached already.
+    start = range_text(version, first, first)
     size = last - first + 1
     if size & (size - 1) == 0 and first % size == 0:
         bits = (32 if version == 4 else 128) - size.bit_length() + 1
-        return f"{address_type(first)}/{bits}"
-    return f"{address_type(first)}-{address_type(last)}"
+        return f"{start}/{bits}"
+    return f"{start}-{range_text(version, last, last)}"
 
 
 def parse_addr_set(text: str) -> AddrSet:

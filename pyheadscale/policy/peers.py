@@ -9,7 +9,7 @@ for a prefix to particular routers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -69,42 +69,6 @@ def can_access(source: PolicyNode, destination: PolicyNode, matchers: Iterable[M
 
 def are_peers(a: PolicyNode, b: PolicyNode, matchers: Sequence[Matcher]) -> bool:
     return can_access(a, b, matchers) or can_access(b, a, matchers)
-
-
-@dataclass(frozen=True)
-class Reach:
-    """Everything one node's rules connect it to, for finding its peers without pair-wise checks.
-
-    ``outbound`` holds the destinations of rules the node may send on,
-    ``inbound`` the sources of rules that reach it, and ``internet`` whether it
-    may send to the internet (so exit nodes are its peers).
-    """
-
-    outbound: AddrSet
-    inbound: AddrSet
-    internet: bool
-
-    def connects(self, peer: PolicyNode) -> bool:
-        """Exactly :func:`are_peers` for the matchers this reach was built from."""
-        both = (self.outbound, self.inbound)
-        if any(peer.has_ip_in(side) for side in both):
-            return True
-        if any(side.overlaps_network(r) for side in both for r in peer.subnet_routes):
-            return True
-        return self.internet and peer.is_exit_node
-
-
-def reach_of(viewer: PolicyNode, matchers: Iterable[Matcher]) -> Reach:
-    outbound: list[AddrSet] = []
-    inbound: list[AddrSet] = []
-    internet = False
-    for m in matchers:
-        if acts_as_source(viewer, m):
-            outbound.append(m.destinations)
-            internet = internet or m.reaches_internet()
-        if is_reached(viewer, m):
-            inbound.append(m.sources)
-    return Reach(AddrSet.union_of(outbound), AddrSet.union_of(inbound), internet)
 
 
 def can_use_route(viewer: PolicyNode, route: IPNetwork, matchers: Iterable[Matcher]) -> bool:
@@ -229,13 +193,14 @@ def via_steering(
 def routes_for_peer(
     viewer: PolicyNode,
     peer: PolicyNode,
-    matchers: Sequence[Matcher],
-    primaries: dict[IPNetwork, int],
+    usable: Callable[[IPNetwork], bool],
+    peer_primaries: Sequence[IPNetwork],
     steering: ViaSteering,
 ) -> list[IPNetwork]:
-    peer_primaries = [r for r, owner in primaries.items() if owner == peer.id]
+    """``peer_primaries`` are the subnet routes ``peer`` is primary for, in election order; ``usable`` is
+    :func:`can_use_route` for the viewer and its matchers."""
     candidates = [r for r in [*peer_primaries, *peer.exit_routes] if r not in steering.exclude]
-    routes = [r for r in candidates if can_use_route(viewer, r, matchers)]
+    routes = [r for r in candidates if usable(r)]
     for route in steering.include:
         if route in routes:
             continue
@@ -252,7 +217,7 @@ def peer_view(peer: PolicyNode, routes: Sequence[IPNetwork], ipv4_disabled: bool
     if not routes and not ipv4_disabled:
         return peer.plain_view
     exit_like = (ALL_V4, ALL_V6)
-    texts = zip(peer.prefixes, peer.prefix_texts, strict=True)
+    texts = zip(peer.ips, peer.prefix_texts, strict=True)
     addresses = [text for p, text in texts if not (ipv4_disabled and p.version == 4)]
     return PeerView(
         allowed_ips=addresses + [str(r) for r in routes],

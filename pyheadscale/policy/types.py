@@ -10,12 +10,20 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from pyheadscale.policy.hujson import Position
-from pyheadscale.policy.netset import AddrSet, IPAddress, IPNetwork
+from pyheadscale.policy.memo import cached_attribute
+from pyheadscale.policy.netset import AddrSet, IPAddress, IPNetwork, address_text, single_address
 
 EXIT_ROUTES = frozenset({ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")})
+
+
+def _parse_address(text: str) -> IPAddress:
+    """``ipaddress.ip_address`` without its failed IPv4 attempt on every IPv6 address (an exception each)."""
+    try:
+        return ipaddress.IPv6Address(text) if ":" in text else ipaddress.IPv4Address(text)
+    except ValueError:
+        return ipaddress.ip_address(text)
 
 
 class PolicyError(ValueError):
@@ -74,24 +82,35 @@ class PolicyNode:
     def is_tagged(self) -> bool:
         return bool(self.tags)
 
-    @cached_property
+    @cached_attribute
     def ips(self) -> tuple[IPAddress, ...]:
-        return tuple(ipaddress.ip_address(a) for a in (self.ipv4, self.ipv6) if a)
+        return tuple(_parse_address(a) for a in (self.ipv4, self.ipv6) if a)
 
-    @cached_property
+    @cached_attribute
+    def ip_keys(self) -> frozenset[tuple[int, int]]:
+        """Its addresses as ``(version, integer)``, for set lookups."""
+        return frozenset((ip.version, int(ip)) for ip in self.ips)
+
+    @cached_attribute
+    def single_addresses(self) -> tuple[tuple[str, AddrSet], ...]:
+        """Each address as text and as a one-address set (``autogroup:self`` rules list them one by one)."""
+        return tuple((address_text(ip), single_address(ip.version, int(ip))) for ip in self.ips)
+
+    @cached_attribute
+    def routes_nothing(self) -> bool:
+        """Neither a subnet router nor an exit node: only its own addresses reach it."""
+        return not self.subnet_routes and not self.exit_routes
+
+    @cached_attribute
     def addr_set(self) -> AddrSet:
-        return AddrSet.of(self.ips)
+        return AddrSet.of_address_keys((ip.version, int(ip)) for ip in self.ips)
 
-    @cached_property
-    def prefixes(self) -> tuple[IPNetwork, ...]:
-        return tuple(ipaddress.ip_network(ip) for ip in self.ips)
-
-    @cached_property
+    @cached_attribute
     def prefix_texts(self) -> tuple[str, ...]:
-        """``prefixes`` as text, made once: every peer map lists them, and ipaddress formats slowly."""
-        return tuple(str(p) for p in self.prefixes)
+        """Its addresses as one-address prefixes (``100.64.0.1/32``), made once: every peer map lists them."""
+        return tuple(f"{address_text(ip)}/{32 if ip.version == 4 else 128}" for ip in self.ips)
 
-    @cached_property
+    @cached_attribute
     def plain_view(self) -> PeerView:
         """How most peers see this node: its own addresses, no routes.
 
@@ -99,14 +118,14 @@ class PolicyNode:
         """
         return PeerView(list(self.prefix_texts), [])
 
-    @cached_property
+    @cached_attribute
     def subnet_routes(self) -> tuple[IPNetwork, ...]:
         """Approved routes that are advertised and are not exit routes."""
         advertised = {ipaddress.ip_network(r, strict=False) for r in self.routable_ips}
         approved = [ipaddress.ip_network(r, strict=False) for r in self.approved_routes]
         return tuple(r for r in approved if r in advertised and r not in EXIT_ROUTES)
 
-    @cached_property
+    @cached_attribute
     def exit_routes(self) -> tuple[IPNetwork, ...]:
         """Approved and advertised exit routes (``0.0.0.0/0``, ``::/0``)."""
         advertised = {ipaddress.ip_network(r, strict=False) for r in self.routable_ips}

@@ -191,3 +191,25 @@ def test_incremental_updates_equal_full_recompile(seed: int) -> None:
         changed = {i for i, snap in after.items() if before.get(i) != snap}
         assert changed <= affected, f"step {step}: {what}: changed but not reported {changed - affected}"
         before = after
+
+
+def test_leave_of_a_node_sharing_an_address_keeps_the_other_nodes_address() -> None:
+    """A leaving node's addresses are cut out of the aliases naming it, except one a remaining node shares."""
+    policy = json.dumps(
+        {
+            "tagOwners": {"tag:web": ["odin@example.com"], "tag:db": ["odin@example.com"]},
+            "acls": [{"action": "accept", "src": ["tag:web"], "dst": ["tag:db:5432"]}],
+        }
+    )
+    web = [
+        PolicyNode(i, f"web{i}", None, None, ("tag:web",), "100.64.0.9", f"fd7a:115c:a1e0::{i}")
+        for i in (1, 2)
+    ]
+    db = PolicyNode(3, "db", None, None, ("tag:db",), "100.64.0.3", "fd7a:115c:a1e0::3")
+    for leaving in (1, 2):
+        engine = PolicyEngine(policy, USERS, [*web, db])
+        engine.filter_rules(db.id)
+        engine.remove_node(leaving)
+        remaining = [n for n in engine.tailnet.nodes.values()]
+        assert engine.filter_rules(db.id) == PolicyEngine(policy, USERS, remaining).filter_rules(db.id)
+        assert "100.64.0.9" in engine.filter_rules(db.id)[0]["SrcIPs"]
