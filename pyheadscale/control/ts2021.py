@@ -59,7 +59,7 @@ class ControlServer:
         on_rate_limited: Callable[[], None] | None = None,
     ) -> None:
         """`prefix_routes` serve every path under a prefix (paths with ids in them), any method."""
-        self.server_key = server_key
+        self.responder = noise.Responder(server_key)
         self.public_text = server_key.public().text
         self.routes = routes
         self.prefix_routes = prefix_routes or {}
@@ -211,7 +211,7 @@ class ControlServer:
         except (binascii.Error, ValueError, noise.NoiseError) as exc:
             return web.Response(status=400, text=f"{invalid}: {exc}\n")
         try:
-            return noise.respond(self.server_key, init)
+            return self.responder.respond(init)
         except noise.NoiseError as exc:
             log.info("refused TS2021 handshake from %s: %s", request.remote, exc)
             return web.Response(status=400, text="noise handshake failed\n")
