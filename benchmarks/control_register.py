@@ -51,11 +51,13 @@ class TreeServer(Pyheadscale):
 
     def __init__(self, workdir: Path, tree: Path, nodes: int) -> None:
         super().__init__(workdir, layout("allow-all", nodes))
+        # `python -m` puts the working directory ahead of PYTHONPATH: both must name the tree.
+        self.tree = tree
         self.env = os.environ | {"PYTHONPATH": str(tree)}
 
     def start(self) -> None:
         log = (self.workdir / "server.log").open("ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, env=self.env)
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, env=self.env, cwd=self.tree)
 
     def cli(self, *args: str) -> Any:
         out = subprocess.run(
@@ -64,6 +66,7 @@ class TreeServer(Pyheadscale):
             capture_output=True,
             timeout=60,
             env=self.env,
+            cwd=self.tree,
         )
         return json.loads(out.stdout)
 
