@@ -22,7 +22,8 @@ HTTP/2 and zstd, the same clients for both targets). Then it measures:
 `--policy roles` registers four users and tagged servers under a policy with groups and tags; `--policy
 segmented` puts nodes in segments of 100 (one user each, one rule each), so each node sees ~100 peers.
 Everything runs on 127.0.0.1 and is bounded: each phase has a timeout, each size a deadline, and the run stops
-by itself. `--py-spy PATH` samples the server with py-spy during the storm (collapsed stacks). Every figure is
+by itself. `--py-spy PATH` samples the server with py-spy during the connect phase and the storm (collapsed
+stacks). Every figure is
 printed as a table; `--json FILE` writes them too. The machine's load shows in every figure: run it alone.
 Usage:
 
@@ -45,6 +46,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +118,11 @@ class Workers:
     async def call(self, per_worker: list[tuple[Any, ...]], within: float = PHASE_TIMEOUT) -> list[Any]:
         for pipe, command in zip(self.pipes, per_worker, strict=True):
             pipe.send(command)
-        return list(await asyncio.wait_for(asyncio.gather(*(q.get() for q in self.replies)), within))
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*(q.get() for q in self.replies)), within))
+        except TimeoutError:
+            phase = per_worker[0][0]
+            raise RuntimeError(f"{phase}: the workers did not finish within {within:.0f} s") from None
 
     async def wait_seen(self, marker: str, expected: int, within: float) -> list[float]:
         """The receive times of `marker` once `expected` nodes saw it, or whatever arrived within `within`."""
@@ -124,6 +130,10 @@ class Workers:
         while len(self.seen[marker]) < expected and time.monotonic() < deadline:  # noqa: ASYNC110 - polled
             await asyncio.sleep(0.005)
         return list(self.seen[marker])
+
+    def cpu_seconds(self) -> float:
+        """CPU the client processes have used so far: whether the simulator, not the server, was the limit."""
+        return sum(cpu_seconds(proc.pid) for proc in self.procs if proc.pid is not None)
 
     def stop(self) -> None:
         for pipe in self.pipes:
@@ -156,10 +166,20 @@ async def settle(server: Target, limit: float = 60.0) -> None:
         last, cpu = now, now_cpu
 
 
-def start_profiler(out: Path, pid: int) -> subprocess.Popen[bytes]:
-    """py-spy sampling `pid` into `out` as collapsed stacks until it gets SIGINT."""
-    command = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "50", "--output", str(out)]
-    return subprocess.Popen(command)
+@contextlib.contextmanager
+def profiled(args: argparse.Namespace, server: Target, n: int, phase: str) -> Iterator[None]:
+    """With `--py-spy PATH`: py-spy samples pyheadscale during `phase` into PATH-<target>-<N>-<phase>."""
+    if not args.py_spy or server.name != "pyheadscale":  # py-spy reads Python processes only
+        yield
+        return
+    out = args.py_spy.with_name(f"{args.py_spy.stem}-{server.name}-{n}-{phase}{args.py_spy.suffix}")
+    command = ["py-spy", "record", "--pid", str(server.pid), "--format", "raw", "--rate", "50"]
+    profiler = subprocess.Popen([*command, "--output", str(out)])
+    try:
+        yield
+    finally:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(timeout=60)
 
 
 def make_target(name: str, workdir: Path, tailnet: Layout) -> Target:
@@ -217,9 +237,10 @@ async def _measure(
     await settle(server)
     registered_rss = rss_bytes(server.pid)
 
-    cpu0 = cpu_seconds(server.pid)
+    cpu0, sent0, clients0 = cpu_seconds(server.pid), await server.map_metrics(), workers.cpu_seconds()
     started = time.monotonic()
-    replies = await workers.call([("connect",)] * args.workers)
+    with profiled(args, server, n, "connect"):
+        replies = await workers.call([("connect",)] * args.workers)
     _check(replies, "connect")
     latencies = [x for r in replies for x in r["latencies"]]
     result["connect_all_s"] = time.monotonic() - started
@@ -228,6 +249,8 @@ async def _measure(
     result["connect_short_maps"] = _short_maps(replies, tailnet, 0)
     await settle(server)
     result["connect_cpu_s"] = cpu_seconds(server.pid) - cpu0
+    result["connect_clients_cpu_s"] = workers.cpu_seconds() - clients0
+    _sent(result, "connect", sent0, await server.map_metrics())
     rss = rss_bytes(server.pid)
     result["rss_mb"] = rss / 2**20
     result["stream_kb"] = (rss - registered_rss) / n / 1024
@@ -321,12 +344,9 @@ async def _storm(
     server.start()
     await server.wait_ready()
     result["restart_s"] = time.monotonic() - started
-    profiler = None
-    if args.py_spy and server.name == "pyheadscale":  # py-spy reads Python processes only
-        out = args.py_spy.with_name(f"{args.py_spy.stem}-{server.name}-{result['nodes']}{args.py_spy.suffix}")
-        profiler = start_profiler(out, server.pid)
-    try:
-        cpu0, overflows = cpu_seconds(server.pid), listen_overflows()
+    with profiled(args, server, result["nodes"], "storm"):
+        cpu0, overflows, sent0 = cpu_seconds(server.pid), listen_overflows(), await server.map_metrics()
+        clients0 = workers.cpu_seconds()
         started = time.monotonic()
         replies = await workers.call([("storm", args.storm_concurrency)] * args.workers)
         result["storm_listen_overflows"] = listen_overflows() - overflows
@@ -338,11 +358,9 @@ async def _storm(
         result["storm_short_maps"] = _short_maps(replies, server.layout, probes)
         await settle(server)
         result["storm_cpu_s"] = cpu_seconds(server.pid) - cpu0
+        result["storm_clients_cpu_s"] = workers.cpu_seconds() - clients0
+        _sent(result, "storm", sent0, await server.map_metrics())
         result["storm_rss_mb"] = rss_bytes(server.pid) / 2**20
-    finally:
-        if profiler is not None:
-            profiler.send_signal(signal.SIGINT)
-            profiler.wait(timeout=60)
 
 
 def _short_maps(replies: list[dict[str, Any]], tailnet: Layout, probes: int) -> int:
@@ -353,6 +371,13 @@ def _short_maps(replies: list[dict[str, Any]], tailnet: Layout, probes: int) -> 
             want = tailnet.peers_of(index, probes)
             short += want is not None and peers < want
     return short
+
+
+def _sent(result: dict[str, Any], phase: str, before: Any, after: Any) -> None:
+    """Map messages and MB the server sent during `phase`, where it counts them."""
+    if before is not None and after is not None:
+        result[f"{phase}_mb"] = (after[0] - before[0]) / 2**20
+        result[f"{phase}_msgs"] = after[1] - before[1]
 
 
 def _count(into: list[tuple[float, float]], before: Any, after: Any) -> None:
@@ -386,6 +411,9 @@ ROWS = (
     ("  first map p99 (ms)", "first_map_p99", 1000, ".0f"),
     ("  maps missing peers", "connect_short_maps", 1, "d"),
     ("  server CPU (s)", "connect_cpu_s", 1, ".1f"),
+    ("  clients' CPU (s)", "connect_clients_cpu_s", 1, ".1f"),
+    ("  map messages", "connect_msgs", 1, ".0f"),
+    ("  MB sent", "connect_mb", 1, ".1f"),
     ("join -> all p50 (ms)", "join_all_p50", 1000, ".0f"),
     ("join -> all p99 (ms)", "join_all_p99", 1000, ".0f"),
     ("  per recipient p99 (ms)", "join_each_p99", 1000, ".0f"),
@@ -405,6 +433,9 @@ ROWS = (
     ("  maps missing peers", "storm_short_maps", 1, "d"),
     ("  listen queue overflows", "storm_listen_overflows", 1, "d"),
     ("  server CPU (s)", "storm_cpu_s", 1, ".1f"),
+    ("  clients' CPU (s)", "storm_clients_cpu_s", 1, ".1f"),
+    ("  map messages", "storm_msgs", 1, ".0f"),
+    ("  MB sent", "storm_mb", 1, ".1f"),
     ("  server RSS after (MB)", "storm_rss_mb", 1, ".0f"),
 )
 
@@ -468,7 +499,9 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=1200.0, help="seconds allowed per size and target")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument(
-        "--py-spy", type=Path, help="profile the server during the storm with py-spy into PATH-<target>-<N>"
+        "--py-spy",
+        type=Path,
+        help="py-spy the server during the connect and storm phases into PATH-<target>-<N>-<phase>",
     )
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s]

@@ -157,6 +157,11 @@ class DerpClient:
             raise
         return cls(conn, key, server_key, server_info, session)
 
+    @property
+    def conn(self) -> Conn:
+        """The byte stream under the session, for callers that read it raw (the benchmark's receiver)."""
+        return self._conn
+
     async def send(self, destination: bytes, data: bytes) -> None:
         await self._conn.write(frames.encode_send_packet(destination, data))
 

@@ -126,18 +126,32 @@ class ClientConn:
             flags |= frames.PeerPresentFlags.NOT_IDEAL
         return flags
 
-    def enqueue_packet(self, source: bytes, data: bytes) -> None:
-        """Queue a packet for delivery, evicting the oldest if the queue is full. Never blocks."""
+    def enqueue_packet(self, source: bytes, data: bytes) -> bool:
+        """Queue a packet for delivery. Never blocks.
+
+        A full queue is first written out to the socket if it has room; only
+        when the socket is backed up too is the oldest packet dropped, so the
+        server never holds more than a queue and a bounded send buffer per client.
+        True when the queue was idle until now: the caller should ``flush_now``
+        once it has queued the rest of what it read, rather than leave the
+        packets to wait for the writer task's turn.
+        """
         if self._closed:
             self._counters.drops.gone += 1
-            return
+            return False
         queue = self._disco if frames.looks_like_disco(data) else self._packets
         if len(queue) >= self._queue_depth:
-            queue.popleft()
-            self._counters.drops.queue_head += 1
+            if self.conn.has_room():
+                self.flush_now()
+            else:
+                queue.popleft()
+                self._counters.drops.queue_head += 1
         queue.append((source, data))
-        self._idle.clear()
-        self._wake.set()
+        if self._idle.is_set():
+            self._idle.clear()
+            self._wake.set()
+            return True
+        return False
 
     def enqueue_frame(self, frame: bytes) -> None:
         """Queue an already-encoded control frame (PeerGone, PeerPresent, Health...)."""
@@ -191,8 +205,18 @@ class ClientConn:
         if not self._closed:
             self._arm_keepalive()
 
+    def flush_now(self) -> None:
+        """Write what is queued straight to the socket while it has room, without waiting for the writer."""
+        conn = self.conn
+        while not self._closed and conn.has_room():
+            batch = self._take_batch()
+            if not batch:
+                self._idle.set()  # everything is with the transport: the next packet flushes again
+                return
+            conn.write_nowait(batch)
+
     def _take_batch(self) -> bytes:
-        """Gather ready frames: control first, then disco, then data packets."""
+        """Gather ready frames into one write: control first, then disco, then data packets."""
         parts: list[bytes] = []
         size = 0
         while self._control and size < MAX_WRITE_BATCH:
@@ -201,17 +225,25 @@ class ClientConn:
                 self._pending_pongs -= 1
             parts.append(frame)
             size += len(frame)
+        sent = 0
+        data_bytes = 0
+        senders_seen = self.senders_seen
+        header = frames.recv_packet_header
+        append = parts.append
         for queue in (self._disco, self._packets):
             while queue and size < MAX_WRITE_BATCH:
                 source, data = queue.popleft()
-                if source not in self.senders_seen:
-                    self.senders_seen.add(source)
+                if source not in senders_seen:
+                    senders_seen.add(source)
                     self._on_first_packet_from(self, source)
-                frame = frames.encode_recv_packet(source, data)
-                parts.append(frame)
-                size += len(frame)
-                self._counters.sent += 1
-                self._counters.bytes_sent += len(data)
+                append(header(len(data)))
+                append(source)
+                append(data)
+                sent += 1
+                data_bytes += len(data)
+                size += frames.FRAME_HEADER_LEN + len(source) + len(data)
+        self._counters.sent += sent
+        self._counters.bytes_sent += data_bytes
         return b"".join(parts)
 
     async def run_writer(self) -> None:

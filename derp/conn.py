@@ -21,6 +21,12 @@ from derp.frames import FRAME_HEADER_LEN, ProtocolError, decode_header
 READ_BUFFER_LIMIT = 256 << 10
 """Bytes buffered from a peer before we stop reading its socket (TCP backpressure)."""
 
+READ_CHUNK = READ_BUFFER_LIMIT
+"""Most bytes one ``read_some`` returns: all that is buffered, so a busy reader awaits once per chunk."""
+
+WRITE_HIGH_WATER = 64 << 10
+"""Bytes waiting in a transport's send buffer above which ``has_room`` says no (as asyncio's own default)."""
+
 
 class Conn(abc.ABC):
     """A bidirectional byte stream carrying DERP frames."""
@@ -37,8 +43,27 @@ class Conn(abc.ABC):
         """Read exactly ``n`` bytes; raise ConnectionError (or IncompleteReadError) at EOF."""
 
     @abc.abstractmethod
+    async def read_some(self, limit: int = READ_CHUNK) -> bytes:
+        """Up to ``limit`` bytes, as soon as any arrive; b"" at the end of the stream."""
+
+    @abc.abstractmethod
     async def write(self, data: bytes) -> None:
         """Write ``data`` and wait until the transport can take more (backpressure)."""
+
+    def has_room(self) -> bool:
+        """Whether ``write_nowait`` would be taken now without growing the send buffer past its bound.
+
+        Transports that cannot be written synchronously (WebSocket) always say no.
+        """
+        return False
+
+    def write_nowait(self, data: bytes) -> None:
+        """Hand ``data`` to the transport without waiting; only after ``has_room`` said yes."""
+        raise NotImplementedError(f"{type(self).__name__} only writes asynchronously")
+
+    def send_buffer_size(self) -> int:
+        """Bytes written but not yet taken by the socket, where the transport says (else 0)."""
+        return 0
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -72,9 +97,22 @@ class StreamConn(Conn):
     async def read_exactly(self, n: int) -> bytes:
         return await self._reader.readexactly(n)
 
+    async def read_some(self, limit: int = READ_CHUNK) -> bytes:
+        return await self._reader.read(limit)
+
     async def write(self, data: bytes) -> None:
         self._writer.write(data)
         await self._writer.drain()
+
+    def has_room(self) -> bool:
+        transport = self._writer.transport
+        return not transport.is_closing() and transport.get_write_buffer_size() < WRITE_HIGH_WATER
+
+    def write_nowait(self, data: bytes) -> None:
+        self._writer.write(data)
+
+    def send_buffer_size(self) -> int:
+        return self._writer.transport.get_write_buffer_size()
 
     def close(self) -> None:
         self._writer.close()
@@ -118,14 +156,25 @@ class HijackedHTTPConn(Conn):
     async def read_exactly(self, n: int) -> bytes:
         return await self._reader.readexactly(n)
 
-    async def read_some(self, limit: int = 1 << 16) -> bytes:
-        """Up to `limit` bytes, as soon as any arrive; b"" at the end of the stream (as TS2021 reads)."""
+    async def read_some(self, limit: int = READ_CHUNK) -> bytes:
         return await self._reader.read(limit)
 
     async def write(self, data: bytes) -> None:
         if self._transport.is_closing():
             raise ConnectionResetError("connection closed")
         await self._response.write(data)
+
+    def has_room(self) -> bool:
+        transport = self._transport
+        return not transport.is_closing() and transport.get_write_buffer_size() < WRITE_HIGH_WATER
+
+    def write_nowait(self, data: bytes) -> None:
+        # Straight to the socket: the 101 response's headers went out when it was prepared, and a
+        # hijacked stream has no body framing for aiohttp to add.
+        self._transport.write(data)
+
+    def send_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
 
     def close(self) -> None:
         self._transport.close()
@@ -156,6 +205,22 @@ class WebSocketConn(Conn):
                 raise asyncio.IncompleteReadError(bytes(self._buffer), n)
         data = bytes(self._buffer[:n])
         del self._buffer[:n]
+        return data
+
+    async def read_some(self, limit: int = READ_CHUNK) -> bytes:
+        if not self._buffer:
+            message = await self._ws.receive()
+            if message.type == WSMsgType.BINARY:
+                data: bytes = message.data
+                if len(data) <= limit:
+                    return data
+                self._buffer += data
+            elif message.type == WSMsgType.TEXT:
+                raise ProtocolError("DERP over WebSocket requires binary messages")
+            else:
+                return b""
+        data = bytes(self._buffer[:limit])
+        del self._buffer[:limit]
         return data
 
     async def write(self, data: bytes) -> None:

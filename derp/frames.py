@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pyheadscale.tailkey import KEY_LEN, NONCE_LEN
@@ -104,9 +105,61 @@ def encode_frame(frame_type: int, payload: bytes = b"") -> bytes:
     return _HEADER.pack(frame_type, len(payload)) + payload
 
 
+class FrameReader:
+    """Splits a byte stream into whole frames, however it was chunked (sans-IO).
+
+    Every complete frame in a chunk is parsed in one pass over it, so a read of
+    many small frames costs one await rather than two per frame.  At most one
+    partial frame is held between chunks; its announced length is checked
+    against ``max_payload`` as soon as its header is complete, before any of the
+    payload is buffered, so a peer cannot make us hold more than one frame.
+    """
+
+    __slots__ = ("_max_payload", "_needed", "_partial")
+
+    def __init__(self, max_payload: int) -> None:
+        self._max_payload = max_payload
+        self._partial = bytearray()
+        self._needed = FRAME_HEADER_LEN
+        """Bytes the partial frame must reach before it is worth parsing again."""
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete frame held until more arrive."""
+        return len(self._partial)
+
+    def feed(self, data: bytes) -> Iterator[tuple[int, bytes]]:
+        """Yield (type, payload) of each frame completed by ``data``; ProtocolError at an oversized one."""
+        if self._partial:
+            self._partial += data
+            if len(self._partial) < self._needed:
+                return
+            data = bytes(self._partial)
+            self._partial.clear()
+        end = len(data)
+        offset = 0
+        unpack = _HEADER.unpack_from
+        max_payload = self._max_payload
+        while end - offset >= FRAME_HEADER_LEN:
+            frame_type, length = unpack(data, offset)
+            if length > max_payload:
+                raise ProtocolError(f"frame of {length} bytes exceeds the limit of {max_payload}")
+            start = offset + FRAME_HEADER_LEN
+            stop = start + length
+            if stop > end:
+                self._needed = stop - offset
+                self._partial += data[offset:]
+                return
+            yield frame_type, data[start:stop]
+            offset = stop
+        self._needed = FRAME_HEADER_LEN
+        if offset < end:
+            self._partial += data[offset:]
+
+
 def looks_like_disco(packet: bytes) -> bool:
     """Whether a relayed packet is a disco (path discovery) message, which gets queue priority."""
-    return len(packet) >= _DISCO_MIN_LEN and packet[: len(DISCO_MAGIC)] == DISCO_MAGIC
+    return len(packet) >= _DISCO_MIN_LEN and packet.startswith(DISCO_MAGIC)
 
 
 def _require_key(key: bytes, what: str) -> None:
@@ -258,6 +311,12 @@ def encode_pong(data: bytes) -> bytes:
 def encode_recv_packet(source: bytes, data: bytes) -> bytes:
     _require_key(source, "source key")
     return encode_header(FrameType.RECV_PACKET, KEY_LEN + len(data)) + source + data
+
+
+def recv_packet_header(data_len: int) -> bytes:
+    """The header of a RecvPacket frame whose packet is ``data_len`` bytes: the frame is this, the
+    source key and the packet, which a writer can gather without concatenating them first."""
+    return _HEADER.pack(FrameType.RECV_PACKET, KEY_LEN + data_len)
 
 
 def encode_keep_alive() -> bytes:

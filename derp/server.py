@@ -108,6 +108,8 @@ class DerpServer:
         self._logging_in: set[Conn] = set()
         # Connections whose key is known but not yet registered (being admitted): close_client reaches them.
         self._admitting: dict[bytes, set[Conn]] = {}
+        self._flush_after_read: list[ClientConn] = []
+        """Clients given packets by the read being handled, to write to once it is all routed."""
         self._sessions = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -144,6 +146,11 @@ class DerpServer:
         """Packets waiting to be written to ``key``'s connections (bounded by the queue depth)."""
         client_set = self._clients.get(key)
         return sum(c.queued_packets for c in client_set.conns) if client_set else 0
+
+    def send_buffer_bytes(self, key: bytes) -> int:
+        """Bytes handed to ``key``'s transports and not yet taken by their sockets (bounded too)."""
+        client_set = self._clients.get(key)
+        return sum(c.conn.send_buffer_size() for c in client_set.conns) if client_set else 0
 
     def connection_count(self) -> int:
         return sum(len(cs.conns) for cs in self._clients.values())
@@ -258,32 +265,52 @@ class DerpServer:
             await asyncio.gather(writer, return_exceptions=True)
 
     async def _read_loop(self, client: ClientConn) -> None:
+        """Route every frame the client sends; each read takes all that has arrived, parsed in one pass."""
         conn = client.conn
         counters = self.counters
+        reader = frames.FrameReader(frames.MAX_FRAME_SIZE)
+        send_packet = FrameType.SEND_PACKET
+        decode_send_packet = frames.decode_send_packet
+        route = self._route
+        flush = self._flush_after_read
         while True:
-            frame_type, payload = await read_frame(conn, frames.MAX_FRAME_SIZE)
-            if frame_type == FrameType.SEND_PACKET:
-                destination, data = frames.decode_send_packet(payload)
-                counters.received += 1
-                counters.bytes_received += len(data)
-                self._route(client, destination, data)
-            elif frame_type == FrameType.FORWARD_PACKET:
-                self._require_mesh(client, "ForwardPacket")
-                source, destination, data = frames.decode_forward_packet(payload)
-                self._deliver_forwarded(client, source, destination, data)
-            elif frame_type == FrameType.PING:
-                client.enqueue_pong(frames.decode_ping(payload))
-            elif frame_type == FrameType.NOTE_PREFERRED:
-                client.preferred = frames.decode_note_preferred(payload)
-            elif frame_type == FrameType.WATCH_CONNS:
-                if payload:
-                    raise ProtocolError("WatchConns frame carries no payload")
-                self._require_mesh(client, "WatchConns")
-                self._add_watcher(client)
-            elif frame_type == FrameType.CLOSE_PEER:
-                self._require_mesh(client, "ClosePeer")
-                self._close_peer(frames.decode_close_peer(payload))
-            # Pong and unknown frame types are ignored, as newer clients may send more.
+            chunk = await conn.read_some()
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"", reader.buffered + 1)
+            try:
+                for frame_type, payload in reader.feed(chunk):
+                    if frame_type == send_packet:
+                        destination, data = decode_send_packet(payload)
+                        counters.received += 1
+                        counters.bytes_received += len(data)
+                        route(client, destination, data)
+                    else:
+                        self._handle_frame(client, frame_type, payload)
+            finally:
+                # One write per destination per read, now, rather than after a turn of each one's writer.
+                for recipient in flush:
+                    recipient.flush_now()
+                flush.clear()
+
+    def _handle_frame(self, client: ClientConn, frame_type: int, payload: bytes) -> None:
+        """Every frame but SendPacket (the hot path, handled inline by the read loop)."""
+        if frame_type == FrameType.FORWARD_PACKET:
+            self._require_mesh(client, "ForwardPacket")
+            source, destination, data = frames.decode_forward_packet(payload)
+            self._deliver_forwarded(client, source, destination, data)
+        elif frame_type == FrameType.PING:
+            client.enqueue_pong(frames.decode_ping(payload))
+        elif frame_type == FrameType.NOTE_PREFERRED:
+            client.preferred = frames.decode_note_preferred(payload)
+        elif frame_type == FrameType.WATCH_CONNS:
+            if payload:
+                raise ProtocolError("WatchConns frame carries no payload")
+            self._require_mesh(client, "WatchConns")
+            self._add_watcher(client)
+        elif frame_type == FrameType.CLOSE_PEER:
+            self._require_mesh(client, "ClosePeer")
+            self._close_peer(frames.decode_close_peer(payload))
+        # Pong and unknown frame types are ignored, as newer clients may send more.
 
     @staticmethod
     def _require_mesh(client: ClientConn, what: str) -> None:
@@ -297,7 +324,9 @@ class DerpServer:
             self._make_active(sender)
         local = self._clients.get(destination)
         if local is not None:
-            local.active.enqueue_packet(sender.key, data)
+            recipient = local.active
+            if recipient.enqueue_packet(sender.key, data):
+                self._flush_after_read.append(recipient)
             return
         forwarders = self._forwarders.get(destination)
         if forwarders:
@@ -313,7 +342,9 @@ class DerpServer:
             self._drop_unknown(via, destination, data)
             return
         self.counters.forwarded_in += 1
-        local.active.enqueue_packet(source, data)
+        recipient = local.active
+        if recipient.enqueue_packet(source, data):
+            self._flush_after_read.append(recipient)
 
     def _drop_unknown(self, sender: ClientConn, destination: bytes, data: bytes) -> None:
         self.counters.drops.unknown_destination += 1

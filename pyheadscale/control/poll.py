@@ -28,15 +28,6 @@ from pyheadscale.tailkey import MachinePublic
 log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 50.0
-# Once the server is busy (a stream's wake-up waited longer than BUSY_SECONDS to run: changes arrive faster
-# than they are written), a stream that wrote within the last ACTIVE_SECONDS waits BATCH_SECONDS and lets
-# changes gather before it writes again. A connect is two changes (disco key, online) for every peer and a
-# burst of joins is many; each message costs the same framing, encryption and write whatever it holds, so a
-# storm costs O(storm length / BATCH_SECONDS) messages per stream instead of O(changes). A stream that has
-# been quiet (one join reaching every peer), or an idle server, writes a change at once, as before.
-BATCH_SECONDS = 0.05
-BUSY_SECONDS = 0.01
-ACTIVE_SECONDS = 0.25
 
 
 class MapHandler:
@@ -48,10 +39,8 @@ class MapHandler:
         metrics: Metrics,
         *,
         keepalive: float = KEEPALIVE_SECONDS,
-        batch: float = BATCH_SECONDS,
     ) -> None:
         self.metrics = metrics
-        self.batch = batch
         self.streams = 0
         self.store = store
         self.builder = builder
@@ -132,6 +121,7 @@ class MapHandler:
         self.streams += 1
         self.store.connected(node_id)
         response = request.response
+        pacing = self.distributor.pacing
         interval = self.keepalive + random.uniform(0, self.keepalive / 10)
         try:
             await response.start(200, {"content-type": "application/json"})
@@ -149,19 +139,25 @@ class MapHandler:
                         continue
                     await response.send(self._encode(MapMessage("keepalive", KEEPALIVE), compress))
                     continue
-                now = time.monotonic()
-                if now - session.woken_at > BUSY_SECONDS and now - last_sent < ACTIVE_SECONDS:
-                    await asyncio.sleep(self.batch)
+                # Changes that arrive while it waits go out in the same message (pyheadscale.mapper.pacing).
+                held = last_sent + pacing.spacing() - time.monotonic()
+                if held > 0:
+                    await asyncio.sleep(held)
                 if session.closed:
                     break
                 if session.full_pending:
                     async with self.full_maps.turn():
                         data = None if session.closed else self._take(session, compress)
-                else:
-                    data = self._take(session, compress)
+                    if data is not None:
+                        last_sent = time.monotonic()
+                        await response.send(data)
+                    continue
+                started = time.perf_counter()
+                data = self._take(session, compress)
                 if data is not None:
-                    last_sent = time.monotonic()
                     await response.send(data)
+                    last_sent = time.monotonic()
+                    pacing.record(time.perf_counter() - started)
         except asyncio.CancelledError:
             self.metrics.hs_map_ended.labels("cancelled").inc()
             raise

@@ -19,6 +19,7 @@ from pyheadscale.state.store import Store
 from pyheadscale.tailcfg import node as tailnode
 from pyheadscale.tailcfg.derp_map import DERPMap
 from pyheadscale.tailcfg.dns import DNSConfig, DNSRecord, Resolver
+from pyheadscale.tailcfg.frame import SharedEntry
 from pyheadscale.tailcfg.gotime import go_time
 from pyheadscale.tailcfg.map_response import CAPVER_PACKET_FILTERS, CLEAR_FILTERS, MapResponse
 from pyheadscale.tailcfg.node import CAPVER_HOME_DERP, NodeCapMap, PeerChange, UserProfile
@@ -74,10 +75,14 @@ def _dns_config(config: Config, extra_records: list[dict[str, str]] | None = Non
 
 @dataclass(slots=True)
 class _PeerRendering:
-    """One peer record at one capability version: the fields every recipient shares, and the last entry."""
+    """One peer record at one capability version: the fields every recipient shares, the last entry, and
+    the view and presence it was made for."""
 
     base: tailnode.Node
     entry: tailnode.Node | None = None
+    view: PeerView | None = None
+    online: bool = False
+    expired: bool = False
 
 
 class MapBuilder:
@@ -86,6 +91,8 @@ class MapBuilder:
         self._dns = _dns_config(ctx.config)
         # node id -> (the record the entries were built from, capver -> that peer's rendering)
         self._peer_bases: dict[int, tuple[Node, dict[int, _PeerRendering]]] = {}
+        # node id -> (the record and presence its patch was made from, the patch)
+        self._patches: dict[int, tuple[Node, bool, PeerChange]] = {}
 
     def set_extra_records(self, records: list[dict[str, str]]) -> None:
         """New records from dns.extra_records_path: later maps carry them (push with a DNS change)."""
@@ -107,6 +114,7 @@ class MapBuilder:
     def forget(self, node_id: int) -> None:
         """Drop what is cached for a removed node."""
         self._peer_bases.pop(node_id, None)
+        self._patches.pop(node_id, None)
 
     def _peer_rendering(self, node: Node, capver: int) -> _PeerRendering:
         """`node`'s rendering as a peer: its recipient-independent fields, and the last entry made from them.
@@ -139,17 +147,17 @@ class MapBuilder:
         store = self.ctx.store
         rendering = self._peer_rendering(node, capver)
         expired = store.is_expired(node)
-        online = store.is_online(node.id)
+        online = store.presence.is_online(node.id)
         last = rendering.entry
-        if (
-            last is not None
-            and last["Online"] is online
-            and last["Expired"] is expired
-            and last["AllowedIPs"] == peer.allowed_ips
-            and last["PrimaryRoutes"] == peer.primary_routes
-        ):
-            return last
-        out = rendering.base.copy()
+        if last is not None and rendering.online is online and rendering.expired is expired:
+            # The policy engine shares a view between the recipients that see a peer alike.
+            if rendering.view is peer:
+                return last
+            if last["AllowedIPs"] == peer.allowed_ips and last["PrimaryRoutes"] == peer.primary_routes:
+                rendering.view = peer
+                return last
+        # Encoded once, however many messages carry it (tailcfg.frame).
+        out = cast(tailnode.Node, SharedEntry(rendering.base))
         out["AllowedIPs"] = peer.allowed_ips
         out["PrimaryRoutes"] = peer.primary_routes
         out["Online"] = online
@@ -158,7 +166,7 @@ class MapBuilder:
         out["CapMap"] = {}
         if not online and node.last_seen is not None:
             out["LastSeen"] = go_time(node.last_seen)
-        rendering.entry = out
+        rendering.entry, rendering.view, rendering.online, rendering.expired = out, peer, online, expired
         return out
 
     def _render(self, node: Node, capver: int, *, self_view: bool) -> tailnode.Node:
@@ -213,17 +221,22 @@ class MapBuilder:
 
     def full(self, node: Node, capver: int) -> tuple[MapResponse, set[int]]:
         """The full map for `node`, and the peer ids it contains."""
-        store = self.ctx.store
+        nodes = self.ctx.store.nodes
         peers = self.ctx.policy.peers(node.id)
-        peer_nodes = [
-            self.tail_node(store.nodes[pid], view, capver)
-            for pid, view in sorted(peers.items())
-            if pid in store.nodes
-        ]
-        profiles = {self.user_profile(node)["ID"]: self.user_profile(node)}
-        for pid in peers:
-            if pid in store.nodes:
-                profile = self.user_profile(store.nodes[pid])
+        own = self.user_profile(node)
+        profiles = {own["ID"]: own}
+        # The peers' owners: one profile per user, however many of the peers each owns.
+        owners: set[int | None] = {None if node.tags else node.user_id}
+        peer_nodes = []
+        for pid in sorted(peers):
+            peer = nodes.get(pid)
+            if peer is None:
+                continue
+            peer_nodes.append(self.tail_node(peer, peers[pid], capver))
+            owner = None if peer.tags else peer.user_id
+            if owner not in owners:
+                owners.add(owner)
+                profile = self.user_profile(peer)
                 profiles.setdefault(profile["ID"], profile)
         response: MapResponse = {
             "KeepAlive": False,
@@ -260,8 +273,21 @@ class MapBuilder:
         return {"PeersChanged": changed, "UserProfiles": list(profiles.values())}
 
     def peer_patch(self, peer: Node) -> PeerChange:
-        """Cheap changes of a peer: endpoints, home DERP, disco key, presence."""
+        """Cheap changes of a peer: endpoints, home DERP, disco key, presence.
+
+        The same for every recipient, and a reconnect sends it to every peer: made and encoded once per
+        record and presence (the store replaces a node's record on every change).
+        """
         online = self.ctx.store.is_online(peer.id)
+        last = self._patches.get(peer.id)
+        if last is not None and last[0] is peer and last[1] is online:
+            return last[2]
+        patch = cast(PeerChange, SharedEntry(self._patch(peer, online)))
+        self._patches[peer.id] = (peer, online, patch)
+        return patch
+
+    @staticmethod
+    def _patch(peer: Node, online: bool) -> PeerChange:
         patch: PeerChange = {
             "NodeID": peer.id,
             "DERPRegion": peer.home_derp,

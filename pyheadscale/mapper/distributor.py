@@ -13,11 +13,11 @@ each session's known peers change, so routing a change costs O(sessions it reach
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Set
 
 from pyheadscale.mapper.builder import MapBuilder, MapMessage
+from pyheadscale.mapper.pacing import Pacing
 from pyheadscale.state.changes import Change, ChangeKind
 from pyheadscale.tailcfg.map_response import MapResponse, PingRequest
 
@@ -60,9 +60,9 @@ class MapSession:
         self.capver = capver
         self.known_peers: set[int] = set()
         self.index = KnownIndex()
+        # Counts this session in `pending` while it has something to send (the distributor's, once added).
+        self.pacing = Pacing()
         self.wake = asyncio.Event()
-        # When the oldest pending change was signalled: how long it waited says how busy the server is.
-        self.woken_at = 0.0
         self.closed = False
         self._full = False
         self._policy = False
@@ -112,8 +112,20 @@ class MapSession:
 
     def _signal(self) -> None:
         if not self.wake.is_set():
-            self.woken_at = time.monotonic()
             self.wake.set()
+            self.pacing.pending += 1
+
+    def _settle(self) -> None:
+        if self.wake.is_set():
+            self.wake.clear()
+            self.pacing.pending -= 1
+
+    def use_pacing(self, pacing: Pacing) -> None:
+        """Count this session in `pacing` from now on, with whatever it has pending."""
+        if self.wake.is_set():
+            self.pacing.pending -= 1
+            pacing.pending += 1
+        self.pacing = pacing
 
     def _know(self, peer_ids: set[int]) -> None:
         new = peer_ids - self.known_peers
@@ -127,7 +139,7 @@ class MapSession:
 
     def take_pending(self, builder: MapBuilder) -> MapMessage | None:
         """Build one message from everything pending and clear it; None when nothing is."""
-        self.wake.clear()
+        self._settle()
         store = builder.ctx.store
         node = store.nodes.get(self.node_id)
         if node is None:
@@ -189,10 +201,12 @@ class Distributor:
         self.builder = builder
         self.sessions: dict[int, set[MapSession]] = defaultdict(set)
         self.index = KnownIndex()
+        self.pacing = Pacing()
 
     def add(self, session: MapSession) -> None:
         session.index = self.index
         self.index.add(session, session.known_peers)
+        session.use_pacing(self.pacing)
         self.sessions[session.node_id].add(session)
 
     def remove(self, session: MapSession) -> None:
@@ -204,6 +218,8 @@ class Distributor:
         if session.index is self.index:
             self.index.discard(session, session.known_peers)
             session.index = KnownIndex()
+        if session.pacing is self.pacing:
+            session.use_pacing(Pacing())
 
     def _sessions_of(self, node_ids: Set[int]) -> list[MapSession]:
         sessions = self.sessions

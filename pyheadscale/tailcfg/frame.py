@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import zstandard
 
@@ -28,15 +29,50 @@ except ImportError:
     _orjson = None  # type: ignore[assignment]
 
 
+# The lists whose entries may be SharedEntry.
+_SHARED_LISTS: tuple[Literal["Peers", "PeersChanged", "PeersChangedPatch"], ...] = (
+    "Peers",
+    "PeersChanged",
+    "PeersChangedPatch",
+)
+
+
 class FrameError(ValueError):
     """A frame that is too large, not zstd when it should be, or not a JSON object."""
+
+
+class SharedEntry(dict[str, Any]):
+    """A node or patch entry that many messages carry (a peer in every full map of a storm), encoded once.
+
+    The first message holding it encodes it; every later one copies those bytes. An entry is read-only once
+    it is in a message: whatever differs is a new entry.
+    """
+
+    __slots__ = ("_json",)
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        super().__init__(fields)
+        self._json: Any = None
+
+    def fragment(self) -> Any:
+        """Its JSON as an orjson.Fragment, encoded on the first call."""
+        if self._json is None:
+            self._json = _orjson.Fragment(_orjson.dumps(self, option=_orjson.OPT_NON_STR_KEYS))
+        return self._json
 
 
 def encode_json(response: MapResponse) -> bytes:
     """A MapResponse's JSON, compact, as Go's encoder writes it."""
     if _orjson is not None:
+        wire: Any = response
+        for key in _SHARED_LISTS:
+            nodes: list[Any] | None = response.get(key)
+            if nodes:
+                if wire is response:
+                    wire = dict(response)
+                wire[key] = [n.fragment() if type(n) is SharedEntry else n for n in nodes]
         # Integer keys (DERP region ids) become strings, as json.dumps makes them.
-        return bytes(_orjson.dumps(response, option=_orjson.OPT_NON_STR_KEYS))
+        return bytes(_orjson.dumps(wire, option=_orjson.OPT_NON_STR_KEYS))
     return json.dumps(response, separators=(",", ":")).encode()
 
 

@@ -165,7 +165,7 @@ def test_incremental_peer_maps_equal_fresh_ones() -> None:
 
 
 async def test_shared_peer_entries_equal_a_fresh_rendering(tmp_path: Path, monkeypatch: Any) -> None:
-    """A peer's entry is shared by recipients with the same view, and is never stale.
+    """A peer's entry (and its patch) is shared by recipients with the same view, and is never stale.
 
     Going offline sets the record's last_seen in place; an entry made while the peer was offline before must
     not be reused with the old LastSeen.
@@ -220,5 +220,13 @@ async def test_shared_peer_entries_equal_a_fresh_rendering(tmp_path: Path, monke
             offline = entry_for(nodes[2].id)
             assert offline == fresh(nodes[2].id)
             assert offline["LastSeen"] == fresh(nodes[2].id)["LastSeen"]
+            patch = builder.peer_patch(store.nodes[peer.id])
+            assert patch == MapBuilder(builder.ctx).peer_patch(store.nodes[peer.id])
+            assert patch["Online"] is False and "LastSeen" in patch
+            store.connected(peer.id)
+            online_patch = builder.peer_patch(store.nodes[peer.id])  # same record, presence changed
+            assert online_patch["Online"] is True and "LastSeen" not in online_patch
+            assert builder.peer_patch(store.nodes[peer.id]) is online_patch  # shared while nothing changes
+            await store.disconnected(peer.id)
     finally:
         await live.stop()

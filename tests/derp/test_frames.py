@@ -141,3 +141,41 @@ def test_disco_detection() -> None:
     assert frames.looks_like_disco(disco)
     assert not frames.looks_like_disco(disco[:-1])
     assert not frames.looks_like_disco(b"\x01" * 100)
+
+
+STREAM_FRAMES = [
+    frames.encode_send_packet(KEY_A, b"first"),
+    frames.encode_keep_alive(),
+    frames.encode_send_packet(KEY_B, bytes(range(256)) * 5),
+    frames.encode_ping(b"12345678"),
+    frames.encode_frame(0x7F, b"unknown type"),
+]
+
+
+def test_frame_reader_yields_the_same_frames_however_the_stream_is_cut() -> None:
+    stream = b"".join(STREAM_FRAMES)
+    expected = [split(frame) for frame in STREAM_FRAMES]
+    for size in (1, 2, 3, 5, 7, 64, 1000, len(stream)):
+        reader = frames.FrameReader(frames.MAX_FRAME_SIZE)
+        got = [f for start in range(0, len(stream), size) for f in reader.feed(stream[start : start + size])]
+        assert got == expected, size
+        assert reader.buffered == 0
+
+
+def test_frame_reader_parses_every_complete_frame_of_a_chunk_and_keeps_the_partial_one() -> None:
+    stream = b"".join(STREAM_FRAMES)
+    cut = len(stream) - 3
+    reader = frames.FrameReader(frames.MAX_FRAME_SIZE)
+    assert [f for f in reader.feed(stream[:cut])] == [split(frame) for frame in STREAM_FRAMES[:-1]]
+    assert reader.buffered == len(STREAM_FRAMES[-1]) - 3
+    assert list(reader.feed(stream[cut:])) == [split(STREAM_FRAMES[-1])]
+
+
+def test_frame_reader_refuses_an_oversized_frame_from_its_header_alone() -> None:
+    reader = frames.FrameReader(100)
+    good = frames.encode_frame(FrameType.PING, b"12345678")
+    oversized_header = frames.encode_header(FrameType.SEND_PACKET, 101)
+    parsed = reader.feed(good + oversized_header)
+    assert next(parsed) == split(good)  # what came before the bad frame is still delivered
+    with pytest.raises(ProtocolError, match="101 bytes exceeds the limit of 100"):
+        next(parsed)

@@ -11,9 +11,13 @@ import pytest
 
 from derp import frames
 from derp.client import DerpClient
+from derp.client_conn import MAX_WRITE_BATCH
+from derp.conn import WRITE_HIGH_WATER
 from derp.frames import PeerGoneReason
 from derp.server import DUPLICATE_HEALTH_MESSAGE, DerpServer
 from tests.derp.harness import eventually, serving, within
+
+SEND_BUFFER_BOUND = WRITE_HIGH_WATER + 2 * (MAX_WRITE_BATCH + frames.MAX_FRAME_SIZE)
 
 
 async def recv_packet(client: DerpClient) -> frames.ReceivedPacket:
@@ -112,6 +116,9 @@ async def test_slow_reader_does_not_block_others_and_its_queue_stays_bounded() -
             for _ in range(100):
                 await sender.send_many(stalled.public_key, [chunk] * 10)
                 assert server.queued_packets(stalled.public_key) <= depth
+                # Full queues are written straight to the socket only below its high-water mark: what waits
+                # in the transport stays within that mark plus two writes' worth, however much is sent.
+                assert server.send_buffer_bytes(stalled.public_key) <= SEND_BUFFER_BOUND
             await eventually(lambda: server.stats()["drops"]["queue_head"] > 0)
             for i in range(20):
                 await sender.send(fast.public_key, b"fast %d" % i)
@@ -120,6 +127,24 @@ async def test_slow_reader_does_not_block_others_and_its_queue_stays_bounded() -
         finally:
             for client in (sender, fast, stalled):
                 await client.close()
+
+
+async def test_burst_beyond_the_queue_depth_reaches_a_reading_client_without_drops() -> None:
+    """A queue fills within one read of the sender's stream: it is written out, not dropped, while the
+    receiver's socket has room (the queue bounds what waits on a backed-up receiver, not a burst)."""
+    depth = 8
+    server = DerpServer(os.urandom(32), send_queue_depth=depth)
+    async with serving(server) as url:
+        sender = await DerpClient.connect(url)
+        receiver = await DerpClient.connect(url)
+        try:
+            burst = [b"packet %d" % i for i in range(20 * depth)]
+            await sender.send_many(receiver.public_key, burst)
+            assert [(await recv_packet(receiver)).data for _ in burst] == burst
+            assert server.stats()["drops"]["queue_head"] == 0
+        finally:
+            await sender.close()
+            await receiver.close()
 
 
 async def test_stalled_writer_times_out_and_is_disconnected() -> None:

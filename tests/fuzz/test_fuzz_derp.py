@@ -90,6 +90,11 @@ class MemoryConn(Conn):
             raise ConnectionError("closed")
         return await self.reader.readexactly(n)
 
+    async def read_some(self, limit: int = 1 << 16) -> bytes:
+        if self.closed:
+            raise ConnectionError("closed")
+        return await self.reader.read(limit)
+
     async def write(self, data: bytes) -> None:
         if self.closed:
             raise ConnectionError("closed")

@@ -127,3 +127,25 @@ def test_truncated_response_refused() -> None:
     data = encode_frame(KEEPALIVE, False)
     with pytest.raises(FrameError, match="ends 5 bytes into an incomplete frame"):
         decode_frames(data + data[:5], False)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["orjson", "json"])
+def test_shared_entries_encode_as_their_fields(monkeypatch: pytest.MonkeyPatch, fast: bool) -> None:
+    """A SharedEntry in Peers or PeersChanged is written exactly as the same fields in a plain dict would
+    be, in every message that carries it, and is encoded once however many do."""
+    if not fast:
+        monkeypatch.setattr(frame, "_orjson", None)
+    fields = {"ID": 5, "Name": "n5.", "Hostinfo": {"OS": "linux"}, "Endpoints": ["192.0.2.1:41641"]}
+    shared = frame.SharedEntry(fields)
+    plain = {"ID": 6, "Name": "n6."}
+    with_shared = cast(MapResponse, {"Peers": [shared, plain], "PeersChanged": [shared]})
+    with_dicts = cast(MapResponse, {"Peers": [dict(fields), plain], "PeersChanged": [dict(fields)]})
+    for compress in (False, True):
+        data = encode_frame(with_shared, compress)
+        assert data == encode_frame(with_dicts, compress)
+        assert decode_frames(data, compress) == [json.loads(json.dumps(with_dicts))]
+    if fast:
+        first = shared.fragment()
+        encode_frame(with_shared, False)
+        assert shared.fragment() is first
+    assert with_shared["Peers"][0] is shared  # the message itself is left as it was

@@ -1,0 +1,36 @@
+"""How often a busy map stream writes: deltas are spaced so writing them stays a bounded share of the loop.
+
+Every message costs the same framing, encryption and write whatever it holds. In a storm (every reconnect is
+an online and an endpoint patch for every peer) a stream writing each change as it comes makes N reconnects
+N² messages, and the server spends the storm writing them instead of the full maps the reconnecting nodes
+wait for. So after a message a stream waits long enough that every stream with something pending could write
+once within DELTA_SHARE of the loop's time: spacing = pending streams x cost of a message / DELTA_SHARE, at
+most MAX_SPACING (the bound on the delay a change can get). A quiet server has nothing pending, so the first
+change after a quiet spell is written at once; only a stream that wrote moments ago waits.
+"""
+
+from __future__ import annotations
+
+DELTA_SHARE = 0.25
+MAX_SPACING = 5.0
+# The cost of a delta message is an average over the last few dozen; one that waited on its client's flow
+# control is counted as MAX_COST, so a slow client cannot hold everyone else's spacing up.
+SMOOTHING = 0.05
+INITIAL_COST = 0.0002
+MAX_COST = 0.005
+
+
+class Pacing:
+    """The one spacing all map streams follow; `pending` is how many sessions have something to send."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.cost = INITIAL_COST
+
+    def record(self, seconds: float) -> None:
+        """One delta message took `seconds` to build, encode and hand to its connection."""
+        self.cost += SMOOTHING * (min(seconds, MAX_COST) - self.cost)
+
+    def spacing(self) -> float:
+        """How long after its last message a stream waits before writing the next one."""
+        return min(MAX_SPACING, self.pending * self.cost / DELTA_SHARE)
