@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
 import signal
@@ -450,6 +451,12 @@ def _forget_ssh_approvals(checks: SSHChecks, change: Change) -> None:
 async def serve_forever(config: Config) -> None:
     server = Server(config)
     await server.start()
+    # What exists once the server is up (modules, the loaded state) lives as long as the process: frozen, it
+    # is no longer rescanned by every full collection, which otherwise grow with it (about a tenth of a
+    # registration's CPU went to collections before).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

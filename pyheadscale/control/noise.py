@@ -1,7 +1,7 @@
 """The TS2021 Noise layer: handshake messages, transport records and their framing.
 
 Tailscale runs `Noise_IK_25519_ChaChaPoly_BLAKE2s` with the prologue "Tailscale Control Protocol v<N>". The
-handshake is standard Noise and is done by the `noiseprotocol` library. The transport is not: Tailscale
+handshake is standard Noise (noise_ik.py holds its state). The transport is not: Tailscale
 encodes the ChaCha20-Poly1305 nonce as a *big-endian* 64-bit counter (standard Noise uses little-endian), so
 transport records are sealed here with the session keys the handshake produced. Nothing here does I/O: a
 `RecordDecoder` turns received bytes, in whatever pieces they arrive, into plaintexts (noise_stream.py reads
@@ -21,12 +21,11 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from noise.connection import Keypair, NoiseConnection
-from noise.exceptions import NoiseInvalidMessage, NoiseValueError
 
+from pyheadscale.control import noise_ik
 from pyheadscale.tailkey import MachinePrivate, MachinePublic
 
-PROTOCOL_NAME = b"Noise_IK_25519_ChaChaPoly_BLAKE2s"
+PROTOCOL_NAME = noise_ik.PROTOCOL_NAME
 PROLOGUE_PREFIX = b"Tailscale Control Protocol v"
 
 MSG_INITIATION = 1
@@ -134,35 +133,40 @@ def parse_initiation(init: bytes) -> int:
     return int(version)
 
 
-def _session_from(conn: NoiseConnection, version: int, peer_static: bytes) -> Session:
-    proto = conn.noise_protocol
+def _session(version: int, outcome: noise_ik.Outcome) -> Session:
     return Session(
         version=version,
-        peer_static=peer_static,
-        send=TransportCipher(proto.cipher_state_encrypt.k),
-        recv=TransportCipher(proto.cipher_state_decrypt.k),
-        handshake_hash=bytes(proto.handshake_hash),
+        peer_static=outcome.remote_static,
+        send=TransportCipher(outcome.send_key),
+        recv=TransportCipher(outcome.receive_key),
+        handshake_hash=outcome.handshake_hash,
     )
 
 
+class Responder:
+    """The server side of every handshake with one server key (parsed once, not once per client)."""
+
+    __slots__ = ("_responder",)
+
+    def __init__(self, server_key: MachinePrivate) -> None:
+        self._responder = noise_ik.Responder(server_key.raw)
+
+    def respond(self, init: bytes) -> tuple[bytes, Session]:
+        """Consume a client's initiation frame and return (response frame, session)."""
+        version = parse_initiation(init)
+        try:
+            payload, outcome = self._responder.respond(prologue(version), init[INITIATION_HEADER_LEN:])
+        except noise_ik.HandshakeFailed as exc:
+            raise NoiseError(
+                "handshake initiation did not decrypt (wrong server key or corrupt message)"
+            ) from exc
+        frame = struct.pack(">BH", MSG_RESPONSE, len(payload)) + payload
+        return frame, _session(version, outcome)
+
+
 def respond(server_key: MachinePrivate, init: bytes) -> tuple[bytes, Session]:
-    """Server side: consume a client's initiation frame and return (response frame, session)."""
-    version = parse_initiation(init)
-    conn = NoiseConnection.from_name(PROTOCOL_NAME)
-    conn.set_as_responder()
-    conn.set_prologue(prologue(version))
-    conn.set_keypair_from_private_bytes(Keypair.STATIC, server_key.raw)
-    conn.start_handshake()
-    try:
-        conn.read_message(init[INITIATION_HEADER_LEN:])
-    except (NoiseInvalidMessage, NoiseValueError, InvalidTag, ValueError) as exc:
-        raise NoiseError(
-            "handshake initiation did not decrypt (wrong server key or corrupt message)"
-        ) from exc
-    peer_static = conn.noise_protocol.handshake_state.rs.public_bytes
-    payload = conn.write_message(b"")
-    frame = struct.pack(">BH", MSG_RESPONSE, len(payload)) + payload
-    return frame, _session_from(conn, version, peer_static)
+    """Server side, once: consume a client's initiation frame and return (response frame, session)."""
+    return Responder(server_key).respond(init)
 
 
 class Initiator:
@@ -170,16 +174,10 @@ class Initiator:
 
     def __init__(self, machine_key: MachinePrivate, server_public: MachinePublic, version: int) -> None:
         self._version = version
-        self._server_public = server_public
-        self._conn = NoiseConnection.from_name(PROTOCOL_NAME)
-        self._conn.set_as_initiator()
-        self._conn.set_prologue(prologue(version))
-        self._conn.set_keypair_from_private_bytes(Keypair.STATIC, machine_key.raw)
-        self._conn.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, server_public)
-        self._conn.start_handshake()
+        self._handshake = noise_ik.Initiator(machine_key.raw, server_public, prologue(version))
 
     def initiation(self) -> bytes:
-        payload = self._conn.write_message(b"")
+        payload = self._handshake.initiation()
         return struct.pack(">HBH", self._version, MSG_INITIATION, len(payload)) + payload
 
     def finish(self, response: bytes) -> Session:
@@ -192,10 +190,10 @@ class Initiator:
         if msg_type != MSG_RESPONSE or length != RESPONSE_PAYLOAD_LEN or len(response) != HEADER_LEN + length:
             raise NoiseError("malformed handshake response")
         try:
-            self._conn.read_message(response[HEADER_LEN:])
-        except (NoiseInvalidMessage, NoiseValueError, InvalidTag, ValueError) as exc:
+            outcome = self._handshake.read_response(response[HEADER_LEN:])
+        except noise_ik.HandshakeFailed as exc:
             raise NoiseError("handshake response did not decrypt") from exc
-        return _session_from(self._conn, self._version, self._server_public)
+        return _session(self._version, outcome)
 
 
 def parse_record_header(header: bytes) -> int:

@@ -27,10 +27,13 @@ class NoiseStream:
     (bad frame type, oversized or truncated record, failed authentication) raises NoiseError.
     """
 
-    def __init__(self, session: Session, read_some: ReadSome, write: Write) -> None:
+    def __init__(self, session: Session, read_some: ReadSome, write: Write, *, preamble: bytes = b"") -> None:
+        """`preamble` goes out ahead of the first records, in the same write: the server's handshake response
+        and early payload, corked with its HTTP/2 preface (one write and one segment rather than two)."""
         self.session = session
         self._read_some = read_some
         self._write = write
+        self._preamble = preamble
         self._write_lock = asyncio.Lock()
         self._decoder = RecordDecoder(session.recv)
         self._plaintexts: deque[bytes] = deque()
@@ -55,6 +58,8 @@ class NoiseStream:
         # Sealing assigns nonces, so sealing and writing must happen in one order.
         async with self._write_lock:
             records = self.session.send.seal_records(plaintext)
+            if self._preamble:
+                records, self._preamble = self._preamble + records, b""
             try:
                 await self._write(records)
             except Exception as exc:

@@ -2,7 +2,7 @@
 
 After the 101, the server writes the Noise response frame and then, inside the Noise stream and before any
 HTTP/2 bytes, the early payload: `\\xff\\xff\\xffTS`, a 4-byte big-endian length and JSON
-`{"nodeKeyChallenge": ...}`. The three go out in one write, as Tailscale's server corks them.
+`{"nodeKeyChallenge": ...}`. The 101, the two and the server's HTTP/2 SETTINGS go out in one write.
 """
 
 from __future__ import annotations
@@ -46,6 +46,13 @@ def early_payload(challenge_public: ChallengePublic) -> bytes:
     return EARLY_PAYLOAD_MAGIC + struct.pack(">I", len(body)) + body
 
 
+class _SwitchingProtocols(web.StreamResponse):
+    """The 101 answering the upgrade. aiohttp holds its status line and headers until the first bytes after
+    them (as it does for a `web.Response`), so they leave in the same write as the handshake response."""
+
+    _send_headers_immediately = False
+
+
 class ControlServer:
     """Serves TS2021 with the server's Noise key; `routes` maps inner paths to handlers."""
 
@@ -59,7 +66,7 @@ class ControlServer:
         on_rate_limited: Callable[[], None] | None = None,
     ) -> None:
         """`prefix_routes` serve every path under a prefix (paths with ids in them), any method."""
-        self.server_key = server_key
+        self.responder = noise.Responder(server_key)
         self.public_text = server_key.public().text
         self.routes = routes
         self.prefix_routes = prefix_routes or {}
@@ -99,20 +106,21 @@ class ControlServer:
             return handshake
         response_frame, session = handshake
 
-        response = web.StreamResponse(
+        response = _SwitchingProtocols(
             status=101, headers={"Upgrade": UPGRADE_PROTOCOL, "Connection": "upgrade"}
         )
         response.force_close()
         try:
             await response.prepare(request)
             conn = HijackedHTTPConn(request, response)
-            stream = NoiseStream(session, conn.read_some, conn.write)
-            challenge = ChallengePrivate.generate()
-            # Handshake response and early payload go out together, before any HTTP/2 byte.
-            await conn.write(response_frame + session.send.seal_records(early_payload(challenge.public())))
         except ConnectionError as exc:
             log.info("TS2021 client %s left during the upgrade: %s", request.remote, exc)
             return response
+        # The 101, the handshake response and the early payload go out with the server's HTTP/2 preface, in
+        # one write, before any other HTTP/2 byte.
+        challenge = ChallengePrivate.generate()
+        preamble = response_frame + session.send.seal_records(early_payload(challenge.public()))
+        stream = NoiseStream(session, conn.read_some, conn.write, preamble=preamble)
         try:
             await self.serve_session(stream, request.remote or "")
         finally:
@@ -211,7 +219,7 @@ class ControlServer:
         except (binascii.Error, ValueError, noise.NoiseError) as exc:
             return web.Response(status=400, text=f"{invalid}: {exc}\n")
         try:
-            return noise.respond(self.server_key, init)
+            return self.responder.respond(init)
         except noise.NoiseError as exc:
             log.info("refused TS2021 handshake from %s: %s", request.remote, exc)
             return web.Response(status=400, text="noise handshake failed\n")

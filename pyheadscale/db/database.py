@@ -51,7 +51,10 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def _to_row(record: Any) -> dict[str, Any]:
-    row = dataclasses.asdict(record)
+    """A record's columns. Records are frozen and their lists and dicts never change in place (a change is a
+    new record), so the row shares them rather than deep-copying them as `dataclasses.asdict` does (which was
+    some 7% of a registration's CPU)."""
+    row = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
     for key in ("ipv4", "ipv6"):
         if key in row and row[key] is not None:
             row[key] = str(row[key])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 
 from pyheadscale.mapper.builder import MapBuilder, MapMessage
 from pyheadscale.mapper.pacing import Pacing
@@ -221,8 +221,11 @@ class Distributor:
         if session.pacing is self.pacing:
             session.use_pacing(Pacing())
 
-    def _sessions_of(self, node_ids: Iterable[int]) -> list[MapSession]:
-        return [s for nid in node_ids for s in self.sessions.get(nid, ())]
+    def _sessions_of(self, node_ids: Set[int]) -> list[MapSession]:
+        sessions = self.sessions
+        if len(sessions) < len(node_ids):  # a join into a tailnet most of whose nodes have no stream open
+            return [s for nid, group in sessions.items() if nid in node_ids for s in group]
+        return [s for nid in node_ids for s in sessions.get(nid, ())]
 
     def _knowing(self, node_id: int) -> list[MapSession]:
         return self.index.knowing(node_id)

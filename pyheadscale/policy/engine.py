@@ -355,7 +355,7 @@ class PolicyEngine:
         for node_id in filter_stale:
             self._node_cache.get(node_id, {}).pop("filter", None)
 
-    def _add_peer(self, peer: PolicyNode, viewers: Iterable[int]) -> None:
+    def _add_peer(self, peer: PolicyNode, viewers: set[int]) -> None:
         """Add ``peer`` to the cached peer maps of ``viewers``, which gained it and nothing else.
 
         The caller guarantees that no route is involved and either no grant was recompiled (each viewer's
@@ -363,7 +363,10 @@ class PolicyEngine:
         addresses, so a viewer's reach only gained ``peer``). Recomputing every viewer's whole peer map
         instead costs O(tailnet) each, so O(tailnet²) per join, to find the same map plus ``peer``.
         """
-        for node_id in viewers:
+        cache = self._node_cache
+        # Walk the smaller side: in a registration storm most viewers have no cached peer map yet.
+        candidates = [n for n in cache if n in viewers] if len(cache) < len(viewers) else viewers
+        for node_id in candidates:
             cached = self._cached(node_id, "peers")
             if cached is not None:
                 cached[peer.id] = self._view(self._node(node_id), peer, self._v4_disabled(node_id))

@@ -7,8 +7,9 @@ import asyncio
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 
-from pyheadscale.control.h2server import H2Server, InnerRequest
+from pyheadscale.control.h2server import MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE, H2Server, InnerRequest
 
 
 class CountingStream:
@@ -52,3 +53,52 @@ async def test_a_whole_response_goes_out_in_one_write() -> None:
     assert data.data == b"hello"
     stream.incoming.put_nowait(b"")
     await asyncio.wait_for(serving, 10)
+
+
+async def test_the_preface_is_one_settings_frame_with_our_limits() -> None:
+    """The server's limits are in its first SETTINGS frame, not in a second one after h2's defaults."""
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    stream = CountingStream(client.data_to_send())
+
+    async def handler(request: InnerRequest) -> None:
+        await request.response.respond(200, b"", "text/plain")
+
+    serving = asyncio.ensure_future(H2Server(stream, handler).serve())  # type: ignore[arg-type]
+    for _ in range(100):
+        if len(stream.writes) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    preface = stream.writes[0]
+    events = client.receive_data(preface)
+    assert len(events) == 1 and isinstance(events[0], h2.events.RemoteSettingsChanged)
+    changed = {code: setting.new_value for code, setting in events[0].changed_settings.items()}
+    assert changed[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] == MAX_CONCURRENT_STREAMS
+    assert changed[h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE] == MAX_HEADER_LIST_SIZE
+    # Only the ACK of the client's SETTINGS follows: nothing of ours is left to acknowledge.
+    assert [type(e) for e in client.receive_data(b"".join(stream.writes[1:]))] == [
+        h2.events.SettingsAcknowledged
+    ]
+    stream.incoming.put_nowait(b"")
+    await asyncio.wait_for(serving, 10)
+
+
+async def test_the_header_list_limit_holds_before_the_client_acknowledges_it() -> None:
+    """A request whose headers pass MAX_HEADER_LIST_SIZE (but not h2's default 64 KiB), sent with the preface
+    before the client has even read our SETTINGS, ends the connection without reaching the handler."""
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    padding = ("x-padding", "p" * (MAX_HEADER_LIST_SIZE + 1024))
+    request = [(":method", "GET"), (":path", "/x"), (":scheme", "http"), (":authority", "c"), padding]
+    client.send_headers(1, request, end_stream=True)
+    stream = CountingStream(client.data_to_send())
+    handled: list[InnerRequest] = []
+
+    async def handler(request: InnerRequest) -> None:
+        handled.append(request)
+        await request.response.respond(200, b"", "text/plain")
+
+    await asyncio.wait_for(H2Server(stream, handler).serve(), 10)  # type: ignore[arg-type]
+    assert handled == []
+    events = client.receive_data(b"".join(stream.writes))
+    assert any(isinstance(e, h2.events.ConnectionTerminated) for e in events)

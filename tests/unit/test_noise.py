@@ -316,6 +316,82 @@ def test_our_responder_against_noiseprotocol_initiator_with_fixed_ephemeral() ->
     assert bytes(conn.noise_protocol.handshake_hash) == session.handshake_hash
 
 
+def test_our_initiator_against_noiseprotocol_responder() -> None:
+    """The handshake before noise_ik.py was the `noiseprotocol` library's: ours interoperates with it both
+    ways, down to the handshake hash and the transport keys (a record sealed by one opens with the other)."""
+    server = MachinePrivate.generate()
+    machine = MachinePrivate.generate()
+    initiator = noise.Initiator(machine, server.public(), 130)
+    init = initiator.initiation()
+    conn = NoiseConnection.from_name(noise.PROTOCOL_NAME)
+    conn.set_as_responder()
+    conn.set_prologue(noise.prologue(130))
+    conn.set_keypair_from_private_bytes(Keypair.STATIC, server.raw)
+    conn.start_handshake()
+    assert conn.read_message(init[noise.INITIATION_HEADER_LEN :]) == b""
+    assert conn.noise_protocol.handshake_state.rs.public_bytes == machine.public()
+    reply = conn.write_message(b"")
+    session = initiator.finish(struct.pack(">BH", noise.MSG_RESPONSE, len(reply)) + reply)
+    proto = conn.noise_protocol
+    assert session.handshake_hash == bytes(proto.handshake_hash)
+    to_server = noise.TransportCipher(proto.cipher_state_decrypt.k)
+    assert to_server.open(session.send.seal_records(b"hello")[3:]) == b"hello"
+    to_client = noise.TransportCipher(proto.cipher_state_encrypt.k)
+    assert session.recv.open(to_client.seal_records(b"welcome")[3:]) == b"welcome"
+
+
+def test_our_responder_against_noiseprotocol_initiator_keys() -> None:
+    server = MachinePrivate.generate()
+    conn = NoiseConnection.from_name(noise.PROTOCOL_NAME)
+    conn.set_as_initiator()
+    conn.set_prologue(noise.prologue(131))
+    conn.set_keypair_from_private_bytes(Keypair.STATIC, MachinePrivate.generate().raw)
+    conn.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, server.public())
+    conn.start_handshake()
+    payload = conn.write_message(b"")
+    responder = noise.Responder(server)
+    frame, session = responder.respond(struct.pack(">HBH", 131, 1, len(payload)) + payload)
+    assert conn.read_message(frame[3:]) == b""
+    proto = conn.noise_protocol
+    assert session.handshake_hash == bytes(proto.handshake_hash)
+    assert (
+        session.recv.open(noise.TransportCipher(proto.cipher_state_encrypt.k).seal_records(b"a")[3:]) == b"a"
+    )
+    assert (
+        noise.TransportCipher(proto.cipher_state_decrypt.k).open(session.send.seal_records(b"b")[3:]) == b"b"
+    )
+
+
+def test_one_responder_serves_many_handshakes_with_distinct_keys() -> None:
+    """The responder keeps the server key and the per-version initial state across handshakes; each
+    handshake still gets its own ephemeral key, so no two sessions share transport keys."""
+    server = MachinePrivate.generate()
+    responder = noise.Responder(server)
+    sessions = []
+    for version in (130, 130, 131):
+        initiator = noise.Initiator(MachinePrivate.generate(), server.public(), version)
+        frame, server_session = responder.respond(initiator.initiation())
+        client_session = initiator.finish(frame)
+        assert client_session.handshake_hash == server_session.handshake_hash
+        assert server_session.recv.open(client_session.send.seal_records(b"x")[3:]) == b"x"
+        sessions.append(server_session)
+    assert len({s.handshake_hash for s in sessions}) == 3
+    assert len({frame[3:35] for frame in (responder.respond(_fresh_init(server))[0] for _ in range(3))}) == 3
+
+
+def _fresh_init(server: MachinePrivate) -> bytes:
+    return noise.Initiator(MachinePrivate.generate(), server.public(), 130).initiation()
+
+
+def test_initiator_is_single_use() -> None:
+    initiator = noise.Initiator(MachinePrivate.generate(), MachinePrivate.generate().public(), 130)
+    with pytest.raises(RuntimeError, match="after the initiation"):
+        initiator.finish(struct.pack(">BH", noise.MSG_RESPONSE, 48) + bytes(48))
+    initiator.initiation()
+    with pytest.raises(RuntimeError, match="written once"):
+        initiator.initiation()
+
+
 def test_prologue_binds_version() -> None:
     """An initiation claiming a different version than its prologue was built with does not decrypt."""
     server = MachinePrivate.generate()

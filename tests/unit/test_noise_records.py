@@ -175,6 +175,22 @@ async def test_failed_write_breaks_the_sender() -> None:
     assert noise.RecordDecoder(noise.TransportCipher(KEY)).feed(b"".join(delivered)) == [b"one"]
 
 
+async def test_preamble_goes_out_with_the_first_write_only() -> None:
+    """The bytes before the records (the handshake response and the early payload) share the first write."""
+    delivered: list[bytes] = []
+
+    async def write(data: bytes) -> None:
+        delivered.append(data)
+
+    stream = NoiseStream(_session(), _no_bytes, write, preamble=b"PRE")
+    await stream.write(b"")  # nothing to send: the preamble waits for the first record
+    await stream.write(b"one")
+    await stream.write(b"two")
+    assert len(delivered) == 2 and delivered[0].startswith(b"PRE") and not delivered[1].startswith(b"PRE")
+    records = noise.RecordDecoder(noise.TransportCipher(KEY)).feed(delivered[0][3:] + delivered[1])
+    assert records == [b"one", b"two"]
+
+
 async def test_cancelled_write_does_not_break_the_sender() -> None:
     """A writer cancelled while the transport drains (a reset map stream's handler) has handed its bytes over
     already (the `Write` contract): the session goes on, and the peer opens every record."""
