@@ -345,8 +345,10 @@ class ControlClient:
         endpoints: list[str] | None = None,
         compress: bool = True,
         extra: dict[str, Any] | None = None,
+        parse: Callable[[bytes], Any] | None = None,
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """A streaming map poll: yields each MapResponse as it arrives (decoded, unchecked)."""
+        """A streaming map poll: yields each MapResponse as it arrives (decoded, unchecked; by `parse` when
+        given, see tailcfg.frame.FrameDecoder)."""
         body = {
             "Version": self.capver,
             "NodeKey": node_key.public().text,
@@ -362,7 +364,7 @@ class ControlClient:
             while (chunk := await stream.data.get()) is not None:
                 data += chunk
             raise ControlClientError(f"map answered {stream.status}: {data[:200]!r}")
-        decoder = FrameDecoder(compress)
+        decoder = FrameDecoder(compress, parse=parse)
         try:
             while (chunk := await stream.data.get()) is not None:
                 try:
