@@ -140,7 +140,7 @@ class MapHandler:
                     await response.send(self._encode(MapMessage("keepalive", KEEPALIVE), compress))
                     continue
                 # Changes that arrive while it waits go out in the same message (pyheadscale.mapper.pacing).
-                held = last_sent + pacing.spacing() - time.monotonic()
+                held = pacing.hold(time.monotonic() - last_sent)
                 if held > 0:
                     await asyncio.sleep(held)
                 if session.closed:

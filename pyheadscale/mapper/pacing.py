@@ -5,14 +5,18 @@ an online and an endpoint patch for every peer) a stream writing each change as 
 N² messages, and the server spends the storm writing them instead of the full maps the reconnecting nodes
 wait for. So after a message a stream waits long enough that every stream with something pending could write
 once within DELTA_SHARE of the loop's time: spacing = pending streams x cost of a message / DELTA_SHARE, at
-most MAX_SPACING (the bound on the delay a change can get). A quiet server has nothing pending, so the first
-change after a quiet spell is written at once; only a stream that wrote moments ago waits.
+most MAX_SPACING (the bound on the delay a change can get). Only a stream that wrote moments ago (within
+ACTIVE_SECONDS) waits: in a storm changes keep coming, so every stream is such a one, while the first change
+after a quiet spell, even one that reaches every stream, is written at once.
 """
 
 from __future__ import annotations
 
 DELTA_SHARE = 0.25
 MAX_SPACING = 5.0
+# Only a stream that wrote this recently is held: one change reaching every stream (a join) is one message
+# each, and the next change after it is not held for it.
+ACTIVE_SECONDS = 0.25
 # The cost of a delta message is an average over the last few dozen; one that waited on its client's flow
 # control is counted as MAX_COST, so a slow client cannot hold everyone else's spacing up.
 SMOOTHING = 0.05
@@ -32,5 +36,11 @@ class Pacing:
         self.cost += SMOOTHING * (min(seconds, MAX_COST) - self.cost)
 
     def spacing(self) -> float:
-        """How long after its last message a stream waits before writing the next one."""
+        """How long after its last message a busy stream waits before writing the next one."""
         return min(MAX_SPACING, self.pending * self.cost / DELTA_SHARE)
+
+    def hold(self, since_last: float) -> float:
+        """How long a stream that wrote `since_last` seconds ago waits before writing what is pending now."""
+        if since_last >= ACTIVE_SECONDS:
+            return 0.0
+        return max(0.0, self.spacing() - since_last)

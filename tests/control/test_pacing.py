@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pyheadscale.mapper.distributor import Distributor, MapSession
-from pyheadscale.mapper.pacing import INITIAL_COST, MAX_COST, MAX_SPACING, Pacing
+from pyheadscale.mapper.pacing import ACTIVE_SECONDS, INITIAL_COST, MAX_COST, MAX_SPACING, Pacing
 
 
 def test_nothing_pending_means_no_spacing() -> None:
@@ -24,6 +24,15 @@ def test_spacing_grows_with_pending_streams_up_to_its_bound() -> None:
     assert pacing.spacing() == pytest.approx(2 * ten)
     pacing.pending = 10**6
     assert pacing.spacing() == MAX_SPACING
+
+
+def test_only_a_stream_that_wrote_moments_ago_is_held() -> None:
+    pacing = Pacing()
+    pacing.pending = 10**6  # every stream has something pending
+    assert pacing.hold(ACTIVE_SECONDS) == 0  # quiet since: written at once, however busy
+    assert pacing.hold(0.1) == pytest.approx(MAX_SPACING - 0.1)
+    pacing.pending = 0
+    assert pacing.hold(0.1) == 0
 
 
 def test_cost_is_smoothed_and_a_stalled_write_counts_as_the_cap() -> None:
