@@ -46,6 +46,8 @@ class MapHandler:
         self.builder = builder
         self.distributor = distributor
         self.keepalive = keepalive
+        # The same bytes every time, and thousands of idle streams send them: encoded once.
+        self._keepalive_frames = {c: encode_frame(KEEPALIVE, c) for c in (False, True)}
         self.full_maps = FullMapTurns()
 
     async def handle(self, request: InnerRequest, machine_key: MachinePublic) -> None:
@@ -109,6 +111,12 @@ class MapHandler:
         self.metrics.map_bytes.inc(len(data))
         return data
 
+    def _keepalive_frame(self, compress: bool) -> bytes:
+        data = self._keepalive_frames[compress]
+        self.metrics.map_sent("keepalive")
+        self.metrics.map_bytes.inc(len(data))
+        return data
+
     def _take(self, session: MapSession, compress: bool) -> bytes | None:
         """The session's pending changes as one encoded message, or None when nothing is pending."""
         message = session.take_pending(self.builder)
@@ -137,7 +145,7 @@ class MapHandler:
                         # expiry is caught here, at the latest one keep-alive interval later.
                         session.want_full()
                         continue
-                    await response.send(self._encode(MapMessage("keepalive", KEEPALIVE), compress))
+                    await response.send(self._keepalive_frame(compress))
                     continue
                 # Changes that arrive while it waits go out in the same message (pyheadscale.mapper.pacing).
                 held = pacing.hold(time.monotonic() - last_sent)
