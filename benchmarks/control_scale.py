@@ -22,8 +22,8 @@ HTTP/2 and zstd, the same clients for both targets). Then it measures:
 `--policy roles` registers four users and tagged servers under a policy with groups and tags; `--policy
 segmented` puts nodes in segments of 100 (one user each, one rule each), so each node sees ~100 peers.
 Everything runs on 127.0.0.1 and is bounded: each phase has a timeout, each size a deadline, and the run stops
-by itself. `--py-spy PATH` samples the server with py-spy during the connect phase and the storm (collapsed
-stacks). Every figure is
+by itself. `--py-spy PATH` samples the server with py-spy during the connect phase, the idle window and the
+storm (collapsed stacks). Every figure is
 printed as a table; `--json FILE` writes them too. The machine's load shows in every figure: run it alone.
 Usage:
 
@@ -264,7 +264,8 @@ async def _measure(
     if args.idle_seconds > 0:
         await settle(server)
         cpu0, started = cpu_seconds(server.pid), time.monotonic()
-        await asyncio.sleep(args.idle_seconds)
+        with profiled(args, server, n, "idle"):
+            await asyncio.sleep(args.idle_seconds)
         result["idle_cpu_pct"] = 100 * (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - started)
     result["streams_alive"] = sum(await workers.call([("ping",)] * args.workers))
 
@@ -508,7 +509,7 @@ def main() -> None:
     parser.add_argument(
         "--py-spy",
         type=Path,
-        help="py-spy the server during the connect and storm phases into PATH-<target>-<N>-<phase>",
+        help="py-spy the server during the connect, idle and storm phases into PATH-<target>-<N>-<phase>",
     )
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
