@@ -78,6 +78,18 @@ async def start_process(config: Path, port: int, log: Path) -> subprocess.Popen[
     return proc
 
 
+async def prepare(tmp_path: Path) -> tuple[Path, int, Path, str]:
+    """A server's config, port and log file, and a reusable key of a user made by an in-process server on
+    the same data directory."""
+    data_dir = tmp_path / "data"
+    port = free_port()
+    setup = LiveServer(data_dir, port=port)
+    await setup.start()
+    auth_key = await setup.preauth_key()
+    await setup.stop()
+    return write_config(data_dir, port), port, tmp_path / "server.log", auth_key
+
+
 async def first_map(client: ControlClient, node_key: NodePrivate, want_peers: int) -> dict[str, Any]:
     reader = MapReader(client.map_stream(node_key))
     try:
@@ -87,16 +99,7 @@ async def first_map(client: ControlClient, node_key: NodePrivate, want_peers: in
 
 
 async def test_sigkill_and_restart_keeps_nodes(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    port = free_port()
-    # the user and key come from an in-process server on the same data directory
-    setup = LiveServer(data_dir, port=port)
-    await setup.start()
-    auth_key = await setup.preauth_key()
-    await setup.stop()
-
-    config = write_config(data_dir, port)
-    log = tmp_path / "server.log"
+    config, port, log, auth_key = await prepare(tmp_path)
     url = f"http://127.0.0.1:{port}"
     machines = [MachinePrivate.generate() for _ in range(2)]
     node_keys = [NodePrivate.generate() for _ in range(2)]
@@ -152,14 +155,7 @@ async def test_sigkill_mid_registration_burst_loses_no_answered_node(tmp_path: P
     answer and others are still in flight. After a restart every answered node is still registered, under
     the same node key. Nodes cut off before their answer may or may not exist: both are correct.
     """
-    data_dir = tmp_path / "data"
-    port = free_port()
-    setup = LiveServer(data_dir, port=port)
-    await setup.start()
-    auth_key = await setup.preauth_key()
-    await setup.stop()
-    config = write_config(data_dir, port)
-    log = tmp_path / "server.log"
+    config, port, log, auth_key = await prepare(tmp_path)
     url = f"http://127.0.0.1:{port}"
     count, kill_after = 120, 30
     machines = [MachinePrivate.generate() for _ in range(count)]
