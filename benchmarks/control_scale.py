@@ -195,7 +195,8 @@ def make_target(name: str, workdir: Path, tailnet: Layout) -> Target:
     return Pyheadscale(workdir, tailnet)
 
 
-async def run_size(n: int, target: str, args: argparse.Namespace) -> dict[str, Any]:
+async def run_size(n: int, target: str, args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Measure one size against one server into `result`, which keeps what was measured if it is cut off."""
     with tempfile.TemporaryDirectory(prefix="pyhs-bench-") as tmp:
         server = make_target(target, Path(tmp), layout(args.policy, n))
         server.start()
@@ -203,7 +204,7 @@ async def run_size(n: int, target: str, args: argparse.Namespace) -> dict[str, A
         probes: list[ControlClient] = []
         try:
             await server.wait_ready()
-            return await _measure(n, args, server, probes, spawned)
+            await _measure(n, args, server, probes, spawned, result)
         finally:
             for probe in probes:
                 with contextlib.suppress(Exception):
@@ -219,10 +220,10 @@ async def _measure(
     server: Target,
     probes: list[ControlClient],
     spawned: list[Workers],
-) -> dict[str, Any]:
-    """One size's figures; `probes` and `spawned` collect what the caller must close."""
+    result: dict[str, Any],
+) -> None:
+    """One size's figures, into `result`; `probes` and `spawned` collect what the caller must close."""
     tailnet = server.layout
-    result: dict[str, Any] = {"target": server.name, "nodes": n, "policy": tailnet.name}
     auth = server.auth_keys()
 
     workers = Workers(server.url, args.workers, args.concurrency, args.churn, args.phase_timeout)
@@ -271,7 +272,6 @@ async def _measure(
 
     if args.storm:
         await _storm(args, server, workers, len(probes), result)
-    return result
 
 
 async def _changes(
@@ -465,12 +465,13 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     for n in args.sizes:
         for target in args.target:
+            result: dict[str, Any] = {"target": target, "nodes": n, "policy": args.policy}
             try:
-                result = await asyncio.wait_for(run_size(n, target, args), args.deadline)
+                await asyncio.wait_for(run_size(n, target, args, result), args.deadline)
             except (TimeoutError, RuntimeError, subprocess.CalledProcessError) as exc:
+                # What was measured before the cut stays in the table; the rest shows as "—".
                 print(f"{target} N={n}: aborted: {exc!r}", flush=True)
-                results.append({"target": target, "nodes": n, "policy": args.policy, "aborted": repr(exc)})
-                continue
+                result["aborted"] = repr(exc)
             print(table([result]), flush=True)
             results.append(result)
     return results
@@ -519,9 +520,8 @@ def main() -> None:
             parser.error(f"--target: unknown server {name!r} (pyheadscale, headscale)")
     use_fast_json()
     results = asyncio.run(main_async(args))
-    done = [r for r in results if "aborted" not in r]
-    if len(done) > 1:
-        print(table(done))
+    if len(results) > 1:
+        print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
