@@ -148,7 +148,7 @@ class MapHandler:
                     await response.send(self._keepalive_frame(compress))
                     continue
                 # Changes that arrive while it waits go out in the same message (pyheadscale.mapper.pacing).
-                held = pacing.hold(time.monotonic() - last_sent)
+                held = pacing.hold(last_sent, session.woken_at, time.monotonic())
                 if held > 0:
                     await asyncio.sleep(held)
                 if session.closed:

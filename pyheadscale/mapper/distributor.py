@@ -13,6 +13,7 @@ each session's known peers change, so routing a change costs O(sessions it reach
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Set
 
@@ -63,6 +64,8 @@ class MapSession:
         # Counts this session in `pending` while it has something to send (the distributor's, once added).
         self.pacing = Pacing()
         self.wake = asyncio.Event()
+        # When the first change now pending was signalled (time.monotonic): pacing judges busy by it.
+        self.woken_at = 0.0
         self.closed = False
         self._full = False
         self._policy = False
@@ -112,6 +115,7 @@ class MapSession:
 
     def _signal(self) -> None:
         if not self.wake.is_set():
+            self.woken_at = time.monotonic()
             self.wake.set()
             self.pacing.pending += 1
 

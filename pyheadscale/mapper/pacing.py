@@ -5,9 +5,9 @@ an online and an endpoint patch for every peer) a stream writing each change as 
 N² messages, and the server spends the storm writing them instead of the full maps the reconnecting nodes
 wait for. So after a message a stream waits long enough that every stream with something pending could write
 once within DELTA_SHARE of the loop's time: spacing = pending streams x cost of a message / DELTA_SHARE, at
-most MAX_SPACING (the bound on the delay a change can get). Only a stream that wrote moments ago (within
-ACTIVE_SECONDS) waits: in a storm changes keep coming, so every stream is such a one, while the first change
-after a quiet spell, even one that reaches every stream, is written at once.
+most MAX_SPACING (the bound on the delay a change can get). Only a stream whose change came moments after its
+last message (within ACTIVE_SECONDS) waits: in a storm changes keep coming, so every stream is such a one,
+while the first change after a quiet spell, even one that reaches every stream, is written at once.
 """
 
 from __future__ import annotations
@@ -39,8 +39,13 @@ class Pacing:
         """How long after its last message a busy stream waits before writing the next one."""
         return min(MAX_SPACING, self.pending * self.cost / DELTA_SHARE)
 
-    def hold(self, since_last: float) -> float:
-        """How long a stream that wrote `since_last` seconds ago waits before writing what is pending now."""
-        if since_last >= ACTIVE_SECONDS:
+    def hold(self, last_sent: float, woken_at: float, now: float) -> float:
+        """How long a stream that last wrote at `last_sent`, and had a change signalled at `woken_at`, waits
+        before writing what is pending (all times.monotonic).
+
+        Busy is judged by when the change came, not when the stream got to run: on a loaded loop every
+        stream runs long after its signal, and judged by that no stream would ever be held.
+        """
+        if woken_at - last_sent >= ACTIVE_SECONDS:
             return 0.0
-        return max(0.0, self.spacing() - since_last)
+        return max(0.0, last_sent + self.spacing() - now)

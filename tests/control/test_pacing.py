@@ -26,13 +26,18 @@ def test_spacing_grows_with_pending_streams_up_to_its_bound() -> None:
     assert pacing.spacing() == MAX_SPACING
 
 
-def test_only_a_stream_that_wrote_moments_ago_is_held() -> None:
+def test_only_a_stream_whose_change_came_right_after_its_last_message_is_held() -> None:
     pacing = Pacing()
     pacing.pending = 10**6  # every stream has something pending
-    assert pacing.hold(ACTIVE_SECONDS) == 0  # quiet since: written at once, however busy
-    assert pacing.hold(0.1) == pytest.approx(MAX_SPACING - 0.1)
+    # The change came a while after the last message: written at once, however busy.
+    assert pacing.hold(last_sent=100.0, woken_at=100.0 + ACTIVE_SECONDS, now=101.0) == 0
+    # It came right after: held until the spacing has passed since the last message.
+    assert pacing.hold(last_sent=100.0, woken_at=100.1, now=100.2) == pytest.approx(MAX_SPACING - 0.2)
+    # ... judged by when it came, not by when a loaded loop got round to the stream.
+    assert pacing.hold(last_sent=100.0, woken_at=100.1, now=103.0) == pytest.approx(MAX_SPACING - 3.0)
+    assert pacing.hold(last_sent=100.0, woken_at=100.1, now=100.0 + MAX_SPACING + 1) == 0
     pacing.pending = 0
-    assert pacing.hold(0.1) == 0
+    assert pacing.hold(last_sent=100.0, woken_at=100.1, now=100.2) == 0
 
 
 def test_cost_is_smoothed_and_a_stalled_write_counts_as_the_cap() -> None:
