@@ -78,6 +78,16 @@ async def start_process(config: Path, port: int, log: Path) -> subprocess.Popen[
     return proc
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if the server has not exited within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 async def prepare(tmp_path: Path) -> tuple[Path, int, Path, str]:
     """A server's config, port and log file, and a reusable key of a user made by an in-process server on
     the same data directory."""
@@ -140,12 +150,7 @@ async def test_sigkill_and_restart_keeps_nodes(tmp_path: Path) -> None:
         for client in clients:
             await client.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 async def test_sigkill_mid_registration_burst_loses_no_answered_node(tmp_path: Path) -> None:
@@ -200,9 +205,4 @@ async def test_sigkill_mid_registration_burst_loses_no_answered_node(tmp_path: P
             assert full["Node"]["Key"] == node_keys[i].public().text
             await client.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
