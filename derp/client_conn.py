@@ -60,6 +60,36 @@ class PacketCounters:
     drops: DropCounters = field(default_factory=DropCounters)
 
 
+class BatchBuffer:
+    """Scratch space a relay builds write batches in, reused while the transports take each batch whole.
+
+    A fresh buffer of a few hundred KiB per batch costs more than copying into it (the allocator maps and
+    faults in new pages each time); once a transport keeps part of a batch to send later, that buffer is
+    left to it and the next batch gets a new one.
+    """
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def fill(self, data: memoryview) -> memoryview:
+        """A view of scratch space holding a copy of ``data``; hand it back to ``written``."""
+        if len(self._buffer) < len(data):
+            self._buffer = bytearray(len(data))
+        batch = memoryview(self._buffer)[: len(data)]
+        batch[:] = data
+        return batch
+
+    def written(self, *, taken_whole: bool) -> None:
+        """The last batch went to a transport: reuse its space only if the transport kept none of it.
+
+        (The space is never resized, only replaced, so views a transport may still hold stay valid.)
+        """
+        if not taken_whole:
+            self._buffer = bytearray()
+
+
 class ClientConn:
     """A client's connection: identity, send queues and the writer task."""
 
@@ -167,16 +197,17 @@ class ClientConn:
             return not self._control  # a notice it queued goes first
         return True
 
-    def write_run(self, source: bytes, send_frames: bytes | memoryview, count: int) -> None:
+    def write_run(self, source: bytes, send_frames: memoryview, count: int, scratch: BatchBuffer) -> None:
         """Deliver ``count`` whole SendPacket frames from ``source``, back to back in ``send_frames``, in one
-        write; only after ``can_take_run`` said yes.  They are copied once and rewritten as RecvPacket frames.
+        write; only after ``can_take_run`` said yes.  They are copied once, into ``scratch``, and rewritten
+        there as RecvPacket frames.
         """
-        batch = bytearray(send_frames)
+        batch = scratch.fill(send_frames)
         frames.rewrite_as_recv_packets(batch, source)
         self.conn.write_nowait(batch)
-        data_bytes = len(batch) - count * (frames.FRAME_HEADER_LEN + len(source))
+        scratch.written(taken_whole=not self.conn.send_buffer_size())
         self._counters.sent += count
-        self._counters.bytes_sent += data_bytes
+        self._counters.bytes_sent += len(send_frames) - count * (frames.FRAME_HEADER_LEN + len(source))
 
     def enqueue_frame(self, frame: bytes) -> None:
         """Queue an already-encoded control frame (PeerGone, PeerPresent, Health...)."""

@@ -58,7 +58,7 @@ class Conn(abc.ABC):
         """
         return False
 
-    def write_nowait(self, data: bytes | bytearray) -> None:
+    def write_nowait(self, data: bytes | bytearray | memoryview) -> None:
         """Hand ``data`` to the transport without waiting; only after ``has_room`` said yes."""
         raise NotImplementedError(f"{type(self).__name__} only writes asynchronously")
 
@@ -168,7 +168,7 @@ class StreamConn(Conn):
         transport = self._transport
         return not transport.is_closing() and transport.get_write_buffer_size() < WRITE_HIGH_WATER
 
-    def write_nowait(self, data: bytes | bytearray) -> None:
+    def write_nowait(self, data: bytes | bytearray | memoryview) -> None:
         self._transport.write(data)
 
     def send_buffer_size(self) -> int:
@@ -230,7 +230,7 @@ class HijackedHTTPConn(Conn):
         transport = self._transport
         return not transport.is_closing() and transport.get_write_buffer_size() < WRITE_HIGH_WATER
 
-    def write_nowait(self, data: bytes | bytearray) -> None:
+    def write_nowait(self, data: bytes | bytearray | memoryview) -> None:
         # Straight to the socket: the 101 response's headers went out when it was prepared, and a
         # hijacked stream has no body framing for aiohttp to add.
         self._transport.write(data)

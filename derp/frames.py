@@ -189,7 +189,7 @@ class FrameReader:
                 return offset
 
 
-def rewrite_as_recv_packets(frames_buffer: bytearray, source: bytes) -> None:
+def rewrite_as_recv_packets(frames_buffer: bytearray | memoryview, source: bytes) -> None:
     """Turn whole SendPacket frames, back to back in ``frames_buffer``, into the RecvPacket frames that
     deliver them from ``source``, in place.
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from derp import frames
 from derp.admission import AdmissionController, Verdict
-from derp.client_conn import ClientConn, PacketCounters
+from derp.client_conn import BatchBuffer, ClientConn, PacketCounters
 from derp.conn import Conn, read_frame
 from derp.frames import FrameType, PeerGoneReason, ProtocolError
 from derp.handshake import (
@@ -108,6 +108,7 @@ class DerpServer:
         self._logging_in: set[Conn] = set()
         # Connections whose key is known but not yet registered (being admitted): close_client reaches them.
         self._admitting: dict[bytes, set[Conn]] = {}
+        self._batch_buffer = BatchBuffer()
         self._flush_after_read: list[ClientConn] = []
         """Clients given packets by the read being handled, to write to once it is all routed."""
         self._sessions = 0
@@ -343,7 +344,7 @@ class DerpServer:
         counters = self.counters
         counters.received += count
         counters.bytes_received += stop - start - count * (frames.FRAME_HEADER_LEN + KEY_LEN)
-        recipient.write_run(sender.key, memoryview(buffer)[start:stop], count)
+        recipient.write_run(sender.key, memoryview(buffer)[start:stop], count, self._batch_buffer)
 
     def _handle_frame(self, client: ClientConn, frame_type: int, payload: bytes) -> None:
         """Every frame but a well-formed SendPacket (the hot path, handled by ``_route_read``)."""

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from derp import frames
+from derp.client_conn import BatchBuffer
 from derp.conn import Conn
 from derp.frames import FrameType
 from derp.handshake import ClientInfo, encode_client_info
@@ -67,7 +68,7 @@ class MemoryConn(Conn):
     def has_room(self) -> bool:
         return self.room and not self.closed
 
-    def write_nowait(self, data: bytes | bytearray) -> None:
+    def write_nowait(self, data: bytes | bytearray | memoryview) -> None:
         self.written += data
 
     def close(self) -> None:
@@ -182,3 +183,15 @@ async def test_a_malformed_send_packet_in_a_run_ends_only_the_sender(
     await within(a.task)
     assert b.conn.packets() == [(a.public, p) for p in good]  # what came before the bad frame was delivered
     assert server.client_keys() == {b.key.public(), relay[3].key.public()}
+
+
+def test_batch_space_is_reused_only_when_the_transport_kept_none_of_it() -> None:
+    scratch = BatchBuffer()
+    first = scratch.fill(memoryview(b"first batch"))
+    scratch.written(taken_whole=True)
+    second = scratch.fill(memoryview(b"second"))
+    assert second.obj is first.obj  # the same space, reused
+    scratch.written(taken_whole=False)  # the transport keeps part of it to send later
+    third = scratch.fill(memoryview(b"third!"))
+    assert third.obj is not second.obj
+    assert bytes(second) == b"second"  # what the transport still holds is never overwritten
