@@ -5,7 +5,9 @@ when a client falls behind, the oldest queued packet is dropped so fresher
 ones get through (WireGuard recovers from loss far better than from delay).
 Disco packets, which set up direct paths, have their own queue so bulk data
 cannot starve them.  A single writer task drains the queues, batching
-whatever is ready into one socket write.
+whatever is ready into one socket write.  When nothing is queued and the
+socket has room, the server skips the queues: a run of packets from one read
+is written at once (``write_run``).
 """
 
 from __future__ import annotations
