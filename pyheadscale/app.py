@@ -246,6 +246,7 @@ class Server:
 
         register = RegisterHandler(store, config, metrics, logins)
         maps = MapHandler(store, builder, distributor, metrics, keepalive=self.keepalive)
+        closers.append(maps.close)
         metrics.bind_store(store, lambda: maps.streams)
         ssh_action = SSHActionHandler(store, policy, ssh_checks, config.server_url)
         store.feed.subscribe(functools.partial(_forget_ssh_approvals, ssh_checks))

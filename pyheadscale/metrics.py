@@ -100,8 +100,8 @@ class Metrics:
             registry=r,
         )
 
-    def map_sent(self, kind: str) -> None:
-        """One MapResponse written to a client: `kind` is full, delta, revoked or keepalive (the mapper's
+    def map_sent(self, kind: str, count: int = 1) -> None:
+        """`count` MapResponses written to clients: `kind` is full, delta, revoked or keepalive (the mapper's
         MessageKind)."""
         counters = self._map_counters.get(kind)
         if counters is None:
@@ -112,7 +112,7 @@ class Metrics:
                 *(() if kind == "keepalive" else (self.hs_map_generated.labels(kind),)),
             )
         for counter in counters:
-            counter.inc()
+            counter.inc(count)
 
     def bind_store(self, store: Store, streams: Callable[[], int]) -> None:
         self.nodes.set_function(lambda: len(store.nodes))

@@ -147,6 +147,11 @@ class ResponseStream:
         await self._server.send_data(self.stream_id, data, end=end)
         self.ended = end
 
+    def send_nowait(self, data: bytes) -> bool:
+        """`data` as one DATA frame written at once, when that needs no waiting (H2Server.send_data_nowait);
+        False, with nothing sent, otherwise."""
+        return self._server.send_data_nowait(self.stream_id, data)
+
     async def finish(self) -> None:
         if not self.ended:
             await self.send(b"", end=True)
@@ -455,6 +460,30 @@ class H2Server:
             await self.flush()
             if not view:
                 return
+
+    def send_data_nowait(self, stream_id: int, data: bytes) -> bool:
+        """Send `data` as one DATA frame and write it out at once, when nothing has to wait: the windows and
+        the frame size allow it, no flush is under way and the transport has room. False, with nothing sent,
+        otherwise. Keep-alives go this way, with no task switch and no lock (pyheadscale.control.keepalive).
+
+        Whatever h2 has queued goes out with it, in order: a flush under way would hold the lock, and one
+        waiting for it finds less to write.
+        """
+        if self._closed or self._flush_lock.locked() or not self._stream.writable_now():
+            return False
+        conn = self._conn
+        try:
+            if len(data) > min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size):
+                return False
+            conn.send_data(stream_id, data)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError) as exc:
+            raise StreamClosed(str(exc)) from exc
+        try:
+            self._stream.write_nowait(conn.data_to_send())
+        except (ConnectionError, NoiseError) as exc:
+            self._closed = True
+            raise StreamClosed(str(exc)) from exc
+        return True
 
     async def flush(self) -> None:
         async with self._flush_lock:

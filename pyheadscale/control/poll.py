@@ -2,19 +2,20 @@
 
 Each message is a map frame (pyheadscale.tailcfg.frame), zstd-compressed when the request asks.
 The stream opens with a full map; after that, the session's pending deltas are written as they arrive, and a
-keep-alive goes out when the stream has been idle for the keep-alive interval.
+keep-alive goes out when the stream has been idle for the keep-alive interval (pyheadscale.control.keepalive).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 
 from pyheadscale.control.decode import decode
 from pyheadscale.control.full_maps import FullMapTurns
-from pyheadscale.control.h2server import InnerRequest
+from pyheadscale.control.h2server import InnerRequest, ResponseStream, StreamClosed
+from pyheadscale.control.keepalive import KeepAliveWheel, Outcome
+from pyheadscale.control.noise import NoiseError
 from pyheadscale.mapper.builder import MapBuilder, MapMessage
 from pyheadscale.mapper.distributor import Distributor, MapSession
 from pyheadscale.metrics import Metrics
@@ -45,10 +46,14 @@ class MapHandler:
         self.store = store
         self.builder = builder
         self.distributor = distributor
-        self.keepalive = keepalive
         # The same bytes every time, and thousands of idle streams send them: encoded once.
         self._keepalive_frames = {c: encode_frame(KEEPALIVE, c) for c in (False, True)}
+        self._keepalive_bytes = 0  # sent since the wheel last counted them into the metrics
+        self.keepalives = KeepAliveWheel(keepalive, on_sent=self._count_keepalives)
         self.full_maps = FullMapTurns()
+
+    async def close(self) -> None:
+        await self.keepalives.close()
 
     async def handle(self, request: InnerRequest, machine_key: MachinePublic) -> None:
         req = await decode(request, MapRequest)
@@ -111,11 +116,14 @@ class MapHandler:
         self.metrics.map_bytes.inc(len(data))
         return data
 
-    def _keepalive_frame(self, compress: bool) -> bytes:
-        data = self._keepalive_frames[compress]
-        self.metrics.map_sent("keepalive")
-        self.metrics.map_bytes.inc(len(data))
-        return data
+    def keepalive_written(self, size: int) -> None:
+        self._keepalive_bytes += size
+
+    def _count_keepalives(self, count: int) -> None:
+        """Once a tick, rather than once a keep-alive: metrics take a lock per increment."""
+        self.metrics.map_sent("keepalive", count)
+        self.metrics.map_bytes.inc(self._keepalive_bytes)
+        self._keepalive_bytes = 0
 
     def _take(self, session: MapSession, compress: bool) -> bytes | None:
         """The session's pending changes as one encoded message, or None when nothing is pending."""
@@ -130,23 +138,14 @@ class MapHandler:
         self.store.connected(node_id)
         response = request.response
         pacing = self.distributor.pacing
-        interval = self.keepalive + random.uniform(0, self.keepalive / 10)
+        keepalive = StreamKeepAlive(self, session, response, self._keepalive_frames[compress])
         try:
             await response.start(200, {"content-type": "application/json"})
-            last_sent = float("-inf")
+            self.keepalives.start()
+            self.keepalives.add(keepalive)
+            last_sent = float("-inf")  # the last map message (keep-alives are not the stream being busy)
             while not session.closed:
-                try:
-                    async with asyncio.timeout(interval):
-                        await session.wake.wait()
-                except TimeoutError:
-                    node = self.store.nodes.get(node_id)
-                    if node is not None and not self.store.may_connect(node):
-                        # Expiry timers run on the loop's clock; a wall clock that jumped past a node's
-                        # expiry is caught here, at the latest one keep-alive interval later.
-                        session.want_full()
-                        continue
-                    await response.send(self._keepalive_frame(compress))
-                    continue
+                await session.wake.wait()
                 # Changes that arrive while it waits go out in the same message (pyheadscale.mapper.pacing).
                 held = pacing.hold(last_sent, session.woken_at, time.monotonic())
                 if held > 0:
@@ -157,14 +156,14 @@ class MapHandler:
                     async with self.full_maps.turn():
                         data = None if session.closed else self._take(session, compress)
                     if data is not None:
-                        last_sent = time.monotonic()
+                        last_sent = keepalive.last_sent = time.monotonic()
                         await response.send(data)
                     continue
                 started = time.perf_counter()
                 data = self._take(session, compress)
                 if data is not None:
                     await response.send(data)
-                    last_sent = time.monotonic()
+                    last_sent = keepalive.last_sent = time.monotonic()
                     pacing.record(time.perf_counter() - started)
         except asyncio.CancelledError:
             self.metrics.hs_map_ended.labels("cancelled").inc()
@@ -172,6 +171,41 @@ class MapHandler:
         else:
             self.metrics.hs_map_ended.labels("done").inc()
         finally:
+            self.keepalives.discard(keepalive)
             self.streams -= 1
             self.distributor.remove(session)
             await self.store.disconnected(node_id)
+
+
+class StreamKeepAlive:
+    """One map stream as the keep-alive wheel sees it: when it last wrote, and how to send its keep-alive."""
+
+    __slots__ = ("_frame", "_handler", "_response", "_session", "last_sent")
+
+    def __init__(
+        self, handler: MapHandler, session: MapSession, response: ResponseStream, frame: bytes
+    ) -> None:
+        self._handler = handler
+        self._session = session
+        self._response = response
+        self._frame = frame
+        self.last_sent = time.monotonic()
+
+    def keep_alive(self) -> Outcome:
+        store = self._handler.store
+        node = store.nodes.get(self._session.node_id)
+        if node is not None and not store.may_connect(node):
+            # Expiry timers run on the loop's clock; a wall clock that jumped past a node's expiry is caught
+            # here, at the latest one keep-alive interval later: the stream's task sends the expired node
+            # its last message and ends.
+            self._session.want_full()
+            return "ended"
+        try:
+            if not self._response.send_nowait(self._frame):
+                return "busy"
+        except (StreamClosed, NoiseError):
+            self._session.close()  # its task ends the stream, as a failed write of its own would
+            return "ended"
+        self.last_sent = time.monotonic()
+        self._handler.keepalive_written(len(self._frame))
+        return "sent"

@@ -120,7 +120,7 @@ class ControlServer:
         # one write, before any other HTTP/2 byte.
         challenge = ChallengePrivate.generate()
         preamble = response_frame + session.send.seal_records(early_payload(challenge.public()))
-        stream = NoiseStream(session, conn.read_some, conn.write, preamble=preamble)
+        stream = NoiseStream(session, conn.read_some, conn.write, preamble=preamble, direct=conn)
         try:
             await self.serve_session(stream, request.remote or "")
         finally:
