@@ -12,6 +12,9 @@ import bisect
 import functools
 import ipaddress
 import itertools
+import re
+import socket
+import struct
 from collections.abc import Iterable, Sequence
 
 Range = tuple[int, int]
@@ -301,11 +304,9 @@ class AddrSet:
     def to_strings(self) -> list[str]:
         """Render as Tailscale writes address sets: single IPs, CIDRs, or ``first-last`` ranges."""
         if self._strings is None:
-            self._strings = [
-                range_text(version, first, last)
-                for version, ranges in ((4, self.v4), (6, self.v6))
-                for first, last in ranges
-            ]
+            self._strings = range_texts(4, self.v4)
+            if self.v6:
+                self._strings += range_texts(6, self.v6)
         return list(self._strings)
 
     def shared_strings(self) -> list[str]:
@@ -333,31 +334,104 @@ class AddrSet:
 @functools.lru_cache(maxsize=1 << 16)
 def single_address(version: int, address: int) -> AddrSet:
     """A set of one address, shared (sets are immutable): most filter destinations are one node address."""
-    return AddrSet.of_address_keys([(version, address)])
+    ranges, starts = ((address, address),), (address,)
+    if version == 4:
+        return AddrSet._of_merged_with_starts(ranges, starts, (), ())
+    return AddrSet._of_merged_with_starts((), (), ranges, starts)
 
 
-def address_text(ip: IPAddress) -> str:
-    """``str(ip)``, formatted once per address for every filter and peer map that lists it."""
-    return range_text(ip.version, int(ip), int(ip))
+#: A hextet run of two or more zeros, as :func:`_v6_text` compresses it to ``::``.
+_ZERO_HEXTETS = re.compile(r"\b0(?::0)+\b")
+_HEXTETS = ":".join(["{:x}"] * 8)
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def range_text(version: int, first: int, last: int) -> str:
-    """A range as Tailscale writes it (an address, a CIDR or ``first-last``).
+def _v6_text(value: int) -> str:
+    """``str(ipaddress.IPv6Address(value))`` in a fraction of its time: the first longest run of two or more
+    zero hextets becomes ``::`` (RFC 5952). Addresses with 80 leading zero bits (IPv4-mapped and -compatible
+    forms, which Python versions write differently) are left to ``ipaddress``."""
+    if value >> 48 == 0:
+        return str(ipaddress.IPv6Address(value))
+    full = _HEXTETS.format(*struct.unpack(">8H", value.to_bytes(16, "big")))
+    runs = list(_ZERO_HEXTETS.finditer(full))
+    if not runs:
+        return full
+    start, end = max(runs, key=lambda run: run.end() - run.start()).span()
+    return (full[:start] or ":") + (full[end:] or ":")
 
-    Cached: every filter lists node addresses, and ``ipaddress`` formats IPv6 slowly (bounded memory)."""
+
+def _v4_text(value: int) -> str:
+    """What ``str(IPv4Address(value))`` gives, without building one."""
+    return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+
+
+#: Each range's text per IP family, shared by every set and filter listing it. Bounded: a table that grows
+#: past :data:`_MAX_TEXTS` entries is emptied and refilled as texts are asked for again.
+_TEXTS: dict[int, dict[Range, str]] = {4: {}, 6: {}}
+_MAX_TEXTS = 1 << 17
+
+
+def _render(version: int, first: int, last: int) -> str:
     if first == last:
-        if version == 4:
-            # What str(IPv4Address) gives, without building one.
-            return f"{first >> 24}.{(first >> 16) & 255}.{(first >> 8) & 255}.{first & 255}"
-        return str(ipaddress.IPv6Address(first))
-    # Both ends are mostly node addresses, whose texts are cached already.
+        return _v4_text(first) if version == 4 else _v6_text(first)
     start = range_text(version, first, first)
     size = last - first + 1
     if size & (size - 1) == 0 and first % size == 0:
         bits = (32 if version == 4 else 128) - size.bit_length() + 1
         return f"{start}/{bits}"
     return f"{start}-{range_text(version, last, last)}"
+
+
+def range_texts(version: int, ranges: Sequence[Range]) -> list[str]:
+    """Each range as Tailscale writes it (an address, a CIDR or ``first-last``), in order.
+
+    Texts come from :data:`_TEXTS` (one dictionary lookup per range, no call): every filter lists node
+    addresses, rule sources list hundreds, and ``ipaddress`` formats IPv6 slowly."""
+    texts = _TEXTS[version]
+    found: list[str | None] = list(map(texts.get, ranges))
+    if None in found:
+        if len(texts) > _MAX_TEXTS:
+            texts.clear()
+        for index, text in enumerate(found):
+            if text is None:
+                first, last = ranges[index]
+                found[index] = texts[(first, last)] = _render(version, first, last)
+    return found  # type: ignore[return-value]  # no None is left
+
+
+def range_text(version: int, first: int, last: int) -> str:
+    """One range's text (:func:`range_texts`)."""
+    text = _TEXTS[version].get((first, last))
+    return text if text is not None else range_texts(version, ((first, last),))[0]
+
+
+def address_text(ip: IPAddress) -> str:
+    """``str(ip)``, formatted once per address for every filter and peer map that lists it."""
+    value = int(ip)
+    return range_text(ip.version, value, value)
+
+
+def parse_address(text: str) -> IPAddress:
+    """``ipaddress.ip_address(text)``; canonical text (what the server stores) is read by ``inet_pton``
+    instead, and its text is kept for :func:`range_texts`.
+
+    Text that ``inet_pton`` reads and that is the canonical form of what it read is text ``ipaddress``
+    writes, so reads back to the same address; anything else goes to ``ipaddress``, whose errors stand.
+    """
+    ipv6 = ":" in text
+    try:
+        packed = socket.inet_pton(socket.AF_INET6 if ipv6 else socket.AF_INET, text)
+    except (OSError, ValueError):
+        packed = None
+    if packed is not None:
+        value = int.from_bytes(packed, "big")
+        canonical = range_text(6 if ipv6 else 4, value, value)
+        if canonical == text:
+            return ipaddress.IPv6Address(value) if ipv6 else ipaddress.IPv4Address(value)
+    try:
+        # No failed IPv4 attempt on every IPv6 address (an exception each), as ip_address makes.
+        return ipaddress.IPv6Address(text) if ipv6 else ipaddress.IPv4Address(text)
+    except ValueError:
+        return ipaddress.ip_address(text)
 
 
 def parse_addr_set(text: str) -> AddrSet:

@@ -13,17 +13,16 @@ from dataclasses import dataclass, field
 
 from pyheadscale.policy.hujson import Position
 from pyheadscale.policy.memo import cached_attribute
-from pyheadscale.policy.netset import AddrSet, IPAddress, IPNetwork, address_text, single_address
+from pyheadscale.policy.netset import (
+    AddrSet,
+    IPAddress,
+    IPNetwork,
+    address_text,
+    parse_address,
+    single_address,
+)
 
 EXIT_ROUTES = frozenset({ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")})
-
-
-def _parse_address(text: str) -> IPAddress:
-    """``ipaddress.ip_address`` without its failed IPv4 attempt on every IPv6 address (an exception each)."""
-    try:
-        return ipaddress.IPv6Address(text) if ":" in text else ipaddress.IPv4Address(text)
-    except ValueError:
-        return ipaddress.ip_address(text)
 
 
 class PolicyError(ValueError):
@@ -84,7 +83,7 @@ class PolicyNode:
 
     @cached_attribute
     def ips(self) -> tuple[IPAddress, ...]:
-        return tuple(_parse_address(a) for a in (self.ipv4, self.ipv6) if a)
+        return tuple(parse_address(a) for a in (self.ipv4, self.ipv6) if a)
 
     @cached_attribute
     def ip_keys(self) -> frozenset[tuple[int, int]]:
