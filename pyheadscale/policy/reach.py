@@ -94,6 +94,8 @@ class PeerClasses:
         self._usable: dict[tuple[Signature, IPNetwork], bool] = {}
         self._viewers = 0
         self._index: dict[tuple[int, int], tuple[list[int], list[int]]] | None = None
+        # Each viewer's signature once found (asked again for its routes): the node it was found for, and it.
+        self._signatures: dict[int, tuple[PolicyNode, Signature]] = {}
 
     def shared(self, viewer: PolicyNode) -> tuple[list[PolicyNode], set[int]]:
         """The nodes the tailnet-wide matchers connect ``viewer`` to (itself included when they name it),
@@ -121,6 +123,14 @@ class PeerClasses:
     def signature(self, viewer: PolicyNode) -> Signature:
         """:func:`signature_of`, from the address index for a node that routes nothing (only its own
         addresses make it a source or a destination)."""
+        known = self._signatures.get(viewer.id)
+        if known is not None and known[0] is viewer:
+            return known[1]
+        signature = self._find_signature(viewer)
+        self._signatures[viewer.id] = (viewer, signature)
+        return signature
+
+    def _find_signature(self, viewer: PolicyNode) -> Signature:
         self._viewers += 1
         if self._index is None and self._viewers > INDEX_AFTER_VIEWERS:
             self._index = self._build_index()

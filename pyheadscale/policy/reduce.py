@@ -37,14 +37,6 @@ def _dst_targets_node(dst: AddrSet, node: PolicyNode) -> bool:
     return node.is_exit_node and dst.issubset(INTERNET)
 
 
-def _port_targets_node(dst: DstPort, node: PolicyNode) -> bool:
-    """:func:`_dst_targets_node` for one destination, a set lookup when both are plain addresses."""
-    single = dst.single
-    if single is not None and node.routes_nothing:
-        return single in node.ip_keys
-    return _dst_targets_node(dst.addresses, node)
-
-
 def _reduce_capabilities(rule: Rule, node: PolicyNode) -> list[CapGrant]:
     cap_grants = []
     for grant in rule.cap_grants:
@@ -58,6 +50,19 @@ def _reduce_capabilities(rule: Rule, node: PolicyNode) -> list[CapGrant]:
     return cap_grants
 
 
+def _ports_reaching(rule: Rule, node: PolicyNode) -> list[DstPort]:
+    """The destinations of ``rule`` that reach ``node``, in rule order. Only its own addresses reach a node
+    that routes nothing: its one-address destinations are looked up under them, not compared one by one."""
+    if not node.routes_nothing:
+        return [d for d in rule.dst_ports if _dst_targets_node(d.addresses, node)]
+    by_address, wide = rule.destinations_by_address
+    found = [j for key in node.ip_keys for j in by_address.get(key, ())]
+    found += [j for j in wide if _dst_targets_node(rule.dst_ports[j].addresses, node)]
+    if len(found) > 1:
+        found.sort()
+    return [rule.dst_ports[j] for j in found]
+
+
 def reduce_for_node(rules: Iterable[Rule], node: PolicyNode) -> list[wire.FilterRule]:
     """The destinations of ``rules`` that are ``node`` itself, or that it routes to, in rule order."""
     reduced: list[wire.FilterRule] = []
@@ -67,7 +72,7 @@ def reduce_for_node(rules: Iterable[Rule], node: PolicyNode) -> list[wire.Filter
             if cap_grants:
                 reduced.append(rule.wire_with([], cap_grants))
             continue
-        dst_ports = [d for d in rule.dst_ports if _port_targets_node(d, node)]
+        dst_ports = _ports_reaching(rule, node)
         if dst_ports:
             reduced.append(rule.wire_with(dst_ports, []))
     return reduced

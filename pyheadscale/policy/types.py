@@ -19,7 +19,6 @@ from pyheadscale.policy.netset import (
     IPNetwork,
     address_text,
     parse_address,
-    single_address,
 )
 
 EXIT_ROUTES = frozenset({ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")})
@@ -86,14 +85,14 @@ class PolicyNode:
         return tuple(parse_address(a) for a in (self.ipv4, self.ipv6) if a)
 
     @cached_attribute
-    def ip_keys(self) -> frozenset[tuple[int, int]]:
-        """Its addresses as ``(version, integer)``, for set lookups."""
-        return frozenset((ip.version, int(ip)) for ip in self.ips)
+    def address_keys(self) -> tuple[tuple[int, int], ...]:
+        """Its addresses as ``(version, integer)``, in order (IPv4 first)."""
+        return tuple((ip.version, int(ip)) for ip in self.ips)
 
     @cached_attribute
-    def single_addresses(self) -> tuple[tuple[str, AddrSet], ...]:
-        """Each address as text and as a one-address set (``autogroup:self`` rules list them one by one)."""
-        return tuple((address_text(ip), single_address(ip.version, int(ip))) for ip in self.ips)
+    def ip_keys(self) -> frozenset[tuple[int, int]]:
+        """Its addresses as ``(version, integer)``, for set lookups."""
+        return frozenset(self.address_keys)
 
     @cached_attribute
     def routes_nothing(self) -> bool:
@@ -102,7 +101,7 @@ class PolicyNode:
 
     @cached_attribute
     def addr_set(self) -> AddrSet:
-        return AddrSet.of_address_keys((ip.version, int(ip)) for ip in self.ips)
+        return AddrSet.of_address_keys(self.address_keys)
 
     @cached_attribute
     def prefix_texts(self) -> tuple[str, ...]:
