@@ -266,17 +266,24 @@ class Tailnet:
 
     def ids_in(self, addresses: AddrSet) -> set[int]:
         """Ids of the nodes with an address in ``addresses``, found by range lookups rather than a scan."""
+        return self.ids_in_any([addresses])
+
+    def ids_in_any(self, parts: Iterable[AddrSet]) -> set[int]:
+        """Ids of the nodes with an address in one of ``parts`` (:meth:`ids_in` of their union, unmerged)."""
+        parts = list(parts)
         found: set[int | None] = set()
         for version in (4, 6):
             node_at = self._node_at[version]
             # Most ranges are one node address: the node at each range's first address, one lookup each
             # (and no call per range), then a search of the node addresses within each wider range.
-            found.update(map(node_at.get, addresses.starts(version)))
+            for part in parts:
+                found.update(map(node_at.get, part.starts(version)))
             sorted_addresses = self._sorted_addresses[version]
-            for first, last in addresses.wide_ranges(version):
-                start = bisect.bisect_left(sorted_addresses, first)
-                stop = bisect.bisect_right(sorted_addresses, last)
-                found.update(map(node_at.get, sorted_addresses[start:stop]))
+            for part in parts:
+                for first, last in part.wide_ranges(version):
+                    start = bisect.bisect_left(sorted_addresses, first)
+                    stop = bisect.bisect_right(sorted_addresses, last)
+                    found.update(map(node_at.get, sorted_addresses[start:stop]))
         found.discard(None)
         return found  # type: ignore[return-value]  # None is out
 
@@ -357,6 +364,9 @@ class Resolver:
         # node addresses, and a join recompiles every grant naming the node. Every alias of a cached union
         # has its resolution cached too.
         self._unions: dict[tuple[Alias, ...], AddrSet] = {}
+        # The users each identity alias names: users and groups do not change for a resolver's lifetime, and
+        # every node change asks this of every cached alias.
+        self._user_ids: dict[Alias, frozenset[int] | None] = {}
 
     def resolve(self, alias: Alias) -> AddrSet:
         """Addresses ``alias`` stands for; ``autogroup:self`` resolves empty (it is per node)."""
@@ -420,8 +430,15 @@ class Resolver:
             ids |= self.tailnet.user_ids_for(member)
         return ids
 
-    def user_ids_of(self, alias: Alias) -> set[int] | None:
+    def user_ids_of(self, alias: Alias) -> frozenset[int] | None:
         """User ids an identity alias names, or ``None`` for aliases that are not about users."""
+        if alias in self._user_ids:
+            return self._user_ids[alias]
+        found = self._find_user_ids(alias)
+        user_ids = self._user_ids[alias] = frozenset(found) if found is not None else None
+        return user_ids
+
+    def _find_user_ids(self, alias: Alias) -> set[int] | None:
         tailnet = self.tailnet
         if alias.kind is AliasKind.USER:
             return tailnet.user_ids_for(alias.text)

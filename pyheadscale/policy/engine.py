@@ -326,9 +326,7 @@ class PolicyEngine:
     def _nodes_reached(self, parts: Iterable[AddrSet]) -> set[int]:
         """Nodes with an address in one of ``parts`` and routers whose subnet routes overlap one."""
         unique = list({id(part): part for part in parts}.values())
-        reached: set[int] = set()
-        for part in unique:
-            reached |= self.tailnet.ids_in(part)
+        reached = self.tailnet.ids_in_any(unique)
         routers = self.tailnet.routers()
         if routers:
             routed = self.tailnet.routed_addresses()
@@ -341,17 +339,18 @@ class PolicyEngine:
     def _forget(self, node_ids: Iterable[int], filter_stale: set[int], *, keep_peers: bool) -> None:
         """Drop the cached results of ``node_ids``, keeping packet filters not in ``filter_stale`` (and with
         ``keep_peers`` the peer maps, which the caller then updates)."""
+        node_cache = self._node_cache
         for node_id in node_ids:
-            cache = self._node_cache.pop(node_id, None)
+            cache = node_cache.pop(node_id, None)
             if cache is None:
                 continue
-            kept = {
-                key: value
-                for key, value in cache.items()
-                if (key == "peers" and keep_peers) or (key == "filter" and node_id not in filter_stale)
-            }
+            kept: dict[str, Any] = {}
+            if keep_peers and "peers" in cache:
+                kept["peers"] = cache["peers"]
+            if "filter" in cache and node_id not in filter_stale:
+                kept["filter"] = cache["filter"]
             if kept:
-                self._node_cache[node_id] = kept
+                node_cache[node_id] = kept
         for node_id in filter_stale:
             self._node_cache.get(node_id, {}).pop("filter", None)
 

@@ -241,6 +241,16 @@ class AddrSet:
         ranges, starts = (self.v4, self._v4_starts) if version == 4 else (self.v6, self._v6_starts)
         return list(itertools.compress(ranges, map(operator.ne, starts, map(_last, ranges))))
 
+    def contains_any(self, keys: Iterable[tuple[int, int]]) -> bool:
+        """Whether one of these ``(version, integer)`` addresses is in the set (a node's, mostly)."""
+        for version, value in keys:
+            if version == 4:
+                if _contains(self.v4, self._v4_starts, value):
+                    return True
+            elif _contains(self.v6, self._v6_starts, value):
+                return True
+        return False
+
     def contains_ip(self, ip: IPAddress) -> bool:
         if ip.version == 4:
             return _contains(self.v4, self._v4_starts, int(ip))

@@ -60,9 +60,7 @@ def connected(tailnet: Tailnet, reach: Reach) -> dict[int, PolicyNode]:
     """The nodes ``reach`` connects to: exactly those for which :func:`~pyheadscale.policy.peers.are_peers`
     holds with the matchers it was built from (the viewer itself among them, when they name it)."""
     unique = list({id(part): part for part in reach.parts}.values())
-    ids: set[int] = set()
-    for part in unique:
-        ids |= tailnet.ids_in(part)
+    ids = tailnet.ids_in_any(unique)
     routers = tailnet.routers()
     if routers:
         routed = tailnet.routed_addresses()

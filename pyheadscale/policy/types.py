@@ -135,7 +135,7 @@ class PolicyNode:
         return bool(self.exit_routes)
 
     def has_ip_in(self, addresses: AddrSet) -> bool:
-        return any(addresses.contains_ip(ip) for ip in self.ips)
+        return addresses.contains_any(self.address_keys)
 
 
 @dataclass(frozen=True)
