@@ -410,14 +410,17 @@ def range_texts(version: int, ranges: Sequence[Range]) -> list[str]:
     Texts come from :data:`_TEXTS` (one dictionary lookup per range, no call): every filter lists node
     addresses, rule sources list hundreds, and ``ipaddress`` formats IPv6 slowly."""
     texts = _TEXTS[version]
-    found: list[str | None] = list(map(texts.get, ranges))
-    if None in found:
-        if len(texts) > _MAX_TEXTS:
-            texts.clear()
-        for index, text in enumerate(found):
-            if text is None:
-                first, last = ranges[index]
-                found[index] = texts[(first, last)] = _render(version, first, last)
+    try:
+        return list(map(texts.__getitem__, ranges))
+    except KeyError:
+        pass  # some are new: render those
+    if len(texts) > _MAX_TEXTS:
+        texts.clear()
+    found = list(map(texts.get, ranges))
+    for index, text in enumerate(found):
+        if text is None:
+            first, last = ranges[index]
+            found[index] = texts[(first, last)] = _render(version, first, last)
     return found  # type: ignore[return-value]  # no None is left
 
 

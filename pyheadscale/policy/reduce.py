@@ -39,7 +39,10 @@ def _dst_targets_node(dst: AddrSet, node: PolicyNode) -> bool:
 
 def _reduce_capabilities(rule: Rule, node: PolicyNode) -> list[CapGrant]:
     cap_grants = []
+    reachable = node.reachable_addresses
     for grant in rule.cap_grants:
+        if not grant.destinations.overlaps(reachable):
+            continue  # neither one of its addresses nor one of its routes: most grants, for most nodes
         own_ips = [ip for ip in node.ips if grant.destinations.contains_ip(ip)]
         routes = [r for r in node.subnet_routes if grant.destinations.overlaps_network(r)]
         if not own_ips and not routes:
@@ -133,8 +136,10 @@ class DestinationIndex:
 
     def __init__(self, grants: Iterable[list[Rule]] = ()) -> None:
         self._grants: dict[int, _GrantEntries] = {}
-        # The few grants with wide destinations or capability rules, which every filter checks one by one.
+        # The few grants with wide destinations, wide capability destinations or capability rules, which
+        # every filter checks one by one.
         self._with_wide: dict[int, _GrantEntries] = {}
+        self._with_wide_capabilities: dict[int, _GrantEntries] = {}
         self._with_capabilities: dict[int, _GrantEntries] = {}
         self._by_address: dict[AddressKey, dict[RuleKey, list[int]]] = {}
         self._small_wide_by_address: dict[AddressKey, dict[RuleKey, list[int]]] = {}
@@ -147,13 +152,16 @@ class DestinationIndex:
         """Index grant ``g``'s global rules in place of what it had."""
         old = self._grants.pop(g, None)
         self._with_wide.pop(g, None)
+        self._with_wide_capabilities.pop(g, None)
         self._with_capabilities.pop(g, None)
         if old is not None:
             self._remove(g, old)
         entries = _GrantEntries(rules)
         self._grants[g] = entries
-        if entries.wide or entries.wide_capabilities:
+        if entries.wide:
             self._with_wide[g] = entries
+        if entries.wide_capabilities:
+            self._with_wide_capabilities[g] = entries
         if entries.capabilities:
             self._with_capabilities[g] = entries
         for key, hits in entries.singles.items():
@@ -205,8 +213,10 @@ class DestinationIndex:
             hits: set[RuleKey] = set()
             for key in node.ip_keys:
                 hits.update(self._capabilities_by_address.get(key, ()))
-            for g, entries in self._with_wide.items():
+            for g, entries in self._with_wide_capabilities.items():
                 hits.update((g, r) for r, dsts in entries.wide_capabilities if node.has_ip_in(dsts))
+            if not hits:
+                return []
             found = list(hits)
         return [self._grants[g].rules[r] for g, r in sorted(found)]
 

@@ -104,6 +104,14 @@ class PolicyNode:
         return AddrSet.of_address_keys(self.address_keys)
 
     @cached_attribute
+    def reachable_addresses(self) -> AddrSet:
+        """Its own addresses and its approved subnet routes: what a rule's destination must overlap to reach
+        it (as an exit node it is also reached through the internet)."""
+        if not self.subnet_routes:
+            return self.addr_set
+        return self.addr_set | AddrSet.of(self.subnet_routes)
+
+    @cached_attribute
     def prefix_texts(self) -> tuple[str, ...]:
         """Its addresses as one-address prefixes (``100.64.0.1/32``), made once: every peer map lists them."""
         return tuple(f"{address_text(ip)}/{32 if ip.version == 4 else 128}" for ip in self.ips)
