@@ -43,6 +43,9 @@ def _reduce_capabilities(rule: Rule, node: PolicyNode) -> list[CapGrant]:
     for grant in rule.cap_grants:
         if not grant.destinations.overlaps(reachable):
             continue  # neither one of its addresses nor one of its routes: most grants, for most nodes
+        if node.routes_nothing and node.addr_set.issubset(grant.destinations):
+            cap_grants.append(CapGrant(node.addr_set, grant.cap_map))  # all of its own addresses, no route
+            continue
         own_ips = [ip for ip in node.ips if grant.destinations.contains_ip(ip)]
         routes = [r for r in node.subnet_routes if grant.destinations.overlaps_network(r)]
         if not own_ips and not routes:
