@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from pyheadscale.client import control
-from pyheadscale.client.control import ControlClient, fetch_server_key
+from pyheadscale.client.control import ControlClient, ControlClientError, fetch_server_key
 from pyheadscale.tailkey import MachinePrivate, MachinePublic, NodePrivate
 
 PROBE_PREFIX = "probe-"
@@ -176,7 +176,12 @@ class Worker:
             node.first_map = loop.create_future()
 
         async def open_one(node: SimulatedNode) -> float:
-            assert node.first_map is not None
+            assert node.first_map is not None and node.client is not None
+            if node.client.closed:
+                # The server closed a connection left idle since registration (its idle timeout, 2 min by
+                # default): a tailscaled dials again, and so does the simulated node.
+                node.client = ControlClient(self.url, node.machine_key)
+                await node.client.connect(self.server_key)
             self.tasks.append(loop.create_task(self._follow(node, time.monotonic())))
             return await node.first_map
 
@@ -233,41 +238,55 @@ class Worker:
     async def _follow(self, node: SimulatedNode, opened: float) -> None:
         assert node.client is not None and node.first_map is not None
         try:
-            # A tailscaled sends the Hostinfo it registered with; with `churn` the map request's differs, so
-            # each stream opening is a full node update for every peer rather than an online patch.
-            hostinfo = {"Hostinfo": self._hostinfo(node) | ({"GoArch": "arm64"} if self.churn else {})}
-            stream = node.client.map_stream(node.node_key, hostname=node.hostname, extra=hostinfo, parse=skim)
-            seen: set[str] = set()  # a marker counts once per node, whatever messages repeat it
-
-            def sighted(marker: str, when: float) -> None:
-                if marker not in seen:
-                    seen.add(marker)
-                    self.sightings.append((marker, when))
-
-            async for message in stream:
-                now = time.monotonic()
-                if not node.first_map.done() and "Node" in message:
-                    peers = message.get("PeerCount", len(message.get("Peers") or ()))
-                    node.full_map_at, node.full_map_peers = now, peers
-                    node.first_map.set_result(now - opened)
-                for peer in message.get("PeersChanged") or ():
-                    name = (peer.get("Hostinfo") or {}).get("Hostname", "")
-                    if name.startswith(PROBE_PREFIX):
-                        sighted(name, now)
-                    # Headscale sends an endpoint move as the whole node rather than a patch.
-                    endpoints = peer.get("Endpoints") or ()
-                    if endpoints and endpoints[0].startswith(MOVED_ENDPOINT_PREFIX):
-                        sighted(endpoints[0], now)
-                for patch in message.get("PeersChangedPatch") or ():
-                    endpoints = patch.get("Endpoints") or ()
-                    if endpoints and endpoints[0].startswith(MOVED_ENDPOINT_PREFIX):
-                        sighted(endpoints[0], now)
+            try:
+                await self._read(node, node.client, opened)
+            except ControlClientError:
+                if node.first_map.done() or not node.client.closed:
+                    raise
+                # The server's idle timeout closed the connection just as the stream was opened on it: a
+                # tailscaled dials again, and so does the simulated node, once.
+                node.client = ControlClient(self.url, node.machine_key)
+                await node.client.connect(self.server_key)
+                await self._read(node, node.client, opened)
         except Exception as exc:
             if not node.first_map.done():
                 node.first_map.set_exception(exc)
         finally:
             if not node.first_map.done():
                 node.first_map.set_exception(RuntimeError("map stream ended before the first map"))
+
+    async def _read(self, node: SimulatedNode, client: ControlClient, opened: float) -> None:
+        """Follow one map stream: its first full map, and the probes' markers in what comes after."""
+        assert node.first_map is not None
+        # A tailscaled sends the Hostinfo it registered with; with `churn` the map request's differs, so
+        # each stream opening is a full node update for every peer rather than an online patch.
+        hostinfo = {"Hostinfo": self._hostinfo(node) | ({"GoArch": "arm64"} if self.churn else {})}
+        stream = client.map_stream(node.node_key, hostname=node.hostname, extra=hostinfo, parse=skim)
+        seen: set[str] = set()  # a marker counts once per node, whatever messages repeat it
+
+        def sighted(marker: str, when: float) -> None:
+            if marker not in seen:
+                seen.add(marker)
+                self.sightings.append((marker, when))
+
+        async for message in stream:
+            now = time.monotonic()
+            if not node.first_map.done() and "Node" in message:
+                peers = message.get("PeerCount", len(message.get("Peers") or ()))
+                node.full_map_at, node.full_map_peers = now, peers
+                node.first_map.set_result(now - opened)
+            for peer in message.get("PeersChanged") or ():
+                name = (peer.get("Hostinfo") or {}).get("Hostname", "")
+                if name.startswith(PROBE_PREFIX):
+                    sighted(name, now)
+                # Headscale sends an endpoint move as the whole node rather than a patch.
+                endpoints = peer.get("Endpoints") or ()
+                if endpoints and endpoints[0].startswith(MOVED_ENDPOINT_PREFIX):
+                    sighted(endpoints[0], now)
+            for patch in message.get("PeersChangedPatch") or ():
+                endpoints = patch.get("Endpoints") or ()
+                if endpoints and endpoints[0].startswith(MOVED_ENDPOINT_PREFIX):
+                    sighted(endpoints[0], now)
 
     @staticmethod
     def _hostinfo(node: SimulatedNode) -> dict[str, Any]:

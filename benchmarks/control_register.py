@@ -5,7 +5,9 @@ creates one user and one reusable preauth key through its CLI, and has `--worker
 (`benchmarks/control_nodes.py`) register `--nodes` unique nodes, `--concurrency` in flight each: every node is
 a new TCP connection with the TS2021 upgrade, the Noise handshake, HTTP/2 and a register request, as a
 tailscaled joining with a preauth key does. The primary figure is the server process's CPU time (user + system
-from /proc) divided by the nodes registered; the wall-clock rate depends on the machine's load.
+from /proc) divided by the nodes registered; the client processes' CPU per registration beside it says what
+the simulation itself costs the shared machine (server and clients together must fit its cores at the rate
+sought); the wall-clock rate depends on the machine's load.
 
 `--tree NAME=PATH` (repeatable) runs the server from another checkout (its PYTHONPATH), so a before/after pair
 runs back to back in one invocation, rounds interleaved; the clients always come from this tree. `--py-spy
@@ -97,11 +99,13 @@ async def one_round(tree: Path, args: argparse.Namespace, profile: Path | None) 
                 profiler = start_profiler(profile, server.pid)
                 await asyncio.sleep(1.0)
             user0, system0 = cpu_times(server.pid)
+            clients0 = workers.cpu_seconds()
             started = time.monotonic()
             replies = await workers.call([("register", s) for s in specs], PHASE_TIMEOUT)
             wall = time.monotonic() - started
             user, system = cpu_times(server.pid)
             user, system = user - user0, system - system0
+            clients = workers.cpu_seconds() - clients0
             failed = sum(r["failed"] for r in replies)
             if failed:
                 errors = [e for r in replies for e in r["errors"]]
@@ -111,6 +115,7 @@ async def one_round(tree: Path, args: argparse.Namespace, profile: Path | None) 
                 "cpu_ms": 1000 * (user + system) / args.nodes,
                 "user_ms": 1000 * user / args.nodes,
                 "system_ms": 1000 * system / args.nodes,
+                "client_ms": 1000 * clients / args.nodes,
                 "rate": args.nodes / elapsed,
                 "wall_s": wall,
             }
@@ -125,18 +130,21 @@ async def one_round(tree: Path, args: argparse.Namespace, profile: Path | None) 
 
 def table(results: dict[str, list[dict[str, float]]], nodes: int) -> str:
     lines = [
-        f"| tree (N={nodes}) | server CPU per registration (ms) | of it user / system | registrations/s "
-        "| rounds |",
-        "|---|---|---|---|---|",
+        f"| tree (N={nodes}) | server CPU per registration (ms) | of it user / system "
+        "| clients' CPU per registration (ms) | registrations/s | rounds |",
+        "|---|---|---|---|---|---|",
     ]
     for name, rounds in results.items():
         cpu = [r["cpu_ms"] for r in rounds]
         rate = [r["rate"] for r in rounds]
         user = statistics.median(r["user_ms"] for r in rounds)
         system = statistics.median(r["system_ms"] for r in rounds)
+        clients = [r["client_ms"] for r in rounds]
         lines.append(
             f"| {name} | {statistics.median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f}) "
-            f"| {user:.2f} / {system:.2f} | {statistics.median(rate):.0f} ({min(rate):.0f}-{max(rate):.0f}) "
+            f"| {user:.2f} / {system:.2f} "
+            f"| {statistics.median(clients):.2f} ({min(clients):.2f}-{max(clients):.2f}) "
+            f"| {statistics.median(rate):.0f} ({min(rate):.0f}-{max(rate):.0f}) "
             f"| {len(rounds)} |"
         )
     return "\n".join(lines)
@@ -152,6 +160,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, list[dict[str, float
             print(
                 f"round {round_no + 1} {name}: {result['cpu_ms']:.2f} ms CPU/registration "
                 f"({result['user_ms']:.2f} user, {result['system_ms']:.2f} system), "
+                f"clients {result['client_ms']:.2f} ms, "
                 f"{result['rate']:.0f}/s",
                 flush=True,
             )

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from tests.headscale_config import headscale_config
 from tests.ports import free_port
 
 SEGMENT_SIZE = 100
+CLI_CALLS_AT_ONCE = 4
 # The groups-and-tags policy (`--policy roles`): node i is owned by ROLES[i % 5]; "server" nodes are tagged.
 ROLES = ("alice", "bob", "carol", "dave", "server")
 ROLES_POLICY = {
@@ -164,7 +166,23 @@ class Target:
         return json.loads(out.stdout)
 
     def auth_keys(self) -> dict[str, str]:
-        """A reusable preauth key per owner in the layout."""
+        """A reusable preauth key per owner in the layout.
+
+        The CLI calls run a few at a time: a segmented tailnet of 10,000 has 100 owners, and one call after
+        another spent minutes starting the CLI.
+        """
+        with ThreadPoolExecutor(CLI_CALLS_AT_ONCE) as pool:
+            keys = dict(zip(self.layout.users, pool.map(self.user_key, self.layout.users), strict=True))
+        if self.layout.name == "roles":
+            keys["server"] = self.tagged_key("tag:server")
+        return keys
+
+    def user_key(self, name: str) -> str:
+        """Create user `name` and a reusable preauth key of theirs."""
+        raise NotImplementedError
+
+    def tagged_key(self, tag: str) -> str:
+        """A reusable preauth key whose nodes are tagged `tag`."""
         raise NotImplementedError
 
     def stop(self) -> None:
@@ -224,25 +242,15 @@ class Pyheadscale(Target):
         )
         return total_bytes, sum(float(v) for v in counted)
 
-    def auth_keys(self) -> dict[str, str]:
-        keys: dict[str, str] = {}
-        for name in self.layout.users:
-            self.cli("users", "create", name)
-            keys[name] = self.cli("preauthkeys", "create", "-u", name, "--reusable", "-e", "24h")["key"]
-        if self.layout.name == "roles":
-            tagged = (
-                "preauthkeys",
-                "create",
-                "-u",
-                "carol",
-                "--reusable",
-                "-e",
-                "24h",
-                "--tags",
-                "tag:server",
-            )
-            keys["server"] = self.cli(*tagged)["key"]
-        return keys
+    def user_key(self, name: str) -> str:
+        self.cli("users", "create", name)
+        return str(self.cli("preauthkeys", "create", "-u", name, "--reusable", "-e", "24h")["key"])
+
+    def tagged_key(self, tag: str) -> str:
+        # The layout's tagged servers are carol's (see Layout).
+        return str(
+            self.cli("preauthkeys", "create", "-u", "carol", "--reusable", "-e", "24h", "--tags", tag)["key"]
+        )
 
 
 class Headscale(Target):
@@ -271,13 +279,9 @@ class Headscale(Target):
     def cli_command(self) -> list[str]:
         return [str(self.binary), "-c", str(self.config_path)]
 
-    def auth_keys(self) -> dict[str, str]:
-        keys: dict[str, str] = {}
-        for name in self.layout.users:
-            user_id = str(self.cli("users", "create", name)["id"])
-            keys[name] = self.cli("preauthkeys", "create", "-u", user_id, "--reusable", "-e", "24h")["key"]
-        if self.layout.name == "roles":
-            keys["server"] = self.cli(
-                "preauthkeys", "create", "--reusable", "-e", "24h", "--tags", "tag:server"
-            )["key"]
-        return keys
+    def user_key(self, name: str) -> str:
+        user_id = str(self.cli("users", "create", name)["id"])
+        return str(self.cli("preauthkeys", "create", "-u", user_id, "--reusable", "-e", "24h")["key"])
+
+    def tagged_key(self, tag: str) -> str:
+        return str(self.cli("preauthkeys", "create", "--reusable", "-e", "24h", "--tags", tag)["key"])

@@ -153,6 +153,11 @@ class ControlClient:
     def machine_key_text(self) -> str:
         return self.machine_key.public().text
 
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is gone or going (the server sent GOAWAY): a new request needs a new one."""
+        return self._closed.is_set() or self._h2.state_machine.state is h2.connection.ConnectionState.CLOSED
+
     async def connect(self, server_public: MachinePublic | None = None, *, websocket: bool = False) -> None:
         """Upgrade with HTTP/1.1 as tailscaled does, or (`websocket`) as browser and WASM clients do."""
         if server_public is None:

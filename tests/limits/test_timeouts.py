@@ -98,8 +98,10 @@ async def test_idle_ts2021_connection_closed(start_live: StartLive) -> None:
     live: LiveServer = await start_live(limits=FAST)
     client = await live.client()
     started = time.monotonic()
+    assert not client.closed
     await asyncio.wait_for(client._closed.wait(), 10)
     assert time.monotonic() - started < 10
+    assert client.closed  # what a caller checks before reusing the connection
     assert not live.server.components.control.connections or await _drained(live)
 
 
@@ -119,7 +121,7 @@ async def test_busy_ts2021_connection_is_not_idle(start_live: StartLive) -> None
     reader = open_map(node)
     await reader.next()
     await asyncio.sleep(2.5)
-    assert not node.client._closed.is_set()
+    assert not node.client.closed
     await reader.close()
 
 
