@@ -41,6 +41,13 @@ class Reach:
 
 def signature_of(viewer: PolicyNode, matchers: Sequence[Matcher]) -> Signature:
     """Which of ``matchers`` ``viewer`` sends on and is reached by: all its :class:`Reach` depends on."""
+    if viewer.routes_nothing:
+        # Only its own addresses make it a source or a destination (no routes, not an exit node).
+        keys = viewer.address_keys
+        return (
+            tuple(i for i, m in enumerate(matchers) if m.sources.contains_any(keys)),
+            tuple(i for i, m in enumerate(matchers) if m.destinations.contains_any(keys)),
+        )
     sending = tuple(i for i, m in enumerate(matchers) if acts_as_source(viewer, m))
     reached = tuple(i for i, m in enumerate(matchers) if is_reached(viewer, m))
     return sending, reached
