@@ -15,7 +15,16 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pyheadscale.policy.netset import EMPTY, EVERYTHING, INTERNET, TAILNET_ADDRESSES, AddrSet, IPNetwork
+from pyheadscale.policy.netset import (
+    EMPTY,
+    EVERYTHING,
+    INTERNET,
+    TAILNET_ADDRESSES,
+    AddrSet,
+    IPNetwork,
+    first_addresses,
+    wide_ranges,
+)
 from pyheadscale.policy.types import PolicyNode, PolicyUser
 
 
@@ -275,15 +284,13 @@ class Tailnet:
         for version in (4, 6):
             node_at = self._node_at[version]
             # Most ranges are one node address: the node at each range's first address, one lookup each
-            # (and no call per range), then a search of the node addresses within each wider range.
-            for part in parts:
-                found.update(map(node_at.get, part.starts(version)))
+            # (and no call per range or part), then a search of the node addresses within each wider range.
+            found.update(map(node_at.get, first_addresses(parts, version)))
             sorted_addresses = self._sorted_addresses[version]
-            for part in parts:
-                for first, last in part.wide_ranges(version):
-                    start = bisect.bisect_left(sorted_addresses, first)
-                    stop = bisect.bisect_right(sorted_addresses, last)
-                    found.update(map(node_at.get, sorted_addresses[start:stop]))
+            for first, last in wide_ranges(parts, version):
+                start = bisect.bisect_left(sorted_addresses, first)
+                stop = bisect.bisect_right(sorted_addresses, last)
+                found.update(map(node_at.get, sorted_addresses[start:stop]))
         found.discard(None)
         return found  # type: ignore[return-value]  # None is out
 

@@ -15,14 +15,14 @@ import itertools
 import operator
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 Range = tuple[int, int]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _V4_MAX = (1 << 32) - 1
-_last = operator.itemgetter(1)
+_first, _last = operator.itemgetter(0), operator.itemgetter(1)
 _V6_MAX = (1 << 128) - 1
 
 
@@ -232,15 +232,6 @@ class AddrSet:
             v6, v6_starts = _without_range(v6, v6_starts, first, last)
         return AddrSet._of_merged_with_starts(v4, v4_starts, v6, v6_starts)
 
-    def starts(self, version: int) -> tuple[int, ...]:
-        """The first address of each range of one IP family, in order."""
-        return self._v4_starts if version == 4 else self._v6_starts
-
-    def wide_ranges(self, version: int) -> list[Range]:
-        """The ranges of one IP family that hold more than one address (found without a call per range)."""
-        ranges, starts = (self.v4, self._v4_starts) if version == 4 else (self.v6, self._v6_starts)
-        return list(itertools.compress(ranges, map(operator.ne, starts, map(_last, ranges))))
-
     def contains_any(self, keys: Iterable[tuple[int, int]]) -> bool:
         """Whether one of these ``(version, integer)`` addresses is in the set (a node's, mostly)."""
         for version, value in keys:
@@ -349,6 +340,21 @@ class AddrSet:
                     summary = ipaddress.summarize_address_range(address_type(first), address_type(last))
                     out.extend(str(net) for net in summary)
         return out
+
+
+def first_addresses(sets: Sequence[AddrSet], version: int) -> Iterator[int]:
+    """The first address of every range of ``sets`` in one IP family (no call per set)."""
+    return itertools.chain.from_iterable(map(_V4_STARTS if version == 4 else _V6_STARTS, sets))
+
+
+def wide_ranges(sets: Sequence[AddrSet], version: int) -> list[Range]:
+    """The ranges of ``sets`` in one IP family that hold more than one address (no call per set or range)."""
+    ranges = list(itertools.chain.from_iterable(map(_V4 if version == 4 else _V6, sets)))
+    return list(itertools.compress(ranges, map(operator.ne, map(_first, ranges), map(_last, ranges))))
+
+
+_V4, _V6 = operator.attrgetter("v4"), operator.attrgetter("v6")
+_V4_STARTS, _V6_STARTS = operator.attrgetter("_v4_starts"), operator.attrgetter("_v6_starts")
 
 
 @functools.lru_cache(maxsize=1 << 16)
