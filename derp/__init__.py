@@ -59,8 +59,9 @@ that enables it (clients then do the ordinary 101 upgrade), Let's Encrypt
 certificates, per-client rate limits, and verification through a local
 tailscaled.
 
-Module map: ``frames`` (wire codec), ``handshake`` (login frames), ``conn`` (byte streams), ``client_conn`` (a
-client's queues and writer), ``server`` (routing), ``mesh`` (links between
+Module map: ``frames`` (wire codec), ``handshake`` (login frames), ``conn`` (byte streams), ``receive_buffer``
+(what a stream received, kept as its chunks), ``client_conn`` (a client's queues and writer), ``server``
+(routing), ``mesh`` (links between
 servers), ``admission`` (verify URL), ``http`` (aiohttp routes), ``client``,
 ``stun``, ``config`` and ``derpmap`` (standalone helpers), ``__main__`` (CLI).
 Keys (node keys, the NaCl boxes of the login, the mesh key) are the top-level

@@ -15,7 +15,7 @@ import aiohttp
 from yarl import URL
 
 from derp import frames
-from derp.conn import Conn, StreamConn, WebSocketConn, read_frame
+from derp.conn import Conn, StreamConn, StreamProtocol, WebSocketConn, read_frame
 from derp.handshake import (
     ClientInfo,
     ServerInfo,
@@ -26,6 +26,7 @@ from derp.handshake import (
 from pyheadscale.tailkey import DerpMeshKey, NodePrivate, NodePublic
 
 MAX_RESPONSE_HEADER = 16 << 10
+"""Bound on the HTTP head answering our upgrade request."""
 SSLOption = ssl_module.SSLContext | bool | None
 
 
@@ -64,16 +65,18 @@ async def _dial_upgrade(url: URL, ssl: SSLOption, ideal_node: str | None) -> Con
             context.verify_mode = ssl_module.CERT_NONE
         else:
             context = ssl_module.create_default_context()
-    reader, writer = await asyncio.open_connection(
-        url.host, url.port, ssl=context, server_hostname=url.host if context else None
+    if not url.host or url.port is None:
+        raise DerpConnectError(f"DERP URL {str(url)!r} names no host and port")
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_connection(
+        StreamProtocol, url.host, url.port, ssl=context, server_hostname=url.host if context else None
     )
-    conn = StreamConn(reader, writer)
+    conn = StreamConn(transport, protocol)
     try:
-        writer.write(_format_upgrade_request(url, ideal_node))
-        await writer.drain()
+        await conn.write(_format_upgrade_request(url, ideal_node))
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.LimitOverrunError as exc:
+            head = await conn.read_until(b"\r\n\r\n", MAX_RESPONSE_HEADER)
+        except ValueError as exc:
             raise DerpConnectError("oversized HTTP response to the DERP upgrade") from exc
         status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
         parts = status_line.split(" ", 2)

@@ -5,7 +5,9 @@ when a client falls behind, the oldest queued packet is dropped so fresher
 ones get through (WireGuard recovers from loss far better than from delay).
 Disco packets, which set up direct paths, have their own queue so bulk data
 cannot starve them.  A single writer task drains the queues, batching
-whatever is ready into one socket write.
+whatever is ready into one socket write.  When nothing is queued and the
+socket has room, the server skips the queues: a run of packets from one read
+is written at once (``write_run``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,36 @@ class PacketCounters:
     forwarded_in: int = 0
     forwarded_out: int = 0
     drops: DropCounters = field(default_factory=DropCounters)
+
+
+class BatchBuffer:
+    """Scratch space a relay builds write batches in, reused while the transports take each batch whole.
+
+    A fresh buffer of a few hundred KiB per batch costs more than copying into it (the allocator maps and
+    faults in new pages each time); once a transport keeps part of a batch to send later, that buffer is
+    left to it and the next batch gets a new one.
+    """
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def fill(self, data: memoryview) -> memoryview:
+        """A view of scratch space holding a copy of ``data``; hand it back to ``written``."""
+        if len(self._buffer) < len(data):
+            self._buffer = bytearray(len(data))
+        batch = memoryview(self._buffer)[: len(data)]
+        batch[:] = data
+        return batch
+
+    def written(self, *, taken_whole: bool) -> None:
+        """The last batch went to a transport: reuse its space only if the transport kept none of it.
+
+        (The space is never resized, only replaced, so views a transport may still hold stay valid.)
+        """
+        if not taken_whole:
+            self._buffer = bytearray()
 
 
 class ClientConn:
@@ -152,6 +184,32 @@ class ClientConn:
             self._wake.set()
             return True
         return False
+
+    def can_take_run(self, source: bytes) -> bool:
+        """Whether a run of packets from ``source`` may be written straight to the socket, past the queues.
+
+        Only when nothing is queued (so nothing is overtaken) and the socket has room: then a queue would be
+        written out at once anyway.
+        """
+        if self._closed or self._packets or self._disco or self._control or not self.conn.has_room():
+            return False
+        if source not in self.senders_seen:
+            self.senders_seen.add(source)
+            self._on_first_packet_from(self, source)
+            return not self._control  # a notice it queued goes first
+        return True
+
+    def write_run(self, source: bytes, send_frames: memoryview, count: int, scratch: BatchBuffer) -> None:
+        """Deliver ``count`` whole SendPacket frames from ``source``, back to back in ``send_frames``, in one
+        write; only after ``can_take_run`` said yes.  They are copied once, into ``scratch``, and rewritten
+        there as RecvPacket frames.
+        """
+        batch = scratch.fill(send_frames)
+        frames.rewrite_as_recv_packets(batch, source)
+        self.conn.write_nowait(batch)
+        scratch.written(taken_whole=not self.conn.send_buffer_size())
+        self._counters.sent += count
+        self._counters.bytes_sent += len(send_frames) - count * (frames.FRAME_HEADER_LEN + len(source))
 
     def enqueue_frame(self, frame: bytes) -> None:
         """Queue an already-encoded control frame (PeerGone, PeerPresent, Health...)."""

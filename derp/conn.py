@@ -17,9 +17,10 @@ from aiohttp import WSMsgType, web
 from aiohttp.client_ws import ClientWebSocketResponse
 
 from derp.frames import FRAME_HEADER_LEN, ProtocolError, decode_header
+from derp.receive_buffer import ReceiveBuffer
 
 READ_BUFFER_LIMIT = 256 << 10
-"""Bytes buffered from a peer before we stop reading its socket (TCP backpressure)."""
+"""Bytes buffered from a peer beyond which we stop reading its socket (TCP backpressure)."""
 
 READ_CHUNK = READ_BUFFER_LIMIT
 """Most bytes one ``read_some`` returns: all that is buffered, so a busy reader awaits once per chunk."""
@@ -57,7 +58,7 @@ class Conn(abc.ABC):
         """
         return False
 
-    def write_nowait(self, data: bytes) -> None:
+    def write_nowait(self, data: bytes | bytearray | memoryview) -> None:
         """Hand ``data`` to the transport without waiting; only after ``has_room`` said yes."""
         raise NotImplementedError(f"{type(self).__name__} only writes asynchronously")
 
@@ -86,50 +87,111 @@ async def read_frame(conn: Conn, max_payload: int) -> tuple[int, bytes]:
     return frame_type, payload
 
 
-class StreamConn(Conn):
-    """An asyncio stream pair, as returned by ``asyncio.open_connection``."""
+class StreamProtocol(asyncio.Protocol):
+    """What a TCP (or TLS) connection we dialled delivers to: a :class:`ReceiveBuffer`; write flow control."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-        self.remote_addr = _address_pair(writer.get_extra_info("peername"))
+    def __init__(self) -> None:
+        self.buffer = ReceiveBuffer(READ_BUFFER_LIMIT)
+        self._writing_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.buffer.set_transport(cast(asyncio.Transport, transport))
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer.feed_data(data)
+
+    def eof_received(self) -> bool:
+        self.buffer.feed_eof()
+        return False  # close the transport: a DERP peer that stops sending is gone
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        if exc is None:
+            self.buffer.feed_eof()
+        else:
+            self.buffer.set_exception(exc)
+        self._wake_drain()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_drain()
+
+    async def drain(self) -> None:
+        """Return once the send buffer is under its high-water mark; ConnectionResetError once lost."""
+        if self._lost:
+            raise ConnectionResetError("connection lost")
+        if not self._writing_paused:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._drain_waiter = waiter
+        await waiter
+        if self._lost:
+            raise ConnectionResetError("connection lost")
+
+    def _wake_drain(self) -> None:
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class StreamConn(Conn):
+    """A TCP (or TLS) connection we dialled, made with :class:`StreamProtocol`."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: StreamProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._buffer = protocol.buffer
+        self.remote_addr = _address_pair(transport.get_extra_info("peername"))
 
     async def read_exactly(self, n: int) -> bytes:
-        return await self._reader.readexactly(n)
+        return await self._buffer.read_exactly(n)
 
     async def read_some(self, limit: int = READ_CHUNK) -> bytes:
-        return await self._reader.read(limit)
+        return await self._buffer.read_some(limit)
+
+    async def read_until(self, separator: bytes, limit: int) -> bytes:
+        """Up to and including ``separator`` (the end of an HTTP response head); ValueError past ``limit``."""
+        return await self._buffer.read_until(separator, limit)
 
     async def write(self, data: bytes) -> None:
-        self._writer.write(data)
-        await self._writer.drain()
+        if self._transport.is_closing():
+            raise ConnectionResetError("connection closed")
+        self._transport.write(data)
+        await self._protocol.drain()
 
     def has_room(self) -> bool:
-        transport = self._writer.transport
+        transport = self._transport
         return not transport.is_closing() and transport.get_write_buffer_size() < WRITE_HIGH_WATER
 
-    def write_nowait(self, data: bytes) -> None:
-        self._writer.write(data)
+    def write_nowait(self, data: bytes | bytearray | memoryview) -> None:
+        self._transport.write(data)
 
     def send_buffer_size(self) -> int:
-        return self._writer.transport.get_write_buffer_size()
+        return self._transport.get_write_buffer_size()
 
     def close(self) -> None:
-        self._writer.close()
+        self._transport.close()
 
 
 class _UpgradedStreamFeeder:
     """Receives the raw bytes aiohttp's protocol hands over once it stops parsing HTTP."""
 
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        self._reader = reader
+    __slots__ = ("_buffer",)
+
+    def __init__(self, buffer: ReceiveBuffer) -> None:
+        self._buffer = buffer
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        self._reader.feed_data(data)
+        self._buffer.feed_data(data)
         return False, b""
 
     def feed_eof(self) -> None:
-        self._reader.feed_eof()
+        self._buffer.feed_eof()
 
 
 class HijackedHTTPConn(Conn):
@@ -147,17 +209,17 @@ class HijackedHTTPConn(Conn):
             raise ConnectionResetError("client went away before the upgrade")
         self._transport = transport
         self._response = response
-        self._reader = asyncio.StreamReader(limit=READ_BUFFER_LIMIT)
+        self._reader = ReceiveBuffer(READ_BUFFER_LIMIT)
         self._reader.set_transport(transport)
         protocol = cast(Any, request.protocol)
         protocol.set_parser(_UpgradedStreamFeeder(self._reader))
         self.remote_addr = _address_pair(transport.get_extra_info("peername"))
 
     async def read_exactly(self, n: int) -> bytes:
-        return await self._reader.readexactly(n)
+        return await self._reader.read_exactly(n)
 
     async def read_some(self, limit: int = READ_CHUNK) -> bytes:
-        return await self._reader.read(limit)
+        return await self._reader.read_some(limit)
 
     async def write(self, data: bytes) -> None:
         if self._transport.is_closing():
@@ -168,7 +230,7 @@ class HijackedHTTPConn(Conn):
         transport = self._transport
         return not transport.is_closing() and transport.get_write_buffer_size() < WRITE_HIGH_WATER
 
-    def write_nowait(self, data: bytes) -> None:
+    def write_nowait(self, data: bytes | bytearray | memoryview) -> None:
         # Straight to the socket: the 101 response's headers went out when it was prepared, and a
         # hijacked stream has no body framing for aiohttp to add.
         self._transport.write(data)

@@ -110,7 +110,8 @@ class FrameReader:
 
     Every complete frame in a chunk is parsed in one pass over it, so a read of
     many small frames costs one await rather than two per frame.  At most one
-    partial frame is held between chunks; its announced length is checked
+    partial frame is held between chunks, completed from the head of the next
+    chunk (the rest of that chunk is not copied); its announced length is checked
     against ``max_payload`` as soon as its header is complete, before any of the
     payload is buffered, so a peer cannot make us hold more than one frame.
     """
@@ -130,14 +131,25 @@ class FrameReader:
 
     def feed(self, data: bytes) -> Iterator[tuple[int, bytes]]:
         """Yield (type, payload) of each frame completed by ``data``; ProtocolError at an oversized one."""
-        if self._partial:
-            self._partial += data
-            if len(self._partial) < self._needed:
-                return
-            data = bytes(self._partial)
-            self._partial.clear()
+        for frame_type, buffer, start, stop in self.feed_spans(data):
+            yield frame_type, buffer[start:stop]
+
+    def feed_spans(self, data: bytes) -> Iterator[tuple[int, bytes, int, int]]:
+        """Like :meth:`feed`, each frame as (type, buffer, start, stop): its payload is buffer[start:stop].
+
+        ``buffer`` is ``data`` itself, or for the frame begun in an earlier chunk that frame's own bytes, so a
+        relay can look at frames, and copy a run of them at once, without slicing each one out.
+        """
         end = len(data)
         offset = 0
+        if self._partial:
+            offset = self._fill_partial(data)
+            if offset < 0:
+                return  # all of data went into the partial frame, which is still short
+            frame = bytes(self._partial)
+            self._partial.clear()
+            self._needed = FRAME_HEADER_LEN
+            yield frame[0], frame, FRAME_HEADER_LEN, len(frame)
         unpack = _HEADER.unpack_from
         max_payload = self._max_payload
         while end - offset >= FRAME_HEADER_LEN:
@@ -148,13 +160,56 @@ class FrameReader:
             stop = start + length
             if stop > end:
                 self._needed = stop - offset
-                self._partial += data[offset:]
+                self._partial += memoryview(data)[offset:]
                 return
-            yield frame_type, data[start:stop]
+            yield frame_type, data, start, stop
             offset = stop
-        self._needed = FRAME_HEADER_LEN
         if offset < end:
-            self._partial += data[offset:]
+            self._partial += memoryview(data)[offset:]
+
+    def _fill_partial(self, data: bytes) -> int:
+        """Complete the held frame from the head of ``data``: the offset after it, or -1 if still short."""
+        partial = self._partial
+        view = memoryview(data)
+        offset = 0
+        while True:
+            take = self._needed - len(partial)
+            partial += view[offset : offset + take]
+            offset += take
+            if len(partial) < self._needed:
+                return -1
+            if self._needed > FRAME_HEADER_LEN:
+                return offset
+            # The header is complete: now the frame's length is known (and checked before it is buffered).
+            _, length = _HEADER.unpack_from(partial)
+            if length > self._max_payload:
+                raise ProtocolError(f"frame of {length} bytes exceeds the limit of {self._max_payload}")
+            self._needed = FRAME_HEADER_LEN + length
+            if not length:
+                return offset
+
+
+def rewrite_as_recv_packets(frames_buffer: bytearray | memoryview, source: bytes) -> None:
+    """Turn whole SendPacket frames, back to back in ``frames_buffer``, into the RecvPacket frames that
+    deliver them from ``source``, in place.
+
+    The two frames have the same length: the type byte changes and the source key takes the place of the
+    destination key, so a relay can copy a run of SendPacket frames once and patch 33 bytes of each.
+    """
+    _require_key(source, "source key")
+    end = len(frames_buffer)
+    offset = 0
+    unpack = _HEADER.unpack_from
+    send_packet = int(FrameType.SEND_PACKET)
+    recv_packet = int(FrameType.RECV_PACKET)
+    while offset < end:
+        frame_type, length = unpack(frames_buffer, offset)
+        if frame_type != send_packet or length < KEY_LEN or offset + FRAME_HEADER_LEN + length > end:
+            raise ValueError(f"not a whole SendPacket frame at offset {offset}")
+        frames_buffer[offset] = recv_packet
+        start = offset + FRAME_HEADER_LEN
+        frames_buffer[start : start + KEY_LEN] = source
+        offset = start + length
 
 
 def looks_like_disco(packet: bytes) -> bool:

@@ -31,8 +31,9 @@ def test_benchmark_reports_ours_derpers_and_ratio(reference_binary: Callable[[st
     lines = done.stdout.splitlines()
     table = {line.split()[1]: line.split()[2:] for line in lines if line.startswith("asyncio ")}
     assert set(table) == {"pyheadscale", "derper", "ratio"}, done.stdout
-    # packets dropped pkt/s Gbit/s CPU-s µs/pkt p50 p99; the ratio row: pkt/s Gbit/s µs/pkt p50 p99
-    assert len(table["pyheadscale"]) == len(table["derper"]) == 8
+    # packets dropped pkt/s Gbit/s CPU-s µs/pkt p50 p99, sender's and receiver's µs/pkt;
+    # the ratio row: pkt/s Gbit/s µs/pkt p50 p99
+    assert len(table["pyheadscale"]) == len(table["derper"]) == 10
     assert len(table["ratio"]) == 5 and all(cell.endswith("x") for cell in table["ratio"]), done.stdout
     report = json.loads(lines[-1])
     (run,) = report["runs"]
@@ -40,5 +41,8 @@ def test_benchmark_reports_ours_derpers_and_ratio(reference_binary: Callable[[st
         assert run[server]["packets"] > 0, run  # traffic really went through both relays
         assert run[server]["pps"] > 0 and run[server]["gbps"] > 0, run
         assert run[server]["server_cpu_s"] >= 0, run  # read from /proc (may round to 0 at this size)
+        # The clients' own CPU per delivered packet, from their process_time.
+        assert run[server]["sender_us_per_packet"] >= 0, run
+        assert run[server]["receiver_us_per_packet"] >= 0, run
     assert run["ratio"]["pps"] == run["pyheadscale"]["pps"] / run["derper"]["pps"]
     assert f"{run['ratio']['pps']:.2f}x" == table["ratio"][0]

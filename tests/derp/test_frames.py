@@ -179,3 +179,47 @@ def test_frame_reader_refuses_an_oversized_frame_from_its_header_alone() -> None
     assert next(parsed) == split(good)  # what came before the bad frame is still delivered
     with pytest.raises(ProtocolError, match="101 bytes exceeds the limit of 100"):
         next(parsed)
+
+
+def test_frame_reader_refuses_an_oversized_frame_whose_header_was_cut_across_reads() -> None:
+    reader = frames.FrameReader(100)
+    oversized_header = frames.encode_header(FrameType.SEND_PACKET, 101)
+    assert list(reader.feed(oversized_header[:2])) == []
+    with pytest.raises(ProtocolError, match="101 bytes exceeds the limit of 100"):
+        list(reader.feed(oversized_header[2:] + bytes(50)))
+    assert reader.buffered == 5  # the header only: none of the payload was taken in
+
+
+def test_frame_reader_spans_point_into_the_chunk_except_for_a_frame_begun_earlier() -> None:
+    first, second = frames.encode_ping(b"12345678"), frames.encode_send_packet(KEY_A, b"packet")
+    reader = frames.FrameReader(frames.MAX_FRAME_SIZE)
+    assert list(reader.feed_spans(first[:7])) == []
+    chunk = first[7:] + second
+    spans = list(reader.feed_spans(chunk))
+    assert spans == [
+        (FrameType.PING, first, 5, len(first)),
+        (FrameType.SEND_PACKET, chunk, len(first) - 7 + 5, len(chunk)),
+    ]
+    assert spans[1][1] is chunk
+
+
+def test_send_packets_rewritten_as_recv_packets_round_trip() -> None:
+    packets = [b"", b"one", bytes(range(256)) * 5]
+    run = bytearray(b"".join(frames.encode_send_packet(KEY_B, packet) for packet in packets))
+    frames.rewrite_as_recv_packets(run, KEY_A)
+    assert run == b"".join(frames.encode_recv_packet(KEY_A, packet) for packet in packets)
+    decoded = [
+        frames.decode_server_message(*frame)
+        for frame in frames.FrameReader(frames.MAX_FRAME_SIZE).feed(bytes(run))
+    ]
+    assert decoded == [frames.ReceivedPacket(KEY_A, packet) for packet in packets]
+
+
+def test_rewriting_refuses_what_is_not_whole_send_packets() -> None:
+    with pytest.raises(ValueError, match="not a whole SendPacket frame at offset 0"):
+        frames.rewrite_as_recv_packets(bytearray(frames.encode_ping(b"12345678")), KEY_A)
+    cut = bytearray(frames.encode_send_packet(KEY_B, b"packet")[:-1])
+    with pytest.raises(ValueError, match="not a whole SendPacket frame"):
+        frames.rewrite_as_recv_packets(cut, KEY_A)
+    with pytest.raises(ValueError, match="source key must be 32 bytes"):
+        frames.rewrite_as_recv_packets(bytearray(frames.encode_send_packet(KEY_B, b"p")), b"short")
