@@ -8,11 +8,18 @@ grants and SSH rules) over many groups and tags, like a big organisation's: per-
 team-to-service ACLs, grants with ports and app capabilities, an ``autogroup:self`` rule, SSH rules and subnet
 routers. "full compile" is the engine plus every node's packet filter; "join" is the incremental update plus
 the packet filters of every node it reports affected (what the server computes before pushing deltas).
+
+The garbage collector runs as in the server (``pyheadscale.app.serve_forever``): ``prepare_collector``
+before the start-up compile (what is imported is frozen out of collections; the server's thresholds), then
+``settle_collector`` as once the server is up (a full collection; what exists is frozen too) before the packet
+filters (built as nodes connect), the joins and a policy reload (a new engine and every node's filter again).
+The last columns give the CPU seconds of each phase spent in collections and how many were full ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import sys
@@ -21,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pyheadscale.app import prepare_collector, settle_collector
 from pyheadscale.policy import PolicyEngine, PolicyNode, PolicyUser
 
 TEAMS = 60
@@ -87,26 +95,59 @@ def make_node(index: int, rng: random.Random) -> PolicyNode:
 T = TypeVar("T")
 
 
-class Phases:
-    """Timed phases of one run: (label, wall seconds, CPU seconds), printed as they finish."""
+class CollectorClock:
+    """CPU seconds spent in the garbage collector's collections (``gc.callbacks``), and how many of them
+    were full (generation 2)."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[str, float, float]] = []
+        self.seconds = 0.0
+        self.full = 0
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.seconds += time.process_time() - self._started
+            self.full += info["generation"] == 2
+
+
+class Phases:
+    """Timed phases of one run, printed as they finish: label, wall seconds, CPU seconds, the CPU seconds of
+    them in the garbage collector, and how many of its collections were full."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, float, float, float, int]] = []
+        self.collector = CollectorClock()
 
     def timed(self, label: str, action: Callable[[], T]) -> T:
         wall, cpu = time.perf_counter(), time.process_time()
+        collected, full = self.collector.seconds, self.collector.full
         result = action()
-        self.add(label, time.perf_counter() - wall, time.process_time() - cpu)
+        self.add(
+            label,
+            time.perf_counter() - wall,
+            time.process_time() - cpu,
+            self.collector.seconds - collected,
+            self.collector.full - full,
+        )
         return result
 
-    def add(self, label: str, wall: float, cpu: float) -> None:
-        self.rows.append((label, wall, cpu))
-        print(f"| {label:58} | {wall:9.3f} | {cpu:9.3f} |", flush=True)
+    def add(self, label: str, wall: float, cpu: float, collector: float, full: int) -> None:
+        self.rows.append((label, wall, cpu, collector, full))
+        print(f"| {label:58} | {wall:9.3f} | {cpu:9.3f} | {collector:9.3f} | {full:4} |", flush=True)
 
     def total(self, label: str, parts: int) -> None:
         """A row summing the last ``parts`` rows."""
         last = self.rows[-parts:]
-        self.add(label, sum(r[1] for r in last), sum(r[2] for r in last))
+        self.add(
+            label,
+            sum(r[1] for r in last),
+            sum(r[2] for r in last),
+            sum(r[3] for r in last),
+            sum(r[4] for r in last),
+        )
 
 
 def change(phases: Phases, label: str, action: Callable[[], set[int]], engine: PolicyEngine) -> None:
@@ -128,11 +169,13 @@ def run(node_count: int, acl_count: int) -> dict[str, Any]:
         f"{node_count} nodes, {acl_count} ACLs, {GRANTS} grants, {TEAMS} SSH rules "
         f"({acl_count + GRANTS + TEAMS} rules), {TEAMS} groups, {SERVICES} tags"
     )
-    print(f"\n{title}\n\n| phase | wall s | CPU s |\n|---|---|---|")
+    print(f"\n{title}\n\n| phase | wall s | CPU s | of it GC s | full GCs |\n|---|---|---|---|---|")
     phases = Phases()
+    prepare_collector()  # the server, before it starts
     engine = phases.timed(
         "parse, validate, resolve aliases, compile grants", lambda: PolicyEngine(policy, users, nodes)
     )
+    settle_collector()  # the server, once up; from here on its collector settings hold
     phases.timed("packet filters for every node", lambda: [engine.filter_rules(n.id) for n in nodes])
     phases.total("**full compile**", 2)
     sample = nodes[:: max(1, node_count // 100)]
@@ -151,12 +194,20 @@ def run(node_count: int, acl_count: int) -> dict[str, Any]:
     retagged = PolicyNode(service.id, service.hostname, None, None, ("tag:svc4",), service.ipv4, service.ipv6)
     change(phases, "service changes tag", lambda: engine.add_or_update_node(retagged), engine)
     change(phases, "laptop leaves", lambda: engine.remove_node(laptop.id), engine)
+    reloaded = phases.timed("policy reload: a new engine", lambda: PolicyEngine(policy, users, nodes))
+    phases.timed(
+        "policy reload: packet filters for every node", lambda: [reloaded.filter_rules(n.id) for n in nodes]
+    )
+    phases.total("**policy reload**", 2)
     return {
         "nodes": node_count,
         "acls": acl_count,
         "grants": GRANTS,
         "ssh_rules": TEAMS,
-        "phases": [{"phase": label, "wall_s": wall, "cpu_s": cpu} for label, wall, cpu in phases.rows],
+        "phases": [
+            {"phase": label, "wall_s": wall, "cpu_s": cpu, "gc_cpu_s": collector, "full_gcs": full}
+            for label, wall, cpu, collector, full in phases.rows
+        ],
     }
 
 

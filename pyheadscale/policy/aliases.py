@@ -15,7 +15,16 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pyheadscale.policy.netset import EMPTY, EVERYTHING, INTERNET, TAILNET_ADDRESSES, AddrSet, IPNetwork
+from pyheadscale.policy.netset import (
+    EMPTY,
+    EVERYTHING,
+    INTERNET,
+    TAILNET_ADDRESSES,
+    AddrSet,
+    IPNetwork,
+    first_addresses,
+    wide_ranges,
+)
 from pyheadscale.policy.types import PolicyNode, PolicyUser
 
 
@@ -149,23 +158,29 @@ class Tailnet:
         self.nodes: dict[int, PolicyNode] = {}
         self._by_user: dict[int, dict[int, PolicyNode]] = {}
         self._by_tag: dict[str, dict[int, PolicyNode]] = {}
-        self._by_address: dict[tuple[int, int], int] = {}
+        # Per IP family: each node address's node, and the addresses in order.
+        self._node_at: dict[int, dict[int, int]] = {4: {}, 6: {}}
         self._sorted_addresses: dict[int, list[int]] = {4: [], 6: []}
         self._registered: dict[int, int] = {}
         self._subnet_routes: list[IPNetwork] | None = None
         self._routed: AddrSet | None = None
         self._routers: dict[int, PolicyNode] = {}
         for node in nodes:
-            self.add_node(node)
+            self._add_node(node, keep_sorted=False)
+        for addresses in self._sorted_addresses.values():
+            addresses.sort()
 
     def add_node(self, node: PolicyNode) -> PolicyNode | None:
         """Add a node, or replace the one with its id in place (keeping its registration order)."""
+        return self._add_node(node, keep_sorted=True)
+
+    def _add_node(self, node: PolicyNode, *, keep_sorted: bool) -> PolicyNode | None:
         old = self.nodes.get(node.id)
         if old is not None:
             self._unindex(old)
         self._registered.setdefault(node.id, len(self._registered))
         self.nodes[node.id] = node
-        self._index(node)
+        self._index(node, keep_sorted=keep_sorted)
         return old
 
     def remove_node(self, node_id: int) -> PolicyNode | None:
@@ -174,8 +189,12 @@ class Tailnet:
             self._unindex(node)
         return node
 
-    def _index(self, node: PolicyNode) -> None:
-        self._subnet_routes = self._routed = None
+    def _index(self, node: PolicyNode, *, keep_sorted: bool) -> None:
+        """Index ``node``; without ``keep_sorted`` its addresses are appended (the caller sorts them once)."""
+        if node.subnet_routes:
+            # The tailnet's subnet routes change only with a node that has some (a join of one that has
+            # none would otherwise walk every node to list them again).
+            self._subnet_routes = self._routed = None
         if node.subnet_routes or node.exit_routes:
             self._routers[node.id] = node
         owner = self.node_user_id(node)
@@ -183,25 +202,29 @@ class Tailnet:
             self._by_user.setdefault(owner, {})[node.id] = node
         for tag in node.tags:
             self._by_tag.setdefault(tag, {})[node.id] = node
-        for ip in node.ips:
-            self._by_address[(ip.version, int(ip))] = node.id
-            bisect.insort(self._sorted_addresses[ip.version], int(ip))
+        for version, value in node.address_keys:
+            self._node_at[version][value] = node.id
+            if keep_sorted:
+                bisect.insort(self._sorted_addresses[version], value)
+            else:
+                self._sorted_addresses[version].append(value)
 
     def _unindex(self, node: PolicyNode) -> None:
-        self._subnet_routes = self._routed = None
+        if node.subnet_routes:
+            self._subnet_routes = self._routed = None
         self._routers.pop(node.id, None)
         owner = self.node_user_id(node)
         if owner is not None:
             self._by_user.get(owner, {}).pop(node.id, None)
         for tag in node.tags:
             self._by_tag.get(tag, {}).pop(node.id, None)
-        for ip in node.ips:
-            key = (ip.version, int(ip))
-            if self._by_address.get(key) == node.id:
-                del self._by_address[key]
-                addresses = self._sorted_addresses[ip.version]
-                index = bisect.bisect_left(addresses, int(ip))
-                if index < len(addresses) and addresses[index] == int(ip):
+        for version, value in node.address_keys:
+            node_at = self._node_at[version]
+            if node_at.get(value) == node.id:
+                del node_at[value]
+                addresses = self._sorted_addresses[version]
+                index = bisect.bisect_left(addresses, value)
+                if index < len(addresses) and addresses[index] == value:
                     del addresses[index]
 
     def find_users(self, token: str) -> list[PolicyUser]:
@@ -252,44 +275,47 @@ class Tailnet:
 
     def ids_in(self, addresses: AddrSet) -> set[int]:
         """Ids of the nodes with an address in ``addresses``, found by range lookups rather than a scan."""
-        ids: set[int] = set()
-        by_address = self._by_address
-        for version, ranges in ((4, addresses.v4), (6, addresses.v6)):
+        return self.ids_in_any([addresses])
+
+    def ids_in_any(self, parts: Iterable[AddrSet]) -> set[int]:
+        """Ids of the nodes with an address in one of ``parts`` (:meth:`ids_in` of their union, unmerged)."""
+        parts = list(parts)
+        found: set[int | None] = set()
+        for version in (4, 6):
+            node_at = self._node_at[version]
+            # Most ranges are one node address: the node at each range's first address, one lookup each
+            # (and no call per range or part), then a search of the node addresses within each wider range.
+            found.update(map(node_at.get, first_addresses(parts, version)))
             sorted_addresses = self._sorted_addresses[version]
-            for first, last in ranges:
-                if first == last:
-                    # Most ranges are one node address: one lookup, no search.
-                    found = by_address.get((version, first))
-                    if found is not None:
-                        ids.add(found)
-                    continue
+            for first, last in wide_ranges(parts, version):
                 start = bisect.bisect_left(sorted_addresses, first)
                 stop = bisect.bisect_right(sorted_addresses, last)
-                ids.update(by_address[(version, value)] for value in sorted_addresses[start:stop])
-        return ids
+                found.update(map(node_at.get, sorted_addresses[start:stop]))
+        found.discard(None)
+        return found  # type: ignore[return-value]  # None is out
 
     def has_any_address_of(self, node: PolicyNode) -> bool:
         """Whether a node in the tailnet may have one of ``node``'s addresses (if unsure, yes)."""
-        for ip in node.ips:
-            addresses = self._sorted_addresses[ip.version]
-            index = bisect.bisect_left(addresses, int(ip))
-            if index < len(addresses) and addresses[index] == int(ip):
+        for version, value in node.address_keys:
+            addresses = self._sorted_addresses[version]
+            index = bisect.bisect_left(addresses, value)
+            if index < len(addresses) and addresses[index] == value:
                 return True
         return False
 
     def address_keys(self) -> list[tuple[int, int]]:
         """Every node address, as ``(version, integer)``."""
-        return list(self._by_address)
+        return [(version, value) for version, node_at in self._node_at.items() for value in node_at]
 
     def address_keys_in(self, addresses: AddrSet) -> list[tuple[int, int]]:
         """The node addresses in ``addresses``, as ``(version, integer)``."""
         keys: list[tuple[int, int]] = []
-        by_address = self._by_address
         for version, ranges in ((4, addresses.v4), (6, addresses.v6)):
+            node_at = self._node_at[version]
             sorted_addresses = self._sorted_addresses[version]
             for first, last in ranges:
                 if first == last:
-                    if (version, first) in by_address:
+                    if first in node_at:
                         keys.append((version, first))
                     continue
                 start = bisect.bisect_left(sorted_addresses, first)
@@ -334,13 +360,20 @@ def _addresses_of(nodes: Iterable[PolicyNode]) -> AddrSet:
 
 
 class Resolver:
-    """Resolves aliases of one policy against one tailnet, caching per alias."""
+    """Resolves aliases of one policy against one tailnet, caching per alias and per list of aliases."""
 
     def __init__(self, groups: dict[str, list[str]], hosts: dict[str, IPNetwork], tailnet: Tailnet) -> None:
         self.groups = groups
         self.hosts = hosts
         self.tailnet = tailnet
         self._cache: dict[Alias, AddrSet] = {}
+        # Unions of several aliases (a rule's sources, mostly): each is sorted and merged from hundreds of
+        # node addresses, and a join recompiles every grant naming the node. Every alias of a cached union
+        # has its resolution cached too.
+        self._unions: dict[tuple[Alias, ...], AddrSet] = {}
+        # The users each identity alias names: users and groups do not change for a resolver's lifetime, and
+        # every node change asks this of every cached alias.
+        self._user_ids: dict[Alias, frozenset[int] | None] = {}
 
     def resolve(self, alias: Alias) -> AddrSet:
         """Addresses ``alias`` stands for; ``autogroup:self`` resolves empty (it is per node)."""
@@ -352,28 +385,51 @@ class Resolver:
     def cached_aliases(self) -> list[Alias]:
         return list(self._cache)
 
+    def _unions_naming(self, aliases: set[Alias]) -> list[tuple[Alias, ...]]:
+        return [key for key in self._unions if not aliases.isdisjoint(key)]
+
     def forget(self, aliases: Iterable[Alias]) -> None:
         """Drop cached resolutions, e.g. after a node they may name changed."""
+        aliases = set(aliases)
         for alias in aliases:
             self._cache.pop(alias, None)
+        for key in self._unions_naming(aliases):
+            del self._unions[key]
 
     def remove_addresses(self, aliases: Iterable[Alias], addresses: AddrSet) -> None:
         """Take a leaving node's addresses out of the cached resolutions of the aliases that named it; only
         right when no remaining node has one of them (:meth:`Tailnet.has_any_address_of`)."""
+        aliases = set(aliases)
         for alias in aliases:
             cached = self._cache.get(alias)
             if cached is not None:
                 self._cache[alias] = cached - addresses
+        for key in self._unions_naming(aliases):
+            # Another alias of the union (a prefix, ``*``) may still hold the addresses: then merge again.
+            if any(self._cache[a].overlaps(addresses) for a in key if a not in aliases):
+                del self._unions[key]
+            else:
+                self._unions[key] = self._unions[key] - addresses
 
     def add_addresses(self, aliases: Iterable[Alias], addresses: AddrSet) -> None:
         """Add a joining node's addresses to the cached resolutions of the aliases that name it."""
+        aliases = set(aliases)
         for alias in aliases:
             cached = self._cache.get(alias)
             if cached is not None:
                 self._cache[alias] = cached | addresses
+        for key in self._unions_naming(aliases):
+            self._unions[key] = self._unions[key] | addresses
 
     def resolve_all(self, aliases: Iterable[Alias]) -> AddrSet:
-        return AddrSet.union_of(self.resolve(a) for a in aliases)
+        """The union of what ``aliases`` stand for."""
+        key = tuple(aliases)
+        if len(key) == 1:
+            return self.resolve(key[0])
+        union = self._unions.get(key)
+        if union is None:
+            union = self._unions[key] = AddrSet.union_of([self.resolve(a) for a in key])
+        return union
 
     def group_user_ids(self, group: str) -> set[int]:
         ids: set[int] = set()
@@ -381,8 +437,15 @@ class Resolver:
             ids |= self.tailnet.user_ids_for(member)
         return ids
 
-    def user_ids_of(self, alias: Alias) -> set[int] | None:
+    def user_ids_of(self, alias: Alias) -> frozenset[int] | None:
         """User ids an identity alias names, or ``None`` for aliases that are not about users."""
+        if alias in self._user_ids:
+            return self._user_ids[alias]
+        found = self._find_user_ids(alias)
+        user_ids = self._user_ids[alias] = frozenset(found) if found is not None else None
+        return user_ids
+
+    def _find_user_ids(self, alias: Alias) -> set[int] | None:
         tailnet = self.tailnet
         if alias.kind is AliasKind.USER:
             return tailnet.user_ids_for(alias.text)

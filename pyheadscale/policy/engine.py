@@ -326,9 +326,7 @@ class PolicyEngine:
     def _nodes_reached(self, parts: Iterable[AddrSet]) -> set[int]:
         """Nodes with an address in one of ``parts`` and routers whose subnet routes overlap one."""
         unique = list({id(part): part for part in parts}.values())
-        reached: set[int] = set()
-        for part in unique:
-            reached |= self.tailnet.ids_in(part)
+        reached = self.tailnet.ids_in_any(unique)
         routers = self.tailnet.routers()
         if routers:
             routed = self.tailnet.routed_addresses()
@@ -341,17 +339,18 @@ class PolicyEngine:
     def _forget(self, node_ids: Iterable[int], filter_stale: set[int], *, keep_peers: bool) -> None:
         """Drop the cached results of ``node_ids``, keeping packet filters not in ``filter_stale`` (and with
         ``keep_peers`` the peer maps, which the caller then updates)."""
+        node_cache = self._node_cache
         for node_id in node_ids:
-            cache = self._node_cache.pop(node_id, None)
+            cache = node_cache.pop(node_id, None)
             if cache is None:
                 continue
-            kept = {
-                key: value
-                for key, value in cache.items()
-                if (key == "peers" and keep_peers) or (key == "filter" and node_id not in filter_stale)
-            }
+            kept: dict[str, Any] = {}
+            if keep_peers and "peers" in cache:
+                kept["peers"] = cache["peers"]
+            if "filter" in cache and node_id not in filter_stale:
+                kept["filter"] = cache["filter"]
             if kept:
-                self._node_cache[node_id] = kept
+                node_cache[node_id] = kept
         for node_id in filter_stale:
             self._node_cache.get(node_id, {}).pop("filter", None)
 
@@ -369,7 +368,7 @@ class PolicyEngine:
         for node_id in candidates:
             cached = self._cached(node_id, "peers")
             if cached is not None:
-                cached[peer.id] = self._view(self._node(node_id), peer, self._v4_disabled(node_id))
+                cached[peer.id] = self._viewer(self._node(node_id))(peer)
 
     # -- per-node results ----------------------------------------------------
 
@@ -496,7 +495,7 @@ class PolicyEngine:
         """
         if self.policy is None:
             viewer, peer = self._node(node_id), self.tailnet.nodes.get(peer_id)
-            return self._view(viewer, peer, False) if peer is not None and peer_id != node_id else None
+            return self._viewer(viewer)(peer) if peer is not None and peer_id != node_id else None
         return self._peer_map(node_id).get(peer_id)
 
     def _peer_map(self, node_id: int) -> dict[int, PeerView]:
@@ -507,11 +506,12 @@ class PolicyEngine:
         """
         viewer = self._node(node_id)
         if self.policy is None:
-            return {peer.id: self._view(viewer, peer, False) for peer in self._peers_of(viewer)}
+            view = self._viewer(viewer)
+            return {peer.id: view(peer) for peer in self._peers_of(viewer)}
         cached: dict[int, PeerView] | None = self._cached(node_id, "peers")
         if cached is None:
-            v4_disabled = self._v4_disabled(node_id)
-            cached = {peer.id: self._view(viewer, peer, v4_disabled) for peer in self._peers_of(viewer)}
+            view = self._viewer(viewer)
+            cached = {peer.id: view(peer) for peer in self._peers_of(viewer)}
             self._store(node_id, "peers", cached)
         return cached
 
@@ -530,20 +530,30 @@ class PolicyEngine:
         """Whether ``nodeAttrs`` give the node ``disable-ipv4`` (never, when no entry names it)."""
         return self._may_disable_ipv4 and DISABLE_IPV4 in self.cap_map(node_id)
 
-    def _view(self, viewer: PolicyNode, peer: PolicyNode, viewer_v4_disabled: bool) -> PeerView:
-        """What ``viewer`` sees of ``peer``, which is one of its peers."""
-        peer_primaries = self._primaries_of.get(peer.id, [])
-        if self.policy is None:
-            routes = peer_primaries + list(peer.exit_routes)
-        elif not peer_primaries and not peer.exit_routes and not self._has_via:
-            # Most peers: no routes to offer and no via grant to steer any, so nothing to check per viewer.
-            routes = []
-        else:
-            steering = via_steering(viewer, peer, self._grants, self.resolver)
-            routes = routes_for_peer(viewer, peer, self._route_usable(viewer), peer_primaries, steering)
-        # disable-ipv4 on either end means the pair talks over IPv6 only.
-        ipv4_disabled = viewer_v4_disabled or self._v4_disabled(peer.id)
-        return peer_view(peer, routes, ipv4_disabled=ipv4_disabled)
+    def _viewer(self, viewer: PolicyNode) -> Callable[[PolicyNode], PeerView]:
+        """What ``viewer`` sees of each of its peers. What is the same for every peer (whether the viewer
+        has IPv4, which routes it may use) is found once per viewer, not once per peer with routes."""
+        viewer_v4_disabled = self._v4_disabled(viewer.id)
+        usable: Callable[[IPNetwork], bool] | None = None
+
+        def view(peer: PolicyNode) -> PeerView:
+            nonlocal usable
+            peer_primaries = self._primaries_of.get(peer.id, [])
+            if self.policy is None:
+                routes = peer_primaries + list(peer.exit_routes)
+            elif not peer_primaries and not peer.exit_routes and not self._has_via:
+                # Most peers: no routes to offer and no via grant to steer any: nothing to check per viewer.
+                routes = []
+            else:
+                if usable is None:
+                    usable = self._route_usable(viewer)
+                steering = via_steering(viewer, peer, self._grants, self.resolver)
+                routes = routes_for_peer(viewer, peer, usable, peer_primaries, steering)
+            # disable-ipv4 on either end means the pair talks over IPv6 only.
+            ipv4_disabled = viewer_v4_disabled or self._v4_disabled(peer.id)
+            return peer_view(peer, routes, ipv4_disabled=ipv4_disabled)
+
+        return view
 
     def _peers_of(self, viewer: PolicyNode) -> list[PolicyNode]:
         """The viewer's peers, in registration order, found through the address index.

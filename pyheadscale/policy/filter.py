@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyheadscale.policy.aliases import Alias, AliasKind, Autogroup, Resolver
+from pyheadscale.policy.memo import cached_attribute
 from pyheadscale.policy.model import Grant, Policy, ProtocolPorts
 from pyheadscale.policy.netset import (
     EVERYTHING,
@@ -107,6 +108,20 @@ class Rule:
         if cap_grants:
             out["CapGrant"] = [c.to_wire() for c in cap_grants]
         return out
+
+    @cached_attribute
+    def destinations_by_address(self) -> tuple[dict[tuple[int, int], list[int]], list[int]]:
+        """The positions in ``dst_ports`` of its one-address destinations by that address, and of the others:
+        a node's filter looks its own addresses up instead of checking every destination (an
+        ``autogroup:self`` rule lists every device of its user)."""
+        by_address: dict[tuple[int, int], list[int]] = {}
+        wide: list[int] = []
+        for j, dst in enumerate(self.dst_ports):
+            if dst.single is None:
+                wide.append(j)
+            else:
+                by_address.setdefault(dst.single, []).append(j)
+        return by_address, wide
 
     def destinations(self) -> AddrSet:
         """Every address this rule lets traffic (or capabilities) reach."""
@@ -291,9 +306,9 @@ def self_rules(part: SelfPart, node: PolicyNode, resolver: Resolver) -> list[Rul
         return []
     destinations = AddrSet.union_of(n.addr_set for n in same_user)
     rules: list[Rule] = []
-    addresses = [single for n in same_user for single in n.single_addresses]
+    keys = [key for n in same_user for key in n.address_keys]
     for entry in part.ip:
-        dst_ports = [DstPort(text, single, p) for text, single in addresses for p in entry.ports]
+        dst_ports = [_single_dst_port(version, value, p) for version, value in keys for p in entry.ports]
         rules.append(Rule(sources, dst_ports, protocol_numbers(entry.protocol)))
     if part.app:
         cap_grants = [CapGrant(n.addr_set, part.app) for n in same_user]

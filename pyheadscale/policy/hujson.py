@@ -13,7 +13,9 @@ value starts, so later validation can point at the offending entry.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+import functools
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 JSONPath = tuple[str | int, ...]
@@ -21,6 +23,10 @@ JSONPath = tuple[str | int, ...]
 _WHITESPACE = " \t\r\n"
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _NUMBER_CHARS = frozenset("0123456789+-.eE")
+#: What the parser skips or copies in one step (not one character at a time): runs of whitespace, and runs of
+#: string characters that need no escape.
+_SPACE_RUN = re.compile(r"[ \t\r\n]*")
+_PLAIN_STRING_RUN = re.compile(r'[^"\\\x00-\x1f]*')
 # No policy nests anywhere near this deep; the limit keeps the recursive parser (and the position table, whose
 # keys grow with the depth) bounded on hostile input.
 MAX_DEPTH = 64
@@ -46,19 +52,51 @@ class HuJSONError(ValueError):
         self.position = position
 
 
+def _end_of_run(pattern: re.Pattern[str], text: str, index: int) -> int:
+    """Where the run of ``pattern`` (which matches the empty string too) that starts at ``index`` ends."""
+    match = pattern.match(text, index)
+    assert match is not None
+    return match.end()
+
+
+class _Lines:
+    """Where each line of a text starts, found when a position is first asked for (errors only, mostly)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    @functools.cached_property
+    def starts(self) -> list[int]:
+        return [0] + [match.end() for match in re.finditer("\n", self.text)]
+
+    def position(self, offset: int) -> Position:
+        starts = self.starts
+        line = bisect.bisect_right(starts, offset)
+        return Position(line, offset - starts[line - 1] + 1)
+
+
 @dataclass
 class Document:
-    """A parsed HuJSON document: its value and where each value starts."""
+    """A parsed HuJSON document: its value and where each value starts (as character offsets, turned into
+    positions when asked: only errors need them)."""
 
     value: Any
-    positions: dict[JSONPath, Position]
+    offsets: dict[JSONPath, int]
+    _lines: _Lines = field(repr=False, compare=False)
+
+    @functools.cached_property
+    def positions(self) -> dict[JSONPath, Position]:
+        """Where each value starts."""
+        return {path: self._lines.position(offset) for path, offset in self.offsets.items()}
 
     def position_of(self, path: JSONPath) -> Position | None:
         """Position of the value at ``path``, or of its nearest ancestor."""
         while True:
-            found = self.positions.get(path)
-            if found is not None or not path:
-                return found
+            found = self.offsets.get(path)
+            if found is not None:
+                return self._lines.position(found)
+            if not path:
+                return None
             path = path[:-1]
 
 
@@ -66,7 +104,7 @@ def parse(text: str) -> Document:
     """Parse HuJSON ``text`` into plain Python values (dict, list, str, int, float, bool, None)."""
     parser = _Parser(text)
     value = parser.parse_document()
-    return Document(value=value, positions=parser.positions)
+    return Document(value, parser.offsets, parser.lines)
 
 
 def loads(text: str) -> Any:
@@ -78,13 +116,11 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.index = 0
-        self.positions: dict[JSONPath, Position] = {}
-        self._line_starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+        self.offsets: dict[JSONPath, int] = {}
+        self.lines = _Lines(text)
 
     def position(self, index: int | None = None) -> Position:
-        offset = self.index if index is None else index
-        line = bisect.bisect_right(self._line_starts, offset)
-        return Position(line, offset - self._line_starts[line - 1] + 1)
+        return self.lines.position(self.index if index is None else index)
 
     def fail(self, message: str, index: int | None = None) -> HuJSONError:
         return HuJSONError(message, self.position(index))
@@ -111,7 +147,7 @@ class _Parser:
         while self.index < length:
             ch = text[self.index]
             if ch in _WHITESPACE:
-                self.index += 1
+                self.index = _end_of_run(_SPACE_RUN, text, self.index)
             elif text.startswith("//", self.index):
                 end = text.find("\n", self.index)
                 self.index = length if end < 0 else end + 1
@@ -126,7 +162,7 @@ class _Parser:
     def parse_value(self, path: JSONPath) -> Any:
         if len(path) > MAX_DEPTH:
             raise self.fail(f"values nested more than {MAX_DEPTH} levels deep")
-        self.positions[path] = self.position()
+        self.offsets[path] = self.index
         ch = self.text[self.index] if self.index < len(self.text) else ""
         if ch == "{":
             return self.parse_object(path)
@@ -201,6 +237,7 @@ class _Parser:
         pieces: list[str] = []
         run_start = self.index
         while True:
+            self.index = _end_of_run(_PLAIN_STRING_RUN, text, self.index)
             if self.index >= len(text):
                 raise self.fail("unterminated string", start)
             ch = text[self.index]
@@ -208,14 +245,11 @@ class _Parser:
                 pieces.append(text[run_start : self.index])
                 self.index += 1
                 return "".join(pieces)
-            if ch == "\\":
-                pieces.append(text[run_start : self.index])
-                pieces.append(self.parse_escape())
-                run_start = self.index
-            elif ch < " ":
+            if ch != "\\":
                 raise self.fail(f"control character {ch!r} in string must be escaped")
-            else:
-                self.index += 1
+            pieces.append(text[run_start : self.index])
+            pieces.append(self.parse_escape())
+            run_start = self.index
 
     def parse_escape(self) -> str:
         escape_index = self.index

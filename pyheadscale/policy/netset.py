@@ -12,13 +12,17 @@ import bisect
 import functools
 import ipaddress
 import itertools
-from collections.abc import Iterable, Sequence
+import operator
+import socket
+import struct
+from collections.abc import Iterable, Iterator, Sequence
 
 Range = tuple[int, int]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _V4_MAX = (1 << 32) - 1
+_first, _last = operator.itemgetter(0), operator.itemgetter(1)
 _V6_MAX = (1 << 128) - 1
 
 
@@ -228,6 +232,16 @@ class AddrSet:
             v6, v6_starts = _without_range(v6, v6_starts, first, last)
         return AddrSet._of_merged_with_starts(v4, v4_starts, v6, v6_starts)
 
+    def contains_any(self, keys: Iterable[tuple[int, int]]) -> bool:
+        """Whether one of these ``(version, integer)`` addresses is in the set (a node's, mostly)."""
+        for version, value in keys:
+            if version == 4:
+                if _contains(self.v4, self._v4_starts, value):
+                    return True
+            elif _contains(self.v6, self._v6_starts, value):
+                return True
+        return False
+
     def contains_ip(self, ip: IPAddress) -> bool:
         if ip.version == 4:
             return _contains(self.v4, self._v4_starts, int(ip))
@@ -301,11 +315,9 @@ class AddrSet:
     def to_strings(self) -> list[str]:
         """Render as Tailscale writes address sets: single IPs, CIDRs, or ``first-last`` ranges."""
         if self._strings is None:
-            self._strings = [
-                range_text(version, first, last)
-                for version, ranges in ((4, self.v4), (6, self.v6))
-                for first, last in ranges
-            ]
+            self._strings = range_texts(4, self.v4)
+            if self.v6:
+                self._strings += range_texts(6, self.v6)
         return list(self._strings)
 
     def shared_strings(self) -> list[str]:
@@ -330,34 +342,128 @@ class AddrSet:
         return out
 
 
+def first_addresses(sets: Sequence[AddrSet], version: int) -> Iterator[int]:
+    """The first address of every range of ``sets`` in one IP family (no call per set)."""
+    return itertools.chain.from_iterable(map(_V4_STARTS if version == 4 else _V6_STARTS, sets))
+
+
+def wide_ranges(sets: Sequence[AddrSet], version: int) -> list[Range]:
+    """The ranges of ``sets`` in one IP family that hold more than one address (no call per set or range)."""
+    ranges = list(itertools.chain.from_iterable(map(_V4 if version == 4 else _V6, sets)))
+    return list(itertools.compress(ranges, map(operator.ne, map(_first, ranges), map(_last, ranges))))
+
+
+_V4, _V6 = operator.attrgetter("v4"), operator.attrgetter("v6")
+_V4_STARTS, _V6_STARTS = operator.attrgetter("_v4_starts"), operator.attrgetter("_v6_starts")
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def single_address(version: int, address: int) -> AddrSet:
     """A set of one address, shared (sets are immutable): most filter destinations are one node address."""
-    return AddrSet.of_address_keys([(version, address)])
+    ranges, starts = ((address, address),), (address,)
+    if version == 4:
+        return AddrSet._of_merged_with_starts(ranges, starts, (), ())
+    return AddrSet._of_merged_with_starts((), (), ranges, starts)
 
 
-def address_text(ip: IPAddress) -> str:
-    """``str(ip)``, formatted once per address for every filter and peer map that lists it."""
-    return range_text(ip.version, int(ip), int(ip))
+#: Runs of zero hextets in a ``:``-framed address text, longest first: the first found becomes ``::``.
+_ZERO_RUNS = [":" + "0:" * length for length in range(8, 1, -1)]
+_HEXTETS = ":".join(["%x"] * 8)
+_UNPACK_HEXTETS = struct.Struct(">8H").unpack
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def range_text(version: int, first: int, last: int) -> str:
-    """A range as Tailscale writes it (an address, a CIDR or ``first-last``).
+def _v6_text(value: int) -> str:
+    """``str(ipaddress.IPv6Address(value))`` in a fraction of its time: the first longest run of two or more
+    zero hextets becomes ``::`` (RFC 5952). Addresses with 80 leading zero bits (IPv4-mapped and -compatible
+    forms, which Python versions write differently) are left to ``ipaddress``."""
+    if value >> 48 == 0:
+        return str(ipaddress.IPv6Address(value))
+    # %-formatting: a third faster than str.format here, and this runs for every IPv6 address of a tailnet.
+    framed = ":" + (_HEXTETS % _UNPACK_HEXTETS(value.to_bytes(16, "big"))) + ":"
+    if ":0:0:" in framed:
+        for run in _ZERO_RUNS:
+            at = framed.find(run)
+            if at >= 0:
+                return framed[1:at] + "::" + framed[at + len(run) : -1]
+    return framed[1:-1]
 
-    Cached: every filter lists node addresses, and ``ipaddress`` formats IPv6 slowly (bounded memory)."""
+
+def _v4_text(value: int) -> str:
+    """What ``str(IPv4Address(value))`` gives, without building one."""
+    return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+
+
+#: Each range's text per IP family, shared by every set and filter listing it. Bounded: a table that grows
+#: past :data:`_MAX_TEXTS` entries is emptied and refilled as texts are asked for again.
+_TEXTS: dict[int, dict[Range, str]] = {4: {}, 6: {}}
+_MAX_TEXTS = 1 << 17
+
+
+def _render(version: int, first: int, last: int) -> str:
     if first == last:
-        if version == 4:
-            # What str(IPv4Address) gives, without building one.
-            return f"{first >> 24}.{(first >> 16) & 255}.{(first >> 8) & 255}.{first & 255}"
-        return str(ipaddress.IPv6Address(first))
-    # Both ends are mostly node addresses, whose texts are cached already.
+        return _v4_text(first) if version == 4 else _v6_text(first)
     start = range_text(version, first, first)
     size = last - first + 1
     if size & (size - 1) == 0 and first % size == 0:
         bits = (32 if version == 4 else 128) - size.bit_length() + 1
         return f"{start}/{bits}"
     return f"{start}-{range_text(version, last, last)}"
+
+
+def range_texts(version: int, ranges: Sequence[Range]) -> list[str]:
+    """Each range as Tailscale writes it (an address, a CIDR or ``first-last``), in order.
+
+    Texts come from :data:`_TEXTS` (one dictionary lookup per range, no call): every filter lists node
+    addresses, rule sources list hundreds, and ``ipaddress`` formats IPv6 slowly."""
+    texts = _TEXTS[version]
+    try:
+        return list(map(texts.__getitem__, ranges))
+    except KeyError:
+        pass  # some are new: render those
+    if len(texts) > _MAX_TEXTS:
+        texts.clear()
+    found = list(map(texts.get, ranges))
+    for index, text in enumerate(found):
+        if text is None:
+            first, last = ranges[index]
+            found[index] = texts[(first, last)] = _render(version, first, last)
+    return found  # type: ignore[return-value]  # no None is left
+
+
+def range_text(version: int, first: int, last: int) -> str:
+    """One range's text (:func:`range_texts`)."""
+    text = _TEXTS[version].get((first, last))
+    return text if text is not None else range_texts(version, ((first, last),))[0]
+
+
+def address_text(ip: IPAddress) -> str:
+    """``str(ip)``, formatted once per address for every filter and peer map that lists it."""
+    value = int(ip)
+    return range_text(ip.version, value, value)
+
+
+def parse_address(text: str) -> IPAddress:
+    """``ipaddress.ip_address(text)``; canonical text (what the server stores) is read by ``inet_pton``
+    instead, and its text is kept for :func:`range_texts`.
+
+    Text that ``inet_pton`` reads and that is the canonical form of what it read is text ``ipaddress``
+    writes, so reads back to the same address; anything else goes to ``ipaddress``, whose errors stand.
+    """
+    ipv6 = ":" in text
+    try:
+        packed = socket.inet_pton(socket.AF_INET6 if ipv6 else socket.AF_INET, text)
+    except (OSError, ValueError):
+        packed = None
+    if packed is not None:
+        value = int.from_bytes(packed, "big")
+        canonical = range_text(6 if ipv6 else 4, value, value)
+        if canonical == text:
+            return ipaddress.IPv6Address(value) if ipv6 else ipaddress.IPv4Address(value)
+    try:
+        # No failed IPv4 attempt on every IPv6 address (an exception each), as ip_address makes.
+        return ipaddress.IPv6Address(text) if ipv6 else ipaddress.IPv4Address(text)
+    except ValueError:
+        return ipaddress.ip_address(text)
 
 
 def parse_addr_set(text: str) -> AddrSet:

@@ -41,6 +41,13 @@ class Reach:
 
 def signature_of(viewer: PolicyNode, matchers: Sequence[Matcher]) -> Signature:
     """Which of ``matchers`` ``viewer`` sends on and is reached by: all its :class:`Reach` depends on."""
+    if viewer.routes_nothing:
+        # Only its own addresses make it a source or a destination (no routes, not an exit node).
+        keys = viewer.address_keys
+        return (
+            tuple(i for i, m in enumerate(matchers) if m.sources.contains_any(keys)),
+            tuple(i for i, m in enumerate(matchers) if m.destinations.contains_any(keys)),
+        )
     sending = tuple(i for i, m in enumerate(matchers) if acts_as_source(viewer, m))
     reached = tuple(i for i, m in enumerate(matchers) if is_reached(viewer, m))
     return sending, reached
@@ -60,9 +67,7 @@ def connected(tailnet: Tailnet, reach: Reach) -> dict[int, PolicyNode]:
     """The nodes ``reach`` connects to: exactly those for which :func:`~pyheadscale.policy.peers.are_peers`
     holds with the matchers it was built from (the viewer itself among them, when they name it)."""
     unique = list({id(part): part for part in reach.parts}.values())
-    ids: set[int] = set()
-    for part in unique:
-        ids |= tailnet.ids_in(part)
+    ids = tailnet.ids_in_any(unique)
     routers = tailnet.routers()
     if routers:
         routed = tailnet.routed_addresses()
@@ -94,6 +99,8 @@ class PeerClasses:
         self._usable: dict[tuple[Signature, IPNetwork], bool] = {}
         self._viewers = 0
         self._index: dict[tuple[int, int], tuple[list[int], list[int]]] | None = None
+        # Each viewer's signature once found (asked again for its routes): the node it was found for, and it.
+        self._signatures: dict[int, tuple[PolicyNode, Signature]] = {}
 
     def shared(self, viewer: PolicyNode) -> tuple[list[PolicyNode], set[int]]:
         """The nodes the tailnet-wide matchers connect ``viewer`` to (itself included when they name it),
@@ -121,6 +128,14 @@ class PeerClasses:
     def signature(self, viewer: PolicyNode) -> Signature:
         """:func:`signature_of`, from the address index for a node that routes nothing (only its own
         addresses make it a source or a destination)."""
+        known = self._signatures.get(viewer.id)
+        if known is not None and known[0] is viewer:
+            return known[1]
+        signature = self._find_signature(viewer)
+        self._signatures[viewer.id] = (viewer, signature)
+        return signature
+
+    def _find_signature(self, viewer: PolicyNode) -> Signature:
         self._viewers += 1
         if self._index is None and self._viewers > INDEX_AFTER_VIEWERS:
             self._index = self._build_index()

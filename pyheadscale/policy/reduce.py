@@ -37,17 +37,15 @@ def _dst_targets_node(dst: AddrSet, node: PolicyNode) -> bool:
     return node.is_exit_node and dst.issubset(INTERNET)
 
 
-def _port_targets_node(dst: DstPort, node: PolicyNode) -> bool:
-    """:func:`_dst_targets_node` for one destination, a set lookup when both are plain addresses."""
-    single = dst.single
-    if single is not None and node.routes_nothing:
-        return single in node.ip_keys
-    return _dst_targets_node(dst.addresses, node)
-
-
 def _reduce_capabilities(rule: Rule, node: PolicyNode) -> list[CapGrant]:
     cap_grants = []
+    reachable = node.reachable_addresses
     for grant in rule.cap_grants:
+        if not grant.destinations.overlaps(reachable):
+            continue  # neither one of its addresses nor one of its routes: most grants, for most nodes
+        if node.routes_nothing and node.addr_set.issubset(grant.destinations):
+            cap_grants.append(CapGrant(node.addr_set, grant.cap_map))  # all of its own addresses, no route
+            continue
         own_ips = [ip for ip in node.ips if grant.destinations.contains_ip(ip)]
         routes = [r for r in node.subnet_routes if grant.destinations.overlaps_network(r)]
         if not own_ips and not routes:
@@ -56,6 +54,19 @@ def _reduce_capabilities(rule: Rule, node: PolicyNode) -> list[CapGrant]:
         served = grant.destinations.networks_overlapping(routes)
         cap_grants.append(CapGrant(AddrSet.of([*own_ips, *served]), grant.cap_map))
     return cap_grants
+
+
+def _ports_reaching(rule: Rule, node: PolicyNode) -> list[DstPort]:
+    """The destinations of ``rule`` that reach ``node``, in rule order. Only its own addresses reach a node
+    that routes nothing: its one-address destinations are looked up under them, not compared one by one."""
+    if not node.routes_nothing:
+        return [d for d in rule.dst_ports if _dst_targets_node(d.addresses, node)]
+    by_address, wide = rule.destinations_by_address
+    found = [j for key in node.ip_keys for j in by_address.get(key, ())]
+    found += [j for j in wide if _dst_targets_node(rule.dst_ports[j].addresses, node)]
+    if len(found) > 1:
+        found.sort()
+    return [rule.dst_ports[j] for j in found]
 
 
 def reduce_for_node(rules: Iterable[Rule], node: PolicyNode) -> list[wire.FilterRule]:
@@ -67,7 +78,7 @@ def reduce_for_node(rules: Iterable[Rule], node: PolicyNode) -> list[wire.Filter
             if cap_grants:
                 reduced.append(rule.wire_with([], cap_grants))
             continue
-        dst_ports = [d for d in rule.dst_ports if _port_targets_node(d, node)]
+        dst_ports = _ports_reaching(rule, node)
         if dst_ports:
             reduced.append(rule.wire_with(dst_ports, []))
     return reduced
@@ -128,8 +139,10 @@ class DestinationIndex:
 
     def __init__(self, grants: Iterable[list[Rule]] = ()) -> None:
         self._grants: dict[int, _GrantEntries] = {}
-        # The few grants with wide destinations or capability rules, which every filter checks one by one.
+        # The few grants with wide destinations, wide capability destinations or capability rules, which
+        # every filter checks one by one.
         self._with_wide: dict[int, _GrantEntries] = {}
+        self._with_wide_capabilities: dict[int, _GrantEntries] = {}
         self._with_capabilities: dict[int, _GrantEntries] = {}
         self._by_address: dict[AddressKey, dict[RuleKey, list[int]]] = {}
         self._small_wide_by_address: dict[AddressKey, dict[RuleKey, list[int]]] = {}
@@ -142,13 +155,16 @@ class DestinationIndex:
         """Index grant ``g``'s global rules in place of what it had."""
         old = self._grants.pop(g, None)
         self._with_wide.pop(g, None)
+        self._with_wide_capabilities.pop(g, None)
         self._with_capabilities.pop(g, None)
         if old is not None:
             self._remove(g, old)
         entries = _GrantEntries(rules)
         self._grants[g] = entries
-        if entries.wide or entries.wide_capabilities:
+        if entries.wide:
             self._with_wide[g] = entries
+        if entries.wide_capabilities:
+            self._with_wide_capabilities[g] = entries
         if entries.capabilities:
             self._with_capabilities[g] = entries
         for key, hits in entries.singles.items():
@@ -200,8 +216,10 @@ class DestinationIndex:
             hits: set[RuleKey] = set()
             for key in node.ip_keys:
                 hits.update(self._capabilities_by_address.get(key, ()))
-            for g, entries in self._with_wide.items():
+            for g, entries in self._with_wide_capabilities.items():
                 hits.update((g, r) for r, dsts in entries.wide_capabilities if node.has_ip_in(dsts))
+            if not hits:
+                return []
             found = list(hits)
         return [self._grants[g].rules[r] for g, r in sorted(found)]
 

@@ -13,17 +13,15 @@ from dataclasses import dataclass, field
 
 from pyheadscale.policy.hujson import Position
 from pyheadscale.policy.memo import cached_attribute
-from pyheadscale.policy.netset import AddrSet, IPAddress, IPNetwork, address_text, single_address
+from pyheadscale.policy.netset import (
+    AddrSet,
+    IPAddress,
+    IPNetwork,
+    address_text,
+    parse_address,
+)
 
 EXIT_ROUTES = frozenset({ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")})
-
-
-def _parse_address(text: str) -> IPAddress:
-    """``ipaddress.ip_address`` without its failed IPv4 attempt on every IPv6 address (an exception each)."""
-    try:
-        return ipaddress.IPv6Address(text) if ":" in text else ipaddress.IPv4Address(text)
-    except ValueError:
-        return ipaddress.ip_address(text)
 
 
 class PolicyError(ValueError):
@@ -84,17 +82,17 @@ class PolicyNode:
 
     @cached_attribute
     def ips(self) -> tuple[IPAddress, ...]:
-        return tuple(_parse_address(a) for a in (self.ipv4, self.ipv6) if a)
+        return tuple(parse_address(a) for a in (self.ipv4, self.ipv6) if a)
+
+    @cached_attribute
+    def address_keys(self) -> tuple[tuple[int, int], ...]:
+        """Its addresses as ``(version, integer)``, in order (IPv4 first)."""
+        return tuple((ip.version, int(ip)) for ip in self.ips)
 
     @cached_attribute
     def ip_keys(self) -> frozenset[tuple[int, int]]:
         """Its addresses as ``(version, integer)``, for set lookups."""
-        return frozenset((ip.version, int(ip)) for ip in self.ips)
-
-    @cached_attribute
-    def single_addresses(self) -> tuple[tuple[str, AddrSet], ...]:
-        """Each address as text and as a one-address set (``autogroup:self`` rules list them one by one)."""
-        return tuple((address_text(ip), single_address(ip.version, int(ip))) for ip in self.ips)
+        return frozenset(self.address_keys)
 
     @cached_attribute
     def routes_nothing(self) -> bool:
@@ -103,7 +101,15 @@ class PolicyNode:
 
     @cached_attribute
     def addr_set(self) -> AddrSet:
-        return AddrSet.of_address_keys((ip.version, int(ip)) for ip in self.ips)
+        return AddrSet.of_address_keys(self.address_keys)
+
+    @cached_attribute
+    def reachable_addresses(self) -> AddrSet:
+        """Its own addresses and its approved subnet routes: what a rule's destination must overlap to reach
+        it (as an exit node it is also reached through the internet)."""
+        if not self.subnet_routes:
+            return self.addr_set
+        return self.addr_set | AddrSet.of(self.subnet_routes)
 
     @cached_attribute
     def prefix_texts(self) -> tuple[str, ...]:
@@ -137,7 +143,7 @@ class PolicyNode:
         return bool(self.exit_routes)
 
     def has_ip_in(self, addresses: AddrSet) -> bool:
-        return any(addresses.contains_ip(ip) for ip in self.ips)
+        return addresses.contains_any(self.address_keys)
 
 
 @dataclass(frozen=True)
