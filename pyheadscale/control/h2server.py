@@ -186,6 +186,7 @@ class H2Server:
         self._conn.decoder.max_header_list_size = MAX_HEADER_LIST_SIZE
         self._pending: dict[int, _Pending] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._idle_waiter: asyncio.Future[None] | None = None  # woken when the last open request ends
         self._background: set[asyncio.Task[None]] = set()
         self._window_open = asyncio.Event()
         self._flush_lock = asyncio.Lock()
@@ -248,17 +249,38 @@ class H2Server:
                     await read
 
     async def _wait_while_busy(self, read: asyncio.Task[bytes]) -> bool:
-        """Wait for `read`; False when the connection had no open request for idle_timeout first."""
+        """Wait for `read`; False when the connection had no open request for idle_timeout first.
+
+        While a request is open (a map poll stays open for as long as the node is up) there is nothing to
+        time, so no timer is armed: ten thousand map streams would otherwise each wake once an idle_timeout
+        only to find themselves busy. The last request to end wakes this wait (`_note_if_idle`) to start the
+        clock.
+        """
+        loop = asyncio.get_running_loop()
         while True:
-            idle = not self._pending and not self._tasks
-            timeout = self._limits.idle_timeout
-            if idle:
-                timeout -= time.monotonic() - self._idle_since
-                if timeout <= 0:
-                    return False
+            if self._pending or self._tasks:
+                now_idle = self._idle_waiter = loop.create_future()
+                try:
+                    await asyncio.wait({read, now_idle}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    self._idle_waiter = None
+                    now_idle.cancel()
+                if read.done():
+                    return True
+                continue
+            timeout = self._limits.idle_timeout - (time.monotonic() - self._idle_since)
+            if timeout <= 0:
+                return False
             done, _ = await asyncio.wait({read}, timeout=timeout)
             if done:
                 return True
+
+    def _note_if_idle(self) -> None:
+        """A request ended: with none left open, the idle clock starts now."""
+        if not self._pending and not self._tasks:
+            self._idle_since = time.monotonic()
+            if self._idle_waiter is not None and not self._idle_waiter.done():
+                self._idle_waiter.set_result(None)
 
     def _on_event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
@@ -360,8 +382,7 @@ class H2Server:
         if pending.unacked and not self._closed:
             self._conn.acknowledge_received_data(pending.unacked, stream_id)
             pending.unacked = 0
-        if not self._pending and not self._tasks:
-            self._idle_since = time.monotonic()
+        self._note_if_idle()
         self._limits.budget.release(held)
         if not self._closed:
             self._grant_credit()
@@ -421,8 +442,7 @@ class H2Server:
                     await self.flush()
         finally:
             self._tasks.pop(stream_id, None)
-            if not self._pending and not self._tasks:
-                self._idle_since = time.monotonic()
+            self._note_if_idle()
 
     def send_headers(self, stream_id: int, headers: list[tuple[str, str]], *, end_stream: bool) -> None:
         try:

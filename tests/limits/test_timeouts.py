@@ -125,6 +125,20 @@ async def test_busy_ts2021_connection_is_not_idle(start_live: StartLive) -> None
     await reader.close()
 
 
+async def test_connection_idle_after_its_stream_ends_is_closed(start_live: StartLive) -> None:
+    """A busy connection arms no idle timer; when its last request ends, the idle clock starts then."""
+    live: LiveServer = await start_live(limits=FAST)
+    node = await live.node("streamer")
+    reader = open_map(node)
+    await reader.next()
+    await asyncio.sleep(1.5)  # longer than idle_timeout, while busy
+    assert not node.client.closed
+    await reader.close()  # resets the stream: the connection has no open request from now
+    started = time.monotonic()
+    await asyncio.wait_for(node.client._closed.wait(), 10)
+    assert 0.5 < time.monotonic() - started < 10
+
+
 def test_connection_capacity_respects_the_fd_limit(monkeypatch: Any) -> None:
     import resource
 
