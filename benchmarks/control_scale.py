@@ -186,19 +186,19 @@ def profiled(args: argparse.Namespace, server: Target, n: int, phase: str) -> It
         profiler.wait(timeout=60)
 
 
-def make_target(name: str, workdir: Path, tailnet: Layout) -> Target:
+def make_target(name: str, workdir: Path, tailnet: Layout, keepalive: float | None = None) -> Target:
     if name == "headscale":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from tests.refbin import binary
 
         return Headscale(workdir, tailnet, binary("headscale"))
-    return Pyheadscale(workdir, tailnet)
+    return Pyheadscale(workdir, tailnet, keepalive)
 
 
 async def run_size(n: int, target: str, args: argparse.Namespace, result: dict[str, Any]) -> None:
     """Measure one size against one server into `result`, which keeps what was measured if it is cut off."""
     with tempfile.TemporaryDirectory(prefix="pyhs-bench-") as tmp:
-        server = make_target(target, Path(tmp), layout(args.policy, n))
+        server = make_target(target, Path(tmp), layout(args.policy, n), args.keepalive)
         server.start()
         spawned: list[Workers] = []
         probes: list[ControlClient] = []
@@ -264,10 +264,20 @@ async def _measure(
 
     if args.idle_seconds > 0:
         await settle(server)
-        cpu0, started = cpu_seconds(server.pid), time.monotonic()
+        cpu0, started, kept0 = cpu_seconds(server.pid), time.monotonic(), await server.keepalives_sent()
         with profiled(args, server, n, "idle"):
             await asyncio.sleep(args.idle_seconds)
-        result["idle_cpu_pct"] = 100 * (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - started)
+        elapsed, kept, cpu = (
+            time.monotonic() - started,
+            await server.keepalives_sent(),
+            cpu_seconds(server.pid),
+        )
+        result["idle_cpu_pct"] = 100 * (cpu - cpu0) / elapsed
+        if kept is not None and kept0 is not None:
+            # A window shorter than the keep-alive interval right after the streams opened may hold none.
+            result["idle_keepalives_per_s"] = (kept - kept0) / elapsed
+            if kept > kept0:
+                result["idle_us_per_keepalive"] = 1e6 * (cpu - cpu0) / (kept - kept0)
     result["streams_alive"] = sum(await workers.call([("ping",)] * args.workers))
 
     if args.storm:
@@ -430,6 +440,8 @@ ROWS = (
     ("server RSS, N streams (MB)", "rss_mb", 1, ".0f"),
     ("memory per idle stream (KB)", "stream_kb", 1, ".1f"),
     ("idle CPU (% of a core)", "idle_cpu_pct", 1, ".2f"),
+    ("  keep-alives sent (/s)", "idle_keepalives_per_s", 1, ".0f"),
+    ("  server CPU per keep-alive (µs)", "idle_us_per_keepalive", 1, ".0f"),
     ("map streams alive", "streams_alive", 1, "d"),
     ("restart: server ready (s)", "restart_s", 1, ".1f"),
     ("storm: last full map (s)", "storm_all_s", 1, ".1f"),
@@ -491,6 +503,12 @@ def main() -> None:
     )
     parser.add_argument("--joins", type=int, default=5, help="probe joins (and endpoint moves) per size")
     parser.add_argument("--idle-seconds", type=float, default=30.0, help="idle CPU window (0: skip)")
+    parser.add_argument(
+        "--keepalive",
+        type=float,
+        help="pyheadscale's keep-alive interval in seconds (default: the server's, 50): a short one makes "
+        "the idle window measure what each keep-alive costs",
+    )
     parser.add_argument("--no-storm", dest="storm", action="store_false", help="skip the restart storm")
     parser.add_argument(
         "--storm-concurrency", type=int, default=0, help="reconnects in flight per worker (0: all at once)"

@@ -27,6 +27,16 @@ from tests.ports import free_port
 
 SEGMENT_SIZE = 100
 CLI_CALLS_AT_ONCE = 4
+# `serve` as the CLI runs it (uvloop, the collector settings), with a keep-alive interval of the benchmark's.
+KEEPALIVE_LAUNCH = "; ".join(
+    [
+        "import asyncio, sys, uvloop",
+        "from pyheadscale.app import serve_forever",
+        "from pyheadscale.config import load_config",
+        "uvloop.install()",
+        "asyncio.run(serve_forever(load_config(sys.argv[1])[0], keepalive=float(sys.argv[2])))",
+    ]
+)
 # The groups-and-tags policy (`--policy roles`): node i is owned by ROLES[i % 5]; "server" nodes are tagged.
 ROLES = ("alice", "bob", "carol", "dave", "server")
 ROLES_POLICY = {
@@ -159,6 +169,10 @@ class Target:
         """(map bytes, map messages but keep-alives) sent so far, where the server counts them."""
         return None
 
+    async def keepalives_sent(self) -> float | None:
+        """Keep-alive messages sent so far, where the server counts them."""
+        return None
+
     def cli(self, *args: str) -> Any:
         out = subprocess.run(
             [*self.cli_command(), "-o", "json", *args], check=True, capture_output=True, timeout=60
@@ -197,10 +211,14 @@ class Target:
 
 
 class Pyheadscale(Target):
+    """pyheadscale `serve`; with `keepalive`, the same server with a keep-alive interval that short, so what a
+    keep-alive costs is measured in seconds rather than over minutes of 50-second intervals."""
+
     name = "pyheadscale"
 
-    def __init__(self, workdir: Path, tailnet: Layout) -> None:
+    def __init__(self, workdir: Path, tailnet: Layout, keepalive: float | None = None) -> None:
         super().__init__(workdir, tailnet)
+        self.keepalive = keepalive
         config: dict[str, Any] = {
             "server_url": self.url,
             "listen_addr": f"127.0.0.1:{self.port}",
@@ -227,6 +245,8 @@ class Pyheadscale(Target):
         self.config_path.write_text(json.dumps(config))  # JSON is YAML
 
     def command(self) -> list[str]:
+        if self.keepalive is not None:
+            return [sys.executable, "-c", KEEPALIVE_LAUNCH, str(self.config_path), str(self.keepalive)]
         return [sys.executable, "-m", "pyheadscale", "-c", str(self.config_path), "serve"]
 
     def cli_command(self) -> list[str]:
@@ -241,6 +261,11 @@ class Pyheadscale(Target):
             r'^pyheadscale_map_messages_total\{kind="(?!keepalive)[^"]*"\} (\S+)$', text, re.M
         )
         return total_bytes, sum(float(v) for v in counted)
+
+    async def keepalives_sent(self) -> float | None:
+        text = (await self.http_get(self.metrics_port, "/metrics")).decode()
+        sent = re.search(r'^pyheadscale_map_messages_total\{kind="keepalive"\} (\S+)$', text, re.M)
+        return float(sent.group(1)) if sent else 0.0
 
     def user_key(self, name: str) -> str:
         self.cli("users", "create", name)

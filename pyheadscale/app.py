@@ -474,9 +474,10 @@ def settle_collector() -> None:
     gc.freeze()
 
 
-async def serve_forever(config: Config) -> None:
+async def serve_forever(config: Config, *, keepalive: float = KEEPALIVE_SECONDS) -> None:
+    """`serve` until SIGINT or SIGTERM; `keepalive` shortened only by benchmarks, to measure keep-alives."""
     prepare_collector()
-    server = Server(config)
+    server = Server(config, keepalive=keepalive)
     await server.start()
     settle_collector()
     stop = asyncio.Event()
