@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from pyheadscale.background import stop_task
 from pyheadscale.config import Config, parse_yaml
 from pyheadscale.tailcfg.derp_map import DERPMap, DERPNode, DERPRegion
 
@@ -179,6 +180,4 @@ class DERPMapSource:
             await self.refresh()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop_task(self._task)

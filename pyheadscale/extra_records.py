@@ -10,12 +10,12 @@ size, mtime) once a second in a thread, then compared by content, so a touch wit
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from pyheadscale.background import stop_task
 from pyheadscale.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -97,10 +97,7 @@ class ExtraRecordsFile:
         self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     async def _watch(self) -> None:
         while True:

@@ -12,12 +12,13 @@ was scheduled is simply scheduled again from its last write: only quiet streams 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
 import time
 from typing import Literal, Protocol
+
+from pyheadscale.background import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,8 @@ class KeepAliveWheel:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     def add(self, stream: KeepAliveStream) -> None:
         """Schedule `stream`'s keep-alives, each after its interval (jittered, so that streams opened

@@ -16,10 +16,10 @@ online period it was made in (state/presence.py names each period), so nothing h
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
+from pyheadscale.background import stop_task
 from pyheadscale.config import HARoutesConfig
 from pyheadscale.control.ping import PATH as PING_PATH
 from pyheadscale.control.ping import PingTracker
@@ -87,10 +87,7 @@ class HAProber:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     async def _run(self) -> None:
         while True:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pyheadscale.background import stop_task
 from pyheadscale.config import Config
 from pyheadscale.policy import PolicyEngine, PolicyError, PolicyNode, PolicyUser
 from pyheadscale.policy.peers import RouterHealth
@@ -238,9 +239,7 @@ class PolicyManager:
         self.ambiguous = ambiguous
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop_task(self._task)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ handshakes are refused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from pyheadscale import private_files
+from pyheadscale.background import stop_task
 from pyheadscale.config import Config, ConfigError
 from pyheadscale.listener import GuardedAppRunner
 from pyheadscale.tls import acme_issuer
@@ -121,10 +121,7 @@ class ACMECertificates:
         self._task = asyncio.get_running_loop().create_task(self._keep_fresh())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         if self._runner is not None:
             await self._runner.cleanup()
 
