@@ -216,6 +216,9 @@ class Worker:
                     await asyncio.wait_for(node.client.close(), 5)
             node.client = None
             node.full_map_at, node.full_map_peers = 0.0, -1
+        # Tidying up the old connections is the simulation's own work (a tailscaled sees its connection reset
+        # and dials again): the storm is timed from here.
+        reconnecting = time.monotonic()
 
         async def reconnect(node: SimulatedNode) -> float:
             client = ControlClient(self.url, node.machine_key)
@@ -233,7 +236,7 @@ class Worker:
             self.concurrency = gate
         errors = [repr(r) for r in results if isinstance(r, BaseException)]
         maps = [(n.index, n.full_map_at, n.full_map_peers) for n in self.nodes if n.full_map_peers >= 0]
-        return {"maps": maps, "errors": errors[:5], "failed": len(errors)}
+        return {"maps": maps, "errors": errors[:5], "failed": len(errors), "reconnecting": reconnecting}
 
     async def _follow(self, node: SimulatedNode, opened: float) -> None:
         assert node.client is not None and node.first_map is not None
