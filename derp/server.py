@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from derp import frames
-from derp.admission import AdmissionController, Verdict
+from derp.admission import AdmissionController, ClientAdmission, ClientVerifier
 from derp.client_conn import BatchBuffer, ClientConn, PacketCounters
 from derp.conn import Conn, read_frame
 from derp.frames import FrameType, PeerGoneReason, ProtocolError
@@ -30,16 +30,11 @@ from pyheadscale.tailkey import KEY_LEN, DerpMeshKey, NodePrivate, NodePublic
 
 log = logging.getLogger(__name__)
 
-ClientVerifier = Callable[[NodePublic], Awaitable[bool]]
-"""Async predicate on a connecting node's public key."""
-
 DEFAULT_SEND_QUEUE_DEPTH = 32
 DEFAULT_WRITE_TIMEOUT = 2.0
 MESH_WRITE_TIMEOUT = 30.0
 """Mesh peers get longer to absorb the initial flood of PeerPresent frames."""
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
-REVERIFY_CONCURRENCY = 16
-"""Admission requests in flight at once while re-verifying connected clients."""
 DUPLICATE_HEALTH_MESSAGE = "duplicate connection for this node key; another connection is active"
 
 _SESSION_ERRORS = (
@@ -87,18 +82,16 @@ class DerpServer:
         self._private_key = private_key if isinstance(private_key, NodePrivate) else NodePrivate(private_key)
         self._public_key = self._private_key.public()
         self._mesh_key = DerpMeshKey.from_text(mesh_key) if isinstance(mesh_key, str) else mesh_key
-        self._verify_client = verify_client
-        self._admission = (
+        controller = (
             AdmissionController(verify_client_url, fail_open=verify_client_url_fail_open)
             if verify_client_url
             else None
         )
+        self._admission = ClientAdmission(verify_client, controller, reverify_interval)
         self._queue_depth = send_queue_depth
         self._keepalive_interval = keepalive_interval
         self._write_timeout = write_timeout
         self._handshake_timeout = handshake_timeout
-        self._reverify_interval = reverify_interval
-        self._reverifier: asyncio.Task[None] | None = None
 
         self._clients: dict[bytes, _ClientSet] = {}
         self._watchers: set[ClientConn] = set()
@@ -211,7 +204,7 @@ class DerpServer:
         admitting = self._admitting.setdefault(key, set())
         admitting.add(conn)
         try:
-            if not can_mesh and not await self._admit(key, conn.remote_ip):
+            if not can_mesh and not await self._admission.admits(key, conn.remote_ip):
                 log.info("derp client %s%s rejected by verification", conn.remote_ip, key.short())
                 return None
             if self._closed or conn not in admitting:  # closed by close_client while being admitted
@@ -238,18 +231,6 @@ class DerpServer:
             counters=self.counters,
             on_first_packet_from=self._note_delivery_from,
         )
-
-    async def _admit(self, key: NodePublic, source_ip: str) -> bool:
-        """Mesh peers skip this: they are not nodes of any tailnet."""
-        try:
-            if self._verify_client is not None and not await self._verify_client(key):
-                return False
-            if self._admission is not None and not await self._admission.allows(key, source_ip):
-                return False
-        except Exception:
-            log.exception("derp client verification failed for %s", key.short())
-            return False
-        return True
 
     async def _serve(self, client: ClientConn) -> None:
         self._register(client)
@@ -486,42 +467,16 @@ class DerpServer:
         return closed
 
     def _start_reverifier(self) -> None:
-        verifying = self._verify_client is not None or self._admission is not None
-        if self._reverifier is None and verifying and self._reverify_interval and not self._closed:
-            self._reverifier = asyncio.get_running_loop().create_task(self._reverify_forever())
+        if not self._closed:
+            self._admission.start(self._verified_clients, self._source_of, self.close_client)
 
-    async def _reverify_forever(self) -> None:
-        """Ask again, every interval, about each connected client; close those now refused.
+    def _verified_clients(self) -> list[NodePublic]:
+        """Connected clients that admission asks about again (mesh peers are not nodes of any tailnet)."""
+        return [cs.active.key for cs in self._clients.values() if not any(c.can_mesh for c in cs.conns)]
 
-        Only a clear refusal closes a client: if the admission URL is unreachable or answers something
-        else, connected clients stay (a control server restarting must not drop the whole region).
-        """
-        assert self._reverify_interval is not None
-        limit = asyncio.Semaphore(REVERIFY_CONCURRENCY)
-        while True:
-            await asyncio.sleep(self._reverify_interval)
-            keys = [cs.active.key for cs in self._clients.values() if not any(c.can_mesh for c in cs.conns)]
-
-            async def check(key: NodePublic) -> None:
-                async with limit:
-                    if not await self._still_admitted(key):
-                        self.close_client(key)
-
-            await asyncio.gather(*(check(k) for k in keys))
-
-    async def _still_admitted(self, key: NodePublic) -> bool:
+    def _source_of(self, key: NodePublic) -> str | None:
         client_set = self._clients.get(key)
-        if client_set is None:
-            return True
-        try:
-            if self._verify_client is not None and not await self._verify_client(key):
-                return False
-            if self._admission is not None:
-                verdict = await self._admission.verdict(key, client_set.active.conn.remote_ip)
-                return verdict is not Verdict.DENY
-        except Exception:
-            log.exception("derp client re-verification failed for %s", key.short())
-        return True
+        return None if client_set is None else client_set.active.conn.remote_ip
 
     def _close_peer(self, key: bytes) -> None:
         client_set = self._clients.get(key)
@@ -596,9 +551,7 @@ class DerpServer:
         if self._closed:
             return
         self._closed = True
-        if self._reverifier is not None:
-            self._reverifier.cancel()
-            await asyncio.gather(self._reverifier, return_exceptions=True)
+        await self._admission.stop()
         for link in self._meshes:
             await link.close()
         self._meshes.clear()
@@ -622,5 +575,4 @@ class DerpServer:
                 await self._idle.wait()
         except TimeoutError:
             log.warning("derp: %d sessions still open after close", self._sessions)
-        if self._admission is not None:
-            await self._admission.close()
+        await self._admission.close()
