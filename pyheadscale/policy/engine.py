@@ -42,6 +42,7 @@ from pyheadscale.policy.peers import (
     via_steering,
 )
 from pyheadscale.policy.policytests import run_policy_tests, run_ssh_tests
+from pyheadscale.policy.primaries import PrimaryRoutes
 from pyheadscale.policy.reach import PeerClasses, connected, reach_of
 from pyheadscale.policy.reduce import DestinationIndex, reduce_for_node
 from pyheadscale.policy.ssh import SSHCompiler, localpart_domain
@@ -112,7 +113,7 @@ class PolicyEngine:
         """``router_health`` limits primary routers to online, answering ones; ``primaries`` (the election in
         force under the engine this one replaces) keeps current primaries in place across a policy change."""
         self.router_health = router_health
-        self._set_primaries(dict(primaries or {}))
+        self._primaries = PrimaryRoutes(dict(primaries or {}))
         self.policy: Policy | None = parse_policy(policy_text) if policy_text is not None else None
         self.server_url = server_url
         self._owner_id = owner_id
@@ -140,7 +141,7 @@ class PolicyEngine:
             policy.groups if policy else {}, policy.hosts if policy else {}, self.tailnet
         )
         self._compiled: list[CompiledGrant] = [compile_grant(g, self.resolver) for g in self._grants]
-        self._set_primaries(self._elect())
+        self._primaries = self._elect()
         self._ssh = SSHCompiler(policy, self.resolver, self.server_url) if policy else None
         self._node_cache: dict[int, dict[str, Any]] = {}
         self._self_rules: dict[int, dict[int, list[Rule]]] = {}
@@ -180,18 +181,12 @@ class PolicyEngine:
     @property
     def primaries(self) -> dict[IPNetwork, int]:
         """Each subnet route's primary router (a copy)."""
-        return dict(self._primaries)
+        return dict(self._primaries.by_route)
 
-    def _set_primaries(self, primaries: dict[IPNetwork, int]) -> None:
-        self._primaries = primaries
-        by_router: dict[int, list[IPNetwork]] = {}
-        for route, router in primaries.items():
-            by_router.setdefault(router, []).append(route)
-        # Each router's primary routes, in election order: a peer view asks this per viewer and peer.
-        self._primaries_of = by_router
-
-    def _elect(self) -> dict[IPNetwork, int]:
-        return primary_routers(self.tailnet.nodes.values(), self._primaries, self.router_health)
+    def _elect(self) -> PrimaryRoutes:
+        return PrimaryRoutes(
+            primary_routers(self.tailnet.nodes.values(), self._primaries.by_route, self.router_health)
+        )
 
     def reelect_primaries(self) -> set[int]:
         """Elect primary routers again after routers came, went or changed health.
@@ -200,15 +195,13 @@ class PolicyEngine:
         is one, since any viewer may see those routes.
         """
         elected = self._elect()
-        if elected == self._primaries:
+        if elected.by_route == self._primaries.by_route:
             return set()
-        routes = set(elected) | set(self._primaries)
-        moved = {self._primaries.get(r) for r in routes if self._primaries.get(r) != elected.get(r)}
-        moved |= {elected.get(r) for r in routes if self._primaries.get(r) != elected.get(r)}
-        self._set_primaries(elected)
+        moved = self._primaries.moved(elected.by_route)
+        self._primaries = elected
         for cache in self._node_cache.values():
             cache.pop("peers", None)
-        return {i for i in moved if i is not None}
+        return moved
 
     def _alias_names(self, alias: Alias, node: PolicyNode) -> bool:
         """Whether ``alias`` resolves to ``node``'s addresses because of what the node is (its tags, owner).
@@ -244,7 +237,7 @@ class PolicyEngine:
         changed = [n for n in (old, new) if n is not None]
         routes_changed = _routes_of(old) != _routes_of(new)
         if routes_changed:
-            self._set_primaries(self._elect())
+            self._primaries = self._elect()
         stale = {a for a in self.resolver.cached_aliases() if any(self._alias_names(a, n) for n in changed)}
         if old is None and new is not None:
             # A join only adds the node's addresses to the aliases naming it.
@@ -538,7 +531,7 @@ class PolicyEngine:
 
         def view(peer: PolicyNode) -> PeerView:
             nonlocal usable
-            peer_primaries = self._primaries_of.get(peer.id, [])
+            peer_primaries = self._primaries.of(peer.id)
             if self.policy is None:
                 routes = peer_primaries + list(peer.exit_routes)
             elif not peer_primaries and not peer.exit_routes and not self._has_via:
