@@ -180,8 +180,7 @@ class Worker:
             if node.client.closed:
                 # The server closed a connection left idle since registration (its idle timeout, 2 min by
                 # default): a tailscaled dials again, and so does the simulated node.
-                node.client = ControlClient(self.url, node.machine_key)
-                await node.client.connect(self.server_key)
+                await self._redial(node)
             self.tasks.append(loop.create_task(self._follow(node, time.monotonic())))
             return await node.first_map
 
@@ -246,10 +245,9 @@ class Worker:
             except ControlClientError:
                 if node.first_map.done() or not node.client.closed:
                     raise
-                # The server's idle timeout closed the connection just as the stream was opened on it: a
-                # tailscaled dials again, and so does the simulated node, once.
-                node.client = ControlClient(self.url, node.machine_key)
-                await node.client.connect(self.server_key)
+                # The server's idle timeout closed the connection just as the stream was opened on it: dial
+                # again, once.
+                await self._redial(node)
                 await self._read(node, node.client, opened)
         except Exception as exc:
             if not node.first_map.done():
@@ -257,6 +255,10 @@ class Worker:
         finally:
             if not node.first_map.done():
                 node.first_map.set_exception(RuntimeError("map stream ended before the first map"))
+
+    async def _redial(self, node: SimulatedNode) -> None:
+        node.client = ControlClient(self.url, node.machine_key)
+        await node.client.connect(self.server_key)
 
     async def _read(self, node: SimulatedNode, client: ControlClient, opened: float) -> None:
         """Follow one map stream: its first full map, and the probes' markers in what comes after."""

@@ -16,6 +16,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from typing import Literal, Protocol
 
 from pyheadscale.background import stop_task
@@ -47,7 +48,7 @@ class KeepAliveWheel:
     """Schedules each stream's keep-alive in buckets of `tick` seconds, and sends the due ones each tick."""
 
     def __init__(
-        self, interval: float, *, tick: float = TICK_SECONDS, on_sent: _Counter | None = None
+        self, interval: float, *, tick: float = TICK_SECONDS, on_sent: Callable[[int], None] | None = None
     ) -> None:
         self.interval = interval
         # A test's short interval still gets several ticks per interval.
@@ -125,7 +126,3 @@ class KeepAliveWheel:
         while True:
             await asyncio.sleep(self.tick)
             self.run_due(time.monotonic())
-
-
-class _Counter(Protocol):
-    def __call__(self, count: int, /) -> None: ...
